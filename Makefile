@@ -1,0 +1,157 @@
+# ssl.h - build, tests, demo.
+#
+#   make            ./pack ./train ./probe (CUDA when nvcc is found)
+#   make test       the CPU test suite (installs missing Debian packages first)
+#   make sanitize   the same tests under ASan + UBSan
+#   make test-gpu   the GPU suite (needs an NVIDIA GPU)
+#   make demo       pack Fashion-MNIST and show what is in it
+#
+# Optional features, each found automatically and each with an opt-out:
+#   NO_CUDA=1 NO_TURBOJPEG=1 NO_OPENBLAS=1 NO_NCCL=1 NO_MPI=1
+# CUDA_ARCH=sm_90 picks the GPU architecture; CUDA_HOME=/usr/local/cuda.
+
+CC       ?= cc
+CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCH ?= sm_90
+OPT      ?= -O3 -march=native
+CFLAGS   += -std=gnu11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -pthread
+LDLIBS   += -lm -pthread
+BUILD    := build
+SHARED   ?= ../shared
+
+# ---- feature detection: one line each ------------------------------------
+NVCC := $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
+ifeq ($(NO_CUDA),1)
+  NVCC :=
+endif
+ifneq ($(NVCC),)
+  $(info [ssl.h] CUDA        yes  ($(NVCC), -arch=$(CUDA_ARCH); NO_CUDA=1 to build CPU-only))
+  GPU_CFLAGS := -DSSL_CUDA -I$(CUDA_HOME)/include
+  GPU_LIBS   := $(BUILD)/ssl_cuda.o -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  GPU_DEPS   := $(BUILD)/ssl_cuda.o
+else
+  $(info [ssl.h] CUDA        no   (nvcc not found: CPU-only build))
+endif
+
+ifneq ($(NO_TURBOJPEG),1)
+  TURBOJPEG := $(shell pkg-config --exists libturbojpeg 2>/dev/null && echo yes)
+endif
+ifeq ($(TURBOJPEG),yes)
+  $(info [ssl.h] turbojpeg   yes  (JPEG through libjpeg-turbo; NO_TURBOJPEG=1 for stb_image))
+  CFLAGS += -DSSL_TURBOJPEG $(shell pkg-config --cflags libturbojpeg)
+  LDLIBS += $(shell pkg-config --libs libturbojpeg)
+else
+  $(info [ssl.h] turbojpeg   no   (JPEG through stb_image))
+endif
+
+ifneq ($(NO_OPENBLAS),1)
+  OPENBLAS := $(shell pkg-config --exists openblas 2>/dev/null && echo yes)
+endif
+ifeq ($(OPENBLAS),yes)
+  $(info [ssl.h] OpenBLAS    yes  (CPU GEMM through CBLAS; NO_OPENBLAS=1 for the plain loops))
+  CFLAGS += -DSSL_OPENBLAS $(shell pkg-config --cflags openblas)
+  LDLIBS += $(shell pkg-config --libs openblas)
+else
+  $(info [ssl.h] OpenBLAS    no   (CPU GEMM through plain loops: slow))
+endif
+
+ifneq ($(NVCC),)
+ifneq ($(NO_NCCL),1)
+  NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo yes)
+endif
+endif
+ifeq ($(NCCL),yes)
+  $(info [ssl.h] NCCL        yes  (multi-GPU all-reduce; NO_NCCL=1 to leave out))
+  GPU_CFLAGS += -DSSL_NCCL
+  GPU_LIBS   += -lnccl
+else
+  $(info [ssl.h] NCCL        no)
+endif
+
+ifneq ($(NO_MPI),1)
+  MPICC := $(shell command -v mpicc 2>/dev/null)
+endif
+ifneq ($(MPICC),)
+  $(info [ssl.h] MPI         yes  ($(MPICC); NO_MPI=1 to leave out))
+else
+  $(info [ssl.h] MPI         no   (multi-node launch not built; single node needs none))
+endif
+
+# ---- programs ------------------------------------------------------------
+PROGRAMS := pack train probe
+all: $(PROGRAMS)
+
+pack: pack.c ssl.h
+	$(CC) $(CFLAGS) -o $@ pack.c $(LDLIBS)
+
+train: train.c ssl.h $(GPU_DEPS)
+	$(CC) $(CFLAGS) $(GPU_CFLAGS) -o $@ train.c $(GPU_LIBS) $(LDLIBS)
+
+probe: probe.c ssl.h $(GPU_DEPS)
+	$(CC) $(CFLAGS) $(GPU_CFLAGS) -o $@ probe.c $(GPU_LIBS) $(LDLIBS)
+
+$(BUILD)/ssl_cuda.o: ssl.cu ssl.h | $(BUILD)
+	$(NVCC) -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-fPIC $(filter -DSSL_%,$(CFLAGS)) -c ssl.cu -o $@
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# ---- set-up on a fresh machine --------------------------------------------
+deps: $(BUILD)/.deps
+$(BUILD)/.deps: scripts/install-deps.sh | $(BUILD)
+	bash scripts/install-deps.sh
+	touch $@
+
+# a few hundred real CIFAR-10 JPEGs for the tests (50 per class)
+TESTDATA := $(BUILD)/data/cifar10/test
+$(BUILD)/data/.cifar-subset: | $(BUILD)
+	@test -f $(SHARED)/data/cifar10-jpg.tar.gz || { echo "missing $(SHARED)/data/cifar10-jpg.tar.gz (the tests read real CIFAR-10 JPEGs from it)"; exit 1; }
+	mkdir -p $(BUILD)/data
+	tar xzf $(SHARED)/data/cifar10-jpg.tar.gz -C $(BUILD)/data --wildcards 'cifar10/test/*/00[0-4]?.jpg'
+	touch $@
+
+# ---- tests ---------------------------------------------------------------
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_ENV := SSL_TEST_DATA=$(BUILD)/data SSL_TEST_TMP=$(BUILD)/tmp SSL_FMNIST=/usr/share/datasets/fashion-mnist
+
+$(BUILD)/tests: $(TEST_SRC) tests/test.h ssl.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
+
+$(BUILD)/tests-asan: $(TEST_SRC) tests/test.h ssl.h | $(BUILD)
+	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
+
+$(BUILD)/pack-asan: pack.c ssl.h | $(BUILD)
+	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -o $@ pack.c $(LDLIBS)
+
+test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack $(BUILD)/tests
+	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
+	$(TEST_ENV) SSL_PACK=./pack $(BUILD)/tests
+
+sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/tests-asan
+	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
+	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
+
+GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
+$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h ssl.h $(GPU_DEPS) | $(BUILD)
+	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
+	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
+
+test-gpu: $(BUILD)/tests-gpu
+	$(BUILD)/tests-gpu
+
+# ---- demo ----------------------------------------------------------------
+FMNIST := /usr/share/datasets/fashion-mnist
+FMNIST_CLASSES := T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot
+demo: $(BUILD)/.deps pack train probe
+	mkdir -p $(BUILD)/demo
+	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(BUILD)/demo/fmnist-train.ssl classes="$(FMNIST_CLASSES)" force=1
+	./pack $(FMNIST)/t10k-images-idx3-ubyte.gz $(BUILD)/demo/fmnist-test.ssl classes="$(FMNIST_CLASSES)" force=1
+	./pack info $(BUILD)/demo/fmnist-train.ssl
+	./pack info $(BUILD)/demo/fmnist-test.ssl
+
+clean:
+	rm -rf $(BUILD) $(PROGRAMS)
+
+.PHONY: all deps test sanitize test-gpu demo clean

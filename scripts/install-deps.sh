@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ssl.h needs, if they are missing. Called by
+# `make test` and `make demo`, so on a fresh machine those two commands are
+# all the set-up there is.
+set -euo pipefail
+need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "[deps] all present: ${need[*]}"
+    exit 0
+fi
+echo "[deps] installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+        echo "[deps] not root and no sudo: run as root: apt-get install -y ${missing[*]}" >&2; exit 1; fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

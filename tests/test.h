@@ -1,0 +1,158 @@
+/* test.h - the tiny test harness of ssl.h.
+
+   TEST(name) { ... } registers a test. Checks state what they expect in
+   numbers; a failed check prints file:line, the expression and the values,
+   and marks the test failed. The run ends with "N passed, N failed" and
+   exits non-zero if any test failed. One file per binary defines TEST_MAIN
+   (and SSL_IMPLEMENTATION) to get main() and the registry. */
+#ifndef SSL_TEST_H
+#define SSL_TEST_H
+#include "ssl.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*test_fn)(void);
+void test_register(const char *name, const char *file, test_fn fn);
+void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *test_tmp(const char *name);          /* path under the test tmp dir (static ring buffer) */
+const char *test_data(const char *name);         /* path under the test data dir */
+int test_run(const char *cmd, char **output);    /* runs a shell command, captures stdout+stderr */
+int test_write(const char *path, const void *p, size_t n);
+int test_mkdirs(const char *path);
+
+#define TEST(name)                                                                   \
+    static void test_##name(void);                                                   \
+    __attribute__((constructor)) static void test_reg_##name(void) {                 \
+        test_register(#name, __FILE__, test_##name);                                 \
+    }                                                                                \
+    static void test_##name(void)
+
+#define CHECK(cond, ...) \
+    do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(" #cond ") " __VA_ARGS__); } while (0)
+#define CHECK_EQ(a, b)                                                                                  \
+    do {                                                                                                \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                             \
+        if (a_ != b_) test_fail(__FILE__, __LINE__, "%s == %s: got %lld, expected %lld", #a, #b, a_, b_); \
+    } while (0)
+#define CHECK_NEAR(a, b, tol)                                                                            \
+    do {                                                                                                 \
+        double a_ = (double)(a), b_ = (double)(b), t_ = (double)(tol);                                   \
+        if (!(fabs(a_ - b_) <= t_))                                                                      \
+            test_fail(__FILE__, __LINE__, "%s ~ %s: got %.9g, expected %.9g within %.3g", #a, #b, a_, b_, t_); \
+    } while (0)
+/* expr must return 0 */
+#define CHECK_OK(expr) \
+    do { if ((expr) != 0) test_fail(__FILE__, __LINE__, "%s failed: %s", #expr, ssl_last_error()); } while (0)
+/* expr must fail with a message containing `needle` */
+#define CHECK_ERR(expr, needle)                                                                         \
+    do {                                                                                                \
+        int r_ = (expr);                                                                                \
+        if (r_ == 0) test_fail(__FILE__, __LINE__, "%s succeeded, expected an error with '%s'", #expr, needle); \
+        else if (!strstr(ssl_last_error(), needle))                                                     \
+            test_fail(__FILE__, __LINE__, "%s: error '%s' does not mention '%s'", #expr, ssl_last_error(), needle); \
+    } while (0)
+#define CHECK_CONTAINS(hay, needle)                                                                     \
+    do {                                                                                                \
+        const char *h_ = (hay);                                                                         \
+        if (!h_ || !strstr(h_, needle))                                                                 \
+            test_fail(__FILE__, __LINE__, "expected '%s' in: %.600s", needle, h_ ? h_ : "(null)");      \
+    } while (0)
+
+#ifdef TEST_MAIN
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+typedef struct { const char *name, *file; test_fn fn; } test_entry;
+static test_entry test__all[512];
+static int test__n, test__cur_failed;
+
+void test_register(const char *name, const char *file, test_fn fn) {
+    SSL_ASSERT(test__n < 512, "too many tests");
+    test__all[test__n].name = name;
+    test__all[test__n].file = file;
+    test__all[test__n++].fn = fn;
+}
+
+void test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "    %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    test__cur_failed++;
+}
+
+static const char *test__env(const char *k, const char *def) {
+    const char *v = getenv(k);
+    return v && *v ? v : def;
+}
+const char *test_tmp(const char *name) {
+    static char ring[8][SSL_STR];
+    static int k;
+    char *o = ring[k++ % 8];
+    snprintf(o, SSL_STR, "%s/%s", test__env("SSL_TEST_TMP", "build/tmp"), name);
+    return o;
+}
+const char *test_data(const char *name) {
+    static char ring[8][SSL_STR];
+    static int k;
+    char *o = ring[k++ % 8];
+    snprintf(o, SSL_STR, "%s/%s", test__env("SSL_TEST_DATA", "build/data"), name);
+    return o;
+}
+int test_mkdirs(const char *path) {
+    char cmd[SSL_STR + 16];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
+    return system(cmd);
+}
+int test_write(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(p, 1, n, f);
+    fclose(f);
+    return w == n ? 0 : -1;
+}
+int test_run(const char *cmd, char **output) {
+    char full[4 * SSL_STR];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += r;
+        if (cap - len < 1024) buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = 0;
+    int st = pclose(p);
+    if (output) *output = buf; else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    test_mkdirs(test__env("SSL_TEST_TMP", "build/tmp"));
+    ssl_set_verbosity(0);
+    int passed = 0, failed = 0;
+    double t0 = ssl_now();
+    for (int i = 0; i < test__n; i++) {
+        if (filter && !strstr(test__all[i].name, filter)) continue;
+        test__cur_failed = 0;
+        double t = ssl_now();
+        test__all[i].fn();
+        t = ssl_now() - t;
+        if (test__cur_failed) { failed++; printf("FAIL %-40s (%.2fs)\n", test__all[i].name, t); }
+        else { passed++; printf("ok   %-40s (%.2fs)\n", test__all[i].name, t); }
+        fflush(stdout);
+    }
+    printf("(%.1fs)\n%d passed, %d failed\n", ssl_now() - t0, passed, failed);
+    return failed ? 1 : 0;
+}
+#endif
+#endif
