@@ -218,6 +218,7 @@ typedef struct {
 typedef struct {
     uint8_t *bytes; /* the whole file */
     size_t size;
+    uint8_t *arena; /* 64-byte aligned copies of every tensor's data */
     char *meta;     /* NUL-terminated copy */
     int count;
     ssl_tentry *entries;
@@ -441,6 +442,812 @@ typedef enum { SSL_FILTER_BOX = 0, SSL_FILTER_BILINEAR = 1 } ssl_filter;
    [0, 255] without rounding. scratch is reused between calls. */
 SSLDEF void ssl_resample(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
                          uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, ssl_buf *scratch);
+/* The same, with float output multiplied by `gain` (1/255 gives [0, 1]). */
+SSLDEF void ssl__resample_gain(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
+                               uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, float gain,
+                               ssl_buf *scratch);
+
+/* ========================================================================
+   5. Augment
+   Owns: the augmentations of joint-embedding SSL as torchvision.transforms.v2
+   defines them on float images in [0, 1] (RandomResizedCrop, horizontal
+   flip, ColorJitter, grayscale, Gaussian blur, solarization, Gaussian noise,
+   normalize), the per-view recipes that say which ones a view gets, and the
+   named presets of the papers (SimCLR, BYOL, FFCV-SSL).
+
+   Two steps per view. ssl_view_draw turns (recipe, seed, epoch, sample,
+   view) into ssl_aug_params: every random choice, fixed, each op from its
+   own Philox stream, so the same key always gives the same view and adding
+   an op never shifts another's numbers. ssl_augment_apply then applies the
+   params to an image that ssl_resample already cropped and resized.
+
+   The per-pixel math is below as static inline SSL_HD functions (ssl_px_*):
+   the CPU loops here and the CUDA kernels in ssl.cu call the same code.
+   Images are interleaved RGB float (h x w x 3). The CPU path works on
+   planar copies in scratch, fusing the pointwise ops in L1-sized chunks, so
+   the compiler vectorizes every loop (at -O3, the Makefile's default: GCC
+   12's -O2 vectorizes almost none and a view costs ~5x more); the steady
+   state allocates nothing.
+
+   Where this differs from torchvision (all documented at the op):
+     - blur is separable (torchvision convolves with the k x k outer product):
+       same math, float rounding differs by ~1e-7; the kernel radius is
+       clipped to min(w, h) - 1 where torch's reflect padding would refuse;
+     - contrast's image mean is summed in float lanes then double (torch sums
+       in float): ~1e-7 apart;
+     - noise uses our own Philox-keyed normals (torch has no such op).
+   ======================================================================== */
+
+/* One view's recipe: which ops, their strengths, the output size. */
+typedef struct {
+    int out_w, out_h;
+    float scale_min, scale_max, ratio_min, ratio_max;     /* RandomResizedCrop (0.08,1) (3/4,4/3); ratio 0,0 = the
+                                                             image's own aspect ratio (with scale 1,1: no crop) */
+    float flip_p;                                          /* 0.5 */
+    float jitter_p, brightness, contrast, saturation, hue; /* ColorJitter strengths */
+    float gray_p;
+    float blur_p, blur_sigma_min, blur_sigma_max;          /* (0.1, 2.0) */
+    float solarize_p, solarize_threshold;                  /* threshold in [0,1], 0.5 */
+    float noise_p, noise_std;                              /* additive Gaussian noise on [0,1] pixels */
+    float mean[3], std[3];                                 /* normalize */
+} ssl_view_recipe;
+
+/* The parameters drawn for one (sample, view): everything random, fixed. */
+typedef struct {
+    float crop_x, crop_y, crop_w, crop_h;  /* integer-valued box in source pixels (torchvision's RRC) */
+    int flip;
+    int jitter;                            /* jitter applied? */
+    float brightness, contrast, saturation, hue; /* factors (1 = identity) and hue shift (0 = identity) */
+    uint8_t order[4];                      /* permutation of 0=brightness,1=contrast,2=saturation,3=hue */
+    int gray;
+    float blur_sigma;                      /* 0 = no blur */
+    int solarize;
+    float solarize_threshold;
+    float noise_std;                       /* 0 = no noise */
+    uint64_t noise_seed;                   /* noise is drawn per pixel from Philox keyed by this seed and the pixel index */
+} ssl_aug_params;
+
+/* The identity: nothing applied, factors 1, order 0 1 2 3, crop box 0. */
+SSLDEF ssl_aug_params ssl_aug_identity(void);
+
+/* torchvision RandomResizedCrop.get_params: 10 attempts with area fraction
+   uniform in [scale_min, scale_max] and log-uniform aspect ratio, then the
+   centre-crop fallback (clamp ratio into [ratio_min, ratio_max]). Returns 1 if
+   the fallback was taken. Box x, y, w, h written to box[4] (integers).
+   w and h round half to even as Python's round() does. ratio_min <= 0 means
+   the source's own aspect ratio for both bounds. */
+SSLDEF int ssl_rrc_sample(ssl_rng *r, int src_w, int src_h, float scale_min, float scale_max,
+                          float ratio_min, float ratio_max, float box[4]);
+/* Draws every parameter of one view from streams keyed (seed, epoch, sample, view, op):
+   CROP, FLIP, JITTER (apply, order, then the four factors), GRAY, BLUR (apply,
+   sigma), SOLARIZE, NOISE (apply, 64-bit seed for the per-pixel normals). A
+   jitter strength of 0 gives exactly the identity factor. */
+SSLDEF ssl_aug_params ssl_view_draw(const ssl_view_recipe *r, int src_w, int src_h,
+                                    uint64_t seed, uint32_t epoch, uint32_t sample, uint32_t view);
+/* Applies flip, jitter (in p->order), grayscale, blur, solarize, noise IN PLACE to an
+   interleaved RGB float image in [0,1] (h x w x 3, already cropped and resized).
+   Does not normalize. scratch holds about 4*w*h floats after the first call. */
+SSLDEF void ssl_augment_apply(const ssl_aug_params *p, float *img, int w, int h, ssl_buf *scratch);
+/* (x - mean) / std per channel, in place. */
+SSLDEF void ssl_normalize(float *img, int w, int h, const float mean[3], const float std[3]);
+/* ssl_augment_apply with the loader's neighbours fused in: each value is
+   first multiplied by in_scale (1/255 turns ssl_resample's float [0, 255]
+   into [0, 1] as torchvision's ToDtype(float32, scale=True) does) and, when
+   mean and std are given, normalized last, (x - mean) / std. Same results as
+   scaling, ssl_augment_apply and ssl_normalize one after another, bit for
+   bit, in fewer passes over the image. */
+SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_scale,
+                                 const float mean[3], const float std[3], ssl_buf *scratch);
+/* Named presets: "simclr", "byol", "crop_gray", "noise"; view index matters for byol
+   (asymmetric). Returns -1 with an error naming the preset and listing valid ones.
+   All: out_res x out_res, ImageNet mean/std, solarize threshold 0.5, blur
+   sigma in [0.1, 2.0] with kernel 2*ceil(3 sigma)+1 (SimCLR used 10% of the
+   side), RandomResizedCrop (0.08, 1) (3/4, 4/3) and flip 0.5 unless said.
+     simclr     jitter 0.8 (0.4, 0.4, 0.2, 0.1), gray 0.2, blur 0.5; views alike
+     byol       jitter 0.8 (0.4, 0.4, 0.2, 0.1), gray 0.2; even views blur 1.0,
+                odd views blur 0.1 and solarize 0.2 (BYOL's T and T')
+     crop_gray  crop, flip, gray 0.2 only (FFCV-SSL's cheap recipe)
+     noise      the whole image resized (scale 1,1, the image's own ratio), no
+                flip, Gaussian noise p 1.0 with std 0.1 on [0, 1] pixels */
+SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_recipe *out);
+/* Checks a recipe's fields (probabilities in [0,1], ranges ordered and
+   positive, hue <= 0.5, std > 0); -1 with a message naming the field. */
+SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r);
+
+/* ---- per-pixel math, shared by host and device -------------------------
+   Each mirrors torchvision's tensor formula step by step so the float
+   results agree to rounding (FMA where torch's vectorized add-with-alpha
+   uses one). */
+
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+#define SSL__FMAF(a, b, c) fmaf(a, b, c)
+#else
+#define SSL__FMAF(a, b, c) ((a) * (b) + (c)) /* no hardware FMA: libm's fmaf would be a slow call */
+#endif
+
+/* Ternaries, not fminf/fmaxf: those have NaN rules that keep GCC from
+   inlining them, so every call would be a libm call and nothing vectorizes.
+   (A NaN passes through, as with torch.clamp.) */
+static inline SSL_HD float ssl__maxf(float a, float b) { return a > b ? a : b; }
+static inline SSL_HD float ssl__minf(float a, float b) { return a < b ? a : b; }
+static inline SSL_HD float ssl_px_clamp01(float x) { return x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
+
+/* floor(x) as an int, for |x| < 2^31: floorf itself only vectorizes under
+   -fno-trapping-math; truncation and an integer fix-up always do. */
+static inline SSL_HD int ssl__floori(float x) {
+    int i = (int)x;
+    return i - ((float)i > x);
+}
+
+/* rgb_to_grayscale: r*0.2989 + g*0.587 + b*0.114 (torch: r.mul(.2989).add_(g, alpha=.587).add_(b, alpha=.114)) */
+static inline SSL_HD float ssl_px_gray(float r, float g, float b) {
+    return SSL__FMAF(b, 0.114f, SSL__FMAF(g, 0.587f, r * 0.2989f));
+}
+
+/* adjust_brightness: clamp(x * f) */
+static inline SSL_HD float ssl_px_brightness(float x, float f) { return ssl_px_clamp01(x * f); }
+
+/* torchvision _blend: clamp(x * ratio + y * (1 - ratio)); contrast blends
+   with the image's mean gray, saturation with the pixel's gray. */
+static inline SSL_HD float ssl_px_blend(float x, float y, float ratio) {
+    return ssl_px_clamp01(SSL__FMAF(y, 1.0f - ratio, x * ratio));
+}
+
+/* adjust_hue: torchvision's _rgb_to_hsv, h = (h + shift) mod 1, _hsv_to_rgb.
+   Grey pixels get h = s = 0; when channels tie for the max, r wins over g
+   over b. Written so that no float operation sits in only one arm of a
+   select: torch's own trick of multiplying by 0/1 masks (the sums are the
+   same floats), floors for the mods, selects between values already
+   computed. Otherwise GCC sinks the operation into a branch, cannot
+   if-convert it (float ops may trap) and the loop stays scalar. */
+static inline SSL_HD void ssl_px_hue(float *pr, float *pg, float *pb, float shift) {
+    float r = *pr, g = *pg, b = *pb;
+    float maxc = ssl__maxf(r, ssl__maxf(g, b)), minc = ssl__minf(r, ssl__minf(g, b));
+    float eqc = (float)(maxc == minc); /* then range == 0: the +eqc turns 0 into 1, else adds 0 */
+    float range = maxc - minc;
+    float s = range / (maxc + eqc);    /* torch divides by 1 there: 0 either way */
+    float div = range + eqc;
+    float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
+    float is_r = (float)(maxc == r), is_g = (float)(maxc == g);
+    float hr = (bc - gc) * is_r;
+    float hg = ((rc + 2.0f) - bc) * (is_g * (1.0f - is_r));
+    float hb = ((gc + 4.0f) - rc) * ((1.0f - is_r) * (1.0f - is_g));
+    float h = (hr + hg) + hb;
+    h = h * (1.0f / 6.0f) + 1.0f;
+    h = h - (float)ssl__floori(h);     /* fmod(h, 1): h is in [5/6, 11/6] */
+    h = h + shift;
+    h = h - (float)ssl__floori(h);     /* torch remainder(h, 1) */
+    float h6 = h * 6.0f;
+    int i = ssl__floori(h6);
+    float f = h6 - (float)i;
+    i = i >= 6 ? 0 : i;                /* h rounded up to 1.0: sector 6 is sector 0 */
+    float v = maxc, sxf = s * f, one_minus_s = 1.0f - s;
+    float q = ssl_px_clamp01((1.0f - sxf) * v);
+    float t = ssl_px_clamp01((sxf + one_minus_s) * v);
+    float p = ssl_px_clamp01(one_minus_s * v);
+    /* sector i -> (r, g, b): 0 vtp 1 qvp 2 pvt 3 pqv 4 tpv 5 vpq, as chains
+       of two-way selects (GCC gives up on a many-way one) */
+    float ro = p, go = p, bo = p;
+    ro = i == 4 ? t : ro;
+    ro = i == 1 ? q : ro;
+    ro = i == 0 ? v : ro;
+    ro = i == 5 ? v : ro;
+    go = i == 3 ? q : go;
+    go = i == 0 ? t : go;
+    go = i == 1 ? v : go;
+    go = i == 2 ? v : go;
+    bo = i == 5 ? q : bo;
+    bo = i == 2 ? t : bo;
+    bo = i == 3 ? v : bo;
+    bo = i == 4 ? v : bo;
+    *pr = ro, *pg = go, *pb = bo;
+}
+
+/* solarize: x >= threshold -> 1 - x */
+static inline SSL_HD float ssl_px_solarize(float x, float threshold) { return x >= threshold ? 1.0f - x : x; }
+
+/* The noise helpers are inlined into the pixel loop, or it cannot vectorize. */
+#if defined(__CUDACC__)
+#define SSL__HD_INLINE static __forceinline__ SSL_HD
+#elif defined(__GNUC__)
+#define SSL__HD_INLINE static inline __attribute__((always_inline)) SSL_HD
+#else
+#define SSL__HD_INLINE static inline SSL_HD
+#endif
+
+/* Bit casts that work in C and CUDA. */
+static inline SSL_HD uint32_t ssl__f2u(float x) { union { float f; uint32_t u; } c; c.f = x; return c.u; }
+static inline SSL_HD float ssl__u2f(uint32_t x) { union { float f; uint32_t u; } c; c.u = x; return c.f; }
+
+/* ln(x) for normal x > 0, branch-free (Cephes logf polynomial; absolute
+   error < 5e-7 on [2^-24, 1], the range the noise uses). */
+SSL__HD_INLINE float ssl__log(float x) {
+    uint32_t u = ssl__f2u(x);
+    float e = (float)((int)(u >> 23) - 126);
+    float m = ssl__u2f((u & 0x007FFFFFu) | 0x3F000000u); /* [0.5, 1) */
+    int lo = m < 0.70710678f;
+    e = lo ? e - 1.0f : e;
+    m = lo ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292E-2f;
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    y += -2.12194440E-4f * e;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * e;
+}
+
+/* sqrt(x) for x >= 0 (0 gives 0): the bit-trick reciprocal square root and
+   three Newton steps (~1e-7 relative). libm's sqrtf keeps GCC from
+   vectorizing (it may set errno); this is also the same code on the GPU. */
+SSL__HD_INLINE float ssl__sqrt_pos(float x) {
+    float y = ssl__u2f(0x5F3759DFu - (ssl__f2u(x) >> 1));
+    float hx = 0.5f * x;
+    y = y * (1.5f - hx * y * y);
+    y = y * (1.5f - hx * y * y);
+    y = y * (1.5f - hx * y * y);
+    return x * y;
+}
+
+/* sin and cos of 2*pi*u for u in [0, 1), branch-free (Cephes polynomials
+   on [-pi/4, pi/4] after an exact quadrant reduction). */
+SSL__HD_INLINE void ssl__sincos2pi(float u, float *s, float *c) {
+    int k = ssl__floori(u * 4.0f + 0.5f);              /* nearest quarter turn, 0..4 */
+    float x = (u - (float)k * 0.25f) * 6.28318530718f; /* u - k/4 is exact: |x| <= pi/4 */
+    float z = x * x;
+    float sp = ((-1.9515295891E-4f * z + 8.3321608736E-3f) * z - 1.6666654611E-1f) * z * x + x;
+    float cp = ((2.443315711809948E-5f * z - 1.388731625493765E-3f) * z + 4.166664568298827E-2f) * z * z - 0.5f * z + 1.0f;
+    /* quadrant k: (sin, cos) = (sp, cp) (cp, -sp) (-sp, -cp) (-cp, sp) */
+    k &= 3;
+    float ss = k & 1 ? cp : sp, cc = k & 1 ? sp : cp;
+    ss = k & 2 ? -ss : ss;
+    cc = (k + 1) & 2 ? -cc : cc;
+    *s = ss;
+    *c = cc;
+}
+
+/* Three standard normals for pixel `pixel` of a view: one Philox4x32-10
+   block at counter (pixel, 0, 0, 0) under key `seed`, two Box-Muller pairs
+   (the fourth normal is dropped). */
+SSL__HD_INLINE void ssl_px_normal3(uint64_t seed, uint32_t pixel, float z[3]) {
+    ssl_u32x4 c;
+    c.v[0] = pixel; c.v[1] = 0; c.v[2] = 0; c.v[3] = 0;
+    ssl_u32x4 o = ssl_philox(c, (uint32_t)seed, (uint32_t)(seed >> 32));
+    /* uniforms in (0, 1] for the log, [0, 1) for the angle (24 bits each) */
+    float u0 = ((float)(o.v[0] >> 8) + 1.0f) * (1.0f / 16777216.0f);
+    float u1 = (float)(o.v[1] >> 8) * (1.0f / 16777216.0f);
+    float u2 = ((float)(o.v[2] >> 8) + 1.0f) * (1.0f / 16777216.0f);
+    float u3 = (float)(o.v[3] >> 8) * (1.0f / 16777216.0f);
+    float r0 = ssl__sqrt_pos(-2.0f * ssl__log(u0)), r1 = ssl__sqrt_pos(-2.0f * ssl__log(u2));
+    float s0, c0, s1, c1;
+    ssl__sincos2pi(u1, &s0, &c0);
+    ssl__sincos2pi(u3, &s1, &c1);
+    z[0] = r0 * c0;
+    z[1] = r0 * s0;
+    z[2] = r1 * c1;
+}
+
+/* Gaussian blur kernel: radius and the one-sided weights k[0..radius]
+   (k[j] = exp(-j^2 / (2 sigma^2)) / sum over -radius..radius). Kernel size
+   2*ceil(3*sigma)+1 as the FFCV-SSL/BYOL recipes use, radius clipped to
+   min(w, h) - 1 so reflect padding stays defined (torch would refuse such a
+   small image) and at SSL_BLUR_MAX_RADIUS (sigma > 21); a clipped kernel
+   is renormalized. k must hold SSL_BLUR_MAX_RADIUS + 1 floats. */
+#define SSL_BLUR_MAX_RADIUS 64
+static inline SSL_HD int ssl_blur_kernel(float sigma, int w, int h, float *k) {
+    int rad = (int)ceilf(3.0f * sigma);
+    int lim = (w < h ? w : h) - 1;
+    if (rad > lim) rad = lim;
+    if (rad > SSL_BLUR_MAX_RADIUS) rad = SSL_BLUR_MAX_RADIUS;
+    if (rad < 0) rad = 0;
+    double sum = 1.0, e[SSL_BLUR_MAX_RADIUS + 1];
+    e[0] = 1.0;
+    for (int j = 1; j <= rad; j++) {
+        e[j] = exp(-(double)j * j / (2.0 * (double)sigma * sigma));
+        sum += 2.0 * e[j];
+    }
+    for (int j = 0; j <= rad; j++) k[j] = (float)(e[j] / sum);
+    return rad;
+}
+
+/* Reflect an index into [0, n) (torch 'reflect': the edge is not repeated);
+   valid for -n < i < 2n - 1. */
+static inline SSL_HD int ssl__reflect(int i, int n) { return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i; }
+
+/* ========================================================================
+   6. Loader
+   Owns: turning a pack into batches of views. Epoch order (random,
+   quasi-random by pages, sequential) and rank sharding; worker threads that
+   fill a ring of batches sample by sample; each sample decoded once (JPEG
+   scaled in the DCT when every crop allows) and all its views cut from it.
+   Everything random comes from the RNG keyed by (seed, epoch, sample id,
+   view, op), so batches do not depend on the thread count and a run that
+   starts at batch k of epoch e sees what a run from the start saw there.
+   ======================================================================== */
+#define SSL_MAX_VIEWS 8
+typedef enum { SSL_ORDER_RANDOM = 0, SSL_ORDER_QUASI = 1, SSL_ORDER_SEQUENTIAL = 2 } ssl_order;
+
+typedef struct {
+    const char *path;        /* the .ssl pack */
+    int batch_size;
+    int num_views;
+    ssl_view_recipe views[SSL_MAX_VIEWS];
+    int order;               /* ssl_order */
+    int quasi_pages;         /* quasi-random: pages shuffled together (default 8) */
+    int drop_last;           /* drop the last partial batch (default 1) */
+    int rank, world;         /* this process's share of each epoch */
+    int threads;             /* workers (0 = all cores) */
+    int batches_ahead;       /* ring size (default 3) */
+    int output_u8;           /* GPU mode: uint8 crops + parameters, no colour ops */
+    int dct_scale;           /* let libjpeg-turbo downscale in the DCT when crops allow (default 1) */
+    uint64_t seed;
+} ssl_loader_config;
+
+typedef struct {
+    int epoch;
+    int64_t index;           /* batch number within the epoch */
+    int n;                   /* samples in this batch */
+    int num_views;
+    int w[SSL_MAX_VIEWS], h[SSL_MAX_VIEWS];
+    float *views[SSL_MAX_VIEWS];      /* float mode: n x h x w x 3, augmented and normalized */
+    uint8_t *views_u8[SSL_MAX_VIEWS]; /* u8 mode: n x h x w x 3, cropped and resized only */
+    ssl_aug_params *params[SSL_MAX_VIEWS]; /* n per view, both modes */
+    uint32_t *labels;
+    uint64_t *ids;           /* sample ids (index in the pack) */
+} ssl_batch;
+
+typedef struct {
+    int64_t samples;         /* decoded since open */
+    int64_t decode_failures; /* records that failed to decode (each replaced) */
+    double worker_busy_s;    /* summed over workers */
+    double wait_s;           /* consumer time blocked in ssl_loader_next */
+} ssl_loader_stats;
+
+typedef struct ssl_loader ssl_loader;
+SSLDEF void ssl_loader_config_init(ssl_loader_config *c, const char *path, const char *preset, int res, int batch_size);
+SSLDEF ssl_loader *ssl_loader_open(const ssl_loader_config *c);
+/* Starts (or restarts) epoch `epoch` at batch `first_batch`: batches before
+   it are skipped without being decoded. */
+SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch);
+/* The next batch of the epoch, or NULL when the epoch is done. The batch
+   stays valid until ssl_loader_release; release batches in order. */
+SSLDEF const ssl_batch *ssl_loader_next(ssl_loader *l);
+SSLDEF void ssl_loader_release(ssl_loader *l, const ssl_batch *b);
+SSLDEF int64_t ssl_loader_batches_per_epoch(const ssl_loader *l);
+SSLDEF int64_t ssl_loader_samples_per_epoch(const ssl_loader *l);
+/* New output resolution for every view, from the next start_epoch on
+   (progressive resolution). */
+SSLDEF int ssl_loader_set_resolution(ssl_loader *l, int res);
+SSLDEF ssl_loader_stats ssl_loader_get_stats(const ssl_loader *l);
+SSLDEF const ssl_pack *ssl_loader_pack(const ssl_loader *l);
+SSLDEF void ssl_loader_close(ssl_loader *l);
+/* The epoch's sample order for this rank (samples_per_epoch ids). */
+SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint64_t seed, int epoch, int rank, int world,
+                            uint32_t *out, int64_t *count);
+/* Decodes a JPEG at the smallest libjpeg-turbo DCT scale (1/8 .. 1) whose
+   size is at least need_w x need_h (full size without turbojpeg). */
+SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
+                               int *h, int *c);
+
+
+/* ========================================================================
+   7. Tensors and ops
+   Owns: the tensor (a view: pointer, shape, device), the device switch,
+   GEMM, the primitives the losses are written with, and the layers, each
+   an explicit forward and backward (no autograd).
+
+   LAYOUT. Activations are NHWC, fp32 on the CPU: dim = {N, H, W, C}, the
+   channel varies fastest, so a pixel's channels are contiguous and a 1x1
+   convolution is one GEMM over N*H*W rows. A matrix is {rows, cols}, row-
+   major; any tensor can be read as a matrix of numel/C rows of C (its last
+   dim), which is how BN, linear and the primitives see it. Convolution
+   weights are stored [out][kh][kw][in] (OHWI) so that a weight row matches
+   an im2col row; torchvision stores [out][in][kh][kw] (OIHW):
+   ssl_conv_weight_from_torch / _to_torch permute between them. Linear
+   weights are [out][in], as in torch.
+
+   DEVICES. Every op checks its tensors' shapes (an error names them),
+   then dispatches on the device: CPU code here; on SSL_DEV_CUDA the
+   ssl_cuda_* function of the same name in ssl.cu. A build without SSL_CUDA
+   answers a GPU tensor with the error "... built without CUDA", and
+   mixing devices in one call is an error too.
+
+   GRADIENTS. Layer backwards WRITE the gradient w.r.t. their input (so it
+   may share memory with dy where noted, and a fan-out is summed with
+   ssl_add) and ACCUMULATE (+=) the gradients w.r.t. parameters, so a
+   trainer zeroes parameter grads once per step. A NULL dx skips the input
+   gradient (the first layer). Primitives accumulate every gradient they
+   produce, so the terms of a loss add up; scalars are written.
+   ======================================================================== */
+/* Bytes of im2col rows built at once: big enough for efficient GEMMs,
+   small enough to stay in cache and not to grow with the batch. */
+#ifndef SSL_IM2COL_BYTES
+#define SSL_IM2COL_BYTES (8u << 20)
+#endif
+
+typedef enum { SSL_DEV_CPU = 0, SSL_DEV_CUDA = 1 } ssl_device;
+
+typedef struct {
+    float *data;    /* host memory on SSL_DEV_CPU, device memory on SSL_DEV_CUDA */
+    int64_t dim[4]; /* NHWC activations; {rows, cols} matrices; {n} vectors */
+    int ndim;       /* 1..4 */
+    int device;     /* ssl_device */
+} ssl_tensor;
+
+static inline ssl_tensor ssl_tensor_make(float *data, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    ssl_tensor t;
+    t.data = data;
+    t.ndim = ndim;
+    t.dim[0] = d0; t.dim[1] = d1; t.dim[2] = d2; t.dim[3] = d3;
+    t.device = SSL_DEV_CPU;
+    return t;
+}
+static inline ssl_tensor ssl_tensor_vec(float *data, int64_t n) { return ssl_tensor_make(data, 1, n, 1, 1, 1); }
+static inline ssl_tensor ssl_tensor_mat(float *data, int64_t rows, int64_t cols) {
+    return ssl_tensor_make(data, 2, rows, cols, 1, 1);
+}
+static inline ssl_tensor ssl_tensor_nhwc(float *data, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return ssl_tensor_make(data, 4, n, h, w, c);
+}
+/* The same view, marked as living on `device`. */
+static inline ssl_tensor ssl_tensor_on(ssl_tensor t, int device) { t.device = device; return t; }
+static inline int64_t ssl_tensor_numel(const ssl_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->dim[i];
+    return n;
+}
+/* A tensor read as a matrix: cols = last dim, rows = the rest. */
+static inline int64_t ssl_tensor_cols(const ssl_tensor *t) { return t->dim[t->ndim - 1]; }
+static inline int64_t ssl_tensor_rows(const ssl_tensor *t) { return ssl_tensor_numel(t) / ssl_tensor_cols(t); }
+/* Rows [start, start+count) of a tensor read as a matrix, as a matrix view. */
+static inline ssl_tensor ssl_tensor_row_slice(const ssl_tensor *t, int64_t start, int64_t count) {
+    int64_t c = ssl_tensor_cols(t);
+    ssl_tensor s = ssl_tensor_mat(t->data + start * c, count, c);
+    s.device = t->device;
+    return s;
+}
+/* "[2,9,7,5]" into buf; returns buf. */
+SSLDEF const char *ssl_tensor_shape(const ssl_tensor *t, char *buf, size_t cap);
+
+/* ---- GEMM ----------------------------------------------------------------
+   Row-major C = alpha * op(A) op(B) + beta * C with op(A) M x K, op(B)
+   K x N; trans* != 0 transposes. Host memory only: CBLAS (OpenBLAS) when
+   built with SSL_OPENBLAS, plain loops otherwise. beta == 0 ignores what C
+   held (NaN included), as BLAS does. */
+SSLDEF void ssl_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc);
+/* The loops ssl_gemm falls back to (public so tests can compare). */
+SSLDEF void ssl_gemm_loops(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                           const float *B, int ldb, float beta, float *C, int ldc);
+/* The same on tensors read as matrices, on either device. */
+SSLDEF int ssl_matmul(int transA, int transB, float alpha, const ssl_tensor *A, const ssl_tensor *B, float beta,
+                      ssl_tensor *C);
+
+/* ---- primitives the losses are written with --------------------------- */
+SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src);  /* same numel */
+SSLDEF int ssl_fill(ssl_tensor *t, float value);
+SSLDEF int ssl_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y); /* y += alpha x */
+SSLDEF int ssl_dot(const ssl_tensor *a, const ssl_tensor *b, float *out); /* sum a*b, in double */
+SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value);               /* m square */
+/* y = x / max(||x_row||, 1e-12) per row, as torch's F.normalize; norm[r]
+   gets ||x_r|| (unclamped). y may be x. */
+SSLDEF int ssl_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
+/* dx += d(y)/d(x)^T dy, from the forward's y and norm. */
+SSLDEF int ssl_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
+                                          ssl_tensor *dx);
+/* Cross-entropy of each row of logits (-inf entries allowed: they get
+   probability 0) against the class target[r] (a host array, one per row):
+   *loss = scale * sum_r (logsumexp(row r) - logits[r, target[r]]),
+   dlogits += scale * (softmax(row r) - onehot(target[r])). dlogits may be
+   NULL. */
+SSLDEF int ssl_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
+                                 ssl_tensor *dlogits);
+/* y = x - (column mean of x). y may be x. Also the backward of itself:
+   the gradient of a centring is the centred gradient. */
+SSLDEF int ssl_center_cols(const ssl_tensor *x, ssl_tensor *y);
+/* *loss = scale * mean((a - b)^2); da += d/da, db += d/db (either NULL). */
+SSLDEF int ssl_mse(const ssl_tensor *a, const ssl_tensor *b, float scale, float *loss, ssl_tensor *da,
+                   ssl_tensor *db);
+/* *val = scale * sum_{i != j} m_ij^2 of a square m; dm += its gradient. */
+SSLDEF int ssl_offdiag_sumsq(const ssl_tensor *m, float scale, float *val, ssl_tensor *dm);
+/* *val = scale * sum_i f(m_ii) of a square m; dm_ii += scale * f'(m_ii). */
+typedef enum {
+    SSL_DIAG_SQ_DEV_ONE, /* f(c) = (1 - c)^2: Barlow Twins' invariance term */
+    SSL_DIAG_STD_HINGE   /* f(v) = relu(1 - sqrt(v + param)): VICReg's variance term on var = v */
+} ssl_diag_fn;
+SSLDEF int ssl_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float param, float scale, float *val,
+                            ssl_tensor *dm);
+
+/* ---- layers ---------------------------------------------------------- */
+/* Conv2d, no groups or dilation, the same stride and padding on both axes.
+   x [N,H,W,Ci], w [Co,KH,KW,Ci] (OHWI, see LAYOUT), b [Co] or NULL,
+   y [N,OH,OW,Co] with OH = ssl_conv_out_size(H, KH, stride, pad). A 1x1
+   stride-1 unpadded conv is one GEMM on x; others go through im2col in
+   blocks of at most SSL_IM2COL_BYTES kept in `scratch` (reused). */
+SSLDEF int ssl_conv_out_size(int64_t in, int64_t k, int stride, int pad);
+SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride, int pad,
+                              ssl_tensor *y, ssl_buf *scratch);
+/* dx written (NULL: skipped), dw and db accumulated (db NULL: no bias). */
+SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                               ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
+/* torch OIHW [o][i][kh][kw] <-> ours OHWI [o][kh][kw][i] (host memory). */
+SSLDEF void ssl_conv_weight_from_torch(const float *oihw, float *ohwi, int o, int i, int kh, int kw);
+SSLDEF void ssl_conv_weight_to_torch(const float *ohwi, float *oihw, int o, int i, int kh, int kw);
+
+/* Batch norm over the last dim C of x (N,H,W,C or N,C: the same code),
+   exactly torch.nn.BatchNorm{1,2}d: training normalizes with the batch mean
+   and BIASED variance and updates the running stats with `momentum` and the
+   UNBIASED variance; eval uses the running stats. */
+typedef struct {
+    ssl_tensor weight, bias;              /* gamma, beta [C]; data NULL: no affine */
+    ssl_tensor running_mean, running_var; /* [C]; data NULL: not tracked */
+    float momentum, eps;                  /* torch's defaults: 0.1, 1e-5 */
+} ssl_batchnorm;
+static inline ssl_batchnorm ssl_batchnorm_default(void) {
+    ssl_batchnorm bn;
+    bn.weight = bn.bias = bn.running_mean = bn.running_var = ssl_tensor_vec(NULL, 0);
+    bn.momentum = 0.1f;
+    bn.eps = 1e-5f;
+    return bn;
+}
+/* mean and invstd [C] receive what normalized x (batch or running stats);
+   backward reads them. y may be x only if no backward follows. */
+SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
+                                 ssl_tensor *mean, ssl_tensor *invstd);
+/* dx written (NULL: skipped; may be dy), dweight/dbias accumulated
+   (NULL: skipped). `training` must match the forward's. */
+SSLDEF int ssl_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *dy,
+                                  const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
+                                  ssl_tensor *dweight, ssl_tensor *dbias);
+
+/* y = max(x, 0); y may be x. Backward reads y (y > 0 exactly where x > 0),
+   so the forward can run in place; dx may be dy. */
+SSLDEF int ssl_relu_forward(const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx);
+
+/* Max pool over k x k windows (torchvision's stem: k 3, stride 2, pad 1);
+   padding never wins (it is -inf), pad <= k/2 as torch requires. Ties go to
+   the first maximum in window order, as torch's CPU kernel; the backward
+   recomputes the winner from x instead of storing indices. */
+SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
+SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
+                                  ssl_tensor *dx);
+
+/* Global average pool: x [N,H,W,C] -> y [N,C] (or [N,1,1,C]). */
+SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx);
+
+/* y = x W^T + b: x [rows, in] (any tensor with last dim in), w [out][in],
+   b [out] or NULL, y [rows, out]. dx written (NULL: skipped), dw/db
+   accumulated. */
+SSLDEF int ssl_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y);
+SSLDEF int ssl_linear_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, ssl_tensor *dx,
+                               ssl_tensor *dw, ssl_tensor *db);
+
+/* y = a + b (same shapes; y may be a or b): the residual add, and the sum
+   of gradients where a tensor fans out. Its backward hands dy to both
+   inputs: da = db = dy (written; a pointer equal to dy's is left alone). */
+SSLDEF int ssl_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y);
+SSLDEF int ssl_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db);
+
+/* ---- the per-element math, shared with ssl.cu -------------------------- */
+#define SSL_L2_NORM_EPS 1e-12f /* F.normalize's clamp */
+
+static inline SSL_HD float ssl__relu(float x) { return x > 0.0f ? x : 0.0f; }
+/* Max pool's comparison, as torch's: a larger value or a NaN takes over,
+   so the first maximum of a window wins and a NaN propagates. */
+static inline SSL_HD int ssl__pool_takes(float best, float v) { return v > best || v != v; }
+static inline SSL_HD float ssl__relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+/* BN as one multiply-add per element: scale = gamma*invstd,
+   shift = beta - mean*scale (torch's CPU kernel folds it the same way). */
+static inline SSL_HD float ssl__bn_apply(float x, float scale, float shift) { return x * scale + shift; }
+static inline SSL_HD float ssl__bn_running(float run, float batch, float momentum) {
+    return (1.0f - momentum) * run + momentum * batch;
+}
+/* dx of training BN: gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)),
+   the batch statistics' share of the gradient removed. */
+static inline SSL_HD float ssl__bn_grad_input(float dy, float x, float mean, float invstd, float gamma, float mean_dy,
+                                              float mean_dy_xhat) {
+    float xhat = (x - mean) * invstd;
+    return gamma * invstd * (dy - mean_dy - xhat * mean_dy_xhat);
+}
+static inline SSL_HD float ssl__l2n_inv(float norm) { return 1.0f / (norm > SSL_L2_NORM_EPS ? norm : SSL_L2_NORM_EPS); }
+/* Gradient of y = x/||x|| for one element: (dy - y (y.dy)) / ||x||; below
+   the clamp the divisor is a constant and the gradient just dy/eps. */
+static inline SSL_HD float ssl__l2n_grad(float y, float dy, float y_dot_dy, float norm) {
+    return norm > SSL_L2_NORM_EPS ? (dy - y * y_dot_dy) / norm : dy / SSL_L2_NORM_EPS;
+}
+/* Barlow Twins' diagonal: (1 - c)^2. */
+static inline SSL_HD float ssl__sq_dev_one(float c, float *grad) {
+    *grad = 2.0f * (c - 1.0f);
+    return (1.0f - c) * (1.0f - c);
+}
+/* VICReg's hinge on the standard deviation: relu(1 - sqrt(var + eps)),
+   zero gradient at and beyond the hinge as torch's relu. */
+static inline SSL_HD float ssl__std_hinge(float var, float eps, float *grad) {
+    float s = sqrtf(var + eps);
+    *grad = s < 1.0f ? -0.5f / s : 0.0f;
+    return s < 1.0f ? 1.0f - s : 0.0f;
+}
+
+/* ========================================================================
+   8. Models (the parameter table)
+   Owns: where parameters live. One allocation each for values and
+   gradients, carved into named tensors by a table whose names are
+   torchvision's state_dict names ("layer1.0.conv1.weight"), so export is a
+   loop and weight-decay / LARS exclusions are a rule on the table.
+   ======================================================================== */
+typedef enum {
+    SSL_PARAM_WEIGHT = 0,    /* conv / linear weight: decayed, LARS-adapted */
+    SSL_PARAM_BIAS = 1,      /* linear bias: excluded */
+    SSL_PARAM_BN_WEIGHT = 2, /* batch-norm gamma: excluded */
+    SSL_PARAM_BN_BIAS = 3,   /* batch-norm beta: excluded */
+    SSL_PARAM_BUFFER = 4     /* running statistics: saved, not trained */
+} ssl_param_kind;
+typedef struct {
+    char name[96];
+    int kind, ndim;
+    int64_t shape[4];
+    int64_t offset, numel;   /* into the table's flat buffers */
+} ssl_param;
+typedef struct {
+    ssl_param *p;
+    int n, cap;
+    int64_t total;           /* floats */
+    float *data, *grad;      /* grad is zero for buffers */
+} ssl_param_table;
+/* Adds a tensor (before ssl_params_alloc); returns its index. */
+SSLDEF int ssl_params_add(ssl_param_table *t, const char *name, int kind, int ndim, const int64_t *shape);
+SSLDEF void ssl_params_alloc(ssl_param_table *t);
+SSLDEF void ssl_params_free(ssl_param_table *t);
+SSLDEF int ssl_params_find(const ssl_param_table *t, const char *name);
+static inline float *ssl_param_data(const ssl_param_table *t, int i) { return t->data + t->p[i].offset; }
+static inline float *ssl_param_grad(const ssl_param_table *t, int i) { return t->grad + t->p[i].offset; }
+/* The exclusion rule: only conv/linear weights get weight decay and LARS
+   adaptation (the reference code's "exclude_bias_and_norm", p.ndim == 1). */
+static inline int ssl_param_decays(const ssl_param *p) { return p->kind == SSL_PARAM_WEIGHT; }
+
+/* ========================================================================
+   9. Losses
+   Owns: the four joint-embedding objectives. Each takes the two views'
+   embeddings [N, D] (row-major, same device), writes the loss and
+   dL/d(inputs) (written, not accumulated; NULL skips one), and uses
+   `scratch` (reused between calls, one device per buffer). They are
+   written only with the primitives of section 7, so they read like the
+   papers' equations and run on either device; edit them freely.
+   ======================================================================== */
+/* SimCLR's NT-Xent (Chen et al. 2020): z = normalize(cat(z1, z2)),
+   s = z z^T / tau with s_ii = -inf, cross-entropy of row i against its
+   other view (i + N mod 2N), mean over the 2N rows. */
+SSLDEF int ssl_simclr_loss(const ssl_tensor *z1, const ssl_tensor *z2, float tau, float *loss, ssl_tensor *dz1,
+                           ssl_tensor *dz2, ssl_buf *scratch);
+
+/* VICReg (Bardes et al. 2022, their reference code): sim * mse(z1, z2)
+   + std * (mean_j relu(1 - sqrt(var_j + 1e-4)) / 2, each view, var unbiased)
+   + cov * (sum of off-diagonal cov^2 / D, each view, cov = x^T x / (N-1)
+   of the centred view). N >= 2. */
+#define SSL_VICREG_SIM 25.0f
+#define SSL_VICREG_STD 25.0f
+#define SSL_VICREG_COV 1.0f
+#define SSL_VICREG_EPS 1e-4f
+SSLDEF int ssl_vicreg_loss(const ssl_tensor *z1, const ssl_tensor *z2, float sim_coef, float std_coef,
+                           float cov_coef, float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch);
+
+/* Barlow Twins (Zbontar et al. 2021): each view standardized per dimension
+   (BatchNorm1d(affine=False) in training: batch mean, biased std, eps 1e-5),
+   c = z1n^T z2n / N, loss = sum_i (1 - c_ii)^2 + lambd * sum_{i!=j} c_ij^2. */
+#define SSL_BARLOW_LAMBD 0.0051f
+SSLDEF int ssl_barlow_loss(const ssl_tensor *z1, const ssl_tensor *z2, float lambd, float *loss, ssl_tensor *dz1,
+                           ssl_tensor *dz2, ssl_buf *scratch);
+
+/* BYOL (Grill et al. 2020): loss_fn(p, z) = 2 - 2 cos(p, z) per row;
+   loss = mean(loss_fn(p1, z2)) + mean(loss_fn(p2, z1)), p the online
+   predictions, z the target projections. The targets are detached: only
+   dp1, dp2 are produced. */
+SSLDEF int ssl_byol_loss(const ssl_tensor *p1, const ssl_tensor *p2, const ssl_tensor *z1, const ssl_tensor *z2,
+                         float *loss, ssl_tensor *dp1, ssl_tensor *dp2, ssl_buf *scratch);
+
+#ifdef SSL_CUDA
+/* ---- CUDA backend of sections 7 and 9 (ssl.cu): same arguments as the
+   public functions, shapes already checked, every tensor on the GPU. ---- */
+SSLDEF void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes); /* device memory */
+SSLDEF int ssl_cuda_matmul(int transA, int transB, float alpha, const ssl_tensor *A, const ssl_tensor *B,
+                           float beta, ssl_tensor *C);
+SSLDEF int ssl_cuda_copy(ssl_tensor *dst, const ssl_tensor *src);
+SSLDEF int ssl_cuda_fill(ssl_tensor *t, float value);
+SSLDEF int ssl_cuda_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_cuda_dot(const ssl_tensor *a, const ssl_tensor *b, float *out);
+SSLDEF int ssl_cuda_fill_diagonal(ssl_tensor *m, float value);
+SSLDEF int ssl_cuda_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
+SSLDEF int ssl_cuda_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
+                                               ssl_tensor *dx);
+SSLDEF int ssl_cuda_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
+                                      ssl_tensor *dlogits);
+SSLDEF int ssl_cuda_center_cols(const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_cuda_mse(const ssl_tensor *a, const ssl_tensor *b, float scale, float *loss, ssl_tensor *da,
+                        ssl_tensor *db);
+SSLDEF int ssl_cuda_offdiag_sumsq(const ssl_tensor *m, float scale, float *val, ssl_tensor *dm);
+SSLDEF int ssl_cuda_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float param, float scale, float *val,
+                                 ssl_tensor *dm);
+SSLDEF int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
+                                   int pad, ssl_tensor *y, ssl_buf *scratch);
+SSLDEF int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
+                                    int pad, ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
+SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
+                                      ssl_tensor *mean, ssl_tensor *invstd);
+SSLDEF int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                       const ssl_tensor *dy, const ssl_tensor *mean, const ssl_tensor *invstd,
+                                       ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias);
+SSLDEF int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx);
+SSLDEF int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
+SSLDEF int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
+                                       ssl_tensor *dx);
+SSLDEF int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
+SSLDEF int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx);
+SSLDEF int ssl_cuda_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y);
+SSLDEF int ssl_cuda_linear_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, ssl_tensor *dx,
+                                    ssl_tensor *dw, ssl_tensor *db);
+SSLDEF int ssl_cuda_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y);
+SSLDEF int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db);
+#endif
+
+/* ========================================================================
+   10. Optimizers and schedules
+   Owns: SGD with momentum, LARS and AdamW over a parameter table, and the
+   learning-rate schedule (linear warmup, cosine decay to an end ratio).
+   The per-element updates are SSL_HD, shared with the GPU.
+   ======================================================================== */
+typedef enum { SSL_OPTIM_SGD = 0, SSL_OPTIM_LARS = 1, SSL_OPTIM_ADAMW = 2 } ssl_optim_kind;
+typedef struct {
+    int kind;
+    double momentum;         /* SGD, LARS (0.9) */
+    double weight_decay;
+    double eta;              /* LARS trust coefficient (0.001) */
+    double beta1, beta2, eps;/* AdamW (0.9, 0.999, 1e-8) */
+} ssl_optim_config;
+typedef struct {
+    ssl_optim_config c;
+    float *m, *v;            /* momentum / first moment, second moment (AdamW) */
+    int64_t n, step;
+} ssl_optimizer;
+SSLDEF const char *ssl_optim_name(int kind);
+SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
+SSLDEF void ssl_optim_free(ssl_optimizer *o);
+/* One update of every trainable tensor with learning rate lr. */
+SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+/* base_lr (already scaled by batch/256 if wanted) at `step`: linear warmup
+   from 0 over warmup steps, then cosine decay to base_lr * end_ratio. */
+SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio);
+
+/* torch.optim.SGD: d = g + wd*w ; buf = m*buf + d ; w -= lr*buf */
+static inline SSL_HD void ssl_sgd_update(float *w, float g, float *buf, float lr, float mom, float wd) {
+    float d = g + wd * *w;
+    *buf = mom * *buf + d;
+    *w -= lr * *buf;
+}
+/* LARS: d = (g + wd*w) * q with q the tensor's trust ratio (1 when excluded) */
+static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float lr, float mom, float wd, float q) {
+    float d = (g + wd * *w) * q;
+    *buf = mom * *buf + d;
+    *w -= lr * *buf;
+}
+/* torch.optim.AdamW: decoupled decay, bias-corrected moments. bc1 = 1-b1^t,
+   bc2 = 1-b2^t. */
+static inline SSL_HD void ssl_adamw_update(float *w, float g, float *m, float *v, float lr, float wd, float b1, float b2,
+                                           float eps, float bc1, float bc2) {
+    *w -= lr * wd * *w;
+    *m = b1 * *m + (1 - b1) * g;
+    *v = b2 * *v + (1 - b2) * g * g;
+    *w -= lr * (*m / bc1) / (sqrtf(*v / bc2) + eps);
+}
 
 #ifdef SSL_CUDA
 /* ---- CUDA backend (ssl.cu) ---- */
@@ -1069,6 +1876,7 @@ SSLDEF int ssl_tfile_write(const char *path, const ssl_tentry *e, int count, con
 SSLDEF void ssl_tfile_free(ssl_tfile *f) {
     for (int i = 0; f->names && i < f->count; i++) free(f->names[i]);
     free(f->bytes);
+    free(f->arena);
     free(f->meta);
     free(f->entries);
     free(f->names);
@@ -1129,6 +1937,19 @@ SSLDEF int ssl_tfile_read(const char *path, ssl_tfile *f) {
         p += nb;
     }
     if (p != end) SSL__TBAD("%zu unexpected bytes after the last tensor", (size_t)(end - p));
+    /* data in the file sits at any byte offset: give every tensor an aligned
+       copy so callers can read it as float/int arrays */
+    size_t arena = 0;
+    for (int i = 0; i < f->count; i++) arena += (f->entries[i].nbytes + 63) / 64 * 64;
+    f->arena = (uint8_t *)aligned_alloc(64, arena ? arena : 64);
+    SSL_ASSERT(f->arena, "out of memory: %zu bytes for tensor data", arena);
+    size_t off = 0;
+    for (int i = 0; i < f->count; i++) {
+        ssl_tentry *e = &f->entries[i];
+        if (e->nbytes) memcpy(f->arena + off, e->data, e->nbytes);
+        e->data = f->arena + off;
+        off += (e->nbytes + 63) / 64 * 64;
+    }
 #undef SSL__TBAD
     return 0;
 }
@@ -1674,8 +2495,12 @@ static int ssl__resample_taps(double in0, double in_len, int in_size, int out_si
     for (int o = 0; o < out_size; o++) {
         double center = in0 + (o + 0.5) * scale;
         int lo = (int)floor(center - support + 0.5), hi = (int)floor(center + support + 0.5);
-        if (lo < 0) lo = 0;
-        if (hi > in_size) hi = in_size;
+        /* taps stay inside the box: torchvision crops, then resizes */
+        int b0 = (int)floor(in0), b1 = (int)ceil(in0 + in_len);
+        if (b0 < 0) b0 = 0;
+        if (b1 > in_size) b1 = in_size;
+        if (lo < b0) lo = b0;
+        if (hi > b1) hi = b1;
         if (hi - lo > max_taps) hi = lo + max_taps;
         double sum = 0;
         float *wt = weights + (size_t)o * max_taps;
@@ -1698,50 +2523,2173 @@ static int ssl__resample_taps(double in0, double in_len, int in_size, int out_si
     return max_taps;
 }
 
-SSLDEF void ssl_resample(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
-                         uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, ssl_buf *scratch) {
+/* One source row through the horizontal taps. */
+static void ssl__resample_row(const uint8_t *row, int c, const ssl__taps *tx, const float *wx, int mtx, int dw, float *out) {
+    if (c == 3) {
+        for (int x = 0; x < dw; x++) {
+            const float *wt = wx + (size_t)x * mtx;
+            const uint8_t *s = row + (size_t)tx[x].start * 3;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int k = 0; k < tx[x].n; k++) {
+                a0 += wt[k] * s[3 * k];
+                a1 += wt[k] * s[3 * k + 1];
+                a2 += wt[k] * s[3 * k + 2];
+            }
+            out[3 * x] = a0;
+            out[3 * x + 1] = a1;
+            out[3 * x + 2] = a2;
+        }
+        return;
+    }
+    for (int x = 0; x < dw; x++) {
+        const float *wt = wx + (size_t)x * mtx;
+        const uint8_t *s = row + (size_t)tx[x].start * c;
+        for (int ch = 0; ch < c; ch++) {
+            float a = 0;
+            for (int k = 0; k < tx[x].n; k++) a += wt[k] * s[k * c + ch];
+            out[x * c + ch] = a;
+        }
+    }
+}
+
+SSLDEF void ssl__resample_gain(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
+                               uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, float gain,
+                               ssl_buf *scratch) {
     SSL_ASSERT(dw > 0 && dh > 0 && bw > 0 && bh > 0 && c >= 1 && c <= 4, "bad resample arguments");
     double sx = bw / dw, sy = bh / dh;
     double supx = (filter == SSL_FILTER_BOX ? 0.5 : 1.0) * (sx > 1 ? sx : 1);
     double supy = (filter == SSL_FILTER_BOX ? 0.5 : 1.0) * (sy > 1 ? sy : 1);
     int mtx = (int)ceil(supx) * 2 + 2, mty = (int)ceil(supy) * 2 + 2;
-    size_t need = sizeof(ssl__taps) * (dw + dh) + sizeof(float) * ((size_t)dw * mtx + (size_t)dh * mty);
-    /* rows of the horizontal pass: only those the vertical pass reads */
-    int ylo = (int)floor(by - supy - 1), yhi = (int)ceil(by + bh + supy + 1);
-    if (ylo < 0) ylo = 0;
-    if (yhi > sh) yhi = sh;
-    size_t mid = (size_t)(yhi - ylo) * dw * c;
-    uint8_t *mem = (uint8_t *)ssl_buf_reserve(scratch, need + sizeof(float) * mid + 64);
+    /* horizontally resampled source rows live in a ring of mty rows: the
+       vertical taps of consecutive output rows move forward, so each source
+       row is filtered once and the ring stays in cache */
+    size_t rowlen = (size_t)dw * c;
+    size_t need = sizeof(ssl__taps) * (dw + dh) + sizeof(float) * ((size_t)dw * mtx + (size_t)dh * mty) +
+                  sizeof(float) * rowlen * (mty + 1) + sizeof(int) * mty + 256;
+    uint8_t *mem = (uint8_t *)ssl_buf_reserve(scratch, need);
     ssl__taps *tx = (ssl__taps *)mem, *ty = tx + dw;
-    float *wx = (float *)(ty + dh), *wy = wx + (size_t)dw * mtx, *tmp = wy + (size_t)dh * mty;
+    float *wx = (float *)(ty + dh), *wy = wx + (size_t)dw * mtx, *ring = wy + (size_t)dh * mty;
+    float *acc = ring + rowlen * mty;
+    int *ring_row = (int *)(acc + rowlen);
     ssl__resample_taps(bx, bw, sw, dw, filter, tx, wx, mtx);
     ssl__resample_taps(by, bh, sh, dh, filter, ty, wy, mty);
-    for (int y = ylo; y < yhi; y++) {
-        const uint8_t *row = src + (size_t)y * sw * c;
-        float *o = tmp + (size_t)(y - ylo) * dw * c;
-        for (int x = 0; x < dw; x++) {
-            const float *wt = wx + (size_t)x * mtx;
-            const uint8_t *s = row + (size_t)tx[x].start * c;
-            float acc[4] = {0, 0, 0, 0};
-            for (int k = 0; k < tx[x].n; k++)
-                for (int ch = 0; ch < c; ch++) acc[ch] += wt[k] * s[k * c + ch];
-            for (int ch = 0; ch < c; ch++) o[x * c + ch] = acc[ch];
-        }
-    }
+    for (int k = 0; k < mty; k++) ring_row[k] = -1;
     for (int y = 0; y < dh; y++) {
         const float *wt = wy + (size_t)y * mty;
-        int n = ty[y].n, s0 = ty[y].start - ylo;
-        SSL_ASSERT(s0 >= 0 && s0 + n <= yhi - ylo, "resample rows out of range");
-        for (int x = 0; x < dw * c; x++) {
-            float acc = 0;
-            for (int k = 0; k < n; k++) acc += wt[k] * tmp[(size_t)(s0 + k) * dw * c + x];
-            if (dst_f32) dst_f32[(size_t)y * dw * c + x] = acc;
-            else {
-                float v = acc + 0.5f;
-                dst_u8[(size_t)y * dw * c + x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        int n = ty[y].n, s0 = ty[y].start;
+        SSL_ASSERT(s0 >= 0 && s0 + n <= sh && n <= mty, "resample rows out of range");
+        float *o = dst_f32 ? dst_f32 + (size_t)y * rowlen : acc;
+        for (int k = 0; k < n; k++) {
+            int r = s0 + k, slot = r % mty;
+            float *hr = ring + (size_t)slot * rowlen;
+            if (ring_row[slot] != r) {
+                ssl__resample_row(src + (size_t)r * sw * c, c, tx, wx, mtx, dw, hr);
+                ring_row[slot] = r;
+            }
+            float w = wt[k] * gain;
+            if (k == 0)
+                for (size_t x = 0; x < rowlen; x++) o[x] = w * hr[x];
+            else
+                for (size_t x = 0; x < rowlen; x++) o[x] += w * hr[x];
+        }
+        if (n == 0) memset(o, 0, sizeof(float) * rowlen);
+        if (!dst_f32) {
+            uint8_t *d = dst_u8 + (size_t)y * rowlen;
+            for (size_t x = 0; x < rowlen; x++) {
+                float v = o[x] + 0.5f;
+                d[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
             }
         }
     }
+}
+
+SSLDEF void ssl_resample(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
+                         uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, ssl_buf *scratch) {
+    ssl__resample_gain(src, sw, sh, c, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, 1.0f, scratch);
+}
+
+/* ---- 5. Augment --------------------------------------------------------- */
+
+SSLDEF ssl_aug_params ssl_aug_identity(void) {
+    ssl_aug_params p;
+    memset(&p, 0, sizeof p);
+    p.brightness = p.contrast = p.saturation = 1.0f;
+    for (int i = 0; i < 4; i++) p.order[i] = (uint8_t)i;
+    p.solarize_threshold = 0.5f;
+    return p;
+}
+
+SSLDEF int ssl_rrc_sample(ssl_rng *r, int src_w, int src_h, float scale_min, float scale_max, float ratio_min,
+                          float ratio_max, float box[4]) {
+    SSL_ASSERT(src_w > 0 && src_h > 0, "crop: bad source size %dx%d", src_w, src_h);
+    double W = src_w, H = src_h, area = W * H;
+    double rmin = ratio_min, rmax = ratio_max;
+    if (rmin <= 0) rmin = rmax = W / H;
+    double lr0 = log(rmin), lr1 = log(rmax);
+    for (int attempt = 0; attempt < 10; attempt++) {
+        double target = area * ssl_rng_range(r, scale_min, scale_max);
+        double ratio = exp(lr0 + (lr1 - lr0) * ssl_rng_uniform(r));
+        int w = (int)nearbyint(sqrt(target * ratio)); /* round half to even, as Python */
+        int h = (int)nearbyint(sqrt(target / ratio));
+        if (w > 0 && w <= src_w && h > 0 && h <= src_h) {
+            box[1] = (float)ssl_rng_below(r, (uint32_t)(src_h - h + 1));
+            box[0] = (float)ssl_rng_below(r, (uint32_t)(src_w - w + 1));
+            box[2] = (float)w;
+            box[3] = (float)h;
+            return 0;
+        }
+    }
+    /* centre crop, the ratio clamped into [rmin, rmax] */
+    double in_ratio = W / H;
+    int w, h;
+    if (in_ratio < rmin) { w = src_w; h = (int)nearbyint(W / rmin); }
+    else if (in_ratio > rmax) { h = src_h; w = (int)nearbyint(H * rmax); }
+    else { w = src_w; h = src_h; }
+    if (w < 1) w = 1;
+    if (h < 1) h = 1;
+    box[0] = (float)((src_w - w) / 2);
+    box[1] = (float)((src_h - h) / 2);
+    box[2] = (float)w;
+    box[3] = (float)h;
+    return 1;
+}
+
+/* factor uniform in [max(0, 1 - s), 1 + s]; exactly 1 when s == 0 */
+static float ssl__jitter_factor(ssl_rng *r, float s) {
+    float u = ssl_rng_uniform(r);
+    if (s <= 0) return 1.0f;
+    float lo = 1.0f - s > 0 ? 1.0f - s : 0.0f;
+    return lo + (1.0f + s - lo) * u;
+}
+
+SSLDEF ssl_aug_params ssl_view_draw(const ssl_view_recipe *rc, int src_w, int src_h, uint64_t seed, uint32_t epoch,
+                                    uint32_t sample, uint32_t view) {
+    ssl_aug_params p = ssl_aug_identity();
+    ssl_rng r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_CROP);
+    float box[4];
+    ssl_rrc_sample(&r, src_w, src_h, rc->scale_min, rc->scale_max, rc->ratio_min, rc->ratio_max, box);
+    p.crop_x = box[0], p.crop_y = box[1], p.crop_w = box[2], p.crop_h = box[3];
+
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_FLIP);
+    p.flip = ssl_rng_uniform(&r) < rc->flip_p;
+
+    /* every draw is made whether or not jitter applies, so each number has a
+       fixed place in the stream */
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_JITTER);
+    int jit = ssl_rng_uniform(&r) < rc->jitter_p;
+    uint8_t order[4] = {0, 1, 2, 3};
+    for (int i = 3; i > 0; i--) { /* Fisher-Yates: a uniform permutation */
+        int j = (int)ssl_rng_below(&r, (uint32_t)i + 1);
+        uint8_t t = order[i]; order[i] = order[j]; order[j] = t;
+    }
+    float b = ssl__jitter_factor(&r, rc->brightness);
+    float c = ssl__jitter_factor(&r, rc->contrast);
+    float s = ssl__jitter_factor(&r, rc->saturation);
+    float hu = ssl_rng_uniform(&r);
+    if (jit) {
+        p.jitter = 1;
+        memcpy(p.order, order, 4);
+        p.brightness = b, p.contrast = c, p.saturation = s;
+        p.hue = rc->hue > 0 ? -rc->hue + 2.0f * rc->hue * hu : 0.0f;
+    }
+
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_GRAY);
+    p.gray = ssl_rng_uniform(&r) < rc->gray_p;
+
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_BLUR);
+    int blur = ssl_rng_uniform(&r) < rc->blur_p;
+    float sigma = ssl_rng_range(&r, rc->blur_sigma_min, rc->blur_sigma_max);
+    p.blur_sigma = blur ? sigma : 0.0f;
+
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_SOLARIZE);
+    p.solarize = ssl_rng_uniform(&r) < rc->solarize_p;
+    p.solarize_threshold = rc->solarize_threshold;
+
+    r = ssl_rng_make(seed, epoch, sample, view, SSL_RNG_NOISE);
+    int noise = ssl_rng_uniform(&r) < rc->noise_p;
+    uint64_t lo = ssl_rng_u32(&r), hi = ssl_rng_u32(&r);
+    if (noise && rc->noise_std > 0) {
+        p.noise_std = rc->noise_std;
+        p.noise_seed = lo | hi << 32;
+    }
+    return p;
+}
+
+/* ---- applying: planar chunks ---------------------------------------------
+   The image is copied to three planes (flipping on the way), the pointwise
+   ops run over chunks of SSL__CHUNK pixels that stay in L1, one op after
+   another, then the blur runs per plane and a last pass writes the pixels
+   back interleaved, with solarize and noise (and, for ssl_augment_apply_ex,
+   the normalize) on the way. Contrast needs the mean gray of the image as it is
+   when contrast comes in the order, so the chain splits there: the pass
+   before it also sums the gray. After grayscale the three planes are equal
+   and share one buffer, so the blur runs once. */
+#define SSL__CHUNK 1024
+
+enum { SSL__OP_BRIGHTNESS, SSL__OP_CONTRAST, SSL__OP_SATURATION, SSL__OP_HUE, SSL__OP_GRAY };
+
+/* Sum of gray over n pixels: 16 float lanes (vectorizable without
+   reassociation), then double. */
+static double ssl__gray_sum(const float *restrict R, const float *restrict G, const float *restrict B, int n) {
+    float lane[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lane[l] += ssl_px_gray(R[i + l], G[i + l], B[i + l]);
+    double s = 0;
+    for (int l = 0; l < 16; l++) s += lane[l];
+    for (; i < n; i++) s += ssl_px_gray(R[i], G[i], B[i]);
+    return s;
+}
+
+/* One op over n pixels of the three planes. */
+static void ssl__op_chunk(int op, const ssl_aug_params *p, float mean_gray, float *restrict R, float *restrict G,
+                          float *restrict B, int n) {
+    switch (op) {
+    case SSL__OP_BRIGHTNESS: {
+        float f = p->brightness;
+        for (int i = 0; i < n; i++) {
+            R[i] = ssl_px_brightness(R[i], f);
+            G[i] = ssl_px_brightness(G[i], f);
+            B[i] = ssl_px_brightness(B[i], f);
+        }
+        break;
+    }
+    case SSL__OP_CONTRAST: {
+        float f = p->contrast;
+        for (int i = 0; i < n; i++) {
+            R[i] = ssl_px_blend(R[i], mean_gray, f);
+            G[i] = ssl_px_blend(G[i], mean_gray, f);
+            B[i] = ssl_px_blend(B[i], mean_gray, f);
+        }
+        break;
+    }
+    case SSL__OP_SATURATION: {
+        float f = p->saturation;
+        for (int i = 0; i < n; i++) {
+            float y = ssl_px_gray(R[i], G[i], B[i]);
+            R[i] = ssl_px_blend(R[i], y, f);
+            G[i] = ssl_px_blend(G[i], y, f);
+            B[i] = ssl_px_blend(B[i], y, f);
+        }
+        break;
+    }
+    case SSL__OP_HUE: {
+        float shift = p->hue;
+        for (int i = 0; i < n; i++) {
+            float r = R[i], g = G[i], b = B[i];
+            ssl_px_hue(&r, &g, &b, shift);
+            R[i] = r, G[i] = g, B[i] = b;
+        }
+        break;
+    }
+    case SSL__OP_GRAY: /* written to R only; the caller then aliases G and B to R */
+        for (int i = 0; i < n; i++) R[i] = ssl_px_gray(R[i], G[i], B[i]);
+        break;
+    }
+}
+
+/* Runs ops[a..b) over all pixels, chunk by chunk; with sum, returns the sum
+   of the resulting gray (for contrast). */
+static double ssl__chain_pass(const int *ops, int a, int b, int sum, const ssl_aug_params *p, float mean_gray,
+                              float *R, float *G, float *B, int n) {
+    double gsum = 0;
+    for (int i0 = 0; i0 < n; i0 += SSL__CHUNK) {
+        int m = n - i0 < SSL__CHUNK ? n - i0 : SSL__CHUNK;
+        for (int k = a; k < b; k++) ssl__op_chunk(ops[k], p, mean_gray, R + i0, G + i0, B + i0, m);
+        if (sum) gsum += ssl__gray_sum(R + i0, G + i0, B + i0, m);
+    }
+    return gsum;
+}
+
+/* One line of the separable blur, written as
+   x + sum_j k_j ((x_-j - x) + (x_+j - x)): the same normalized blur, and a
+   constant image comes out exactly unchanged. Here
+   dst[x] = c[x] + sum_j k[j] ((lo[j][x] - c[x]) + (hi[j][x] - c[x])), x in [0, n).
+   Blocks of two vectors use GCC/Clang vector types so the sums stay in
+   registers across the taps (left alone, GCC vectorizes across the taps
+   instead, slower even than a plain loop); the tail does the same
+   arithmetic one value at a time. */
+#if defined(__AVX512F__)
+#define SSL__VF 16 /* floats per vector: the widest the target has */
+#elif defined(__AVX__)
+#define SSL__VF 8
+#else
+#define SSL__VF 4
+#endif
+typedef float ssl__vf __attribute__((vector_size(4 * SSL__VF), aligned(4))); /* aligned(4): unaligned loads */
+static void ssl__blur_line(float *restrict dst, const float *c, const float *const *lo, const float *const *hi,
+                           const float *k, int rad, int n) {
+    int x0 = 0;
+    for (; x0 + 2 * SSL__VF <= n; x0 += 2 * SSL__VF) {
+        ssl__vf c0 = *(const ssl__vf *)(c + x0), c1 = *(const ssl__vf *)(c + x0 + SSL__VF);
+        ssl__vf s0 = c0 - c0, s1 = s0; /* zeros */
+        for (int j = 1; j <= rad; j++) {
+            const float *a = lo[j] + x0, *b = hi[j] + x0;
+            float kj = k[j];
+            s0 += kj * ((*(const ssl__vf *)a - c0) + (*(const ssl__vf *)b - c0));
+            s1 += kj * ((*(const ssl__vf *)(a + SSL__VF) - c1) + (*(const ssl__vf *)(b + SSL__VF) - c1));
+        }
+        *(ssl__vf *)(dst + x0) = c0 + s0;
+        *(ssl__vf *)(dst + x0 + SSL__VF) = c1 + s1;
+    }
+    for (int x = x0; x < n; x++) {
+        float acc = 0;
+        for (int j = 1; j <= rad; j++) acc += k[j] * ((lo[j][x] - c[x]) + (hi[j][x] - c[x]));
+        dst[x] = c[x] + acc;
+    }
+}
+
+/* Blurs one plane in place: rows into tmp (each copied into `row`,
+   w + 2*rad floats, with reflected ends), then columns back into P, reading
+   reflected row pointers. */
+static void ssl__blur_plane(float *restrict P, float *restrict tmp, float *restrict row, int w, int h, const float *k,
+                            int rad) {
+    const float *left[SSL_BLUR_MAX_RADIUS + 1], *right[SSL_BLUR_MAX_RADIUS + 1];
+    const float *up[SSL_BLUR_MAX_RADIUS + 1], *dn[SSL_BLUR_MAX_RADIUS + 1];
+    for (int j = 1; j <= rad; j++) left[j] = row + rad - j, right[j] = row + rad + j;
+    for (int y = 0; y < h; y++) { /* rows: pad by reflection, then blur along x */
+        const float *src = P + (size_t)y * w;
+        memcpy(row + rad, src, sizeof(float) * w);
+        for (int j = 1; j <= rad; j++) {
+            row[rad - j] = src[j];
+            row[rad + w - 1 + j] = src[w - 1 - j];
+        }
+        ssl__blur_line(tmp + (size_t)y * w, row + rad, left, right, k, rad, w);
+    }
+    for (int y = 0; y < h; y++) { /* columns: reflected row pointers */
+        for (int j = 1; j <= rad; j++) {
+            up[j] = tmp + (size_t)ssl__reflect(y - j, h) * w;
+            dn[j] = tmp + (size_t)ssl__reflect(y + j, h) * w;
+        }
+        ssl__blur_line(P + (size_t)y * w, tmp + (size_t)y * w, up, dn, k, rad, w);
+    }
+}
+
+/* What the last pass does to each value: scale (u8 range -> [0,1]),
+   solarize, noise, normalize. Scale and solarize are always applied (a
+   disabled solarize has threshold +inf); noise and normalize pick the loop. */
+typedef struct {
+    float scale, threshold, noise_std;
+    uint64_t noise_seed;
+    float mean[3], std[3];
+} ssl__finish;
+
+static inline __attribute__((always_inline)) void ssl__finish_px(const ssl__finish *f, int noise, int norm,
+                                                                  uint32_t pixel, float *rgb) {
+    float z[3] = {0, 0, 0};
+    if (noise) ssl_px_normal3(f->noise_seed, pixel, z);
+    for (int c = 0; c < 3; c++) {
+        float x = ssl_px_solarize(rgb[c] * f->scale, f->threshold);
+        if (noise) x = ssl_px_clamp01(x + f->noise_std * z[c]);
+        rgb[c] = norm ? (x - f->mean[c]) / f->std[c] : x;
+    }
+}
+
+/* Planes -> interleaved out (or interleaved in place when R is NULL),
+   finishing each pixel. noise and norm are constants at each call, so each
+   variant is its own branch-free loop. */
+static inline __attribute__((always_inline)) void ssl__finish_loop(const ssl__finish *f, int noise, int norm,
+                                                                    const float *restrict R, const float *restrict G,
+                                                                    const float *restrict B, float *restrict out,
+                                                                    int n) {
+    if (R)
+        for (int i = 0; i < n; i++) {
+            float px[3] = {R[i], G[i], B[i]};
+            ssl__finish_px(f, noise, norm, (uint32_t)i, px);
+            out[3 * i] = px[0], out[3 * i + 1] = px[1], out[3 * i + 2] = px[2];
+        }
+    else
+        for (int i = 0; i < n; i++) ssl__finish_px(f, noise, norm, (uint32_t)i, out + 3 * i);
+}
+
+static void ssl__finish_all(const ssl__finish *f, int noise, int norm, const float *R, const float *G,
+                            const float *B, float *out, int n) {
+    if (noise && norm) ssl__finish_loop(f, 1, 1, R, G, B, out, n);
+    else if (noise) ssl__finish_loop(f, 1, 0, R, G, B, out, n);
+    else if (norm) ssl__finish_loop(f, 0, 1, R, G, B, out, n);
+    else ssl__finish_loop(f, 0, 0, R, G, B, out, n);
+}
+
+static void ssl__flip_inplace(float *img, int w, int h) {
+    for (int y = 0; y < h; y++) {
+        float *row = img + (size_t)y * w * 3;
+        for (int a = 0, b = w - 1; a < b; a++, b--)
+            for (int c = 0; c < 3; c++) {
+                float t = row[3 * a + c];
+                row[3 * a + c] = row[3 * b + c];
+                row[3 * b + c] = t;
+            }
+    }
+}
+
+/* Interleaved -> planes, times scale, mirrored if flip. */
+static void ssl__to_planes(const float *restrict img, int w, int h, int flip, float scale, float *restrict R,
+                           float *restrict G, float *restrict B) {
+    for (int y = 0; y < h; y++) {
+        const float *s = img + (size_t)y * w * 3;
+        float *r = R + (size_t)y * w, *g = G + (size_t)y * w, *b = B + (size_t)y * w;
+        if (flip)
+            for (int x = 0; x < w; x++) {
+                int sx = w - 1 - x;
+                r[x] = s[3 * sx] * scale, g[x] = s[3 * sx + 1] * scale, b[x] = s[3 * sx + 2] * scale;
+            }
+        else
+            for (int x = 0; x < w; x++)
+                r[x] = s[3 * x] * scale, g[x] = s[3 * x + 1] * scale, b[x] = s[3 * x + 2] * scale;
+    }
+}
+
+static size_t ssl__align64(size_t n) { return (n + 15) & ~(size_t)15; } /* in floats */
+
+SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_scale,
+                                 const float mean[3], const float std[3], ssl_buf *scratch) {
+    SSL_ASSERT(w > 0 && h > 0 && (int64_t)w * h < (1ll << 31), "augment: bad image size %dx%d", w, h);
+    int n = w * h, noise = p->noise_std > 0, norm = mean && std;
+    ssl__finish fin;
+    fin.scale = in_scale;
+    fin.threshold = p->solarize ? p->solarize_threshold : INFINITY;
+    fin.noise_std = p->noise_std;
+    fin.noise_seed = p->noise_seed;
+    for (int c = 0; c < 3; c++) {
+        fin.mean[c] = norm ? mean[c] : 0.0f;
+        fin.std[c] = norm ? std[c] : 1.0f;
+    }
+
+    /* the chain of pointwise ops, in order; identities are left out */
+    int ops[5], nops = 0;
+    if (p->jitter)
+        for (int i = 0; i < 4; i++) {
+            int o = p->order[i];
+            SSL_ASSERT(o < 4, "augment: order[%d] = %d is not an op", i, o);
+            if ((o == SSL__OP_BRIGHTNESS && p->brightness != 1.0f) || (o == SSL__OP_CONTRAST && p->contrast != 1.0f) ||
+                (o == SSL__OP_SATURATION && p->saturation != 1.0f) || (o == SSL__OP_HUE && p->hue != 0.0f))
+                ops[nops++] = o;
+        }
+    if (p->gray) ops[nops++] = SSL__OP_GRAY;
+    float kernel[SSL_BLUR_MAX_RADIUS + 1];
+    int rad = p->blur_sigma > 0 ? ssl_blur_kernel(p->blur_sigma, w, h, kernel) : 0;
+
+    if (nops == 0 && rad == 0) { /* nothing needs planes: work in place */
+        if (p->flip) ssl__flip_inplace(img, w, h);
+        if (noise || norm || p->solarize || in_scale != 1.0f) ssl__finish_all(&fin, noise, norm, NULL, NULL, NULL, img, n);
+        return;
+    }
+
+    size_t plane = ssl__align64((size_t)n), rowlen = ssl__align64((size_t)w + 2 * SSL_BLUR_MAX_RADIUS);
+    float *mem = (float *)ssl_buf_reserve(scratch, sizeof(float) * (4 * plane + rowlen) + 64);
+    mem = (float *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    float *R = mem, *G = R + plane, *B = G + plane, *tmp = B + plane, *row = tmp + plane;
+    ssl__to_planes(img, w, h, p->flip, in_scale, R, G, B);
+    fin.scale = 1.0f;
+
+    /* the chain; contrast needs the mean gray of the image as it stands when
+       contrast's turn comes, so the pass before it also sums the gray */
+    int ci = nops;
+    for (int k = 0; k < nops; k++)
+        if (ops[k] == SSL__OP_CONTRAST) ci = k;
+    float mean_gray = 0;
+    if (ci < nops) mean_gray = (float)(ssl__chain_pass(ops, 0, ci, 1, p, 0, R, G, B, n) / n);
+    if (nops > 0) ssl__chain_pass(ops, ci < nops ? ci : 0, nops, 0, p, mean_gray, R, G, B, n);
+    if (p->gray) G = B = R;
+
+    if (rad > 0) {
+        ssl__blur_plane(R, tmp, row, w, h, kernel, rad);
+        if (G != R) ssl__blur_plane(G, tmp, row, w, h, kernel, rad);
+        if (B != R) ssl__blur_plane(B, tmp, row, w, h, kernel, rad);
+    }
+    ssl__finish_all(&fin, noise, norm, R, G, B, img, n);
+}
+
+SSLDEF void ssl_augment_apply(const ssl_aug_params *p, float *img, int w, int h, ssl_buf *scratch) {
+    ssl_augment_apply_ex(p, img, w, h, 1.0f, NULL, NULL, scratch);
+}
+
+SSLDEF void ssl_normalize(float *img, int w, int h, const float mean[3], const float std[3]) {
+    /* a period of 48 values holds whole pixels and whole 16-float vectors */
+    float m[48], s[48];
+    for (int i = 0; i < 48; i++) m[i] = mean[i % 3], s[i] = std[i % 3];
+    size_t n = (size_t)w * h * 3, i = 0;
+    for (; i + 48 <= n; i += 48)
+        for (int j = 0; j < 48; j++) img[i + j] = (img[i + j] - m[j]) / s[j];
+    for (int j = 0; i + j < n; j++) img[i + j] = (img[i + j] - m[j]) / s[j]; /* fewer than 48 left */
+}
+
+/* ---- recipes ---- */
+static const float ssl__imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float ssl__imagenet_std[3] = {0.229f, 0.224f, 0.225f};
+
+/* The common base: RRC (0.08, 1) (3/4, 4/3), flip 0.5, ImageNet stats,
+   everything else off (blur sigma range and solarize threshold preset). */
+static ssl_view_recipe ssl__recipe_base(int out_res) {
+    ssl_view_recipe r;
+    memset(&r, 0, sizeof r);
+    r.out_w = r.out_h = out_res;
+    r.scale_min = 0.08f, r.scale_max = 1.0f;
+    r.ratio_min = 3.0f / 4.0f, r.ratio_max = 4.0f / 3.0f;
+    r.flip_p = 0.5f;
+    r.blur_sigma_min = 0.1f, r.blur_sigma_max = 2.0f;
+    r.solarize_threshold = 0.5f;
+    for (int c = 0; c < 3; c++) r.mean[c] = ssl__imagenet_mean[c], r.std[c] = ssl__imagenet_std[c];
+    return r;
+}
+
+static void ssl__recipe_jitter(ssl_view_recipe *r) { /* SimCLR's color distortion, strength 0.5 */
+    r->jitter_p = 0.8f;
+    r->brightness = 0.4f, r->contrast = 0.4f, r->saturation = 0.2f, r->hue = 0.1f;
+    r->gray_p = 0.2f;
+}
+
+#define SSL__PRESETS "simclr, byol, crop_gray, noise"
+
+SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_recipe *out) {
+    if (!name) name = "(null)";
+    if (out_res <= 0) return ssl__fail("view preset '%s': output size %d must be positive", name, out_res);
+    if (view < 0) return ssl__fail("view preset '%s': view %d must be >= 0", name, view);
+    ssl_view_recipe r = ssl__recipe_base(out_res);
+    if (!strcmp(name, "simclr")) {          /* Chen et al. 2020, appendix A: both views alike */
+        ssl__recipe_jitter(&r);
+        r.blur_p = 0.5f;
+    } else if (!strcmp(name, "byol")) {     /* Grill et al. 2020, table 6: even views T, odd views T' */
+        ssl__recipe_jitter(&r);
+        r.blur_p = view % 2 == 0 ? 1.0f : 0.1f;
+        r.solarize_p = view % 2 == 0 ? 0.0f : 0.2f;
+    } else if (!strcmp(name, "crop_gray")) { /* FFCV-SSL's cheap recipe: crop, flip, grayscale */
+        r.gray_p = 0.2f;
+    } else if (!strcmp(name, "noise")) {    /* no crop (whole image, resized), Gaussian noise std 0.1 on [0,1] */
+        r.scale_min = r.scale_max = 1.0f;
+        r.ratio_min = r.ratio_max = 0.0f;   /* the image's own aspect ratio */
+        r.flip_p = 0.0f;
+        r.noise_p = 1.0f, r.noise_std = 0.1f;
+    } else {
+        return ssl__fail("unknown view preset '%s' (valid: " SSL__PRESETS ")", name);
+    }
+    *out = r;
+    return 0;
+}
+
+SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r) {
+#define SSL__CHECK_P(f) \
+    if (!(r->f >= 0 && r->f <= 1)) return ssl__fail("view recipe: " #f " = %g must be a probability in [0, 1]", r->f)
+    if (r->out_w <= 0 || r->out_h <= 0) return ssl__fail("view recipe: output size %dx%d must be positive", r->out_w, r->out_h);
+    if (!(r->scale_min > 0 && r->scale_min <= r->scale_max && r->scale_max <= 1))
+        return ssl__fail("view recipe: scale (%g, %g) must satisfy 0 < min <= max <= 1", r->scale_min, r->scale_max);
+    if (!(r->ratio_min == 0 && r->ratio_max == 0) && !(r->ratio_min > 0 && r->ratio_min <= r->ratio_max))
+        return ssl__fail("view recipe: ratio (%g, %g) must satisfy 0 < min <= max (or 0, 0 for the image's own)",
+                         r->ratio_min, r->ratio_max);
+    SSL__CHECK_P(flip_p);
+    SSL__CHECK_P(jitter_p);
+    SSL__CHECK_P(gray_p);
+    SSL__CHECK_P(blur_p);
+    SSL__CHECK_P(solarize_p);
+    SSL__CHECK_P(noise_p);
+    SSL__CHECK_P(solarize_threshold);
+    if (!(r->brightness >= 0 && r->contrast >= 0 && r->saturation >= 0))
+        return ssl__fail("view recipe: jitter strengths (%g, %g, %g) must be >= 0", r->brightness, r->contrast,
+                         r->saturation);
+    if (!(r->hue >= 0 && r->hue <= 0.5f)) return ssl__fail("view recipe: hue = %g must be in [0, 0.5]", r->hue);
+    if (r->blur_p > 0 && !(r->blur_sigma_min > 0 && r->blur_sigma_min <= r->blur_sigma_max &&
+                           r->blur_sigma_max <= SSL_BLUR_MAX_RADIUS / 3.0f))
+        return ssl__fail("view recipe: blur sigma (%g, %g) must satisfy 0 < min <= max <= %g", r->blur_sigma_min,
+                         r->blur_sigma_max, SSL_BLUR_MAX_RADIUS / 3.0);
+    if (!(r->noise_std >= 0)) return ssl__fail("view recipe: noise_std = %g must be >= 0", r->noise_std);
+    for (int c = 0; c < 3; c++)
+        if (!(r->std[c] > 0)) return ssl__fail("view recipe: std[%d] = %g must be > 0", c, r->std[c]);
+    return 0;
+#undef SSL__CHECK_P
+}
+
+/* ---- 6. Loader ---------------------------------------------------------- */
+
+SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
+                               int *h, int *c) {
+#ifdef SSL_TURBOJPEG
+    int iw, ih, ic, fmt;
+    if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
+    if (fmt == SSL_FMT_JPEG && (need_w < iw || need_h < ih)) {
+        /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need */
+        int num = 8;
+        for (int k = 1; k < 8; k++) {
+            int sw = (iw * k + 7) / 8, sh = (ih * k + 7) / 8;
+            if (sw >= need_w && sh >= need_h) { num = k; break; }
+        }
+        if (num < 8) {
+            int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
+            uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
+            if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
+                              oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+                tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
+                return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
+            *w = sw; *h = sh; *c = oc;
+            return 0;
+        }
+    }
+#endif
+    (void)need_w;
+    (void)need_h;
+    return ssl_decode(buf, n, want_c, out, w, h, c);
+}
+
+static void ssl__shuffle(uint32_t *v, int64_t n, ssl_rng *r) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        uint32_t j = ssl_rng_below(r, (uint32_t)(i + 1)), t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}
+
+SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint64_t seed, int epoch, int rank, int world,
+                            uint32_t *out, int64_t *count) {
+    int64_t n = (int64_t)p->h.num_samples, per = n / world;
+    uint32_t *all = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (n ? n : 1), "epoch order");
+    for (int64_t i = 0; i < n; i++) all[i] = (uint32_t)i;
+    ssl_rng r = ssl_rng_make(seed, (uint32_t)epoch, 0, 0, SSL_RNG_ORDER);
+    if (order == SSL_ORDER_RANDOM) {
+        ssl__shuffle(all, n, &r);
+    } else if (order == SSL_ORDER_QUASI && n > 0) {
+        /* pages are runs of samples; shuffle the pages, then shuffle samples
+           within windows of quasi_pages pages: reads stay page-local */
+        int64_t np = (int64_t)ssl_pack_page(p, (uint64_t)(n - 1)) + 1;
+        int64_t *start = (int64_t *)ssl_malloc(sizeof(int64_t) * (np + 1), "pages");
+        uint32_t *perm = (uint32_t *)ssl_malloc(sizeof(uint32_t) * np, "pages");
+        int64_t pg = -1, k = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t q = (int64_t)ssl_pack_page(p, (uint64_t)i);
+            if (q != pg) { start[k++] = i; pg = q; }
+        }
+        np = k; /* pages that hold a record start */
+        start[np] = n;
+        for (int64_t i = 0; i < np; i++) perm[i] = (uint32_t)i;
+        ssl__shuffle(perm, np, &r);
+        int64_t o = 0;
+        int w = quasi_pages > 0 ? quasi_pages : 8;
+        for (int64_t g = 0; g < np; g += w) {
+            int64_t g0 = o;
+            for (int64_t k2 = g; k2 < g + w && k2 < np; k2++)
+                for (int64_t i = start[perm[k2]]; i < start[perm[k2] + 1]; i++) all[o++] = (uint32_t)i;
+            ssl__shuffle(all + g0, o - g0, &r);
+        }
+        SSL_ASSERT(o == n, "quasi-random order lost samples");
+        free(start);
+        free(perm);
+    }
+    /* rank r takes the r-th contiguous share; the n % world remainder of
+       this epoch's order is left out (no padding duplicates) */
+    memcpy(out, all + (int64_t)rank * per, sizeof(uint32_t) * per);
+    *count = per;
+    free(all);
+}
+
+typedef struct {
+    ssl_batch b;
+    int64_t batch;      /* which batch of the epoch it holds, -1 if none */
+    int filled, ready;
+    size_t cap_px;      /* pixels per view it was allocated for */
+} ssl__slot;
+
+typedef struct { ssl_buf dec, rs, tmp; } ssl__wscratch;
+
+struct ssl_loader {
+    ssl_loader_config cfg;
+    ssl_pack pack;
+    int next_res, max_px;
+    /* epoch state, guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_ready, cv_idle;
+    int epoch, shutdown, paused, in_flight;
+    uint32_t *order;
+    int64_t count, batches, next_sample, released, next_out, total_samples;
+    ssl__slot *slots;
+    int nslots, nthreads;
+    pthread_t *tid;
+    ssl__wscratch *scr;
+    uint8_t *reported;  /* bitset: decode failures already reported */
+    void **args;
+    ssl_loader_stats stats;
+};
+
+SSLDEF void ssl_loader_config_init(ssl_loader_config *c, const char *path, const char *preset, int res, int batch_size) {
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    c->batch_size = batch_size;
+    c->num_views = 2;
+    for (int v = 0; v < 2; v++)
+        if (ssl_view_preset(preset, v, res, &c->views[v]) != 0)
+            ssl__die(__FILE__, __LINE__, "%s", ssl_last_error());
+    c->order = SSL_ORDER_RANDOM;
+    c->quasi_pages = 8;
+    c->drop_last = 1;
+    c->world = 1;
+    c->batches_ahead = 3;
+    c->dct_scale = 1;
+}
+
+SSLDEF int64_t ssl_loader_batches_per_epoch(const ssl_loader *l) { return l->batches; }
+SSLDEF int64_t ssl_loader_samples_per_epoch(const ssl_loader *l) { return l->total_samples; }
+SSLDEF const ssl_pack *ssl_loader_pack(const ssl_loader *l) { return &l->pack; }
+
+SSLDEF ssl_loader_stats ssl_loader_get_stats(const ssl_loader *l) {
+    ssl_loader_stats s;
+    pthread_mutex_lock((pthread_mutex_t *)&l->mu);
+    s = l->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&l->mu);
+    return s;
+}
+
+static void ssl__slot_alloc(ssl_loader *l, ssl__slot *s) {
+    const ssl_loader_config *c = &l->cfg;
+    size_t px = (size_t)l->max_px, n = (size_t)c->batch_size;
+    for (int v = 0; v < c->num_views; v++) {
+        free(s->b.views[v]);
+        free(s->b.views_u8[v]);
+        s->b.views[v] = NULL;
+        s->b.views_u8[v] = NULL;
+        if (c->output_u8) s->b.views_u8[v] = (uint8_t *)ssl_malloc(n * px * 3, "batch views (u8)");
+        else s->b.views[v] = (float *)ssl_malloc(n * px * 3 * sizeof(float), "batch views");
+        if (!s->b.params[v]) s->b.params[v] = (ssl_aug_params *)ssl_malloc(n * sizeof(ssl_aug_params), "batch params");
+    }
+    if (!s->b.labels) s->b.labels = (uint32_t *)ssl_malloc(n * sizeof(uint32_t), "batch labels");
+    if (!s->b.ids) s->b.ids = (uint64_t *)ssl_malloc(n * sizeof(uint64_t), "batch ids");
+    s->cap_px = px;
+}
+
+/* Decodes sample `id` and writes all its views into row `row` of the slot.
+   Returns -1 (message set) if the record does not decode. */
+static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int row, uint32_t id) {
+    const ssl_loader_config *c = &l->cfg;
+    const ssl_pack_rec *e = &l->pack.index[id];
+    ssl_aug_params prm[SSL_MAX_VIEWS];
+    /* draw every view's parameters from the full-size geometry first: they
+       decide how small the decode may be */
+    double need = 0;
+    for (int v = 0; v < c->num_views; v++) {
+        prm[v] = ssl_view_draw(&c->views[v], e->width, e->height, c->seed, (uint32_t)l->epoch, id, (uint32_t)v);
+        double sx = (double)s->b.w[v] / prm[v].crop_w, sy = (double)s->b.h[v] / prm[v].crop_h;
+        if (sx > need) need = sx;
+        if (sy > need) need = sy;
+    }
+    int w = e->width, h = e->height, ch = 3;
+    size_t nbytes;
+    const uint8_t *rec = ssl_pack_record(&l->pack, id, &nbytes), *px;
+    if (e->encoding == SSL_ENC_RAW && e->channels == 3) {
+        px = rec; /* zero-copy */
+    } else if (e->encoding == SSL_ENC_JPEG && c->dct_scale) {
+        int nw = (int)ceil(e->width * need - 1e-9), nh = (int)ceil(e->height * need - 1e-9);
+        if (ssl_decode_at_least(rec, nbytes, 3, nw, nh, &ws->dec, &w, &h, &ch) != 0)
+            return ssl__fail_ctx("sample %u", id);
+        if (w > e->width || h > e->height)
+            return ssl__fail("sample %u: decoded %dx%d, larger than the index's %ux%u", id, w, h, e->width, e->height);
+        px = (const uint8_t *)ws->dec.p;
+    } else {
+        if (ssl_pack_decode(&l->pack, id, 3, &ws->dec, &w, &h, &ch) != 0) return -1;
+        px = (const uint8_t *)ws->dec.p;
+    }
+    double fx = (double)w / e->width, fy = (double)h / e->height;
+    for (int v = 0; v < c->num_views; v++) {
+        const ssl_aug_params *p = &prm[v];
+        int ow = s->b.w[v], oh = s->b.h[v];
+        size_t off = (size_t)row * ow * oh * 3;
+        double bx = p->crop_x * fx, by = p->crop_y * fy, bw = p->crop_w * fx, bh = p->crop_h * fy;
+        if (c->output_u8) {
+            ssl_resample(px, w, h, 3, bx, by, bw, bh, s->b.views_u8[v] + off, NULL, ow, oh, SSL_FILTER_BILINEAR, &ws->rs);
+        } else {
+            float *dst = s->b.views[v] + off;
+            ssl__resample_gain(px, w, h, 3, bx, by, bw, bh, NULL, dst, ow, oh, SSL_FILTER_BILINEAR, 1.0f / 255.0f, &ws->rs);
+            ssl_augment_apply_ex(p, dst, ow, oh, 1.0f, c->views[v].mean, c->views[v].std, &ws->tmp);
+        }
+        s->b.params[v][row] = *p;
+    }
+    s->b.labels[row] = e->label;
+    s->b.ids[row] = id;
+    return 0;
+}
+
+static void *ssl__loader_worker(void *arg) {
+    void **a = (void **)arg;
+    ssl_loader *l = (ssl_loader *)a[0];
+    ssl__wscratch *ws = (ssl__wscratch *)a[1];
+    const int B = l->cfg.batch_size;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->shutdown &&
+               (l->paused || l->next_sample >= l->total_samples || l->next_sample / B >= l->released + l->nslots))
+            pthread_cond_wait(&l->cv_work, &l->mu);
+        if (l->shutdown) break;
+        int64_t j = l->next_sample++, bi = j / B;
+        ssl__slot *s = &l->slots[bi % l->nslots];
+        uint32_t id = l->order[j];
+        l->in_flight++;
+        pthread_mutex_unlock(&l->mu);
+        double t0 = ssl_now();
+        int row = (int)(j % B), failures = 0;
+        /* a record that fails is reported once and replaced by another
+           sample chosen by the RNG: deterministic, and the epoch goes on */
+        uint32_t use = id;
+        for (int attempt = 0; ssl__load_sample(l, ws, s, row, use) != 0; attempt++) {
+            failures++;
+            pthread_mutex_lock(&l->mu);
+            if (!(l->reported[use / 8] & (1u << (use % 8)))) {
+                l->reported[use / 8] |= (uint8_t)(1u << (use % 8));
+                const char *src = ssl_pack_source(&l->pack, use);
+                ssl_warn("loader: sample %u%s%s%s does not decode, replaced: %s", use, src[0] ? " (" : "", src,
+                         src[0] ? ")" : "", ssl_last_error());
+            }
+            pthread_mutex_unlock(&l->mu);
+            ssl_rng r = ssl_rng_make(l->cfg.seed, (uint32_t)l->epoch, id, (uint32_t)attempt, SSL_RNG_REPLACE);
+            use = ssl_rng_below(&r, (uint32_t)l->pack.h.num_samples);
+            SSL_ASSERT(attempt < 64, "loader: 64 replacement samples in a row failed to decode; is the pack corrupt?");
+        }
+        double dt = ssl_now() - t0;
+        pthread_mutex_lock(&l->mu);
+        l->in_flight--;
+        l->stats.samples++;
+        l->stats.decode_failures += failures;
+        l->stats.worker_busy_s += dt;
+        if (++s->filled == s->b.n) {
+            s->ready = 1;
+            pthread_cond_broadcast(&l->cv_ready);
+        }
+        if (l->in_flight == 0) pthread_cond_broadcast(&l->cv_idle);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+SSLDEF int ssl_loader_set_resolution(ssl_loader *l, int res) {
+    if (res < 8 || res > 4096) return ssl__fail("resolution %d out of range [8, 4096]", res);
+    l->next_res = res;
+    return 0;
+}
+
+SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch) {
+    const int B = l->cfg.batch_size;
+    pthread_mutex_lock(&l->mu);
+    l->paused = 1;
+    while (l->in_flight > 0) pthread_cond_wait(&l->cv_idle, &l->mu);
+    if (l->next_res) {
+        for (int v = 0; v < l->cfg.num_views; v++) l->cfg.views[v].out_w = l->cfg.views[v].out_h = l->next_res;
+        l->next_res = 0;
+    }
+    int px = 0;
+    for (int v = 0; v < l->cfg.num_views; v++)
+        if (l->cfg.views[v].out_w * l->cfg.views[v].out_h > px) px = l->cfg.views[v].out_w * l->cfg.views[v].out_h;
+    int grow = px > l->max_px;
+    if (grow) l->max_px = px;
+    l->epoch = epoch;
+    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->order, &l->count);
+    l->batches = l->cfg.drop_last ? l->count / B : (l->count + B - 1) / B;
+    l->total_samples = l->cfg.drop_last ? l->batches * B : l->count;
+    if (first_batch < 0 || first_batch > l->batches) {
+        pthread_mutex_unlock(&l->mu);
+        return ssl__fail("start batch %lld out of range (epoch has %lld batches)", (long long)first_batch, (long long)l->batches);
+    }
+    for (int k = 0; k < l->nslots; k++) {
+        ssl__slot *s = &l->slots[k];
+        if (grow) ssl__slot_alloc(l, s);
+        s->filled = s->ready = 0;
+        s->batch = -1;
+        s->b.epoch = epoch;
+        s->b.num_views = l->cfg.num_views;
+        for (int v = 0; v < l->cfg.num_views; v++) { s->b.w[v] = l->cfg.views[v].out_w; s->b.h[v] = l->cfg.views[v].out_h; }
+    }
+    l->next_sample = first_batch * B;
+    l->released = l->next_out = first_batch;
+    /* label the slots for the batches about to be filled */
+    for (int64_t b = first_batch; b < first_batch + l->nslots && b < l->batches; b++) {
+        ssl__slot *s = &l->slots[b % l->nslots];
+        s->batch = b;
+        s->b.index = b;
+        s->b.n = (int)((b + 1) * B <= l->total_samples ? B : l->total_samples - b * B);
+    }
+    l->paused = 0;
+    pthread_cond_broadcast(&l->cv_work);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+SSLDEF const ssl_batch *ssl_loader_next(ssl_loader *l) {
+    pthread_mutex_lock(&l->mu);
+    if (l->next_out >= l->batches) {
+        pthread_mutex_unlock(&l->mu);
+        return NULL;
+    }
+    ssl__slot *s = &l->slots[l->next_out % l->nslots];
+    SSL_ASSERT(s->batch == l->next_out, "loader: release batches before asking for more than batches_ahead");
+    double t0 = ssl_now();
+    while (!s->ready) pthread_cond_wait(&l->cv_ready, &l->mu);
+    l->stats.wait_s += ssl_now() - t0;
+    l->next_out++;
+    pthread_mutex_unlock(&l->mu);
+    return &s->b;
+}
+
+SSLDEF void ssl_loader_release(ssl_loader *l, const ssl_batch *b) {
+    const int B = l->cfg.batch_size;
+    pthread_mutex_lock(&l->mu);
+    SSL_ASSERT(b->index == l->released && b->epoch == l->epoch, "loader: batches must be released in order");
+    ssl__slot *s = &l->slots[b->index % l->nslots];
+    s->ready = s->filled = 0;
+    l->released++;
+    /* the slot now waits for batch released + nslots - 1 */
+    int64_t nb = b->index + l->nslots;
+    s->batch = nb < l->batches ? nb : -1;
+    if (nb < l->batches) {
+        s->b.index = nb;
+        s->b.n = (int)((nb + 1) * B <= l->total_samples ? B : l->total_samples - nb * B);
+    }
+    pthread_cond_broadcast(&l->cv_work);
+    pthread_mutex_unlock(&l->mu);
+}
+
+SSLDEF ssl_loader *ssl_loader_open(const ssl_loader_config *c) {
+    if (c->batch_size < 1) { ssl__fail("batch size %d must be at least 1", c->batch_size); return NULL; }
+    if (c->num_views < 1 || c->num_views > SSL_MAX_VIEWS) { ssl__fail("%d views: must be 1..%d", c->num_views, SSL_MAX_VIEWS); return NULL; }
+    if (c->world < 1 || c->rank < 0 || c->rank >= c->world) { ssl__fail("rank %d of world %d is not valid", c->rank, c->world); return NULL; }
+    for (int v = 0; v < c->num_views; v++)
+        if (c->views[v].out_w < 1 || c->views[v].out_h < 1 || c->views[v].out_w > 4096 || c->views[v].out_h > 4096) {
+            ssl__fail("view %d: output size %dx%d out of range", v, c->views[v].out_w, c->views[v].out_h);
+            return NULL;
+        }
+    ssl_loader *l = (ssl_loader *)ssl_calloc(sizeof *l, "loader");
+    l->cfg = *c;
+    if (ssl_pack_open(c->path, &l->pack) != 0) { free(l); return NULL; }
+    if (l->pack.h.num_samples > 0xFFFFFFFFull) { ssl__fail("pack '%s': over 2^32 samples", c->path); ssl_pack_close(&l->pack); free(l); return NULL; }
+    int64_t per = (int64_t)l->pack.h.num_samples / c->world;
+    if (per < (c->drop_last ? c->batch_size : 1)) {
+        ssl__fail("pack '%s' has %llu samples: %lld per rank, fewer than one batch of %d", c->path,
+                  (unsigned long long)l->pack.h.num_samples, (long long)per, c->batch_size);
+        ssl_pack_close(&l->pack);
+        free(l);
+        return NULL;
+    }
+    l->order = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (per ? per : 1), "epoch order");
+    l->reported = (uint8_t *)ssl_calloc(l->pack.h.num_samples / 8 + 1, "failure bitset");
+    l->nslots = c->batches_ahead > 0 ? c->batches_ahead : 3;
+    l->slots = (ssl__slot *)ssl_calloc(sizeof(ssl__slot) * l->nslots, "loader ring");
+    l->nthreads = c->threads > 0 ? c->threads : ssl_num_cores();
+    l->scr = (ssl__wscratch *)ssl_calloc(sizeof(ssl__wscratch) * l->nthreads, "worker scratch");
+    l->tid = (pthread_t *)ssl_malloc(sizeof(pthread_t) * l->nthreads, "loader threads");
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv_work, NULL);
+    pthread_cond_init(&l->cv_ready, NULL);
+    pthread_cond_init(&l->cv_idle, NULL);
+    l->paused = 1; /* nothing to do until the first start_epoch */
+    void **args = (void **)ssl_malloc(sizeof(void *) * 2 * l->nthreads, "args");
+    for (int t = 0; t < l->nthreads; t++) {
+        args[2 * t] = l;
+        args[2 * t + 1] = &l->scr[t];
+        if (pthread_create(&l->tid[t], NULL, ssl__loader_worker, &args[2 * t]) != 0)
+            ssl__die(__FILE__, __LINE__, "pthread_create failed: %s", strerror(errno));
+    }
+    l->args = args; /* the threads hold pointers into it until close */
+    l->cfg.path = NULL; /* the caller's string need not outlive open */
+    return l;
+}
+
+SSLDEF void ssl_loader_close(ssl_loader *l) {
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->shutdown = 1;
+    pthread_cond_broadcast(&l->cv_work);
+    pthread_mutex_unlock(&l->mu);
+    for (int t = 0; t < l->nthreads; t++) pthread_join(l->tid[t], NULL);
+    for (int k = 0; k < l->nslots; k++) {
+        ssl_batch *b = &l->slots[k].b;
+        for (int v = 0; v < SSL_MAX_VIEWS; v++) { free(b->views[v]); free(b->views_u8[v]); free(b->params[v]); }
+        free(b->labels);
+        free(b->ids);
+    }
+    for (int t = 0; t < l->nthreads; t++) { ssl_buf_free(&l->scr[t].dec); ssl_buf_free(&l->scr[t].rs); ssl_buf_free(&l->scr[t].tmp); }
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv_work);
+    pthread_cond_destroy(&l->cv_ready);
+    pthread_cond_destroy(&l->cv_idle);
+    free(l->args);
+    free(l->scr);
+    free(l->tid);
+    free(l->slots);
+    free(l->order);
+    free(l->reported);
+    ssl_pack_close(&l->pack);
+    free(l);
+}
+
+
+/* ---- 7. Tensors and ops ------------------------------------------------- */
+#ifdef SSL_OPENBLAS
+#include <cblas.h>
+#endif
+#include <limits.h>
+
+
+#ifdef _OPENMP
+#define SSL__OMP_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define SSL__OMP_FOR
+#endif
+
+SSLDEF const char *ssl_tensor_shape(const ssl_tensor *t, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < t->ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, i ? ",%lld" : "%lld", (long long)t->dim[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* "op: why: a [..], b [..]" - every shape error names the shapes. */
+static int ssl__bad_shapes(const char *op, const char *why, const char *an, const ssl_tensor *a, const char *bn,
+                           const ssl_tensor *b) {
+    char sa[96], sb[96];
+    ssl_tensor_shape(a, sa, sizeof sa);
+    if (!b) return ssl__fail("%s: %s: %s %s", op, why, an, sa);
+    return ssl__fail("%s: %s: %s %s, %s %s", op, why, an, sa, bn, ssl_tensor_shape(b, sb, sizeof sb));
+}
+static int ssl__same_shape(const char *op, const char *an, const ssl_tensor *a, const char *bn, const ssl_tensor *b) {
+    int same = a->ndim == b->ndim;
+    for (int i = 0; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
+    return same ? 0 : ssl__bad_shapes(op, "shapes differ", an, a, bn, b);
+}
+static int ssl__same_numel(const char *op, const char *an, const ssl_tensor *a, const char *bn, const ssl_tensor *b) {
+    return ssl_tensor_numel(a) == ssl_tensor_numel(b) ? 0 : ssl__bad_shapes(op, "sizes differ", an, a, bn, b);
+}
+/* A [C] vector (any shape with numel C), or absent (NULL / no data). */
+static int ssl__vec_of(const char *op, const char *name, const ssl_tensor *v, int64_t c) {
+    if (!v || !v->data || ssl_tensor_numel(v) == c) return 0;
+    char s[96];
+    return ssl__fail("%s: %s %s should hold %lld values", op, name, ssl_tensor_shape(v, s, sizeof s), (long long)c);
+}
+
+/* The device all given tensors share (NULL or data-less ones are skipped),
+   or -1 with an error when they mix devices. */
+#define SSL__DEVICE(op, ...)                                           \
+    ssl__device(op, (const ssl_tensor *const[]){__VA_ARGS__},          \
+                sizeof((const ssl_tensor *const[]){__VA_ARGS__}) / sizeof(const ssl_tensor *))
+static int ssl__device(const char *op, const ssl_tensor *const *ts, size_t n) {
+    int dev = -1, mixed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ssl_tensor *t = ts[i];
+        if (!t || !t->data) continue;
+        if (dev >= 0 && t->device != dev) mixed = 1;
+        if (dev < 0) dev = t->device;
+    }
+    if (mixed) return ssl__fail("%s: tensors on different devices (CPU and GPU) in one call", op);
+    if (dev != SSL_DEV_CPU && dev != SSL_DEV_CUDA && dev >= 0) return ssl__fail("%s: unknown device %d", op, dev);
+    return dev < 0 ? SSL_DEV_CPU : dev;
+}
+#ifndef SSL_CUDA
+static int ssl__no_cuda(const char *op) {
+    return ssl__fail("%s: tensor is on the GPU but ssl.h was built without CUDA (SSL_CUDA)", op);
+}
+#endif
+/* Hands a GPU call to ssl.cu; in a CPU-only build the call is not even
+   compiled, and the request is answered with an error. */
+#ifdef SSL_CUDA
+#define SSL__ON_GPU(dev, call) do { if ((dev) == SSL_DEV_CUDA) return (call); } while (0)
+#else
+#define SSL__ON_GPU(dev, call) do { if ((dev) == SSL_DEV_CUDA) return ssl__no_cuda(__func__); } while (0)
+#endif
+
+/* Scratch floats on a device (host memory for the CPU). */
+static float *ssl__scratch(ssl_buf *b, int dev, size_t nfloats) {
+#ifdef SSL_CUDA
+    if (dev == SSL_DEV_CUDA) return (float *)ssl_cuda_buf_reserve(b, nfloats * sizeof(float));
+#endif
+    (void)dev;
+    return (float *)ssl_buf_reserve(b, nfloats * sizeof(float));
+}
+
+/* ---- GEMM ---- */
+SSLDEF void ssl_gemm_loops(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                           int ldb, float beta, float *C, int ldc) {
+    /* The inner loop streams a row of B into a row of C (c += a_ik B[k,:]),
+       which vectorizes without reassociating sums. A transposed B is
+       copied out first so that its rows are contiguous too. */
+    float *bt = NULL;
+    if (tb) {
+        bt = (float *)ssl_malloc(sizeof(float) * (size_t)K * (size_t)N, "GEMM transpose");
+        for (int j = 0; j < N; j++)
+            for (int k = 0; k < K; k++) bt[(size_t)k * N + j] = B[(size_t)j * ldb + k];
+        B = bt;
+        ldb = N;
+    }
+    SSL__OMP_FOR
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < N; j++) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+        for (int k = 0; k < K; k++) {
+            float a = alpha * (ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
+            const float *b = B + (size_t)k * ldb;
+            for (int j = 0; j < N; j++) c[j] += a * b[j];
+        }
+    }
+    free(bt);
+}
+
+SSLDEF void ssl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#ifdef SSL_OPENBLAS
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                B, ldb, beta, C, ldc);
+#else
+    ssl_gemm_loops(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+static int ssl__fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+SSLDEF int ssl_matmul(int ta, int tb, float alpha, const ssl_tensor *A, const ssl_tensor *B, float beta,
+                      ssl_tensor *C) {
+    int64_t ar = ssl_tensor_rows(A), ac = ssl_tensor_cols(A), br = ssl_tensor_rows(B), bc = ssl_tensor_cols(B);
+    int64_t M = ta ? ac : ar, K = ta ? ar : ac, Kb = tb ? bc : br, N = tb ? br : bc;
+    if (K != Kb) return ssl__bad_shapes(__func__, "inner dimensions differ", ta ? "A^T of" : "A", A, tb ? "B^T of" : "B", B);
+    if (ssl_tensor_rows(C) != M || ssl_tensor_cols(C) != N) {
+        char s[96];
+        return ssl__fail("%s: C %s should be [%lld,%lld] for op(A) [%lld,%lld] x op(B) [%lld,%lld]", __func__,
+                         ssl_tensor_shape(C, s, sizeof s), (long long)M, (long long)N, (long long)M, (long long)K,
+                         (long long)K, (long long)N);
+    }
+    if (!ssl__fits_int(M) || !ssl__fits_int(N) || !ssl__fits_int(K) || !ssl__fits_int(ac) || !ssl__fits_int(bc))
+        return ssl__fail("%s: a side over 2^31 elements (BLAS takes int)", __func__);
+    int dev = SSL__DEVICE(__func__, A, B, C);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_matmul(ta, tb, alpha, A, B, beta, C));
+    ssl_gemm(ta, tb, (int)M, (int)N, (int)K, alpha, A->data, (int)ac, B->data, (int)bc, beta, C->data, (int)N);
+    return 0;
+}
+
+/* ---- primitives ---- */
+SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src) {
+    if (ssl__same_numel(__func__, "dst", dst, "src", src)) return -1;
+    int dev = SSL__DEVICE(__func__, dst, src);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_copy(dst, src));
+    if (dst->data != src->data) memmove(dst->data, src->data, sizeof(float) * (size_t)ssl_tensor_numel(src));
+    return 0;
+}
+
+SSLDEF int ssl_fill(ssl_tensor *t, float value) {
+    int dev = SSL__DEVICE(__func__, t);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_fill(t, value));
+    int64_t n = ssl_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++) t->data[i] = value;
+    return 0;
+}
+
+SSLDEF int ssl_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y) {
+    if (ssl__same_numel(__func__, "x", x, "y", y)) return -1;
+    int dev = SSL__DEVICE(__func__, x, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_axpy(alpha, x, y));
+    int64_t n = ssl_tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) y->data[i] += alpha * x->data[i];
+    return 0;
+}
+
+SSLDEF int ssl_dot(const ssl_tensor *a, const ssl_tensor *b, float *out) {
+    if (ssl__same_numel(__func__, "a", a, "b", b)) return -1;
+    int dev = SSL__DEVICE(__func__, a, b);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_dot(a, b, out));
+    double s = 0;
+    int64_t n = ssl_tensor_numel(a);
+    for (int64_t i = 0; i < n; i++) s += (double)a->data[i] * b->data[i];
+    *out = (float)s;
+    return 0;
+}
+
+static int ssl__square(const char *op, const char *name, const ssl_tensor *m) {
+    if (ssl_tensor_rows(m) == ssl_tensor_cols(m)) return 0;
+    return ssl__bad_shapes(op, "expected a square matrix", name, m, NULL, NULL);
+}
+
+SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value) {
+    if (ssl__square(__func__, "m", m)) return -1;
+    int dev = SSL__DEVICE(__func__, m);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_fill_diagonal(m, value));
+    int64_t n = ssl_tensor_cols(m);
+    for (int64_t i = 0; i < n; i++) m->data[i * n + i] = value;
+    return 0;
+}
+
+/* Shapes of a row-wise op: y like x, a vector of one value per row. */
+static int ssl__rowwise(const char *op, const ssl_tensor *x, const ssl_tensor *y, const char *vn, const ssl_tensor *v) {
+    if (ssl__same_numel(op, "x", x, "y", y) || ssl_tensor_cols(x) != ssl_tensor_cols(y))
+        return ssl__bad_shapes(op, "x and y must have the same rows", "x", x, "y", y);
+    return ssl__vec_of(op, vn, v, ssl_tensor_rows(x));
+}
+
+SSLDEF int ssl_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm) {
+    if (ssl__rowwise(__func__, x, y, "norm", norm)) return -1;
+    int dev = SSL__DEVICE(__func__, x, y, norm);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_l2_normalize_rows(x, y, norm));
+    int64_t rows = ssl_tensor_rows(x), d = ssl_tensor_cols(x);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x->data + r * d;
+        double ss = 0;
+        for (int64_t j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
+        float n = (float)sqrt(ss), inv = ssl__l2n_inv(n);
+        for (int64_t j = 0; j < d; j++) y->data[r * d + j] = xr[j] * inv;
+        norm->data[r] = n;
+    }
+    return 0;
+}
+
+SSLDEF int ssl_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
+                                          ssl_tensor *dx) {
+    if (ssl__rowwise(__func__, y, dy, "norm", norm) || ssl__rowwise(__func__, y, dx, "norm", norm)) return -1;
+    int dev = SSL__DEVICE(__func__, y, norm, dy, dx);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_l2_normalize_rows_backward(y, norm, dy, dx));
+    int64_t rows = ssl_tensor_rows(y), d = ssl_tensor_cols(y);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y->data + r * d, *g = dy->data + r * d;
+        double yg = 0;
+        for (int64_t j = 0; j < d; j++) yg += (double)yr[j] * g[j];
+        for (int64_t j = 0; j < d; j++) dx->data[r * d + j] += ssl__l2n_grad(yr[j], g[j], (float)yg, norm->data[r]);
+    }
+    return 0;
+}
+
+SSLDEF int ssl_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
+                                 ssl_tensor *dlogits) {
+    if (dlogits && ssl__same_shape(__func__, "logits", logits, "dlogits", dlogits)) return -1;
+    int64_t rows = ssl_tensor_rows(logits), c = ssl_tensor_cols(logits);
+    for (int64_t r = 0; r < rows; r++)
+        if (target[r] < 0 || target[r] >= c)
+            return ssl__fail("%s: target[%lld] = %d is not a class of logits with %lld columns", __func__,
+                             (long long)r, target[r], (long long)c);
+    int dev = SSL__DEVICE(__func__, logits, dlogits);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_softmax_xent_rows(logits, target, scale, loss, dlogits));
+    double total = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *l = logits->data + r * c;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < c; j++) mx = l[j] > mx ? l[j] : mx;
+        double se = 0;
+        for (int64_t j = 0; j < c; j++) se += exp((double)l[j] - mx);
+        double lse = mx + log(se);
+        total += lse - l[target[r]];
+        if (!dlogits) continue;
+        float *g = dlogits->data + r * c;
+        for (int64_t j = 0; j < c; j++) g[j] += scale * (float)exp((double)l[j] - lse);
+        g[target[r]] -= scale;
+    }
+    *loss = (float)(scale * total);
+    return 0;
+}
+
+SSLDEF int ssl_center_cols(const ssl_tensor *x, ssl_tensor *y) {
+    if (ssl__same_shape(__func__, "x", x, "y", y)) return -1;
+    int dev = SSL__DEVICE(__func__, x, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_center_cols(x, y));
+    int64_t rows = ssl_tensor_rows(x), c = ssl_tensor_cols(x);
+    double *mean = (double *)ssl_calloc(sizeof(double) * (size_t)c, "column means");
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < c; j++) mean[j] += x->data[r * c + j];
+    for (int64_t j = 0; j < c; j++) mean[j] /= (double)rows;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < c; j++) y->data[r * c + j] = (float)(x->data[r * c + j] - mean[j]);
+    free(mean);
+    return 0;
+}
+
+SSLDEF int ssl_mse(const ssl_tensor *a, const ssl_tensor *b, float scale, float *loss, ssl_tensor *da,
+                   ssl_tensor *db) {
+    if (ssl__same_shape(__func__, "a", a, "b", b) || (da && ssl__same_shape(__func__, "a", a, "da", da)) ||
+        (db && ssl__same_shape(__func__, "b", b, "db", db)))
+        return -1;
+    int dev = SSL__DEVICE(__func__, a, b, da, db);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_mse(a, b, scale, loss, da, db));
+    int64_t n = ssl_tensor_numel(a);
+    double s = 0;
+    float g = 2.0f * scale / (float)n;
+    for (int64_t i = 0; i < n; i++) {
+        float d = a->data[i] - b->data[i];
+        s += (double)d * d;
+        if (da) da->data[i] += g * d;
+        if (db) db->data[i] -= g * d;
+    }
+    *loss = (float)(scale * s / (double)n);
+    return 0;
+}
+
+SSLDEF int ssl_offdiag_sumsq(const ssl_tensor *m, float scale, float *val, ssl_tensor *dm) {
+    if (ssl__square(__func__, "m", m) || (dm && ssl__same_shape(__func__, "m", m, "dm", dm))) return -1;
+    int dev = SSL__DEVICE(__func__, m, dm);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_offdiag_sumsq(m, scale, val, dm));
+    int64_t d = ssl_tensor_cols(m);
+    double s = 0;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++) {
+            if (i == j) continue;
+            float v = m->data[i * d + j];
+            s += (double)v * v;
+            if (dm) dm->data[i * d + j] += 2.0f * scale * v;
+        }
+    *val = (float)(scale * s);
+    return 0;
+}
+
+SSLDEF int ssl_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float param, float scale, float *val,
+                            ssl_tensor *dm) {
+    if (ssl__square(__func__, "m", m) || (dm && ssl__same_shape(__func__, "m", m, "dm", dm))) return -1;
+    if (fn != SSL_DIAG_SQ_DEV_ONE && fn != SSL_DIAG_STD_HINGE) return ssl__fail("%s: unknown function %d", __func__, (int)fn);
+    int dev = SSL__DEVICE(__func__, m, dm);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_diag_penalty(m, fn, param, scale, val, dm));
+    int64_t d = ssl_tensor_cols(m);
+    double s = 0;
+    for (int64_t i = 0; i < d; i++) {
+        float g, v = m->data[i * d + i];
+        s += fn == SSL_DIAG_SQ_DEV_ONE ? ssl__sq_dev_one(v, &g) : ssl__std_hinge(v, param, &g);
+        if (dm) dm->data[i * d + i] += scale * g;
+    }
+    *val = (float)(scale * s);
+    return 0;
+}
+
+/* ---- conv2d ---- */
+SSLDEF int ssl_conv_out_size(int64_t in, int64_t k, int stride, int pad) {
+    if (stride < 1 || pad < 0 || in + 2 * pad < k) return 0;
+    return (int)((in + 2 * pad - k) / stride + 1);
+}
+
+SSLDEF void ssl_conv_weight_from_torch(const float *oihw, float *ohwi, int o, int i, int kh, int kw) {
+    for (int a = 0; a < o; a++)
+        for (int b = 0; b < i; b++)
+            for (int y = 0; y < kh; y++)
+                for (int x = 0; x < kw; x++)
+                    ohwi[(((size_t)a * kh + y) * kw + x) * i + b] = oihw[(((size_t)a * i + b) * kh + y) * kw + x];
+}
+SSLDEF void ssl_conv_weight_to_torch(const float *ohwi, float *oihw, int o, int i, int kh, int kw) {
+    for (int a = 0; a < o; a++)
+        for (int b = 0; b < i; b++)
+            for (int y = 0; y < kh; y++)
+                for (int x = 0; x < kw; x++)
+                    oihw[(((size_t)a * i + b) * kh + y) * kw + x] = ohwi[(((size_t)a * kh + y) * kw + x) * i + b];
+}
+
+/* Geometry of one convolution; an im2col row is one output pixel's
+   receptive field in [kh][kw][ci] order: a row of the OHWI weight. */
+typedef struct {
+    int64_t n, h, w, ci, co, kh, kw, oh, ow;
+    int stride, pad;
+} ssl__conv;
+
+static int64_t ssl__conv_k(const ssl__conv *g) { return g->kh * g->kw * g->ci; }
+static int ssl__conv_is_gemm(const ssl__conv *g) { return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0; }
+
+static int ssl__conv_check(const char *op, const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b,
+                           const ssl_tensor *y, const char *yn, int stride, int pad, ssl__conv *g) {
+    if (x->ndim != 4) return ssl__bad_shapes(op, "x must be NHWC", "x", x, NULL, NULL);
+    if (w->ndim != 4) return ssl__bad_shapes(op, "w must be [out][kh][kw][in]", "w", w, NULL, NULL);
+    if (x->dim[3] != w->dim[3]) return ssl__bad_shapes(op, "input channels differ", "x", x, "w", w);
+    if (stride < 1 || pad < 0) return ssl__fail("%s: bad stride %d or padding %d", op, stride, pad);
+    g->n = x->dim[0]; g->h = x->dim[1]; g->w = x->dim[2]; g->ci = x->dim[3];
+    g->co = w->dim[0]; g->kh = w->dim[1]; g->kw = w->dim[2];
+    g->stride = stride; g->pad = pad;
+    g->oh = ssl_conv_out_size(g->h, g->kh, stride, pad);
+    g->ow = ssl_conv_out_size(g->w, g->kw, stride, pad);
+    if (g->oh < 1 || g->ow < 1) return ssl__bad_shapes(op, "kernel larger than the padded input", "x", x, "w", w);
+    if (ssl__vec_of(op, "bias", b, g->co)) return -1;
+    if (!ssl__fits_int(g->n * g->oh * g->ow) || !ssl__fits_int(g->n * g->h * g->w) || !ssl__fits_int(ssl__conv_k(g)))
+        return ssl__bad_shapes(op, "over 2^31 pixels (BLAS takes int)", "x", x, "w", w);
+    if (y->ndim != 4 || y->dim[0] != g->n || y->dim[1] != g->oh || y->dim[2] != g->ow || y->dim[3] != g->co) {
+        char s[96], sx[96], sw[96];
+        return ssl__fail("%s: %s %s should be [%lld,%lld,%lld,%lld] for x %s, w %s, stride %d, pad %d", op, yn,
+                         ssl_tensor_shape(y, s, sizeof s), (long long)g->n, (long long)g->oh, (long long)g->ow,
+                         (long long)g->co, ssl_tensor_shape(x, sx, sizeof sx), ssl_tensor_shape(w, sw, sizeof sw),
+                         stride, pad);
+    }
+    return 0;
+}
+
+/* Builds im2col rows [r0, r0+nr) (output pixels, flattened n,oy,ox).
+   A kernel row lies on one input row, and NHWC makes its kw pixels
+   contiguous: one memcpy per kernel row, zeros where it hangs over. */
+static void ssl__im2col(const ssl__conv *g, const float *x, int64_t r0, int64_t nr, float *cols) {
+    int64_t k = ssl__conv_k(g), ci = g->ci;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        int64_t n = r / (g->oh * g->ow), oy = r / g->ow % g->oh, ox = r % g->ow;
+        int64_t iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;
+        int64_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + g->kw > g->w ? g->w - ix0 : g->kw;
+        float *dst = cols + (r - r0) * k;
+        for (int64_t ky = 0; ky < g->kh; ky++, dst += g->kw * ci) {
+            int64_t iy = iy0 + ky;
+            if (iy < 0 || iy >= g->h || kx1 <= kx0) { memset(dst, 0, sizeof(float) * g->kw * ci); continue; }
+            memset(dst, 0, sizeof(float) * kx0 * ci);
+            memcpy(dst + kx0 * ci, x + ((n * g->h + iy) * g->w + ix0 + kx0) * ci, sizeof(float) * (kx1 - kx0) * ci);
+            memset(dst + kx1 * ci, 0, sizeof(float) * (g->kw - kx1) * ci);
+        }
+    }
+}
+
+/* The adjoint of ssl__im2col: adds each row's gradient back onto the
+   input pixels it was copied from. */
+static void ssl__col2im_add(const ssl__conv *g, const float *dcols, int64_t r0, int64_t nr, float *dx) {
+    int64_t k = ssl__conv_k(g), ci = g->ci;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        int64_t n = r / (g->oh * g->ow), oy = r / g->ow % g->oh, ox = r % g->ow;
+        int64_t iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;
+        int64_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + g->kw > g->w ? g->w - ix0 : g->kw;
+        const float *src = dcols + (r - r0) * k;
+        for (int64_t ky = 0; ky < g->kh; ky++, src += g->kw * ci) {
+            int64_t iy = iy0 + ky;
+            if (iy < 0 || iy >= g->h || kx1 <= kx0) continue;
+            float *d = dx + ((n * g->h + iy) * g->w + ix0 + kx0) * ci;
+            const float *s = src + kx0 * ci;
+            for (int64_t j = 0; j < (kx1 - kx0) * ci; j++) d[j] += s[j];
+        }
+    }
+}
+
+/* Output pixels per im2col block. */
+static int64_t ssl__conv_block(const ssl__conv *g) {
+    int64_t rows = g->n * g->oh * g->ow, per = (int64_t)(SSL_IM2COL_BYTES / (sizeof(float) * ssl__conv_k(g)));
+    if (per < 1) per = 1;
+    return per < rows ? per : rows;
+}
+
+/* y rows = bias (beta 1 then adds the GEMM) or nothing (beta 0). */
+static float ssl__bias_rows(float *y, int64_t rows, int64_t c, const ssl_tensor *b) {
+    if (!b || !b->data) return 0.0f;
+    for (int64_t r = 0; r < rows; r++) memcpy(y + r * c, b->data, sizeof(float) * c);
+    return 1.0f;
+}
+/* db += column sums of dy. */
+static void ssl__bias_grad(const float *dy, int64_t rows, int64_t c, ssl_tensor *db) {
+    if (!db || !db->data) return;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < c; j++) db->data[j] += dy[r * c + j];
+}
+
+SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride, int pad,
+                              ssl_tensor *y, ssl_buf *scratch) {
+    ssl__conv g;
+    if (ssl__conv_check(__func__, x, w, b, y, "y", stride, pad, &g)) return -1;
+    int dev = SSL__DEVICE(__func__, x, w, b, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch));
+    int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g);
+    float beta = ssl__bias_rows(y->data, rows, g.co, b);
+    if (ssl__conv_is_gemm(&g)) { /* x already is the im2col matrix */
+        ssl_gemm(0, 1, (int)rows, (int)g.co, (int)k, 1.0f, x->data, (int)k, w->data, (int)k, beta, y->data, (int)g.co);
+        return 0;
+    }
+    int64_t per = ssl__conv_block(&g);
+    float *cols = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(per * k));
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        int64_t nr = rows - r0 < per ? rows - r0 : per;
+        ssl__im2col(&g, x->data, r0, nr, cols);
+        ssl_gemm(0, 1, (int)nr, (int)g.co, (int)k, 1.0f, cols, (int)k, w->data, (int)k, beta, y->data + r0 * g.co,
+                 (int)g.co);
+    }
+    return 0;
+}
+
+SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                               ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch) {
+    ssl__conv g;
+    if (ssl__conv_check(__func__, x, w, db, dy, "dy", stride, pad, &g) ||
+        ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
+        return -1;
+    int dev = SSL__DEVICE(__func__, x, w, dy, dx, dw, db);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dw, db, scratch));
+    int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g), co = g.co;
+    ssl__bias_grad(dy->data, rows, co, db);
+    if (ssl__conv_is_gemm(&g)) {
+        /* y = x w^T  =>  dw += dy^T x, dx = dy w */
+        ssl_gemm(1, 0, (int)co, (int)k, (int)rows, 1.0f, dy->data, (int)co, x->data, (int)k, 1.0f, dw->data, (int)k);
+        if (dx) ssl_gemm(0, 0, (int)rows, (int)k, (int)co, 1.0f, dy->data, (int)co, w->data, (int)k, 0.0f, dx->data, (int)k);
+        return 0;
+    }
+    /* the same per block of im2col rows, rebuilt rather than kept from the
+       forward (it would be KH*KW times the input's size) */
+    int64_t per = ssl__conv_block(&g);
+    float *cols = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(2 * per * k)), *dcols = cols + per * k;
+    if (dx) memset(dx->data, 0, sizeof(float) * (size_t)ssl_tensor_numel(dx));
+    for (int64_t r0 = 0; r0 < rows; r0 += per) {
+        int64_t nr = rows - r0 < per ? rows - r0 : per;
+        const float *dyb = dy->data + r0 * co;
+        ssl__im2col(&g, x->data, r0, nr, cols);
+        ssl_gemm(1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dw->data, (int)k);
+        if (!dx) continue;
+        ssl_gemm(0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, w->data, (int)k, 0.0f, dcols, (int)k);
+        ssl__col2im_add(&g, dcols, r0, nr, dx->data);
+    }
+    return 0;
+}
+
+/* ---- batch norm ----
+   Per-channel sums run over the rows in a fixed number of blocks, each
+   summed in double and then added in block order: the result does not
+   depend on the thread count, and 3M-row batches keep their precision. */
+#define SSL__BN_BLOCKS 32
+enum { SSL__BN_SUM, SSL__BN_SUMSQ_DEV, SSL__BN_APPLY, SSL__BN_GRAD_SUMS, SSL__BN_GRAD_INPUT };
+typedef struct {
+    int stage;
+    int64_t rows, c, per; /* per: rows per block */
+    const float *x, *dy;
+    float *y, *dx;
+    const float *mean, *invstd, *scale, *shift, *gamma, *mean_dy, *mean_dy_xhat;
+    double *part; /* [block][2c] */
+} ssl__bn_job;
+
+static void ssl__bn_block(void *ctx, int64_t blk, int worker) {
+    (void)worker;
+    ssl__bn_job *j = (ssl__bn_job *)ctx;
+    int64_t c = j->c, r0 = blk * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
+    double *p = j->part + blk * 2 * c;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * c;
+        switch (j->stage) {
+        case SSL__BN_SUM:
+            for (int64_t i = 0; i < c; i++) p[i] += x[i];
+            break;
+        case SSL__BN_SUMSQ_DEV: /* two passes: sum (x - mean)^2 does not cancel like E[x^2] - mean^2 */
+            for (int64_t i = 0; i < c; i++) { double d = (double)x[i] - j->mean[i]; p[i] += d * d; }
+            break;
+        case SSL__BN_APPLY:
+            for (int64_t i = 0; i < c; i++) j->y[r * c + i] = ssl__bn_apply(x[i], j->scale[i], j->shift[i]);
+            break;
+        case SSL__BN_GRAD_SUMS: {
+            const float *dy = j->dy + r * c;
+            for (int64_t i = 0; i < c; i++) {
+                p[i] += dy[i];
+                p[c + i] += (double)dy[i] * ((x[i] - j->mean[i]) * j->invstd[i]);
+            }
+            break;
+        }
+        case SSL__BN_GRAD_INPUT: {
+            const float *dy = j->dy + r * c;
+            for (int64_t i = 0; i < c; i++)
+                j->dx[r * c + i] = ssl__bn_grad_input(dy[i], x[i], j->mean[i], j->invstd[i], j->gamma[i],
+                                                      j->mean_dy[i], j->mean_dy_xhat[i]);
+            break;
+        }
+        }
+    }
+}
+
+/* Runs one stage over all blocks; sums[2c] gets the block sums (in block
+   order) for the reducing stages. Threads only when the work pays for
+   starting them. */
+static void ssl__bn_run(ssl__bn_job *j, int stage, double *sums) {
+    int64_t blocks = (j->rows + j->per - 1) / j->per;
+    j->stage = stage;
+    if (sums) memset(j->part, 0, sizeof(double) * (size_t)(blocks * 2 * j->c));
+    ssl_parallel_for(blocks, j->rows * j->c >= (1 << 18) ? 0 : 1, ssl__bn_block, j);
+    if (!sums) return;
+    memset(sums, 0, sizeof(double) * (size_t)(2 * j->c));
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t i = 0; i < 2 * j->c; i++) sums[i] += j->part[b * 2 * j->c + i];
+}
+
+static ssl__bn_job ssl__bn_job_make(const ssl_tensor *x, double **mem, float **fmem) {
+    ssl__bn_job j;
+    memset(&j, 0, sizeof j);
+    j.c = ssl_tensor_cols(x);
+    j.rows = ssl_tensor_rows(x);
+    j.per = (j.rows + SSL__BN_BLOCKS - 1) / SSL__BN_BLOCKS;
+    if (j.per < 1) j.per = 1;
+    j.x = x->data;
+    /* block partials + final sums (double), 4 per-channel float vectors */
+    *mem = (double *)ssl_malloc(sizeof(double) * (size_t)((SSL__BN_BLOCKS + 1) * 2 * j.c), "batch-norm sums");
+    *fmem = (float *)ssl_malloc(sizeof(float) * (size_t)(4 * j.c), "batch-norm vectors");
+    j.part = *mem + 2 * j.c;
+    return j;
+}
+
+static int ssl__bn_check(const char *op, const ssl_batchnorm *bn, const ssl_tensor *x, const ssl_tensor *y,
+                         const char *yn, const ssl_tensor *mean, const ssl_tensor *invstd) {
+    int64_t c = ssl_tensor_cols(x);
+    if (ssl__same_shape(op, "x", x, yn, y) || ssl__vec_of(op, "mean", mean, c) || ssl__vec_of(op, "invstd", invstd, c) ||
+        ssl__vec_of(op, "weight", &bn->weight, c) || ssl__vec_of(op, "bias", &bn->bias, c) ||
+        ssl__vec_of(op, "running_mean", &bn->running_mean, c) || ssl__vec_of(op, "running_var", &bn->running_var, c))
+        return -1;
+    if (!mean || !mean->data || !invstd || !invstd->data) return ssl__fail("%s: mean and invstd are needed", op);
+    return 0;
+}
+
+SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
+                                 ssl_tensor *mean, ssl_tensor *invstd) {
+    if (ssl__bn_check(__func__, bn, x, y, "y", mean, invstd)) return -1;
+    int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
+    int tracked = bn->running_mean.data && bn->running_var.data;
+    if (training && rows < 2) return ssl__bad_shapes(__func__, "training needs more than one value per channel", "x", x, NULL, NULL);
+    if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", __func__);
+    int dev = SSL__DEVICE(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, y, mean, invstd));
+    double *sums;
+    float *v;
+    ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
+    float *scale = v, *shift = v + c;
+    if (training) {
+        ssl__bn_run(&j, SSL__BN_SUM, sums);
+        for (int64_t i = 0; i < c; i++) mean->data[i] = (float)(sums[i] / rows);
+        j.mean = mean->data;
+        ssl__bn_run(&j, SSL__BN_SUMSQ_DEV, sums);
+        for (int64_t i = 0; i < c; i++) {
+            double var = sums[i] / rows; /* biased: what normalizes */
+            invstd->data[i] = (float)(1.0 / sqrt(var + bn->eps));
+            if (tracked) { /* the running variance is the unbiased one, as torch */
+                bn->running_mean.data[i] = ssl__bn_running(bn->running_mean.data[i], mean->data[i], bn->momentum);
+                bn->running_var.data[i] = ssl__bn_running(bn->running_var.data[i], (float)(sums[i] / (rows - 1)), bn->momentum);
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < c; i++) {
+            mean->data[i] = bn->running_mean.data[i];
+            invstd->data[i] = (float)(1.0 / sqrt((double)bn->running_var.data[i] + bn->eps));
+        }
+    }
+    for (int64_t i = 0; i < c; i++) {
+        float gamma = bn->weight.data ? bn->weight.data[i] : 1.0f, beta = bn->bias.data ? bn->bias.data[i] : 0.0f;
+        scale[i] = gamma * invstd->data[i];
+        shift[i] = beta - mean->data[i] * scale[i];
+    }
+    j.scale = scale;
+    j.shift = shift;
+    j.y = y->data;
+    ssl__bn_run(&j, SSL__BN_APPLY, NULL);
+    free(sums);
+    free(v);
+    return 0;
+}
+
+SSLDEF int ssl_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *dy,
+                                  const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
+                                  ssl_tensor *dweight, ssl_tensor *dbias) {
+    int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
+    if (ssl__bn_check(__func__, bn, x, dy, "dy", mean, invstd) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)) ||
+        ssl__vec_of(__func__, "dweight", dweight, c) || ssl__vec_of(__func__, "dbias", dbias, c))
+        return -1;
+    int dev = SSL__DEVICE(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, dy, mean, invstd, dx, dweight, dbias));
+    double *sums;
+    float *v;
+    ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
+    float *gamma = v, *mean_dy = v + c, *mean_dy_xhat = v + 2 * c;
+    j.dy = dy->data;
+    j.mean = mean->data;
+    j.invstd = invstd->data;
+    ssl__bn_run(&j, SSL__BN_GRAD_SUMS, sums); /* sums[i] = sum dy, sums[c+i] = sum dy*xhat */
+    for (int64_t i = 0; i < c; i++) {
+        if (dbias && dbias->data) dbias->data[i] += (float)sums[i];
+        if (dweight && dweight->data) dweight->data[i] += (float)sums[c + i];
+        gamma[i] = bn->weight.data ? bn->weight.data[i] : 1.0f;
+        /* in eval the statistics are constants: no share to remove */
+        mean_dy[i] = training ? (float)(sums[i] / rows) : 0.0f;
+        mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows) : 0.0f;
+    }
+    if (dx) {
+        j.gamma = gamma;
+        j.mean_dy = mean_dy;
+        j.mean_dy_xhat = mean_dy_xhat;
+        j.dx = dx->data;
+        ssl__bn_run(&j, SSL__BN_GRAD_INPUT, NULL);
+    }
+    free(sums);
+    free(v);
+    return 0;
+}
+
+/* ---- relu ---- */
+SSLDEF int ssl_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
+    if (ssl__same_shape(__func__, "x", x, "y", y)) return -1;
+    int dev = SSL__DEVICE(__func__, x, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_relu_forward(x, y));
+    int64_t n = ssl_tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) y->data[i] = ssl__relu(x->data[i]);
+    return 0;
+}
+
+SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
+    if (ssl__same_shape(__func__, "y", y, "dy", dy) || ssl__same_shape(__func__, "y", y, "dx", dx)) return -1;
+    int dev = SSL__DEVICE(__func__, y, dy, dx);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_relu_backward(y, dy, dx));
+    int64_t n = ssl_tensor_numel(y);
+    for (int64_t i = 0; i < n; i++) dx->data[i] = ssl__relu_grad(y->data[i], dy->data[i]);
+    return 0;
+}
+
+/* ---- max pool ---- */
+static int ssl__pool_check(const char *op, const ssl_tensor *x, const ssl_tensor *y, const char *yn, int k, int stride,
+                           int pad) {
+    if (x->ndim != 4) return ssl__bad_shapes(op, "x must be NHWC", "x", x, NULL, NULL);
+    if (k < 1 || stride < 1 || pad < 0 || pad > k / 2)
+        return ssl__fail("%s: bad window: kernel %d, stride %d, pad %d (pad must be at most kernel/2)", op, k, stride, pad);
+    int oh = ssl_conv_out_size(x->dim[1], k, stride, pad), ow = ssl_conv_out_size(x->dim[2], k, stride, pad);
+    if (y->ndim != 4 || y->dim[0] != x->dim[0] || y->dim[1] != oh || y->dim[2] != ow || y->dim[3] != x->dim[3] || oh < 1) {
+        char s[96], sx[96];
+        return ssl__fail("%s: %s %s should be [%lld,%d,%d,%lld] for x %s, kernel %d, stride %d, pad %d", op, yn,
+                         ssl_tensor_shape(y, s, sizeof s), (long long)x->dim[0], oh, ow, (long long)x->dim[3],
+                         ssl_tensor_shape(x, sx, sizeof sx), k, stride, pad);
+    }
+    return 0;
+}
+
+/* The input pixels of output pixel o's window: rows [*y0, *y1), columns
+   [*x0, *x1), clipped to the image (padding is -inf: it never wins). */
+static int64_t ssl__pool_window(const ssl_tensor *x, const ssl_tensor *y, int k, int stride, int pad, int64_t o,
+                                int64_t *y0, int64_t *y1, int64_t *x0, int64_t *x1) {
+    int64_t oh = y->dim[1], ow = y->dim[2], n = o / (oh * ow), oy = o / ow % oh, ox = o % ow;
+    *y0 = oy * stride - pad; *y1 = *y0 + k;
+    *x0 = ox * stride - pad; *x1 = *x0 + k;
+    if (*y0 < 0) *y0 = 0;
+    if (*x0 < 0) *x0 = 0;
+    if (*y1 > x->dim[1]) *y1 = x->dim[1];
+    if (*x1 > x->dim[2]) *x1 = x->dim[2];
+    return n;
+}
+
+SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
+    if (ssl__pool_check(__func__, x, y, "y", k, stride, pad)) return -1;
+    int dev = SSL__DEVICE(__func__, x, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_forward(x, k, stride, pad, y));
+    int64_t h = x->dim[1], w = x->dim[2], c = x->dim[3], outs = y->dim[0] * y->dim[1] * y->dim[2];
+    for (int64_t o = 0; o < outs; o++) {
+        int64_t y0, y1, x0, x1, n = ssl__pool_window(x, y, k, stride, pad, o, &y0, &y1, &x0, &x1);
+        float *best = y->data + o * c;
+        for (int64_t i = 0; i < c; i++) best[i] = -INFINITY;
+        for (int64_t iy = y0; iy < y1; iy++)
+            for (int64_t ix = x0; ix < x1; ix++) {
+                const float *px = x->data + ((n * h + iy) * w + ix) * c;
+                for (int64_t i = 0; i < c; i++) best[i] = ssl__pool_takes(best[i], px[i]) ? px[i] : best[i];
+            }
+    }
+    return 0;
+}
+
+SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
+                                  ssl_tensor *dx) {
+    if (ssl__pool_check(__func__, x, dy, "dy", k, stride, pad) || ssl__same_shape(__func__, "x", x, "dx", dx)) return -1;
+    int dev = SSL__DEVICE(__func__, x, dy, dx);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_backward(x, dy, k, stride, pad, dx));
+    /* the forward's scan again, remembering where each winner is */
+    int64_t h = x->dim[1], w = x->dim[2], c = x->dim[3], outs = dy->dim[0] * dy->dim[1] * dy->dim[2];
+    float *best = (float *)ssl_malloc(sizeof(float) * (size_t)c, "max-pool values");
+    int64_t *arg = (int64_t *)ssl_malloc(sizeof(int64_t) * (size_t)c, "max-pool winners");
+    memset(dx->data, 0, sizeof(float) * (size_t)ssl_tensor_numel(dx));
+    for (int64_t o = 0; o < outs; o++) {
+        int64_t y0, y1, x0, x1, n = ssl__pool_window(x, dy, k, stride, pad, o, &y0, &y1, &x0, &x1);
+        for (int64_t i = 0; i < c; i++) { best[i] = -INFINITY; arg[i] = (n * h + y0) * w + x0; }
+        for (int64_t iy = y0; iy < y1; iy++)
+            for (int64_t ix = x0; ix < x1; ix++) {
+                int64_t pix = (n * h + iy) * w + ix;
+                const float *px = x->data + pix * c;
+                for (int64_t i = 0; i < c; i++)
+                    if (ssl__pool_takes(best[i], px[i])) { best[i] = px[i]; arg[i] = pix; }
+            }
+        for (int64_t i = 0; i < c; i++) dx->data[arg[i] * c + i] += dy->data[o * c + i];
+    }
+    free(best);
+    free(arg);
+    return 0;
+}
+
+/* ---- global average pool ---- */
+static int ssl__avgpool_check(const char *op, const ssl_tensor *x, const char *xn, const ssl_tensor *y, const char *yn) {
+    if (x->ndim != 4) return ssl__bad_shapes(op, "expected NHWC", xn, x, NULL, NULL);
+    if (ssl_tensor_numel(y) != x->dim[0] * x->dim[3] || ssl_tensor_cols(y) != x->dim[3])
+        return ssl__bad_shapes(op, "pooled shape should be [N,C]", xn, x, yn, y);
+    return 0;
+}
+
+SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
+    if (ssl__avgpool_check(__func__, x, "x", y, "y")) return -1;
+    int dev = SSL__DEVICE(__func__, x, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_avgpool_forward(x, y));
+    int64_t n = x->dim[0], hw = x->dim[1] * x->dim[2], c = x->dim[3];
+    for (int64_t b = 0; b < n; b++) {
+        float *o = y->data + b * c;
+        for (int64_t i = 0; i < c; i++) o[i] = 0.0f;
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t i = 0; i < c; i++) o[i] += x->data[(b * hw + p) * c + i];
+        for (int64_t i = 0; i < c; i++) o[i] /= (float)hw;
+    }
+    return 0;
+}
+
+SSLDEF int ssl_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
+    if (ssl__avgpool_check(__func__, dx, "dx", dy, "dy")) return -1;
+    int dev = SSL__DEVICE(__func__, dy, dx);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_avgpool_backward(dy, dx));
+    int64_t n = dx->dim[0], hw = dx->dim[1] * dx->dim[2], c = dx->dim[3];
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t i = 0; i < c; i++) dx->data[(b * hw + p) * c + i] = dy->data[b * c + i] / (float)hw;
+    return 0;
+}
+
+/* ---- linear ---- */
+static int ssl__linear_check(const char *op, const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b,
+                             const ssl_tensor *y, const char *yn) {
+    if (w->ndim != 2) return ssl__bad_shapes(op, "weight must be [out][in]", "w", w, NULL, NULL);
+    if (ssl_tensor_cols(x) != w->dim[1]) return ssl__bad_shapes(op, "x's last dim must equal w's in_features (dim 1)", "x", x, "w", w);
+    if (ssl__vec_of(op, "bias", b, w->dim[0])) return -1;
+    if (ssl_tensor_rows(y) != ssl_tensor_rows(x) || ssl_tensor_cols(y) != w->dim[0]) {
+        char s[96], sx[96], sw[96];
+        return ssl__fail("%s: %s %s should be [%lld,%lld] for x %s, w %s", op, yn, ssl_tensor_shape(y, s, sizeof s),
+                         (long long)ssl_tensor_rows(x), (long long)w->dim[0], ssl_tensor_shape(x, sx, sizeof sx),
+                         ssl_tensor_shape(w, sw, sizeof sw));
+    }
+    return 0;
+}
+
+SSLDEF int ssl_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y) {
+    if (ssl__linear_check(__func__, x, w, b, y, "y")) return -1;
+    int dev = SSL__DEVICE(__func__, x, w, b, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_linear_forward(x, w, b, y));
+    int64_t rows = ssl_tensor_rows(x), in = w->dim[1], out = w->dim[0];
+    float beta = ssl__bias_rows(y->data, rows, out, b);
+    ssl_gemm(0, 1, (int)rows, (int)out, (int)in, 1.0f, x->data, (int)in, w->data, (int)in, beta, y->data, (int)out);
+    return 0;
+}
+
+SSLDEF int ssl_linear_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, ssl_tensor *dx,
+                               ssl_tensor *dw, ssl_tensor *db) {
+    if (ssl__linear_check(__func__, x, w, db, dy, "dy") || ssl__same_shape(__func__, "w", w, "dw", dw) ||
+        (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
+        return -1;
+    int dev = SSL__DEVICE(__func__, x, w, dy, dx, dw, db);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_linear_backward(x, w, dy, dx, dw, db));
+    int64_t rows = ssl_tensor_rows(x), in = w->dim[1], out = w->dim[0];
+    /* y = x w^T + b  =>  dw += dy^T x, db += sum_rows dy, dx = dy w */
+    ssl_gemm(1, 0, (int)out, (int)in, (int)rows, 1.0f, dy->data, (int)out, x->data, (int)in, 1.0f, dw->data, (int)in);
+    ssl__bias_grad(dy->data, rows, out, db);
+    if (dx) ssl_gemm(0, 0, (int)rows, (int)in, (int)out, 1.0f, dy->data, (int)out, w->data, (int)in, 0.0f, dx->data, (int)in);
+    return 0;
+}
+
+/* ---- residual add ---- */
+SSLDEF int ssl_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
+    if (ssl__same_shape(__func__, "a", a, "b", b) || ssl__same_shape(__func__, "a", a, "y", y)) return -1;
+    int dev = SSL__DEVICE(__func__, a, b, y);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_add(a, b, y));
+    int64_t n = ssl_tensor_numel(a);
+    for (int64_t i = 0; i < n; i++) y->data[i] = a->data[i] + b->data[i];
+    return 0;
+}
+
+SSLDEF int ssl_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db) {
+    if ((da && ssl__same_shape(__func__, "dy", dy, "da", da)) || (db && ssl__same_shape(__func__, "dy", dy, "db", db)))
+        return -1;
+    int dev = SSL__DEVICE(__func__, dy, da, db);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_add_backward(dy, da, db));
+    if (da) ssl_copy(da, dy);
+    if (db) ssl_copy(db, dy);
+    return 0;
+}
+
+/* ---- 8. Models: the parameter table ----------------------------------- */
+
+SSLDEF int ssl_params_add(ssl_param_table *t, const char *name, int kind, int ndim, const int64_t *shape) {
+    SSL_ASSERT(!t->data, "ssl_params_add after ssl_params_alloc");
+    SSL_ASSERT(ndim >= 1 && ndim <= 4 && strlen(name) < sizeof t->p[0].name, "bad parameter '%s'", name);
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->p = (ssl_param *)ssl_realloc(t->p, sizeof(ssl_param) * t->cap, "parameter table");
+    }
+    ssl_param *p = &t->p[t->n];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->kind = kind;
+    p->ndim = ndim;
+    p->numel = 1;
+    for (int d = 0; d < ndim; d++) { p->shape[d] = shape[d]; p->numel *= shape[d]; }
+    /* 16-float alignment keeps every tensor 64-byte aligned */
+    p->offset = (t->total + 15) / 16 * 16;
+    t->total = p->offset + p->numel;
+    return t->n++;
+}
+
+SSLDEF void ssl_params_alloc(ssl_param_table *t) {
+    size_t bytes = sizeof(float) * (size_t)((t->total + 15) / 16 * 16);
+    t->data = (float *)ssl_calloc(bytes, "parameters");
+    t->grad = (float *)ssl_calloc(bytes, "gradients");
+}
+
+SSLDEF void ssl_params_free(ssl_param_table *t) {
+    free(t->p);
+    free(t->data);
+    free(t->grad);
+    memset(t, 0, sizeof *t);
+}
+
+SSLDEF int ssl_params_find(const ssl_param_table *t, const char *name) {
+    for (int i = 0; i < t->n; i++)
+        if (!strcmp(t->p[i].name, name)) return i;
+    return -1;
+}
+
+/* ---- 9. Losses ------------------------------------------------------------
+   Each loss: check the embeddings and the backend, carve its scratch, then
+   the paper's equations one primitive per line, forward then backward.
+   Once the inputs have passed the checks no primitive inside can fail
+   (shapes agree by construction, and CUDA failures abort), so the bodies
+   do not test return codes: the equations stay readable. A new term with
+   new shapes should be checked up front in the same way. */
+
+/* z1, z2 (and the gradients asked for) all [N, D], N >= min_rows. */
+static int ssl__loss_check(const char *op, const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *dz1,
+                           const ssl_tensor *dz2, int64_t min_rows, int64_t *n, int64_t *d) {
+    if (z1->ndim != 2) return ssl__bad_shapes(op, "embeddings must be [N, D]", "z1", z1, NULL, NULL);
+    if (ssl__same_shape(op, "z1", z1, "z2", z2) || (dz1 && ssl__same_shape(op, "z1", z1, "dz1", dz1)) ||
+        (dz2 && ssl__same_shape(op, "z2", z2, "dz2", dz2)))
+        return -1;
+    if (z1->dim[0] < min_rows) return ssl__bad_shapes(op, min_rows > 1 ? "needs at least 2 rows" : "empty batch", "z1", z1, NULL, NULL);
+    *n = z1->dim[0];
+    *d = z1->dim[1];
+    int dev = SSL__DEVICE(op, z1, z2, dz1, dz2);
+#ifndef SSL_CUDA
+    if (dev == SSL_DEV_CUDA) return ssl__no_cuda(op);
+#endif
+    return dev;
+}
+
+/* A [rows, cols] matrix carved from *mem on device dev. */
+static ssl_tensor ssl__carve(float **mem, int dev, int64_t rows, int64_t cols) {
+    ssl_tensor t = ssl_tensor_on(ssl_tensor_mat(*mem, rows, cols), dev);
+    *mem += rows * cols;
+    return t;
+}
+
+SSLDEF int ssl_simclr_loss(const ssl_tensor *z1, const ssl_tensor *z2, float tau, float *loss, ssl_tensor *dz1,
+                           ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check(__func__, z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    if (!(tau > 0.0f)) return ssl__fail("%s: temperature must be > 0, got %g", __func__, tau);
+    int64_t m = 2 * n;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(2 * m * d + m + 2 * m * m));
+    ssl_tensor z = ssl__carve(&mem, dev, m, d), norm = ssl__carve(&mem, dev, m, 1), s = ssl__carve(&mem, dev, m, m),
+               ds = ssl__carve(&mem, dev, m, m), dz = ssl__carve(&mem, dev, m, d);
+    ssl_tensor z_1 = ssl_tensor_row_slice(&z, 0, n), z_2 = ssl_tensor_row_slice(&z, n, n);
+    int32_t *positive = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)m, "SimCLR targets");
+    for (int64_t i = 0; i < m; i++) positive[i] = (int32_t)((i + n) % m); /* the other view of the same image */
+
+    /* z = normalize(cat(z1, z2)) */
+    ssl_copy(&z_1, z1);
+    ssl_copy(&z_2, z2);
+    ssl_l2_normalize_rows(&z, &z, &norm);
+    /* s = z z^T / tau, each row's similarity with itself masked out */
+    ssl_matmul(0, 1, 1.0f / tau, &z, &z, 0.0f, &s);
+    ssl_fill_diagonal(&s, -INFINITY);
+    /* loss = mean over the 2N rows of cross_entropy(s_i, positive(i)) */
+    ssl_fill(&ds, 0.0f);
+    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)m, loss, &ds);
+    free(positive);
+    if (!dz1 && !dz2) return 0;
+
+    /* backward: s = z z^T / tau  =>  dz = (ds + ds^T) z / tau */
+    ssl_matmul(0, 0, 1.0f / tau, &ds, &z, 0.0f, &dz);
+    ssl_matmul(1, 0, 1.0f / tau, &ds, &z, 1.0f, &dz);
+    /* through the normalization, each view's rows into its own gradient */
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor *dzv = v ? dz2 : dz1;
+        if (!dzv) continue;
+        ssl_tensor zv = ssl_tensor_row_slice(&z, v * n, n), nv = ssl_tensor_row_slice(&norm, v * n, n),
+                   dzn = ssl_tensor_row_slice(&dz, v * n, n);
+        ssl_fill(dzv, 0.0f);
+        ssl_l2_normalize_rows_backward(&zv, &nv, &dzn, dzv);
+    }
+    return 0;
+}
+
+SSLDEF int ssl_vicreg_loss(const ssl_tensor *z1, const ssl_tensor *z2, float sim_coef, float std_coef,
+                           float cov_coef, float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check(__func__, z1, z2, dz1, dz2, 2, &n, &d);
+    if (dev < 0) return -1;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(2 * n * d + 2 * d * d));
+    ssl_tensor x = ssl__carve(&mem, dev, n, d), dx = ssl__carve(&mem, dev, n, d), c = ssl__carve(&mem, dev, d, d),
+               dc = ssl__carve(&mem, dev, d, d);
+    const ssl_tensor *z[2] = {z1, z2};
+    ssl_tensor *dz[2] = {dz1, dz2};
+    for (int v = 0; v < 2; v++)
+        if (dz[v]) ssl_fill(dz[v], 0.0f);
+
+    /* invariance: sim * mse(z1, z2) */
+    float repr;
+    ssl_mse(z1, z2, sim_coef, &repr, dz1, dz2);
+    double total = repr;
+    for (int v = 0; v < 2; v++) {
+        float std_term, cov_term;
+        /* x = z - mean(z); c = x^T x / (N-1), whose diagonal is the unbiased variance */
+        ssl_center_cols(z[v], &x);
+        ssl_matmul(1, 0, 1.0f / (float)(n - 1), &x, &x, 0.0f, &c);
+        ssl_fill(&dc, 0.0f);
+        /* variance: std * mean_j relu(1 - sqrt(var_j + eps)) / 2 */
+        ssl_diag_penalty(&c, SSL_DIAG_STD_HINGE, SSL_VICREG_EPS, std_coef / (2.0f * (float)d), &std_term, &dc);
+        /* covariance: cov * sum_{i != j} c_ij^2 / D */
+        ssl_offdiag_sumsq(&c, cov_coef / (float)d, &cov_term, &dc);
+        total += (double)std_term + cov_term;
+        if (!dz[v]) continue;
+
+        /* backward: c = x^T x / (N-1)  =>  dx = x (dc + dc^T) / (N-1) = 2 x dc / (N-1), dc being symmetric */
+        ssl_matmul(0, 0, 2.0f / (float)(n - 1), &x, &dc, 0.0f, &dx);
+        /* through the centring: centre the gradient */
+        ssl_center_cols(&dx, &dx);
+        ssl_axpy(1.0f, &dx, dz[v]);
+    }
+    *loss = (float)total;
+    return 0;
+}
+
+SSLDEF int ssl_barlow_loss(const ssl_tensor *z1, const ssl_tensor *z2, float lambd, float *loss, ssl_tensor *dz1,
+                           ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check(__func__, z1, z2, dz1, dz2, 2, &n, &d);
+    if (dev < 0) return -1;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(3 * n * d + 2 * d * d + 4 * d));
+    ssl_tensor zn1 = ssl__carve(&mem, dev, n, d), zn2 = ssl__carve(&mem, dev, n, d), dzn = ssl__carve(&mem, dev, n, d),
+               c = ssl__carve(&mem, dev, d, d), dc = ssl__carve(&mem, dev, d, d);
+    ssl_tensor mean1 = ssl__carve(&mem, dev, 1, d), istd1 = ssl__carve(&mem, dev, 1, d),
+               mean2 = ssl__carve(&mem, dev, 1, d), istd2 = ssl__carve(&mem, dev, 1, d);
+    ssl_batchnorm bn = ssl_batchnorm_default(); /* affine=False, no running stats */
+
+    /* each view standardized per dimension with batch statistics */
+    ssl_batchnorm_forward(&bn, 1, z1, &zn1, &mean1, &istd1);
+    ssl_batchnorm_forward(&bn, 1, z2, &zn2, &mean2, &istd2);
+    /* c = zn1^T zn2 / N, the cross-correlation matrix */
+    ssl_matmul(1, 0, 1.0f / (float)n, &zn1, &zn2, 0.0f, &c);
+    /* loss = sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2 */
+    float on_diag, off_diag;
+    ssl_fill(&dc, 0.0f);
+    ssl_diag_penalty(&c, SSL_DIAG_SQ_DEV_ONE, 0.0f, 1.0f, &on_diag, &dc);
+    ssl_offdiag_sumsq(&c, lambd, &off_diag, &dc);
+    *loss = on_diag + off_diag;
+
+    /* backward: c = zn1^T zn2 / N  =>  dzn1 = zn2 dc^T / N, dzn2 = zn1 dc / N */
+    if (dz1) {
+        ssl_matmul(0, 1, 1.0f / (float)n, &zn2, &dc, 0.0f, &dzn);
+        ssl_batchnorm_backward(&bn, 1, z1, &dzn, &mean1, &istd1, dz1, NULL, NULL);
+    }
+    if (dz2) {
+        ssl_matmul(0, 0, 1.0f / (float)n, &zn1, &dc, 0.0f, &dzn);
+        ssl_batchnorm_backward(&bn, 1, z2, &dzn, &mean2, &istd2, dz2, NULL, NULL);
+    }
+    return 0;
+}
+
+SSLDEF int ssl_byol_loss(const ssl_tensor *p1, const ssl_tensor *p2, const ssl_tensor *z1, const ssl_tensor *z2,
+                         float *loss, ssl_tensor *dp1, ssl_tensor *dp2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check(__func__, p1, p2, dp1, dp2, 1, &n, &d);
+    if (dev < 0 || ssl__same_shape(__func__, "p1", p1, "z1", z1) || ssl__same_shape(__func__, "p2", p2, "z2", z2) ||
+        SSL__DEVICE(__func__, p1, z1, z2) < 0)
+        return -1;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(3 * n * d + 2 * n));
+    ssl_tensor pn = ssl__carve(&mem, dev, n, d), zn = ssl__carve(&mem, dev, n, d), dpn = ssl__carve(&mem, dev, n, d),
+               pnorm = ssl__carve(&mem, dev, n, 1), znorm = ssl__carve(&mem, dev, n, 1);
+    /* each prediction is compared with the target of the other view */
+    const ssl_tensor *p[2] = {p1, p2}, *z[2] = {z2, z1};
+    ssl_tensor *dp[2] = {dp1, dp2};
+    double total = 0;
+    for (int v = 0; v < 2; v++) {
+        /* loss_fn(p, z) = 2 - 2 cos(p, z), averaged over the rows */
+        float cos_sum;
+        ssl_l2_normalize_rows(p[v], &pn, &pnorm);
+        ssl_l2_normalize_rows(z[v], &zn, &znorm);
+        ssl_dot(&pn, &zn, &cos_sum);
+        total += 2.0 - 2.0 * cos_sum / (double)n;
+        if (!dp[v]) continue;
+        /* backward into p only: the target is detached */
+        ssl_fill(&dpn, 0.0f);
+        ssl_axpy(-2.0f / (float)n, &zn, &dpn);
+        ssl_fill(dp[v], 0.0f);
+        ssl_l2_normalize_rows_backward(&pn, &pnorm, &dpn, dp[v]);
+    }
+    *loss = (float)total;
+    return 0;
+}
+
+/* ---- 10. Optimizers and schedules --------------------------------------- */
+
+SSLDEF const char *ssl_optim_name(int kind) {
+    return kind == SSL_OPTIM_SGD ? "sgd" : kind == SSL_OPTIM_LARS ? "lars" : kind == SSL_OPTIM_ADAMW ? "adamw" : "?";
+}
+
+SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t) {
+    memset(o, 0, sizeof *o);
+    o->c = *c;
+    o->n = t->total;
+    o->m = (float *)ssl_calloc(sizeof(float) * (size_t)(t->total + 1), "optimizer state");
+    if (c->kind == SSL_OPTIM_ADAMW) o->v = (float *)ssl_calloc(sizeof(float) * (size_t)(t->total + 1), "optimizer state");
+}
+
+SSLDEF void ssl_optim_free(ssl_optimizer *o) {
+    free(o->m);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+static double ssl__norm2(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+    const ssl_optim_config *c = &o->c;
+    o->step++;
+    float bc1 = (float)(1 - pow(c->beta1, (double)o->step)), bc2 = (float)(1 - pow(c->beta2, (double)o->step));
+    for (int i = 0; i < t->n; i++) {
+        const ssl_param *p = &t->p[i];
+        if (p->kind == SSL_PARAM_BUFFER) continue;
+        float *w = t->data + p->offset, *g = t->grad + p->offset, *m = o->m + p->offset;
+        float wd = ssl_param_decays(p) ? (float)c->weight_decay : 0.0f;
+        if (c->kind == SSL_OPTIM_SGD) {
+            for (int64_t k = 0; k < p->numel; k++) ssl_sgd_update(&w[k], g[k], &m[k], (float)lr, (float)c->momentum, wd);
+        } else if (c->kind == SSL_OPTIM_LARS) {
+            float q = 1.0f;
+            if (ssl_param_decays(p)) {
+                /* trust ratio eta * ||w|| / ||g + wd w||, 1 if either is 0 */
+                double wn = ssl__norm2(w, p->numel), un = 0;
+                for (int64_t k = 0; k < p->numel; k++) {
+                    double d = (double)g[k] + (double)wd * w[k];
+                    un += d * d;
+                }
+                un = sqrt(un);
+                if (wn > 0 && un > 0) q = (float)(c->eta * wn / un);
+            }
+            for (int64_t k = 0; k < p->numel; k++) ssl_lars_update(&w[k], g[k], &m[k], (float)lr, (float)c->momentum, wd, q);
+        } else {
+            float *v = o->v + p->offset;
+            for (int64_t k = 0; k < p->numel; k++)
+                ssl_adamw_update(&w[k], g[k], &m[k], &v[k], (float)lr, wd, (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2);
+        }
+    }
+}
+
+SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio) {
+    if (step < warmup) return base_lr * (double)(step + 1) / (double)warmup;
+    if (total <= warmup) return base_lr;
+    double t = (double)(step - warmup) / (double)(total - warmup);
+    if (t > 1) t = 1;
+    double end = base_lr * end_ratio;
+    return end + (base_lr - end) * 0.5 * (1 + cos(3.141592653589793 * t));
 }
 
 #endif /* SSL_IMPLEMENTATION_DONE */

@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$("$ROOT/scripts/pyenv.sh")"
-for gen in "$ROOT"/tests/gen_augment_fixtures.py; do
+for gen in "$ROOT"/tests/gen_*_fixtures.py; do
   echo "== $gen" >&2
-  "$PY" "$gen" "$@"
+  "$PY" "$gen"
 done

@@ -1,0 +1,360 @@
+/* The loader: order and sharding, determinism, resume, bad records,
+   progressive resolution, the uint8 (GPU) output mode. */
+#include "test.h"
+
+#include <sys/stat.h>
+
+/* A pack of n tiny raw RGB images whose pixels encode their id. */
+static const char *tiny_pack(int n, int side, uint32_t page) {
+    const char *path = test_tmp("tiny.ssl");
+    ssl_pack_writer *w = ssl_pack_writer_open(path, 1, page);
+    SSL_ASSERT(w, "%s", ssl_last_error());
+    uint8_t *px = malloc((size_t)side * side * 3);
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < side * side * 3; k++) px[k] = (uint8_t)(i * 7 + k);
+        SSL_ASSERT(ssl_pack_writer_add(w, px, (size_t)side * side * 3, side, side, 3, SSL_ENC_RAW, (uint32_t)(i % 5), NULL) == 0, "add");
+    }
+    free(px);
+    const char *cls[5] = {"a", "b", "c", "d", "e"};
+    SSL_ASSERT(ssl_pack_writer_finish(w, cls, 5, SSL_STORE_RAW, 0) == 0, "%s", ssl_last_error());
+    return path;
+}
+
+/* 500 real CIFAR-10 JPEGs (50 per class), packed once per run. */
+static const char *cifar_pack(void) {
+    static char path[SSL_STR];
+    if (path[0]) return path;
+    snprintf(path, sizeof path, "%s", test_tmp("cifar500.ssl"));
+    char cmd[4 * SSL_STR];
+    const char *bin = getenv("SSL_PACK") ? getenv("SSL_PACK") : "./pack";
+    snprintf(cmd, sizeof cmd, "%s %s %s force=1", bin, test_data("cifar10/test"), path);
+    char *out;
+    int rc = test_run(cmd, &out);
+    if (rc != 0) test_fail(__FILE__, __LINE__, "packing the CIFAR test subset failed: %s", out);
+    free(out);
+    return path;
+}
+
+static ssl_loader *open_loader(const char *path, const char *preset, int res, int bs, int threads, uint64_t seed) {
+    ssl_loader_config c;
+    ssl_loader_config_init(&c, path, preset, res, bs);
+    c.threads = threads;
+    c.seed = seed;
+    ssl_loader *l = ssl_loader_open(&c);
+    if (!l) test_fail(__FILE__, __LINE__, "ssl_loader_open: %s", ssl_last_error());
+    return l;
+}
+
+TEST(loader_each_sample_once_per_epoch_across_ranks) {
+    const char *path = tiny_pack(103, 8, 1024);
+    for (int drop = 0; drop <= 1; drop++) {
+        int seen[103] = {0}, total = 0;
+        for (int rank = 0; rank < 3; rank++) {
+            ssl_loader_config c;
+            ssl_loader_config_init(&c, path, "crop_gray", 8, 5);
+            c.rank = rank;
+            c.world = 3;
+            c.drop_last = drop;
+            c.threads = 2;
+            c.seed = 11;
+            ssl_loader *l = ssl_loader_open(&c);
+            CHECK(l != NULL, "%s", ssl_last_error());
+            if (!l) return;
+            CHECK_OK(ssl_loader_start_epoch(l, 4, 0));
+            CHECK_EQ(ssl_loader_batches_per_epoch(l), drop ? 6 : 7); /* 34 per rank */
+            const ssl_batch *b;
+            int last_n = 0;
+            while ((b = ssl_loader_next(l))) {
+                for (int i = 0; i < b->n; i++) seen[b->ids[i]]++;
+                total += b->n;
+                last_n = b->n;
+                ssl_loader_release(l, b);
+            }
+            CHECK_EQ(last_n, drop ? 5 : 4);
+            ssl_loader_close(l);
+        }
+        int dup = 0, visited = 0;
+        for (int i = 0; i < 103; i++) { dup += seen[i] > 1; visited += seen[i] == 1; }
+        CHECK_EQ(dup, 0);
+        CHECK_EQ(total, drop ? 90 : 102);
+        CHECK_EQ(visited, total);
+    }
+}
+
+/* All the bytes of one epoch's batches, hashed. */
+static uint32_t epoch_hash(ssl_loader *l, int epoch, int64_t first, int64_t count, uint32_t *per_batch) {
+    CHECK_OK(ssl_loader_start_epoch(l, epoch, first));
+    uint32_t h = 0;
+    const ssl_batch *b;
+    int64_t k = 0;
+    while ((b = ssl_loader_next(l)) && k < count) {
+        uint32_t hb = 0;
+        for (int v = 0; v < b->num_views; v++) {
+            size_t m = (size_t)b->n * b->w[v] * b->h[v] * 3;
+            if (b->views[v]) hb = ssl_crc32(hb, b->views[v], m * sizeof(float));
+            if (b->views_u8[v]) hb = ssl_crc32(hb, b->views_u8[v], m);
+        }
+        hb = ssl_crc32(hb, b->labels, b->n * sizeof(uint32_t));
+        hb = ssl_crc32(hb, b->ids, b->n * sizeof(uint64_t));
+        if (per_batch) per_batch[k] = hb;
+        h = ssl_crc32(h, &hb, 4);
+        k++;
+        ssl_loader_release(l, b);
+    }
+    if (b) ssl_loader_release(l, b);
+    return h;
+}
+
+TEST(loader_same_batches_with_1_or_4_threads_and_after_resume) {
+    const char *path = cifar_pack();
+    ssl_loader *a = open_loader(path, "simclr", 24, 32, 1, 5), *b = open_loader(path, "simclr", 24, 32, 4, 5);
+    if (!a || !b) return;
+    uint32_t ha[32], hb[32], hr[32];
+    uint32_t h1 = epoch_hash(a, 2, 0, 100, ha), h4 = epoch_hash(b, 2, 0, 100, hb);
+    CHECK_EQ(ssl_loader_batches_per_epoch(a), 15);
+    CHECK(h1 == h4, "1 and 4 threads gave different batches");
+    /* resume: starting at batch 6 gives batches 6.. of the full run */
+    epoch_hash(b, 2, 6, 100, hr);
+    int same = 1;
+    for (int k = 6; k < 15; k++) same &= hr[k - 6] == ha[k];
+    CHECK(same, "resuming at batch 6 does not reproduce batches 6..14");
+    /* a different epoch gives different batches (order and augmentations) */
+    CHECK(epoch_hash(a, 3, 0, 100, NULL) != h1, "epochs 2 and 3 gave the same batches");
+    /* the same seed again: the same epoch */
+    CHECK(epoch_hash(a, 2, 0, 100, NULL) == h1, "the same epoch twice differs");
+    ssl_loader_stats s = ssl_loader_get_stats(a);
+    CHECK(s.samples >= 3 * 480 && s.decode_failures == 0, "%lld samples, %lld failures", (long long)s.samples, (long long)s.decode_failures);
+    ssl_loader_close(a);
+    ssl_loader_close(b);
+}
+
+TEST(loader_augmentations_change_per_epoch_for_the_same_sample) {
+    const char *path = cifar_pack();
+    ssl_loader_config c;
+    ssl_loader_config_init(&c, path, "simclr", 16, 500);
+    c.order = SSL_ORDER_SEQUENTIAL;
+    c.threads = 2;
+    ssl_loader *l = ssl_loader_open(&c);
+    if (!l) return;
+    ssl_aug_params p0[500], p1[500];
+    for (int e = 0; e < 2; e++) {
+        CHECK_OK(ssl_loader_start_epoch(l, e, 0));
+        const ssl_batch *b = ssl_loader_next(l);
+        CHECK(b && b->n == 500 && b->ids[0] == 0 && b->ids[499] == 499, "sequential order");
+        if (!b) return;
+        memcpy(e ? p1 : p0, b->params[0], sizeof p0);
+        ssl_loader_release(l, b);
+    }
+    int same_crop = 0;
+    for (int i = 0; i < 500; i++) same_crop += p0[i].crop_x == p1[i].crop_x && p0[i].crop_w == p1[i].crop_w && p0[i].crop_y == p1[i].crop_y;
+    CHECK(same_crop < 25, "%d of 500 samples kept their crop from epoch 0 to 1", same_crop);
+    ssl_loader_close(l);
+}
+
+TEST(loader_replaces_a_record_that_does_not_decode) {
+    /* 40 good JPEGs and one record that claims to be a JPEG but is not */
+    const char *path = test_tmp("onebad.ssl");
+    ssl_pack good;
+    CHECK_OK(ssl_pack_open(cifar_pack(), &good));
+    if (!good.map) return;
+    ssl_pack_writer *w = ssl_pack_writer_open(path, 1, 0);
+    for (int i = 0; i < 41; i++) {
+        size_t n;
+        const uint8_t *r = ssl_pack_record(&good, (uint64_t)i, &n);
+        if (i == 17) ssl_pack_writer_add(w, "garbage, not a JPEG at all", 26, 32, 32, 3, SSL_ENC_JPEG, 0, "bad.jpg");
+        else ssl_pack_writer_add(w, r, n, 32, 32, 3, SSL_ENC_JPEG, good.index[i].label, "ok.jpg");
+    }
+    const char *cls[10] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    CHECK_OK(ssl_pack_writer_finish(w, cls, 10, SSL_STORE_JPEG, 0));
+    ssl_pack_close(&good);
+    ssl_loader *l = open_loader(path, "simclr", 16, 8, 2, 1);
+    if (!l) return;
+    int got = 0, batches = 0;
+    CHECK_OK(ssl_loader_start_epoch(l, 0, 0));
+    const ssl_batch *b;
+    while ((b = ssl_loader_next(l))) {
+        got += b->n;
+        batches++;
+        for (int i = 0; i < b->n; i++) CHECK(b->ids[i] != 17, "the bad record was delivered");
+        ssl_loader_release(l, b);
+    }
+    CHECK_EQ(batches, 5);
+    CHECK_EQ(got, 40);
+    ssl_loader_stats s = ssl_loader_get_stats(l);
+    CHECK(s.decode_failures >= 1, "decode failures counted: %lld", (long long)s.decode_failures);
+    ssl_loader_close(l);
+}
+
+TEST(loader_progressive_resolution_without_reopening) {
+    const char *path = cifar_pack();
+    ssl_loader *l = open_loader(path, "crop_gray", 16, 50, 2, 3);
+    if (!l) return;
+    int res[4] = {16, 24, 20, 32};
+    for (int e = 0; e < 4; e++) {
+        if (e) CHECK_OK(ssl_loader_set_resolution(l, res[e]));
+        CHECK_OK(ssl_loader_start_epoch(l, e, 0));
+        const ssl_batch *b;
+        int n = 0;
+        while ((b = ssl_loader_next(l))) {
+            CHECK(b->w[0] == res[e] && b->h[1] == res[e], "epoch %d: got %dx%d, expected %d", e, b->w[0], b->h[1], res[e]);
+            /* normalized values of real images stay in a sane range */
+            float mn = 1e9f, mx = -1e9f;
+            for (size_t k = 0; k < (size_t)b->n * b->w[0] * b->h[0] * 3; k++) {
+                mn = fminf(mn, b->views[0][k]);
+                mx = fmaxf(mx, b->views[0][k]);
+            }
+            CHECK(mn >= -2.2f && mx <= 2.7f && mx - mn > 1.0f, "epoch %d: values in [%g, %g]", e, mn, mx);
+            n++;
+            ssl_loader_release(l, b);
+        }
+        CHECK_EQ(n, 10);
+    }
+    CHECK_ERR(ssl_loader_set_resolution(l, 3), "resolution 3 out of range");
+    ssl_loader_close(l);
+}
+
+TEST(loader_u8_mode_matches_the_float_path) {
+    /* The GPU path: uint8 crops plus parameters. Applying the colour ops on
+       the CPU to those crops must give the float path's output, up to the
+       uint8 rounding of the crop (0.5/255 before normalize). */
+    const char *path = cifar_pack();
+    ssl_loader_config c;
+    ssl_loader_config_init(&c, path, "simclr", 24, 20);
+    c.threads = 2;
+    c.seed = 9;
+    ssl_loader *f = ssl_loader_open(&c);
+    c.output_u8 = 1;
+    ssl_loader *u = ssl_loader_open(&c);
+    if (!f || !u) return;
+    CHECK_OK(ssl_loader_start_epoch(f, 1, 0));
+    CHECK_OK(ssl_loader_start_epoch(u, 1, 0));
+    const ssl_batch *bf = ssl_loader_next(f), *bu = ssl_loader_next(u);
+    CHECK(bf && bu && bu->views_u8[0] && !bu->views[0]);
+    if (!bf || !bu) return;
+    float img[24 * 24 * 3];
+    ssl_buf scratch = {0, 0};
+    double worst = 0, sum = 0;
+    size_t cnt = 0;
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < bu->n; i++) {
+            CHECK(bu->ids[i] == bf->ids[i]);
+            const uint8_t *src = bu->views_u8[v] + (size_t)i * 24 * 24 * 3;
+            for (int k = 0; k < 24 * 24 * 3; k++) img[k] = src[k] * (1.0f / 255.0f);
+            ssl_augment_apply(&bu->params[v][i], img, 24, 24, &scratch);
+            ssl_normalize(img, 24, 24, c.views[v].mean, c.views[v].std);
+            const float *ref = bf->views[v] + (size_t)i * 24 * 24 * 3;
+            for (int k = 0; k < 24 * 24 * 3; k++) {
+                double d = fabs(img[k] - ref[k]);
+                if (d > worst) worst = d;
+                sum += d;
+                cnt++;
+            }
+        }
+    printf("    u8 path vs float path: mean |diff| %.5f, max %.4f (normalized units)\n", sum / cnt, worst);
+    /* 0.5/255/0.225 = 0.0087 from rounding, amplified by contrast/saturation
+       (factors up to 1.4) and solarize flips near the threshold */
+    CHECK(sum / cnt < 0.01, "mean difference %.4f", sum / cnt);
+    ssl_buf_free(&scratch);
+    ssl_loader_release(f, bf);
+    ssl_loader_release(u, bu);
+    ssl_loader_close(f);
+    ssl_loader_close(u);
+}
+
+/* Distinct pages among o[i..i+len). */
+static int pages_in_window(const ssl_pack *p, const uint32_t *o, int i, int len) {
+    uint64_t seen[64];
+    int n = 0;
+    for (int k = i; k < i + len; k++) {
+        uint64_t pg = ssl_pack_page(p, o[k]);
+        int found = 0;
+        for (int j = 0; j < n; j++) found |= seen[j] == pg;
+        if (!found && n < 64) seen[n++] = pg;
+    }
+    return n;
+}
+
+TEST(loader_quasi_random_order_is_a_page_local_permutation) {
+    /* 1000 records of 768 bytes in 8 KiB pages: ~10.7 records a page */
+    const char *path = tiny_pack(1000, 16, 8192);
+    ssl_pack p;
+    CHECK_OK(ssl_pack_open(path, &p));
+    if (!p.map) return;
+    static uint32_t o[1000];
+    static int seen[1000];
+    int64_t n;
+    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 0, 0, 1, o, &n);
+    CHECK_EQ(n, 1000);
+    int dup = 0;
+    for (int i = 0; i < 1000; i++) dup += seen[o[i]]++ != 0;
+    CHECK_EQ(dup, 0);
+    /* groups of 4 pages (~43 samples): any 40 consecutive samples of the
+       order touch at most the 8 pages of two neighbouring groups */
+    int worst = 0, worst_random = 99;
+    for (int i = 0; i + 40 <= 1000; i += 40) {
+        int k = pages_in_window(&p, o, i, 40);
+        if (k > worst) worst = k;
+    }
+    CHECK(worst <= 8, "a window of 40 samples touched %d pages", worst);
+    static uint32_t quasi0[1000];
+    memcpy(quasi0, o, sizeof o);
+    /* a random order touches ~ 40 distinct pages of 94 in such a window */
+    ssl_epoch_order(&p, SSL_ORDER_RANDOM, 4, 7, 0, 0, 1, o, &n);
+    for (int i = 0; i + 40 <= 1000; i += 40) {
+        int k = pages_in_window(&p, o, i, 40);
+        if (k < worst_random) worst_random = k;
+    }
+    CHECK(worst_random > 16, "random order: a window touched only %d pages", worst_random);
+    /* the order differs between epochs */
+    static uint32_t o2[1000];
+    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 1, 0, 1, o2, &n);
+    CHECK(memcmp(quasi0, o2, sizeof o2) != 0, "quasi-random orders of epochs 0 and 1 are equal");
+    ssl_pack_close(&p);
+}
+
+TEST(loader_dct_scaled_decode) {
+    /* A 32x32 JPEG asked for at least 16x16 decodes at 4/8 scale with
+       libjpeg-turbo (and at full size without it). */
+    char name[64];
+    snprintf(name, sizeof name, "cifar10/test/cat/0001.jpg");
+    uint8_t *b;
+    size_t n;
+    CHECK_OK(ssl_read_file(test_data(name), &b, &n));
+    if (!b) return;
+    ssl_buf out = {0, 0};
+    int w, h, c;
+    CHECK_OK(ssl_decode_at_least(b, n, 3, 16, 16, &out, &w, &h, &c));
+#ifdef SSL_TURBOJPEG
+    CHECK_EQ(w, 16);
+#else
+    CHECK_EQ(w, 32);
+#endif
+    CHECK_OK(ssl_decode_at_least(b, n, 3, 17, 9, &out, &w, &h, &c));
+#ifdef SSL_TURBOJPEG
+    CHECK_EQ(w, 20); /* 5/8 */
+#endif
+    CHECK_OK(ssl_decode_at_least(b, n, 3, 64, 64, &out, &w, &h, &c));
+    CHECK_EQ(w, 32); /* never enlarges */
+    ssl_buf_free(&out);
+    free(b);
+}
+
+TEST(loader_bad_config_is_refused) {
+    const char *path = tiny_pack(10, 8, 1024);
+    ssl_loader_config c;
+    ssl_loader_config_init(&c, path, "simclr", 8, 4);
+    c.world = 2;
+    c.rank = 2;
+    CHECK(ssl_loader_open(&c) == NULL);
+    CHECK_CONTAINS(ssl_last_error(), "rank 2 of world 2");
+    c.rank = 0;
+    c.batch_size = 6;
+    CHECK(ssl_loader_open(&c) == NULL);
+    CHECK_CONTAINS(ssl_last_error(), "fewer than one batch of 6");
+    c.batch_size = 2;
+    c.path = test_tmp("missing.ssl");
+    CHECK(ssl_loader_open(&c) == NULL);
+    CHECK_CONTAINS(ssl_last_error(), "missing.ssl': cannot open");
+    ssl_view_recipe r;
+    CHECK_ERR(ssl_view_preset("simclrr", 0, 8, &r), "simclr");
+}
