@@ -29,6 +29,7 @@
        9. Losses        (issue: engine)
       10. Optimizers    (issue: engine)
       11. Train step, checkpoints, distributed (issue: engine)
+      12. Evaluation    kNN, linear and MLP probes, safetensors export
 
    ERRORS. On bad external input (a file, a config value, an image) a
    function returns a negative number or NULL and leaves a message readable
@@ -1153,6 +1154,58 @@ SSLDEF int ssl_barlow_loss(const ssl_tensor *z1, const ssl_tensor *z2, float lam
    dp1, dp2 are produced. */
 SSLDEF int ssl_byol_loss(const ssl_tensor *p1, const ssl_tensor *p2, const ssl_tensor *z1, const ssl_tensor *z2,
                          float *loss, ssl_tensor *dp1, ssl_tensor *dp2, ssl_buf *scratch);
+
+/* ========================================================================
+   12. Evaluation and export
+   Owns: what happens to a trained backbone's features: k-nearest-neighbour
+   classification (cosine similarity, temperature-weighted votes), linear
+   and MLP probes trained on frozen features with early stopping, and the
+   safetensors format that PyTorch loads. (The house plan lists sections
+   1-11; evaluation gets its own section because ./probe and ./train both
+   use it and it depends on sections 7-10.)
+   ======================================================================== */
+typedef struct {
+    double top1, top5;       /* on the evaluation set, in [0, 1] */
+    int best_epoch;          /* probes: the epoch reported (see ssl_probe_train_eval) */
+    int epochs_run;
+    double seconds;
+} ssl_probe_result;
+
+/* kNN: every test row is classified by its k most cosine-similar training
+   rows, each voting for its label with weight exp(similarity / temperature)
+   (the usual SSL protocol: k 20 or 200, temperature 0.07). Features are
+   rows of `dim` floats; they are L2-normalized internally. */
+SSLDEF int ssl_knn_eval(const float *train, const uint32_t *train_y, int64_t ntrain, const float *test,
+                        const uint32_t *test_y, int64_t ntest, int dim, int num_classes, int k, float temperature,
+                        ssl_probe_result *out);
+
+typedef struct {
+    int nhidden;             /* 0: linear probe; 2 with hidden {2048, 2048}: the paper's MLP probe */
+    int hidden[4];
+    int epochs, batch_size;
+    double lr, weight_decay; /* AdamW, cosine decay over the epochs */
+    double val_fraction;     /* held out of the training features for early stopping */
+    int patience;            /* stop after this many epochs without a better validation top-1 (0: never) */
+    uint64_t seed;
+} ssl_probe_config;
+SSLDEF void ssl_probe_config_linear(ssl_probe_config *c);
+SSLDEF void ssl_probe_config_mlp(ssl_probe_config *c);
+/* Trains a probe on standardized frozen features (train mean and std per
+   dimension) and evaluates it on the test features. With val_fraction > 0
+   the reported result is the test accuracy of the parameters with the best
+   validation top-1 (early stopping); with none, the last epoch's. */
+SSLDEF int ssl_probe_train_eval(const ssl_probe_config *c, const float *train, const uint32_t *train_y, int64_t ntrain,
+                                const float *test, const uint32_t *test_y, int64_t ntest, int dim, int num_classes,
+                                ssl_probe_result *out);
+
+/* safetensors: an 8-byte little-endian header length, a JSON header
+   {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]},
+   "__metadata__": {...}}, then the tensors' bytes back to back. Entries are
+   ssl_tentry as for SSLT files; metadata is a JSON object's text or NULL. */
+SSLDEF int ssl_safetensors_write(const char *path, const ssl_tentry *e, int count, const char *metadata_json);
+/* Reads a safetensors file into an ssl_tfile (free with ssl_tfile_free);
+   every offset is checked against the file. */
+SSLDEF int ssl_safetensors_read(const char *path, ssl_tfile *f);
 
 #ifdef SSL_CUDA
 /* ---- CUDA backend of sections 7 and 9 (ssl.cu): same arguments as the
@@ -4690,6 +4743,577 @@ SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t to
     if (t > 1) t = 1;
     double end = base_lr * end_ratio;
     return end + (base_lr - end) * 0.5 * (1 + cos(3.141592653589793 * t));
+}
+
+/* ---- 12. Evaluation and export ------------------------------------------ */
+
+static float *ssl__normalized_copy(const float *x, int64_t n, int dim) {
+    float *y = (float *)ssl_malloc(sizeof(float) * (size_t)(n * dim + 1), "normalized features");
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int d = 0; d < dim; d++) s += (double)x[i * dim + d] * x[i * dim + d];
+        float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+        for (int d = 0; d < dim; d++) y[i * dim + d] = x[i * dim + d] * inv;
+    }
+    return y;
+}
+
+/* Indices of the 5 largest scores (ties: the lower class first). */
+static void ssl__top5(const double *score, int n, int *top) {
+    for (int j = 0; j < 5; j++) top[j] = -1;
+    for (int c = 0; c < n; c++) {
+        int j = 5;
+        while (j > 0 && (top[j - 1] < 0 || score[c] > score[top[j - 1]])) j--;
+        if (j < 5) {
+            for (int m = 4; m > j; m--) top[m] = top[m - 1];
+            top[j] = c;
+        }
+    }
+}
+
+SSLDEF int ssl_knn_eval(const float *train, const uint32_t *train_y, int64_t ntrain, const float *test,
+                        const uint32_t *test_y, int64_t ntest, int dim, int num_classes, int k, float temperature,
+                        ssl_probe_result *out) {
+    if (ntrain < 1 || ntest < 1 || dim < 1 || num_classes < 1) return ssl__fail("knn: empty features");
+    if (k < 1 || temperature <= 0) return ssl__fail("knn: k %d and temperature %g must be positive", k, temperature);
+    if (k > ntrain) k = (int)ntrain;
+    double t0 = ssl_now();
+    float *tr = ssl__normalized_copy(train, ntrain, dim), *te = ssl__normalized_copy(test, ntest, dim);
+    const int64_t chunk = 256;
+    float *sim = (float *)ssl_malloc(sizeof(float) * (size_t)(chunk * ntrain), "knn similarities");
+    int64_t *heap_i = (int64_t *)ssl_malloc(sizeof(int64_t) * k, "knn");
+    float *heap_s = (float *)ssl_malloc(sizeof(float) * k, "knn");
+    double *score = (double *)ssl_malloc(sizeof(double) * num_classes, "knn");
+    int64_t hit1 = 0, hit5 = 0;
+    for (int64_t r0 = 0; r0 < ntest; r0 += chunk) {
+        int64_t rows = ntest - r0 < chunk ? ntest - r0 : chunk;
+        ssl_gemm(0, 1, (int)rows, (int)ntrain, dim, 1.0f, te + r0 * dim, dim, tr, dim, 0.0f, sim, (int)ntrain);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *s = sim + r * ntrain;
+            /* the k largest, kept as a min-heap on similarity */
+            int n = 0;
+            for (int64_t j = 0; j < ntrain; j++) {
+                if (n < k) {
+                    int i = n++;
+                    while (i > 0 && heap_s[(i - 1) / 2] > s[j]) { heap_s[i] = heap_s[(i - 1) / 2]; heap_i[i] = heap_i[(i - 1) / 2]; i = (i - 1) / 2; }
+                    heap_s[i] = s[j]; heap_i[i] = j;
+                } else if (s[j] > heap_s[0]) {
+                    int i = 0;
+                    for (;;) {
+                        int a = 2 * i + 1, b = a + 1, m = i;
+                        float v = s[j];
+                        if (a < n && heap_s[a] < v) { m = a; v = heap_s[a]; }
+                        if (b < n && heap_s[b] < v) m = b;
+                        if (m == i) break;
+                        heap_s[i] = heap_s[m]; heap_i[i] = heap_i[m];
+                        i = m;
+                    }
+                    heap_s[i] = s[j]; heap_i[i] = j;
+                }
+            }
+            for (int c = 0; c < num_classes; c++) score[c] = 0;
+            for (int m = 0; m < n; m++) {
+                uint32_t y = train_y[heap_i[m]];
+                if (y < (uint32_t)num_classes) score[y] += exp((double)heap_s[m] / temperature);
+            }
+            int top[5];
+            ssl__top5(score, num_classes, top);
+            uint32_t want = test_y[r0 + r];
+            hit1 += top[0] == (int)want;
+            for (int j = 0; j < 5; j++) hit5 += top[j] == (int)want;
+        }
+    }
+    out->top1 = (double)hit1 / ntest;
+    out->top5 = (double)hit5 / ntest;
+    out->best_epoch = out->epochs_run = 0;
+    out->seconds = ssl_now() - t0;
+    free(tr); free(te); free(sim); free(heap_i); free(heap_s); free(score);
+    return 0;
+}
+
+SSLDEF void ssl_probe_config_linear(ssl_probe_config *c) {
+    memset(c, 0, sizeof *c);
+    c->epochs = 100;
+    c->batch_size = 256;
+    c->lr = 1e-2;
+    c->weight_decay = 0;
+    c->seed = 0;
+}
+
+SSLDEF void ssl_probe_config_mlp(ssl_probe_config *c) {
+    ssl_probe_config_linear(c);
+    c->nhidden = 2;
+    c->hidden[0] = c->hidden[1] = 2048;
+    c->epochs = 50;
+    c->lr = 1e-3;
+    c->weight_decay = 1e-4;
+    c->val_fraction = 0.1;
+    c->patience = 5;
+}
+
+/* The probe network: [Linear-BN-ReLU] x nhidden, then Linear. */
+typedef struct {
+    int nl;                     /* linear layers */
+    int in[5], out[5];
+    int w[5], b[5];             /* parameter indices */
+    ssl_batchnorm bn[4];
+    int bnw[4], bnb[4], bnm[4], bnv[4];
+    ssl_param_table t;
+    /* activations for one batch: x[l] is the input of linear l */
+    float *x[5], *a[4], *mean[4], *invstd[4], *logits, *dlog, *dx, *dy;
+    int cap;
+} ssl__probe_net;
+
+static void ssl__probe_bind_bn(ssl__probe_net *p) {
+    for (int l = 0; l + 1 < p->nl; l++) {
+        ssl_batchnorm *bn = &p->bn[l];
+        *bn = ssl_batchnorm_default();
+        int c = p->out[l];
+        bn->weight = ssl_tensor_vec(ssl_param_data(&p->t, p->bnw[l]), c);
+        bn->bias = ssl_tensor_vec(ssl_param_data(&p->t, p->bnb[l]), c);
+        bn->running_mean = ssl_tensor_vec(ssl_param_data(&p->t, p->bnm[l]), c);
+        bn->running_var = ssl_tensor_vec(ssl_param_data(&p->t, p->bnv[l]), c);
+    }
+}
+
+static void ssl__probe_build(ssl__probe_net *p, const ssl_probe_config *c, int dim, int classes, int cap) {
+    memset(p, 0, sizeof *p);
+    p->nl = c->nhidden + 1;
+    int d = dim;
+    for (int l = 0; l < p->nl; l++) {
+        p->in[l] = d;
+        p->out[l] = l < c->nhidden ? c->hidden[l] : classes;
+        char name[64];
+        int64_t ws[2] = {p->out[l], p->in[l]}, bs[1] = {p->out[l]};
+        snprintf(name, sizeof name, "probe.%d.weight", 3 * l);
+        p->w[l] = ssl_params_add(&p->t, name, SSL_PARAM_WEIGHT, 2, ws);
+        snprintf(name, sizeof name, "probe.%d.bias", 3 * l);
+        p->b[l] = ssl_params_add(&p->t, name, SSL_PARAM_BIAS, 1, bs);
+        if (l < c->nhidden) {
+            snprintf(name, sizeof name, "probe.%d.weight", 3 * l + 1);
+            p->bnw[l] = ssl_params_add(&p->t, name, SSL_PARAM_BN_WEIGHT, 1, bs);
+            snprintf(name, sizeof name, "probe.%d.bias", 3 * l + 1);
+            p->bnb[l] = ssl_params_add(&p->t, name, SSL_PARAM_BN_BIAS, 1, bs);
+            snprintf(name, sizeof name, "probe.%d.running_mean", 3 * l + 1);
+            p->bnm[l] = ssl_params_add(&p->t, name, SSL_PARAM_BUFFER, 1, bs);
+            snprintf(name, sizeof name, "probe.%d.running_var", 3 * l + 1);
+            p->bnv[l] = ssl_params_add(&p->t, name, SSL_PARAM_BUFFER, 1, bs);
+        }
+        d = p->out[l];
+    }
+    ssl_params_alloc(&p->t);
+    /* torch.nn.Linear's default init: U(-1/sqrt(in), 1/sqrt(in)) */
+    ssl_rng r = ssl_rng_make(c->seed, 0, 0, 0, SSL_RNG_INIT);
+    for (int l = 0; l < p->nl; l++) {
+        float bound = 1.0f / sqrtf((float)p->in[l]);
+        float *w = ssl_param_data(&p->t, p->w[l]), *b = ssl_param_data(&p->t, p->b[l]);
+        for (int64_t i = 0; i < (int64_t)p->out[l] * p->in[l]; i++) w[i] = ssl_rng_range(&r, -bound, bound);
+        for (int i = 0; i < p->out[l]; i++) b[i] = ssl_rng_range(&r, -bound, bound);
+        if (l + 1 < p->nl)
+            for (int i = 0; i < p->out[l]; i++) {
+                ssl_param_data(&p->t, p->bnw[l])[i] = 1;
+                ssl_param_data(&p->t, p->bnv[l])[i] = 1;
+            }
+    }
+    ssl__probe_bind_bn(p);
+    p->cap = cap;
+    int widest = classes;
+    for (int l = 0; l < p->nl; l++) widest = p->in[l] > widest ? p->in[l] : widest;
+    for (int l = 0; l < p->nl; l++) p->x[l] = (float *)ssl_malloc(sizeof(float) * (size_t)cap * p->in[l], "probe activations");
+    for (int l = 0; l + 1 < p->nl; l++) {
+        p->a[l] = (float *)ssl_malloc(sizeof(float) * (size_t)cap * p->out[l], "probe activations");
+        p->mean[l] = (float *)ssl_malloc(sizeof(float) * p->out[l], "probe bn");
+        p->invstd[l] = (float *)ssl_malloc(sizeof(float) * p->out[l], "probe bn");
+    }
+    p->logits = (float *)ssl_malloc(sizeof(float) * (size_t)cap * classes, "probe logits");
+    p->dlog = (float *)ssl_malloc(sizeof(float) * (size_t)cap * classes, "probe logits");
+    p->dx = (float *)ssl_malloc(sizeof(float) * (size_t)cap * widest, "probe grads");
+    p->dy = (float *)ssl_malloc(sizeof(float) * (size_t)cap * widest, "probe grads");
+}
+
+static void ssl__probe_free(ssl__probe_net *p) {
+    for (int l = 0; l < p->nl; l++) free(p->x[l]);
+    for (int l = 0; l + 1 < p->nl; l++) { free(p->a[l]); free(p->mean[l]); free(p->invstd[l]); }
+    free(p->logits); free(p->dlog); free(p->dx); free(p->dy);
+    ssl_params_free(&p->t);
+}
+
+/* Forward of n rows already in p->x[0]; logits in p->logits. */
+static void ssl__probe_forward(ssl__probe_net *p, int n, int training) {
+    for (int l = 0; l < p->nl; l++) {
+        ssl_tensor x = ssl_tensor_mat(p->x[l], n, p->in[l]);
+        ssl_tensor w = ssl_tensor_mat(ssl_param_data(&p->t, p->w[l]), p->out[l], p->in[l]);
+        ssl_tensor b = ssl_tensor_vec(ssl_param_data(&p->t, p->b[l]), p->out[l]);
+        if (l + 1 == p->nl) {
+            ssl_tensor y = ssl_tensor_mat(p->logits, n, p->out[l]);
+            ssl_linear_forward(&x, &w, &b, &y);
+            break;
+        }
+        ssl_tensor a = ssl_tensor_mat(p->a[l], n, p->out[l]), nx = ssl_tensor_mat(p->x[l + 1], n, p->out[l]);
+        ssl_tensor m = ssl_tensor_vec(p->mean[l], p->out[l]), s = ssl_tensor_vec(p->invstd[l], p->out[l]);
+        ssl_linear_forward(&x, &w, &b, &a);
+        ssl_batchnorm_forward(&p->bn[l], training, &a, &nx, &m, &s);
+        ssl_relu_forward(&nx, &nx);
+    }
+}
+
+static double ssl__probe_backward(ssl__probe_net *p, int n, const int32_t *y, int classes) {
+    float loss = 0;
+    ssl_tensor lg = ssl_tensor_mat(p->logits, n, classes), dl = ssl_tensor_mat(p->dlog, n, classes);
+    memset(p->dlog, 0, sizeof(float) * (size_t)n * classes);
+    ssl_softmax_xent_rows(&lg, y, 1.0f / n, &loss, &dl);
+    memset(p->t.grad, 0, sizeof(float) * (size_t)p->t.total);
+    float *dy = p->dlog;
+    for (int l = p->nl - 1; l >= 0; l--) {
+        ssl_tensor x = ssl_tensor_mat(p->x[l], n, p->in[l]);
+        ssl_tensor w = ssl_tensor_mat(ssl_param_data(&p->t, p->w[l]), p->out[l], p->in[l]);
+        ssl_tensor dw = ssl_tensor_mat(ssl_param_grad(&p->t, p->w[l]), p->out[l], p->in[l]);
+        ssl_tensor db = ssl_tensor_vec(ssl_param_grad(&p->t, p->b[l]), p->out[l]);
+        ssl_tensor g = ssl_tensor_mat(dy, n, p->out[l]);
+        ssl_tensor dx = ssl_tensor_mat(p->dx, n, p->in[l]);
+        ssl_linear_backward(&x, &w, &g, l ? &dx : NULL, &dw, &db);
+        if (l == 0) break;
+        /* through ReLU and BN of hidden layer l-1: x[l] is its output */
+        int c = p->out[l - 1];
+        ssl_tensor xo = ssl_tensor_mat(p->x[l], n, c), d = ssl_tensor_mat(p->dx, n, c);
+        ssl_relu_backward(&xo, &d, &d);
+        ssl_tensor a = ssl_tensor_mat(p->a[l - 1], n, c), da = ssl_tensor_mat(p->dy, n, c);
+        ssl_tensor m = ssl_tensor_vec(p->mean[l - 1], c), s = ssl_tensor_vec(p->invstd[l - 1], c);
+        ssl_tensor gw = ssl_tensor_vec(ssl_param_grad(&p->t, p->bnw[l - 1]), c);
+        ssl_tensor gb = ssl_tensor_vec(ssl_param_grad(&p->t, p->bnb[l - 1]), c);
+        ssl_batchnorm_backward(&p->bn[l - 1], 1, &a, &d, &m, &s, &da, &gw, &gb);
+        /* linear l-1 reads its dy from p->dy and writes its dx to p->dx */
+        dy = p->dy;
+    }
+    return loss;
+}
+
+/* top-1/top-5 of the probe on rows idx (or all n when idx is NULL). */
+static void ssl__probe_eval(ssl__probe_net *p, const float *feat, const uint32_t *labels, const int64_t *idx, int64_t n,
+                            int dim, const float *mu, const float *sd, int classes, double *top1, double *top5) {
+    int64_t h1 = 0, h5 = 0;
+    double *score = (double *)ssl_malloc(sizeof(double) * classes, "probe scores");
+    for (int64_t s = 0; s < n; s += p->cap) {
+        int m = (int)(n - s < p->cap ? n - s : p->cap);
+        for (int r = 0; r < m; r++) {
+            int64_t i = idx ? idx[s + r] : s + r;
+            for (int d = 0; d < dim; d++) p->x[0][(int64_t)r * dim + d] = (feat[i * dim + d] - mu[d]) / sd[d];
+        }
+        ssl__probe_forward(p, m, 0);
+        for (int r = 0; r < m; r++) {
+            int64_t i = idx ? idx[s + r] : s + r;
+            for (int c = 0; c < classes; c++) score[c] = p->logits[(int64_t)r * classes + c];
+            int top[5];
+            ssl__top5(score, classes, top);
+            h1 += top[0] == (int)labels[i];
+            for (int j = 0; j < 5; j++) h5 += top[j] == (int)labels[i];
+        }
+    }
+    free(score);
+    *top1 = n ? (double)h1 / n : 0;
+    *top5 = n ? (double)h5 / n : 0;
+}
+
+SSLDEF int ssl_probe_train_eval(const ssl_probe_config *c, const float *train, const uint32_t *train_y, int64_t ntrain,
+                                const float *test, const uint32_t *test_y, int64_t ntest, int dim, int num_classes,
+                                ssl_probe_result *out) {
+    if (c->nhidden < 0 || c->nhidden > 4 || c->epochs < 1 || c->batch_size < 1 || dim < 1 || num_classes < 1)
+        return ssl__fail("probe: bad configuration (hidden layers %d, epochs %d, batch %d)", c->nhidden, c->epochs, c->batch_size);
+    for (int64_t i = 0; i < ntrain; i++)
+        if (train_y[i] >= (uint32_t)num_classes) return ssl__fail("probe: training label %u >= %d classes", train_y[i], num_classes);
+    double t0 = ssl_now();
+    /* split: a seeded permutation; the last val_fraction is held out */
+    int64_t *perm = (int64_t *)ssl_malloc(sizeof(int64_t) * (size_t)ntrain, "probe split");
+    for (int64_t i = 0; i < ntrain; i++) perm[i] = i;
+    ssl_rng sr = ssl_rng_make(c->seed, 0, 0, 0, SSL_RNG_SPLIT);
+    for (int64_t i = ntrain - 1; i > 0; i--) {
+        int64_t j = ssl_rng_below(&sr, (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int64_t nval = (int64_t)(ntrain * c->val_fraction), nfit = ntrain - nval;
+    if (nfit < 1) { free(perm); return ssl__fail("probe: no training rows left after holding out %lld", (long long)nval); }
+    /* standardize with the fitting rows' statistics */
+    float *mu = (float *)ssl_calloc(sizeof(float) * dim, "probe stats"), *sd = (float *)ssl_calloc(sizeof(float) * dim, "probe stats");
+    for (int d = 0; d < dim; d++) {
+        double s = 0, s2 = 0;
+        for (int64_t k = 0; k < nfit; k++) { double v = train[perm[k] * dim + d]; s += v; s2 += v * v; }
+        double m = s / nfit, var = s2 / nfit - m * m;
+        mu[d] = (float)m;
+        sd[d] = (float)sqrt(var > 1e-12 ? var : 1e-12);
+    }
+    int bs = c->batch_size < nfit ? c->batch_size : (int)nfit;
+    ssl__probe_net p;
+    ssl__probe_build(&p, c, dim, num_classes, bs);
+    ssl_optim_config oc = {SSL_OPTIM_ADAMW, 0.9, c->weight_decay, 0.001, 0.9, 0.999, 1e-8};
+    ssl_optimizer opt;
+    ssl_optim_init(&opt, &oc, &p.t);
+    int32_t *yb = (int32_t *)ssl_malloc(sizeof(int32_t) * bs, "probe labels");
+    float *best = (float *)ssl_malloc(sizeof(float) * (size_t)p.t.total, "probe best params");
+    double best_val = -1, best_test1 = 0, best_test5 = 0, t1 = 0, t5 = 0;
+    int best_epoch = -1, since = 0, epoch;
+    int64_t steps_per_epoch = nfit / bs, step = 0, total = steps_per_epoch * c->epochs;
+    for (epoch = 0; epoch < c->epochs; epoch++) {
+        ssl_rng r = ssl_rng_make(c->seed, (uint32_t)epoch, 0, 0, SSL_RNG_ORDER);
+        for (int64_t i = nfit - 1; i > 0; i--) {
+            int64_t j = ssl_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        for (int64_t s = 0; s + bs <= nfit; s += bs) {
+            for (int k = 0; k < bs; k++) {
+                int64_t i = perm[s + k];
+                yb[k] = (int32_t)train_y[i];
+                for (int d = 0; d < dim; d++) p.x[0][(int64_t)k * dim + d] = (train[i * dim + d] - mu[d]) / sd[d];
+            }
+            ssl__probe_forward(&p, bs, 1);
+            double loss = ssl__probe_backward(&p, bs, yb, num_classes);
+            if (!isfinite(loss)) {
+                ssl__fail("probe: loss is %g at epoch %d", loss, epoch);
+                goto fail;
+            }
+            ssl_optim_step(&opt, &p.t, ssl_lr_at(c->lr, step++, 0, total, 0.0));
+        }
+        ssl__probe_eval(&p, test, test_y, NULL, ntest, dim, mu, sd, num_classes, &t1, &t5);
+        double score = t1;
+        if (nval > 0) {
+            double v5;
+            ssl__probe_eval(&p, train, train_y, perm + nfit, nval, dim, mu, sd, num_classes, &score, &v5);
+        }
+        if (score > best_val) {
+            best_val = score;
+            best_epoch = epoch;
+            best_test1 = t1;
+            best_test5 = t5;
+            memcpy(best, p.t.data, sizeof(float) * (size_t)p.t.total);
+            since = 0;
+        } else if (c->patience > 0 && ++since >= c->patience) {
+            epoch++;
+            break;
+        }
+    }
+    out->epochs_run = epoch;
+    out->best_epoch = best_epoch;
+    if (nval > 0) { out->top1 = best_test1; out->top5 = best_test5; }
+    else { out->top1 = t1; out->top5 = t5; }
+    out->seconds = ssl_now() - t0;
+    free(perm); free(mu); free(sd); free(yb); free(best);
+    ssl_optim_free(&opt);
+    ssl__probe_free(&p);
+    return 0;
+fail:
+    free(perm); free(mu); free(sd); free(yb); free(best);
+    ssl_optim_free(&opt);
+    ssl__probe_free(&p);
+    return -1;
+}
+
+/* ---- safetensors ---- */
+
+static const char *ssl__st_dtype(int d) {
+    switch (d) {
+    case SSL_F32: return "F32";
+    case SSL_U8: return "U8";
+    case SSL_I32: return "I32";
+    case SSL_F64: return "F64";
+    case SSL_I64: return "I64";
+    case SSL_BF16: return "BF16";
+    default: return NULL;
+    }
+}
+
+SSLDEF int ssl_safetensors_write(const char *path, const ssl_tentry *e, int count, const char *metadata_json) {
+    size_t cap = 256 + (metadata_json ? strlen(metadata_json) : 0), len = 0;
+    for (int i = 0; i < count; i++) cap += strlen(e[i].name) * 2 + 128 + 24 * (size_t)e[i].ndim;
+    char *hdr = (char *)ssl_malloc(cap, "safetensors header");
+    uint64_t off = 0;
+    len += (size_t)snprintf(hdr + len, cap - len, "{");
+    if (metadata_json) len += (size_t)snprintf(hdr + len, cap - len, "\"__metadata__\":%s", metadata_json);
+    for (int i = 0; i < count; i++) {
+        const char *dt = ssl__st_dtype(e[i].dtype);
+        if (!dt) { free(hdr); return ssl__fail("tensor '%s': dtype %d has no safetensors name", e[i].name, e[i].dtype); }
+        if ((size_t)ssl_tentry_numel(&e[i]) * ssl_dtype_size(e[i].dtype) != e[i].nbytes) {
+            free(hdr);
+            return ssl__fail("tensor '%s': %zu bytes do not match its shape", e[i].name, e[i].nbytes);
+        }
+        if (i || metadata_json) hdr[len++] = ',';
+        len += ssl__json_str(hdr + len, cap - len, e[i].name);
+        len += (size_t)snprintf(hdr + len, cap - len, ":{\"dtype\":\"%s\",\"shape\":[", dt);
+        for (int d = 0; d < e[i].ndim; d++) len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)e[i].dims[d]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                                (unsigned long long)(off + e[i].nbytes));
+        off += e[i].nbytes;
+    }
+    hdr[len++] = '}';
+    while (len % 8) hdr[len++] = ' '; /* pad so the data starts 8-aligned */
+    size_t total = 8 + len + off;
+    uint8_t *buf = (uint8_t *)ssl_malloc(total, "safetensors file");
+    uint64_t hl = len;
+    memcpy(buf, &hl, 8);
+    memcpy(buf + 8, hdr, len);
+    size_t p = 8 + len;
+    for (int i = 0; i < count; i++) {
+        if (e[i].nbytes) memcpy(buf + p, e[i].data, e[i].nbytes);
+        p += e[i].nbytes;
+    }
+    free(hdr);
+    int rc = ssl_write_file_atomic(path, buf, total);
+    free(buf);
+    return rc;
+}
+
+/* A minimal JSON reader for safetensors headers. */
+typedef struct { const char *p, *end; } ssl__js;
+static void ssl__js_ws(ssl__js *j) { while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++; }
+static int ssl__js_lit(ssl__js *j, char c) { ssl__js_ws(j); if (j->p < j->end && *j->p == c) { j->p++; return 1; } return 0; }
+static int ssl__js_string(ssl__js *j, char *out, size_t cap) {
+    ssl__js_ws(j);
+    if (j->p >= j->end || *j->p != '"') return -1;
+    j->p++;
+    size_t n = 0;
+    while (j->p < j->end && *j->p != '"') {
+        char ch = *j->p++;
+        if (ch == '\\') {
+            if (j->p >= j->end) return -1;
+            ch = *j->p++;
+            if (ch == 'u') { if (j->end - j->p < 4) return -1; j->p += 4; ch = '?'; }
+            else if (ch == 'n') ch = '\n';
+            else if (ch == 't') ch = '\t';
+        }
+        if (n + 1 < cap) out[n++] = ch;
+        else return -1;
+    }
+    if (j->p >= j->end) return -1;
+    j->p++;
+    out[n] = 0;
+    return 0;
+}
+static int ssl__js_uint(ssl__js *j, uint64_t *v) {
+    ssl__js_ws(j);
+    if (j->p >= j->end || *j->p < '0' || *j->p > '9') return -1;
+    uint64_t x = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9') {
+        if (x > (UINT64_MAX - 9) / 10) return -1;
+        x = x * 10 + (uint64_t)(*j->p++ - '0');
+    }
+    *v = x;
+    return 0;
+}
+/* skips any JSON value (for __metadata__ and unknown keys) */
+static int ssl__js_skip(ssl__js *j, int depth) {
+    ssl__js_ws(j);
+    if (j->p >= j->end || depth > 32) return -1;
+    char c = *j->p;
+    if (c == '"') { char tmp[4096]; return ssl__js_string(j, tmp, sizeof tmp); }
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->p++;
+        if (ssl__js_lit(j, close)) return 0;
+        for (;;) {
+            if (c == '{') { char k[4096]; if (ssl__js_string(j, k, sizeof k) || !ssl__js_lit(j, ':')) return -1; }
+            if (ssl__js_skip(j, depth + 1)) return -1;
+            if (ssl__js_lit(j, close)) return 0;
+            if (!ssl__js_lit(j, ',')) return -1;
+        }
+    }
+    while (j->p < j->end && *j->p != ',' && *j->p != '}' && *j->p != ']') j->p++;
+    return 0;
+}
+
+SSLDEF int ssl_safetensors_read(const char *path, ssl_tfile *f) {
+    memset(f, 0, sizeof *f);
+    if (ssl_read_file(path, &f->bytes, &f->size) != 0) return -1;
+#define SSL__SBAD(...) do { ssl__fail(__VA_ARGS__); ssl__fail_ctx("safetensors '%s'", path); ssl_tfile_free(f); return -1; } while (0)
+    if (f->size < 10) SSL__SBAD("%zu bytes: too short for a header", f->size);
+    uint64_t hl;
+    memcpy(&hl, f->bytes, 8);
+    if (hl < 2 || hl > f->size - 8 || hl > (100u << 20)) SSL__SBAD("header length %llu does not fit the file", (unsigned long long)hl);
+    const uint8_t *data = f->bytes + 8 + hl;
+    uint64_t dsize = f->size - 8 - hl;
+    ssl__js j = {(const char *)f->bytes + 8, (const char *)f->bytes + 8 + hl};
+    if (!ssl__js_lit(&j, '{')) SSL__SBAD("header is not a JSON object");
+    int cap = 0;
+    uint64_t covered = 0;
+    f->meta = (char *)ssl_calloc(1, "meta");
+    if (!ssl__js_lit(&j, '}')) {
+        for (;;) {
+            char key[1024];
+            if (ssl__js_string(&j, key, sizeof key) || !ssl__js_lit(&j, ':')) SSL__SBAD("bad JSON in the header");
+            if (!strcmp(key, "__metadata__")) {
+                if (ssl__js_skip(&j, 0)) SSL__SBAD("bad __metadata__");
+            } else {
+                if (f->count == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    f->entries = (ssl_tentry *)ssl_realloc(f->entries, sizeof(ssl_tentry) * cap, "tensor table");
+                    f->names = (char **)ssl_realloc(f->names, sizeof(char *) * cap, "tensor names");
+                }
+                ssl_tentry *e = &f->entries[f->count];
+                memset(e, 0, sizeof *e);
+                f->names[f->count] = strdup(key);
+                e->name = f->names[f->count];
+                f->count++;
+                char dt[16] = "";
+                uint64_t b0 = 0, b1 = 0;
+                int have_off = 0;
+                e->dtype = -1;
+                if (!ssl__js_lit(&j, '{')) SSL__SBAD("tensor '%s': expected an object", key);
+                for (;;) {
+                    char fk[64];
+                    if (ssl__js_string(&j, fk, sizeof fk) || !ssl__js_lit(&j, ':')) SSL__SBAD("tensor '%s': bad JSON", key);
+                    if (!strcmp(fk, "dtype")) {
+                        if (ssl__js_string(&j, dt, sizeof dt)) SSL__SBAD("tensor '%s': bad dtype", key);
+                        for (int d = 0; d <= SSL_BF16; d++)
+                            if (ssl__st_dtype(d) && !strcmp(ssl__st_dtype(d), dt)) e->dtype = d;
+                    } else if (!strcmp(fk, "shape")) {
+                        if (!ssl__js_lit(&j, '[')) SSL__SBAD("tensor '%s': bad shape", key);
+                        if (!ssl__js_lit(&j, ']'))
+                            for (;;) {
+                                uint64_t v;
+                                if (e->ndim >= SSL_MAX_DIMS || ssl__js_uint(&j, &v)) SSL__SBAD("tensor '%s': bad shape", key);
+                                e->dims[e->ndim++] = (int64_t)v;
+                                if (ssl__js_lit(&j, ']')) break;
+                                if (!ssl__js_lit(&j, ',')) SSL__SBAD("tensor '%s': bad shape", key);
+                            }
+                    } else if (!strcmp(fk, "data_offsets")) {
+                        if (!ssl__js_lit(&j, '[') || ssl__js_uint(&j, &b0) || !ssl__js_lit(&j, ',') || ssl__js_uint(&j, &b1) ||
+                            !ssl__js_lit(&j, ']'))
+                            SSL__SBAD("tensor '%s': bad data_offsets", key);
+                        have_off = 1;
+                    } else if (ssl__js_skip(&j, 0)) {
+                        SSL__SBAD("tensor '%s': bad JSON", key);
+                    }
+                    if (ssl__js_lit(&j, '}')) break;
+                    if (!ssl__js_lit(&j, ',')) SSL__SBAD("tensor '%s': bad JSON", key);
+                }
+                if (e->dtype < 0) SSL__SBAD("tensor '%s': unsupported dtype '%s'", key, dt);
+                if (!have_off || b0 > b1 || b1 > dsize) SSL__SBAD("tensor '%s': data_offsets [%llu, %llu] outside the %llu data bytes", key,
+                                                                  (unsigned long long)b0, (unsigned long long)b1, (unsigned long long)dsize);
+                uint64_t numel = 1;
+                for (int d = 0; d < e->ndim; d++) numel *= (uint64_t)e->dims[d];
+                if (numel * ssl_dtype_size(e->dtype) != b1 - b0) SSL__SBAD("tensor '%s': %llu bytes for its shape", key, (unsigned long long)(b1 - b0));
+                e->data = data + b0;
+                e->nbytes = b1 - b0;
+                covered += b1 - b0;
+            }
+            if (ssl__js_lit(&j, '}')) break;
+            if (!ssl__js_lit(&j, ',')) SSL__SBAD("bad JSON in the header");
+        }
+    }
+    if (covered != dsize) SSL__SBAD("tensors cover %llu of the %llu data bytes", (unsigned long long)covered, (unsigned long long)dsize);
+    /* aligned copies, as ssl_tfile_read gives */
+    size_t arena = 0;
+    for (int i = 0; i < f->count; i++) arena += (f->entries[i].nbytes + 63) / 64 * 64;
+    f->arena = (uint8_t *)aligned_alloc(64, arena ? arena : 64);
+    SSL_ASSERT(f->arena, "out of memory");
+    size_t off = 0;
+    for (int i = 0; i < f->count; i++) {
+        ssl_tentry *e = &f->entries[i];
+        if (e->nbytes) memcpy(f->arena + off, e->data, e->nbytes);
+        e->data = f->arena + off;
+        off += (e->nbytes + 63) / 64 * 64;
+    }
+#undef SSL__SBAD
+    return 0;
 }
 
 #endif /* SSL_IMPLEMENTATION_DONE */
