@@ -22,13 +22,16 @@
        4. Decode        JPEG (libjpeg-turbo or stb_image), PNG and friends
                         (stb_image), raw records zero-copy; encoders; the
                         resampler shared by packing and cropping
-       5. Augment       (issue: loader)
-       6. Loader        (issue: loader)
-       7. Tensors, ops  (issue: engine)
-       8. Models        (issue: engine)
-       9. Losses        (issue: engine)
-      10. Optimizers    (issue: engine)
-      11. Train step, checkpoints, distributed (issue: engine)
+       5. Augment       crop, flip, colour jitter, grayscale, blur, solarize,
+                        noise, normalize as torchvision defines them; view
+                        recipes and presets
+       6. Loader        epoch order and sharding, worker threads, a ring of
+                        batches, decode once and cut every view from it
+       7. Tensors, ops  the device switch, GEMM, layers forward/backward
+       8. Models        the parameter table (torchvision names)
+       9. Losses        SimCLR, VICReg, Barlow Twins, BYOL
+      10. Optimizers    SGD, LARS, AdamW; warmup + cosine
+      11. Train step, checkpoints (in progress)
       12. Evaluation    kNN, linear and MLP probes, safetensors export
 
    ERRORS. On bad external input (a file, a config value, an image) a

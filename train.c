@@ -1,20 +1,522 @@
 /* train.c - ./train METHOD key=value ...: self-supervised pretraining.
 
-   Not implemented yet: the engine (ResNets, the four losses, LARS/AdamW)
-   is the next piece of work. Until then this program says so and exits
-   non-zero, so no script mistakes it for a trainer. */
+     ./train simclr data=train.ssl bs=256 lr=1.0 tau=0.15
+     ./train byol data=train.ssl predictor=4096-256 epochs=100
+     ./train simclr resume=runs/a            (continues exactly where it stopped)
+     ./train help                             (every option)
+
+   METHOD is simclr, vicreg, barlow or byol. Every option comes from the one
+   table below; the run prints its configuration, a progress line every
+   log_every steps (epoch, step, loss, online-probe top-1, images/s, ETA),
+   and writes OUT/log.jsonl (one JSON object per line: the config, then the
+   progress records, then the evaluation). OUT/ckpt.sslt holds everything
+   needed to continue (weights, buffers, optimizer state, probe, step, the
+   loader position, the config as meta text); it is written atomically
+   every ckpt_every epochs, at the end, and on SIGINT/SIGTERM, after which
+   the program exits 0. A NaN/Inf loss stops the run (exit 1) naming the
+   step and the last good checkpoint, which is left as it was. With `val`,
+   the end of the run evaluates the backbone (eval-mode BN, the whole
+   image): kNN top-1 (k=knn_k, cosine, weighted votes) using up to
+   knn_train training images as the memory bank, and the online probe's
+   top-1. epochs=0 evaluates the freshly initialised network. */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
+#include "wip/model.h" /* (wip) until sections 8 and 11 are spliced into ssl.h */
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <errno.h>
+
+typedef struct {
+    char method[SSL_STR], data[SSL_STR], val[SSL_STR];
+    char arch[SSL_STR], stem[SSL_STR];
+    double width;
+    int zero_init;
+    char projector[SSL_STR], predictor[SSL_STR];
+    double tau, sim, std, cov, lambd, ema;
+    char optimizer[SSL_STR];
+    double lr;
+    int lr_scale;
+    double wd, momentum, eta, warmup, end_lr;
+    int64_t epochs, bs;
+    char views[SSL_STR], order[SSL_STR];
+    double scale_min, scale_max, flip_p, jitter_p, gray_p, blur_p, solarize_p, noise_p;
+    int64_t res, res_start, res_end, ramp_start, ramp_end;
+    int64_t seed, threads, loader_threads;
+    char device[SSL_STR], out[SSL_STR], resume[SSL_STR];
+    int64_t ckpt_every, log_every, max_steps;
+    char probe_optim[SSL_STR];
+    double probe_lr;
+    int64_t knn_k, knn_train;
+} train_cfg;
+
+#define C train_cfg
+static const ssl_opt OPTS[] = {
+    SSL_OPT_C(C, method, "simclr", "simclr|vicreg|barlow|byol", "the method (also the first word: ./train simclr ...)"),
+    SSL_OPT_S(C, data, "", "training pack (.ssl, made by ./pack)"),
+    SSL_OPT_S(C, val, "", "validation pack: kNN and probe top-1 at the end ('' = none)"),
+    SSL_OPT_C(C, arch, "resnet18", "resnet18|resnet34|resnet50", "backbone"),
+    SSL_OPT_C(C, stem, "cifar", "cifar|imagenet", "cifar: 3x3 stride-1 conv, no max pool; imagenet: 7x7/2 conv + max pool"),
+    SSL_OPT_F(C, width, "1", 0.015625, 64, "width multiplier: base width 64*width"),
+    SSL_OPT_B(C, zero_init, "0", "zero-init each residual block's last BN gamma"),
+    SSL_OPT_S(C, projector, "2048-2048-128", "projector MLP widths (Linear-BN-ReLU ..., Linear); '' = none"),
+    SSL_OPT_S(C, predictor, "", "BYOL predictor widths (default 4096-256 for byol)"),
+    SSL_OPT_F(C, tau, "0.15", 1e-4, 100, "SimCLR temperature"),
+    SSL_OPT_F(C, sim, "25", 0, 1e6, "VICReg invariance coefficient"),
+    SSL_OPT_F(C, std, "25", 0, 1e6, "VICReg variance coefficient"),
+    SSL_OPT_F(C, cov, "1", 0, 1e6, "VICReg covariance coefficient"),
+    SSL_OPT_F(C, lambd, "0.0051", 0, 1e6, "Barlow Twins off-diagonal weight"),
+    SSL_OPT_F(C, ema, "0.996", 0, 1, "BYOL target momentum at step 0 (cosine to 1)"),
+    SSL_OPT_C(C, optimizer, "lars", "lars|sgd|adamw", "optimizer (LARS/SGD exclude biases and BN from decay)"),
+    SSL_OPT_F(C, lr, "0.3", 0, 1e4, "base learning rate"),
+    SSL_OPT_B(C, lr_scale, "1", "scale lr by bs/256"),
+    SSL_OPT_F(C, wd, "1e-6", 0, 10, "weight decay"),
+    SSL_OPT_F(C, momentum, "0.9", 0, 1, "SGD/LARS momentum, AdamW beta1"),
+    SSL_OPT_F(C, eta, "0.001", 0, 10, "LARS trust coefficient"),
+    SSL_OPT_F(C, warmup, "10", 0, 1e6, "linear warmup, epochs (fractions allowed)"),
+    SSL_OPT_F(C, end_lr, "0.001", 0, 1, "cosine decays to lr * end_lr"),
+    SSL_OPT_I(C, epochs, "100", 0, 1 << 20, "epochs (0: evaluate the initial network)"),
+    SSL_OPT_I(C, bs, "256", 2, 1 << 20, "batch size (images; each gives two views)"),
+    SSL_OPT_C(C, views, "simclr", "simclr|byol|crop_gray|noise", "view recipe preset"),
+    SSL_OPT_C(C, order, "random", "random|quasi|sequential", "epoch order"),
+    SSL_OPT_F(C, scale_min, "-1", -1, 1, "override: RandomResizedCrop min scale (-1 = preset's)"),
+    SSL_OPT_F(C, scale_max, "-1", -1, 1, "override: RandomResizedCrop max scale"),
+    SSL_OPT_F(C, flip_p, "-1", -1, 1, "override: flip probability"),
+    SSL_OPT_F(C, jitter_p, "-1", -1, 1, "override: colour jitter probability"),
+    SSL_OPT_F(C, gray_p, "-1", -1, 1, "override: grayscale probability"),
+    SSL_OPT_F(C, blur_p, "-1", -1, 1, "override: Gaussian blur probability"),
+    SSL_OPT_F(C, solarize_p, "-1", -1, 1, "override: solarization probability"),
+    SSL_OPT_F(C, noise_p, "-1", -1, 1, "override: Gaussian noise probability"),
+    SSL_OPT_I(C, res, "32", 8, 4096, "view resolution (when res_start is 0)"),
+    SSL_OPT_I(C, res_start, "0", 0, 4096, "progressive resolution: start (0 = off)"),
+    SSL_OPT_I(C, res_end, "0", 0, 4096, "progressive resolution: end"),
+    SSL_OPT_I(C, ramp_start, "0", 0, 1 << 20, "progressive resolution: first epoch of the ramp"),
+    SSL_OPT_I(C, ramp_end, "0", 0, 1 << 20, "progressive resolution: epoch the ramp ends (res multiple of 8)"),
+    SSL_OPT_I(C, seed, "0", 0, 1LL << 62, "seed of every random choice (init, order, views)"),
+    SSL_OPT_I(C, threads, "0", 0, 1024, "compute threads (0 = all cores)"),
+    SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
+    SSL_OPT_C(C, device, "cpu", "cpu|cuda", "where the step runs"),
+    SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
+    SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
+    SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
+    SSL_OPT_I(C, log_every, "50", 1, 1 << 30, "progress line and log record every N steps"),
+    SSL_OPT_I(C, max_steps, "0", 0, 1LL << 40, "stop (with a checkpoint) after this many steps in all (0 = no limit)"),
+    SSL_OPT_C(C, probe_optim, "adamw", "adamw|sgd", "optimizer of the online linear probe"),
+    SSL_OPT_F(C, probe_lr, "1e-3", 0, 100, "online probe learning rate (constant)"),
+    SSL_OPT_I(C, knn_k, "20", 1, 10000, "kNN evaluation: neighbours"),
+    SSL_OPT_I(C, knn_train, "10000", 1, 1LL << 40, "kNN evaluation: training images in the memory bank"),
+};
+#undef C
+#define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = sig; }
+
+static int die(const char *what) {
+    fprintf(stderr, "train: %s%s%s\n", what, *ssl_last_error() ? ": " : "", ssl_last_error());
+    return 1;
+}
+
+/* Resolution of epoch e: constant, or linear from res_start to res_end over
+   [ramp_start, ramp_end], rounded down to a multiple of 8. */
+static int res_at(const train_cfg *c, int64_t e) {
+    if (!c->res_start) return (int)c->res;
+    if (e <= c->ramp_start) return (int)c->res_start;
+    if (e >= c->ramp_end) return (int)c->res_end;
+    double t = (double)(e - c->ramp_start) / (double)(c->ramp_end - c->ramp_start);
+    int r = (int)(c->res_start + t * (c->res_end - c->res_start));
+    return r / 8 * 8 > 0 ? r / 8 * 8 : r;
+}
+
+static int opt_kind(const char *s) { return !strcmp(s, "sgd") ? SSL_OPTIM_SGD : !strcmp(s, "adamw") ? SSL_OPTIM_ADAMW : SSL_OPTIM_LARS; }
+
+/* ---- evaluation: features of a pack, kNN, probe ---- */
+static int eval_views(const train_cfg *c, const char *path, int res, ssl_loader_config *lc) {
+    ssl_loader_config_init(lc, path, "simclr", res, (int)(c->bs < 256 ? c->bs : 256));
+    ssl_view_recipe *r = &lc->views[0];
+    /* the whole image, resized, normalized: no random op */
+    r->scale_min = r->scale_max = 1.0f;
+    r->ratio_min = r->ratio_max = 0.0f;
+    r->flip_p = r->jitter_p = r->gray_p = r->blur_p = r->solarize_p = r->noise_p = 0.0f;
+    lc->num_views = 1;
+    lc->order = SSL_ORDER_SEQUENTIAL;
+    lc->drop_last = 0;
+    lc->threads = (int)c->loader_threads;
+    return 0;
+}
+
+/* Eval-mode backbone features (L2-normalized) of up to `limit` images. */
+static float *extract(ssl_trainer *t, const train_cfg *c, const char *path, int res, int64_t limit, int64_t *count,
+                      uint32_t **labels) {
+    ssl_loader_config lc;
+    eval_views(c, path, res, &lc);
+    ssl_loader *l = ssl_loader_open(&lc);
+    if (!l) return NULL;
+    ssl_loader_start_epoch(l, 0, 0);
+    int64_t total = ssl_loader_samples_per_epoch(l);
+    if (total > limit) total = limit;
+    int d = t->online.feat_dim;
+    float *f = ssl_malloc(sizeof(float) * (size_t)(total * d), "eval features");
+    *labels = ssl_malloc(sizeof(uint32_t) * (size_t)total, "eval labels");
+    int64_t n = 0;
+    const ssl_batch *b;
+    while (n < total && (b = ssl_loader_next(l))) {
+        if (ssl_model_plan(&t->online, b->n, b->h[0], b->w[0], 1) || ssl_model_forward(&t->online, 0, b->views[0], 0)) {
+            ssl_loader_release(l, b);
+            ssl_loader_close(l);
+            free(f);
+            return NULL;
+        }
+        ssl_tensor ft = ssl_model_features(&t->online, 0);
+        int take = (int)(total - n < b->n ? total - n : b->n);
+        for (int i = 0; i < take; i++) {
+            const float *src = ft.data + (int64_t)i * d;
+            float *dst = f + (n + i) * d;
+            double s = 0;
+            for (int j = 0; j < d; j++) s += (double)src[j] * src[j];
+            float inv = (float)(1.0 / (sqrt(s) + 1e-12));
+            for (int j = 0; j < d; j++) dst[j] = src[j] * inv;
+            (*labels)[n + i] = b->labels[i];
+        }
+        n += take;
+        ssl_loader_release(l, b);
+    }
+    ssl_loader_close(l);
+    *count = n;
+    return f;
+}
+
+/* kNN top-1: weights exp(cos/0.07) summed per class over the k nearest. */
+static double knn_top1(const float *bank, const uint32_t *bl, int64_t nb, const float *q, const uint32_t *ql, int64_t nq,
+                       int d, int k, int classes) {
+    if (k > nb) k = (int)nb;
+    float *sims = ssl_malloc(sizeof(float) * (size_t)nb, "kNN");
+    int64_t *top = ssl_malloc(sizeof(int64_t) * (size_t)k, "kNN");
+    double *votes = ssl_malloc(sizeof(double) * (size_t)classes, "kNN");
+    int64_t correct = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        ssl_gemm(0, 1, 1, (int)nb, d, 1.0f, q + i * d, d, bank, d, 0.0f, sims, (int)nb);
+        int m = 0;
+        for (int64_t j = 0; j < nb; j++) { /* insertion into a sorted top-k */
+            if (m == k && sims[j] <= sims[top[m - 1]]) continue;
+            int p = m < k ? m++ : k - 1;
+            while (p > 0 && sims[top[p - 1]] < sims[j]) { top[p] = top[p - 1]; p--; }
+            top[p] = j;
+        }
+        memset(votes, 0, sizeof(double) * (size_t)classes);
+        for (int j = 0; j < m; j++)
+            if (bl[top[j]] < (uint32_t)classes) votes[bl[top[j]]] += exp(sims[top[j]] / 0.07);
+        int best = 0;
+        for (int cl = 1; cl < classes; cl++)
+            if (votes[cl] > votes[best]) best = cl;
+        correct += (uint32_t)best == ql[i];
+    }
+    free(sims);
+    free(top);
+    free(votes);
+    return nq ? (double)correct / (double)nq : 0;
+}
+
+static int evaluate(ssl_trainer *t, const train_cfg *c, int res, int classes, FILE *log) {
+    double t0 = ssl_now();
+    int64_t nb = 0, nq = 0;
+    uint32_t *bl = NULL, *ql = NULL;
+    float *bank = extract(t, c, c->data, res, c->knn_train, &nb, &bl);
+    if (!bank) return -1;
+    float *q = extract(t, c, c->val, res, INT64_MAX, &nq, &ql);
+    if (!q) { free(bank); free(bl); return -1; }
+    int d = t->online.feat_dim;
+    double knn = knn_top1(bank, bl, nb, q, ql, nq, d, (int)c->knn_k, classes);
+    /* the online probe on unnormalized eval features: recompute them */
+    double probe = -1;
+    if (t->probe.n) {
+        ssl_loader_config lc;
+        eval_views(c, c->val, res, &lc);
+        ssl_loader *l = ssl_loader_open(&lc);
+        int64_t correct = 0, n = 0;
+        const ssl_batch *b;
+        ssl_loader_start_epoch(l, 0, 0);
+        while (l && (b = ssl_loader_next(l))) {
+            ssl_model_plan(&t->online, b->n, b->h[0], b->w[0], 1);
+            ssl_model_forward(&t->online, 0, b->views[0], 0);
+            ssl_tensor ft = ssl_model_features(&t->online, 0);
+            const float *w = ssl_param_data(&t->probe, 0), *bias = ssl_param_data(&t->probe, 1);
+            for (int i = 0; i < b->n; i++) {
+                int best = 0;
+                double bestv = -INFINITY;
+                for (int cl = 0; cl < classes; cl++) {
+                    double s = bias[cl];
+                    for (int j = 0; j < d; j++) s += (double)w[(int64_t)cl * d + j] * ft.data[(int64_t)i * d + j];
+                    if (s > bestv) bestv = s, best = cl;
+                }
+                correct += (uint32_t)best == b->labels[i];
+                n++;
+            }
+            ssl_loader_release(l, b);
+        }
+        if (l) ssl_loader_close(l);
+        probe = n ? (double)correct / n : 0;
+    }
+    printf("eval: kNN top-1 %.2f%% (k=%d, bank %lld train images, %lld val images)", 100 * knn, (int)c->knn_k,
+           (long long)nb, (long long)nq);
+    if (probe >= 0) printf(", online probe top-1 %.2f%%", 100 * probe);
+    printf(" (%.1fs)\n", ssl_now() - t0);
+    if (log) {
+        fprintf(log, "{\"eval\": {\"step\": %lld, \"knn_top1\": %.6f, \"probe_top1\": %.6f, \"knn_k\": %d, \"bank\": %lld, \"val\": %lld}}\n",
+                (long long)t->step, knn, probe, (int)c->knn_k, (long long)nb, (long long)nq);
+        fflush(log);
+    }
+    free(bank); free(bl); free(q); free(ql);
+    return 0;
+}
+
+/* ---- checkpoints: user state = [epoch, next batch in it, seed] ---- */
+static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t epoch, int64_t batch) {
+    static char meta[1 << 16];
+    ssl_config_dump(OPTS, NOPTS, c, meta, sizeof meta);
+    int64_t user[3] = {epoch, batch, c->seed};
+    return ssl_trainer_save(t, path, meta, user, 3);
+}
+
+/* Applies the key=value lines of a checkpoint's meta. */
+static int apply_meta(train_cfg *c, const char *meta) {
+    char line[2 * SSL_STR];
+    const char *s = meta;
+    while (*s) {
+        const char *e = strchr(s, '\n');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n >= sizeof line) n = sizeof line - 1;
+        memcpy(line, s, n);
+        line[n] = 0;
+        char *eq = strchr(line, '=');
+        if (eq) {
+            *eq = 0;
+            if (strcmp(line, "resume") && strcmp(line, "out") && ssl_config_set(OPTS, NOPTS, c, line, eq + 1)) return -1;
+        }
+        s += n + (e ? 1 : 0);
+    }
+    return 0;
+}
 
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    train_cfg cfg;
+    ssl_config_defaults(OPTS, NOPTS, &cfg);
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        printf("usage: ./train METHOD key=value ...   (METHOD: simclr, vicreg, barlow, byol)\n\n");
+        ssl_config_usage(stdout, OPTS, NOPTS);
+        return argc < 2 ? 1 : 0;
+    }
+    /* everything is checked before any work: the method, every key=value */
+    const char *pos[2];
+    int npos = 0;
+    if (ssl_config_parse(OPTS, NOPTS, &cfg, argc - 1, argv + 1, pos, 1, &npos)) return die("bad option");
+    if (npos == 1 && ssl_config_set(OPTS, NOPTS, &cfg, "method", pos[0])) return die("bad method");
+    if (cfg.resume[0]) {
+        /* the run's own config, then what this command line says */
+        char path[SSL_STR + 32];
+        snprintf(path, sizeof path, "%s/ckpt.sslt", cfg.resume);
+        ssl_tfile f;
+        if (ssl_tfile_read(path, &f)) return die("resume");
+        train_cfg saved;
+        ssl_config_defaults(OPTS, NOPTS, &saved);
+        int r = apply_meta(&saved, f.meta);
+        ssl_tfile_free(&f);
+        if (r) return die("resume: the checkpoint's config");
+        char resume[SSL_STR], out[SSL_STR];
+        snprintf(resume, sizeof resume, "%s", cfg.resume);
+        saved.resume[0] = 0;
+        snprintf(saved.out, sizeof saved.out, "%s", resume);
+        if (ssl_config_parse(OPTS, NOPTS, &saved, argc - 1, argv + 1, pos, 1, &npos)) return die("bad option");
+        if (npos == 1) ssl_config_set(OPTS, NOPTS, &saved, "method", pos[0]);
+        snprintf(out, sizeof out, "%s", saved.out);
+        cfg = saved;
+        snprintf(cfg.resume, sizeof cfg.resume, "%s", resume);
+        snprintf(cfg.out, sizeof cfg.out, "%s", out);
+    }
+    if (!strcmp(cfg.device, "cuda")) {
 #ifdef SSL_CUDA
-    int n = ssl_cuda_device_count();
-    char d[256] = "none";
-    if (n > 0) ssl_cuda_describe(0, d, sizeof d);
-    fprintf(stderr, "train: built with CUDA; %d GPU(s) visible (%s)\n", n, d);
+        fprintf(stderr, "train: device=cuda: the CUDA training step is not implemented yet (this build has the CUDA ops, not the step); use device=cpu\n");
+#else
+        fprintf(stderr, "train: device=cuda: this ./train was built without CUDA (nvcc not found), and the CUDA training step is not implemented yet; use device=cpu\n");
 #endif
-    fprintf(stderr, "train: the training engine is not implemented yet (ssl.h sections 7-11)\n");
-    return 1;
+        return 1;
+    }
+    if (!cfg.data[0]) { fprintf(stderr, "train: data=PACK is required (make one with ./pack)\n"); return 1; }
+    int method = ssl_method_parse(cfg.method);
+    if (method == SSL_METHOD_BYOL && !cfg.predictor[0]) snprintf(cfg.predictor, sizeof cfg.predictor, "4096-256");
+    if (method != SSL_METHOD_BYOL && cfg.predictor[0]) {
+        fprintf(stderr, "train: predictor=%s: only byol uses a predictor\n", cfg.predictor);
+        return 1;
+    }
+    if (cfg.res_start && (!cfg.res_end || cfg.ramp_end <= cfg.ramp_start)) {
+        fprintf(stderr, "train: progressive resolution needs res_end and ramp_end > ramp_start (got res_start=%lld res_end=%lld ramp %lld..%lld)\n",
+                (long long)cfg.res_start, (long long)cfg.res_end, (long long)cfg.ramp_start, (long long)cfg.ramp_end);
+        return 1;
+    }
+    ssl_model_config mc = ssl_model_config_default();
+    mc.depth = !strcmp(cfg.arch, "resnet34") ? 34 : !strcmp(cfg.arch, "resnet50") ? 50 : 18;
+    mc.cifar_stem = !strcmp(cfg.stem, "cifar");
+    mc.width = cfg.width;
+    mc.zero_init_residual = cfg.zero_init;
+    mc.seed = (uint64_t)cfg.seed;
+    if (strlen(cfg.projector) >= sizeof mc.projector || strlen(cfg.predictor) >= sizeof mc.predictor) {
+        fprintf(stderr, "train: projector/predictor spec too long\n");
+        return 1;
+    }
+    snprintf(mc.projector, sizeof mc.projector, "%s", cfg.projector);
+    snprintf(mc.predictor, sizeof mc.predictor, "%s", cfg.predictor);
+    int w[64];
+    if (ssl_mlp_spec_parse(mc.projector, w, 64) < 0 || ssl_mlp_spec_parse(mc.predictor, w, 64) < 0) return die("bad option");
+
+    /* the loader, with the view overrides */
+    int res = res_at(&cfg, 0);
+    ssl_loader_config lc;
+    ssl_loader_config_init(&lc, cfg.data, cfg.views, res, (int)cfg.bs);
+    for (int v = 0; v < 2; v++) {
+        ssl_view_recipe *r = &lc.views[v];
+#define OVR(f) if (cfg.f >= 0) r->f = (float)cfg.f
+        OVR(scale_min); OVR(scale_max); OVR(flip_p); OVR(jitter_p); OVR(gray_p); OVR(blur_p); OVR(solarize_p); OVR(noise_p);
+#undef OVR
+        if (ssl_view_recipe_check(r)) return die("bad view override");
+    }
+    lc.order = !strcmp(cfg.order, "quasi") ? SSL_ORDER_QUASI : !strcmp(cfg.order, "sequential") ? SSL_ORDER_SEQUENTIAL : SSL_ORDER_RANDOM;
+    lc.threads = (int)cfg.loader_threads;
+    lc.seed = (uint64_t)cfg.seed;
+    ssl_loader *loader = ssl_loader_open(&lc);
+    if (!loader) return die("data");
+    /* an epoch's size is known from the pack (the loader computes it when an
+       epoch starts): drop_last batches of bs, one rank */
+    int64_t per_epoch = (int64_t)(ssl_loader_pack(loader)->h.num_samples / (uint64_t)cfg.bs);
+    if (per_epoch < 1) {
+        fprintf(stderr, "train: %s has %lld samples, fewer than one batch of %lld\n", cfg.data,
+                (long long)ssl_loader_pack(loader)->h.num_samples, (long long)cfg.bs);
+        return 1;
+    }
+    int classes = (int)ssl_loader_pack(loader)->h.num_classes;
+
+    ssl_train_config tc = ssl_train_config_default(method);
+    tc.tau = (float)cfg.tau, tc.sim = (float)cfg.sim, tc.std = (float)cfg.std, tc.cov = (float)cfg.cov;
+    tc.lambd = (float)cfg.lambd, tc.ema_base = cfg.ema;
+    tc.optim.kind = opt_kind(cfg.optimizer);
+    tc.optim.momentum = cfg.momentum, tc.optim.beta1 = cfg.momentum;
+    tc.optim.weight_decay = cfg.wd, tc.optim.eta = cfg.eta;
+    tc.lr = cfg.lr * (cfg.lr_scale ? (double)cfg.bs / 256.0 : 1.0);
+    tc.total_steps = cfg.epochs * per_epoch;
+    tc.warmup_steps = (int64_t)(cfg.warmup * (double)per_epoch);
+    tc.end_ratio = cfg.end_lr;
+    tc.probe_classes = classes > 1 ? classes : 0;
+    tc.probe_optim.kind = opt_kind(cfg.probe_optim);
+    tc.probe_optim.momentum = 0.9;
+    tc.probe_lr = cfg.probe_lr;
+#ifdef SSL_OPENBLAS
+    if (cfg.threads) openblas_set_num_threads((int)cfg.threads);
+#endif
+    ssl_trainer t;
+    if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
+
+    char ckpt[SSL_STR + 32], logpath[SSL_STR + 32];
+    if (mkdir(cfg.out, 0777) && errno != EEXIST) { ssl__fail("cannot create %s: %s", cfg.out, strerror(errno)); return die("out"); }
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.sslt", cfg.out);
+    snprintf(logpath, sizeof logpath, "%s/log.jsonl", cfg.out);
+    int64_t epoch = 0, batch = 0;
+    int have_ckpt = 0;
+    if (cfg.resume[0]) {
+        char path[SSL_STR + 32];
+        snprintf(path, sizeof path, "%s/ckpt.sslt", cfg.resume);
+        int64_t user[3];
+        if (ssl_trainer_load(&t, path, user, 3)) return die("resume");
+        epoch = user[0], batch = user[1];
+        if (batch >= per_epoch) epoch++, batch = 0;
+        have_ckpt = 1;
+    }
+    FILE *log = fopen(logpath, cfg.resume[0] ? "a" : "w");
+    if (!log) { ssl__fail("cannot write %s: %s", logpath, strerror(errno)); return die("log"); }
+
+    printf("train: %s, %s (%s stem, width %g: %lld weights), projector %s%s%s\n", cfg.method, cfg.arch, cfg.stem, cfg.width,
+           (long long)ssl_model_num_weights(&t.online), cfg.projector[0] ? cfg.projector : "none",
+           cfg.predictor[0] ? ", predictor " : "", cfg.predictor);
+    printf("train: %s: %lld samples, %d classes, %lld steps/epoch; lr %g (peak), %s\n", cfg.data,
+           (long long)ssl_loader_pack(loader)->h.num_samples, classes, (long long)per_epoch, tc.lr, cfg.optimizer);
+    ssl_config_print(stdout, OPTS, NOPTS, &cfg);
+    if (cfg.resume[0]) printf("train: resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg.resume, (long long)epoch, (long long)batch, (long long)t.step);
+    {
+        static char json[1 << 16];
+        ssl_config_json(OPTS, NOPTS, &cfg, json, sizeof json);
+        fprintf(log, "{\"config\": %s, \"resumed_at_step\": %lld}\n", json, (long long)t.step);
+        fflush(log);
+    }
+    fflush(stdout);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    int64_t total = tc.total_steps, at_start = t.step;
+    double t0 = ssl_now(), tlast = t0, sum_loss = 0, sum_acc = 0;
+    double split[4] = {0, 0, 0, 0};
+    int64_t nsum = 0, imgs = 0;
+    int cur_res = -1, rc = 0, stopped = 0;
+    while (epoch < cfg.epochs && !stopped) {
+        int r = res_at(&cfg, epoch);
+        if (r != cur_res) { ssl_loader_set_resolution(loader, r); cur_res = r; }
+        if (ssl_loader_start_epoch(loader, (int)epoch, batch)) { rc = die("loader"); goto done; }
+        const ssl_batch *b;
+        while ((b = ssl_loader_next(loader))) {
+            ssl_step_stats st;
+            if (ssl_train_step(&t, b->views[0], b->views[1], b->labels, b->n, b->h[0], b->w[0], &st)) {
+                fprintf(stderr, "train: %s\n", ssl_last_error());
+                if (have_ckpt) fprintf(stderr, "train: stopped; the last good checkpoint is %s (left intact)\n", ckpt);
+                else fprintf(stderr, "train: stopped; no checkpoint was written before this step\n");
+                fprintf(log, "{\"error\": \"non-finite loss\", \"step\": %lld}\n", (long long)t.step);
+                ssl_loader_release(loader, b);
+                rc = 1;
+                goto done;
+            }
+            imgs += b->n;
+            batch++;
+            ssl_loader_release(loader, b);
+            sum_loss += st.loss, sum_acc += st.probe_acc, nsum++;
+            split[0] += st.t_forward, split[1] += st.t_loss, split[2] += st.t_backward, split[3] += st.t_optim;
+            int last = batch == per_epoch && epoch == cfg.epochs - 1;
+            if (t.step % cfg.log_every == 0 || last) {
+                double now = ssl_now(), ips = imgs / (now - tlast), el = now - t0;
+                double eta = (double)(total - t.step) * el / (double)(t.step - at_start);
+                char etas[32];
+                ssl_format_duration(eta, etas, sizeof etas);
+                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
+                       (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
+                       100 * sum_acc / nsum, st.lr, ips, etas, 100 * split[0] / (now - tlast), 100 * split[1] / (now - tlast),
+                       100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
+                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
+                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips,
+                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, el);
+                fflush(log);
+                fflush(stdout);
+                sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;
+                memset(split, 0, sizeof split);
+            }
+            if (g_stop || (cfg.max_steps && t.step >= cfg.max_steps)) { stopped = 1; break; }
+        }
+        if (!stopped) epoch++, batch = 0;
+        int every = cfg.ckpt_every && epoch % cfg.ckpt_every == 0;
+        if (stopped || every || epoch == cfg.epochs) {
+            if (save(&t, &cfg, ckpt, epoch, batch)) { rc = die("checkpoint"); goto done; }
+            have_ckpt = 1;
+            fprintf(log, "{\"checkpoint\": \"%s\", \"epoch\": %lld, \"batch\": %lld, \"step\": %lld}\n", ckpt, (long long)epoch,
+                    (long long)batch, (long long)t.step);
+            fflush(log);
+            if (stopped)
+                printf("train: %s at step %lld; checkpoint written to %s (continue with resume=%s)\n",
+                       g_stop ? (g_stop == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)") : "max_steps reached",
+                       (long long)t.step, ckpt, cfg.out);
+        }
+    }
+    if (cfg.epochs == 0 && save(&t, &cfg, ckpt, 0, 0)) { rc = die("checkpoint"); goto done; }
+    ssl_loader_close(loader);
+    loader = NULL;
+    if (!stopped && cfg.val[0] && evaluate(&t, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log))
+        rc = die("evaluation");
+done:
+    if (loader) ssl_loader_close(loader);
+    fclose(log);
+    ssl_trainer_free(&t);
+    return rc;
 }

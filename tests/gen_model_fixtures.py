@@ -32,6 +32,9 @@ Names (TORCH layouts: activations NCHW, conv weights OIHW):
   names/resnet18, names/resnet50   torchvision state_dict keys (uint8 text,
                                one per line, num_batches_tracked removed,
                                fc kept), numel/resnet18, numel/resnet50 int64
+  imagenet/...                 ResNet-50 topology (Bottleneck) at base width
+                               4, ImageNet stem (7x7/2, max pool), features
+                               and gradients of sum(features * g)
 
 Run with the project venv:  build/venv/bin/python tests/gen_model_fixtures.py
 """
@@ -44,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -58,12 +61,13 @@ T = {}
 class TinyResNet(nn.Module):
     """torchvision.models.ResNet's layout at base width `base`, CIFAR stem."""
 
-    def __init__(self, base=8, layers=(2, 2, 2, 2)):
+    def __init__(self, base=8, layers=(2, 2, 2, 2), block=BasicBlock, cifar=True):
         super().__init__()
-        self.inplanes = base
-        self.conv1 = nn.Conv2d(3, base, 3, 1, 1, bias=False)
+        self.inplanes, self.block, self.cifar = base, block, cifar
+        self.conv1 = nn.Conv2d(3, base, 3, 1, 1, bias=False) if cifar else nn.Conv2d(3, base, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(base, layers[0], 1)
         self.layer2 = self._make_layer(base * 2, layers[1], 2)
         self.layer3 = self._make_layer(base * 4, layers[2], 2)
@@ -73,16 +77,18 @@ class TinyResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def _make_layer(self, planes, blocks, stride):  # torchvision's, verbatim in effect
-        down = None
-        if stride != 1 or self.inplanes != planes:
-            down = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-        layers = [BasicBlock(self.inplanes, planes, stride, down)]
-        self.inplanes = planes
-        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        down, e = None, self.block.expansion
+        if stride != 1 or self.inplanes != planes * e:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * e, 1, stride, bias=False), nn.BatchNorm2d(planes * e))
+        layers = [self.block(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * e
+        layers += [self.block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x):
         x = self.relu(self.bn1(self.conv1(x)))
+        if not self.cifar:
+            x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
@@ -253,6 +259,24 @@ for method in ["simclr", "vicreg", "barlow", "byol"]:
                 q = torch.where(pn > 0, torch.where(un > 0, eta * pn / un, torch.ones_like(pn)), torch.ones_like(pn))
                 dp = dp * q
             T["lars/" + k] = store(p.detach() - lr * dp)  # momentum buffer starts at dp
+
+# ResNet-50's topology (torchvision's Bottleneck) at base width 4 with the
+# ImageNet stem (7x7/2 conv, 3x3/2 max pool), no head; objective
+# sum(features * g): imagenet/{x [4,3,32,32], g, feat, param/<name>, grad/<name>}
+r50 = TinyResNet(base=4, layers=(3, 4, 6, 3), block=Bottleneck, cifar=False)
+randomise(r50)
+r50 = r50.double().train()
+xi = torch.randn(4, 3, 32, 32).float()
+gi = torch.randn(4, 4 * 8 * 4).float()
+T["imagenet/x"], T["imagenet/g"] = xi.numpy(), gi.numpy()
+for k, v in r50.state_dict().items():
+    if not k.endswith("num_batches_tracked"):
+        T["imagenet/param/" + k] = store(v)
+feat = r50(xi.double())
+(feat * gi.double()).sum().backward()
+T["imagenet/feat"] = store(feat)
+for k, p in r50.named_parameters():
+    T["imagenet/grad/" + k] = store(p.grad)
 
 for arch in ["resnet18", "resnet50"]:
     sd = getattr(torchvision.models, arch)().state_dict()
