@@ -225,25 +225,6 @@ static int source_list(source *s, const char *file) {
     return 0;
 }
 
-static int map_file(const char *path, const uint8_t **map, size_t *size) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ssl__fail("cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ssl__fail("'%s' is not a regular file", path);
-    }
-    *size = (size_t)st.st_size;
-    if (*size == 0) {
-        close(fd);
-        return ssl__fail("'%s' is empty", path);
-    }
-    void *m = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) return ssl__fail("cannot map '%s': %s", path, strerror(errno));
-    *map = m;
-    return 0;
-}
 
 /* Reads names, one per line, from a file beside `near` (CIFAR's meta). */
 static void names_beside(source *s, const char *near, const char *file, int want) {
@@ -293,7 +274,7 @@ static int source_cifar(source *s, const char *files, int hundred) {
         s->fmap = ssl_realloc(s->fmap, sizeof(*s->fmap) * (s->nfiles + 1), "cifar");
         s->fsize = ssl_realloc(s->fsize, sizeof(*s->fsize) * (s->nfiles + 1), "cifar");
         s->first = ssl_realloc(s->first, sizeof(*s->first) * (s->nfiles + 2), "cifar");
-        if (map_file(t, &s->fmap[s->nfiles], &s->fsize[s->nfiles]) != 0) return -1;
+        if (ssl_map_file(t, &s->fmap[s->nfiles], &s->fsize[s->nfiles]) != 0) return -1;
         if (s->fsize[s->nfiles] % rec != 0)
             return ssl__fail("'%s' is %zu bytes, not a whole number of %d-byte CIFAR-%d records", t, s->fsize[s->nfiles], rec,
                              hundred ? 100 : 10);
@@ -446,7 +427,7 @@ static void source_close(source *s) {
     if (s->paths) for (int64_t i = 0; i < s->n; i++) free(s->paths[i]);
     free(s->paths);
     free(s->labels);
-    for (int f = 0; f < s->nfiles; f++) munmap((void *)s->fmap[f], s->fsize[f]);
+    for (int f = 0; f < s->nfiles; f++) ssl_unmap_file(s->fmap[f], s->fsize[f]);
     free(s->fmap); free(s->fsize); free(s->first);
     free(s->idx_px); free(s->idx_lab);
     for (int c = 0; c < s->num_classes; c++) free(s->class_names[c]);
@@ -485,23 +466,6 @@ typedef struct {
 static volatile sig_atomic_t g_interrupted = 0;
 static void on_signal(int sig) { (void)sig; g_interrupted = 1; }
 
-static int read_whole(const char *path, ssl_buf *b, size_t *n) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ssl__fail("cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { close(fd); return ssl__fail("not a regular file"); }
-    size_t sz = (size_t)st.st_size, got = 0;
-    uint8_t *p = ssl_buf_reserve(b, sz + 1);
-    while (got < sz) {
-        ssize_t r = read(fd, p + got, sz - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { close(fd); return ssl__fail("read failed: %s", r < 0 ? strerror(errno) : "short read"); }
-        got += (size_t)r;
-    }
-    close(fd);
-    *n = sz;
-    return 0;
-}
 
 /* Produces the stored record of sample i into slot o. */
 static int make_record(pipeline *pp, int64_t i, slot *o, scratch *sc) {
@@ -512,7 +476,7 @@ static int make_record(pipeline *pp, int64_t i, slot *o, scratch *sc) {
     int w, h, c, fmt = SSL_FMT_UNKNOWN;
     if (s->kind == SRC_FILES) {
         o->label = s->labels[i];
-        if (read_whole(s->paths[i], &sc->file, &nbytes) != 0) return -1;
+        if (ssl_read_file_buf(s->paths[i], &sc->file, &nbytes) != 0) return -1;
         bytes = sc->file.p;
         if (ssl_image_info(bytes, nbytes, &w, &h, &c, &fmt) != 0) return -1;
     } else if (s->kind == SRC_CIFAR) {

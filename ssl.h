@@ -72,6 +72,12 @@
 
 #define SSL_VERSION_STRING "0.1.0"
 
+#if defined(__GNUC__)
+#define SSL__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define SSL__PRINTF(fmt, args)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -87,21 +93,13 @@ extern "C" {
 /* The message of the last failure on this thread ("" if none). */
 SSLDEF const char *ssl_last_error(void);
 /* Sets the message (printf-style) and returns -1, for `return ssl__fail(..)`. */
-SSLDEF int ssl__fail(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+SSLDEF int ssl__fail(const char *fmt, ...) SSL__PRINTF(1, 2);
 /* Prefixes the current message: "ctx: old message". Returns -1. */
-SSLDEF int ssl__fail_ctx(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+SSLDEF int ssl__fail_ctx(const char *fmt, ...) SSL__PRINTF(1, 2);
 /* Internal invariant broken: print file:line and the message, abort. */
-SSLDEF void ssl__die(const char *file, int line, const char *fmt, ...)
+SSLDEF void ssl__die(const char *file, int line, const char *fmt, ...) SSL__PRINTF(3, 4)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4), noreturn))
+    __attribute__((noreturn))
 #endif
     ;
 #define SSL_ASSERT(cond, ...) \
@@ -122,16 +120,8 @@ SSLDEF double ssl_now(void); /* monotonic seconds */
 
 /* Log lines go to stderr; verbosity 0 = warnings only, 1 = info (default). */
 SSLDEF void ssl_set_verbosity(int v);
-SSLDEF void ssl_info(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
-SSLDEF void ssl_warn(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+SSLDEF void ssl_info(const char *fmt, ...) SSL__PRINTF(1, 2);
+SSLDEF void ssl_warn(const char *fmt, ...) SSL__PRINTF(1, 2);
 
 /* Progress line for long work: "label 1200/60000 (2.0%) 5400/s ETA 11s".
    Redraws in place on a terminal, prints a line every `every` seconds
@@ -160,6 +150,11 @@ SSLDEF int ssl_num_cores(void);
 SSLDEF int ssl_write_file_atomic(const char *path, const void *bytes, size_t n);
 /* Reads a whole file; *out is malloc'd (caller frees). */
 SSLDEF int ssl_read_file(const char *path, uint8_t **out, size_t *n);
+/* Reads a whole file into a reusable buffer (one byte more, NUL). */
+SSLDEF int ssl_read_file_buf(const char *path, ssl_buf *b, size_t *n);
+/* Maps a regular, non-empty file read-only; ssl_unmap_file releases it. */
+SSLDEF int ssl_map_file(const char *path, const uint8_t **map, size_t *size);
+SSLDEF void ssl_unmap_file(const uint8_t *map, size_t size);
 
 /* ---- the config table ----------------------------------------------------
    Every option of every program is one row: name, type, default, range or
@@ -1579,9 +1574,8 @@ SSLDEF int ssl_write_file_atomic(const char *path, const void *bytes, size_t n) 
     return 0;
 }
 
-SSLDEF int ssl_read_file(const char *path, uint8_t **out, size_t *n) {
-    *out = NULL;
-    *n = 0;
+/* Opens path and checks it is a regular file; returns the fd or -1. */
+static int ssl__open_regular(const char *path, size_t *size) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ssl__fail("cannot open '%s': %s", path, strerror(errno));
     struct stat st;
@@ -1589,13 +1583,19 @@ SSLDEF int ssl_read_file(const char *path, uint8_t **out, size_t *n) {
         close(fd);
         return ssl__fail("'%s' is not a regular file", path);
     }
-    size_t size = (size_t)st.st_size, got = 0;
-    uint8_t *buf = (uint8_t *)ssl_malloc(size + 1, path);
+    *size = (size_t)st.st_size;
+    return fd;
+}
+
+SSLDEF int ssl_read_file_buf(const char *path, ssl_buf *b, size_t *n) {
+    size_t size, got = 0;
+    int fd = ssl__open_regular(path, &size);
+    if (fd < 0) return -1;
+    uint8_t *buf = (uint8_t *)ssl_buf_reserve(b, size + 1);
     while (got < size) {
         ssize_t r = read(fd, buf + got, size - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
-            free(buf);
             close(fd);
             return ssl__fail("cannot read '%s': %s", path, r < 0 ? strerror(errno) : "file shrank while reading");
         }
@@ -1603,9 +1603,38 @@ SSLDEF int ssl_read_file(const char *path, uint8_t **out, size_t *n) {
     }
     close(fd);
     buf[size] = 0;
-    *out = buf;
     *n = size;
     return 0;
+}
+
+SSLDEF int ssl_read_file(const char *path, uint8_t **out, size_t *n) {
+    ssl_buf b = {0, 0};
+    *out = NULL;
+    *n = 0;
+    if (ssl_read_file_buf(path, &b, n) != 0) {
+        ssl_buf_free(&b);
+        return -1;
+    }
+    *out = (uint8_t *)b.p;
+    return 0;
+}
+
+SSLDEF int ssl_map_file(const char *path, const uint8_t **map, size_t *size) {
+    int fd = ssl__open_regular(path, size);
+    if (fd < 0) return -1;
+    if (*size == 0) {
+        close(fd);
+        return ssl__fail("'%s' is empty", path);
+    }
+    void *m = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return ssl__fail("cannot map '%s': %s", path, strerror(errno));
+    *map = (const uint8_t *)m;
+    return 0;
+}
+
+SSLDEF void ssl_unmap_file(const uint8_t *map, size_t size) {
+    if (map) munmap((void *)map, size);
 }
 
 /* ---- the config table ---- */
@@ -1939,6 +1968,21 @@ SSLDEF void ssl_tfile_free(ssl_tfile *f) {
     memset(f, 0, sizeof *f);
 }
 
+/* Tensor data in a file sits at any byte offset: give every tensor a
+   64-byte aligned copy so callers can read it as float or int arrays. */
+static void ssl__tfile_align(ssl_tfile *f) {
+    size_t arena = 0, off = 0;
+    for (int i = 0; i < f->count; i++) arena += (f->entries[i].nbytes + 63) / 64 * 64;
+    f->arena = (uint8_t *)aligned_alloc(64, arena ? arena : 64);
+    SSL_ASSERT(f->arena, "out of memory: %zu bytes for tensor data", arena);
+    for (int i = 0; i < f->count; i++) {
+        ssl_tentry *e = &f->entries[i];
+        if (e->nbytes) memcpy(f->arena + off, e->data, e->nbytes);
+        e->data = f->arena + off;
+        off += (e->nbytes + 63) / 64 * 64;
+    }
+}
+
 SSLDEF int ssl_tfile_read(const char *path, ssl_tfile *f) {
     memset(f, 0, sizeof *f);
     if (ssl_read_file(path, &f->bytes, &f->size) != 0) return -1;
@@ -1993,19 +2037,7 @@ SSLDEF int ssl_tfile_read(const char *path, ssl_tfile *f) {
         p += nb;
     }
     if (p != end) SSL__TBAD("%zu unexpected bytes after the last tensor", (size_t)(end - p));
-    /* data in the file sits at any byte offset: give every tensor an aligned
-       copy so callers can read it as float/int arrays */
-    size_t arena = 0;
-    for (int i = 0; i < f->count; i++) arena += (f->entries[i].nbytes + 63) / 64 * 64;
-    f->arena = (uint8_t *)aligned_alloc(64, arena ? arena : 64);
-    SSL_ASSERT(f->arena, "out of memory: %zu bytes for tensor data", arena);
-    size_t off = 0;
-    for (int i = 0; i < f->count; i++) {
-        ssl_tentry *e = &f->entries[i];
-        if (e->nbytes) memcpy(f->arena + off, e->data, e->nbytes);
-        e->data = f->arena + off;
-        off += (e->nbytes + 63) / 64 * 64;
-    }
+    ssl__tfile_align(f);
 #undef SSL__TBAD
     return 0;
 }
@@ -2068,7 +2100,7 @@ static void ssl__pack_header_decode(const uint8_t *in, ssl_pack_header *h) {
 }
 
 SSLDEF void ssl_pack_close(ssl_pack *p) {
-    if (p->map) munmap((void *)p->map, p->map_size);
+    ssl_unmap_file(p->map, p->map_size);
     free(p->class_names);
     memset(p, 0, sizeof *p);
 }
@@ -2077,24 +2109,17 @@ SSLDEF int ssl_pack_open(const char *path, ssl_pack *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->path, sizeof p->path, "%s", path);
 #define SSL__PBAD(...) do { ssl__fail(__VA_ARGS__); ssl__fail_ctx("pack '%s'", path); ssl_pack_close(p); return -1; } while (0)
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ssl__fail("pack '%s': cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return ssl__fail("pack '%s': not a regular file", path);
-    }
-    uint64_t fsize = (uint64_t)st.st_size;
+    size_t msize;
+    if (ssl_map_file(path, &p->map, &msize) != 0) return ssl__fail_ctx("pack '%s'", path);
+    p->map_size = msize;
+    uint64_t fsize = msize;
     if (fsize < SSL_PACK_HEADER_SIZE) {
-        close(fd);
-        return ssl__fail("pack '%s': %llu bytes, shorter than the %d-byte header (truncated or not a pack)", path,
-                         (unsigned long long)fsize, SSL_PACK_HEADER_SIZE);
+        ssl__fail("%llu bytes, shorter than the %d-byte header (truncated or not a pack)", (unsigned long long)fsize,
+                  SSL_PACK_HEADER_SIZE);
+        ssl__fail_ctx("pack '%s'", path);
+        ssl_pack_close(p);
+        return -1;
     }
-    void *m = mmap(NULL, (size_t)fsize, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) return ssl__fail("pack '%s': mmap failed: %s", path, strerror(errno));
-    p->map = (const uint8_t *)m;
-    p->map_size = (size_t)fsize;
     const uint8_t *b = p->map;
     ssl_pack_header *h = &p->h;
     if (memcmp(b, SSL_PACK_MAGIC, 8) != 0) SSL__PBAD("bad magic (not an .ssl pack file)");
@@ -5303,18 +5328,7 @@ SSLDEF int ssl_safetensors_read(const char *path, ssl_tfile *f) {
         }
     }
     if (covered != dsize) SSL__SBAD("tensors cover %llu of the %llu data bytes", (unsigned long long)covered, (unsigned long long)dsize);
-    /* aligned copies, as ssl_tfile_read gives */
-    size_t arena = 0;
-    for (int i = 0; i < f->count; i++) arena += (f->entries[i].nbytes + 63) / 64 * 64;
-    f->arena = (uint8_t *)aligned_alloc(64, arena ? arena : 64);
-    SSL_ASSERT(f->arena, "out of memory");
-    size_t off = 0;
-    for (int i = 0; i < f->count; i++) {
-        ssl_tentry *e = &f->entries[i];
-        if (e->nbytes) memcpy(f->arena + off, e->data, e->nbytes);
-        e->data = f->arena + off;
-        off += (e->nbytes + 63) / 64 * 64;
-    }
+    ssl__tfile_align(f);
 #undef SSL__SBAD
     return 0;
 }

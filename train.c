@@ -60,7 +60,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_F(C, width, "1", 0.015625, 64, "width multiplier: base width 64*width"),
     SSL_OPT_B(C, zero_init, "0", "zero-init each residual block's last BN gamma"),
     SSL_OPT_S(C, projector, "2048-2048-128", "projector MLP widths (Linear-BN-ReLU ..., Linear); '' = none"),
-    SSL_OPT_S(C, predictor, "", "BYOL predictor widths (default 4096-256 for byol)"),
+    SSL_OPT_S(C, predictor, "", "BYOL predictor widths (byol default: 4096-D, D the projector's output)"),
     SSL_OPT_F(C, tau, "0.15", 1e-4, 100, "SimCLR temperature"),
     SSL_OPT_F(C, sim, "25", 0, 1e6, "VICReg invariance coefficient"),
     SSL_OPT_F(C, std, "25", 0, 1e6, "VICReg variance coefficient"),
@@ -343,7 +343,10 @@ int main(int argc, char **argv) {
     }
     if (!cfg.data[0]) { fprintf(stderr, "train: data=PACK is required (make one with ./pack)\n"); return 1; }
     int method = ssl_method_parse(cfg.method);
-    if (method == SSL_METHOD_BYOL && !cfg.predictor[0]) snprintf(cfg.predictor, sizeof cfg.predictor, "4096-256");
+    if (method == SSL_METHOD_BYOL && !cfg.predictor[0]) { /* 4096-(the projector's output) */
+        const char *last = strrchr(cfg.projector, '-');
+        snprintf(cfg.predictor, sizeof cfg.predictor, "4096-%s", last ? last + 1 : cfg.projector);
+    }
     if (method != SSL_METHOD_BYOL && cfg.predictor[0]) {
         fprintf(stderr, "train: predictor=%s: only byol uses a predictor\n", cfg.predictor);
         return 1;

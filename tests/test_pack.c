@@ -482,7 +482,7 @@ TEST(pack_reader_refuses_bad_files) {
     CHECK_OK(test_write(path, g, 50));
     CHECK_ERR(ssl_pack_open(path, &p), "shorter than the 128-byte header");
     CHECK_OK(test_write(path, g, 0));
-    CHECK_ERR(ssl_pack_open(path, &p), "shorter than the 128-byte header");
+    CHECK_ERR(ssl_pack_open(path, &p), "bad.ssl' is empty");
     /* wrong magic, wrong version */
     memcpy(b, g, n);
     b[0] = 'X';
