@@ -100,7 +100,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
     SSL_OPT_I(C, log_every, "50", 1, 1 << 30, "progress line and log record every N steps"),
-    SSL_OPT_I(C, max_steps, "0", 0, 1LL << 40, "stop (with a checkpoint) after this many steps in all (0 = no limit)"),
+    SSL_OPT_I(C, max_steps, "0", 0, 1LL << 40, "stop (with a checkpoint) after this many steps in all (0 = no limit; not carried over by resume)"),
     SSL_OPT_C(C, probe_optim, "adamw", "adamw|sgd", "optimizer of the online linear probe"),
     SSL_OPT_F(C, probe_lr, "1e-3", 0, 100, "online probe learning rate (constant)"),
     SSL_OPT_I(C, knn_k, "20", 1, 10000, "kNN evaluation: neighbours"),
@@ -291,7 +291,7 @@ static int apply_meta(train_cfg *c, const char *meta) {
         char *eq = strchr(line, '=');
         if (eq) {
             *eq = 0;
-            if (strcmp(line, "resume") && strcmp(line, "out") && ssl_config_set(OPTS, NOPTS, c, line, eq + 1)) return -1;
+            if (strcmp(line, "resume") && strcmp(line, "out") && strcmp(line, "max_steps") && ssl_config_set(OPTS, NOPTS, c, line, eq + 1)) return -1;
         }
         s += n + (e ? 1 : 0);
     }

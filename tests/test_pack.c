@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <stb/stb_image_write.h> /* declarations only: the BMP writer for a test source */
 
 static const char *pack_bin(void) {
     const char *p = getenv("SSL_PACK");
@@ -629,4 +630,56 @@ TEST(pack_bad_sources_are_errors_or_counted_skips) {
     CHECK_EQ(run_pack(&out, "%s %s quality=101", root, dst), 2);
     CHECK_CONTAINS(out, "expected an integer in [1, 100]");
     free(out);
+}
+
+static void sink(void *ctx, void *data, int size) { fwrite(data, 1, (size_t)size, (FILE *)ctx); }
+
+TEST(pack_rgba_gray_and_bmp_sources) {
+    /* an RGBA PNG (alpha dropped), a gray PNG (kept gray), an RGB BMP */
+    enum { W = 9, H = 7 };
+    uint8_t rgba[W * H * 4], gray[W * H], rgb[W * H * 3];
+    for (int i = 0; i < W * H; i++) {
+        rgba[4 * i] = (uint8_t)(i * 3); rgba[4 * i + 1] = (uint8_t)(i * 5); rgba[4 * i + 2] = (uint8_t)(i * 7); rgba[4 * i + 3] = (uint8_t)(255 - i);
+        gray[i] = (uint8_t)(i * 4);
+        rgb[3 * i] = (uint8_t)(200 - i); rgb[3 * i + 1] = (uint8_t)i; rgb[3 * i + 2] = (uint8_t)(i * 2);
+    }
+    const char *root = test_tmp("formats");
+    char dir[SSL_STR + 16], f[SSL_STR + 32];
+    snprintf(dir, sizeof dir, "%s/c", root);
+    test_mkdirs(dir);
+    ssl_buf png = {0, 0};
+    size_t n;
+    CHECK_OK(ssl_encode_png(rgba, W, H, 4, &png, &n));
+    snprintf(f, sizeof f, "%s/a_rgba.png", dir);
+    test_write(f, png.p, n);
+    CHECK_OK(ssl_encode_png(gray, W, H, 1, &png, &n));
+    snprintf(f, sizeof f, "%s/b_gray.png", dir);
+    test_write(f, png.p, n);
+    ssl_buf_free(&png);
+    snprintf(f, sizeof f, "%s/c_rgb.bmp", dir);
+    FILE *fp = fopen(f, "wb");
+    CHECK(fp && stbi_write_bmp_to_func(sink, fp, W, H, 3, rgb) != 0);
+    fclose(fp);
+    const char *out = test_tmp("formats.ssl");
+    CHECK_EQ(run_pack(NULL, "%s %s force=1", root, out), 0);
+    ssl_pack p;
+    CHECK_OK(ssl_pack_open(out, &p));
+    if (!p.map) return;
+    CHECK_EQ(p.h.num_samples, 3);
+    size_t rn;
+    const uint8_t *r = ssl_pack_record(&p, 0, &rn);
+    CHECK(p.index[0].channels == 3 && rn == W * H * 3, "RGBA is stored as RGB");
+    CHECK(r[3 * 10] == rgba[40] && r[3 * 10 + 1] == rgba[41] && r[3 * 10 + 2] == rgba[42], "RGBA colour kept, alpha dropped");
+    r = ssl_pack_record(&p, 1, &rn);
+    CHECK(p.index[1].channels == 1 && rn == W * H && !memcmp(r, gray, W * H), "gray stays gray and exact");
+    r = ssl_pack_record(&p, 2, &rn);
+    CHECK(p.index[2].channels == 3 && rn == W * H * 3 && !memcmp(r, rgb, W * H * 3), "BMP read exactly");
+    ssl_pack_close(&p);
+    /* channels=gray converts everything to one channel */
+    CHECK_EQ(run_pack(NULL, "%s %s channels=gray force=1", root, out), 0);
+    CHECK_OK(ssl_pack_open(out, &p));
+    if (p.map) {
+        CHECK(p.index[0].channels == 1 && p.index[2].channels == 1);
+        ssl_pack_close(&p);
+    }
 }
