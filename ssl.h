@@ -28,10 +28,12 @@
        6. Loader        epoch order and sharding, worker threads, a ring of
                         batches, decode once and cut every view from it
        7. Tensors, ops  the device switch, GEMM, layers forward/backward
-       8. Models        the parameter table (torchvision names)
+       8. Models        the parameter table (torchvision names), ResNet-18/34/50,
+                        projector and predictor MLPs
        9. Losses        SimCLR, VICReg, Barlow Twins, BYOL
       10. Optimizers    SGD, LARS, AdamW; warmup + cosine
-      11. Train step, checkpoints (in progress)
+      11. Train step    the step of each method, EMA target, online probe,
+                        checkpoints
       12. Evaluation    kNN, linear and MLP probes, safetensors export
 
    ERRORS. On bad external input (a file, a config value, an image) a
@@ -1046,7 +1048,7 @@ SSLDEF int ssl_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db
 /* ---- the per-element math, shared with ssl.cu -------------------------- */
 #define SSL_L2_NORM_EPS 1e-12f /* F.normalize's clamp */
 
-static inline SSL_HD float ssl__relu(float x) { return x > 0.0f ? x : 0.0f; }
+static inline SSL_HD float ssl__relu(float x) { return x < 0.0f ? 0.0f : x; } /* NaN passes, as in torch */
 /* Max pool's comparison, as torch's: a larger value or a NaN takes over,
    so the first maximum of a window wins and a NaN propagates. */
 static inline SSL_HD int ssl__pool_takes(float best, float v) { return v > best || v != v; }
@@ -1120,6 +1122,127 @@ static inline float *ssl_param_grad(const ssl_param_table *t, int i) { return t-
    adaptation (the reference code's "exclude_bias_and_norm", p.ndim == 1). */
 static inline int ssl_param_decays(const ssl_param *p) { return p->kind == SSL_PARAM_WEIGHT; }
 
+
+/* ---- models ----------------------------------------------------------------
+   A model is a backbone (ResNet-18/34/50, torchvision's v1.5 topology: the
+   bottleneck's stride on its 3x3, downsample = 1x1 conv with stride + BN),
+   followed by up to two MLP heads: the projector and (BYOL) the predictor.
+   It is a flat list of layers, each "conv or linear, then optional BN, then
+   optional ReLU", and a list of residual blocks over it; forward and
+   backward walk the lists explicitly (no autograd).
+
+   PARAMETERS live in the model's ssl_param_table, registered in
+   torchvision's state_dict order under its names ("conv1.weight",
+   "layer1.0.bn1.running_mean", "layer2.0.downsample.0.weight", ...).
+   Conv weights are stored OHWI and their recorded shape is ours
+   [O,KH,KW,I] (ssl_params_to_torch permutes to OIHW). BN running_mean and
+   running_var are SSL_PARAM_BUFFER; torch's num_batches_tracked is not
+   kept (an exporter writes it as the int64 number of training forwards,
+   which no computation here depends on, momentum being fixed). There is no
+   "fc": the backbone ends at the global average pool.
+   The heads are nn.Sequential's names: for a spec "h1-h2-...-out" layer i
+   (0-based) of L = number of widths occupies indices 3i (Linear), 3i+1
+   (BatchNorm1d), 3i+2 (ReLU, no parameters); the last Linear is index
+   3(L-1). So "2048-2048-128" gives projector.0.{weight,bias},
+   projector.1.{weight,bias,running_mean,running_var}, projector.3.*,
+   projector.4.*, projector.6.weight. Hidden Linears have a bias (VICReg's
+   reference), the projector's last has none, the predictor's last has one
+   (BYOL's reference).
+
+   INIT as torchvision: conv kaiming_normal_(fan_out, relu), i.e.
+   N(0, 2/(out*kh*kw)); BN gamma 1 (0 for each block's last BN with
+   zero_init_residual), beta 0, running stats 0/1; Linear weight and bias
+   U(-1/sqrt(in), 1/sqrt(in)). Tensor i of the table draws from the Philox
+   stream ssl_rng_make(seed, 0, i, 0, SSL_RNG_INIT), so initial weights are
+   a pure function of (seed, architecture).
+
+   ACTIVATIONS are planned once per (batch, height, width, slots) in one
+   buffer (ssl_model_plan; planning the same sizes again is free, new sizes
+   re-plan). A slot holds one forward pass kept for its backward: the
+   trainer uses two, one per view, so each view has its own BN batch
+   statistics as in the VICReg/Barlow/BYOL reference code. Three gradient
+   buffers of the largest activation's size are shared by all slots. */
+#define SSL_MODEL_MAX_SLOTS 4
+typedef struct {
+    int depth;              /* 18, 34 or 50 */
+    int cifar_stem;         /* 3x3 stride-1 pad-1 stem conv, no max pool */
+    double width;           /* base width 64*width (>= 1 channel): 1 is torchvision's */
+    int zero_init_residual; /* zero each block's last BN gamma */
+    int in_channels;        /* 3 */
+    char projector[256];    /* "2048-2048-128"; "" = none */
+    char predictor[256];    /* "4096-256" (BYOL); "" = none */
+    uint64_t seed;
+} ssl_model_config;
+static inline ssl_model_config ssl_model_config_default(void) {
+    ssl_model_config c = {18, 0, 1.0, 0, 3, "", "", 0};
+    return c;
+}
+
+typedef enum { SSL_LAYER_CONV = 0, SSL_LAYER_LINEAR = 1 } ssl_layer_type;
+typedef struct {
+    int type;                 /* ssl_layer_type */
+    int cin, cout, k, stride, pad;
+    int bn, relu;             /* followed by batch norm / ReLU */
+    int w, b, gamma, beta, rmean, rvar; /* parameter indices, -1: none */
+    /* planned: input offset in the slot (-1: the model's input), sizes,
+       and the offsets of the layer's outputs and BN statistics */
+    int64_t x, h, wd, oh, ow;
+    int64_t y, ybn, mean, invstd;
+} ssl_layer;
+typedef struct { int first, count, down; } ssl_block; /* layers [first, first+count); down: -1 = identity */
+
+typedef struct {
+    ssl_model_config c;
+    ssl_param_table params;
+    ssl_layer *layers;
+    int nlayers, nblocks;
+    ssl_block *blocks;
+    int stem, maxpool;         /* stem layer index; ImageNet stem's 3x3/2 max pool */
+    int proj_first, proj_count, pred_first, pred_count;
+    int feat_dim, out_dim;     /* backbone features; the last head's width */
+    /* plan */
+    int n, h, w, slots;
+    int64_t slot_floats, grad_floats, pool, feat; /* pool/feat: offsets */
+    int64_t pool_h, pool_w, last_h, last_w, last_c;
+    float *act, *grads;        /* slots * slot_floats; 3 * grad_floats */
+    size_t act_cap, grads_cap;
+    const float *input[SSL_MODEL_MAX_SLOTS];
+    int training[SSL_MODEL_MAX_SLOTS];
+    ssl_buf scratch;
+} ssl_model;
+
+/* Builds the layers and the parameter table and initialises the weights.
+   Errors (bad depth, width or head spec) name the option. */
+SSLDEF int ssl_model_init(ssl_model *m, const ssl_model_config *c);
+SSLDEF void ssl_model_free(ssl_model *m);
+/* Plans activations for `slots` passes of n images h x w (NHWC). */
+SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots);
+/* Forward of x [n,h,w,in_channels] (kept by pointer until the backward)
+   into slot `slot`; training = batch statistics (and running-stat
+   updates), else running statistics. */
+SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int training);
+/* The slot's backbone features [n, feat_dim] and the last head's output
+   [n, out_dim] (the features when there is no head). */
+SSLDEF ssl_tensor ssl_model_features(const ssl_model *m, int slot);
+SSLDEF ssl_tensor ssl_model_output(const ssl_model *m, int slot);
+/* The projector's output of the slot (the features without a projector). */
+SSLDEF ssl_tensor ssl_model_projection(const ssl_model *m, int slot);
+/* Backward of a training forward from d(loss)/d(output) [n, out_dim]:
+   ACCUMULATES into params.grad (zero them once per step). */
+SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout);
+/* Number of weights (not buffers). */
+SSLDEF int64_t ssl_model_num_weights(const ssl_model *m);
+
+/* Parameter i in torch's layout: conv weights OHWI -> OIHW, others as they
+   are. src is in ours (NULL: the value); dst gets numel floats. */
+SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst);
+/* And back: torch's layout into ours. */
+SSLDEF void ssl_params_from_torch(const ssl_param_table *t, int i, const float *src, float *dst);
+/* Parses "2048-2048-128" into widths[] (at most max); returns the count or
+   -1 with an error naming the spec. */
+SSLDEF int ssl_mlp_spec_parse(const char *spec, int *widths, int max);
+
+
 /* ========================================================================
    9. Losses
    Owns: the four joint-embedding objectives. Each takes the two views'
@@ -1159,6 +1282,126 @@ SSLDEF int ssl_barlow_loss(const ssl_tensor *z1, const ssl_tensor *z2, float lam
    dp1, dp2 are produced. */
 SSLDEF int ssl_byol_loss(const ssl_tensor *p1, const ssl_tensor *p2, const ssl_tensor *z1, const ssl_tensor *z2,
                          float *loss, ssl_tensor *dp1, ssl_tensor *dp2, ssl_buf *scratch);
+
+/* ========================================================================
+   10. Optimizers and schedules
+   Owns: SGD with momentum, LARS and AdamW over a parameter table, and the
+   learning-rate schedule (linear warmup, cosine decay to an end ratio).
+   The per-element updates are SSL_HD, shared with the GPU.
+   ======================================================================== */
+typedef enum { SSL_OPTIM_SGD = 0, SSL_OPTIM_LARS = 1, SSL_OPTIM_ADAMW = 2 } ssl_optim_kind;
+typedef struct {
+    int kind;
+    double momentum;         /* SGD, LARS (0.9) */
+    double weight_decay;
+    double eta;              /* LARS trust coefficient (0.001) */
+    double beta1, beta2, eps;/* AdamW (0.9, 0.999, 1e-8) */
+} ssl_optim_config;
+typedef struct {
+    ssl_optim_config c;
+    float *m, *v;            /* momentum / first moment, second moment (AdamW) */
+    int64_t n, step;
+} ssl_optimizer;
+SSLDEF const char *ssl_optim_name(int kind);
+SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
+SSLDEF void ssl_optim_free(ssl_optimizer *o);
+/* One update of every trainable tensor with learning rate lr. */
+SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+/* base_lr (already scaled by batch/256 if wanted) at `step`: linear warmup
+   from 0 over warmup steps, then cosine decay to base_lr * end_ratio. */
+SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio);
+
+/* torch.optim.SGD: d = g + wd*w ; buf = m*buf + d ; w -= lr*buf */
+static inline SSL_HD void ssl_sgd_update(float *w, float g, float *buf, float lr, float mom, float wd) {
+    float d = g + wd * *w;
+    *buf = mom * *buf + d;
+    *w -= lr * *buf;
+}
+/* LARS: d = (g + wd*w) * q with q the tensor's trust ratio (1 when excluded) */
+static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float lr, float mom, float wd, float q) {
+    float d = (g + wd * *w) * q;
+    *buf = mom * *buf + d;
+    *w -= lr * *buf;
+}
+/* torch.optim.AdamW: decoupled decay, bias-corrected moments. bc1 = 1-b1^t,
+   bc2 = 1-b2^t. */
+static inline SSL_HD void ssl_adamw_update(float *w, float g, float *m, float *v, float lr, float wd, float b1, float b2,
+                                           float eps, float bc1, float bc2) {
+    *w -= lr * wd * *w;
+    *m = b1 * *m + (1 - b1) * g;
+    *v = b2 * *v + (1 - b2) * g * g;
+    *w -= lr * (*m / bc1) / (sqrtf(*v / bc2) + eps);
+}
+
+/* ========================================================================
+   11. Train step, checkpoints
+   Owns: one optimisation step of a joint-embedding method (both views
+   forward, the loss, backward, the online probe, the optimizer with its
+   schedule, BYOL's EMA target) and the checkpoint that makes a run
+   resumable bit for bit.
+   ======================================================================== */
+typedef enum { SSL_METHOD_SIMCLR = 0, SSL_METHOD_VICREG, SSL_METHOD_BARLOW, SSL_METHOD_BYOL } ssl_method;
+SSLDEF const char *ssl_method_name(int method);
+SSLDEF int ssl_method_parse(const char *name); /* -1 with an error */
+
+typedef struct {
+    int method;                  /* ssl_method */
+    float tau;                   /* SimCLR temperature */
+    float sim, std, cov;         /* VICReg coefficients */
+    float lambd;                 /* Barlow Twins off-diagonal weight */
+    double ema_base;             /* BYOL tau_base (0.996) */
+    ssl_optim_config optim;
+    double lr;                   /* peak learning rate (already scaled by batch/256 if wanted) */
+    int64_t warmup_steps, total_steps;
+    double end_ratio;            /* cosine decays to lr * end_ratio */
+    int probe_classes;           /* online linear probe; 0 = none */
+    ssl_optim_config probe_optim;
+    double probe_lr;             /* constant */
+} ssl_train_config;
+SSLDEF ssl_train_config ssl_train_config_default(int method);
+
+typedef struct {
+    float loss;                  /* the method's loss */
+    float probe_loss, probe_acc; /* over both views, before the probe's update */
+    double lr, ema_tau;
+    double t_forward, t_loss, t_backward, t_optim; /* seconds (probe counted in optim) */
+} ssl_step_stats;
+
+/* The online model (backbone + projector [+ predictor]), BYOL's target
+   (backbone + projector, EMA of the online weights), the probe, their
+   optimizers, and the step count. */
+typedef struct {
+    ssl_train_config c;
+    ssl_model online, target;
+    int has_target;
+    ssl_optimizer opt;
+    ssl_param_table probe;       /* "probe.weight" [classes, feat], "probe.bias" */
+    ssl_optimizer probe_opt;
+    int64_t step;                /* optimisation steps done */
+    float *dout[2], *logits, *dlogits;
+    size_t dout_cap, logits_cap;
+    int32_t *targets;
+    ssl_buf scratch;
+} ssl_trainer;
+
+SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc);
+SSLDEF void ssl_trainer_free(ssl_trainer *t);
+/* One step on views v1, v2 [n,h,w,C] (labels for the probe, may be NULL).
+   A NaN or Inf loss returns -1 with "step K: ... loss is nan" before
+   anything is updated. */
+SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
+                          int w, ssl_step_stats *st);
+/* Checkpoint: every tensor of the online model under its own name, the
+   target's as "target.<name>", optimizer state "optim.m.<name>" /
+   "optim.v.<name>", the probe and its state "probe.*", "probe_optim.m.*",
+   and int64 "trainer.state" = [step, opt.step, probe_opt.step], plus the
+   caller's int64 "user.state" (n_user values) and meta text (a config
+   dump). Written atomically (SSLT, CRC'd). */
+SSLDEF int ssl_trainer_save(const ssl_trainer *t, const char *path, const char *meta, const int64_t *user,
+                            int n_user);
+/* Loads into a trainer built with the same configuration; every tensor
+   must be there with its size. user gets up to n_user values. */
+SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int n_user);
 
 /* ========================================================================
    12. Evaluation and export
@@ -1256,56 +1499,6 @@ SSLDEF int ssl_cuda_linear_backward(const ssl_tensor *x, const ssl_tensor *w, co
 SSLDEF int ssl_cuda_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y);
 SSLDEF int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db);
 #endif
-
-/* ========================================================================
-   10. Optimizers and schedules
-   Owns: SGD with momentum, LARS and AdamW over a parameter table, and the
-   learning-rate schedule (linear warmup, cosine decay to an end ratio).
-   The per-element updates are SSL_HD, shared with the GPU.
-   ======================================================================== */
-typedef enum { SSL_OPTIM_SGD = 0, SSL_OPTIM_LARS = 1, SSL_OPTIM_ADAMW = 2 } ssl_optim_kind;
-typedef struct {
-    int kind;
-    double momentum;         /* SGD, LARS (0.9) */
-    double weight_decay;
-    double eta;              /* LARS trust coefficient (0.001) */
-    double beta1, beta2, eps;/* AdamW (0.9, 0.999, 1e-8) */
-} ssl_optim_config;
-typedef struct {
-    ssl_optim_config c;
-    float *m, *v;            /* momentum / first moment, second moment (AdamW) */
-    int64_t n, step;
-} ssl_optimizer;
-SSLDEF const char *ssl_optim_name(int kind);
-SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
-SSLDEF void ssl_optim_free(ssl_optimizer *o);
-/* One update of every trainable tensor with learning rate lr. */
-SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
-/* base_lr (already scaled by batch/256 if wanted) at `step`: linear warmup
-   from 0 over warmup steps, then cosine decay to base_lr * end_ratio. */
-SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio);
-
-/* torch.optim.SGD: d = g + wd*w ; buf = m*buf + d ; w -= lr*buf */
-static inline SSL_HD void ssl_sgd_update(float *w, float g, float *buf, float lr, float mom, float wd) {
-    float d = g + wd * *w;
-    *buf = mom * *buf + d;
-    *w -= lr * *buf;
-}
-/* LARS: d = (g + wd*w) * q with q the tensor's trust ratio (1 when excluded) */
-static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float lr, float mom, float wd, float q) {
-    float d = (g + wd * *w) * q;
-    *buf = mom * *buf + d;
-    *w -= lr * *buf;
-}
-/* torch.optim.AdamW: decoupled decay, bias-corrected moments. bc1 = 1-b1^t,
-   bc2 = 1-b2^t. */
-static inline SSL_HD void ssl_adamw_update(float *w, float g, float *m, float *v, float lr, float wd, float b1, float b2,
-                                           float eps, float bc1, float bc2) {
-    *w -= lr * wd * *w;
-    *m = b1 * *m + (1 - b1) * g;
-    *v = b2 * *v + (1 - b2) * g * g;
-    *w -= lr * (*m / bc1) / (sqrtf(*v / bc2) + eps);
-}
 
 #ifdef SSL_CUDA
 /* ---- CUDA backend (ssl.cu) ---- */
@@ -4904,6 +5097,466 @@ SSLDEF int ssl_params_find(const ssl_param_table *t, const char *name) {
     return -1;
 }
 
+
+/* ---- 8. Models: ResNets and heads --------------------------------------- */
+
+SSLDEF int ssl_mlp_spec_parse(const char *spec, int *widths, int max) {
+    int n = 0;
+    const char *s = spec;
+    if (!s || !*s) return 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > (1 << 20) || (*end && *end != '-') || n == max)
+            return ssl__fail("MLP spec '%s': expected widths like 2048-2048-128 (1 to %d positive integers joined by '-')",
+                             spec, max);
+        widths[n++] = (int)v;
+        s = *end ? end + 1 : end;
+        if (*end == '-' && !*s) return ssl__fail("MLP spec '%s': ends with '-'", spec);
+    }
+    return n;
+}
+
+static int ssl__add_param(ssl_model *m, const char *prefix, const char *name, int kind, int ndim, int64_t a, int64_t b,
+                          int64_t c, int64_t d) {
+    char full[96];
+    int64_t shape[4] = {a, b, c, d};
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return ssl_params_add(&m->params, full, kind, ndim, shape);
+}
+
+/* Appends a layer; `name` is the torch module of the conv/linear, `bn_name`
+   of its BN ("" = none). */
+static int ssl__add_layer(ssl_model *m, int type, const char *name, const char *bn_name, int cin, int cout, int k,
+                          int stride, int pad, int bias, int relu) {
+    m->layers = (ssl_layer *)ssl_realloc(m->layers, sizeof(ssl_layer) * (size_t)(m->nlayers + 1), "model layers");
+    ssl_layer *L = &m->layers[m->nlayers];
+    memset(L, 0, sizeof *L);
+    L->type = type;
+    L->cin = cin, L->cout = cout, L->k = k, L->stride = stride, L->pad = pad;
+    L->relu = relu;
+    L->b = L->gamma = L->beta = L->rmean = L->rvar = -1;
+    if (type == SSL_LAYER_CONV)
+        L->w = ssl__add_param(m, name, ".weight", SSL_PARAM_WEIGHT, 4, cout, k, k, cin);
+    else
+        L->w = ssl__add_param(m, name, ".weight", SSL_PARAM_WEIGHT, 2, cout, cin, 0, 0);
+    if (bias) L->b = ssl__add_param(m, name, ".bias", SSL_PARAM_BIAS, 1, cout, 0, 0, 0);
+    if (bn_name && *bn_name) {
+        L->bn = 1;
+        L->gamma = ssl__add_param(m, bn_name, ".weight", SSL_PARAM_BN_WEIGHT, 1, cout, 0, 0, 0);
+        L->beta = ssl__add_param(m, bn_name, ".bias", SSL_PARAM_BN_BIAS, 1, cout, 0, 0, 0);
+        L->rmean = ssl__add_param(m, bn_name, ".running_mean", SSL_PARAM_BUFFER, 1, cout, 0, 0, 0);
+        L->rvar = ssl__add_param(m, bn_name, ".running_var", SSL_PARAM_BUFFER, 1, cout, 0, 0, 0);
+    }
+    return m->nlayers++;
+}
+
+/* An MLP head: Linear-BN-ReLU per hidden width, then a Linear. */
+static int ssl__add_mlp(ssl_model *m, const char *prefix, const char *spec, int in, int last_bias, int *first,
+                        int *count, int *out) {
+    int widths[64];
+    int nw = ssl_mlp_spec_parse(spec, widths, 64);
+    if (nw < 0) return ssl__fail_ctx("%s", prefix);
+    *first = m->nlayers;
+    *count = nw;
+    for (int i = 0; i < nw; i++) {
+        char lin[64], bn[64];
+        snprintf(lin, sizeof lin, "%s.%d", prefix, 3 * i);
+        snprintf(bn, sizeof bn, "%s.%d", prefix, 3 * i + 1);
+        int last = i == nw - 1;
+        ssl__add_layer(m, SSL_LAYER_LINEAR, lin, last ? "" : bn, in, widths[i], 1, 1, 0, last ? last_bias : 1, !last);
+        in = widths[i];
+    }
+    *out = in;
+    return 0;
+}
+
+/* torchvision's init, from Philox streams keyed by the tensor's index. */
+static void ssl__model_init_weights(ssl_model *m) {
+    ssl_param_table *t = &m->params;
+    for (int i = 0; i < t->n; i++) {
+        ssl_param *p = &t->p[i];
+        float *v = ssl_param_data(t, i);
+        ssl_rng r = ssl_rng_make(m->c.seed, 0, (uint32_t)i, 0, SSL_RNG_INIT);
+        const char *tail = strrchr(p->name, '.');
+        if (p->kind == SSL_PARAM_WEIGHT && p->ndim == 4) {
+            float std = sqrtf(2.0f / (float)(p->shape[0] * p->shape[1] * p->shape[2])); /* fan_out */
+            for (int64_t k = 0; k < p->numel; k++) v[k] = std * ssl_rng_normal(&r);
+        } else if (p->kind == SSL_PARAM_WEIGHT || p->kind == SSL_PARAM_BIAS) {
+            /* the bias draws with the fan-in of the weight registered just before it */
+            int64_t fan_in = p->kind == SSL_PARAM_WEIGHT ? p->shape[1] : t->p[i - 1].shape[1];
+            float bound = 1.0f / sqrtf((float)fan_in);
+            for (int64_t k = 0; k < p->numel; k++) v[k] = ssl_rng_range(&r, -bound, bound);
+        } else {
+            float val = (p->kind == SSL_PARAM_BN_WEIGHT || !strcmp(tail, ".running_var")) ? 1.0f : 0.0f;
+            for (int64_t k = 0; k < p->numel; k++) v[k] = val;
+        }
+    }
+    if (m->c.zero_init_residual)
+        for (int b = 0; b < m->nblocks; b++) {
+            const ssl_layer *L = &m->layers[m->blocks[b].first + m->blocks[b].count - 1];
+            memset(ssl_param_data(t, L->gamma), 0, sizeof(float) * (size_t)L->cout);
+        }
+}
+
+SSLDEF int ssl_model_init(ssl_model *m, const ssl_model_config *c) {
+    memset(m, 0, sizeof *m);
+    m->c = *c;
+    int bottleneck, nb[4];
+    switch (c->depth) {
+    case 18: bottleneck = 0, nb[0] = 2, nb[1] = 2, nb[2] = 2, nb[3] = 2; break;
+    case 34: bottleneck = 0, nb[0] = 3, nb[1] = 4, nb[2] = 6, nb[3] = 3; break;
+    case 50: bottleneck = 1, nb[0] = 3, nb[1] = 4, nb[2] = 6, nb[3] = 3; break;
+    default: return ssl__fail("ResNet depth %d: expected 18, 34 or 50", c->depth);
+    }
+    if (!(c->width > 0 && c->width <= 64)) return ssl__fail("ResNet width multiplier %g: expected 0 < width <= 64", c->width);
+    if (c->in_channels < 1) return ssl__fail("model input channels %d must be >= 1", c->in_channels);
+    int base = (int)lround(64 * c->width), expansion = bottleneck ? 4 : 1;
+    if (base < 1) base = 1;
+    /* stem */
+    if (c->cifar_stem)
+        m->stem = ssl__add_layer(m, SSL_LAYER_CONV, "conv1", "bn1", c->in_channels, base, 3, 1, 1, 0, 1);
+    else
+        m->stem = ssl__add_layer(m, SSL_LAYER_CONV, "conv1", "bn1", c->in_channels, base, 7, 2, 3, 0, 1);
+    m->maxpool = !c->cifar_stem;
+    int inplanes = base;
+    for (int s = 0; s < 4; s++) {
+        int planes = base << s, stride = s == 0 ? 1 : 2;
+        for (int j = 0; j < nb[s]; j++) {
+            char p[32], a[80], b[80];
+            int st = j == 0 ? stride : 1;
+            m->blocks = (ssl_block *)ssl_realloc(m->blocks, sizeof(ssl_block) * (size_t)(m->nblocks + 1), "blocks");
+            ssl_block *B = &m->blocks[m->nblocks++];
+            B->first = m->nlayers;
+            B->down = -1;
+#define SSL__NAMES(i) (snprintf(a, sizeof a, "%s.conv%d", p, i), snprintf(b, sizeof b, "%s.bn%d", p, i))
+            snprintf(p, sizeof p, "layer%d.%d", s + 1, j);
+            if (bottleneck) { /* 1x1, 3x3 (stride: v1.5), 1x1 to 4x */
+                SSL__NAMES(1); ssl__add_layer(m, SSL_LAYER_CONV, a, b, inplanes, planes, 1, 1, 0, 0, 1);
+                SSL__NAMES(2); ssl__add_layer(m, SSL_LAYER_CONV, a, b, planes, planes, 3, st, 1, 0, 1);
+                SSL__NAMES(3); ssl__add_layer(m, SSL_LAYER_CONV, a, b, planes, planes * 4, 1, 1, 0, 0, 0);
+                B->count = 3;
+            } else {
+                SSL__NAMES(1); ssl__add_layer(m, SSL_LAYER_CONV, a, b, inplanes, planes, 3, st, 1, 0, 1);
+                SSL__NAMES(2); ssl__add_layer(m, SSL_LAYER_CONV, a, b, planes, planes, 3, 1, 1, 0, 0);
+                B->count = 2;
+            }
+#undef SSL__NAMES
+            if (st != 1 || inplanes != planes * expansion) {
+                snprintf(a, sizeof a, "%s.downsample.0", p);
+                snprintf(b, sizeof b, "%s.downsample.1", p);
+                B->down = ssl__add_layer(m, SSL_LAYER_CONV, a, b, inplanes, planes * expansion, 1, st, 0, 0, 0);
+            }
+            inplanes = planes * expansion;
+        }
+    }
+    m->feat_dim = m->out_dim = inplanes;
+    m->proj_first = m->pred_first = m->nlayers;
+    if (ssl__add_mlp(m, "projector", c->projector, m->out_dim, 0, &m->proj_first, &m->proj_count, &m->out_dim) ||
+        ssl__add_mlp(m, "predictor", c->predictor, m->out_dim, 1, &m->pred_first, &m->pred_count, &m->out_dim)) {
+        ssl_model_free(m);
+        return -1;
+    }
+    ssl_params_alloc(&m->params);
+    ssl__model_init_weights(m);
+    return 0;
+}
+
+SSLDEF void ssl_model_free(ssl_model *m) {
+    ssl_params_free(&m->params);
+    free(m->layers);
+    free(m->blocks);
+    free(m->act);
+    free(m->grads);
+    ssl_buf_free(&m->scratch);
+    memset(m, 0, sizeof *m);
+}
+
+SSLDEF int64_t ssl_model_num_weights(const ssl_model *m) {
+    int64_t n = 0;
+    for (int i = 0; i < m->params.n; i++)
+        if (m->params.p[i].kind != SSL_PARAM_BUFFER) n += m->params.p[i].numel;
+    return n;
+}
+
+static int64_t ssl__plan_take(int64_t *off, int64_t n) {
+    int64_t o = *off;
+    *off += (n + 15) / 16 * 16;
+    return o;
+}
+
+/* Sizes and offsets of one layer whose input (offset x) is h x w. */
+static void ssl__plan_layer(ssl_model *m, ssl_layer *L, int64_t x, int64_t h, int64_t w, int64_t *off, int64_t *maxact) {
+    L->x = x, L->h = h, L->wd = w;
+    L->oh = L->type == SSL_LAYER_CONV ? ssl_conv_out_size(h, L->k, L->stride, L->pad) : 1;
+    L->ow = L->type == SSL_LAYER_CONV ? ssl_conv_out_size(w, L->k, L->stride, L->pad) : 1;
+    int64_t n = (int64_t)m->n * L->oh * L->ow * L->cout;
+    L->y = ssl__plan_take(off, n);
+    if (L->bn) {
+        L->ybn = ssl__plan_take(off, n);
+        L->mean = ssl__plan_take(off, L->cout);
+        L->invstd = ssl__plan_take(off, L->cout);
+    } else {
+        L->ybn = L->y;
+    }
+    if (n > *maxact) *maxact = n;
+}
+
+SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
+    if (n < 1 || h < 1 || w < 1 || slots < 1 || slots > SSL_MODEL_MAX_SLOTS)
+        return ssl__fail("model plan: batch %d, %dx%d, %d slots (1..%d) is not a valid size", n, h, w, slots,
+                         SSL_MODEL_MAX_SLOTS);
+    if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots) return 0;
+    m->n = n, m->h = h, m->w = w, m->slots = slots;
+    int64_t off = 0, maxact = 0;
+    ssl_layer *S = &m->layers[m->stem];
+    ssl__plan_layer(m, S, -1, h, w, &off, &maxact);
+    if (S->oh < 1 || S->ow < 1) return ssl__fail("model plan: input %dx%d is too small for the stem", h, w);
+    int64_t cur = S->ybn, ch = S->oh, cw = S->ow;
+    if (m->maxpool) {
+        m->pool_h = ssl_conv_out_size(ch, 3, 2, 1), m->pool_w = ssl_conv_out_size(cw, 3, 2, 1);
+        m->pool = ssl__plan_take(&off, (int64_t)n * m->pool_h * m->pool_w * S->cout);
+        cur = m->pool, ch = m->pool_h, cw = m->pool_w;
+    }
+    for (int b = 0; b < m->nblocks; b++) {
+        const ssl_block *B = &m->blocks[b];
+        int64_t in = cur, ih = ch, iw = cw;
+        for (int j = 0; j < B->count; j++) {
+            ssl_layer *L = &m->layers[B->first + j];
+            ssl__plan_layer(m, L, cur, ch, cw, &off, &maxact);
+            cur = L->ybn, ch = L->oh, cw = L->ow;
+        }
+        if (B->down >= 0) ssl__plan_layer(m, &m->layers[B->down], in, ih, iw, &off, &maxact);
+        if (ch < 1 || cw < 1) return ssl__fail("model plan: input %dx%d is too small for this ResNet", h, w);
+    }
+    m->last_h = ch, m->last_w = cw, m->last_c = m->feat_dim;
+    m->feat = ssl__plan_take(&off, (int64_t)n * m->feat_dim);
+    cur = m->feat;
+    for (int i = m->proj_first; i < m->pred_first + m->pred_count; i++) {
+        ssl__plan_layer(m, &m->layers[i], cur, 1, 1, &off, &maxact);
+        cur = m->layers[i].ybn;
+    }
+    if (maxact < (int64_t)n * m->feat_dim) maxact = (int64_t)n * m->feat_dim;
+    if (m->maxpool && maxact < (int64_t)n * m->pool_h * m->pool_w * S->cout) maxact = (int64_t)n * m->pool_h * m->pool_w * S->cout;
+    m->slot_floats = off;
+    m->grad_floats = (maxact + 15) / 16 * 16;
+    size_t need = sizeof(float) * (size_t)(off * slots);
+    if (need > m->act_cap) {
+        free(m->act);
+        m->act = (float *)ssl_malloc(need, "activations");
+        m->act_cap = need;
+    }
+    need = sizeof(float) * (size_t)(3 * m->grad_floats);
+    if (need > m->grads_cap) {
+        free(m->grads);
+        m->grads = (float *)ssl_malloc(need, "activation gradients");
+        m->grads_cap = need;
+    }
+    for (int s = 0; s < SSL_MODEL_MAX_SLOTS; s++) m->input[s] = NULL;
+    return 0;
+}
+
+static float *ssl__act_slot(const ssl_model *m, int slot) { return m->act + (int64_t)slot * m->slot_floats; }
+static ssl_tensor ssl__pvec(const ssl_model *m, int i) {
+    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl_tensor_vec(ssl_param_data(&m->params, i), m->params.p[i].numel);
+}
+static ssl_tensor ssl__gvec(const ssl_model *m, int i) {
+    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl_tensor_vec(ssl_param_grad(&m->params, i), m->params.p[i].numel);
+}
+/* A layer's input, output (before BN) and weight as tensors. */
+static ssl_tensor ssl__layer_x(const ssl_model *m, const ssl_layer *L, int slot, float *data) {
+    if (!data) data = L->x < 0 ? (float *)m->input[slot] : ssl__act_slot(m, slot) + L->x;
+    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(data, m->n, L->h, L->wd, L->cin) : ssl_tensor_mat(data, m->n, L->cin);
+}
+static ssl_tensor ssl__layer_y(const ssl_model *m, const ssl_layer *L, float *data) {
+    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(data, m->n, L->oh, L->ow, L->cout) : ssl_tensor_mat(data, m->n, L->cout);
+}
+static ssl_tensor ssl__layer_w(const ssl_model *m, const ssl_layer *L, int grad) {
+    float *d = grad ? ssl_param_grad(&m->params, L->w) : ssl_param_data(&m->params, L->w);
+    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(d, L->cout, L->k, L->k, L->cin) : ssl_tensor_mat(d, L->cout, L->cin);
+}
+static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
+    ssl_batchnorm bn = ssl_batchnorm_default();
+    bn.weight = ssl__pvec(m, L->gamma);
+    bn.bias = ssl__pvec(m, L->beta);
+    bn.running_mean = ssl__pvec(m, L->rmean);
+    bn.running_var = ssl__pvec(m, L->rvar);
+    return bn;
+}
+
+/* conv or linear, then BN, then ReLU (in place on the BN output). */
+static int ssl__layer_forward(ssl_model *m, const ssl_layer *L, int slot, int training) {
+    float *A = ssl__act_slot(m, slot);
+    ssl_tensor x = ssl__layer_x(m, L, slot, NULL), y = ssl__layer_y(m, L, A + L->y), w = ssl__layer_w(m, L, 0);
+    ssl_tensor b = ssl__pvec(m, L->b);
+    int r = L->type == SSL_LAYER_CONV ? ssl_conv2d_forward(&x, &w, L->b >= 0 ? &b : NULL, L->stride, L->pad, &y, &m->scratch)
+                                      : ssl_linear_forward(&x, &w, L->b >= 0 ? &b : NULL, &y);
+    if (r) return -1;
+    ssl_tensor out = ssl__layer_y(m, L, A + L->ybn);
+    if (L->bn) {
+        ssl_batchnorm bn = ssl__layer_bn(m, L);
+        ssl_tensor mean = ssl_tensor_vec(A + L->mean, L->cout), invstd = ssl_tensor_vec(A + L->invstd, L->cout);
+        if (ssl_batchnorm_forward(&bn, training, &y, &out, &mean, &invstd)) return -1;
+    }
+    if (L->relu && ssl_relu_forward(&out, &out)) return -1;
+    return 0;
+}
+
+/* dy: gradient of the layer's output (its ReLU and BN backward may
+   overwrite it); the BN's input gradient goes to tmp (may be dy); the
+   conv/linear's input gradient to dx (NULL: skipped; never dy or tmp). */
+static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx) {
+    float *A = ssl__act_slot(m, slot);
+    int training = m->training[slot];
+    ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
+    ssl_tensor tdy = ssl__layer_y(m, L, dy), ttmp = ssl__layer_y(m, L, tmp);
+    if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
+    if (L->bn) {
+        ssl_batchnorm bn = ssl__layer_bn(m, L);
+        ssl_tensor mean = ssl_tensor_vec(A + L->mean, L->cout), invstd = ssl_tensor_vec(A + L->invstd, L->cout);
+        ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
+        if (ssl_batchnorm_backward(&bn, training, &y, &tdy, &mean, &invstd, &ttmp, &dg, &db)) return -1;
+    } else {
+        ttmp = tdy;
+    }
+    ssl_tensor x = ssl__layer_x(m, L, slot, NULL), w = ssl__layer_w(m, L, 0), dw = ssl__layer_w(m, L, 1);
+    ssl_tensor bgrad = ssl__gvec(m, L->b), tdx = ssl__layer_x(m, L, slot, dx);
+    return L->type == SSL_LAYER_CONV
+               ? ssl_conv2d_backward(&x, &w, &ttmp, L->stride, L->pad, dx ? &tdx : NULL, &dw, L->b >= 0 ? &bgrad : NULL,
+                                     &m->scratch)
+               : ssl_linear_backward(&x, &w, &ttmp, dx ? &tdx : NULL, &dw, L->b >= 0 ? &bgrad : NULL);
+}
+
+SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int training) {
+    if (!m->act || slot < 0 || slot >= m->slots) return ssl__fail("model forward: slot %d not planned", slot);
+    m->input[slot] = x;
+    m->training[slot] = training;
+    float *A = ssl__act_slot(m, slot);
+    const ssl_layer *S = &m->layers[m->stem];
+    if (ssl__layer_forward(m, S, slot, training)) return -1;
+    ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
+    if (m->maxpool) {
+        ssl_tensor pooled = ssl_tensor_nhwc(A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
+        if (ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled)) return -1;
+    }
+    for (int b = 0; b < m->nblocks; b++) {
+        const ssl_block *B = &m->blocks[b];
+        for (int j = 0; j < B->count; j++)
+            if (ssl__layer_forward(m, &m->layers[B->first + j], slot, training)) return -1;
+        const ssl_layer *L = &m->layers[B->first + B->count - 1];
+        /* out = relu(main + shortcut), in place on the last BN's output */
+        ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), sc;
+        if (B->down >= 0) {
+            const ssl_layer *D = &m->layers[B->down];
+            if (ssl__layer_forward(m, D, slot, training)) return -1;
+            sc = ssl__layer_y(m, D, A + D->ybn);
+        } else {
+            sc = ssl__layer_x(m, &m->layers[B->first], slot, NULL);
+        }
+        if (ssl_add(&out, &sc, &out) || ssl_relu_forward(&out, &out)) return -1;
+        last = out;
+    }
+    ssl_tensor feat = ssl_tensor_mat(A + m->feat, m->n, m->feat_dim);
+    if (ssl_avgpool_forward(&last, &feat)) return -1;
+    for (int i = m->proj_first; i < m->pred_first + m->pred_count; i++)
+        if (ssl__layer_forward(m, &m->layers[i], slot, training)) return -1;
+    return 0;
+}
+
+SSLDEF ssl_tensor ssl_model_features(const ssl_model *m, int slot) {
+    return ssl_tensor_mat(ssl__act_slot(m, slot) + m->feat, m->n, m->feat_dim);
+}
+SSLDEF ssl_tensor ssl_model_output(const ssl_model *m, int slot) {
+    int last = m->pred_first + m->pred_count - 1;
+    if (last < m->proj_first) return ssl_model_features(m, slot);
+    const ssl_layer *L = &m->layers[last];
+    return ssl_tensor_mat(ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
+}
+SSLDEF ssl_tensor ssl_model_projection(const ssl_model *m, int slot) {
+    if (!m->proj_count) return ssl_model_features(m, slot);
+    const ssl_layer *L = &m->layers[m->proj_first + m->proj_count - 1];
+    return ssl_tensor_mat(ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
+}
+
+SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
+    if (!m->act || slot < 0 || slot >= m->slots || !m->input[slot])
+        return ssl__fail("model backward: slot %d has no forward", slot);
+    if (!m->training[slot]) return ssl__fail("model backward: slot %d was an evaluation forward", slot);
+    if (ssl_tensor_numel(dout) != (int64_t)m->n * m->out_dim)
+        return ssl__fail("model backward: gradient has %lld values, the output %lld", (long long)ssl_tensor_numel(dout),
+                         (long long)m->n * m->out_dim);
+    float *A = ssl__act_slot(m, slot), *G[3];
+    for (int i = 0; i < 3; i++) G[i] = m->grads + i * m->grad_floats;
+    /* a: the gradient of the current tensor; the other two are free */
+    int a = 0;
+    memcpy(G[a], dout->data, sizeof(float) * (size_t)ssl_tensor_numel(dout));
+    for (int i = m->pred_first + m->pred_count - 1; i >= m->proj_first; i--) {
+        int o = (a + 1) % 3;
+        if (ssl__layer_backward(m, &m->layers[i], slot, G[a], G[a], G[o])) return -1;
+        a = o;
+    }
+    /* global average pool */
+    {
+        int o = (a + 1) % 3;
+        ssl_tensor df = ssl_tensor_mat(G[a], m->n, m->feat_dim),
+                   dl = ssl_tensor_nhwc(G[o], m->n, m->last_h, m->last_w, m->last_c);
+        if (ssl_avgpool_backward(&df, &dl)) return -1;
+        a = o;
+    }
+    for (int b = m->nblocks - 1; b >= 0; b--) {
+        const ssl_block *B = &m->blocks[b];
+        const ssl_layer *L = &m->layers[B->first + B->count - 1];
+        int p = (a + 1) % 3, q = (a + 2) % 3;
+        ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
+        if (ssl_relu_backward(&out, &d, &d)) return -1;
+        /* main path: the last layer reads G[a] without changing it (no ReLU,
+           BN into G[p]), so G[a] is still the shortcut's gradient after */
+        if (ssl__layer_backward(m, L, slot, G[a], G[p], G[q])) return -1;
+        int cur = q, other = p;
+        for (int j = B->count - 2; j >= 0; j--) {
+            if (ssl__layer_backward(m, &m->layers[B->first + j], slot, G[cur], G[cur], G[other])) return -1;
+            int t = cur; cur = other; other = t;
+        }
+        ssl_tensor dmain = ssl__layer_x(m, &m->layers[B->first], slot, G[cur]);
+        if (B->down >= 0) {
+            const ssl_layer *D = &m->layers[B->down];
+            if (ssl__layer_backward(m, D, slot, G[a], G[a], G[other])) return -1;
+            ssl_tensor dsc = ssl__layer_x(m, D, slot, G[other]);
+            if (ssl_add(&dmain, &dsc, &dmain)) return -1;
+        } else {
+            ssl_tensor dsc = ssl__layer_x(m, &m->layers[B->first], slot, G[a]);
+            if (ssl_add(&dmain, &dsc, &dmain)) return -1;
+        }
+        a = cur;
+    }
+    const ssl_layer *S = &m->layers[m->stem];
+    if (m->maxpool) {
+        int o = (a + 1) % 3;
+        ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
+        ssl_tensor dy = ssl_tensor_nhwc(G[a], m->n, m->pool_h, m->pool_w, S->cout);
+        if (ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx)) return -1;
+        a = o;
+    }
+    return ssl__layer_backward(m, S, slot, G[a], G[a], NULL);
+}
+
+SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst) {
+    const ssl_param *p = &t->p[i];
+    if (!src) src = ssl_param_data(t, i);
+    if (p->kind == SSL_PARAM_WEIGHT && p->ndim == 4)
+        ssl_conv_weight_to_torch(src, dst, (int)p->shape[0], (int)p->shape[3], (int)p->shape[1], (int)p->shape[2]);
+    else
+        memcpy(dst, src, sizeof(float) * (size_t)p->numel);
+}
+
+SSLDEF void ssl_params_from_torch(const ssl_param_table *t, int i, const float *src, float *dst) {
+    const ssl_param *p = &t->p[i];
+    if (p->kind == SSL_PARAM_WEIGHT && p->ndim == 4)
+        ssl_conv_weight_from_torch(src, dst, (int)p->shape[0], (int)p->shape[3], (int)p->shape[1], (int)p->shape[2]);
+    else
+        memcpy(dst, src, sizeof(float) * (size_t)p->numel);
+}
+
 /* ---- 9. Losses ------------------------------------------------------------
    Each loss: check the embeddings and the backend, carve its scratch, then
    the paper's equations one primitive per line, forward then backward.
@@ -5151,6 +5804,327 @@ SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t to
     if (t > 1) t = 1;
     double end = base_lr * end_ratio;
     return end + (base_lr - end) * 0.5 * (1 + cos(3.141592653589793 * t));
+}
+
+/* ---- 11. Train step, checkpoints -------------------------------------- */
+/* ---- 11. Train step, checkpoints ----------------------------------------- */
+
+static const char *const ssl__method_names[] = {"simclr", "vicreg", "barlow", "byol"};
+SSLDEF const char *ssl_method_name(int method) {
+    return method >= 0 && method < 4 ? ssl__method_names[method] : "?";
+}
+SSLDEF int ssl_method_parse(const char *name) {
+    for (int i = 0; i < 4; i++)
+        if (name && !strcmp(name, ssl__method_names[i])) return i;
+    return ssl__fail("unknown method '%s' (valid: simclr, vicreg, barlow, byol)", name ? name : "(null)");
+}
+
+SSLDEF ssl_train_config ssl_train_config_default(int method) {
+    ssl_train_config c;
+    memset(&c, 0, sizeof c);
+    c.method = method;
+    c.tau = 0.15f;
+    c.sim = SSL_VICREG_SIM, c.std = SSL_VICREG_STD, c.cov = SSL_VICREG_COV;
+    c.lambd = SSL_BARLOW_LAMBD;
+    c.ema_base = 0.996;
+    c.optim.kind = SSL_OPTIM_LARS;
+    c.optim.momentum = 0.9, c.optim.weight_decay = 1e-6, c.optim.eta = 0.001;
+    c.optim.beta1 = 0.9, c.optim.beta2 = 0.999, c.optim.eps = 1e-8;
+    c.lr = 0.3;
+    c.total_steps = 1;
+    c.end_ratio = 0.001;
+    c.probe_optim.kind = SSL_OPTIM_ADAMW;
+    c.probe_optim.beta1 = 0.9, c.probe_optim.beta2 = 0.999, c.probe_optim.eps = 1e-8;
+    c.probe_lr = 1e-3;
+    return c;
+}
+
+SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc) {
+    memset(t, 0, sizeof *t);
+    t->c = *tc;
+    if (tc->method < 0 || tc->method > SSL_METHOD_BYOL) return ssl__fail("trainer: unknown method %d", tc->method);
+    ssl_model_config oc = *mc;
+    if (tc->method != SSL_METHOD_BYOL && oc.predictor[0])
+        return ssl__fail("trainer: a predictor ('%s') is only used by byol, not %s", oc.predictor, ssl_method_name(tc->method));
+    if (tc->method == SSL_METHOD_BYOL && !oc.predictor[0])
+        return ssl__fail("trainer: byol needs a predictor spec (e.g. predictor=4096-256)");
+    if (ssl_model_init(&t->online, &oc)) return -1;
+    if (tc->method == SSL_METHOD_BYOL) {
+        ssl_model_config tcfg = oc;
+        tcfg.predictor[0] = 0;
+        if (ssl_model_init(&t->target, &tcfg)) { ssl_model_free(&t->online); return -1; }
+        /* the target starts as a copy: its table is the online table's prefix */
+        for (int i = 0; i < t->target.params.n; i++) {
+            SSL_ASSERT(!strcmp(t->target.params.p[i].name, t->online.params.p[i].name), "target/online tables differ");
+            memcpy(ssl_param_data(&t->target.params, i), ssl_param_data(&t->online.params, i),
+                   sizeof(float) * (size_t)t->online.params.p[i].numel);
+        }
+        t->has_target = 1;
+        if (t->online.out_dim != t->target.out_dim) {
+            ssl__fail("trainer: the predictor '%s' ends with %d, the projector '%s' with %d: they must match",
+                      oc.predictor, t->online.out_dim, oc.projector, t->target.out_dim);
+            ssl_trainer_free(t);
+            return -1;
+        }
+    }
+    ssl_optim_init(&t->opt, &tc->optim, &t->online.params);
+    if (tc->probe_classes > 0) {
+        int64_t ws[2] = {tc->probe_classes, t->online.feat_dim}, bs[1] = {tc->probe_classes};
+        ssl_params_add(&t->probe, "probe.weight", SSL_PARAM_WEIGHT, 2, ws);
+        ssl_params_add(&t->probe, "probe.bias", SSL_PARAM_BIAS, 1, bs);
+        ssl_params_alloc(&t->probe);
+        float bound = 1.0f / sqrtf((float)t->online.feat_dim);
+        for (int i = 0; i < 2; i++) {
+            ssl_rng r = ssl_rng_make(mc->seed, 1, (uint32_t)i, 0, SSL_RNG_INIT);
+            float *v = ssl_param_data(&t->probe, i);
+            for (int64_t k = 0; k < t->probe.p[i].numel; k++) v[k] = ssl_rng_range(&r, -bound, bound);
+        }
+        ssl_optim_init(&t->probe_opt, &tc->probe_optim, &t->probe);
+    }
+    return 0;
+}
+
+SSLDEF void ssl_trainer_free(ssl_trainer *t) {
+    ssl_model_free(&t->online);
+    if (t->has_target) ssl_model_free(&t->target);
+    ssl_optim_free(&t->opt);
+    if (t->probe.n) {
+        ssl_optim_free(&t->probe_opt);
+        ssl_params_free(&t->probe);
+    }
+    free(t->dout[0]);
+    free(t->dout[1]);
+    free(t->logits);
+    free(t->targets);
+    ssl_buf_free(&t->scratch);
+    memset(t, 0, sizeof *t);
+}
+
+/* The online probe on detached features of both views: cross-entropy,
+   top-1 before the update, then its own optimizer step. */
+static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_step_stats *st) {
+    int k = t->c.probe_classes;
+    size_t need = sizeof(float) * (size_t)(2 * n * k);
+    if (need > t->logits_cap) {
+        free(t->logits);
+        free(t->targets);
+        t->logits = (float *)ssl_malloc(2 * need, "probe logits");
+        t->targets = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)n, "probe targets");
+        t->logits_cap = need;
+    }
+    t->dlogits = t->logits + 2 * n * k;
+    for (int i = 0; i < n; i++) {
+        if (labels[i] >= (uint32_t)k) return ssl__fail("probe: label %u of sample %d is not below probe classes %d", labels[i], i, k);
+        t->targets[i] = (int32_t)labels[i];
+    }
+    memset(t->probe.grad, 0, sizeof(float) * (size_t)t->probe.total);
+    ssl_tensor w = ssl_tensor_mat(ssl_param_data(&t->probe, 0), k, t->online.feat_dim);
+    ssl_tensor b = ssl_tensor_vec(ssl_param_data(&t->probe, 1), k);
+    ssl_tensor dw = ssl_tensor_mat(ssl_param_grad(&t->probe, 0), k, t->online.feat_dim);
+    ssl_tensor db = ssl_tensor_vec(ssl_param_grad(&t->probe, 1), k);
+    double loss = 0;
+    int correct = 0;
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor feat = ssl_model_features(&t->online, v);
+        ssl_tensor lg = ssl_tensor_mat(t->logits + v * n * k, n, k), dlg = ssl_tensor_mat(t->dlogits + v * n * k, n, k);
+        float l;
+        if (ssl_linear_forward(&feat, &w, &b, &lg)) return -1;
+        for (int i = 0; i < n; i++) {
+            const float *row = lg.data + (int64_t)i * k;
+            int best = 0;
+            for (int c = 1; c < k; c++)
+                if (row[c] > row[best]) best = c;
+            correct += best == t->targets[i];
+        }
+        ssl_fill(&dlg, 0.0f);
+        if (ssl_softmax_xent_rows(&lg, t->targets, 1.0f / (float)(2 * n), &l, &dlg)) return -1;
+        loss += l;
+        if (ssl_linear_backward(&feat, &w, &dlg, NULL, &dw, &db)) return -1;
+    }
+    st->probe_loss = (float)loss;
+    st->probe_acc = (float)correct / (float)(2 * n);
+    ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
+    return 0;
+}
+
+SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
+                          int w, ssl_step_stats *st) {
+    ssl_step_stats local;
+    if (!st) st = &local;
+    memset(st, 0, sizeof *st);
+    const ssl_train_config *c = &t->c;
+    double t0 = ssl_now();
+    if (ssl_model_plan(&t->online, n, h, w, 2) || (t->has_target && ssl_model_plan(&t->target, n, h, w, 2)))
+        return ssl__fail_ctx("step %lld", (long long)t->step);
+    /* forward: each view its own pass, so its own BN batch statistics */
+    const float *views[2] = {v1, v2};
+    for (int v = 0; v < 2; v++)
+        if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, v, views[v], 1)))
+            return ssl__fail_ctx("step %lld", (long long)t->step);
+    double t1 = ssl_now();
+
+    /* the loss and its gradient w.r.t. the online outputs */
+    int64_t d = t->online.out_dim;
+    size_t need = sizeof(float) * (size_t)(n * d);
+    if (need > t->dout_cap) {
+        for (int v = 0; v < 2; v++) { free(t->dout[v]); t->dout[v] = (float *)ssl_malloc(need, "loss gradients"); }
+        t->dout_cap = need;
+    }
+    ssl_tensor o1 = ssl_model_output(&t->online, 0), o2 = ssl_model_output(&t->online, 1);
+    ssl_tensor d1 = ssl_tensor_mat(t->dout[0], n, d), d2 = ssl_tensor_mat(t->dout[1], n, d);
+    float loss = 0;
+    int r;
+    switch (c->method) {
+    case SSL_METHOD_SIMCLR: r = ssl_simclr_loss(&o1, &o2, c->tau, &loss, &d1, &d2, &t->scratch); break;
+    case SSL_METHOD_VICREG: r = ssl_vicreg_loss(&o1, &o2, c->sim, c->std, c->cov, &loss, &d1, &d2, &t->scratch); break;
+    case SSL_METHOD_BARLOW: r = ssl_barlow_loss(&o1, &o2, c->lambd, &loss, &d1, &d2, &t->scratch); break;
+    default: {
+        ssl_tensor z1 = ssl_model_output(&t->target, 0), z2 = ssl_model_output(&t->target, 1);
+        r = ssl_byol_loss(&o1, &o2, &z1, &z2, &loss, &d1, &d2, &t->scratch);
+    }
+    }
+    if (r) return ssl__fail_ctx("step %lld", (long long)t->step);
+    st->loss = loss;
+    if (!isfinite(loss))
+        return ssl__fail("step %lld: %s loss is %s; stopped before updating the weights", (long long)t->step,
+                         ssl_method_name(c->method), isnan(loss) ? "nan" : "inf");
+    double t2 = ssl_now();
+
+    memset(t->online.params.grad, 0, sizeof(float) * (size_t)t->online.params.total);
+    if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
+        return ssl__fail_ctx("step %lld", (long long)t->step);
+    double t3 = ssl_now();
+
+    if (t->probe.n && labels && ssl__probe_step(t, labels, n, st)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    st->lr = ssl_lr_at(c->lr, t->step, c->warmup_steps, c->total_steps, c->end_ratio);
+    ssl_optim_step(&t->opt, &t->online.params, st->lr);
+    if (t->has_target) {
+        /* tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k = steps done */
+        double k = (double)t->step, K = (double)(c->total_steps > 0 ? c->total_steps : 1);
+        if (k > K) k = K;
+        double tau = 1.0 - (1.0 - c->ema_base) * (cos(3.141592653589793 * k / K) + 1.0) / 2.0;
+        st->ema_tau = tau;
+        float a = (float)tau, b = (float)(1.0 - tau);
+        for (int i = 0; i < t->target.params.n; i++) {
+            const ssl_param *p = &t->target.params.p[i];
+            if (p->kind == SSL_PARAM_BUFFER) continue; /* the target keeps its own running statistics */
+            float *tv = ssl_param_data(&t->target.params, i);
+            const float *ov = ssl_param_data(&t->online.params, i);
+            for (int64_t j = 0; j < p->numel; j++) tv[j] = a * tv[j] + b * ov[j];
+        }
+    }
+    t->step++;
+    double t4 = ssl_now();
+    st->t_forward = t1 - t0, st->t_loss = t2 - t1, st->t_backward = t3 - t2, st->t_optim = t4 - t3;
+    return 0;
+}
+
+/* ---- checkpoints ---- */
+typedef struct {
+    ssl_tentry *e;
+    char **names;
+    int n, cap;
+} ssl__ckpt;
+
+static void ssl__ckpt_add(ssl__ckpt *k, const char *prefix, const char *name, int dtype, const void *data, int64_t numel,
+                          int ndim, const int64_t *shape) {
+    if (k->n == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 256;
+        k->e = (ssl_tentry *)ssl_realloc(k->e, sizeof(ssl_tentry) * (size_t)k->cap, "checkpoint entries");
+        k->names = (char **)ssl_realloc(k->names, sizeof(char *) * (size_t)k->cap, "checkpoint names");
+    }
+    size_t len = strlen(prefix) + strlen(name) + 1;
+    char *nm = (char *)ssl_malloc(len, "checkpoint name");
+    snprintf(nm, len, "%s%s", prefix, name);
+    ssl_tentry *e = &k->e[k->n];
+    memset(e, 0, sizeof *e);
+    e->name = nm;
+    e->dtype = dtype;
+    e->data = data;
+    e->ndim = ndim;
+    for (int d = 0; d < ndim; d++) e->dims[d] = shape ? shape[d] : numel;
+    e->nbytes = (size_t)numel * ssl_dtype_size(dtype);
+    k->names[k->n++] = nm;
+}
+
+/* Every tensor of a table, values (and optimizer state when o != NULL). */
+static void ssl__ckpt_table(ssl__ckpt *k, const char *prefix, const ssl_param_table *t, const ssl_optimizer *o,
+                            const char *oprefix) {
+    for (int i = 0; i < t->n; i++) {
+        const ssl_param *p = &t->p[i];
+        ssl__ckpt_add(k, prefix, p->name, SSL_F32, ssl_param_data(t, i), p->numel, p->ndim, p->shape);
+        if (!o || p->kind == SSL_PARAM_BUFFER) continue;
+        char pre[64];
+        snprintf(pre, sizeof pre, "%sm.", oprefix);
+        ssl__ckpt_add(k, pre, p->name, SSL_F32, o->m + p->offset, p->numel, p->ndim, p->shape);
+        if (o->v) {
+            snprintf(pre, sizeof pre, "%sv.", oprefix);
+            ssl__ckpt_add(k, pre, p->name, SSL_F32, o->v + p->offset, p->numel, p->ndim, p->shape);
+        }
+    }
+}
+
+static void ssl__ckpt_build(const ssl_trainer *t, ssl__ckpt *k, int64_t *state, const int64_t *user, int n_user) {
+    memset(k, 0, sizeof *k);
+    ssl__ckpt_table(k, "", &t->online.params, &t->opt, "optim.");
+    if (t->has_target) ssl__ckpt_table(k, "target.", &t->target.params, NULL, NULL);
+    if (t->probe.n) ssl__ckpt_table(k, "", &t->probe, &t->probe_opt, "probe_optim.");
+    state[0] = t->step, state[1] = t->opt.step, state[2] = t->probe.n ? t->probe_opt.step : 0;
+    ssl__ckpt_add(k, "", "trainer.state", SSL_I64, state, 3, 1, NULL);
+    if (n_user > 0) ssl__ckpt_add(k, "", "user.state", SSL_I64, user, n_user, 1, NULL);
+}
+
+static void ssl__ckpt_free(ssl__ckpt *k) {
+    for (int i = 0; i < k->n; i++) free(k->names[i]);
+    free(k->names);
+    free(k->e);
+}
+
+SSLDEF int ssl_trainer_save(const ssl_trainer *t, const char *path, const char *meta, const int64_t *user,
+                            int n_user) {
+    ssl__ckpt k;
+    int64_t state[3];
+    ssl__ckpt_build(t, &k, state, user, n_user);
+    int r = ssl_tfile_write(path, k.e, k.n, meta);
+    ssl__ckpt_free(&k);
+    return r ? ssl__fail_ctx("checkpoint %s", path) : 0;
+}
+
+SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int n_user) {
+    ssl_tfile f;
+    if (ssl_tfile_read(path, &f)) return ssl__fail_ctx("checkpoint %s", path);
+    ssl__ckpt k;
+    int64_t state[3];
+    ssl__ckpt_build(t, &k, state, user, n_user);
+    /* check everything first, then copy: a bad file changes nothing */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < k.n; i++) {
+            const ssl_tentry *want = &k.e[i], *got = ssl_tfile_find(&f, want->name);
+            int user_entry = !strcmp(want->name, "user.state");
+            if (!got) {
+                ssl__fail("checkpoint %s: tensor '%s' is missing (was it written with another configuration?)", path,
+                          want->name);
+                goto fail;
+            }
+            if (got->dtype != want->dtype || (user_entry ? got->nbytes < 8 : got->nbytes != want->nbytes)) {
+                ssl__fail("checkpoint %s: tensor '%s' holds %zu bytes of %s, expected %zu bytes of %s", path, want->name,
+                          got->nbytes, ssl_dtype_name(got->dtype), want->nbytes, ssl_dtype_name(want->dtype));
+                goto fail;
+            }
+            if (pass == 0) continue;
+            size_t nb = user_entry && got->nbytes < want->nbytes ? got->nbytes : want->nbytes;
+            memcpy((void *)want->data, got->data, nb);
+        }
+    t->step = state[0];
+    t->opt.step = state[1];
+    if (t->probe.n) t->probe_opt.step = state[2];
+    ssl__ckpt_free(&k);
+    ssl_tfile_free(&f);
+    return 0;
+fail:
+    ssl__ckpt_free(&k);
+    ssl_tfile_free(&f);
+    return -1;
 }
 
 /* ---- 12. Evaluation and export ------------------------------------------ */

@@ -21,7 +21,6 @@
    top-1. epochs=0 evaluates the freshly initialised network. */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
-#include "wip/model.h" /* (wip) until sections 8 and 11 are spliced into ssl.h */
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -345,7 +344,7 @@ int main(int argc, char **argv) {
     int method = ssl_method_parse(cfg.method);
     if (method == SSL_METHOD_BYOL && !cfg.predictor[0]) { /* 4096-(the projector's output) */
         const char *last = strrchr(cfg.projector, '-');
-        snprintf(cfg.predictor, sizeof cfg.predictor, "4096-%s", last ? last + 1 : cfg.projector);
+        snprintf(cfg.predictor, sizeof cfg.predictor, "4096-%.32s", last ? last + 1 : cfg.projector);
     }
     if (method != SSL_METHOD_BYOL && cfg.predictor[0]) {
         fprintf(stderr, "train: predictor=%s: only byol uses a predictor\n", cfg.predictor);

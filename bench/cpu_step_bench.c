@@ -8,7 +8,6 @@
      build/cpu_step_bench bs=256 steps=3 threads=2 width=1 */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
-#include "wip/model.h" /* (wip) until spliced */
 
 typedef struct { int64_t bs, steps, threads, res; double width; } bench_cfg;
 static const ssl_opt OPTS[] = {

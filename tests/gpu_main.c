@@ -1,9 +1,95 @@
 /* The GPU suite: every CUDA path against the CPU reference. Built and run by
-   `make test-gpu` on a machine with an NVIDIA GPU. */
+   `make test-gpu`. Each comparison runs twice (see gpu_common.h): emu_* on
+   the host through ssl.cu's functors, gpu_* on the device. Without a CUDA
+   device the gpu_* tests fail at once with "no CUDA device". */
 #define SSL_IMPLEMENTATION
 #define TEST_MAIN
-#include "test.h"
+#include "gpu_common.h"
 
+#include <unistd.h>
+
+/* ---- the shared helpers ---- */
+int g_begin(int gpu) {
+    if (!gpu) {
+        ssl_cuda_set_emulation(1);
+        return 1;
+    }
+    ssl_cuda_set_emulation(0);
+    static int have = -1;
+    if (have < 0) have = ssl_cuda_device_count() > 0;
+    CHECK(have, "no CUDA device: the gpu_* tests need an NVIDIA GPU (the emu_* tests run without one)");
+    return have;
+}
+float *g_alloc(int gpu, size_t n) {
+    return gpu ? (float *)ssl_cuda_malloc(sizeof(float) * (n ? n : 1), "test tensor")
+               : (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "test tensor");
+}
+void g_free(int gpu, void *p) {
+    if (gpu) ssl_cuda_free(p);
+    else free(p);
+}
+void g_up(int gpu, void *dst, const void *src, size_t bytes) {
+    if (gpu) ssl_cuda_to_device(dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
+void g_down(int gpu, void *dst, const void *src, size_t bytes) {
+    if (gpu) ssl_cuda_to_host(dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
+ssl_tensor g_tensor(int gpu, const ssl_tensor *h) {
+    ssl_tensor d = *h;
+    d.device = SSL_DEV_CUDA;
+    if (!h->data) return d;
+    size_t n = (size_t)ssl_tensor_numel(h);
+    d.data = g_alloc(gpu, n);
+    g_up(gpu, d.data, h->data, sizeof(float) * n);
+    return d;
+}
+float *g_fetch(int gpu, const ssl_tensor *d) {
+    size_t n = (size_t)ssl_tensor_numel(d);
+    float *h = (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "fetched tensor");
+    g_down(gpu, h, d->data, sizeof(float) * n);
+    return h;
+}
+void g_release(int gpu, ssl_tensor *d) {
+    if (d->data) g_free(gpu, d->data);
+    d->data = NULL;
+}
+ssl_tensor g_rand(uint64_t seed, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float lo, float hi) {
+    ssl_tensor t = ssl_tensor_make(NULL, ndim, d0, ndim > 1 ? d1 : 1, ndim > 2 ? d2 : 1, ndim > 3 ? d3 : 1);
+    int64_t n = ssl_tensor_numel(&t);
+    t.data = (float *)ssl_malloc(sizeof(float) * (size_t)(n ? n : 1), "random tensor");
+    ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
+    for (int64_t i = 0; i < n; i++) t.data[i] = ssl_rng_range(&r, lo, hi);
+    return t;
+}
+double g_close(const char *file, int line, const char *what, const float *got, const float *want, int64_t n,
+               double atol, double rtol) {
+    double worst = 0, worst_excess = 0;
+    int64_t at = -1, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i], w = want[i], e = fabs(g - w);
+        if (isnan(g) != isnan(w) || (isinf(w) && g != w)) e = INFINITY;
+        else if (isnan(w) || (isinf(w) && g == w)) e = 0;
+        double excess = e - (atol + rtol * fabs(w));
+        if (excess > 0) bad++;
+        if (e > worst) worst = e;
+        if (at < 0 || excess > worst_excess) worst_excess = excess, at = i;
+    }
+    if (bad)
+        test_fail(file, line, "%s: %lld of %lld values off (atol %.3g, rtol %.3g); worst at [%lld]: got %.9g, want %.9g",
+                  what, (long long)bad, (long long)n, atol, rtol, (long long)at, got[at], want[at]);
+    return worst;
+}
+double g_close_t(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
+                 double atol, double rtol) {
+    float *got = g_fetch(gpu, d);
+    double e = g_close(file, line, what, got, h->data, ssl_tensor_numel(h), atol, rtol);
+    free(got);
+    return e;
+}
+
+/* ---- the device itself ---- */
 TEST(gpu_is_visible) {
     int n = ssl_cuda_device_count();
     CHECK(n > 0, "no CUDA device visible");
@@ -13,6 +99,7 @@ TEST(gpu_is_visible) {
 
 TEST(gpu_rng_matches_host) {
     /* the same Philox streams on both devices, bit for bit */
+    if (!g_begin(1)) return;
     enum { N = 100000 };
     static float dev[N];
     CHECK_OK(ssl_cuda_rng_uniform(1234567, SSL_RNG_CROP, dev, N));
@@ -22,4 +109,43 @@ TEST(gpu_rng_matches_host) {
         if (ssl_rng_uniform(&r) != dev[i]) diff++;
     }
     CHECK_EQ(diff, 0);
+}
+
+/* Run by gpu_oom_message in a child process: asks for 1 PiB. */
+TEST(oom_child_) {
+    if (!getenv("SSL_GPU_OOM_CHILD")) return;
+    void *p = ssl_cuda_malloc((size_t)1 << 50, "activations");
+    ssl_cuda_free(p);
+}
+
+TEST(gpu_oom_message) {
+    /* out of GPU memory names the size, what it was for, and the remedy */
+    if (!g_begin(1)) return;
+    char self[4096], cmd[4200], *out = NULL;
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(k > 0, "readlink /proc/self/exe");
+    if (k <= 0) return;
+    self[k] = 0;
+    snprintf(cmd, sizeof cmd, "SSL_GPU_OOM_CHILD=1 '%s' oom_child_", self);
+    int rc = test_run(cmd, &out);
+    CHECK(rc != 0, "the child should stop on out-of-memory");
+    CHECK_CONTAINS(out, "out of GPU memory");
+    CHECK_CONTAINS(out, "1048576.00 GiB");
+    CHECK_CONTAINS(out, "activations");
+    CHECK_CONTAINS(out, "smaller batch");
+    free(out);
+}
+
+TEST(gpu_buf_reserve_grows) {
+    /* device scratch: grows, keeps the pointer while it fits */
+    if (!g_begin(1)) return;
+    ssl_buf b = {0};
+    void *p1 = ssl_cuda_buf_reserve(&b, 1000);
+    void *p2 = ssl_cuda_buf_reserve(&b, 2000);
+    CHECK(p1 && p1 == p2, "4096-byte first reservation should hold 2000 bytes");
+    void *p3 = ssl_cuda_buf_reserve(&b, 1 << 20);
+    CHECK(p3 && b.cap >= (1u << 20), "grown to 1 MiB");
+    ssl_cuda_memset0(p3, 1 << 20);
+    ssl_cuda_buf_free(&b);
+    CHECK(b.p == NULL && b.cap == 0, "freed");
 }

@@ -1,0 +1,70 @@
+/* gpu_common.h - what the GPU suite (tests/gpu_*.c) shares.
+
+   Every comparison runs in two modes over the same test body:
+     emu_*  ssl.cu's functors run on the host (ssl_cuda_set_emulation(1)):
+            tensors are host memory marked SSL_DEV_CUDA, so every public op
+            dispatches to its ssl_cuda_* function and the kernels' index
+            math and per-element code are checked on any machine;
+     gpu_*  the real thing on device memory; without a CUDA device each
+            fails at once with "no CUDA device".
+   Tolerances: |got - want| <= atol + rtol * |want| per element, stated at
+   each check; emulation uses the same GEMM (ssl_gemm) as the CPU and is held
+   to rounding-level tolerances, the GPU to fp32 ones (cuBLAS sums in a
+   different order). */
+#ifndef SSL_GPU_COMMON_H
+#define SSL_GPU_COMMON_H
+#include "test.h"
+
+/* ssl.cu's API beyond ssl.h (wip/cuda_ssl_h.patch adds these to ssl.h) */
+void *ssl_cuda_malloc(size_t bytes, const char *what);
+void ssl_cuda_free(void *p);
+void ssl_cuda_buf_free(ssl_buf *b);
+void ssl_cuda_to_device(void *dst, const void *src, size_t bytes);
+void ssl_cuda_to_host(void *dst, const void *src, size_t bytes);
+void ssl_cuda_memset0(void *dst, size_t bytes);
+void ssl_cuda_sync(void);
+void *ssl_cuda_host_alloc(size_t bytes, const char *what);
+void ssl_cuda_host_free(void *p);
+void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
+void ssl_cuda_optim_free(ssl_optimizer *o);
+int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h, float in_scale,
+                        const float mean[3], const float std[3], float *out);
+void ssl_cuda_set_emulation(int on);
+int ssl_cuda_emulation(void);
+
+/* Starts a test in mode gpu (1) or emulation (0); 0 (and a failed check
+   saying "no CUDA device") when the GPU mode has no device. */
+int g_begin(int gpu);
+/* memory on the mode's side: device memory, or host memory in emulation */
+float *g_alloc(int gpu, size_t nfloats);
+void g_free(int gpu, void *p);
+void g_up(int gpu, void *dst, const void *src, size_t bytes);
+void g_down(int gpu, void *dst, const void *src, size_t bytes);
+/* a copy of host tensor h on the mode's side, marked SSL_DEV_CUDA
+   (data NULL stays NULL) */
+ssl_tensor g_tensor(int gpu, const ssl_tensor *h);
+/* its values back into a new host array (free it) */
+float *g_fetch(int gpu, const ssl_tensor *d);
+void g_release(int gpu, ssl_tensor *d);
+/* random host tensor with values in [lo, hi) (a fixed seed per call site) */
+ssl_tensor g_rand(uint64_t seed, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float lo, float hi);
+/* compares n values; reports the worst element and returns its error */
+double g_close(const char *file, int line, const char *what, const float *got, const float *want, int64_t n,
+               double atol, double rtol);
+#define G_CLOSE(what, got, want, n, atol, rtol) g_close(__FILE__, __LINE__, what, got, want, n, atol, rtol)
+/* compares device tensor d with host tensor h */
+double g_close_t(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
+                 double atol, double rtol);
+#define G_CLOSE_T(gpu, what, d, h, atol, rtol) g_close_t(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
+
+/* tolerance pairs per mode: (emulation, GPU fp32) */
+#define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))
+
+/* One body, two tests. */
+#define GPU_TEST(name)                                       \
+    static void gbody_##name(int gpu);                       \
+    TEST(emu_##name) { if (g_begin(0)) gbody_##name(0); }   \
+    TEST(gpu_##name) { if (g_begin(1)) gbody_##name(1); }   \
+    static void gbody_##name(int gpu)
+#endif

@@ -1,0 +1,352 @@
+/* Section 7 ops and the losses of section 9: ssl.cu against the CPU
+   reference on random inputs with odd shapes. See gpu_common.h for the two
+   modes and the tolerance rule. */
+#include "gpu_common.h"
+
+/* tolerances: emulation (same GEMM and math as the CPU, only sum splits and
+   FMA contraction differ), GPU fp32 (cuBLAS and kernels sum in other orders) */
+#define EW_A(g) G_TOL(g, 1e-7, 1e-6)   /* element-wise and row/column ops */
+#define EW_R(g) G_TOL(g, 1e-6, 1e-5)
+#define MM_A(g) G_TOL(g, 1e-6, 2e-5)   /* GEMM-based: K-term sums */
+#define MM_R(g) G_TOL(g, 1e-5, 1e-4)
+
+static void free_h(ssl_tensor *t) { free(t->data); t->data = NULL; }
+
+GPU_TEST(matmul_all_transposes) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int b0 = 0; b0 < 2; b0++) {
+                int M = 37, N = 29, K = 53;
+                ssl_tensor A = ta ? g_rand(1, 2, K, M, 0, 0, -1, 1) : g_rand(1, 2, M, K, 0, 0, -1, 1);
+                ssl_tensor B = tb ? g_rand(2, 2, N, K, 0, 0, -1, 1) : g_rand(2, 2, K, N, 0, 0, -1, 1);
+                ssl_tensor C = g_rand(3, 2, M, N, 0, 0, -1, 1);
+                float beta = b0 ? 0.0f : 0.3f;
+                if (b0) for (int i = 0; i < M * N; i++) C.data[i] = NAN; /* beta 0 ignores C */
+                ssl_tensor dA = g_tensor(gpu, &A), dB = g_tensor(gpu, &B), dC = g_tensor(gpu, &C);
+                CHECK_OK(ssl_matmul(ta, tb, 0.7f, &A, &B, beta, &C));
+                CHECK_OK(ssl_matmul(ta, tb, 0.7f, &dA, &dB, beta, &dC));
+                G_CLOSE_T(gpu, "matmul", &dC, &C, MM_A(gpu), MM_R(gpu));
+                g_release(gpu, &dA), g_release(gpu, &dB), g_release(gpu, &dC);
+                free_h(&A), free_h(&B), free_h(&C);
+            }
+}
+
+GPU_TEST(copy_fill_axpy_dot) {
+    int64_t n = 100003;
+    ssl_tensor x = g_rand(4, 1, n, 0, 0, 0, -2, 2), y = g_rand(5, 1, n, 0, 0, 0, -2, 2);
+    ssl_tensor dx = g_tensor(gpu, &x), dy = g_tensor(gpu, &y);
+    float d0, d1;
+    CHECK_OK(ssl_dot(&x, &y, &d0));
+    CHECK_OK(ssl_dot(&dx, &dy, &d1));
+    CHECK_NEAR(d1, d0, 1e-6 * fabs(d0) + 1e-6); /* both in double: one float rounding apart at most */
+    CHECK_OK(ssl_axpy(-0.37f, &x, &y));
+    CHECK_OK(ssl_axpy(-0.37f, &dx, &dy));
+    G_CLOSE_T(gpu, "axpy", &dy, &y, 1e-7, 1e-6);
+    CHECK_OK(ssl_copy(&y, &x));
+    CHECK_OK(ssl_copy(&dy, &dx));
+    G_CLOSE_T(gpu, "copy", &dy, &y, 0, 0);
+    CHECK_OK(ssl_fill(&y, 2.5f));
+    CHECK_OK(ssl_fill(&dy, 2.5f));
+    G_CLOSE_T(gpu, "fill", &dy, &y, 0, 0);
+    ssl_tensor m = g_rand(6, 2, 37, 37, 0, 0, -1, 1), dm = g_tensor(gpu, &m);
+    CHECK_OK(ssl_fill_diagonal(&m, -7.0f));
+    CHECK_OK(ssl_fill_diagonal(&dm, -7.0f));
+    G_CLOSE_T(gpu, "fill_diagonal", &dm, &m, 0, 0);
+    g_release(gpu, &dx), g_release(gpu, &dy), g_release(gpu, &dm);
+    free_h(&x), free_h(&y), free_h(&m);
+}
+
+GPU_TEST(l2_normalize_rows) {
+    int64_t rows = 13, d = 37;
+    ssl_tensor x = g_rand(7, 2, rows, d, 0, 0, -1, 1), y = g_rand(8, 2, rows, d, 0, 0, 0, 1);
+    for (int j = 0; j < d; j++) x.data[3 * d + j] = 0.0f;          /* a zero row: the clamp */
+    for (int j = 0; j < d; j++) x.data[5 * d + j] *= 1e-14f;       /* below the clamp */
+    ssl_tensor nrm = g_rand(9, 1, rows, 0, 0, 0, 0, 1), g = g_rand(10, 2, rows, d, 0, 0, -1, 1);
+    ssl_tensor dxg = g_rand(11, 2, rows, d, 0, 0, -1, 1); /* accumulated into */
+    ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y), dn = g_tensor(gpu, &nrm), dg = g_tensor(gpu, &g),
+               ddx = g_tensor(gpu, &dxg);
+    CHECK_OK(ssl_l2_normalize_rows(&x, &y, &nrm));
+    CHECK_OK(ssl_l2_normalize_rows(&dx, &dyv, &dn));
+    G_CLOSE_T(gpu, "l2n y", &dyv, &y, EW_A(gpu), EW_R(gpu));
+    G_CLOSE_T(gpu, "l2n norm", &dn, &nrm, 0, EW_R(gpu));
+    CHECK_OK(ssl_l2_normalize_rows_backward(&y, &nrm, &g, &dxg));
+    CHECK_OK(ssl_l2_normalize_rows_backward(&dyv, &dn, &dg, &ddx));
+    /* the below-clamp row's gradient is dy / 1e-12: relative tolerance */
+    G_CLOSE_T(gpu, "l2n dx", &ddx, &dxg, EW_A(gpu), EW_R(gpu));
+    CHECK_OK(ssl_l2_normalize_rows(&dx, &dx, &dn)); /* in place */
+    G_CLOSE_T(gpu, "l2n in place", &dx, &y, EW_A(gpu), EW_R(gpu));
+    g_release(gpu, &dx), g_release(gpu, &dyv), g_release(gpu, &dn), g_release(gpu, &dg), g_release(gpu, &ddx);
+    free_h(&x), free_h(&y), free_h(&nrm), free_h(&g), free_h(&dxg);
+}
+
+GPU_TEST(softmax_xent_rows) {
+    int64_t rows = 14, c = 14;
+    ssl_tensor l = g_rand(12, 2, rows, c, 0, 0, -5, 5), gl = g_rand(13, 2, rows, c, 0, 0, -1, 1);
+    int32_t target[14];
+    for (int r = 0; r < rows; r++) {
+        l.data[r * c + r] = -INFINITY; /* SimCLR's masked self-similarity */
+        target[r] = (r + 7) % 14;
+    }
+    ssl_tensor dl = g_tensor(gpu, &l), dgl = g_tensor(gpu, &gl);
+    float l0, l1;
+    CHECK_OK(ssl_softmax_xent_rows(&l, target, 1.0f / 14, &l0, &gl));
+    CHECK_OK(ssl_softmax_xent_rows(&dl, target, 1.0f / 14, &l1, &dgl));
+    CHECK_NEAR(l1, l0, 1e-6 * fabs(l0) + 1e-7);
+    G_CLOSE_T(gpu, "xent dlogits", &dgl, &gl, EW_A(gpu), EW_R(gpu));
+    CHECK_OK(ssl_softmax_xent_rows(&dl, target, 0.5f, &l1, NULL)); /* no gradient */
+    CHECK_OK(ssl_softmax_xent_rows(&l, target, 0.5f, &l0, NULL));
+    CHECK_NEAR(l1, l0, 1e-6 * fabs(l0) + 1e-7);
+    g_release(gpu, &dl), g_release(gpu, &dgl);
+    free_h(&l), free_h(&gl);
+}
+
+GPU_TEST(center_mse_offdiag_diag) {
+    ssl_tensor x = g_rand(14, 2, 19, 23, 0, 0, -3, 4), y = g_rand(15, 2, 19, 23, 0, 0, 0, 1);
+    ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y);
+    CHECK_OK(ssl_center_cols(&x, &y));
+    CHECK_OK(ssl_center_cols(&dx, &dyv));
+    G_CLOSE_T(gpu, "center_cols", &dyv, &y, EW_A(gpu), EW_R(gpu));
+    CHECK_OK(ssl_center_cols(&dx, &dx)); /* in place */
+    G_CLOSE_T(gpu, "center_cols in place", &dx, &y, EW_A(gpu), EW_R(gpu));
+
+    ssl_tensor a = g_rand(16, 2, 17, 13, 0, 0, -1, 1), b = g_rand(17, 2, 17, 13, 0, 0, -1, 1);
+    ssl_tensor ga = g_rand(18, 2, 17, 13, 0, 0, -1, 1), gb = g_rand(19, 2, 17, 13, 0, 0, -1, 1);
+    ssl_tensor da = g_tensor(gpu, &a), db = g_tensor(gpu, &b), dga = g_tensor(gpu, &ga), dgb = g_tensor(gpu, &gb);
+    float v0, v1;
+    CHECK_OK(ssl_mse(&a, &b, 25.0f, &v0, &ga, &gb));
+    CHECK_OK(ssl_mse(&da, &db, 25.0f, &v1, &dga, &dgb));
+    CHECK_NEAR(v1, v0, 1e-6 * fabs(v0));
+    G_CLOSE_T(gpu, "mse da", &dga, &ga, EW_A(gpu), EW_R(gpu));
+    G_CLOSE_T(gpu, "mse db", &dgb, &gb, EW_A(gpu), EW_R(gpu));
+    CHECK_OK(ssl_mse(&a, &b, 2.0f, &v0, &ga, NULL));
+    CHECK_OK(ssl_mse(&da, &db, 2.0f, &v1, &dga, NULL));
+    CHECK_NEAR(v1, v0, 1e-6 * fabs(v0));
+    G_CLOSE_T(gpu, "mse da (db NULL)", &dga, &ga, EW_A(gpu), EW_R(gpu));
+
+    int64_t d = 31;
+    ssl_tensor m = g_rand(20, 2, d, d, 0, 0, -1, 1), gm = g_rand(21, 2, d, d, 0, 0, -1, 1);
+    for (int i = 0; i < d; i++) m.data[i * d + i] = 2.0f * i / d; /* var in [0, 2): the hinge on both sides */
+    ssl_tensor dm = g_tensor(gpu, &m), dgm = g_tensor(gpu, &gm);
+    CHECK_OK(ssl_offdiag_sumsq(&m, 0.0051f, &v0, &gm));
+    CHECK_OK(ssl_offdiag_sumsq(&dm, 0.0051f, &v1, &dgm));
+    CHECK_NEAR(v1, v0, 1e-6 * fabs(v0));
+    G_CLOSE_T(gpu, "offdiag dm", &dgm, &gm, EW_A(gpu), EW_R(gpu));
+    for (int fn = 0; fn < 2; fn++) {
+        CHECK_OK(ssl_diag_penalty(&m, (ssl_diag_fn)fn, 1e-4f, 0.7f, &v0, &gm));
+        CHECK_OK(ssl_diag_penalty(&dm, (ssl_diag_fn)fn, 1e-4f, 0.7f, &v1, &dgm));
+        CHECK_NEAR(v1, v0, 1e-6 * fabs(v0) + 1e-7);
+        G_CLOSE_T(gpu, fn ? "diag std hinge dm" : "diag sq dev dm", &dgm, &gm, EW_A(gpu), EW_R(gpu));
+    }
+    ssl_tensor *ds[] = {&dx, &dyv, &da, &db, &dga, &dgb, &dm, &dgm};
+    for (int i = 0; i < 8; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &a, &b, &ga, &gb, &m, &gm};
+    for (int i = 0; i < 8; i++) free_h(hs[i]);
+}
+
+/* conv: forward, then backward with dw/db accumulated onto random values */
+static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
+                      int bias, int with_dx) {
+    int oh = ssl_conv_out_size(h, k, stride, pad), ow = ssl_conv_out_size(w, k, stride, pad);
+    ssl_tensor x = g_rand(30, 4, n, h, w, ci, -1, 1), wt = g_rand(31, 4, co, k, k, ci, -0.5f, 0.5f);
+    ssl_tensor b = bias ? g_rand(32, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
+    ssl_tensor y = g_rand(33, 4, n, oh, ow, co, 0, 1), gy = g_rand(34, 4, n, oh, ow, co, -1, 1);
+    ssl_tensor gx = g_rand(35, 4, n, h, w, ci, 0, 1), gw = g_rand(36, 4, co, k, k, ci, -1, 1);
+    ssl_tensor gb = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
+    ssl_tensor dx = g_tensor(gpu, &x), dw = g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b), dyv = g_tensor(gpu, &y),
+               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb);
+    ssl_buf s0 = {0}, s1 = {0};
+    char what[128];
+    CHECK_OK(ssl_conv2d_forward(&x, &wt, bias ? &b : NULL, stride, pad, &y, &s0));
+    CHECK_OK(ssl_conv2d_forward(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dyv, &s1));
+    snprintf(what, sizeof what, "%s forward", name);
+    G_CLOSE_T(gpu, what, &dyv, &y, MM_A(gpu), MM_R(gpu));
+    CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, with_dx ? &gx : NULL, &gw, bias ? &gb : NULL, &s0));
+    CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, with_dx ? &dgx : NULL, &dgw, bias ? &dgb : NULL, &s1));
+    snprintf(what, sizeof what, "%s dw", name);
+    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), MM_R(gpu));
+    if (bias) {
+        snprintf(what, sizeof what, "%s db", name);
+        G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
+    }
+    snprintf(what, sizeof what, "%s dx", name);
+    G_CLOSE_T(gpu, what, &dgx, &gx, MM_A(gpu), MM_R(gpu)); /* unchanged when skipped */
+    ssl_buf_free(&s0);
+    ssl_cuda_buf_free(&s1);
+    ssl_tensor *ds[] = {&dx, &dw, &dbv, &dyv, &dgy, &dgx, &dgw, &dgb};
+    for (int i = 0; i < 8; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &wt, &b, &y, &gy, &gx, &gw, &gb};
+    for (int i = 0; i < 8; i++) free_h(hs[i]);
+}
+
+GPU_TEST(conv2d) {
+    conv_case(gpu, "3x3 s1 p1", 2, 9, 11, 5, 7, 3, 1, 1, 1, 1);
+    conv_case(gpu, "7x7 s2 p3 (stem)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
+    conv_case(gpu, "1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 1);
+    conv_case(gpu, "1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 1);
+    conv_case(gpu, "3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 1);
+    conv_case(gpu, "3x3 s1 p0 no dx", 1, 6, 5, 3, 2, 3, 1, 0, 1, 0);
+    /* more than one im2col block on the CPU and in emulation (8 MiB) */
+    conv_case(gpu, "3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 1);
+}
+
+static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training) {
+    int64_t c = ssl_tensor_cols(&x);
+    ssl_batchnorm bn = ssl_batchnorm_default(), dbn = bn;
+    ssl_tensor gam = g_rand(40, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(41, 1, c, 0, 0, 0, -1, 1);
+    ssl_tensor rm = g_rand(42, 1, c, 0, 0, 0, -1, 1), rv = g_rand(43, 1, c, 0, 0, 0, 0.5f, 2);
+    if (affine) bn.weight = gam, bn.bias = bet;
+    bn.running_mean = rm, bn.running_var = rv;
+    dbn.weight = g_tensor(gpu, &bn.weight), dbn.bias = g_tensor(gpu, &bn.bias);
+    dbn.running_mean = g_tensor(gpu, &rm), dbn.running_var = g_tensor(gpu, &rv);
+    ssl_tensor y = x, mean = g_rand(44, 1, c, 0, 0, 0, 0, 1), inv = g_rand(45, 1, c, 0, 0, 0, 0, 1);
+    y.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "y");
+    ssl_tensor gy = g_rand(46, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1);
+    ssl_tensor gx = gy, gw = g_rand(47, 1, c, 0, 0, 0, -1, 1), gb = g_rand(48, 1, c, 0, 0, 0, -1, 1);
+    gx.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "gx");
+    ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
+               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb);
+    char what[128];
+#define BN_CMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), G_CLOSE_T(gpu, what, d, h, a, r))
+    CHECK_OK(ssl_batchnorm_forward(&bn, training, &x, &y, &mean, &inv));
+    CHECK_OK(ssl_batchnorm_forward(&dbn, training, &dx, &dyv, &dm, &di));
+    BN_CMP("y", &dyv, &y, EW_A(gpu) * 10, EW_R(gpu));
+    BN_CMP("mean", &dm, &mean, EW_A(gpu), EW_R(gpu));
+    BN_CMP("invstd", &di, &inv, 0, EW_R(gpu));
+    BN_CMP("running_mean", &dbn.running_mean, &rm, EW_A(gpu), EW_R(gpu));
+    BN_CMP("running_var", &dbn.running_var, &rv, EW_A(gpu), EW_R(gpu));
+    CHECK_OK(ssl_batchnorm_backward(&bn, training, &x, &gy, &mean, &inv, &gx, affine ? &gw : NULL, affine ? &gb : NULL));
+    CHECK_OK(ssl_batchnorm_backward(&dbn, training, &dx, &dgy, &dm, &di, &dgx, affine ? &dgw : NULL, affine ? &dgb : NULL));
+    /* dx subtracts means of the gradient: cancellation, so an absolute floor */
+    BN_CMP("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
+    BN_CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
+    BN_CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
+#undef BN_CMP
+    ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,
+                        &dbn.running_var};
+    for (int i = 0; i < 12; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &mean, &inv, &gy, &gx, &gw, &gb, &gam, &bet, &rm, &rv};
+    for (int i = 0; i < 12; i++) free_h(hs[i]);
+}
+
+GPU_TEST(batchnorm) {
+    for (int training = 0; training < 2; training++)
+        for (int affine = 0; affine < 2; affine++) {
+            char name[64];
+            snprintf(name, sizeof name, "bn NHWC %s%s", training ? "train" : "eval", affine ? " affine" : "");
+            bn_case(gpu, name, g_rand(49, 4, 3, 5, 7, 6, -2, 3), affine, training);
+            snprintf(name, sizeof name, "bn1d %s%s", training ? "train" : "eval", affine ? " affine" : "");
+            bn_case(gpu, name, g_rand(50, 2, 9, 11, 0, 0, -2, 3), affine, training);
+        }
+    /* many rows: more than one row block on the GPU side */
+    bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1);
+}
+
+GPU_TEST(relu_pool_linear_add) {
+    ssl_tensor x = g_rand(60, 4, 2, 9, 8, 5, -1, 1), y = g_rand(61, 4, 2, 9, 8, 5, 0, 1);
+    for (int64_t i = 0; i < ssl_tensor_numel(&x); i++) x.data[i] = roundf(x.data[i] * 4) / 4; /* ties and zeros */
+    ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y);
+    CHECK_OK(ssl_relu_forward(&x, &y));
+    CHECK_OK(ssl_relu_forward(&dx, &dyv));
+    G_CLOSE_T(gpu, "relu", &dyv, &y, 0, 0);
+    ssl_tensor g = g_rand(62, 4, 2, 9, 8, 5, -1, 1), gx = g_rand(63, 4, 2, 9, 8, 5, -1, 1);
+    ssl_tensor dg = g_tensor(gpu, &g), dgx = g_tensor(gpu, &gx);
+    CHECK_OK(ssl_relu_backward(&y, &g, &gx));
+    CHECK_OK(ssl_relu_backward(&dyv, &dg, &dgx));
+    G_CLOSE_T(gpu, "relu backward", &dgx, &gx, 0, 0);
+
+    int ks[2][3] = {{3, 2, 1}, {2, 2, 0}};
+    for (int c = 0; c < 2; c++) {
+        int k = ks[c][0], s = ks[c][1], p = ks[c][2];
+        int oh = ssl_conv_out_size(9, k, s, p), ow = ssl_conv_out_size(8, k, s, p);
+        ssl_tensor py = g_rand(64, 4, 2, oh, ow, 5, 0, 1), pg = g_rand(65, 4, 2, oh, ow, 5, -1, 1);
+        ssl_tensor pdx = g_rand(66, 4, 2, 9, 8, 5, 0, 1);
+        ssl_tensor dpy = g_tensor(gpu, &py), dpg = g_tensor(gpu, &pg), dpdx = g_tensor(gpu, &pdx);
+        CHECK_OK(ssl_maxpool2d_forward(&x, k, s, p, &py));
+        CHECK_OK(ssl_maxpool2d_forward(&dx, k, s, p, &dpy));
+        G_CLOSE_T(gpu, c ? "maxpool 2/2/0" : "maxpool 3/2/1", &dpy, &py, 0, 0);
+        CHECK_OK(ssl_maxpool2d_backward(&x, &pg, k, s, p, &pdx));
+        CHECK_OK(ssl_maxpool2d_backward(&dx, &dpg, k, s, p, &dpdx));
+        /* same winners (first maximum), same order of additions: exact */
+        G_CLOSE_T(gpu, c ? "maxpool 2/2/0 backward" : "maxpool 3/2/1 backward", &dpdx, &pdx, 0, 0);
+        g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
+        free_h(&py), free_h(&pg), free_h(&pdx);
+    }
+
+    ssl_tensor ay = g_rand(67, 2, 2, 5, 0, 0, 0, 1), ag = g_rand(68, 2, 2, 5, 0, 0, -1, 1);
+    ssl_tensor day = g_tensor(gpu, &ay), dag = g_tensor(gpu, &ag);
+    CHECK_OK(ssl_avgpool_forward(&x, &ay));
+    CHECK_OK(ssl_avgpool_forward(&dx, &day));
+    G_CLOSE_T(gpu, "avgpool", &day, &ay, 0, 0); /* the same float sums in the same order */
+    CHECK_OK(ssl_avgpool_backward(&ag, &gx));
+    CHECK_OK(ssl_avgpool_backward(&dag, &dgx));
+    G_CLOSE_T(gpu, "avgpool backward", &dgx, &gx, 0, 0);
+
+    /* linear on a 4-D input read as rows of its last dim */
+    ssl_tensor lx = g_rand(69, 4, 2, 3, 1, 9, -1, 1), lw = g_rand(70, 2, 7, 9, 0, 0, -1, 1);
+    ssl_tensor lb = g_rand(71, 1, 7, 0, 0, 0, -1, 1), ly = g_rand(72, 2, 6, 7, 0, 0, 0, 1);
+    ssl_tensor lg = g_rand(73, 2, 6, 7, 0, 0, -1, 1), lgx = g_rand(74, 4, 2, 3, 1, 9, 0, 1);
+    ssl_tensor lgw = g_rand(75, 2, 7, 9, 0, 0, -1, 1), lgb = g_rand(76, 1, 7, 0, 0, 0, -1, 1);
+    ssl_tensor d_lx = g_tensor(gpu, &lx), d_lw = g_tensor(gpu, &lw), d_lb = g_tensor(gpu, &lb), d_ly = g_tensor(gpu, &ly),
+               d_lg = g_tensor(gpu, &lg), d_lgx = g_tensor(gpu, &lgx), d_lgw = g_tensor(gpu, &lgw),
+               d_lgb = g_tensor(gpu, &lgb);
+    for (int bias = 0; bias < 2; bias++) {
+        CHECK_OK(ssl_linear_forward(&lx, &lw, bias ? &lb : NULL, &ly));
+        CHECK_OK(ssl_linear_forward(&d_lx, &d_lw, bias ? &d_lb : NULL, &d_ly));
+        G_CLOSE_T(gpu, "linear", &d_ly, &ly, MM_A(gpu), MM_R(gpu));
+        CHECK_OK(ssl_linear_backward(&lx, &lw, &lg, &lgx, &lgw, bias ? &lgb : NULL));
+        CHECK_OK(ssl_linear_backward(&d_lx, &d_lw, &d_lg, &d_lgx, &d_lgw, bias ? &d_lgb : NULL));
+        G_CLOSE_T(gpu, "linear dx", &d_lgx, &lgx, MM_A(gpu), MM_R(gpu));
+        G_CLOSE_T(gpu, "linear dw", &d_lgw, &lgw, MM_A(gpu), MM_R(gpu));
+        G_CLOSE_T(gpu, "linear db", &d_lgb, &lgb, MM_A(gpu), MM_R(gpu));
+    }
+
+    CHECK_OK(ssl_add(&x, &g, &y));
+    CHECK_OK(ssl_add(&dx, &dg, &dyv));
+    G_CLOSE_T(gpu, "add", &dyv, &y, 0, 0);
+    CHECK_OK(ssl_add_backward(&y, &gx, &y)); /* db is dy itself: left alone */
+    CHECK_OK(ssl_add_backward(&dyv, &dgx, &dyv));
+    G_CLOSE_T(gpu, "add backward", &dgx, &gx, 0, 0);
+
+    ssl_tensor *ds[] = {&dx, &dyv, &dg, &dgx, &day, &dag, &d_lx, &d_lw, &d_lb, &d_ly, &d_lg, &d_lgx, &d_lgw, &d_lgb};
+    for (int i = 0; i < 14; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &g, &gx, &ay, &ag, &lx, &lw, &lb, &ly, &lg, &lgx, &lgw, &lgb};
+    for (int i = 0; i < 14; i++) free_h(hs[i]);
+}
+
+/* the four losses, written on the primitives: value and both gradients */
+GPU_TEST(losses) {
+    int64_t n = 9, d = 13;
+    ssl_tensor z1 = g_rand(80, 2, n, d, 0, 0, -1, 1), z2 = g_rand(81, 2, n, d, 0, 0, -1, 1);
+    ssl_tensor g1 = g_rand(82, 2, n, d, 0, 0, 0, 1), g2 = g_rand(83, 2, n, d, 0, 0, 0, 1);
+    ssl_tensor dz1 = g_tensor(gpu, &z1), dz2 = g_tensor(gpu, &z2), dg1 = g_tensor(gpu, &g1), dg2 = g_tensor(gpu, &g2);
+    ssl_buf s0 = {0}, s1 = {0};
+    const char *names[4] = {"simclr", "vicreg", "barlow", "byol"};
+    for (int m = 0; m < 4; m++) {
+        float l0 = 0, l1 = 0;
+        int r0, r1;
+        if (m == 0) {
+            r0 = ssl_simclr_loss(&z1, &z2, 0.15f, &l0, &g1, &g2, &s0);
+            r1 = ssl_simclr_loss(&dz1, &dz2, 0.15f, &l1, &dg1, &dg2, &s1);
+        } else if (m == 1) {
+            r0 = ssl_vicreg_loss(&z1, &z2, SSL_VICREG_SIM, SSL_VICREG_STD, SSL_VICREG_COV, &l0, &g1, &g2, &s0);
+            r1 = ssl_vicreg_loss(&dz1, &dz2, SSL_VICREG_SIM, SSL_VICREG_STD, SSL_VICREG_COV, &l1, &dg1, &dg2, &s1);
+        } else if (m == 2) {
+            r0 = ssl_barlow_loss(&z1, &z2, SSL_BARLOW_LAMBD, &l0, &g1, &g2, &s0);
+            r1 = ssl_barlow_loss(&dz1, &dz2, SSL_BARLOW_LAMBD, &l1, &dg1, &dg2, &s1);
+        } else {
+            r0 = ssl_byol_loss(&z1, &z2, &z2, &z1, &l0, &g1, &g2, &s0);
+            r1 = ssl_byol_loss(&dz1, &dz2, &dz2, &dz1, &l1, &dg1, &dg2, &s1);
+        }
+        CHECK(r0 == 0 && r1 == 0, "%s: %s", names[m], ssl_last_error());
+        CHECK(fabs(l1 - l0) <= G_TOL(gpu, 1e-6, 1e-5) * fabs(l0) + 1e-6, "%s loss: got %.9g, want %.9g", names[m], l1, l0);
+        char what[64];
+        snprintf(what, sizeof what, "%s dz1", names[m]);
+        G_CLOSE_T(gpu, what, &dg1, &g1, MM_A(gpu), MM_R(gpu) * 10);
+        snprintf(what, sizeof what, "%s dz2", names[m]);
+        G_CLOSE_T(gpu, what, &dg2, &g2, MM_A(gpu), MM_R(gpu) * 10);
+    }
+    ssl_buf_free(&s0);
+    ssl_cuda_buf_free(&s1);
+    g_release(gpu, &dz1), g_release(gpu, &dz2), g_release(gpu, &dg1), g_release(gpu, &dg2);
+    free_h(&z1), free_h(&z2), free_h(&g1), free_h(&g2);
+}

@@ -1,0 +1,149 @@
+/* Section 10's optimizers over a device parameter table, and the loader's
+   GPU augmentation, against the CPU reference (see gpu_common.h). */
+#include "gpu_common.h"
+
+/* A small table: a conv weight (decayed, LARS-adapted), a linear weight, a
+   bias, BN gamma/beta, a buffer (never updated). */
+static void make_table(ssl_param_table *t) {
+    memset(t, 0, sizeof *t);
+    int64_t s1[4] = {5, 3, 3, 7}, s2[2] = {11, 13}, s3[1] = {11}, s4[1] = {5};
+    ssl_params_add(t, "conv1.weight", SSL_PARAM_WEIGHT, 4, s1);
+    ssl_params_add(t, "bn1.weight", SSL_PARAM_BN_WEIGHT, 1, s4);
+    ssl_params_add(t, "bn1.bias", SSL_PARAM_BN_BIAS, 1, s4);
+    ssl_params_add(t, "bn1.running_mean", SSL_PARAM_BUFFER, 1, s4);
+    ssl_params_add(t, "fc.weight", SSL_PARAM_WEIGHT, 2, s2);
+    ssl_params_add(t, "fc.bias", SSL_PARAM_BIAS, 1, s3);
+    ssl_params_alloc(t);
+    ssl_rng r = ssl_rng_make(99, 0, 0, 0, 0);
+    for (int64_t i = 0; i < t->total; i++) t->data[i] = ssl_rng_range(&r, -1, 1);
+}
+
+static void optim_case(int gpu, int kind) {
+    ssl_param_table t;
+    make_table(&t);
+    size_t bytes = sizeof(float) * (size_t)t.total;
+    ssl_param_table dt = t; /* same table, values on the mode's side */
+    dt.data = g_alloc(gpu, (size_t)t.total);
+    dt.grad = g_alloc(gpu, (size_t)t.total);
+    g_up(gpu, dt.data, t.data, bytes);
+    ssl_optim_config c = {0};
+    c.kind = kind, c.momentum = 0.9, c.weight_decay = 1e-2, c.eta = 0.001, c.beta1 = 0.9, c.beta2 = 0.999, c.eps = 1e-8;
+    ssl_optimizer o, dgo;
+    ssl_optim_init(&o, &c, &t);
+    ssl_cuda_optim_init(&dgo, &c, &dt);
+    ssl_rng r = ssl_rng_make(123, (uint32_t)kind, 0, 0, 0);
+    float *got = (float *)ssl_malloc(bytes, "params back");
+    for (int step = 0; step < 3; step++) {
+        for (int i = 0; i < t.n; i++) /* buffers keep a zero gradient */
+            for (int64_t k = 0; k < t.p[i].numel; k++)
+                t.grad[t.p[i].offset + k] = t.p[i].kind == SSL_PARAM_BUFFER ? 0.0f : ssl_rng_range(&r, -1, 1);
+        g_up(gpu, dt.grad, t.grad, bytes);
+        double lr = 0.1 * (step + 1);
+        ssl_optim_step(&o, &t, lr);
+        CHECK_OK(ssl_cuda_optim_step(&dgo, &dt, lr));
+        g_down(gpu, got, dt.data, bytes);
+        char what[64];
+        snprintf(what, sizeof what, "%s step %d weights", ssl_optim_name(kind), step + 1);
+        /* the same per-element update; LARS norms summed per chunk */
+        G_CLOSE(what, got, t.data, t.total, G_TOL(gpu, 1e-7, 1e-6), G_TOL(gpu, 1e-6, 1e-5));
+        g_down(gpu, got, dgo.m, bytes);
+        snprintf(what, sizeof what, "%s step %d momentum", ssl_optim_name(kind), step + 1);
+        G_CLOSE(what, got, o.m, t.total, G_TOL(gpu, 1e-7, 1e-6), G_TOL(gpu, 1e-6, 1e-5));
+    }
+    CHECK_EQ(dgo.step, 3);
+    free(got);
+    ssl_optim_free(&o);
+    ssl_cuda_optim_free(&dgo);
+    g_free(gpu, dt.data);
+    g_free(gpu, dt.grad);
+    ssl_params_free(&t);
+}
+
+GPU_TEST(optimizers_three_steps) {
+    optim_case(gpu, SSL_OPTIM_SGD);
+    optim_case(gpu, SSL_OPTIM_LARS);
+    optim_case(gpu, SSL_OPTIM_ADAMW);
+}
+
+/* ---- augmentation ---- */
+static ssl_aug_params hand_params(int which, int w, int h) {
+    ssl_aug_params p = ssl_aug_identity();
+    switch (which) {
+    case 0: break; /* identity: scale and normalize only */
+    case 1:        /* everything, contrast in the middle of the order */
+        p.flip = 1, p.jitter = 1, p.brightness = 1.3f, p.contrast = 0.7f, p.saturation = 1.4f, p.hue = 0.08f;
+        p.order[0] = 3, p.order[1] = 0, p.order[2] = 1, p.order[3] = 2;
+        p.gray = 0, p.blur_sigma = 1.3f, p.solarize = 1, p.solarize_threshold = 0.5f;
+        p.noise_std = 0.1f, p.noise_seed = 0x1234567890abcdefull;
+        break;
+    case 2: /* contrast first, then gray, blur radius clipped by the small image */
+        p.jitter = 1, p.brightness = 0.8f, p.contrast = 1.5f, p.saturation = 1.0f, p.hue = -0.2f;
+        p.order[0] = 1, p.order[1] = 2, p.order[2] = 0, p.order[3] = 3;
+        p.gray = 1, p.blur_sigma = 10.0f;
+        break;
+    case 3: /* flip, solarize and noise only: the CPU's in-place path */
+        p.flip = 1, p.solarize = 1, p.solarize_threshold = 0.3f, p.noise_std = 0.2f, p.noise_seed = 77;
+        break;
+    default: /* contrast last */
+        p.jitter = 1, p.brightness = 1.1f, p.contrast = 0.5f, p.saturation = 0.6f, p.hue = 0.3f;
+        p.order[0] = 0, p.order[1] = 2, p.order[2] = 3, p.order[3] = 1;
+        break;
+    }
+    (void)w, (void)h;
+    return p;
+}
+
+static void aug_case(int gpu, const char *name, int n, int w, int h, const ssl_aug_params *prm, int norm) {
+    size_t px = (size_t)w * h * 3;
+    uint8_t *u8 = gpu ? (uint8_t *)ssl_cuda_host_alloc(n * px, "test crops") : (uint8_t *)ssl_malloc(n * px, "test crops");
+    ssl_rng r = ssl_rng_make(2024, 0, 0, 0, 0);
+    for (size_t i = 0; i < n * px; i++) u8[i] = (uint8_t)ssl_rng_below(&r, 256);
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    float *want = (float *)ssl_malloc(sizeof(float) * n * px, "cpu views");
+    ssl_buf scratch = {0};
+    for (int s = 0; s < n; s++) {
+        float *img = want + s * px;
+        for (size_t i = 0; i < px; i++) img[i] = (float)u8[s * px + i];
+        ssl_augment_apply_ex(&prm[s], img, w, h, 1.0f / 255.0f, norm ? mean : NULL, norm ? std : NULL, &scratch);
+    }
+    float *dout = g_alloc(gpu, n * px);
+    CHECK_OK(ssl_cuda_augment_u8(u8, prm, n, w, h, 1.0f / 255.0f, norm ? mean : NULL, norm ? std : NULL, dout));
+    float *got = (float *)ssl_malloc(sizeof(float) * n * px, "gpu views");
+    g_down(gpu, got, dout, sizeof(float) * n * px);
+    /* The same SSL_HD pixel functions; the float results may differ by FMA
+       contraction (host -march=native vs nvcc) and blur/hue rounding:
+       max |diff| 1e-4 on normalized values (range about -2.2..2.7). */
+    double e = G_CLOSE(name, got, want, (int64_t)(n * px), 1e-4, 0);
+    printf("    %s: max |%s - cpu| = %.3g\n", name, gpu ? "gpu" : "emu", e);
+    free(got);
+    g_free(gpu, dout);
+    free(want);
+    ssl_buf_free(&scratch);
+    if (gpu) ssl_cuda_host_free(u8);
+    else free(u8);
+}
+
+GPU_TEST(augment_matches_cpu) {
+    int w = 23, h = 17;
+    ssl_aug_params hp[5];
+    for (int i = 0; i < 5; i++) hp[i] = hand_params(i, w, h);
+    aug_case(gpu, "augment hand-made params, normalized", 5, w, h, hp, 1);
+    aug_case(gpu, "augment hand-made params, [0,1]", 5, w, h, hp, 0);
+    /* the presets' draws: every op at its real probability */
+    const char *presets[3] = {"simclr", "byol", "noise"};
+    for (int k = 0; k < 3; k++) {
+        enum { N = 24 };
+        ssl_aug_params pp[N];
+        for (int s = 0; s < N; s++) {
+            ssl_view_recipe rc;
+            CHECK_OK(ssl_view_preset(presets[k], s & 1, 32, &rc));
+            pp[s] = ssl_view_draw(&rc, 40, 36, 5, 1, (uint32_t)s, (uint32_t)(s & 1));
+        }
+        char name[64];
+        snprintf(name, sizeof name, "augment preset %s", presets[k]);
+        aug_case(gpu, name, N, 32, 32, pp, 1);
+    }
+    /* bigger than one 1024-pixel chunk, odd size: the contrast mean's chunking */
+    ssl_aug_params big[3] = {hand_params(1, 77, 45), hand_params(2, 77, 45), hand_params(4, 77, 45)};
+    aug_case(gpu, "augment 77x45", 3, 77, 45, big, 1);
+}
