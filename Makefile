@@ -134,12 +134,17 @@ sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)
 	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
-$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h ssl.h $(GPU_DEPS) | $(BUILD)
+$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
 
+SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
+# the suite, then its GPU tests again under compute-sanitizer memcheck and
+# initcheck (application-only keeps the deliberate out-of-memory child out)
 test-gpu: $(BUILD)/tests-gpu
 	$(BUILD)/tests-gpu
+	$(SANITIZER) --tool memcheck --leak-check full --target-processes application-only --error-exitcode 1 $(BUILD)/tests-gpu gpu_
+	$(SANITIZER) --tool initcheck --target-processes application-only --error-exitcode 1 $(BUILD)/tests-gpu gpu_
 
 # ---- demo ----------------------------------------------------------------
 FMNIST := /usr/share/datasets/fashion-mnist

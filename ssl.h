@@ -1507,6 +1507,36 @@ SSLDEF int ssl_cuda_describe(int device, char *out, size_t cap);
 /* Fills out[n] with ssl_rng_uniform draws of stream (seed, 0, i, 0, op) on
    the GPU: checks that device and host share the RNG. */
 SSLDEF int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int n);
+/* Device memory. Allocation failures stop the program; out of memory says
+   how much was asked, for what, what is free, and to use a smaller batch. */
+SSLDEF void *ssl_cuda_malloc(size_t bytes, const char *what);
+SSLDEF void ssl_cuda_free(void *p);
+SSLDEF void ssl_cuda_buf_free(ssl_buf *b); /* a buffer grown by ssl_cuda_buf_reserve */
+SSLDEF void ssl_cuda_to_device(void *dst, const void *src, size_t bytes);
+SSLDEF void ssl_cuda_to_host(void *dst, const void *src, size_t bytes);
+SSLDEF void ssl_cuda_memset0(void *dst, size_t bytes);
+SSLDEF void ssl_cuda_sync(void);
+/* Page-locked host memory: the loader's u8 batches in GPU mode, so their
+   copies overlap compute. */
+SSLDEF void *ssl_cuda_host_alloc(size_t bytes, const char *what);
+SSLDEF void ssl_cuda_host_free(void *p);
+/* The optimizer over a table whose data and grad are device memory: m and
+   v on the device (ssl_cuda_optim_init), same updates as ssl_optim_step
+   (multi-tensor launches, LARS trust ratios from device norms). */
+SSLDEF void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
+SSLDEF void ssl_cuda_optim_free(ssl_optimizer *o);
+SSLDEF int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+/* The loader's GPU mode: n uint8 crops (n x h x w x 3, host memory, ideally
+   from ssl_cuda_host_alloc; copied on a copy stream) and their params ->
+   float NHWC device memory `out`, as ssl_augment_apply_ex(p, img, w, h,
+   in_scale, mean, std) computes it (mean/std NULL: no normalize). */
+SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
+                               float in_scale, const float mean[3], const float std[3], float *out);
+/* Tests: run every ssl_cuda_* op's kernels as host loops on host memory
+   (tensors marked SSL_DEV_CUDA), so their index math is checked without a
+   GPU. Switch only with no live device buffers. */
+SSLDEF void ssl_cuda_set_emulation(int on);
+SSLDEF int ssl_cuda_emulation(void);
 #endif
 
 #ifdef __cplusplus

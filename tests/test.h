@@ -17,6 +17,8 @@
 typedef void (*test_fn)(void);
 void test_register(const char *name, const char *file, test_fn fn);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Marks the running test skipped (reason printed); counted apart. */
+void test_skip(const char *reason);
 const char *test_tmp(const char *name);          /* path under the test tmp dir (static ring buffer) */
 const char *test_data(const char *name);         /* path under the test data dir */
 int test_run(const char *cmd, char **output);    /* runs a shell command, captures stdout+stderr */
@@ -68,7 +70,12 @@ int test_mkdirs(const char *path);
 
 typedef struct { const char *name, *file; test_fn fn; } test_entry;
 static test_entry test__all[512];
-static int test__n, test__cur_failed;
+static int test__n, test__cur_failed, test__cur_skipped;
+
+void test_skip(const char *reason) {
+    printf("    skipped: %s\n", reason);
+    test__cur_skipped = 1;
+}
 
 void test_register(const char *name, const char *file, test_fn fn) {
     SSL_ASSERT(test__n < 512, "too many tests");
@@ -139,19 +146,22 @@ int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     test_mkdirs(test__env("SSL_TEST_TMP", "build/tmp"));
     ssl_set_verbosity(0);
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     double t0 = ssl_now();
     for (int i = 0; i < test__n; i++) {
         if (filter && !strstr(test__all[i].name, filter)) continue;
-        test__cur_failed = 0;
+        test__cur_failed = test__cur_skipped = 0;
         double t = ssl_now();
         test__all[i].fn();
         t = ssl_now() - t;
         if (test__cur_failed) { failed++; printf("FAIL %-40s (%.2fs)\n", test__all[i].name, t); }
+        else if (test__cur_skipped) { skipped++; printf("skip %-40s\n", test__all[i].name); }
         else { passed++; printf("ok   %-40s (%.2fs)\n", test__all[i].name, t); }
         fflush(stdout);
     }
-    printf("(%.1fs)\n%d passed, %d failed\n", ssl_now() - t0, passed, failed);
+    printf("(%.1fs)\n", ssl_now() - t0);
+    if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    else printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
 #endif
