@@ -121,17 +121,19 @@ $(BUILD)/tests-asan: $(TEST_SRC) tests/test.h ssl.h | $(BUILD)
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
 
-$(BUILD)/pack-asan: pack.c ssl.h | $(BUILD)
+$(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	    -o $@ pack.c $(LDLIBS)
+	    -o $@ $< $(LDLIBS)
 
-test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack $(BUILD)/tests
+test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
-	$(TEST_ENV) SSL_PACK=./pack $(BUILD)/tests
+	$(TEST_ENV) SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
 
-sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/tests-asan
+# the same tests, and the programs they run, under ASan + UBSan
+sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
-	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
+	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan SSL_TRAIN=$(BUILD)/train-asan SSL_PROBE=$(BUILD)/probe-asan \
+	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
 $(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h ssl.h $(GPU_DEPS) | $(BUILD)

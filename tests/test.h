@@ -17,6 +17,7 @@
 typedef void (*test_fn)(void);
 void test_register(const char *name, const char *file, test_fn fn);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void test_fail_check(const char *file, int line, const char *cond, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Marks the running test skipped (reason printed); counted apart. */
 void test_skip(const char *reason);
 const char *test_tmp(const char *name);          /* path under the test tmp dir (static ring buffer) */
@@ -32,8 +33,9 @@ int test_mkdirs(const char *path);
     }                                                                                \
     static void test_##name(void)
 
+/* the condition is passed as a string argument, never as a format */
 #define CHECK(cond, ...) \
-    do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(" #cond ") " __VA_ARGS__); } while (0)
+    do { if (!(cond)) test_fail_check(__FILE__, __LINE__, #cond, " " __VA_ARGS__); } while (0)
 #define CHECK_EQ(a, b)                                                                                  \
     do {                                                                                                \
         long long a_ = (long long)(a), b_ = (long long)(b);                                             \
@@ -87,6 +89,16 @@ void test_register(const char *name, const char *file, test_fn fn) {
 void test_fail(const char *file, int line, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "    %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    test__cur_failed++;
+}
+
+void test_fail_check(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "    %s:%d: CHECK(%s) ", file, line, cond);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

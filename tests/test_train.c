@@ -1,0 +1,140 @@
+/* ./train as a program: bad options refused before any work, a NaN loss
+   stops the run naming the step and leaving the last checkpoint intact,
+   SIGINT writes a checkpoint and exits cleanly, and a run stopped and
+   resumed ends with exactly the weights of a run that never stopped. */
+#include "test.h"
+
+#include <sys/stat.h>
+
+static const char *bin(const char *env, const char *def) {
+    const char *p = getenv(env);
+    return p && *p ? p : def;
+}
+
+static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(char **out, const char *fmt, ...) {
+    char cmd[4 * SSL_STR];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char *o = NULL;
+    int rc = test_run(cmd, &o);
+    if (out) *out = o; else free(o);
+    return rc;
+}
+
+/* 512 Fashion-MNIST images, packed once per run. */
+static const char *tiny_data(void) {
+    static char path[SSL_STR];
+    if (path[0]) return path;
+    snprintf(path, sizeof path, "%s", test_tmp("fm512.ssl"));
+    const char *dir = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
+    if (run(NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=512 force=1", bin("SSL_PACK", "./pack"), dir, path) != 0)
+        test_fail(__FILE__, __LINE__, "packing 512 Fashion-MNIST images failed");
+    return path;
+}
+
+/* A small, fast configuration: ResNet-18 at width 1/8, 16 px, 8 steps an epoch. */
+#define TINY "width=0.125 res=16 bs=64 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1"
+
+TEST(train_refuses_bad_options_before_work) {
+    const char *t = bin("SSL_TRAIN", "./train");
+    char *out;
+    CHECK(run(&out, "%s simclr data=x.ssl lrr=1", t) != 0);
+    CHECK_CONTAINS(out, "did you mean 'lr'?");
+    free(out);
+    CHECK(run(&out, "%s simclr data=x.ssl bs=0", t) != 0);
+    CHECK_CONTAINS(out, "bad value for 'bs'");
+    free(out);
+    CHECK(run(&out, "%s simclrr data=x.ssl", t) != 0);
+    CHECK_CONTAINS(out, "simclrr");
+    free(out);
+    CHECK(run(&out, "%s simclr data=%s " TINY " out=%s", t, test_tmp("missing.ssl"), test_tmp("run_missing")) != 0);
+    CHECK_CONTAINS(out, "missing.ssl");
+    free(out);
+    struct stat st;
+    CHECK(stat(test_tmp("run_missing/ckpt.sslt"), &st) != 0, "a failed start wrote a checkpoint");
+}
+
+static uint32_t file_crc(const char *path) {
+    uint8_t *b;
+    size_t n;
+    if (ssl_read_file(path, &b, &n) != 0) return 0;
+    uint32_t c = ssl_crc32(0, b, n);
+    free(b);
+    return c;
+}
+
+TEST(train_nan_stops_and_keeps_the_last_checkpoint) {
+    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *dir = test_tmp("run_nan");
+    char *out, ck[SSL_STR + 16];
+    CHECK_EQ(run(&out, "rm -rf %s && %s vicreg data=%s " TINY " epochs=1 out=%s", dir, t, data, dir), 0);
+    free(out);
+    snprintf(ck, sizeof ck, "%s/ckpt.sslt", dir);
+    uint32_t before = file_crc(ck);
+    CHECK(before != 0, "no checkpoint after one epoch");
+    /* resume with an absurd learning rate: the loss blows up (inf, then nan) */
+    int rc = run(&out, "%s vicreg resume=%s lr=5000 epochs=3", t, dir);
+    CHECK(rc != 0, "a NaN run exited 0");
+    CHECK_CONTAINS(out, "stopped before updating the weights"); /* "step N: vicreg loss is inf|nan; ..." */
+    CHECK_CONTAINS(out, ": step ");
+    CHECK_CONTAINS(out, "ckpt.sslt (left intact)");
+    free(out);
+    CHECK_EQ(file_crc(ck), before);
+}
+
+/* Every tensor but the run's bookkeeping (times) must be equal. */
+static int same_weights(const char *a, const char *b, char *why, size_t cap) {
+    ssl_tfile x, y;
+    if (ssl_tfile_read(a, &x) != 0) { snprintf(why, cap, "%s", ssl_last_error()); return 0; }
+    if (ssl_tfile_read(b, &y) != 0) { snprintf(why, cap, "%s", ssl_last_error()); ssl_tfile_free(&x); return 0; }
+    int ok = x.count == y.count, compared = 0;
+    for (int i = 0; ok && i < x.count; i++) {
+        const ssl_tentry *e = &x.entries[i], *f = ssl_tfile_find(&y, e->name);
+        if (!strncmp(e->name, "user.", 5) || !strncmp(e->name, "trainer.", 8)) continue;
+        if (!f || f->nbytes != e->nbytes || memcmp(f->data, e->data, e->nbytes)) {
+            snprintf(why, cap, "tensor '%s' differs", e->name);
+            ok = 0;
+        }
+        compared++;
+    }
+    if (ok && compared < 20) { snprintf(why, cap, "only %d tensors compared", compared); ok = 0; }
+    ssl_tfile_free(&x);
+    ssl_tfile_free(&y);
+    return ok;
+}
+
+TEST(train_stop_and_resume_equals_a_straight_run) {
+    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *a = test_tmp("run_straight"), *b = test_tmp("run_resumed");
+    char *out;
+    CHECK_EQ(run(&out, "rm -rf %s %s && %s byol data=%s " TINY " epochs=2 out=%s", a, b, t, data, a), 0);
+    free(out);
+    /* stopped after 5 steps (mid-epoch), then resumed to the end */
+    CHECK_EQ(run(&out, "%s byol data=%s " TINY " epochs=2 max_steps=5 out=%s", t, data, b), 0);
+    free(out);
+    CHECK_EQ(run(&out, "%s byol resume=%s", t, b), 0);
+    free(out);
+    char ca[SSL_STR + 16], cb[SSL_STR + 16], why[512] = "";
+    snprintf(ca, sizeof ca, "%s/ckpt.sslt", a);
+    snprintf(cb, sizeof cb, "%s/ckpt.sslt", b);
+    CHECK(same_weights(ca, cb, why, sizeof why), "%s", why);
+}
+
+TEST(train_sigint_writes_a_checkpoint_and_exits_cleanly) {
+    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *dir = test_tmp("run_sigint");
+    char *out;
+    /* long enough to be interrupted: 50 epochs; SIGINT after 3 s */
+    int rc = run(&out, "rm -rf %s; %s simclr data=%s " TINY " epochs=50 out=%s & pid=$!; sleep 3; kill -INT $pid; wait $pid",
+                 dir, t, data, dir);
+    CHECK_EQ(rc, 0);
+    free(out);
+    char ck[SSL_STR + 16];
+    snprintf(ck, sizeof ck, "%s/ckpt.sslt", dir);
+    ssl_tfile f;
+    CHECK_OK(ssl_tfile_read(ck, &f));
+    if (f.bytes) ssl_tfile_free(&f);
+}
