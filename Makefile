@@ -127,7 +127,11 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 
 test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
-	$(TEST_ENV) SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
+	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
+
+# export to / import from PyTorch, checked with torch + torchvision (build/venv)
+test-export: pack train probe
+	$(BUILD)/venv/bin/python tests/test_export.py
 
 # the same tests, and the programs they run, under ASan + UBSan
 sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan
@@ -151,14 +155,27 @@ test-gpu: $(BUILD)/tests-gpu
 # ---- demo ----------------------------------------------------------------
 FMNIST := /usr/share/datasets/fashion-mnist
 FMNIST_CLASSES := T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot
+DEMO := $(BUILD)/demo
+DEMO_TRAIN := simclr width=0.25 res=28 bs=128 epochs=4 warmup=0.5 probe_lr=0.01 views=crop_gray projector=256-128
 demo: $(BUILD)/.deps pack train probe
-	mkdir -p $(BUILD)/demo
-	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(BUILD)/demo/fmnist-train.ssl classes="$(FMNIST_CLASSES)" force=1
-	./pack $(FMNIST)/t10k-images-idx3-ubyte.gz $(BUILD)/demo/fmnist-test.ssl classes="$(FMNIST_CLASSES)" force=1
-	./pack info $(BUILD)/demo/fmnist-train.ssl
-	./pack info $(BUILD)/demo/fmnist-test.ssl
+	mkdir -p $(DEMO)
+	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(DEMO)/fmnist-train.ssl classes="$(FMNIST_CLASSES)" force=1
+	./pack $(FMNIST)/t10k-images-idx3-ubyte.gz $(DEMO)/fmnist-test.ssl classes="$(FMNIST_CLASSES)" force=1
+	./pack info $(DEMO)/fmnist-train.ssl
+	./pack info $(DEMO)/fmnist-test.ssl
+	@echo "== SimCLR on 10,000 Fashion-MNIST images, CPU, a few minutes"
+	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(DEMO)/fmnist-train10k.ssl classes="$(FMNIST_CLASSES)" limit=10000 force=1 quiet=1
+	rm -rf $(DEMO)/run
+	./train $(DEMO_TRAIN) data=$(DEMO)/fmnist-train10k.ssl val=$(DEMO)/fmnist-test.ssl out=$(DEMO)/run
+	@echo "== offline probes on all 60,000 / 10,000 images: the trained backbone, then a random-init one"
+	./probe ckpt=$(DEMO)/run train=$(DEMO)/fmnist-train.ssl eval=$(DEMO)/fmnist-test.ssl modes=linear,knn out=$(DEMO)/probe-trained
+	./probe init=random arch=resnet18 stem=cifar width=0.25 train=$(DEMO)/fmnist-train.ssl eval=$(DEMO)/fmnist-test.ssl \
+	    modes=linear,knn out=$(DEMO)/probe-random
+	bash scripts/plot.sh $(DEMO)/run/log.jsonl $(DEMO)/run/training.png
+	@echo "== demo done. Online probe: the eval line of ./train above. Offline probes: the two tables above"
+	@echo "   ($(DEMO)/probe-trained/probe.json, $(DEMO)/probe-random/probe.json). Plot: $(DEMO)/run/training.png"
 
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)
 
-.PHONY: all deps test sanitize test-gpu demo clean
+.PHONY: all deps test test-export sanitize test-gpu demo clean
