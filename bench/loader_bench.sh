@@ -6,13 +6,8 @@
 # Writes bench/out/loader.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
-D=build/bench-data
-mkdir -p $D bench/out
-[ -d $D/cifar10/train ] || tar xzf $SHARED/data/cifar10-jpg.tar.gz -C $D
-[ -d $D/imagenette/train ] || tar xzf $SHARED/data/imagenette-train.tar.gz -C $D
+. bench/data.sh
 PY=$(scripts/pyenv.sh)
-make -s pack >/dev/null
 cc -O3 -march=native -pthread -DSSL_TURBOJPEG -o build/loader_bench bench/loader_bench.c -lm -lturbojpeg
 [ -f build/bench-imagenette-auto.ssl ] || ./pack $D/imagenette/train build/bench-imagenette-auto.ssl quiet=1 >/dev/null 2>&1
 [ -f build/bench-cifar10-train.ssl ] || ./pack $D/cifar10/train build/bench-cifar10-train.ssl quiet=1 >/dev/null 2>&1

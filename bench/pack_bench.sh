@@ -6,12 +6,7 @@
 # to bench/out/pack.md and prints it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
-D=build/bench-data
-mkdir -p $D bench/out
-[ -d $D/cifar10/train ] || tar xzf $SHARED/data/cifar10-jpg.tar.gz -C $D
-[ -d $D/imagenette/train ] || tar xzf $SHARED/data/imagenette-train.tar.gz -C $D
-make -s pack >/dev/null
+. bench/data.sh
 cc -O3 -march=native -pthread -DSSL_TURBOJPEG -o build/read_bench bench/read_bench.c -lm -lturbojpeg
 # CIFAR-10 train and test together: one list file of all 60,000
 if [ ! -f $D/cifar10-all.txt ]; then
