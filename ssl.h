@@ -3789,23 +3789,22 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
 #ifdef SSL_TURBOJPEG
     int iw, ih, ic, fmt;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
-    if (fmt == SSL_FMT_JPEG && (need_w < iw || need_h < ih)) {
-        /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need */
+    if (fmt == SSL_FMT_JPEG) {
+        /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need
+           (the header is parsed once: this is the loader's hot path) */
         int num = 8;
         for (int k = 1; k < 8; k++) {
             int sw = (iw * k + 7) / 8, sh = (ih * k + 7) / 8;
             if (sw >= need_w && sh >= need_h) { num = k; break; }
         }
-        if (num < 8) {
-            int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
-            uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
-            if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
-                              oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
-                tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-                return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
-            *w = sw; *h = sh; *c = oc;
-            return 0;
-        }
+        int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
+        uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
+        if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
+                          oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+            tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
+            return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
+        *w = sw; *h = sh; *c = oc;
+        return 0;
     }
 #endif
     (void)need_w;

@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
         dt = ssl_now() - t0;
     } else {
         ssl_loader_config c;
-        ssl_loader_config_init(&c, path, "simclr", res, 64);
+        ssl_loader_config_init(&c, path, "simclr", res, getenv("BS") ? atoi(getenv("BS")) : 64);
         for (int v = 0; v < 2; v++) {
             ssl_view_recipe *r = &c.views[v];
             int stage = !strcmp(recipe, "crops") || !strcmp(recipe, "u8") ? 0 : !strcmp(recipe, "blur") ? 1
