@@ -23,6 +23,12 @@ void test_skip(const char *reason);
 const char *test_tmp(const char *name);          /* path under the test tmp dir (static ring buffer) */
 const char *test_data(const char *name);         /* path under the test data dir */
 int test_run(const char *cmd, char **output);    /* runs a shell command, captures stdout+stderr */
+/* The program a test runs: $env if set, else def ("./pack", "./train"...). */
+const char *test_bin(const char *env, const char *def);
+/* test_run of "PROG ARGS" with ARGS printf-formatted (prog NULL: ARGS is the
+   whole command); the output goes to *out (free it), or is dropped if out
+   is NULL. Returns the exit code. */
+int test_runf(char **out, const char *prog, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int test_write(const char *path, const void *p, size_t n);
 int test_mkdirs(const char *path);
 
@@ -110,20 +116,18 @@ static const char *test__env(const char *k, const char *def) {
     const char *v = getenv(k);
     return v && *v ? v : def;
 }
-const char *test_tmp(const char *name) {
-    static char ring[8][SSL_STR];
-    static int k;
-    char *o = ring[k++ % 8];
-    snprintf(o, SSL_STR, "%s/%s", test__env("SSL_TEST_TMP", "build/tmp"), name);
+/* dir/name in ring `which` of 8 buffers: a few paths of each kind stay
+   alive at once, and data paths never overwrite tmp paths */
+static const char *test__path(int which, const char *dir, const char *name) {
+    static char ring[2][8][SSL_STR];
+    static int k[2];
+    char *o = ring[which][k[which]++ % 8];
+    snprintf(o, SSL_STR, "%s/%s", dir, name);
     return o;
 }
-const char *test_data(const char *name) {
-    static char ring[8][SSL_STR];
-    static int k;
-    char *o = ring[k++ % 8];
-    snprintf(o, SSL_STR, "%s/%s", test__env("SSL_TEST_DATA", "build/data"), name);
-    return o;
-}
+const char *test_tmp(const char *name) { return test__path(0, test__env("SSL_TEST_TMP", "build/tmp"), name); }
+const char *test_data(const char *name) { return test__path(1, test__env("SSL_TEST_DATA", "build/data"), name); }
+const char *test_bin(const char *env, const char *def) { return test__env(env, def); }
 int test_mkdirs(const char *path) {
     char cmd[SSL_STR + 16];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
@@ -152,6 +156,21 @@ int test_run(const char *cmd, char **output) {
     int st = pclose(p);
     if (output) *output = buf; else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+int test_runf(char **out, const char *prog, const char *fmt, ...) {
+    char args[3 * SSL_STR], cmd[4 * SSL_STR];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    if (prog) snprintf(cmd, sizeof cmd, "%s %s", prog, args);
+    else snprintf(cmd, sizeof cmd, "%s", args);
+    char *o = NULL;
+    int rc = test_run(cmd, &o);
+    if (out) *out = o;
+    else free(o);
+    return rc;
 }
 
 int main(int argc, char **argv) {

@@ -12,10 +12,6 @@
 #define LEARN_KNN 60.0
 #define LEARN_PROBE 38.0
 
-static const char *bin(const char *env, const char *def) {
-    const char *p = getenv(env);
-    return p && *p ? p : def;
-}
 
 /* Runs ./train and reads "kNN top-1 X%" and "online probe top-1 Y%" from
    its closing eval line. */
@@ -27,8 +23,8 @@ static int train_eval(const char *extra, const char *dir, double *knn, double *p
              "%s %s/t10k-images-idx3-ubyte.gz %s limit=2000 force=1 quiet=1 >/dev/null 2>&1 && "
              "%s simclr data=%s val=%s width=0.25 res=28 bs=128 epochs=3 warmup=0.5 probe_lr=0.01 views=crop_gray "
              "projector=256-128 log_every=20 out=%s %s",
-             bin("SSL_PACK", "./pack"), fm, test_tmp("learn-train.ssl"), bin("SSL_PACK", "./pack"), fm,
-             test_tmp("learn-test.ssl"), bin("SSL_TRAIN", "./train"), test_tmp("learn-train.ssl"),
+             test_bin("SSL_PACK", "./pack"), fm, test_tmp("learn-train.ssl"), test_bin("SSL_PACK", "./pack"), fm,
+             test_tmp("learn-test.ssl"), test_bin("SSL_TRAIN", "./train"), test_tmp("learn-train.ssl"),
              test_tmp("learn-test.ssl"), dir, extra);
     int rc = test_run(cmd, &out);
     const char *k = out ? strstr(out, "kNN top-1 ") : NULL, *p = out ? strstr(out, "online probe top-1 ") : NULL;

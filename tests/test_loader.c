@@ -26,7 +26,7 @@ static const char *cifar_pack(void) {
     if (path[0]) return path;
     snprintf(path, sizeof path, "%s", test_tmp("cifar500.ssl"));
     char cmd[4 * SSL_STR];
-    const char *bin = getenv("SSL_PACK") ? getenv("SSL_PACK") : "./pack";
+    const char *bin = test_bin("SSL_PACK", "./pack");
     snprintf(cmd, sizeof cmd, "%s %s %s force=1", bin, test_data("cifar10/test"), path);
     char *out;
     int rc = test_run(cmd, &out);

@@ -7,25 +7,9 @@
 #include <unistd.h>
 #include <stb/stb_image_write.h> /* declarations only: the BMP writer for a test source */
 
-static const char *pack_bin(void) {
-    const char *p = getenv("SSL_PACK");
-    return p && *p ? p : "./pack";
-}
 
-/* Runs ./pack with args; returns its exit code, output in *out (free it). */
-static int run_pack(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_pack(char **out, const char *fmt, ...) {
-    char args[3 * SSL_STR], cmd[4 * SSL_STR];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", pack_bin(), args);
-    char *o = NULL;
-    int rc = test_run(cmd, &o);
-    if (out) *out = o; else free(o);
-    return rc;
-}
+/* Runs ./pack with printf-formatted args; see test_runf. */
+#define run_pack(out, ...) test_runf(out, test_bin("SSL_PACK", "./pack"), __VA_ARGS__)
 
 static uint8_t *slurp(const char *path, size_t *n) {
     uint8_t *b = NULL;

@@ -10,27 +10,11 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-static const char *env_or(const char *k, const char *def) {
-    const char *v = getenv(k);
-    return v && *v ? v : def;
-}
 
-static int run_bin(const char *bin, char **out, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int run_bin(const char *bin, char **out, const char *fmt, ...) {
-    char args[3 * SSL_STR], cmd[4 * SSL_STR];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", bin, args);
-    char *o = NULL;
-    int rc = test_run(cmd, &o);
-    if (out) *out = o; else free(o);
-    return rc;
-}
-#define PROBE env_or("SSL_PROBE", "./probe")
-#define TRAIN env_or("SSL_TRAIN", "./train")
-#define PACK env_or("SSL_PACK", "./pack")
+#define run_bin(bin, out, ...) test_runf(out, bin, __VA_ARGS__)
+#define PROBE test_bin("SSL_PROBE", "./probe")
+#define TRAIN test_bin("SSL_TRAIN", "./train")
+#define PACK test_bin("SSL_PACK", "./pack")
 
 /* Paths of the shared fixture (in the test tmp dir). */
 static char fx_dir[SSL_STR], fx_train[SSL_STR + 32], fx_eval[SSL_STR + 32], fx_run[SSL_STR + 32], fx_ckpt[SSL_STR + 64];
@@ -50,7 +34,7 @@ static int fixture(void) {
     static int state; /* 0 not made, 1 ready, -1 failed */
     if (state) return state > 0;
     state = -1;
-    const char *fm = env_or("SSL_FMNIST", "/usr/share/datasets/fashion-mnist");
+    const char *fm = test_bin("SSL_FMNIST", "/usr/share/datasets/fashion-mnist");
     char src[SSL_STR + 64];
     snprintf(src, sizeof src, "%s/t10k-images-idx3-ubyte.gz", fm);
     struct stat st;

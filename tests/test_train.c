@@ -6,23 +6,9 @@
 
 #include <sys/stat.h>
 
-static const char *bin(const char *env, const char *def) {
-    const char *p = getenv(env);
-    return p && *p ? p : def;
-}
 
-static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run(char **out, const char *fmt, ...) {
-    char cmd[4 * SSL_STR];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char *o = NULL;
-    int rc = test_run(cmd, &o);
-    if (out) *out = o; else free(o);
-    return rc;
-}
+
+#define run(out, ...) test_runf(out, NULL, __VA_ARGS__)
 
 /* 512 Fashion-MNIST images, packed once per run. */
 static const char *tiny_data(void) {
@@ -30,7 +16,7 @@ static const char *tiny_data(void) {
     if (path[0]) return path;
     snprintf(path, sizeof path, "%s", test_tmp("fm512.ssl"));
     const char *dir = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
-    if (run(NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=512 force=1", bin("SSL_PACK", "./pack"), dir, path) != 0)
+    if (run(NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=512 force=1", test_bin("SSL_PACK", "./pack"), dir, path) != 0)
         test_fail(__FILE__, __LINE__, "packing 512 Fashion-MNIST images failed");
     return path;
 }
@@ -39,7 +25,7 @@ static const char *tiny_data(void) {
 #define TINY "width=0.125 res=16 bs=64 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1"
 
 TEST(train_refuses_bad_options_before_work) {
-    const char *t = bin("SSL_TRAIN", "./train");
+    const char *t = test_bin("SSL_TRAIN", "./train");
     char *out;
     CHECK(run(&out, "%s simclr data=x.ssl lrr=1", t) != 0);
     CHECK_CONTAINS(out, "did you mean 'lr'?");
@@ -67,7 +53,7 @@ static uint32_t file_crc(const char *path) {
 }
 
 TEST(train_nan_stops_and_keeps_the_last_checkpoint) {
-    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data();
     const char *dir = test_tmp("run_nan");
     char *out, ck[SSL_STR + 16];
     CHECK_EQ(run(&out, "rm -rf %s && %s vicreg data=%s " TINY " epochs=1 out=%s", dir, t, data, dir), 0);
@@ -107,7 +93,7 @@ static int same_weights(const char *a, const char *b, char *why, size_t cap) {
 }
 
 TEST(train_stop_and_resume_equals_a_straight_run) {
-    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data();
     const char *a = test_tmp("run_straight"), *b = test_tmp("run_resumed");
     char *out;
     CHECK_EQ(run(&out, "rm -rf %s %s && %s byol data=%s " TINY " epochs=2 out=%s", a, b, t, data, a), 0);
@@ -124,7 +110,7 @@ TEST(train_stop_and_resume_equals_a_straight_run) {
 }
 
 TEST(train_sigint_writes_a_checkpoint_and_exits_cleanly) {
-    const char *t = bin("SSL_TRAIN", "./train"), *data = tiny_data();
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data();
     const char *dir = test_tmp("run_sigint");
     char *out;
     /* long enough to be interrupted: 50 epochs; SIGINT after 3 s */
