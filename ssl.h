@@ -280,7 +280,7 @@ typedef struct {
 enum {
     SSL_RNG_ORDER = 1, SSL_RNG_CROP, SSL_RNG_FLIP, SSL_RNG_JITTER, SSL_RNG_GRAY,
     SSL_RNG_BLUR, SSL_RNG_SOLARIZE, SSL_RNG_NOISE, SSL_RNG_REPLACE, SSL_RNG_INIT,
-    SSL_RNG_SPLIT
+    SSL_RNG_SPLIT = 12 /* 11 was retired: streams keep their numbers */
 };
 
 static inline SSL_HD ssl_rng ssl_rng_make(uint64_t seed, uint32_t epoch, uint32_t sample, uint32_t view, uint32_t op) {
