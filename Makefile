@@ -40,6 +40,13 @@ ifeq ($(TURBOJPEG),yes)
   $(info [ssl.h] turbojpeg   yes  (JPEG through libjpeg-turbo; NO_TURBOJPEG=1 for stb_image))
   CFLAGS += -DSSL_TURBOJPEG $(shell pkg-config --cflags libturbojpeg)
   LDLIBS += $(shell pkg-config --libs libturbojpeg)
+  ifeq ($(shell pkg-config --exists libjpeg 2>/dev/null && echo yes),yes)
+    $(info [ssl.h] libjpeg     yes  (the loader decodes only the rows and columns its crops cover))
+    CFLAGS += -DSSL_LIBJPEG $(shell pkg-config --cflags libjpeg)
+    LDLIBS += $(shell pkg-config --libs libjpeg)
+  else
+    $(info [ssl.h] libjpeg     no   (whole JPEGs are decoded; apt-get install libjpeg62-turbo-dev))
+  endif
 else
   $(info [ssl.h] turbojpeg   no   (JPEG through stb_image))
 endif

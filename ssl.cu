@@ -71,10 +71,10 @@ SSLDEF void ssl_cuda_optim_free(ssl_optimizer *o);
 SSLDEF int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
 /* the loader's GPU mode: n uint8 crops (n x h x w x 3, host memory, ideally
    from ssl_cuda_host_alloc) and their params -> float NHWC on the device,
-   augmented as ssl_augment_apply_ex(p, img, w, h, in_scale, mean, std) does
+   augmented as ssl_augment_apply_ex(p, img, w, h, in_range, mean, std) does
    (mean/std NULL: no normalize) */
 SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
-                               float in_scale, const float mean[3], const float std[3], float *out);
+                               float in_range, const float mean[3], const float std[3], float *out);
 /* tests: run every ssl_cuda_* op's functors on the host, on host memory */
 SSLDEF void ssl_cuda_set_emulation(int on);
 SSLDEF int ssl_cuda_emulation(void);
@@ -1254,7 +1254,7 @@ struct ssl__augd {
 };
 struct ssl__augb { /* the batch */
     int n, w, h, norm;
-    float in_scale, mean[3], std[3];
+    float in_range, mean[3], std[3];
 };
 
 static void ssl__augd_make(const ssl_aug_params *p, int w, int h, ssl__augd *a) {
@@ -1289,7 +1289,7 @@ static inline SSL_HD void ssl__aug_load(const ssl__augb &b, const ssl__augd &a, 
                                         float rgb[3]) {
     int64_t y = i / b.w, x = i % b.w, sx = a.flip ? b.w - 1 - x : x;
     const uint8_t *p = src + ((s * b.h + y) * b.w + sx) * 3;
-    for (int c = 0; c < 3; c++) rgb[c] = (float)p[c] * b.in_scale;
+    for (int c = 0; c < 3; c++) rgb[c] = (float)p[c] / b.in_range;
 }
 static inline SSL_HD void ssl__aug_op(const ssl__augd &a, int op, float mean_gray, float rgb[3]) {
     switch (op) {
@@ -1450,9 +1450,9 @@ static void ssl__augment_run(const X &x, const ssl__augb &b, const ssl__augd *ad
     x.each(bc, b.n * hw);
 }
 
-static ssl__augb ssl__augb_make(int n, int w, int h, float in_scale, const float mean[3], const float std[3]) {
+static ssl__augb ssl__augb_make(int n, int w, int h, float in_range, const float mean[3], const float std[3]) {
     ssl__augb b;
-    b.n = n, b.w = w, b.h = h, b.in_scale = in_scale, b.norm = mean && std;
+    b.n = n, b.w = w, b.h = h, b.in_range = in_range, b.norm = mean && std;
     for (int c = 0; c < 3; c++) b.mean[c] = b.norm ? mean[c] : 0.0f, b.std[c] = b.norm ? std[c] : 1.0f;
     return b;
 }
@@ -1471,11 +1471,11 @@ static int ssl__slot_next;
 static cudaStream_t ssl__copy_stream;
 
 extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
-                                   float in_scale, const float mean[3], const float std[3], float *out) {
+                                   float in_range, const float mean[3], const float std[3], float *out) {
     if (n <= 0) return 0;
     if (w <= 0 || h <= 0 || (int64_t)w * h >= (1ll << 31))
         return ssl__fail("ssl_cuda_augment_u8: bad image size %dx%d", w, h);
-    ssl__augb b = ssl__augb_make(n, w, h, in_scale, mean, std);
+    ssl__augb b = ssl__augb_make(n, w, h, in_range, mean, std);
     size_t src_bytes = (size_t)n * w * h * 3;
     if (ssl__emu) { /* host memory throughout */
         ssl__augd *ad = (ssl__augd *)ssl_malloc(sizeof(ssl__augd) * (size_t)n, "augment descriptors");

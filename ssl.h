@@ -9,6 +9,8 @@
    Build flags the implementation understands (the Makefile sets them from
    what it finds):
        SSL_TURBOJPEG   decode/encode JPEG with libjpeg-turbo (else stb_image)
+       SSL_LIBJPEG     with it, libjpeg-turbo's libjpeg API: the loader
+                       decodes only the part of a JPEG its crops cover
        SSL_CUDA        link the CUDA backend from ssl.cu
        SSL_STATIC      make every public function static
 
@@ -111,6 +113,8 @@ SSLDEF void ssl__die(const char *file, int line, const char *fmt, ...) SSL__PRIN
 SSLDEF void *ssl_malloc(size_t n, const char *what);
 SSLDEF void *ssl_calloc(size_t n, const char *what);
 SSLDEF void *ssl_realloc(void *p, size_t n, const char *what);
+/* The same, 64-byte aligned (free with free()). */
+SSLDEF void *ssl_malloc_aligned(size_t n, const char *what);
 
 /* A growable byte buffer: scratch space reused across calls, so the steady
    state allocates nothing. */
@@ -454,6 +458,33 @@ SSLDEF void ssl__resample_gain(const uint8_t *src, int sw, int sh, int c, double
 SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
                                uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, float gain,
                                ssl_buf *scratch);
+/* The loader's float path in one pass (RGB, bilinear): the uint8 result of
+   ssl__resample_fast bit for bit, mirrored when `flip`, then per value
+   x = q / range, solarized (x >= threshold: 1 - x), and (x - mean[c]) /
+   std[c] (0 and 1 for none): the float ops ssl_augment_apply_ex does on the
+   same uint8 crop. `stream`: non-temporal stores (dst 32-byte aligned, for
+   outputs larger than the caches). Returns -1, touching nothing, where the
+   fast path does not apply (no AVX2, or shrinking too much); the caller then
+   resamples to uint8 and finishes in a second pass. src, ox, oy: as
+   ssl__resample_fast_at. */
+typedef struct {
+    float range, threshold, mean[3], std[3];
+    /* ssl__rs_post_init: reciprocals as float pairs (hi + lo), and whether
+       a / b as fma(a, hi, a * lo) gives the divisions' results for every
+       uint8 value (checked exhaustively), so the vector pass need not divide */
+    float rrange, rrange_lo, rstd[3], rstd_lo[3];
+    int exact;
+} ssl__rs_post;
+SSLDEF void ssl__rs_post_init(ssl__rs_post *p);
+SSLDEF int ssl__resample_post(const uint8_t *src, int sw, int sh, int ox, int oy, double bx, double by, double bw,
+                              double bh, float *dst, int dw, int dh, int flip, const ssl__rs_post *post, int stream,
+                              ssl_buf *scratch);
+/* ssl__resample_fast on a part of an image: src is sw x sh pixels at (ox, oy)
+   of the image, the box is in the image's coordinates (the taps are those of
+   the whole image, so the result is too). -1 where the fast path does not
+   apply. */
+SSLDEF int ssl__resample_fast_at(const uint8_t *src, int sw, int sh, int c, int ox, int oy, double bx, double by,
+                                 double bw, double bh, uint8_t *dst_u8, int dw, int dh, ssl_buf *scratch);
 
 /* ========================================================================
    5. Augment
@@ -539,12 +570,13 @@ SSLDEF void ssl_augment_apply(const ssl_aug_params *p, float *img, int w, int h,
 /* (x - mean) / std per channel, in place. */
 SSLDEF void ssl_normalize(float *img, int w, int h, const float mean[3], const float std[3]);
 /* ssl_augment_apply with the loader's neighbours fused in: each value is
-   first multiplied by in_scale (1/255 turns ssl_resample's float [0, 255]
-   into [0, 1] as torchvision's ToDtype(float32, scale=True) does) and, when
+   first divided by in_range (255 turns uint8 values into [0, 1] as
+   torchvision's ToDtype(float32, scale=True) does, dividing; 1 leaves an
+   image already in [0, 1] as it is) and, when
    mean and std are given, normalized last, (x - mean) / std. Same results as
    scaling, ssl_augment_apply and ssl_normalize one after another, bit for
    bit, in fewer passes over the image. */
-SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_scale,
+SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_range,
                                  const float mean[3], const float std[3], ssl_buf *scratch);
 /* Named presets: "simclr", "byol", "crop_gray", "noise"; view index matters for byol
    (asymmetric). Returns -1 with an error naming the preset and listing valid ones.
@@ -843,6 +875,16 @@ SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint6
    size is at least need_w x need_h (full size without turbojpeg). */
 SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
                                int *h, int *c);
+/* The loader's decode: ssl_decode_at_least, then only the rows and columns
+   that the box [x0, x1) x [y0, y1) (full-size pixels) covers at that scale
+   (with SSL_LIBJPEG; elsewhere, and for non-JPEG or CMYK records, all of
+   them). Out: the decoded rectangle, w x h x c, at (ox, oy) in the scaled
+   image of sw x sh. Its pixels are those of the full decode at that scale
+   (libjpeg's partial rows may differ in their outermost pixels, so the
+   rectangle keeps a margin that is never used). */
+SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                             double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
+                             int *sh);
 
 
 /* ========================================================================
@@ -1529,9 +1571,9 @@ SSLDEF int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
 /* The loader's GPU mode: n uint8 crops (n x h x w x 3, host memory, ideally
    from ssl_cuda_host_alloc; copied on a copy stream) and their params ->
    float NHWC device memory `out`, as ssl_augment_apply_ex(p, img, w, h,
-   in_scale, mean, std) computes it (mean/std NULL: no normalize). */
+   in_range, mean, std) computes it (mean/std NULL: no normalize). */
 SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
-                               float in_scale, const float mean[3], const float std[3], float *out);
+                               float in_range, const float mean[3], const float std[3], float *out);
 /* Tests: run every ssl_cuda_* op's kernels as host loops on host memory
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */
@@ -1616,6 +1658,11 @@ SSLDEF void ssl__die(const char *file, int line, const char *fmt, ...) {
 
 SSLDEF void *ssl_malloc(size_t n, const char *what) {
     void *p = malloc(n ? n : 1);
+    if (!p) ssl__die(__FILE__, __LINE__, "out of memory: %zu bytes for %s", n, what);
+    return p;
+}
+SSLDEF void *ssl_malloc_aligned(size_t n, const char *what) {
+    void *p = aligned_alloc(64, (n + 63) & ~(size_t)63);
     if (!p) ssl__die(__FILE__, __LINE__, "out of memory: %zu bytes for %s", n, what);
     return p;
 }
@@ -3197,11 +3244,174 @@ static inline void ssl__rs_vrow(const float *const *rows, const float *w, int n,
         du8[x] = (uint8_t)(o < 0 ? 0 : o > 255 ? 255 : o);
     }
 }
+
+/* Vertical pass of ssl__resample_post: the uint8 value of ssl__rs_vrow, then
+   the post ops in float. m[ph], s[ph]: mean and std by lane for a vector
+   starting at channel ph (values are interleaved RGB; 8 = 2 mod 3, so three
+   vectors cover phases 0, 2, 1). Bilinear weights are non-negative and sum
+   to 1, so the rounded sum lies in [0, 255] before the clamp; truncation of
+   a positive value is its floor. */
+/* a / b as a times the float pair hi + lo of 1/b: equal to the division
+   wherever ssl__rs_post_init found it so. The bilinear weights are
+   non-negative and sum to 1, so the rounded sum is at most 255 + 0.5 plus
+   a few ulps: its floor needs no clamp. */
+static inline __m256 ssl__rs_post_v(const float *const *rows, const __m256 *wb, int n, size_t x, __m256 range,
+                                    __m256 rr, __m256 rr_lo, __m256 thr, int sol, int exact, __m256 m, __m256 sd,
+                                    __m256 rs, __m256 rs_lo) {
+    __m256 o = _mm256_fmadd_ps(_mm256_load_ps(rows[0] + x), wb[0], _mm256_set1_ps(0.5f));
+    for (int k = 1; k < n; k++) o = _mm256_fmadd_ps(_mm256_load_ps(rows[k] + x), wb[k], o);
+    o = _mm256_round_ps(o, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 v = exact ? _mm256_fmadd_ps(o, rr, _mm256_mul_ps(o, rr_lo)) : _mm256_div_ps(o, range);
+    if (sol) v = _mm256_blendv_ps(v, _mm256_sub_ps(_mm256_set1_ps(1.0f), v), _mm256_cmp_ps(v, thr, _CMP_GE_OQ));
+    v = _mm256_sub_ps(v, m);
+    return exact ? _mm256_fmadd_ps(v, rs, _mm256_mul_ps(v, rs_lo)) : _mm256_div_ps(v, sd);
+}
+
+static inline __attribute__((always_inline)) void ssl__rs_vrow_post_n(const float *const *rows, const float *w,
+                                                                       int n, size_t rowlen, float *dst,
+                                                                       const ssl__rs_post *p, const __m256 *m,
+                                                                       const __m256 *sd, const __m256 *rsd,
+                                                                       const __m256 *rsd_lo, int stream, int sol,
+                                                                       int exact) {
+    const __m256 range = _mm256_set1_ps(p->range), rr = _mm256_set1_ps(p->rrange),
+                 rr_lo = _mm256_set1_ps(p->rrange_lo), thr = _mm256_set1_ps(p->threshold);
+    __m256 wb[16];
+    for (int k = 0; k < n; k++) wb[k] = _mm256_set1_ps(w[k]);
+    size_t x = 0;
+#if defined(__AVX512F__)
+    { /* the same ops 16 lanes wide: 16 = 1 (mod 3), phases 0, 1, 2 */
+        __m512 M[3], S[3], R[3], L[3], W[16];
+        for (int ph = 0; ph < 3; ph++) {
+            float mv[16], sv[16], rv[16], lv[16];
+            for (int j = 0; j < 16; j++) {
+                int c = (ph + j) % 3;
+                mv[j] = p->mean[c], sv[j] = p->std[c], rv[j] = p->rstd[c], lv[j] = p->rstd_lo[c];
+            }
+            M[ph] = _mm512_loadu_ps(mv), S[ph] = _mm512_loadu_ps(sv), R[ph] = _mm512_loadu_ps(rv);
+            L[ph] = _mm512_loadu_ps(lv);
+        }
+        for (int k = 0; k < n; k++) W[k] = _mm512_set1_ps(w[k]);
+        const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rg = _mm512_set1_ps(p->range),
+                     rr = _mm512_set1_ps(p->rrange), rl = _mm512_set1_ps(p->rrange_lo),
+                     th = _mm512_set1_ps(p->threshold);
+        int st = stream && ((uintptr_t)dst & 63) == 0;
+        for (; x + 48 <= rowlen; x += 48) { /* three independent chains side by side */
+            __m512 v[3];
+            for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[0] + x + 16 * ph), W[0], half);
+            for (int k = 1; k < n; k++)
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[k] + x + 16 * ph), W[k], v[ph]);
+            for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_roundscale_ps(v[ph], _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            if (exact)
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_fmadd_ps(v[ph], rr, _mm512_mul_ps(v[ph], rl));
+            else
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_div_ps(v[ph], rg);
+            if (sol)
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_mask_sub_ps(v[ph], _mm512_cmp_ps_mask(v[ph], th, _CMP_GE_OQ), one, v[ph]);
+            for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_sub_ps(v[ph], M[ph]);
+            if (exact)
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_fmadd_ps(v[ph], R[ph], _mm512_mul_ps(v[ph], L[ph]));
+            else
+                for (int ph = 0; ph < 3; ph++) v[ph] = _mm512_div_ps(v[ph], S[ph]);
+            if (st)
+                for (int ph = 0; ph < 3; ph++) _mm512_stream_ps(dst + x + 16 * ph, v[ph]);
+            else
+                for (int ph = 0; ph < 3; ph++) _mm512_storeu_ps(dst + x + 16 * ph, v[ph]);
+        }
+    }
 #endif
+#define SSL__RS_PV(off, ph)                                                             \
+    do {                                                                                \
+        __m256 v_ = ssl__rs_post_v(rows, wb, n, x + (off), range, rr, rr_lo, thr, sol, exact, m[ph], sd[ph], rsd[ph], rsd_lo[ph]); \
+        if (stream) _mm256_stream_ps(dst + x + (off), v_);                              \
+        else _mm256_storeu_ps(dst + x + (off), v_);                                     \
+    } while (0)
+    for (; x + 24 <= rowlen; x += 24) {
+        SSL__RS_PV(0, 0);
+        SSL__RS_PV(8, 2);
+        SSL__RS_PV(16, 1);
+    }
+    if (x + 8 <= rowlen) { SSL__RS_PV(0, 0); x += 8; }
+    if (x + 8 <= rowlen) { SSL__RS_PV(0, 2); x += 8; }
+#undef SSL__RS_PV
+    for (; x < rowlen; x++) {
+        float o = 0.5f;
+        for (int k = 0; k < n; k++) o = fmaf(w[k], rows[k][x], o);
+        float v = (float)(uint8_t)(o < 0 ? 0 : o > 255 ? 255 : o) / p->range;
+        v = v >= p->threshold ? 1.0f - v : v;
+        int c = (int)(x % 3);
+        dst[x] = (v - p->mean[c]) / p->std[c];
+    }
+}
+
+/* with the tap count and solarization constant in each loop */
+static void ssl__rs_vrow_post(const float *const *rows, const float *w, int n, size_t rowlen, float *dst,
+                              const ssl__rs_post *p, const __m256 *m, const __m256 *sd, const __m256 *rsd,
+                              const __m256 *rsl, int stream) {
+    int sol = p->threshold <= 1.0f;
+    if (!p->exact) ssl__rs_vrow_post_n(rows, w, n, rowlen, dst, p, m, sd, rsd, rsl, stream, sol, 0);
+    else if (n == 2 && sol) ssl__rs_vrow_post_n(rows, w, 2, rowlen, dst, p, m, sd, rsd, rsl, stream, 1, 1);
+    else if (n == 2) ssl__rs_vrow_post_n(rows, w, 2, rowlen, dst, p, m, sd, rsd, rsl, stream, 0, 1);
+    else if (sol) ssl__rs_vrow_post_n(rows, w, n, rowlen, dst, p, m, sd, rsd, rsl, stream, 1, 1);
+    else ssl__rs_vrow_post_n(rows, w, n, rowlen, dst, p, m, sd, rsd, rsl, stream, 0, 1);
+}
+#endif
+
+static float ssl__div_pair(float a, float hi, float lo) { return fmaf(a, hi, a * lo); }
+static int ssl__same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+SSLDEF void ssl__rs_post_init(ssl__rs_post *p) {
+    p->rrange = 1.0f / p->range;
+    p->rrange_lo = (float)(1.0 / p->range - p->rrange);
+    for (int c = 0; c < 3; c++) p->rstd[c] = 1.0f / p->std[c], p->rstd_lo[c] = (float)(1.0 / p->std[c] - p->rstd[c]);
+    /* every value the pass can meet: q / range for q in 0..255, solarized
+       or not, minus the mean, over the std */
+    p->exact = 1;
+    for (int q = 0; q < 256 && p->exact; q++) {
+        float x = (float)q / p->range;
+        if (!ssl__same_bits(ssl__div_pair((float)q, p->rrange, p->rrange_lo), x)) p->exact = 0;
+        for (int sol = 0; sol < 2; sol++) {
+            float v = sol ? 1.0f - x : x;
+            for (int c = 0; c < 3; c++) {
+                float a = v - p->mean[c];
+                if (!ssl__same_bits(ssl__div_pair(a, p->rstd[c], p->rstd_lo[c]), a / p->std[c])) p->exact = 0;
+            }
+        }
+    }
+}
+
+/* The AVX2 body of ssl__resample_fast and ssl__resample_post; -1 when the
+   fast path does not apply. */
+static int ssl__resample_fast_impl(const uint8_t *src, int sw, int sh, int c, int ox, int oy, double bx, double by,
+                                   double bw, double bh, uint8_t *dst_u8, float *dst_f32, int dw, int dh,
+                                   ssl_filter filter, float gain, int flip, const ssl__rs_post *post, int stream,
+                                   ssl_buf *scratch);
 
 SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double bx, double by, double bw, double bh,
                                uint8_t *dst_u8, float *dst_f32, int dw, int dh, ssl_filter filter, float gain,
                                ssl_buf *scratch) {
+    if (ssl__resample_fast_impl(src, sw, sh, c, 0, 0, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, gain, 0, NULL,
+                                0, scratch) != 0)
+        ssl__resample_gain(src, sw, sh, c, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, gain, scratch);
+}
+
+SSLDEF int ssl__resample_post(const uint8_t *src, int sw, int sh, int ox, int oy, double bx, double by, double bw,
+                              double bh, float *dst, int dw, int dh, int flip, const ssl__rs_post *post, int stream,
+                              ssl_buf *scratch) {
+    SSL_ASSERT(post, "resample_post: no post ops");
+    return ssl__resample_fast_impl(src, sw, sh, 3, ox, oy, bx, by, bw, bh, NULL, dst, dw, dh, SSL_FILTER_BILINEAR,
+                                   1.0f, flip, post, stream, scratch);
+}
+
+SSLDEF int ssl__resample_fast_at(const uint8_t *src, int sw, int sh, int c, int ox, int oy, double bx, double by,
+                                 double bw, double bh, uint8_t *dst_u8, int dw, int dh, ssl_buf *scratch) {
+    return ssl__resample_fast_impl(src, sw, sh, c, ox, oy, bx, by, bw, bh, dst_u8, NULL, dw, dh, SSL_FILTER_BILINEAR,
+                                   1.0f, 0, NULL, 0, scratch);
+}
+
+static int ssl__resample_fast_impl(const uint8_t *src, int sw, int sh, int c, int ox, int oy, double bx, double by,
+                                   double bw, double bh, uint8_t *dst_u8, float *dst_f32, int dw, int dh,
+                                   ssl_filter filter, float gain, int flip, const ssl__rs_post *post, int stream,
+                                   ssl_buf *scratch) {
 #if defined(__AVX2__)
     SSL_ASSERT(dw > 0 && dh > 0 && bw > 0 && bh > 0 && c >= 1 && c <= 4, "bad resample arguments");
     double sx = bw / dw, sy = bh / dh;
@@ -3210,10 +3420,7 @@ SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double
     int mtx = (int)ceil(supx) * 2 + 2, mty = (int)ceil(supy) * 2 + 2;
     /* a 16-byte lane holds 2 taps of at most ~(16/c - 2) pixels apart: beyond
        that, the reference path */
-    if (sx * c > 9.0) {
-        ssl__resample_gain(src, sw, sh, c, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, gain, scratch);
-        return;
-    }
+    if (sx * c > 9.0 || (post && mty > 16)) return -1;
     size_t rowlen = (size_t)dw * c;
     int nblk = (int)((rowlen + 7) / 8), S = (mtx + 1) / 2;
     size_t rowpad = (size_t)nblk * 8, rowbytes = (size_t)sw * c;
@@ -3234,8 +3441,25 @@ SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double
     float *wv = (float *)(ring_row + mty);
     const float **rows = (const float **)SSL__RS_ALIGN(wv + mty);
 #undef SSL__RS_ALIGN
-    ssl__rs_taps(bx, bw, sw, dw, filter, tx, wx, mtx);
-    ssl__rs_taps(by, bh, sh, dh, filter, ty, wy, mty);
+    ssl__rs_taps(bx, bw, ox + sw, dw, filter, tx, wx, mtx);
+    ssl__rs_taps(by, bh, oy + sh, dh, filter, ty, wy, mty);
+    if (ox || oy) { /* taps of the whole image, on the part at hand */
+        for (int x = 0; x < dw; x++) {
+            if (tx[x].n) tx[x].start -= ox;
+            SSL_ASSERT(tx[x].n == 0 || (tx[x].start >= 0 && tx[x].start + tx[x].n <= sw), "resample: box outside the part");
+        }
+        for (int y = 0; y < dh; y++)
+            if (ty[y].n) ty[y].start -= oy;
+    }
+    if (flip) /* a mirrored output is the same sums with the columns' taps in reverse order */
+        for (int a = 0, b = dw - 1; a < b; a++, b--) {
+            ssl__taps t = tx[a];
+            tx[a] = tx[b], tx[b] = t;
+            for (int k = 0; k < mtx; k++) {
+                float f = wx[(size_t)a * mtx + k];
+                wx[(size_t)a * mtx + k] = wx[(size_t)b * mtx + k], wx[(size_t)b * mtx + k] = f;
+            }
+        }
     int maxn = 0;
     float maxw = 0;
     for (int x = 0; x < dw; x++) {
@@ -3247,20 +3471,37 @@ SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double
     int bits = 14;
     while (bits < 22 && (double)maxw * ldexp(1.0, bits + 1) + 0.5 + maxn <= 32767.0) bits++;
     int tb = ssl__rs_tables(tx, wx, mtx, dw, c, S, bits, base, mask, wq, q);
-    if (!tb) {
-        ssl__resample_gain(src, sw, sh, c, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, gain, scratch);
-        return;
-    }
+    if (!tb) return -1;
     if (tb == 2) S = 0;
-    float vscale = (float)(gain * ldexp(1.0, -bits));
+    float vscale = (float)((post ? 1.0 : gain) * ldexp(1.0, -bits));
+    __m256 pm[3], ps[3], prs[3], prl[3];
+    if (post)
+        for (int ph = 0; ph < 3; ph++) {
+            float mv[8], sv[8], rv[8], lv[8];
+            for (int j = 0; j < 8; j++) {
+                int ch = (ph + j) % 3;
+                mv[j] = post->mean[ch], sv[j] = post->std[ch], rv[j] = post->rstd[ch], lv[j] = post->rstd_lo[ch];
+            }
+            pm[ph] = _mm256_loadu_ps(mv), ps[ph] = _mm256_loadu_ps(sv), prs[ph] = _mm256_loadu_ps(rv);
+            prl[ph] = _mm256_loadu_ps(lv);
+        }
+    stream = stream && post && ((uintptr_t)dst_f32 & 31) == 0 && (rowlen & 7) == 0;
     size_t total = rowbytes * sh;
     for (int k = 0; k < mty; k++) ring_row[k] = -1;
     for (int y = 0; y < dh; y++) {
         int n = ty[y].n, s0 = ty[y].start;
         SSL_ASSERT(s0 >= 0 && s0 + n <= sh && n <= mty, "resample rows out of range");
         if (n == 0) {
-            if (dst_f32) memset(dst_f32 + (size_t)y * rowlen, 0, sizeof(float) * rowlen);
-            else memset(dst_u8 + (size_t)y * rowlen, 0, rowlen);
+            if (post) {
+                float *d = dst_f32 + (size_t)y * rowlen;
+                for (size_t x = 0; x < rowlen; x++) {
+                    float v = 0.0f >= post->threshold ? 1.0f : 0.0f;
+                    d[x] = (v - post->mean[x % 3]) / post->std[x % 3];
+                }
+            } else if (dst_f32)
+                memset(dst_f32 + (size_t)y * rowlen, 0, sizeof(float) * rowlen);
+            else
+                memset(dst_u8 + (size_t)y * rowlen, 0, rowlen);
             continue;
         }
         for (int k = 0; k < n; k++) {
@@ -3279,11 +3520,15 @@ SSLDEF void ssl__resample_fast(const uint8_t *src, int sw, int sh, int c, double
             rows[k] = hr;
             wv[k] = wy[(size_t)y * mty + k] * vscale;
         }
-        ssl__rs_vrow(rows, wv, n, rowlen, dst_f32 ? NULL : dst_u8 + (size_t)y * rowlen,
-                     dst_f32 ? dst_f32 + (size_t)y * rowlen : NULL);
+        if (post) ssl__rs_vrow_post(rows, wv, n, rowlen, dst_f32 + (size_t)y * rowlen, post, pm, ps, prs, prl, stream);
+        else
+            ssl__rs_vrow(rows, wv, n, rowlen, dst_f32 ? NULL : dst_u8 + (size_t)y * rowlen,
+                         dst_f32 ? dst_f32 + (size_t)y * rowlen : NULL);
     }
+    if (stream) _mm_sfence();
+    return 0;
 #else
-    ssl__resample_gain(src, sw, sh, c, bx, by, bw, bh, dst_u8, dst_f32, dw, dh, filter, gain, scratch);
+    return -1;
 #endif
 }
 
@@ -3553,7 +3798,7 @@ static void ssl__blur_plane(float *restrict P, float *restrict tmp, float *restr
    solarize, noise, normalize. Scale and solarize are always applied (a
    disabled solarize has threshold +inf); noise and normalize pick the loop. */
 typedef struct {
-    float scale, threshold, noise_std;
+    float range, threshold, noise_std; /* x / range first */
     uint64_t noise_seed;
     float mean[3], std[3];
 } ssl__finish;
@@ -3563,7 +3808,7 @@ static inline __attribute__((always_inline)) void ssl__finish_px(const ssl__fini
     float z[3] = {0, 0, 0};
     if (noise) ssl_px_normal3(f->noise_seed, pixel, z);
     for (int c = 0; c < 3; c++) {
-        float x = ssl_px_solarize(rgb[c] * f->scale, f->threshold);
+        float x = ssl_px_solarize(rgb[c] / f->range, f->threshold);
         if (noise) x = ssl_px_clamp01(x + f->noise_std * z[c]);
         rgb[c] = norm ? (x - f->mean[c]) / f->std[c] : x;
     }
@@ -3606,8 +3851,8 @@ static void ssl__flip_inplace(float *img, int w, int h) {
     }
 }
 
-/* Interleaved -> planes, times scale, mirrored if flip. */
-static void ssl__to_planes(const float *restrict img, int w, int h, int flip, float scale, float *restrict R,
+/* Interleaved -> planes, divided by range, mirrored if flip. */
+static void ssl__to_planes(const float *restrict img, int w, int h, int flip, float range, float *restrict R,
                            float *restrict G, float *restrict B) {
     for (int y = 0; y < h; y++) {
         const float *s = img + (size_t)y * w * 3;
@@ -3615,22 +3860,22 @@ static void ssl__to_planes(const float *restrict img, int w, int h, int flip, fl
         if (flip)
             for (int x = 0; x < w; x++) {
                 int sx = w - 1 - x;
-                r[x] = s[3 * sx] * scale, g[x] = s[3 * sx + 1] * scale, b[x] = s[3 * sx + 2] * scale;
+                r[x] = s[3 * sx] / range, g[x] = s[3 * sx + 1] / range, b[x] = s[3 * sx + 2] / range;
             }
         else
             for (int x = 0; x < w; x++)
-                r[x] = s[3 * x] * scale, g[x] = s[3 * x + 1] * scale, b[x] = s[3 * x + 2] * scale;
+                r[x] = s[3 * x] / range, g[x] = s[3 * x + 1] / range, b[x] = s[3 * x + 2] / range;
     }
 }
 
 static size_t ssl__align64(size_t n) { return (n + 15) & ~(size_t)15; } /* in floats */
 
-SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_scale,
+SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_range,
                                  const float mean[3], const float std[3], ssl_buf *scratch) {
     SSL_ASSERT(w > 0 && h > 0 && (int64_t)w * h < (1ll << 31), "augment: bad image size %dx%d", w, h);
     int n = w * h, noise = p->noise_std > 0, norm = mean && std;
     ssl__finish fin;
-    fin.scale = in_scale;
+    fin.range = in_range;
     fin.threshold = p->solarize ? p->solarize_threshold : INFINITY;
     fin.noise_std = p->noise_std;
     fin.noise_seed = p->noise_seed;
@@ -3655,7 +3900,7 @@ SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int
 
     if (nops == 0 && rad == 0) { /* nothing needs planes: work in place */
         if (p->flip) ssl__flip_inplace(img, w, h);
-        if (noise || norm || p->solarize || in_scale != 1.0f) ssl__finish_all(&fin, noise, norm, NULL, NULL, NULL, img, n);
+        if (noise || norm || p->solarize || in_range != 1.0f) ssl__finish_all(&fin, noise, norm, NULL, NULL, NULL, img, n);
         return;
     }
 
@@ -3663,8 +3908,8 @@ SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int
     float *mem = (float *)ssl_buf_reserve(scratch, sizeof(float) * (4 * plane + rowlen) + 64);
     mem = (float *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     float *R = mem, *G = R + plane, *B = G + plane, *tmp = B + plane, *row = tmp + plane;
-    ssl__to_planes(img, w, h, p->flip, in_scale, R, G, B);
-    fin.scale = 1.0f;
+    ssl__to_planes(img, w, h, p->flip, in_range, R, G, B);
+    fin.range = 1.0f;
 
     /* the chain; contrast needs the mean gray of the image as it stands when
        contrast's turn comes, so the pass before it also sums the gray */
@@ -3812,6 +4057,114 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
     return ssl_decode(buf, n, want_c, out, w, h, c);
 }
 
+#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
+#include <jpeglib.h>
+#include <setjmp.h>
+typedef struct {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jump;
+    char msg[JMSG_LENGTH_MAX];
+} ssl__jerr;
+static void ssl__jerr_exit(j_common_ptr ci) {
+    ssl__jerr *e = (ssl__jerr *)ci->err;
+    (*ci->err->format_message)(ci, e->msg);
+    longjmp(e->jump, 1);
+}
+static void ssl__jerr_quiet(j_common_ptr ci, int level) { (void)ci, (void)level; } /* warnings: decode goes on */
+
+/* One libjpeg decompressor per thread (its pools are reused). */
+static pthread_key_t ssl__jd_key;
+static pthread_once_t ssl__jd_once = PTHREAD_ONCE_INIT;
+typedef struct {
+    struct jpeg_decompress_struct ci;
+    ssl__jerr err;
+} ssl__jdec;
+static void ssl__jd_destroy(void *p) {
+    ssl__jdec *d = (ssl__jdec *)p;
+    if (d) jpeg_destroy_decompress(&d->ci), free(d);
+}
+static void ssl__jd_keys(void) { pthread_key_create(&ssl__jd_key, ssl__jd_destroy); }
+static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
+    pthread_once(&ssl__jd_once, ssl__jd_keys);
+    ssl__jdec *d = (ssl__jdec *)pthread_getspecific(ssl__jd_key);
+    if (!d) {
+        d = (ssl__jdec *)ssl_calloc(sizeof *d, "JPEG decompressor");
+        d->ci.err = jpeg_std_error(&d->err.mgr);
+        d->err.mgr.error_exit = ssl__jerr_exit;
+        d->err.mgr.emit_message = ssl__jerr_quiet;
+        jpeg_create_decompress(&d->ci);
+        pthread_setspecific(ssl__jd_key, d);
+    }
+    return d;
+}
+
+/* The decode of ssl_decode_region; libjpeg errors longjmp out of it. 1: CMYK
+   (left to TurboJPEG). */
+static __attribute__((noinline)) int ssl__jd_run(ssl__jdec *d, const uint8_t *buf, size_t n, int want_c, int need_w,
+                                                 int need_h, double x0, double y0, double x1, double y1, ssl_buf *out,
+                                                 int *w, int *h, int *c, int *ox, int *oy, int *sw, int *sh) {
+    struct jpeg_decompress_struct *ci = &d->ci;
+    jpeg_mem_src(ci, buf, (unsigned long)n);
+    jpeg_read_header(ci, TRUE);
+    int iw = (int)ci->image_width, ih = (int)ci->image_height;
+    if (ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK) {
+        jpeg_abort_decompress(ci);
+        return 1;
+    }
+    int num = 8; /* the scale ssl_decode_at_least picks */
+    for (int k = 1; k < 8; k++)
+        if ((iw * k + 7) / 8 >= need_w && (ih * k + 7) / 8 >= need_h) { num = k; break; }
+    ci->scale_num = (unsigned)num, ci->scale_denom = 8;
+    ci->out_color_space = want_c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    ci->dct_method = JDCT_ISLOW; /* what TurboJPEG and PIL use */
+    jpeg_start_decompress(ci);
+    int W = (int)ci->output_width, H = (int)ci->output_height;
+    double fx = (double)W / iw, fy = (double)H / ih;
+    /* the columns and rows the resampler reads, plus one each side */
+    int rx0 = (int)floor(x0 * fx) - 1, rx1 = (int)ceil(x1 * fx) + 1;
+    int ry0 = (int)floor(y0 * fy) - 1, ry1 = (int)ceil(y1 * fy) + 1;
+    rx0 = rx0 < 0 ? 0 : rx0, ry0 = ry0 < 0 ? 0 : ry0;
+    rx1 = rx1 > W ? W : rx1, ry1 = ry1 > H ? H : ry1;
+    if (rx0 >= rx1 || ry0 >= ry1) rx0 = ry0 = 0, rx1 = W, ry1 = H;
+    JDIMENSION xo = (JDIMENSION)rx0, xw = (JDIMENSION)(rx1 - rx0);
+    if (xw < (JDIMENSION)W) jpeg_crop_scanline(ci, &xo, &xw); /* moves xo left to an iMCU boundary */
+    int pitch = (int)ci->output_width * want_c, rows = ry1 - ry0;
+    uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)pitch * rows);
+    if (ry0 > 0) jpeg_skip_scanlines(ci, (JDIMENSION)ry0);
+    while ((int)ci->output_scanline < ry1) {
+        JSAMPROW row = dst + (size_t)((int)ci->output_scanline - ry0) * pitch;
+        if (jpeg_read_scanlines(ci, &row, 1) != 1) {
+            snprintf(d->err.msg, sizeof d->err.msg, "no data for row %d", (int)ci->output_scanline);
+            longjmp(d->err.jump, 1);
+        }
+    }
+    jpeg_abort_decompress(ci); /* the rows below are not needed */
+    *w = (int)ci->output_width, *h = rows, *c = want_c, *ox = (int)xo, *oy = ry0, *sw = W, *sh = H;
+    return 0;
+}
+#endif
+
+SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                             double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
+                             int *sh) {
+#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
+    const uint8_t *b = (const uint8_t *)buf;
+    if (n > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && (want_c == 1 || want_c == 3)) {
+        ssl__jdec *volatile d = ssl__jd();
+        if (setjmp(d->err.jump)) {
+            jpeg_abort_decompress(&d->ci);
+            return ssl__fail("JPEG decode failed: %s", d->err.msg);
+        }
+        if (ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, out, w, h, c, ox, oy, sw, sh) == 0) return 0;
+    }
+#else
+    (void)x0, (void)y0, (void)x1, (void)y1;
+#endif
+    if (ssl_decode_at_least(buf, n, want_c, need_w, need_h, out, w, h, c) != 0) return -1;
+    *ox = *oy = 0, *sw = *w, *sh = *h;
+    return 0;
+}
+
 static void ssl__shuffle(uint32_t *v, int64_t n, ssl_rng *r) {
     for (int64_t i = n - 1; i > 0; i--) {
         uint32_t j = ssl_rng_below(r, (uint32_t)(i + 1)), t = v[i];
@@ -3869,12 +4222,13 @@ typedef struct {
     size_t cap_px;      /* pixels per view it was allocated for */
 } ssl__slot;
 
-typedef struct { ssl_buf dec, rs, tmp; } ssl__wscratch;
+typedef struct { ssl_buf dec, rs, tmp, u8; } ssl__wscratch;
 
 struct ssl_loader {
     ssl_loader_config cfg;
     ssl_pack pack;
     int next_res, max_px;
+    ssl__rs_post post[SSL_MAX_VIEWS]; /* each view's normalize, for the resampler's last pass */
     /* epoch state, guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_ready, cv_idle;
@@ -3926,13 +4280,22 @@ static void ssl__slot_alloc(ssl_loader *l, ssl__slot *s) {
         free(s->b.views_u8[v]);
         s->b.views[v] = NULL;
         s->b.views_u8[v] = NULL;
-        if (c->output_u8) s->b.views_u8[v] = (uint8_t *)ssl_malloc(n * px * 3, "batch views (u8)");
-        else s->b.views[v] = (float *)ssl_malloc(n * px * 3 * sizeof(float), "batch views");
+        if (c->output_u8) s->b.views_u8[v] = (uint8_t *)ssl_malloc_aligned(n * px * 3, "batch views (u8)");
+        else s->b.views[v] = (float *)ssl_malloc_aligned(n * px * 3 * sizeof(float), "batch views");
         if (!s->b.params[v]) s->b.params[v] = (ssl_aug_params *)ssl_malloc(n * sizeof(ssl_aug_params), "batch params");
     }
     if (!s->b.labels) s->b.labels = (uint32_t *)ssl_malloc(n * sizeof(uint32_t), "batch labels");
     if (!s->b.ids) s->b.ids = (uint64_t *)ssl_malloc(n * sizeof(uint64_t), "batch ids");
     s->cap_px = px;
+}
+
+/* A view's uint8 crop from the w x h part at (ox, oy) of the image; where the
+   fast path does not apply (shrinking more than 3x), the exact resampler on
+   the part, with the box moved by (ox, oy). */
+static void ssl__crop_u8(const uint8_t *px, int w, int h, int ox, int oy, double bx, double by, double bw, double bh,
+                         uint8_t *dst, int ow, int oh, ssl_buf *rs) {
+    if (ssl__resample_fast_at(px, w, h, 3, ox, oy, bx, by, bw, bh, dst, ow, oh, rs) != 0)
+        ssl__resample_gain(px, w, h, 3, bx - ox, by - oy, bw, bh, dst, NULL, ow, oh, SSL_FILTER_BILINEAR, 1.0f, rs);
 }
 
 /* Decodes sample `id` and writes all its views into row `row` of the slot.
@@ -3950,34 +4313,55 @@ static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int 
         if (sx > need) need = sx;
         if (sy > need) need = sy;
     }
-    int w = e->width, h = e->height, ch = 3;
+    /* w x h pixels at (ox, oy) of the (scaled) image of sw x sh */
+    int w = e->width, h = e->height, ch = 3, ox = 0, oy = 0, sw = w, sh = h;
     size_t nbytes;
     const uint8_t *rec = ssl_pack_record(&l->pack, id, &nbytes), *px;
     if (e->encoding == SSL_ENC_RAW && e->channels == 3) {
         px = rec; /* zero-copy */
     } else if (e->encoding == SSL_ENC_JPEG && c->dct_scale) {
         int nw = (int)ceil(e->width * need - 1e-9), nh = (int)ceil(e->height * need - 1e-9);
-        if (ssl_decode_at_least(rec, nbytes, 3, nw, nh, &ws->dec, &w, &h, &ch) != 0)
+        /* only the part the views cover */
+        double x0 = e->width, y0 = e->height, x1 = 0, y1 = 0;
+        for (int v = 0; v < c->num_views; v++) {
+            x0 = fmin(x0, prm[v].crop_x), y0 = fmin(y0, prm[v].crop_y);
+            x1 = fmax(x1, prm[v].crop_x + prm[v].crop_w), y1 = fmax(y1, prm[v].crop_y + prm[v].crop_h);
+        }
+        if (ssl_decode_region(rec, nbytes, 3, nw, nh, x0, y0, x1, y1, &ws->dec, &w, &h, &ch, &ox, &oy, &sw, &sh) != 0)
             return ssl__fail_ctx("sample %u", id);
-        if (w > e->width || h > e->height)
-            return ssl__fail("sample %u: decoded %dx%d, larger than the index's %ux%u", id, w, h, e->width, e->height);
+        if (sw > (int)e->width || sh > (int)e->height)
+            return ssl__fail("sample %u: decoded %dx%d, larger than the index's %ux%u", id, sw, sh, e->width, e->height);
         px = (const uint8_t *)ws->dec.p;
     } else {
         if (ssl_pack_decode(&l->pack, id, 3, &ws->dec, &w, &h, &ch) != 0) return -1;
+        sw = w, sh = h;
         px = (const uint8_t *)ws->dec.p;
     }
-    double fx = (double)w / e->width, fy = (double)h / e->height;
+    double fx = (double)sw / e->width, fy = (double)sh / e->height;
     for (int v = 0; v < c->num_views; v++) {
         const ssl_aug_params *p = &prm[v];
         int ow = s->b.w[v], oh = s->b.h[v];
         size_t off = (size_t)row * ow * oh * 3;
         double bx = p->crop_x * fx, by = p->crop_y * fy, bw = p->crop_w * fx, bh = p->crop_h * fy;
         if (c->output_u8) {
-            ssl__resample_fast(px, w, h, 3, bx, by, bw, bh, s->b.views_u8[v] + off, NULL, ow, oh, SSL_FILTER_BILINEAR, 1.0f, &ws->rs);
+            ssl__crop_u8(px, w, h, ox, oy, bx, by, bw, bh, s->b.views_u8[v] + off, ow, oh, &ws->rs);
         } else {
+            /* the float view is the uint8 crop (what the GPU path gets) put
+               through ssl_augment_apply_ex; a view with only flip, solarize
+               and normalize is done in the resampler's last pass */
             float *dst = s->b.views[v] + off;
-            ssl__resample_fast(px, w, h, 3, bx, by, bw, bh, NULL, dst, ow, oh, SSL_FILTER_BILINEAR, 1.0f / 255.0f, &ws->rs);
-            ssl_augment_apply_ex(p, dst, ow, oh, 1.0f, c->views[v].mean, c->views[v].std, &ws->tmp);
+            const float *mean = c->views[v].mean, *sd = c->views[v].std;
+            int pointwise = !p->jitter && !p->gray && p->blur_sigma <= 0 && p->noise_std <= 0;
+            ssl__rs_post post = l->post[v];
+            post.threshold = p->solarize ? p->solarize_threshold : INFINITY;
+            size_t npx = (size_t)ow * oh * 3;
+            if (!pointwise || ssl__resample_post(px, w, h, ox, oy, bx, by, bw, bh, dst, ow, oh, p->flip, &post,
+                                                 npx * sizeof(float) >= (256u << 10), &ws->rs) != 0) {
+                uint8_t *u8 = (uint8_t *)ssl_buf_reserve(&ws->u8, npx);
+                ssl__crop_u8(px, w, h, ox, oy, bx, by, bw, bh, u8, ow, oh, &ws->rs);
+                for (size_t k = 0; k < npx; k++) dst[k] = (float)u8[k];
+                ssl_augment_apply_ex(p, dst, ow, oh, 255.0f, mean, sd, &ws->tmp);
+            }
         }
         s->b.params[v][row] = *p;
     }
@@ -4134,6 +4518,12 @@ SSLDEF ssl_loader *ssl_loader_open(const ssl_loader_config *c) {
         }
     ssl_loader *l = (ssl_loader *)ssl_calloc(sizeof *l, "loader");
     l->cfg = *c;
+    for (int v = 0; v < c->num_views; v++) {
+        ssl__rs_post *q = &l->post[v];
+        q->range = 255.0f, q->threshold = INFINITY;
+        for (int k = 0; k < 3; k++) q->mean[k] = c->views[v].mean[k], q->std[k] = c->views[v].std[k];
+        ssl__rs_post_init(q);
+    }
     if (ssl_pack_open(c->path, &l->pack) != 0) { free(l); return NULL; }
     if (l->pack.h.num_samples > 0xFFFFFFFFull) { ssl__fail("pack '%s': over 2^32 samples", c->path); ssl_pack_close(&l->pack); free(l); return NULL; }
     int64_t per = (int64_t)l->pack.h.num_samples / c->world;
@@ -4181,7 +4571,7 @@ SSLDEF void ssl_loader_close(ssl_loader *l) {
         free(b->labels);
         free(b->ids);
     }
-    for (int t = 0; t < l->nthreads; t++) { ssl_buf_free(&l->scr[t].dec); ssl_buf_free(&l->scr[t].rs); ssl_buf_free(&l->scr[t].tmp); }
+    for (int t = 0; t < l->nthreads; t++) { ssl_buf_free(&l->scr[t].dec); ssl_buf_free(&l->scr[t].rs); ssl_buf_free(&l->scr[t].tmp); ssl_buf_free(&l->scr[t].u8); }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv_work);
     pthread_cond_destroy(&l->cv_ready);

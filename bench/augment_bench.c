@@ -85,7 +85,7 @@ static void run_image(void *c_, int i) {
         ssl_resample((const uint8_t *)c->dec.p, w, h, 3, p.crop_x, p.crop_y, p.crop_w, p.crop_h, NULL, c->views[v], RES,
                      RES, SSL_FILTER_BILINEAR, &c->rs);
         if (c->what == 2)
-            ssl_augment_apply_ex(&p, c->views[v], RES, RES, 1.0f / 255.0f, c->rc[v].mean, c->rc[v].std, &c->tmp);
+            ssl_augment_apply_ex(&p, c->views[v], RES, RES, 255.0f, c->rc[v].mean, c->rc[v].std, &c->tmp);
     }
 }
 
@@ -134,7 +134,7 @@ int main(int argc, char **argv) {
     int side = sw < sh ? sw : sh;
     ssl_resample((const uint8_t *)dec.p, sw, sh, 3, (sw - side) / 2, (sh - side) / 2, side, side, NULL, src, RES, RES,
                  SSL_FILTER_BILINEAR, &rs);
-    for (int i = 0; i < RES * RES * 3; i++) src[i] *= 1.0f / 255.0f;
+    for (int i = 0; i < RES * RES * 3; i++) src[i] /= 255.0f;
 
     ssl_view_recipe rc[2];
     ssl_view_preset("simclr", 0, RES, &rc[0]);

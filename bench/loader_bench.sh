@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/data.sh
 PY=$(scripts/pyenv.sh)
-cc -O3 -march=native -pthread -DSSL_TURBOJPEG -o build/loader_bench bench/loader_bench.c -lm -lturbojpeg
+cc -O3 -march=native -pthread -DSSL_TURBOJPEG -DSSL_LIBJPEG -o build/loader_bench bench/loader_bench.c -lm -lturbojpeg -ljpeg
 [ -f build/bench-imagenette-auto.ssl ] || ./pack $D/imagenette/train build/bench-imagenette-auto.ssl quiet=1 >/dev/null 2>&1
 [ -f build/bench-cifar10-train.ssl ] || ./pack $D/cifar10/train build/bench-cifar10-train.ssl quiet=1 >/dev/null 2>&1
 ALL=$(nproc)

@@ -3,7 +3,7 @@
 # `make test` and `make demo`, so on a fresh machine those two commands are
 # all the set-up there is.
 set -euo pipefail
-need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
+need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,7 +28,7 @@ void ssl_cuda_host_free(void *p);
 void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
 void ssl_cuda_optim_free(ssl_optimizer *o);
 int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
-int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h, float in_scale,
+int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h, float in_range,
                         const float mean[3], const float std[3], float *out);
 void ssl_cuda_set_emulation(int on);
 int ssl_cuda_emulation(void);

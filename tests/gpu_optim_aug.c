@@ -104,10 +104,10 @@ static void aug_case(int gpu, const char *name, int n, int w, int h, const ssl_a
     for (int s = 0; s < n; s++) {
         float *img = want + s * px;
         for (size_t i = 0; i < px; i++) img[i] = (float)u8[s * px + i];
-        ssl_augment_apply_ex(&prm[s], img, w, h, 1.0f / 255.0f, norm ? mean : NULL, norm ? std : NULL, &scratch);
+        ssl_augment_apply_ex(&prm[s], img, w, h, 255.0f, norm ? mean : NULL, norm ? std : NULL, &scratch);
     }
     float *dout = g_alloc(gpu, n * px);
-    CHECK_OK(ssl_cuda_augment_u8(u8, prm, n, w, h, 1.0f / 255.0f, norm ? mean : NULL, norm ? std : NULL, dout));
+    CHECK_OK(ssl_cuda_augment_u8(u8, prm, n, w, h, 255.0f, norm ? mean : NULL, norm ? std : NULL, dout));
     float *got = (float *)ssl_malloc(sizeof(float) * n * px, "gpu views");
     g_down(gpu, got, dout, sizeof(float) * n * px);
     /* The same SSL_HD pixel functions; the float results may differ by FMA

@@ -200,7 +200,7 @@ static void fx_crop(const ssl_tfile *f, const ssl_tentry *e, const float *par, i
         float *o = malloc(sizeof(float) * n);
         ssl_resample(px, w, h, 3, par[1], par[0], par[3], par[2], NULL, o, ow, oh, SSL_FILTER_BILINEAR,
                      &scratch);
-        for (size_t k = 0; k < n; k++) o[k] *= 1.0f / 255.0f; /* [0,255] -> [0,1] as ToDtype does */
+        for (size_t k = 0; k < n; k++) o[k] /= 255.0f; /* [0,255] -> [0,1] as ToDtype does (it divides) */
         diff_add(d, o, (const float *)e->data, n);
         free(o);
     }
@@ -574,8 +574,8 @@ TEST(apply_ex_equals_parts) {
         ssl_aug_params p = ssl_view_draw(&rc, sw, sh, 3, 0, (uint32_t)s, 0);
         ssl_resample(src, sw, sh, 3, p.crop_x, p.crop_y, p.crop_w, p.crop_h, NULL, a, 48, 48, SSL_FILTER_BILINEAR, &sc);
         memcpy(b, a, sizeof(float) * n);
-        ssl_augment_apply_ex(&p, a, 48, 48, 1.0f / 255.0f, rc.mean, rc.std, &sc);
-        for (size_t i = 0; i < n; i++) b[i] *= 1.0f / 255.0f;
+        ssl_augment_apply_ex(&p, a, 48, 48, 255.0f, rc.mean, rc.std, &sc);
+        for (size_t i = 0; i < n; i++) b[i] /= 255.0f;
         ssl_augment_apply(&p, b, 48, 48, &sc);
         ssl_normalize(b, 48, 48, rc.mean, rc.std);
         for (size_t i = 0; i < n; i++) emax = fmax(emax, fabs(a[i] - b[i]));

@@ -3,6 +3,9 @@
 #include "test.h"
 
 #include <sys/stat.h>
+#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
+#include <turbojpeg.h>
+#endif
 
 /* A pack of n tiny raw RGB images whose pixels encode their id. */
 static const char *tiny_pack(int n, int side, uint32_t page) {
@@ -213,15 +216,22 @@ TEST(loader_progressive_resolution_without_reopening) {
     ssl_loader_close(l);
 }
 
-TEST(loader_u8_mode_matches_the_float_path) {
-    /* The GPU path: uint8 crops plus parameters. Applying the colour ops on
-       the CPU to those crops must give the float path's output, up to the
-       uint8 rounding of the crop (0.5/255 before normalize). */
+/* The GPU path: uint8 crops plus parameters. The float path must be exactly
+   those crops through ssl_augment_apply_ex (what the GPU kernel computes),
+   both where every op runs (simclr) and where the resampler's last pass does
+   flip, solarize and normalize itself (pointwise views, at a size that uses
+   non-temporal stores). */
+static void u8_vs_float(int res, int pointwise) {
     const char *path = cifar_pack();
     ssl_loader_config c;
-    ssl_loader_config_init(&c, path, "simclr", 24, 20);
+    ssl_loader_config_init(&c, path, "simclr", res, 20);
     c.threads = 2;
     c.seed = 9;
+    if (pointwise)
+        for (int v = 0; v < 2; v++) {
+            c.views[v].jitter_p = c.views[v].gray_p = c.views[v].blur_p = 0;
+            c.views[v].solarize_p = 0.5f;
+        }
     ssl_loader *f = ssl_loader_open(&c);
     c.output_u8 = 1;
     ssl_loader *u = ssl_loader_open(&c);
@@ -231,34 +241,41 @@ TEST(loader_u8_mode_matches_the_float_path) {
     const ssl_batch *bf = ssl_loader_next(f), *bu = ssl_loader_next(u);
     CHECK(bf && bu && bu->views_u8[0] && !bu->views[0]);
     if (!bf || !bu) return;
-    float img[24 * 24 * 3];
+    size_t npx = (size_t)res * res * 3;
+    float *img = malloc(npx * sizeof(float));
     ssl_buf scratch = {0, 0};
-    double worst = 0, sum = 0;
-    size_t cnt = 0;
+    double worst = 0;
+    int flips = 0, sols = 0;
     for (int v = 0; v < 2; v++)
         for (int i = 0; i < bu->n; i++) {
             CHECK(bu->ids[i] == bf->ids[i]);
-            const uint8_t *src = bu->views_u8[v] + (size_t)i * 24 * 24 * 3;
-            for (int k = 0; k < 24 * 24 * 3; k++) img[k] = src[k] * (1.0f / 255.0f);
-            ssl_augment_apply(&bu->params[v][i], img, 24, 24, &scratch);
-            ssl_normalize(img, 24, 24, c.views[v].mean, c.views[v].std);
-            const float *ref = bf->views[v] + (size_t)i * 24 * 24 * 3;
-            for (int k = 0; k < 24 * 24 * 3; k++) {
+            const ssl_aug_params *p = &bu->params[v][i];
+            flips += p->flip, sols += p->solarize;
+            const uint8_t *src = bu->views_u8[v] + (size_t)i * npx;
+            for (size_t k = 0; k < npx; k++) img[k] = src[k];
+            ssl_augment_apply_ex(p, img, res, res, 255.0f, c.views[v].mean, c.views[v].std, &scratch);
+            const float *ref = bf->views[v] + (size_t)i * npx;
+            for (size_t k = 0; k < npx; k++) {
                 double d = fabs(img[k] - ref[k]);
-                if (d > worst) worst = d;
-                sum += d;
-                cnt++;
+                if (!(d <= worst)) worst = d;
             }
         }
-    printf("    u8 path vs float path: mean |diff| %.5f, max %.4f (normalized units)\n", sum / cnt, worst);
-    /* 0.5/255/0.225 = 0.0087 from rounding, amplified by contrast/saturation
-       (factors up to 1.4) and solarize flips near the threshold */
-    CHECK(sum / cnt < 0.01, "mean difference %.4f", sum / cnt);
+    printf("    res %d%s: float path vs uint8 path + augment_apply_ex: max |diff| %g (%d flipped, %d solarized views)\n",
+           res, pointwise ? " pointwise" : "", worst, flips, sols);
+    CHECK(worst == 0, "float path differs by up to %g", worst);
+    CHECK(flips > 5 && (!pointwise || sols > 5), "the batch should exercise flip and solarize");
+    free(img);
     ssl_buf_free(&scratch);
     ssl_loader_release(f, bf);
     ssl_loader_release(u, bu);
     ssl_loader_close(f);
     ssl_loader_close(u);
+}
+
+TEST(loader_u8_mode_matches_the_float_path) {
+    u8_vs_float(24, 0);
+    u8_vs_float(24, 1);
+    u8_vs_float(160, 1);
 }
 
 /* Distinct pages among o[i..i+len). */
@@ -338,6 +355,95 @@ TEST(loader_dct_scaled_decode) {
     ssl_buf_free(&out);
     free(b);
 }
+
+#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
+/* ssl_decode_region: the pixels the resampler reads are those of the whole
+   decode at the same DCT scale, for 4:4:4, 4:2:2, 4:2:0, gray and
+   progressive JPEGs (made here from a real CIFAR image, enlarged to 203x157
+   so that regions have room), regions touching every edge, all 8 scales. */
+TEST(decode_region_equals_the_whole_decode) {
+    uint8_t *b;
+    size_t n;
+    CHECK_OK(ssl_read_file(test_data("cifar10/test/cat/0001.jpg"), &b, &n));
+    if (!b) return;
+    ssl_buf whole = {0, 0}, part = {0, 0}, big = {0, 0};
+    int w, h, c;
+    CHECK_OK(ssl_decode(b, n, 3, &whole, &w, &h, &c));
+    const int W = 203, H = 157;
+    uint8_t *img = (uint8_t *)ssl_buf_reserve(&big, (size_t)W * H * 3);
+    ssl_resample((const uint8_t *)whole.p, w, h, 3, 0, 0, w, h, img, NULL, W, H, SSL_FILTER_BILINEAR, &part);
+    for (int k = 0; k < W * H * 3; k++) img[k] = (uint8_t)(img[k] ^ ((k * 2654435761u) >> 29)); /* texture */
+    int samps[5] = {TJSAMP_444, TJSAMP_422, TJSAMP_420, TJSAMP_GRAY, TJSAMP_420};
+    uint64_t rs = 12345;
+    int checked = 0, cropped = 0;
+    for (int e = 0; e < 5; e++) {
+        unsigned char *jpg = NULL;
+        unsigned long len = 0;
+        tjhandle tj = tjInitCompress();
+        int rc = tjCompress2(tj, img, W, 0, H, TJPF_RGB, &jpg, &len, samps[e], 90, e == 4 ? TJFLAG_PROGRESSIVE : 0);
+        CHECK(rc == 0, "tjCompress2: %s", tjGetErrorStr2(tj));
+        tjDestroy(tj);
+        if (rc != 0) continue;
+        for (int it = 0; it < 60; it++) {
+            rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+            double x0 = (double)(rs % 1000) / 1000 * W, y0 = (double)((rs >> 10) % 1000) / 1000 * H;
+            double x1 = x0 + (double)((rs >> 20) % 1000) / 1000 * (W - x0), y1 = y0 + (double)((rs >> 30) % 1000) / 1000 * (H - y0);
+            if (it % 10 == 0) x0 = 0, y0 = 0;
+            if (it % 10 == 1) x1 = W, y1 = H;
+            if (x1 <= x0) x1 = x0 + 0.5;
+            if (y1 <= y0) y1 = y0 + 0.5;
+            int need = 1 + (int)((rs >> 40) % W);
+            int ww, wh, wc, pw, ph, pc, ox, oy, sw, sh;
+            if (ssl_decode_at_least(jpg, len, 3, need, 1, &whole, &ww, &wh, &wc) != 0 ||
+                ssl_decode_region(jpg, len, 3, need, 1, x0, y0, x1, y1, &part, &pw, &ph, &pc, &ox, &oy, &sw, &sh) != 0) {
+                CHECK(0, "%s", ssl_last_error());
+                break;
+            }
+            CHECK(sw == ww && sh == wh && pc == 3, "scaled size %dx%d vs %dx%d", sw, sh, ww, wh);
+            double fx = (double)sw / W, fy = (double)sh / H;
+            int cx0 = (int)floor(x0 * fx), cx1 = (int)ceil(x1 * fx), cy0 = (int)floor(y0 * fy), cy1 = (int)ceil(y1 * fy);
+            cx1 = cx1 > sw ? sw : cx1, cy1 = cy1 > sh ? sh : cy1;
+            CHECK(ox <= cx0 && oy <= cy0 && ox + pw >= cx1 && oy + ph >= cy1, "region (%d,%d %dx%d) does not cover [%d,%d)x[%d,%d)", ox, oy, pw, ph, cx0, cx1, cy0, cy1);
+            if (ox > cx0 || oy > cy0 || ox + pw < cx1 || oy + ph < cy1) continue;
+            int bad = 0;
+            for (int y = cy0; y < cy1; y++)
+                bad += memcmp((const uint8_t *)whole.p + ((size_t)y * ww + cx0) * 3,
+                              (const uint8_t *)part.p + ((size_t)(y - oy) * pw + (cx0 - ox)) * 3, (size_t)(cx1 - cx0) * 3) != 0;
+            CHECK(bad == 0, "encoding %d, box (%.1f %.1f %.1f %.1f) at %dx%d: %d rows differ", e, x0, y0, x1, y1, sw, sh, bad);
+            checked++;
+            cropped += pw < sw || ph < sh;
+        }
+        tjFree(jpg);
+    }
+    printf("    %d regions equal to the whole decode (%d of them decoded partly)\n", checked, cropped);
+    CHECK(checked == 300 && cropped > 200);
+    ssl_buf_free(&whole), ssl_buf_free(&part), ssl_buf_free(&big);
+    free(b);
+}
+
+/* The loader's batches are the same with region decoding (dct_scale=1 at a
+   size that never scales) and with whole decodes (dct_scale=0). */
+TEST(loader_region_decode_gives_the_same_batches) {
+    const char *path = cifar_pack();
+    uint32_t crc[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        ssl_loader_config c;
+        ssl_loader_config_init(&c, path, "simclr", 40, 25);
+        c.threads = 2, c.seed = 3, c.dct_scale = k == 0;
+        c.output_u8 = 1;
+        ssl_loader *l = ssl_loader_open(&c);
+        if (!l) return;
+        CHECK_OK(ssl_loader_start_epoch(l, 2, 0));
+        const ssl_batch *bt;
+        for (int i = 0; i < 4 && (bt = ssl_loader_next(l)); i++) {
+            for (int v = 0; v < 2; v++) crc[k] = ssl_crc32(crc[k], bt->views_u8[v], (size_t)bt->n * 40 * 40 * 3);
+            ssl_loader_release(l, bt);
+        }
+        ssl_loader_close(l);
+    }
+    CHECK(crc[0] == crc[1], "region decode changes the crops (crc %08x vs %08x)", crc[0], crc[1]);
+}
+#endif
 
 TEST(loader_bad_config_is_refused) {
     const char *path = tiny_pack(10, 8, 1024);
