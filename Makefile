@@ -132,9 +132,12 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -o $@ $< $(LDLIBS)
 
-test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests
+# with nvcc present, the CUDA backend's emulation tests (its kernels' code
+# run on the host against the CPU reference; no GPU needed) run too
+test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu)
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
 	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
+	$(if $(NVCC),$(TEST_ENV) $(BUILD)/tests-gpu emu_)
 
 # export to / import from PyTorch, checked with torch + torchvision (build/venv)
 test-export: pack train probe
@@ -149,7 +152,7 @@ sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
 $(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
-	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
 
 SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
 # the suite, then its GPU tests again under compute-sanitizer memcheck and

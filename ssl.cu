@@ -112,8 +112,14 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
 }
 
 // ---- memory ------------------------------------------------------------------
+/* In emulation (ssl_cuda_set_emulation) "device" memory is host memory and
+   copies are memcpy, so whole GPU code paths (the trainer's included) run
+   their functors on machines without a GPU. Do not switch with live
+   buffers. */
+static int ssl__emu = 0;
 extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     if (bytes == 0) bytes = 1;
+    if (ssl__emu) return ssl_malloc_aligned(bytes, what ? what : "emulated device memory");
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
     if (e == cudaErrorMemoryAllocation) {
@@ -131,9 +137,9 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     return p;
 }
 extern "C" void ssl_cuda_free(void *p) {
-    if (p) SSL_CUDA_CHECK(cudaFree(p));
+    if (ssl__emu) free(p);
+    else if (p) SSL_CUDA_CHECK(cudaFree(p));
 }
-static int ssl__emu = 0; /* see ssl_cuda_set_emulation */
 extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
     if (ssl__emu) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
     if (bytes > b->cap) {
@@ -152,16 +158,22 @@ extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
     b->cap = 0;
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
-    if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    if (ssl__emu) memcpy(dst, src, bytes);
+    else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
-    if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    if (ssl__emu) memcpy(dst, src, bytes);
+    else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
-    if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
+    if (ssl__emu) memset(dst, 0, bytes);
+    else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
-extern "C" void ssl_cuda_sync(void) { SSL_CUDA_CHECK(cudaDeviceSynchronize()); }
+extern "C" void ssl_cuda_sync(void) {
+    if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
+}
 extern "C" void *ssl_cuda_host_alloc(size_t bytes, const char *what) {
+    if (ssl__emu) return ssl_malloc_aligned(bytes ? bytes : 1, what ? what : "emulated pinned memory");
     void *p = NULL;
     cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
     if (e != cudaSuccess) {
@@ -172,7 +184,8 @@ extern "C" void *ssl_cuda_host_alloc(size_t bytes, const char *what) {
     return p;
 }
 extern "C" void ssl_cuda_host_free(void *p) {
-    if (p) SSL_CUDA_CHECK(cudaFreeHost(p));
+    if (ssl__emu) free(p);
+    else if (p) SSL_CUDA_CHECK(cudaFreeHost(p));
 }
 
 // ---- device info, RNG check ----------------------------------------------------
@@ -225,6 +238,22 @@ static cublasHandle_t ssl__cublas(void) {
     return h;
 }
 
+/* GEMM precision: fp32 throughout, or bf16 operands with fp32 accumulation
+   and fp32 storage (cuBLAS's CUBLAS_COMPUTE_32F_FAST_16BF: the inputs are
+   rounded to bf16 on the tensor cores). Emulation rounds the operands to
+   bf16 (nearest even) and multiplies in fp32 on the host, the same math. */
+static int ssl__bf16 = 0;
+extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
+extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
+static inline float ssl__round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u); /* nearest even; inf/nan kept */
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 template <class F> __global__ void ssl__each_kernel(const F f, int64_t n) {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) f(i);
@@ -253,8 +282,13 @@ struct ssl__gpu {
     void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
-        SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N,
-                                     M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+        if (ssl__bf16)
+            SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                          N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
+                                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+        else
+            SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
     }
 };
 
@@ -271,6 +305,15 @@ struct ssl__cpu {
     void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) const {
+        if (ssl__bf16 && M > 0 && N > 0 && K > 0) {
+            static ssl_buf ab = {0, 0}; /* the operands rounded to bf16 */
+            size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+            float *a = (float *)ssl_buf_reserve(&ab, sizeof(float) * (na + nb)), *b = a + na;
+            for (size_t i = 0; i < na; i++) a[i] = ssl__round_bf16(A[i]);
+            for (size_t i = 0; i < nb; i++) b[i] = ssl__round_bf16(B[i]);
+            ssl_gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+            return;
+        }
         ssl_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }
 };
@@ -424,6 +467,18 @@ extern "C" int ssl_cuda_fill(ssl_tensor *t, float value) {
 extern "C" int ssl_cuda_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y) {
     ssl__f_axpy f = {alpha, x->data, y->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
+    return 0;
+}
+
+struct ssl__f_ema {
+    float *t;
+    const float *o;
+    float a, b;
+    SSL_HD void operator()(int64_t i) const { t[i] = a * t[i] + b * o[i]; }
+};
+extern "C" int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b) {
+    ssl__f_ema f = {target, online, a, b};
+    SSL__RUN(X_.each(f, n););
     return 0;
 }
 
@@ -1161,6 +1216,9 @@ extern "C" void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c,
     o->c = *c;
     o->n = t->total;
     size_t bytes = sizeof(float) * (size_t)(t->total + 1);
+    o->dev = SSL_DEV_CUDA;
+    o->host_m = (float *)ssl_calloc(bytes, "optimizer state (host copy)");
+    if (c->kind == SSL_OPTIM_ADAMW) o->host_v = (float *)ssl_calloc(bytes, "optimizer state (host copy)");
     if (ssl__emu) {
         o->m = (float *)ssl_calloc(bytes, "optimizer state");
         if (c->kind == SSL_OPTIM_ADAMW) o->v = (float *)ssl_calloc(bytes, "optimizer state");
@@ -1181,6 +1239,8 @@ extern "C" void ssl_cuda_optim_free(ssl_optimizer *o) {
         ssl_cuda_free(o->m);
         ssl_cuda_free(o->v);
     }
+    free(o->host_m);
+    free(o->host_v);
     memset(o, 0, sizeof *o);
 }
 

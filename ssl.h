@@ -1151,13 +1151,24 @@ typedef struct {
     ssl_param *p;
     int n, cap;
     int64_t total;           /* floats */
-    float *data, *grad;      /* grad is zero for buffers */
+    float *data, *grad;      /* grad is zero for buffers; device memory when dev is SSL_DEV_CUDA */
+    int dev;                 /* where data and grad live (ssl_params_to_device moves them) */
+    float *host;             /* on the GPU: a host copy of data, filled by ssl_params_download */
 } ssl_param_table;
 /* Adds a tensor (before ssl_params_alloc); returns its index. */
 SSLDEF int ssl_params_add(ssl_param_table *t, const char *name, int kind, int ndim, const int64_t *shape);
 SSLDEF void ssl_params_alloc(ssl_param_table *t);
 SSLDEF void ssl_params_free(ssl_param_table *t);
 SSLDEF int ssl_params_find(const ssl_param_table *t, const char *name);
+/* Moves data and grad to the GPU (values copied, gradients zeroed). The
+   host copy t->host keeps the values for ssl_params_download /
+   ssl_params_upload (checkpoints, export). -1 in a build without CUDA. */
+SSLDEF int ssl_params_to_device(ssl_param_table *t);
+SSLDEF void ssl_params_download(const ssl_param_table *t); /* device data -> t->host */
+SSLDEF void ssl_params_upload(ssl_param_table *t);         /* t->host -> device data */
+/* The values on the host: data, or the host copy of a table on the GPU
+   (as of the last download). */
+static inline float *ssl_params_host(const ssl_param_table *t) { return t->dev ? t->host : t->data; }
 static inline float *ssl_param_data(const ssl_param_table *t, int i) { return t->data + t->p[i].offset; }
 static inline float *ssl_param_grad(const ssl_param_table *t, int i) { return t->grad + t->p[i].offset; }
 /* The exclusion rule: only conv/linear weights get weight decay and LARS
@@ -1251,12 +1262,16 @@ typedef struct {
     const float *input[SSL_MODEL_MAX_SLOTS];
     int training[SSL_MODEL_MAX_SLOTS];
     ssl_buf scratch;
+    int dev;                   /* SSL_DEV_CPU, or SSL_DEV_CUDA after ssl_model_to_device */
 } ssl_model;
 
 /* Builds the layers and the parameter table and initialises the weights.
    Errors (bad depth, width or head spec) name the option. */
 SSLDEF int ssl_model_init(ssl_model *m, const ssl_model_config *c);
 SSLDEF void ssl_model_free(ssl_model *m);
+/* Moves the parameters to the GPU; activations are then planned there and
+   forward/backward take device pointers. Before the first plan. */
+SSLDEF int ssl_model_to_device(ssl_model *m);
 /* Plans activations for `slots` passes of n images h x w (NHWC). */
 SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots);
 /* Forward of x [n,h,w,in_channels] (kept by pointer until the backward)
@@ -1341,8 +1356,10 @@ typedef struct {
 } ssl_optim_config;
 typedef struct {
     ssl_optim_config c;
-    float *m, *v;            /* momentum / first moment, second moment (AdamW) */
+    float *m, *v;            /* momentum / first moment, second moment (AdamW); device memory when dev */
     int64_t n, step;
+    int dev;                 /* made by ssl_cuda_optim_init */
+    float *host_m, *host_v;  /* on the GPU: host copies for checkpoints */
 } ssl_optimizer;
 SSLDEF const char *ssl_optim_name(int kind);
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
@@ -1399,6 +1416,7 @@ typedef struct {
     int probe_classes;           /* online linear probe; 0 = none */
     ssl_optim_config probe_optim;
     double probe_lr;             /* constant */
+    int device;                  /* SSL_DEV_CPU or SSL_DEV_CUDA (a CUDA build) */
 } ssl_train_config;
 SSLDEF ssl_train_config ssl_train_config_default(int method);
 
@@ -1420,17 +1438,19 @@ typedef struct {
     ssl_param_table probe;       /* "probe.weight" [classes, feat], "probe.bias" */
     ssl_optimizer probe_opt;
     int64_t step;                /* optimisation steps done */
-    float *dout[2], *logits, *dlogits;
+    float *dout[2], *logits, *dlogits; /* on the trainer's device */
     size_t dout_cap, logits_cap;
     int32_t *targets;
+    float *host_logits;          /* the GPU's probe logits, copied back for top-1 */
     ssl_buf scratch;
 } ssl_trainer;
 
 SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc);
 SSLDEF void ssl_trainer_free(ssl_trainer *t);
-/* One step on views v1, v2 [n,h,w,C] (labels for the probe, may be NULL).
-   A NaN or Inf loss returns -1 with "step K: ... loss is nan" before
-   anything is updated. */
+/* One step on views v1, v2 [n,h,w,C] (labels for the probe, may be NULL,
+   always host memory). On the GPU the views are device pointers. A NaN or
+   Inf loss returns -1 with "step K: ... loss is nan" before anything is
+   updated. */
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
                           int w, ssl_step_stats *st);
 /* Checkpoint: every tensor of the online model under its own name, the
@@ -1578,6 +1598,12 @@ SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *par
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */
 SSLDEF void ssl_cuda_set_emulation(int on);
+/* GEMMs (and so convolutions and linear layers) in fp32, or with bf16
+   operands, fp32 accumulation and fp32 storage (tensor cores). */
+SSLDEF void ssl_cuda_set_precision(int bf16);
+SSLDEF int ssl_cuda_precision(void);
+/* target = a * target + b * online over n floats (BYOL's EMA) */
+SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);
 SSLDEF int ssl_cuda_emulation(void);
 #endif
 
@@ -5505,9 +5531,54 @@ SSLDEF void ssl_params_alloc(ssl_param_table *t) {
 
 SSLDEF void ssl_params_free(ssl_param_table *t) {
     free(t->p);
+#ifdef SSL_CUDA
+    if (t->dev) {
+        ssl_cuda_free(t->data);
+        ssl_cuda_free(t->grad);
+        free(t->host);
+        memset(t, 0, sizeof *t);
+        return;
+    }
+#endif
     free(t->data);
     free(t->grad);
     memset(t, 0, sizeof *t);
+}
+
+#ifdef SSL_CUDA
+static size_t ssl__params_bytes(const ssl_param_table *t) { return sizeof(float) * (size_t)((t->total + 15) / 16 * 16); }
+#endif
+
+SSLDEF int ssl_params_to_device(ssl_param_table *t) {
+    if (t->dev) return 0;
+#ifdef SSL_CUDA
+    size_t bytes = ssl__params_bytes(t);
+    float *d = (float *)ssl_cuda_malloc(bytes, "parameters"), *g = (float *)ssl_cuda_malloc(bytes, "gradients");
+    ssl_cuda_to_device(d, t->data, bytes);
+    ssl_cuda_memset0(g, bytes);
+    free(t->grad);
+    t->host = t->data;
+    t->data = d, t->grad = g, t->dev = SSL_DEV_CUDA;
+    return 0;
+#else
+    return ssl__fail("parameters: this build has no CUDA backend (build with nvcc present)");
+#endif
+}
+
+SSLDEF void ssl_params_download(const ssl_param_table *t) {
+#ifdef SSL_CUDA
+    if (t->dev) ssl_cuda_to_host(t->host, t->data, ssl__params_bytes(t));
+#else
+    (void)t;
+#endif
+}
+
+SSLDEF void ssl_params_upload(ssl_param_table *t) {
+#ifdef SSL_CUDA
+    if (t->dev) ssl_cuda_to_device(t->data, t->host, ssl__params_bytes(t));
+#else
+    (void)t;
+#endif
 }
 
 SSLDEF int ssl_params_find(const ssl_param_table *t, const char *name) {
@@ -5685,10 +5756,40 @@ SSLDEF void ssl_model_free(ssl_model *m) {
     ssl_params_free(&m->params);
     free(m->layers);
     free(m->blocks);
+#ifdef SSL_CUDA
+    if (m->dev) {
+        ssl_cuda_free(m->act);
+        ssl_cuda_free(m->grads);
+        ssl_cuda_buf_free(&m->scratch);
+        memset(m, 0, sizeof *m);
+        return;
+    }
+#endif
     free(m->act);
     free(m->grads);
     ssl_buf_free(&m->scratch);
     memset(m, 0, sizeof *m);
+}
+
+SSLDEF int ssl_model_to_device(ssl_model *m) {
+    if (m->act) return ssl__fail("model: move it to the GPU before planning");
+    if (ssl_params_to_device(&m->params)) return -1;
+    m->dev = SSL_DEV_CUDA;
+    return 0;
+}
+
+/* activation memory on the model's device */
+static float *ssl__model_alloc(const ssl_model *m, size_t bytes, const char *what) {
+#ifdef SSL_CUDA
+    if (m->dev) return (float *)ssl_cuda_malloc(bytes, what);
+#endif
+    return (float *)ssl_malloc(bytes, what);
+}
+static void ssl__model_release(const ssl_model *m, float *p) {
+#ifdef SSL_CUDA
+    if (m->dev) { ssl_cuda_free(p); return; }
+#endif
+    free(p);
 }
 
 SSLDEF int64_t ssl_model_num_weights(const ssl_model *m) {
@@ -5761,14 +5862,14 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     m->grad_floats = (maxact + 15) / 16 * 16;
     size_t need = sizeof(float) * (size_t)(off * slots);
     if (need > m->act_cap) {
-        free(m->act);
-        m->act = (float *)ssl_malloc(need, "activations");
+        ssl__model_release(m, m->act);
+        m->act = ssl__model_alloc(m, need, "activations");
         m->act_cap = need;
     }
     need = sizeof(float) * (size_t)(3 * m->grad_floats);
     if (need > m->grads_cap) {
-        free(m->grads);
-        m->grads = (float *)ssl_malloc(need, "activation gradients");
+        ssl__model_release(m, m->grads);
+        m->grads = ssl__model_alloc(m, need, "activation gradients");
         m->grads_cap = need;
     }
     for (int s = 0; s < SSL_MODEL_MAX_SLOTS; s++) m->input[s] = NULL;
@@ -5776,23 +5877,31 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
 }
 
 static float *ssl__act_slot(const ssl_model *m, int slot) { return m->act + (int64_t)slot * m->slot_floats; }
+/* Tensors of the model live on its device. */
+static ssl_tensor ssl__mvec(const ssl_model *m, float *d, int64_t n) { return ssl_tensor_on(ssl_tensor_vec(d, n), m->dev); }
+static ssl_tensor ssl__mmat(const ssl_model *m, float *d, int64_t r, int64_t c) {
+    return ssl_tensor_on(ssl_tensor_mat(d, r, c), m->dev);
+}
+static ssl_tensor ssl__mnhwc(const ssl_model *m, float *d, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return ssl_tensor_on(ssl_tensor_nhwc(d, n, h, w, c), m->dev);
+}
 static ssl_tensor ssl__pvec(const ssl_model *m, int i) {
-    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl_tensor_vec(ssl_param_data(&m->params, i), m->params.p[i].numel);
+    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl__mvec(m, ssl_param_data(&m->params, i), m->params.p[i].numel);
 }
 static ssl_tensor ssl__gvec(const ssl_model *m, int i) {
-    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl_tensor_vec(ssl_param_grad(&m->params, i), m->params.p[i].numel);
+    return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl__mvec(m, ssl_param_grad(&m->params, i), m->params.p[i].numel);
 }
 /* A layer's input, output (before BN) and weight as tensors. */
 static ssl_tensor ssl__layer_x(const ssl_model *m, const ssl_layer *L, int slot, float *data) {
     if (!data) data = L->x < 0 ? (float *)m->input[slot] : ssl__act_slot(m, slot) + L->x;
-    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(data, m->n, L->h, L->wd, L->cin) : ssl_tensor_mat(data, m->n, L->cin);
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, data, m->n, L->h, L->wd, L->cin) : ssl__mmat(m, data, m->n, L->cin);
 }
 static ssl_tensor ssl__layer_y(const ssl_model *m, const ssl_layer *L, float *data) {
-    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(data, m->n, L->oh, L->ow, L->cout) : ssl_tensor_mat(data, m->n, L->cout);
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, data, m->n, L->oh, L->ow, L->cout) : ssl__mmat(m, data, m->n, L->cout);
 }
 static ssl_tensor ssl__layer_w(const ssl_model *m, const ssl_layer *L, int grad) {
     float *d = grad ? ssl_param_grad(&m->params, L->w) : ssl_param_data(&m->params, L->w);
-    return L->type == SSL_LAYER_CONV ? ssl_tensor_nhwc(d, L->cout, L->k, L->k, L->cin) : ssl_tensor_mat(d, L->cout, L->cin);
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, d, L->cout, L->k, L->k, L->cin) : ssl__mmat(m, d, L->cout, L->cin);
 }
 static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     ssl_batchnorm bn = ssl_batchnorm_default();
@@ -5814,7 +5923,7 @@ static int ssl__layer_forward(ssl_model *m, const ssl_layer *L, int slot, int tr
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn);
     if (L->bn) {
         ssl_batchnorm bn = ssl__layer_bn(m, L);
-        ssl_tensor mean = ssl_tensor_vec(A + L->mean, L->cout), invstd = ssl_tensor_vec(A + L->invstd, L->cout);
+        ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
         if (ssl_batchnorm_forward(&bn, training, &y, &out, &mean, &invstd)) return -1;
     }
     if (L->relu && ssl_relu_forward(&out, &out)) return -1;
@@ -5832,7 +5941,7 @@ static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float
     if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
     if (L->bn) {
         ssl_batchnorm bn = ssl__layer_bn(m, L);
-        ssl_tensor mean = ssl_tensor_vec(A + L->mean, L->cout), invstd = ssl_tensor_vec(A + L->invstd, L->cout);
+        ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
         ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
         if (ssl_batchnorm_backward(&bn, training, &y, &tdy, &mean, &invstd, &ttmp, &dg, &db)) return -1;
     } else {
@@ -5855,7 +5964,7 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     if (ssl__layer_forward(m, S, slot, training)) return -1;
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
     if (m->maxpool) {
-        ssl_tensor pooled = ssl_tensor_nhwc(A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
+        ssl_tensor pooled = ssl__mnhwc(m, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
         if (ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled)) return -1;
     }
     for (int b = 0; b < m->nblocks; b++) {
@@ -5875,7 +5984,7 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
         if (ssl_add(&out, &sc, &out) || ssl_relu_forward(&out, &out)) return -1;
         last = out;
     }
-    ssl_tensor feat = ssl_tensor_mat(A + m->feat, m->n, m->feat_dim);
+    ssl_tensor feat = ssl__mmat(m, A + m->feat, m->n, m->feat_dim);
     if (ssl_avgpool_forward(&last, &feat)) return -1;
     for (int i = m->proj_first; i < m->pred_first + m->pred_count; i++)
         if (ssl__layer_forward(m, &m->layers[i], slot, training)) return -1;
@@ -5883,18 +5992,18 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
 }
 
 SSLDEF ssl_tensor ssl_model_features(const ssl_model *m, int slot) {
-    return ssl_tensor_mat(ssl__act_slot(m, slot) + m->feat, m->n, m->feat_dim);
+    return ssl__mmat(m, ssl__act_slot(m, slot) + m->feat, m->n, m->feat_dim);
 }
 SSLDEF ssl_tensor ssl_model_output(const ssl_model *m, int slot) {
     int last = m->pred_first + m->pred_count - 1;
     if (last < m->proj_first) return ssl_model_features(m, slot);
     const ssl_layer *L = &m->layers[last];
-    return ssl_tensor_mat(ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
+    return ssl__mmat(m, ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
 }
 SSLDEF ssl_tensor ssl_model_projection(const ssl_model *m, int slot) {
     if (!m->proj_count) return ssl_model_features(m, slot);
     const ssl_layer *L = &m->layers[m->proj_first + m->proj_count - 1];
-    return ssl_tensor_mat(ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
+    return ssl__mmat(m, ssl__act_slot(m, slot) + L->ybn, m->n, L->cout);
 }
 
 SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
@@ -5908,7 +6017,9 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     for (int i = 0; i < 3; i++) G[i] = m->grads + i * m->grad_floats;
     /* a: the gradient of the current tensor; the other two are free */
     int a = 0;
-    memcpy(G[a], dout->data, sizeof(float) * (size_t)ssl_tensor_numel(dout));
+    ssl_tensor g0 = ssl__mmat(m, G[a], m->n, m->out_dim), src = *dout;
+    if (src.device != m->dev) return ssl__fail("model backward: the gradient is not on the model's device");
+    if (ssl_copy(&g0, &src)) return -1;
     for (int i = m->pred_first + m->pred_count - 1; i >= m->proj_first; i--) {
         int o = (a + 1) % 3;
         if (ssl__layer_backward(m, &m->layers[i], slot, G[a], G[a], G[o])) return -1;
@@ -5917,8 +6028,8 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     /* global average pool */
     {
         int o = (a + 1) % 3;
-        ssl_tensor df = ssl_tensor_mat(G[a], m->n, m->feat_dim),
-                   dl = ssl_tensor_nhwc(G[o], m->n, m->last_h, m->last_w, m->last_c);
+        ssl_tensor df = ssl__mmat(m, G[a], m->n, m->feat_dim),
+                   dl = ssl__mnhwc(m, G[o], m->n, m->last_h, m->last_w, m->last_c);
         if (ssl_avgpool_backward(&df, &dl)) return -1;
         a = o;
     }
@@ -5952,7 +6063,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     if (m->maxpool) {
         int o = (a + 1) % 3;
         ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
-        ssl_tensor dy = ssl_tensor_nhwc(G[a], m->n, m->pool_h, m->pool_w, S->cout);
+        ssl_tensor dy = ssl__mnhwc(m, G[a], m->n, m->pool_h, m->pool_w, S->cout);
         if (ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx)) return -1;
         a = o;
     }
@@ -6173,6 +6284,12 @@ SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ss
 }
 
 SSLDEF void ssl_optim_free(ssl_optimizer *o) {
+#ifdef SSL_CUDA
+    if (o->dev) {
+        ssl_cuda_optim_free(o);
+        return;
+    }
+#endif
     free(o->m);
     free(o->v);
     memset(o, 0, sizeof *o);
@@ -6258,8 +6375,50 @@ SSLDEF ssl_train_config ssl_train_config_default(int method) {
     return c;
 }
 
+/* Device memory for the trainer's own buffers (host memory on the CPU). */
+static void *ssl__trainer_alloc(const ssl_trainer *t, size_t bytes, const char *what) {
+#ifdef SSL_CUDA
+    if (t->c.device == SSL_DEV_CUDA) return ssl_cuda_malloc(bytes, what);
+#endif
+    return ssl_malloc(bytes, what);
+}
+static void ssl__trainer_release(const ssl_trainer *t, void *p) {
+#ifdef SSL_CUDA
+    if (t->c.device == SSL_DEV_CUDA) { ssl_cuda_free(p); return; }
+#endif
+    free(p);
+}
+static void ssl__trainer_sync(const ssl_trainer *t) { /* for the step's time split */
+#ifdef SSL_CUDA
+    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_sync();
+#else
+    (void)t;
+#endif
+}
+
+/* Everything built on the host moves to the GPU: the models, the probe,
+   the optimizers (their state starts at zero, as on the host). */
+static int ssl__trainer_to_device(ssl_trainer *t) {
+#ifdef SSL_CUDA
+    if (ssl_model_to_device(&t->online) || (t->has_target && ssl_model_to_device(&t->target)))
+        return ssl__fail_ctx("trainer");
+    ssl_optim_free(&t->opt);
+    ssl_cuda_optim_init(&t->opt, &t->c.optim, &t->online.params);
+    if (t->probe.n) {
+        if (ssl_params_to_device(&t->probe)) return -1;
+        ssl_optim_free(&t->probe_opt);
+        ssl_cuda_optim_init(&t->probe_opt, &t->c.probe_optim, &t->probe);
+    }
+    return 0;
+#else
+    (void)t;
+    return ssl__fail("trainer: device=cuda needs a build with the CUDA backend (nvcc was not found when this was built)");
+#endif
+}
+
 SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc) {
     memset(t, 0, sizeof *t);
+    if (tc->device != SSL_DEV_CPU && tc->device != SSL_DEV_CUDA) return ssl__fail("trainer: unknown device %d", tc->device);
     t->c = *tc;
     if (tc->method < 0 || tc->method > SSL_METHOD_BYOL) return ssl__fail("trainer: unknown method %d", tc->method);
     ssl_model_config oc = *mc;
@@ -6300,6 +6459,10 @@ SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ss
         }
         ssl_optim_init(&t->probe_opt, &tc->probe_optim, &t->probe);
     }
+    if (tc->device == SSL_DEV_CUDA && ssl__trainer_to_device(t)) {
+        ssl_trainer_free(t);
+        return -1;
+    }
     return 0;
 }
 
@@ -6311,12 +6474,28 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
         ssl_optim_free(&t->probe_opt);
         ssl_params_free(&t->probe);
     }
-    free(t->dout[0]);
-    free(t->dout[1]);
-    free(t->logits);
+    ssl__trainer_release(t, t->dout[0]);
+    ssl__trainer_release(t, t->dout[1]);
+    ssl__trainer_release(t, t->logits);
     free(t->targets);
-    ssl_buf_free(&t->scratch);
+    free(t->host_logits);
+#ifdef SSL_CUDA
+    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch);
+    else
+#endif
+        ssl_buf_free(&t->scratch);
     memset(t, 0, sizeof *t);
+}
+
+/* The optimizer step wherever the table lives. */
+static void ssl__optim_step_on(ssl_optimizer *o, ssl_param_table *p, double lr) {
+#ifdef SSL_CUDA
+    if (p->dev) {
+        ssl_cuda_optim_step(o, p, lr);
+        return;
+    }
+#endif
+    ssl_optim_step(o, p, lr);
 }
 
 /* The online probe on detached features of both views: cross-entropy,
@@ -6325,31 +6504,43 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     int k = t->c.probe_classes;
     size_t need = sizeof(float) * (size_t)(2 * n * k);
     if (need > t->logits_cap) {
-        free(t->logits);
+        ssl__trainer_release(t, t->logits);
         free(t->targets);
-        t->logits = (float *)ssl_malloc(2 * need, "probe logits");
+        free(t->host_logits);
+        t->logits = (float *)ssl__trainer_alloc(t, 2 * need, "probe logits");
         t->targets = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)n, "probe targets");
+        t->host_logits = (float *)ssl_malloc(need, "probe logits (host)");
         t->logits_cap = need;
     }
+    int dev = t->c.device;
     t->dlogits = t->logits + 2 * n * k;
     for (int i = 0; i < n; i++) {
         if (labels[i] >= (uint32_t)k) return ssl__fail("probe: label %u of sample %d is not below probe classes %d", labels[i], i, k);
         t->targets[i] = (int32_t)labels[i];
     }
-    memset(t->probe.grad, 0, sizeof(float) * (size_t)t->probe.total);
-    ssl_tensor w = ssl_tensor_mat(ssl_param_data(&t->probe, 0), k, t->online.feat_dim);
-    ssl_tensor b = ssl_tensor_vec(ssl_param_data(&t->probe, 1), k);
-    ssl_tensor dw = ssl_tensor_mat(ssl_param_grad(&t->probe, 0), k, t->online.feat_dim);
-    ssl_tensor db = ssl_tensor_vec(ssl_param_grad(&t->probe, 1), k);
+    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->probe.grad, t->probe.total), dev);
+    ssl_fill(&gall, 0.0f);
+    ssl_tensor w = ssl_tensor_on(ssl_tensor_mat(ssl_param_data(&t->probe, 0), k, t->online.feat_dim), dev);
+    ssl_tensor b = ssl_tensor_on(ssl_tensor_vec(ssl_param_data(&t->probe, 1), k), dev);
+    ssl_tensor dw = ssl_tensor_on(ssl_tensor_mat(ssl_param_grad(&t->probe, 0), k, t->online.feat_dim), dev);
+    ssl_tensor db = ssl_tensor_on(ssl_tensor_vec(ssl_param_grad(&t->probe, 1), k), dev);
     double loss = 0;
     int correct = 0;
     for (int v = 0; v < 2; v++) {
         ssl_tensor feat = ssl_model_features(&t->online, v);
-        ssl_tensor lg = ssl_tensor_mat(t->logits + v * n * k, n, k), dlg = ssl_tensor_mat(t->dlogits + v * n * k, n, k);
+        ssl_tensor lg = ssl_tensor_on(ssl_tensor_mat(t->logits + v * n * k, n, k), dev),
+                   dlg = ssl_tensor_on(ssl_tensor_mat(t->dlogits + v * n * k, n, k), dev);
         float l;
         if (ssl_linear_forward(&feat, &w, &b, &lg)) return -1;
+        const float *hl = lg.data;
+#ifdef SSL_CUDA
+        if (dev == SSL_DEV_CUDA) {
+            ssl_cuda_to_host(t->host_logits, lg.data, sizeof(float) * (size_t)(n * k));
+            hl = t->host_logits;
+        }
+#endif
         for (int i = 0; i < n; i++) {
-            const float *row = lg.data + (int64_t)i * k;
+            const float *row = hl + (int64_t)i * k;
             int best = 0;
             for (int c = 1; c < k; c++)
                 if (row[c] > row[best]) best = c;
@@ -6362,7 +6553,7 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     }
     st->probe_loss = (float)loss;
     st->probe_acc = (float)correct / (float)(2 * n);
-    ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
+    ssl__optim_step_on(&t->probe_opt, &t->probe, t->c.probe_lr);
     return 0;
 }
 
@@ -6372,6 +6563,7 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     if (!st) st = &local;
     memset(st, 0, sizeof *st);
     const ssl_train_config *c = &t->c;
+    const int dev = c->device;
     double t0 = ssl_now();
     if (ssl_model_plan(&t->online, n, h, w, 2) || (t->has_target && ssl_model_plan(&t->target, n, h, w, 2)))
         return ssl__fail_ctx("step %lld", (long long)t->step);
@@ -6380,17 +6572,21 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     for (int v = 0; v < 2; v++)
         if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, v, views[v], 1)))
             return ssl__fail_ctx("step %lld", (long long)t->step);
+    ssl__trainer_sync(t);
     double t1 = ssl_now();
 
     /* the loss and its gradient w.r.t. the online outputs */
     int64_t d = t->online.out_dim;
     size_t need = sizeof(float) * (size_t)(n * d);
     if (need > t->dout_cap) {
-        for (int v = 0; v < 2; v++) { free(t->dout[v]); t->dout[v] = (float *)ssl_malloc(need, "loss gradients"); }
+        for (int v = 0; v < 2; v++) {
+            ssl__trainer_release(t, t->dout[v]);
+            t->dout[v] = (float *)ssl__trainer_alloc(t, need, "loss gradients");
+        }
         t->dout_cap = need;
     }
     ssl_tensor o1 = ssl_model_output(&t->online, 0), o2 = ssl_model_output(&t->online, 1);
-    ssl_tensor d1 = ssl_tensor_mat(t->dout[0], n, d), d2 = ssl_tensor_mat(t->dout[1], n, d);
+    ssl_tensor d1 = ssl_tensor_on(ssl_tensor_mat(t->dout[0], n, d), dev), d2 = ssl_tensor_on(ssl_tensor_mat(t->dout[1], n, d), dev);
     float loss = 0;
     int r;
     switch (c->method) {
@@ -6409,14 +6605,16 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
                          ssl_method_name(c->method), isnan(loss) ? "nan" : "inf");
     double t2 = ssl_now();
 
-    memset(t->online.params.grad, 0, sizeof(float) * (size_t)t->online.params.total);
+    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->online.params.grad, t->online.params.total), dev);
+    ssl_fill(&gall, 0.0f);
     if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
         return ssl__fail_ctx("step %lld", (long long)t->step);
+    ssl__trainer_sync(t);
     double t3 = ssl_now();
 
     if (t->probe.n && labels && ssl__probe_step(t, labels, n, st)) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->lr = ssl_lr_at(c->lr, t->step, c->warmup_steps, c->total_steps, c->end_ratio);
-    ssl_optim_step(&t->opt, &t->online.params, st->lr);
+    ssl__optim_step_on(&t->opt, &t->online.params, st->lr);
     if (t->has_target) {
         /* tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k = steps done */
         double k = (double)t->step, K = (double)(c->total_steps > 0 ? c->total_steps : 1);
@@ -6429,10 +6627,17 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
             if (p->kind == SSL_PARAM_BUFFER) continue; /* the target keeps its own running statistics */
             float *tv = ssl_param_data(&t->target.params, i);
             const float *ov = ssl_param_data(&t->online.params, i);
+#ifdef SSL_CUDA
+            if (dev == SSL_DEV_CUDA) {
+                ssl_cuda_ema(tv, ov, p->numel, a, b);
+                continue;
+            }
+#endif
             for (int64_t j = 0; j < p->numel; j++) tv[j] = a * tv[j] + b * ov[j];
         }
     }
     t->step++;
+    ssl__trainer_sync(t);
     double t4 = ssl_now();
     st->t_forward = t1 - t0, st->t_loss = t2 - t1, st->t_backward = t3 - t2, st->t_optim = t4 - t3;
     return 0;
@@ -6467,20 +6672,49 @@ static void ssl__ckpt_add(ssl__ckpt *k, const char *prefix, const char *name, in
 }
 
 /* Every tensor of a table, values (and optimizer state when o != NULL). */
+/* (on the GPU: the host copies, which ssl__ckpt_sync fills or empties) */
 static void ssl__ckpt_table(ssl__ckpt *k, const char *prefix, const ssl_param_table *t, const ssl_optimizer *o,
                             const char *oprefix) {
+    const float *data = ssl_params_host(t);
+    const float *om = o ? (o->dev ? o->host_m : o->m) : NULL, *ov = o ? (o->dev ? o->host_v : o->v) : NULL;
     for (int i = 0; i < t->n; i++) {
         const ssl_param *p = &t->p[i];
-        ssl__ckpt_add(k, prefix, p->name, SSL_F32, ssl_param_data(t, i), p->numel, p->ndim, p->shape);
+        ssl__ckpt_add(k, prefix, p->name, SSL_F32, data + p->offset, p->numel, p->ndim, p->shape);
         if (!o || p->kind == SSL_PARAM_BUFFER) continue;
         char pre[64];
         snprintf(pre, sizeof pre, "%sm.", oprefix);
-        ssl__ckpt_add(k, pre, p->name, SSL_F32, o->m + p->offset, p->numel, p->ndim, p->shape);
-        if (o->v) {
+        ssl__ckpt_add(k, pre, p->name, SSL_F32, om + p->offset, p->numel, p->ndim, p->shape);
+        if (ov) {
             snprintf(pre, sizeof pre, "%sv.", oprefix);
-            ssl__ckpt_add(k, pre, p->name, SSL_F32, o->v + p->offset, p->numel, p->ndim, p->shape);
+            ssl__ckpt_add(k, pre, p->name, SSL_F32, ov + p->offset, p->numel, p->ndim, p->shape);
         }
     }
+}
+
+/* GPU trainer: device state -> host copies (to_host) or back. */
+static void ssl__ckpt_sync(const ssl_trainer *t, int to_host) {
+#ifdef SSL_CUDA
+    if (t->c.device != SSL_DEV_CUDA) return;
+    const ssl_param_table *tb[3] = {&t->online.params, t->has_target ? &t->target.params : NULL, t->probe.n ? &t->probe : NULL};
+    const ssl_optimizer *op[3] = {&t->opt, NULL, t->probe.n ? &t->probe_opt : NULL};
+    for (int i = 0; i < 3; i++) {
+        if (!tb[i]) continue;
+        if (to_host) ssl_params_download(tb[i]);
+        else ssl_params_upload((ssl_param_table *)tb[i]);
+        const ssl_optimizer *o = op[i];
+        if (!o) continue;
+        size_t bytes = sizeof(float) * (size_t)o->n;
+        if (to_host) {
+            ssl_cuda_to_host(o->host_m, o->m, bytes);
+            if (o->v) ssl_cuda_to_host(o->host_v, o->v, bytes);
+        } else {
+            ssl_cuda_to_device(o->m, o->host_m, bytes);
+            if (o->v) ssl_cuda_to_device(o->v, o->host_v, bytes);
+        }
+    }
+#else
+    (void)t, (void)to_host;
+#endif
 }
 
 static void ssl__ckpt_build(const ssl_trainer *t, ssl__ckpt *k, int64_t *state, const int64_t *user, int n_user) {
@@ -6503,6 +6737,7 @@ SSLDEF int ssl_trainer_save(const ssl_trainer *t, const char *path, const char *
                             int n_user) {
     ssl__ckpt k;
     int64_t state[3];
+    ssl__ckpt_sync(t, 1);
     ssl__ckpt_build(t, &k, state, user, n_user);
     int r = ssl_tfile_write(path, k.e, k.n, meta);
     ssl__ckpt_free(&k);
@@ -6537,6 +6772,7 @@ SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int
     t->step = state[0];
     t->opt.step = state[1];
     if (t->probe.n) t->probe_opt.step = state[2];
+    ssl__ckpt_sync(t, 0);
     ssl__ckpt_free(&k);
     ssl_tfile_free(&f);
     return 0;

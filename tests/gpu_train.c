@@ -1,0 +1,151 @@
+/* Section 11 on the device: the whole train step (both views forward, the
+   loss, backward, the online probe, the optimizer, BYOL's EMA) with the
+   trainer's models, probe and optimizer state in device memory, against the
+   CPU trainer (see gpu_common.h for the two modes). ResNet-18 at width 1/8
+   with the CIFAR stem, 2 views of 8 images 16x16, a projector, a 5-class
+   probe; all four methods, three steps with SGD (momentum 0.9), and SimCLR
+   with LARS. Then a GPU checkpoint: reloaded into a fresh GPU trainer, the
+   next step is the same bits. (The optimizers' kernels are compared with
+   the CPU on their own in gpu_optim_aug.c; in a whole trainer, BYOL under
+   LARS at this tiny size turns rounding-level differences into 1e-3 by
+   the third step, and AdamW's m / sqrt(v) makes full-size steps out of
+   gradients that are zero up to rounding, so those runs would test the
+   conditioning, not the code.)
+
+   Tolerances (stated per mode): emulation runs ssl.cu's functors with the
+   CPU's GEMM, so only the order of some sums differs (BN statistics,
+   reductions in fixed chunks of 256): rounding level. This file is built
+   with -ffp-contract=off: a multiply-add fused on one side and not on the
+   other (GCC contracts ssl.h's loops under -march=native, nvcc's host code
+   is not) grows from 1e-7 to 1e-3 in three steps of a batch-8 model. On
+   the GPU, fp32 cuBLAS and the device's FMAs: 1e-3 after three steps. bf16
+   mode rounds every GEMM operand to 8 bits of mantissa: one step; the
+   losses within 2% and the online weights' update (new - old) within 40% of
+   the CPU's in L2 norm: in emulation it is 12-28%, because at batch 8 the
+   weight gradients are small differences of large sums (BN's backward);
+   a transposed or misplaced operand gives 100% and more. */
+#include "gpu_common.h"
+
+#define N 8
+#define S 16
+
+typedef struct { double loss, params; } tol_t;
+
+static void fill(float *x, int64_t n, uint64_t seed) {
+    ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
+    for (int64_t i = 0; i < n; i++) x[i] = ssl_rng_range(&r, -1.5f, 1.5f);
+}
+
+static void setup(int method, int optim, ssl_model_config *mc, ssl_train_config *tc) {
+    *mc = ssl_model_config_default();
+    mc->depth = 18, mc->cifar_stem = 1, mc->width = 0.125, mc->seed = 7;
+    snprintf(mc->projector, sizeof mc->projector, "64-32");
+    if (method == SSL_METHOD_BYOL) snprintf(mc->predictor, sizeof mc->predictor, "64-32");
+    *tc = ssl_train_config_default(method);
+    tc->lr = 0.05, tc->warmup_steps = 1, tc->total_steps = 6, tc->probe_classes = 5;
+    tc->optim.kind = optim;
+}
+
+static void compare_tables(const char *what, const ssl_param_table *dev, const ssl_param_table *cpu, double atol) {
+    ssl_params_download(dev);
+    char name[64];
+    snprintf(name, sizeof name, "%s parameters", what);
+    G_CLOSE(name, ssl_params_host(dev), cpu->data, cpu->total, atol, 1e-3);
+}
+
+/* ||(dev - before) - (cpu - before)|| / ||cpu - before|| */
+static double update_error(const ssl_param_table *dev, const ssl_param_table *cpu, const float *before) {
+    ssl_params_download(dev);
+    const float *d = ssl_params_host(dev);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < cpu->total; i++) {
+        double u = (double)cpu->data[i] - before[i], e = (double)d[i] - cpu->data[i];
+        num += e * e, den += u * u;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void run(int gpu, int method, int optim, int bf16, int steps, tol_t tol) {
+    ssl_model_config mc;
+    ssl_train_config tc;
+    setup(method, optim, &mc, &tc);
+    ssl_trainer cpu, dev;
+    if (ssl_trainer_init(&cpu, &mc, &tc)) { CHECK(0, "%s", ssl_last_error()); return; }
+    tc.device = SSL_DEV_CUDA;
+    ssl_cuda_set_precision(bf16);
+    if (ssl_trainer_init(&dev, &mc, &tc)) { CHECK(0, "%s", ssl_last_error()); ssl_trainer_free(&cpu); return; }
+    size_t nv = (size_t)N * S * S * 3;
+    float *hv = (float *)ssl_malloc(sizeof(float) * 2 * nv, "views");
+    float *dv = g_alloc(gpu, 2 * nv);
+    uint32_t labels[N];
+    for (int i = 0; i < N; i++) labels[i] = (uint32_t)(i * 3 % 5);
+    const char *m = ssl_method_name(method);
+    double worst = 0;
+    float *before = (float *)ssl_malloc(sizeof(float) * (size_t)cpu.online.params.total, "weights before");
+    memcpy(before, cpu.online.params.data, sizeof(float) * (size_t)cpu.online.params.total);
+    for (int step = 0; step < steps; step++) {
+        fill(hv, (int64_t)(2 * nv), 100 + (uint64_t)step);
+        g_up(gpu, dv, hv, sizeof(float) * 2 * nv);
+        ssl_step_stats a, b;
+        int ra = ssl_train_step(&cpu, hv, hv + nv, labels, N, S, S, &a);
+        int rb = ssl_train_step(&dev, dv, dv + nv, labels, N, S, S, &b);
+        CHECK(ra == 0 && rb == 0, "%s step %d: %s", m, step, ssl_last_error());
+        if (ra || rb) break;
+        double e = fabs((double)b.loss - a.loss) / fmax(1e-3, fabs((double)a.loss));
+        double ep = fabs((double)b.probe_loss - a.probe_loss) / fmax(1e-3, fabs((double)a.probe_loss));
+        worst = fmax(worst, fmax(e, ep));
+        CHECK(e <= tol.loss && ep <= tol.loss, "%s step %d: loss %.7g vs cpu %.7g, probe loss %.7g vs %.7g", m, step,
+              b.loss, a.loss, b.probe_loss, a.probe_loss);
+        CHECK(b.lr == a.lr && b.ema_tau == a.ema_tau);
+    }
+    printf("    %s, %s%s, %d steps: losses within %.2g (relative) of the CPU trainer\n", m, ssl_optim_name(optim),
+           bf16 ? ", bf16" : "", steps, worst);
+    if (bf16) {
+        double e = update_error(&dev.online.params, &cpu.online.params, before);
+        printf("      update of the weights within %.3g of the CPU's (relative L2)\n", e);
+        CHECK(e <= tol.params, "%s bf16: the step's update differs from the CPU's by %.3g (relative L2)", m, e);
+    } else {
+        compare_tables("online", &dev.online.params, &cpu.online.params, tol.params);
+        if (dev.has_target) compare_tables("target", &dev.target.params, &cpu.target.params, tol.params);
+        compare_tables("probe", &dev.probe, &cpu.probe, tol.params);
+    }
+    free(before);
+
+    /* a checkpoint of the GPU trainer, loaded into a new one: the same next step */
+    const char *path = test_tmp("gpu_trainer.sslt");
+    CHECK_OK(ssl_trainer_save(&dev, path, "test", NULL, 0));
+    ssl_trainer again;
+    if (ssl_trainer_init(&again, &mc, &tc) == 0) {
+        CHECK_OK(ssl_trainer_load(&again, path, NULL, 0));
+        ssl_step_stats a, b;
+        fill(hv, (int64_t)(2 * nv), 999);
+        g_up(gpu, dv, hv, sizeof(float) * 2 * nv);
+        CHECK_OK(ssl_train_step(&dev, dv, dv + nv, labels, N, S, S, &a));
+        CHECK_OK(ssl_train_step(&again, dv, dv + nv, labels, N, S, S, &b));
+        CHECK(a.loss == b.loss && a.probe_loss == b.probe_loss, "%s: resumed step loss %.9g vs %.9g", m, b.loss, a.loss);
+        ssl_params_download(&dev.online.params);
+        ssl_params_download(&again.online.params);
+        CHECK(memcmp(ssl_params_host(&dev.online.params), ssl_params_host(&again.online.params),
+                     sizeof(float) * (size_t)dev.online.params.total) == 0,
+              "%s: the resumed GPU trainer's weights differ after one step", m);
+        ssl_trainer_free(&again);
+    } else {
+        CHECK(0, "%s", ssl_last_error());
+    }
+    ssl_cuda_set_precision(0);
+    g_free(gpu, dv);
+    free(hv);
+    ssl_trainer_free(&dev);
+    ssl_trainer_free(&cpu);
+}
+
+GPU_TEST(train_step_matches_cpu) {
+    tol_t t = G_TOL(gpu, ((tol_t){2e-6, 1e-5}), ((tol_t){1e-3, 1e-3}));
+    for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 0, 3, t);
+    run(gpu, SSL_METHOD_SIMCLR, SSL_OPTIM_LARS, 0, 3, t);
+}
+
+GPU_TEST(train_step_bf16_close_to_cpu) {
+    tol_t t = {2e-2, 0.4};
+    for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
+}
