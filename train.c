@@ -42,7 +42,7 @@ typedef struct {
     double scale_min, scale_max, flip_p, jitter_p, gray_p, blur_p, solarize_p, noise_p;
     int64_t res, res_start, res_end, ramp_start, ramp_end;
     int64_t seed, threads, loader_threads;
-    char device[SSL_STR], out[SSL_STR], resume[SSL_STR];
+    char device[SSL_STR], precision[SSL_STR], out[SSL_STR], resume[SSL_STR];
     int64_t ckpt_every, log_every, max_steps;
     char probe_optim[SSL_STR];
     double probe_lr;
@@ -95,6 +95,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, threads, "0", 0, 1024, "compute threads (0 = all cores)"),
     SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
     SSL_OPT_C(C, device, "cpu", "cpu|cuda", "where the step runs"),
+    SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU GEMMs: bf16 operands (tensor cores) or fp32 throughout"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
@@ -332,13 +333,21 @@ int main(int argc, char **argv) {
         snprintf(cfg.resume, sizeof cfg.resume, "%s", resume);
         snprintf(cfg.out, sizeof cfg.out, "%s", out);
     }
-    if (!strcmp(cfg.device, "cuda")) {
+    const int on_gpu = !strcmp(cfg.device, "cuda");
+    if (on_gpu) {
 #ifdef SSL_CUDA
-        fprintf(stderr, "train: device=cuda: the CUDA training step is not implemented yet (this build has the CUDA ops, not the step); use device=cpu\n");
+        /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */
+        const char *emu = getenv("SSL_CUDA_EMULATE");
+        if (emu && *emu == '1') ssl_cuda_set_emulation(1);
+        else if (ssl_cuda_device_count() < 1) {
+            fprintf(stderr, "train: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
+            return 1;
+        }
+        ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
 #else
-        fprintf(stderr, "train: device=cuda: this ./train was built without CUDA (nvcc not found), and the CUDA training step is not implemented yet; use device=cpu\n");
-#endif
+        fprintf(stderr, "train: device=cuda: this ./train was built without CUDA (nvcc was not found by make); use device=cpu\n");
         return 1;
+#endif
     }
     if (!cfg.data[0]) { fprintf(stderr, "train: data=PACK is required (make one with ./pack)\n"); return 1; }
     int method = ssl_method_parse(cfg.method);
@@ -384,6 +393,7 @@ int main(int argc, char **argv) {
     lc.order = !strcmp(cfg.order, "quasi") ? SSL_ORDER_QUASI : !strcmp(cfg.order, "sequential") ? SSL_ORDER_SEQUENTIAL : SSL_ORDER_RANDOM;
     lc.threads = (int)cfg.loader_threads;
     lc.seed = (uint64_t)cfg.seed;
+    lc.output_u8 = on_gpu; /* uint8 crops; the colour ops run on the GPU */
     ssl_loader *loader = ssl_loader_open(&lc);
     if (!loader) return die("data");
     /* an epoch's size is known from the pack (the loader computes it when an
@@ -413,8 +423,17 @@ int main(int argc, char **argv) {
 #ifdef SSL_OPENBLAS
     if (cfg.threads) openblas_set_num_threads((int)cfg.threads);
 #endif
+    tc.device = on_gpu ? SSL_DEV_CUDA : SSL_DEV_CPU;
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
+    float *gview[2] = {NULL, NULL}; /* the views on the GPU */
+#ifdef SSL_CUDA
+    if (on_gpu) {
+        int rmax = (int)(cfg.res_end > res ? cfg.res_end : res);
+        for (int v = 0; v < 2; v++)
+            gview[v] = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)cfg.bs * rmax * rmax * 3, "augmented views");
+    }
+#endif
 
     char ckpt[SSL_STR + 32], logpath[SSL_STR + 32];
     if (mkdir(cfg.out, 0777) && errno != EEXIST) { ssl__fail("cannot create %s: %s", cfg.out, strerror(errno)); return die("out"); }
@@ -463,7 +482,16 @@ int main(int argc, char **argv) {
         const ssl_batch *b;
         while ((b = ssl_loader_next(loader))) {
             ssl_step_stats st;
-            if (ssl_train_step(&t, b->views[0], b->views[1], b->labels, b->n, b->h[0], b->w[0], &st)) {
+            const float *v0 = b->views[0], *v1 = b->views[1];
+#ifdef SSL_CUDA
+            if (on_gpu) { /* the crops' colour ops, flip and normalize, on the GPU */
+                for (int v = 0; v < 2; v++)
+                    ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
+                                        lc.views[v].std, gview[v]);
+                v0 = gview[0], v1 = gview[1];
+            }
+#endif
+            if (ssl_train_step(&t, v0, v1, b->labels, b->n, b->h[0], b->w[0], &st)) {
                 fprintf(stderr, "train: %s\n", ssl_last_error());
                 if (have_ckpt) fprintf(stderr, "train: stopped; the last good checkpoint is %s (left intact)\n", ckpt);
                 else fprintf(stderr, "train: stopped; no checkpoint was written before this step\n");
@@ -514,11 +542,24 @@ int main(int argc, char **argv) {
     if (cfg.epochs == 0 && save(&t, &cfg, ckpt, 0, 0)) { rc = die("checkpoint"); goto done; }
     ssl_loader_close(loader);
     loader = NULL;
-    if (!stopped && cfg.val[0] && evaluate(&t, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log))
-        rc = die("evaluation");
+    if (!stopped && cfg.val[0]) {
+        /* evaluation runs on the CPU: a GPU run's weights come from its checkpoint */
+        ssl_trainer ev, *et = &t;
+        if (on_gpu) {
+            tc.device = SSL_DEV_CPU;
+            if (ssl_trainer_init(&ev, &mc, &tc) || ssl_trainer_load(&ev, ckpt, NULL, 0)) { rc = die("evaluation"); goto done; }
+            et = &ev;
+        }
+        if (evaluate(et, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log)) rc = die("evaluation");
+        if (on_gpu) ssl_trainer_free(&ev);
+    }
 done:
     if (loader) ssl_loader_close(loader);
     fclose(log);
     ssl_trainer_free(&t);
+#ifdef SSL_CUDA
+    for (int v = 0; v < 2; v++)
+        if (gview[v]) ssl_cuda_free(gview[v]);
+#endif
     return rc;
 }
