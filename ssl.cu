@@ -48,38 +48,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// ---- the backend's API beyond ssl.h's prototypes ---------------------------
-// ssl.h should declare these under #ifdef SSL_CUDA (wip/cuda_ssl_h.patch);
-// until it does, they are declared here and in tests/gpu_common.h.
-extern "C" {
-/* device memory: stops with a clear message on failure (out of memory: how
-   much, for what, what is free, use a smaller batch) */
-SSLDEF void *ssl_cuda_malloc(size_t bytes, const char *what);
-SSLDEF void ssl_cuda_free(void *p);
-SSLDEF void ssl_cuda_buf_free(ssl_buf *b); /* for buffers grown by ssl_cuda_buf_reserve */
-SSLDEF void ssl_cuda_to_device(void *dst, const void *src, size_t bytes);
-SSLDEF void ssl_cuda_to_host(void *dst, const void *src, size_t bytes);
-SSLDEF void ssl_cuda_memset0(void *dst, size_t bytes);
-SSLDEF void ssl_cuda_sync(void);
-/* page-locked host memory (loader batches in GPU mode) */
-SSLDEF void *ssl_cuda_host_alloc(size_t bytes, const char *what);
-SSLDEF void ssl_cuda_host_free(void *p);
-/* optimizer over a parameter table whose data/grad live on the device;
-   o->m, o->v are device memory (allocated by ssl_cuda_optim_init) */
-SSLDEF void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
-SSLDEF void ssl_cuda_optim_free(ssl_optimizer *o);
-SSLDEF int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
-/* the loader's GPU mode: n uint8 crops (n x h x w x 3, host memory, ideally
-   from ssl_cuda_host_alloc) and their params -> float NHWC on the device,
-   augmented as ssl_augment_apply_ex(p, img, w, h, in_range, mean, std) does
-   (mean/std NULL: no normalize) */
-SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
-                               float in_range, const float mean[3], const float std[3], float *out);
-/* tests: run every ssl_cuda_* op's functors on the host, on host memory */
-SSLDEF void ssl_cuda_set_emulation(int on);
-SSLDEF int ssl_cuda_emulation(void);
-}
-
 // ---- errors ------------------------------------------------------------------
 static void ssl__cuda_die(const char *file, int line, const char *what, const char *msg) {
     fprintf(stderr, "ssl.cu: CUDA error at %s:%d: %s: %s\n", file, line, what, msg);

@@ -15,24 +15,6 @@
 #define SSL_GPU_COMMON_H
 #include "test.h"
 
-/* ssl.cu's API beyond ssl.h (wip/cuda_ssl_h.patch adds these to ssl.h) */
-void *ssl_cuda_malloc(size_t bytes, const char *what);
-void ssl_cuda_free(void *p);
-void ssl_cuda_buf_free(ssl_buf *b);
-void ssl_cuda_to_device(void *dst, const void *src, size_t bytes);
-void ssl_cuda_to_host(void *dst, const void *src, size_t bytes);
-void ssl_cuda_memset0(void *dst, size_t bytes);
-void ssl_cuda_sync(void);
-void *ssl_cuda_host_alloc(size_t bytes, const char *what);
-void ssl_cuda_host_free(void *p);
-void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
-void ssl_cuda_optim_free(ssl_optimizer *o);
-int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
-int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h, float in_range,
-                        const float mean[3], const float std[3], float *out);
-void ssl_cuda_set_emulation(int on);
-int ssl_cuda_emulation(void);
-
 /* Starts a test in mode gpu (1) or emulation (0); 0 (and a failed check
    saying "no CUDA device") when the GPU mode has no device. */
 int g_begin(int gpu);
