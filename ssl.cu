@@ -1287,15 +1287,7 @@ struct ssl__augb { /* the batch */
 
 static void ssl__augd_make(const ssl_aug_params *p, int w, int h, ssl__augd *a) {
     memset(a, 0, sizeof *a);
-    if (p->jitter)
-        for (int i = 0; i < 4; i++) {
-            int o = p->order[i];
-            SSL_ASSERT(o < 4, "augment: order[%d] = %d is not an op", i, o);
-            if ((o == SSL__AOP_BRIGHTNESS && p->brightness != 1.0f) || (o == SSL__AOP_CONTRAST && p->contrast != 1.0f) ||
-                (o == SSL__AOP_SATURATION && p->saturation != 1.0f) || (o == SSL__AOP_HUE && p->hue != 0.0f))
-                a->ops[a->nops++] = o;
-        }
-    if (p->gray) a->ops[a->nops++] = SSL__AOP_GRAY;
+    a->nops = ssl_aug_chain(p, a->ops); /* the CPU's chain; SSL__AOP_* are its op numbers */
     a->ci = a->nops;
     for (int k = 0; k < a->nops; k++)
         if (a->ops[k] == SSL__AOP_CONTRAST) a->ci = k;

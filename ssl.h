@@ -567,6 +567,11 @@ SSLDEF ssl_aug_params ssl_view_draw(const ssl_view_recipe *r, int src_w, int src
    interleaved RGB float image in [0,1] (h x w x 3, already cropped and resized).
    Does not normalize. scratch holds about 4*w*h floats after the first call. */
 SSLDEF void ssl_augment_apply(const ssl_aug_params *p, float *img, int w, int h, ssl_buf *scratch);
+/* The pointwise colour ops p applies, in order: jitter's ops that are not
+   identities in p's random order (0 brightness, 1 contrast, 2 saturation,
+   3 hue), then 4 gray. Returns the count (at most 5). The CPU path and the
+   GPU kernel both build their chain with it. */
+SSLDEF int ssl_aug_chain(const ssl_aug_params *p, int ops[5]);
 /* (x - mean) / std per channel, in place. */
 SSLDEF void ssl_normalize(float *img, int w, int h, const float mean[3], const float std[3]);
 /* ssl_augment_apply with the loader's neighbours fused in: each value is
@@ -3896,6 +3901,20 @@ static void ssl__to_planes(const float *restrict img, int w, int h, int flip, fl
 
 static size_t ssl__align64(size_t n) { return (n + 15) & ~(size_t)15; } /* in floats */
 
+SSLDEF int ssl_aug_chain(const ssl_aug_params *p, int ops[5]) {
+    int nops = 0;
+    if (p->jitter)
+        for (int i = 0; i < 4; i++) {
+            int o = p->order[i];
+            SSL_ASSERT(o < 4, "augment: order[%d] = %d is not an op", i, o);
+            if ((o == SSL__OP_BRIGHTNESS && p->brightness != 1.0f) || (o == SSL__OP_CONTRAST && p->contrast != 1.0f) ||
+                (o == SSL__OP_SATURATION && p->saturation != 1.0f) || (o == SSL__OP_HUE && p->hue != 0.0f))
+                ops[nops++] = o;
+        }
+    if (p->gray) ops[nops++] = SSL__OP_GRAY;
+    return nops;
+}
+
 SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_range,
                                  const float mean[3], const float std[3], ssl_buf *scratch) {
     SSL_ASSERT(w > 0 && h > 0 && (int64_t)w * h < (1ll << 31), "augment: bad image size %dx%d", w, h);
@@ -3911,16 +3930,7 @@ SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int
     }
 
     /* the chain of pointwise ops, in order; identities are left out */
-    int ops[5], nops = 0;
-    if (p->jitter)
-        for (int i = 0; i < 4; i++) {
-            int o = p->order[i];
-            SSL_ASSERT(o < 4, "augment: order[%d] = %d is not an op", i, o);
-            if ((o == SSL__OP_BRIGHTNESS && p->brightness != 1.0f) || (o == SSL__OP_CONTRAST && p->contrast != 1.0f) ||
-                (o == SSL__OP_SATURATION && p->saturation != 1.0f) || (o == SSL__OP_HUE && p->hue != 0.0f))
-                ops[nops++] = o;
-        }
-    if (p->gray) ops[nops++] = SSL__OP_GRAY;
+    int ops[5], nops = ssl_aug_chain(p, ops);
     float kernel[SSL_BLUR_MAX_RADIUS + 1];
     int rad = p->blur_sigma > 0 ? ssl_blur_kernel(p->blur_sigma, w, h, kernel) : 0;
 
