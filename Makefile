@@ -173,7 +173,7 @@ demo: $(BUILD)/.deps pack train probe
 	./pack $(FMNIST)/t10k-images-idx3-ubyte.gz $(DEMO)/fmnist-test.ssl classes="$(FMNIST_CLASSES)" force=1
 	./pack info $(DEMO)/fmnist-train.ssl
 	./pack info $(DEMO)/fmnist-test.ssl
-	@echo "== SimCLR on 10,000 Fashion-MNIST images, CPU, a few minutes"
+	@echo "== SimCLR on 10,000 Fashion-MNIST images (on the GPU if there is one, else a few minutes on the CPU)"
 	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(DEMO)/fmnist-train10k.ssl classes="$(FMNIST_CLASSES)" limit=10000 force=1 quiet=1
 	rm -rf $(DEMO)/run
 	./train $(DEMO_TRAIN) data=$(DEMO)/fmnist-train10k.ssl val=$(DEMO)/fmnist-test.ssl out=$(DEMO)/run

@@ -213,6 +213,43 @@ static cublasHandle_t ssl__cublas(void) {
 static int ssl__bf16 = 0;
 extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
 extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
+
+/* ---- GEMM calls: row-major in ssl.h, column-major in cuBLAS ----
+   ssl.h's GEMMs are row-major (ssl_gemm: C = alpha op(A) op(B) + beta C, C
+   M x N with row stride ldc). cuBLAS is column-major, and a row-major
+   matrix with row stride ld is, read column-major, its transpose with the
+   same ld. So the row-major product is computed as the column-major
+   C^T = op(B)^T op(A)^T: the operands swapped, M and N swapped, the
+   transpose flags kept. ssl__blas_map builds that call once; the GPU
+   executor hands it to cuBLAS and emulation hands it to ssl__blas_emulate,
+   which checks it the way cuBLAS checks its arguments and carries it out as
+   cuBLAS defines it. ssl_cuda_gemm_selftest holds the mapping against a
+   plain column-major loop written from cuBLAS's documentation. */
+struct ssl__blas {
+    int opa, opb; /* cuBLAS's transa, transb: 0 = N, 1 = T */
+    int m, n, k;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float *C;
+    int ldc;
+};
+static ssl__blas ssl__blas_map(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                               float *C, int ldc) {
+    ssl__blas g = {tb, ta, N, M, K, B, ldb, A, lda, C, ldc};
+    return g;
+}
+static inline int ssl__imax(int a, int b) { return a > b ? a : b; }
+/* what cuBLAS refuses with CUBLAS_STATUS_INVALID_VALUE, or NULL */
+static const char *ssl__blas_invalid(const ssl__blas &g) {
+    if (g.m < 0 || g.n < 0 || g.k < 0) return "a negative dimension";
+    if (g.lda < ssl__imax(1, g.opa ? g.k : g.m)) return "lda below the rows of A";
+    if (g.ldb < ssl__imax(1, g.opb ? g.n : g.k)) return "ldb below the rows of B";
+    if (g.ldc < ssl__imax(1, g.m)) return "ldc below the rows of C";
+    return NULL;
+}
+/* bf16 rounding of the operands, as the tensor cores see them in FAST_16BF */
 static inline float ssl__round_bf16(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
@@ -220,6 +257,87 @@ static inline float ssl__round_bf16(float x) {
     u &= 0xffff0000u;
     memcpy(&x, &u, 4);
     return x;
+}
+/* Carries out cuBLAS call g on host memory. Column-major X (r x c, ld) is
+   row-major X^T, so C = op(A) op(B) is the row-major C^T = op(B)^T op(A)^T,
+   which ssl_gemm computes (the CPU reference's own GEMM, so emulation
+   matches the CPU to rounding). bf16: the operands rounded first. */
+static void ssl__blas_emulate(const ssl__blas &g, float alpha, float beta, int bf16) {
+    const char *bad = ssl__blas_invalid(g);
+    if (bad) {
+        fprintf(stderr, "ssl.cu: a GEMM cuBLAS would refuse: %s (transa %c transb %c m %d n %d k %d lda %d ldb %d ldc %d)\n",
+                bad, g.opa ? 'T' : 'N', g.opb ? 'T' : 'N', g.m, g.n, g.k, g.lda, g.ldb, g.ldc);
+        abort();
+    }
+    if (g.m == 0 || g.n == 0) return;
+    const float *A = g.A, *B = g.B;
+    if (bf16 && g.k > 0) {
+        static ssl_buf ab = {0, 0};
+        /* (columns - 1) x ld + rows: what the call reads */
+        size_t na = (size_t)((g.opa ? g.m : g.k) - 1) * g.lda + (g.opa ? g.k : g.m),
+               nb = (size_t)((g.opb ? g.k : g.n) - 1) * g.ldb + (g.opb ? g.n : g.k);
+        float *a = (float *)ssl_buf_reserve(&ab, sizeof(float) * (na + nb)), *b = a + na;
+        for (size_t i = 0; i < na; i++) a[i] = ssl__round_bf16(g.A[i]);
+        for (size_t i = 0; i < nb; i++) b[i] = ssl__round_bf16(g.B[i]);
+        A = a, B = b;
+    }
+    ssl_gemm(g.opb, g.opa, g.n, g.m, g.k, alpha, B, g.ldb, A, g.lda, beta, g.C, g.ldc);
+}
+
+/* Tests the mapping: random shapes, transposes and padded leading
+   dimensions; the mapped call evaluated by a plain loop straight from
+   cuBLAS's definition (C[i + j ldc] = alpha sum_l opA(i,l) opB(l,j) +
+   beta C, opA(i,l) = A[i + l lda] for N, A[l + i lda] for T) against
+   ssl_gemm's row-major result, and through ssl__blas_emulate. Returns the
+   largest relative difference; 1e30 for a call cuBLAS would refuse. */
+extern "C" double ssl_cuda_gemm_selftest(int trials, uint64_t seed) {
+    double worst = 0;
+    ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
+    for (int t = 0; t < trials; t++) {
+        int ta = ssl_rng_uniform(&r) < 0.5f, tb = ssl_rng_uniform(&r) < 0.5f;
+        int M = 1 + (int)(ssl_rng_uniform(&r) * 17), N = 1 + (int)(ssl_rng_uniform(&r) * 17),
+            K = 1 + (int)(ssl_rng_uniform(&r) * 17);
+        int pa = (int)(ssl_rng_uniform(&r) * 3), pb = (int)(ssl_rng_uniform(&r) * 3), pc = (int)(ssl_rng_uniform(&r) * 3);
+        /* row-major storage: A is M x K (K x M if ta), B K x N (N x K if tb) */
+        int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+        int lda = ac + pa, ldb = bc + pb, ldc = N + pc;
+        float alpha = ssl_rng_range(&r, -2, 2), beta = t % 3 == 0 ? 0.0f : ssl_rng_range(&r, -1, 1);
+        size_t na = (size_t)ar * lda, nb = (size_t)br * ldb, nc = (size_t)M * ldc;
+        float *A = (float *)ssl_malloc(sizeof(float) * (na + nb + 3 * nc), "gemm self-test"), *B = A + na, *C0 = B + nb,
+              *C1 = C0 + nc, *C2 = C1 + nc;
+        for (size_t i = 0; i < na; i++) A[i] = ssl_rng_range(&r, -1, 1);
+        for (size_t i = 0; i < nb; i++) B[i] = ssl_rng_range(&r, -1, 1);
+        for (size_t i = 0; i < nc; i++) C0[i] = C1[i] = C2[i] = ssl_rng_range(&r, -1, 1);
+        ssl_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+        ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C1, ldc);
+        if (ssl__blas_invalid(g)) {
+            free(A);
+            return 1e30;
+        }
+        for (int j = 0; j < g.n; j++)
+            for (int i = 0; i < g.m; i++) {
+                double s = 0;
+                for (int l = 0; l < g.k; l++) {
+                    float a = g.opa ? g.A[l + (size_t)i * g.lda] : g.A[i + (size_t)l * g.lda];
+                    float b = g.opb ? g.B[j + (size_t)l * g.ldb] : g.B[l + (size_t)j * g.ldb];
+                    s += (double)a * b;
+                }
+                float *c = &g.C[i + (size_t)j * g.ldc];
+                *c = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *c));
+            }
+        g.C = C2;
+        ssl__blas_emulate(g, alpha, beta, 0);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                size_t at = (size_t)i * ldc + j;
+                double e1 = fabs((double)C1[at] - C0[at]) / (1.0 + fabs((double)C0[at]));
+                double e2 = fabs((double)C2[at] - C0[at]) / (1.0 + fabs((double)C0[at]));
+                if (e1 > worst) worst = e1;
+                if (e2 > worst) worst = e2;
+            }
+        free(A);
+    }
+    return worst;
 }
 
 template <class F> __global__ void ssl__each_kernel(const F f, int64_t n) {
@@ -244,19 +362,18 @@ struct ssl__gpu {
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_device(dst, src, bytes); }
-    /* row-major C = alpha op(A) op(B) + beta C, as ssl_gemm: cuBLAS is
-       column-major, so compute C^T = op(B)^T op(A)^T (the matrices read as
-       their transposes with the same leading dimensions) */
     void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
+        ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
         if (ssl__bf16)
-            SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                          N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
-                                          CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+            SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, CUDA_R_32F, g.lda, g.B,
+                                          CUDA_R_32F, g.ldb, &beta, g.C, CUDA_R_32F, g.ldc,
+                                          CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
         else
-            SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                         N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+            SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, g.lda, g.B, g.ldb, &beta,
+                                         g.C, g.ldc));
     }
 };
 
@@ -271,18 +388,11 @@ struct ssl__cpu {
     void zero(void *dst, size_t bytes) const { memset(dst, 0, bytes); }
     void to_host(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
+    /* the very call the GPU makes, carried out by ssl__blas_emulate */
     void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) const {
-        if (ssl__bf16 && M > 0 && N > 0 && K > 0) {
-            static ssl_buf ab = {0, 0}; /* the operands rounded to bf16 */
-            size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
-            float *a = (float *)ssl_buf_reserve(&ab, sizeof(float) * (na + nb)), *b = a + na;
-            for (size_t i = 0; i < na; i++) a[i] = ssl__round_bf16(A[i]);
-            for (size_t i = 0; i < nb; i++) b[i] = ssl__round_bf16(B[i]);
-            ssl_gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
-            return;
-        }
-        ssl_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (M <= 0 || N <= 0) return;
+        ssl__blas_emulate(ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta, ssl__bf16);
     }
 };
 

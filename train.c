@@ -94,7 +94,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, seed, "0", 0, 1LL << 62, "seed of every random choice (init, order, views)"),
     SSL_OPT_I(C, threads, "0", 0, 1024, "compute threads (0 = all cores)"),
     SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
-    SSL_OPT_C(C, device, "cpu", "cpu|cuda", "where the step runs"),
+    SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where the step runs (auto: the GPU when there is one)"),
     SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU GEMMs: bf16 operands (tensor cores) or fp32 throughout"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
@@ -333,7 +333,11 @@ int main(int argc, char **argv) {
         snprintf(cfg.resume, sizeof cfg.resume, "%s", resume);
         snprintf(cfg.out, sizeof cfg.out, "%s", out);
     }
-    const int on_gpu = !strcmp(cfg.device, "cuda");
+    int on_gpu = !strcmp(cfg.device, "cuda");
+#ifdef SSL_CUDA
+    if (!strcmp(cfg.device, "auto")) on_gpu = ssl_cuda_device_count() > 0;
+#endif
+    if (!strcmp(cfg.device, "auto")) printf("device: %s (device=auto)\n", on_gpu ? "cuda" : "cpu");
     if (on_gpu) {
 #ifdef SSL_CUDA
         /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */

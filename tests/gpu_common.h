@@ -40,6 +40,10 @@ double g_close_t(const char *file, int line, int gpu, const char *what, const ss
                  double atol, double rtol);
 #define G_CLOSE_T(gpu, what, d, h, atol, rtol) g_close_t(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
 
+/* ssl.cu's check of its row-major -> cuBLAS column-major GEMM mapping
+   (largest relative difference over random calls; 1e30: a refused call) */
+double ssl_cuda_gemm_selftest(int trials, uint64_t seed);
+
 /* tolerance pairs per mode: (emulation, GPU fp32) */
 #define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))
 

@@ -12,6 +12,16 @@
 
 static void free_h(ssl_tensor *t) { free(t->data); t->data = NULL; }
 
+TEST(emu_gemm_call_is_what_cublas_defines) {
+    /* the arguments ssl.cu hands cuBLAS (swapped operands for row-major
+       data), evaluated by cuBLAS's column-major definition, give ssl_gemm's
+       row-major product: 2,000 random shapes, transposes and padded leading
+       dimensions, padding columns untouched */
+    double worst = ssl_cuda_gemm_selftest(2000, 77);
+    CHECK(worst < 1e-5, "mapped GEMM differs from ssl_gemm: worst relative difference %.3g%s", worst,
+          worst >= 1e30 ? " (a call cuBLAS would refuse)" : "");
+}
+
 GPU_TEST(matmul_all_transposes) {
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)

@@ -22,7 +22,7 @@ static int train_eval(const char *extra, const char *dir, double *knn, double *p
              "%s %s/train-images-idx3-ubyte.gz %s limit=5000 force=1 quiet=1 >/dev/null 2>&1 && "
              "%s %s/t10k-images-idx3-ubyte.gz %s limit=2000 force=1 quiet=1 >/dev/null 2>&1 && "
              "%s simclr data=%s val=%s width=0.25 res=28 bs=128 epochs=3 warmup=0.5 probe_lr=0.01 views=crop_gray "
-             "projector=256-128 log_every=20 out=%s %s",
+             "projector=256-128 log_every=20 device=cpu out=%s %s",
              test_bin("SSL_PACK", "./pack"), fm, test_tmp("learn-train.ssl"), test_bin("SSL_PACK", "./pack"), fm,
              test_tmp("learn-test.ssl"), test_bin("SSL_TRAIN", "./train"), test_tmp("learn-train.ssl"),
              test_tmp("learn-test.ssl"), dir, extra);

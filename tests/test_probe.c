@@ -21,7 +21,7 @@ static char fx_dir[SSL_STR], fx_train[SSL_STR + 32], fx_eval[SSL_STR + 32], fx_r
 
 static int make_ckpt(const char *out, int seed) {
     char *o = NULL;
-    int rc = run_bin(TRAIN, &o, "simclr data=%s epochs=1 width=0.125 projector=32-16 bs=32 res=16 threads=2 seed=%d out=%s",
+    int rc = run_bin(TRAIN, &o, "simclr data=%s epochs=1 width=0.125 projector=32-16 bs=32 res=16 threads=2 seed=%d device=cpu out=%s",
                      fx_train, seed, out);
     if (rc) test_fail(__FILE__, __LINE__, "./train failed (%d): %.2000s", rc, o ? o : "");
     free(o);

@@ -22,7 +22,7 @@ static const char *tiny_data(void) {
 }
 
 /* A small, fast configuration: ResNet-18 at width 1/8, 16 px, 8 steps an epoch. */
-#define TINY "width=0.125 res=16 bs=64 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1"
+#define TINY "width=0.125 res=16 bs=64 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1 device=cpu"
 
 TEST(train_refuses_bad_options_before_work) {
     const char *t = test_bin("SSL_TRAIN", "./train");
