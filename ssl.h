@@ -1422,6 +1422,8 @@ typedef struct {
     ssl_optim_config probe_optim;
     double probe_lr;             /* constant */
     int device;                  /* SSL_DEV_CPU or SSL_DEV_CUDA (a CUDA build) */
+    int sync_phases;             /* GPU: wait for the device at each phase's end so the step's t_* split is
+                                    device time (default 1); 0: no waits but the loss's, only the sum is exact */
 } ssl_train_config;
 SSLDEF ssl_train_config ssl_train_config_default(int method);
 
@@ -6382,6 +6384,7 @@ SSLDEF ssl_train_config ssl_train_config_default(int method) {
     c.probe_optim.kind = SSL_OPTIM_ADAMW;
     c.probe_optim.beta1 = 0.9, c.probe_optim.beta2 = 0.999, c.probe_optim.eps = 1e-8;
     c.probe_lr = 1e-3;
+    c.sync_phases = 1;
     return c;
 }
 
@@ -6400,7 +6403,7 @@ static void ssl__trainer_release(const ssl_trainer *t, void *p) {
 }
 static void ssl__trainer_sync(const ssl_trainer *t) { /* for the step's time split */
 #ifdef SSL_CUDA
-    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_sync();
+    if (t->c.device == SSL_DEV_CUDA && t->c.sync_phases) ssl_cuda_sync();
 #else
     (void)t;
 #endif

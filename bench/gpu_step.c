@@ -1,0 +1,145 @@
+/* gpu_step.c - one training step on the GPU, timed: the data (uint8 crops
+   from pinned host memory, the colour ops, flip and normalize by
+   ssl_cuda_augment_u8), then ssl_train_step (both views forward, the loss,
+   backward, the online probe, the optimizer), as ./train device=cuda runs
+   it. bench/gpu_step_torch.py runs the same step in PyTorch; bench/gpu_report.sh
+   runs both on one GPU and writes the table.
+
+     build/gpu_step depth=50 res=224 bs=256 precision=bf16 steps=20
+     build/gpu_step depth=18 stem=cifar res=32 bs=512 precision=bf16
+
+   split=1 (default) waits for the GPU at each phase's end, so the phases
+   are device times that add up to the step (those waits cost a little);
+   split=0 waits only where the step must (the loss, the probe's top-1) and
+   gives the plain throughput. emulate=1 runs the same code on the host
+   (ssl.cu's emulation; tiny sizes only) to check the program itself.
+   The last line is one JSON object for scripts. */
+#define SSL_IMPLEMENTATION
+#include "ssl.h"
+
+typedef struct {
+    char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR];
+    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed;
+    double width;
+} bench_cfg;
+static const ssl_opt OPTS[] = {
+    SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
+    SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "GEMM operands"),
+    SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
+    SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
+    SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
+    SSL_OPT_I(bench_cfg, depth, "50", 18, 50, "ResNet depth (18, 34, 50)"),
+    SSL_OPT_I(bench_cfg, bs, "256", 2, 1 << 16, "images per step (each gives two views)"),
+    SSL_OPT_I(bench_cfg, res, "224", 8, 1024, "view resolution"),
+    SSL_OPT_I(bench_cfg, steps, "20", 1, 100000, "timed steps"),
+    SSL_OPT_I(bench_cfg, warmup, "3", 1, 1000, "untimed steps first (planning, cuBLAS heuristics)"),
+    SSL_OPT_I(bench_cfg, split, "1", 0, 1, "1: per-phase device times; 0: throughput only"),
+    SSL_OPT_I(bench_cfg, emulate, "0", 0, 1, "run ssl.cu's emulation on the host (tiny sizes)"),
+    SSL_OPT_I(bench_cfg, classes, "1000", 0, 100000, "online probe classes (0 = no probe)"),
+    SSL_OPT_I(bench_cfg, seed, "0", 0, 1LL << 62, "seed"),
+    SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
+};
+#define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
+
+int main(int argc, char **argv) {
+    bench_cfg c;
+    ssl_config_defaults(OPTS, NOPTS, &c);
+    if (ssl_config_parse(OPTS, NOPTS, &c, argc - 1, argv + 1, NULL, 0, NULL)) {
+        fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
+        return 1;
+    }
+    if (c.emulate) ssl_cuda_set_emulation(1);
+    else if (ssl_cuda_device_count() < 1) {
+        fprintf(stderr, "gpu_step: no CUDA device is visible (emulate=1 runs the code on the host)\n");
+        return 1;
+    }
+    ssl_cuda_set_precision(!strcmp(c.precision, "bf16"));
+    char dev[256] = "emulation on the host";
+    if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
+
+    ssl_model_config mc = ssl_model_config_default();
+    mc.depth = (int)c.depth, mc.cifar_stem = !strcmp(c.stem, "cifar"), mc.width = c.width, mc.seed = (uint64_t)c.seed;
+    snprintf(mc.projector, sizeof mc.projector, "%.255s", c.projector);
+    int method = ssl_method_parse(c.method);
+    if (method == SSL_METHOD_BYOL) {
+        const char *last = strrchr(c.projector, '-');
+        snprintf(mc.predictor, sizeof mc.predictor, "4096-%.32s", last ? last + 1 : c.projector);
+    }
+    ssl_train_config tc = ssl_train_config_default(method);
+    tc.lr = 1.0, tc.total_steps = 100000, tc.warmup_steps = 10, tc.probe_classes = (int)c.classes;
+    tc.device = SSL_DEV_CUDA, tc.sync_phases = (int)c.split;
+    ssl_trainer t;
+    if (ssl_trainer_init(&t, &mc, &tc)) { fprintf(stderr, "gpu_step: %s\n", ssl_last_error()); return 1; }
+
+    /* the loader's output: two views of uint8 crops in pinned memory, and
+       their augmentation parameters (drawn per step, outside the timing, as
+       the loader's threads do) */
+    int n = (int)c.bs, r = (int)c.res;
+    size_t px = (size_t)n * r * r * 3;
+    uint8_t *u8[2];
+    float *views[2];
+    ssl_aug_params *params[2];
+    ssl_view_recipe rec[2];
+    ssl_rng g = ssl_rng_make((uint64_t)c.seed, 1, 0, 0, 0);
+    for (int v = 0; v < 2; v++) {
+        if (ssl_view_preset(c.recipe, v, r, &rec[v])) { fprintf(stderr, "gpu_step: %s\n", ssl_last_error()); return 1; }
+        u8[v] = (uint8_t *)ssl_cuda_host_alloc(px, "uint8 crops");
+        for (size_t i = 0; i < px; i++) u8[v][i] = (uint8_t)(ssl_rng_u32(&g) >> 24);
+        views[v] = (float *)ssl_cuda_malloc(sizeof(float) * px, "augmented views");
+        params[v] = (ssl_aug_params *)ssl_malloc(sizeof(ssl_aug_params) * (size_t)n, "augmentation parameters");
+    }
+    uint32_t *labels = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (size_t)n, "labels");
+    for (int i = 0; i < n; i++) labels[i] = c.classes ? (uint32_t)(i % c.classes) : 0;
+
+    double sum[6] = {0}, best = 1e30, tstart = 0;
+    float loss = 0;
+    for (int64_t s = 0; s < c.warmup + c.steps; s++) {
+        if (s == c.warmup) ssl_cuda_sync(), tstart = ssl_now();
+        for (int v = 0; v < 2; v++)
+            for (int i = 0; i < n; i++) params[v][i] = ssl_view_draw(&rec[v], r, r, (uint64_t)c.seed, (uint32_t)s, (uint32_t)i, (uint32_t)v);
+        if (c.split) ssl_cuda_sync();
+        double t0 = ssl_now();
+        for (int v = 0; v < 2; v++)
+            if (ssl_cuda_augment_u8(u8[v], params[v], n, r, r, 255.0f, rec[v].mean, rec[v].std, views[v])) {
+                fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
+                return 1;
+            }
+        if (c.split) ssl_cuda_sync();
+        double t1 = ssl_now();
+        ssl_step_stats st;
+        if (ssl_train_step(&t, views[0], views[1], labels, n, r, r, &st)) {
+            fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
+            return 1;
+        }
+        if (c.split) ssl_cuda_sync();
+        double t2 = ssl_now();
+        loss = st.loss;
+        if (s < c.warmup) continue;
+        double d[6] = {t1 - t0, st.t_forward, st.t_loss, st.t_backward, st.t_optim, t2 - t0};
+        for (int i = 0; i < 6; i++) sum[i] += d[i];
+        if (d[5] < best) best = d[5];
+    }
+    ssl_cuda_sync();
+    /* throughput: first timed step to the device's last operation (split=0
+       lets the host run ahead of the GPU, so per-step sums would not be) */
+    double k = (double)c.steps, step = (ssl_now() - tstart) / k;
+    printf("ssl.h %s resnet%lld %s-stem %dx%d width %g, 2 views x %d, %s, %s, split=%lld: step %.2f ms (best %.2f)",
+           c.method, (long long)c.depth, c.stem, r, r, c.width, n, c.precision, dev, (long long)c.split, 1e3 * step, 1e3 * best);
+    if (c.split)
+        printf(" = data %.2f + forward %.2f + loss %.2f + backward %.2f + probe/optimizer %.2f", 1e3 * sum[0] / k,
+               1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
+    printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
+    printf("{\"impl\": \"ssl.h\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
+           "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
+           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f}\n",
+           c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split, 1e3 * step, 1e3 * best,
+           1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss);
+    for (int v = 0; v < 2; v++) {
+        ssl_cuda_host_free(u8[v]);
+        ssl_cuda_free(views[v]);
+        free(params[v]);
+    }
+    free(labels);
+    ssl_trainer_free(&t);
+    return 0;
+}

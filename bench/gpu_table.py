@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Markdown table of bench/gpu_step.c and bench/gpu_step_torch.py results
+(their JSON lines), one row per configuration, ssl.h beside PyTorch.
+
+  python3 bench/gpu_table.py steps.jsonl "NVIDIA H100 80GB HBM3, ..."
+"""
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+gpu = sys.argv[2] if len(sys.argv) > 2 else "?"
+
+
+def key(r):
+    return (r["depth"], r["stem"], r["res"], r["bs"], r["precision"], r["split"])
+
+
+def split(r):
+    if not r["split"]:
+        return "-"
+    return " / ".join(f"{r[k]:.1f}" for k in ("data_ms", "forward_ms", "loss_ms", "backward_ms", "optim_ms"))
+
+
+print(f"GPU: {gpu}\n")
+print("| ResNet | res | batch | precision | timing | ssl.h img/s | PyTorch img/s | ratio | ssl.h step ms (data / fwd / loss / bwd / opt) | PyTorch step ms (same) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+seen = []
+for r in rows:
+    if key(r) not in seen:
+        seen.append(key(r))
+for k in seen:
+    ours = [r for r in rows if key(r) == k and r["impl"] == "ssl.h"]
+    theirs = [r for r in rows if key(r) == k and r["impl"] == "torch"]
+    for t in theirs or [None]:
+        o = ours[0] if ours else None
+        ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
+        name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}"
+        tname = "" if not t else (f" ({t['optim']}{', compiled' if t.get('compiled') else ''})")
+        print(f"| {name} | {k[2]} | {k[3]} | {k[4]} | {'split' if k[5] else 'throughput'}{tname} | "
+              f"{o['images_per_s'] if o else '-'} | {t['images_per_s'] if t else '-'} | {ratio} | "
+              f"{(str(o['step_ms']) + ' = ' + split(o)) if o else '-'} | {(str(t['step_ms']) + ' = ' + split(t)) if t else '-'} |")
