@@ -1587,18 +1587,78 @@ static ssl__augb ssl__augb_make(int n, int w, int h, float in_range, const float
     return b;
 }
 
-/* Two staging slots, used in turn: while the kernels of one batch read
-   slot A, the next batch's crops copy into slot B on the copy stream. */
+/* The uint8 crops on the device: a few staging slots, each the device copy
+   of one host buffer. ssl_cuda_prefetch_u8 starts a buffer's copy on the
+   copy stream; from page-locked memory (the loader's batches when ./train
+   runs on the GPU) it runs while the GPU computes the step before.
+   ssl_cuda_augment_u8 uses the slot its pointer was prefetched into, or
+   copies then. A slot's device buffer is overwritten only after the
+   augmentation that read it is done (its `done` event, waited for on the
+   copy stream, not by the host). */
+#define SSL__AUG_SLOTS 4
 struct ssl__aug_slot {
+    const uint8_t *host; /* the prefetched buffer not yet augmented; NULL: none */
+    size_t bytes;
+    uint64_t used;       /* least recently used is taken first */
     uint8_t *dsrc;
     size_t src_cap;
     ssl__augd *hdesc, *ddesc; /* hdesc page-locked */
     int desc_cap;
     cudaEvent_t copied, done;
 };
-static ssl__aug_slot ssl__slots[2];
-static int ssl__slot_next;
+static ssl__aug_slot ssl__slots[SSL__AUG_SLOTS];
+static uint64_t ssl__slot_clock;
 static cudaStream_t ssl__copy_stream;
+
+static void ssl__aug_init(void) {
+    if (ssl__copy_stream) return;
+    SSL_CUDA_CHECK(cudaStreamCreateWithFlags(&ssl__copy_stream, cudaStreamNonBlocking));
+    for (int i = 0; i < SSL__AUG_SLOTS; i++) {
+        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].copied, cudaEventDisableTiming));
+        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].done, cudaEventDisableTiming));
+    }
+}
+/* the slot holding a prefetch of (host, bytes), else a slot to copy into:
+   a free one (least recently used), else the least recently used */
+static ssl__aug_slot *ssl__aug_slot_for(const uint8_t *host, size_t bytes, int *hit) {
+    ssl__aug_slot *best = NULL;
+    *hit = 0;
+    for (int i = 0; i < SSL__AUG_SLOTS; i++) {
+        ssl__aug_slot *sl = &ssl__slots[i];
+        if (sl->host == host && sl->bytes == bytes) {
+            *hit = 1;
+            return sl;
+        }
+        if (!best || (!sl->host && best->host) || ((!sl->host) == (!best->host) && sl->used < best->used)) best = sl;
+    }
+    return best;
+}
+static void ssl__aug_copy(ssl__aug_slot *sl, const uint8_t *host, size_t bytes) {
+    if (sl->src_cap < bytes) {
+        ssl_cuda_free(sl->dsrc); /* cudaFree waits for the kernels using it */
+        sl->dsrc = (uint8_t *)ssl_cuda_malloc(bytes, "uint8 crops (GPU augmentation)");
+        sl->src_cap = bytes;
+    }
+    SSL_CUDA_CHECK(cudaStreamWaitEvent(ssl__copy_stream, sl->done, 0)); /* its last reader is done */
+    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->dsrc, host, bytes, cudaMemcpyHostToDevice, ssl__copy_stream));
+    SSL_CUDA_CHECK(cudaEventRecord(sl->copied, ssl__copy_stream));
+    sl->host = host, sl->bytes = bytes, sl->used = ++ssl__slot_clock;
+}
+
+extern "C" int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes) {
+    if (ssl__emu) return 0;
+    if (!host_u8) { /* forget the prefetches not yet used */
+        for (int i = 0; i < SSL__AUG_SLOTS; i++) ssl__slots[i].host = NULL;
+        if (ssl__copy_stream) SSL_CUDA_CHECK(cudaStreamSynchronize(ssl__copy_stream));
+        return 0;
+    }
+    if (!bytes) return 0;
+    ssl__aug_init();
+    int hit;
+    ssl__aug_slot *sl = ssl__aug_slot_for(host_u8, bytes, &hit);
+    if (!hit) ssl__aug_copy(sl, host_u8, bytes);
+    return 0;
+}
 
 extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
                                    float in_range, const float mean[3], const float std[3], float *out) {
@@ -1614,21 +1674,11 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         free(ad);
         return 0;
     }
-    if (!ssl__copy_stream) {
-        SSL_CUDA_CHECK(cudaStreamCreateWithFlags(&ssl__copy_stream, cudaStreamNonBlocking));
-        for (int i = 0; i < 2; i++) {
-            SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].copied, cudaEventDisableTiming));
-            SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].done, cudaEventDisableTiming));
-        }
-    }
-    ssl__aug_slot *sl = &ssl__slots[ssl__slot_next];
-    ssl__slot_next ^= 1;
-    SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the slot's last batch is done with its buffers */
-    if (sl->src_cap < src_bytes) {
-        ssl_cuda_free(sl->dsrc);
-        sl->dsrc = (uint8_t *)ssl_cuda_malloc(src_bytes, "uint8 crops (GPU augmentation)");
-        sl->src_cap = src_bytes;
-    }
+    ssl__aug_init();
+    int hit;
+    ssl__aug_slot *sl = ssl__aug_slot_for(host_u8, src_bytes, &hit);
+    if (!hit) ssl__aug_copy(sl, host_u8, src_bytes);
+    SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the descriptors' last copy is done with hdesc */
     if (sl->desc_cap < n) {
         ssl_cuda_host_free(sl->hdesc);
         ssl_cuda_free(sl->ddesc);
@@ -1636,12 +1686,14 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         sl->ddesc = (ssl__augd *)ssl_cuda_malloc(sizeof(ssl__augd) * (size_t)n, "augment descriptors");
         sl->desc_cap = n;
     }
-    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->dsrc, host_u8, src_bytes, cudaMemcpyHostToDevice, ssl__copy_stream));
-    SSL_CUDA_CHECK(cudaEventRecord(sl->copied, ssl__copy_stream));
     for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &sl->hdesc[s]);
     SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, 0));
     SSL_CUDA_CHECK(cudaStreamWaitEvent(0, sl->copied, 0));
     ssl__augment_run(ssl__gpu{}, b, sl->ddesc, sl->dsrc, out);
     SSL_CUDA_CHECK(cudaEventRecord(sl->done, 0));
+    sl->host = NULL; /* used: the same pointer later holds other crops */
+    /* the crops are on the device when this returns: the caller may reuse
+       host_u8 (after a prefetch this wait is over at once) */
+    SSL_CUDA_CHECK(cudaEventSynchronize(sl->copied));
     return 0;
 }

@@ -831,6 +831,9 @@ typedef struct {
     int threads;             /* workers (0 = all cores) */
     int batches_ahead;       /* ring size (default 3) */
     int output_u8;           /* GPU mode: uint8 crops + parameters, no colour ops */
+    void *(*u8_alloc)(size_t bytes, const char *what); /* GPU mode: allocates the uint8 views (ssl_cuda_host_alloc:
+                                                         page-locked, copied asynchronously); NULL = host memory */
+    void (*u8_free)(void *p);                           /* frees what u8_alloc gave */
     int dct_scale;           /* let libjpeg-turbo downscale in the DCT when crops allow (default 1) */
     uint64_t seed;
 } ssl_loader_config;
@@ -1598,9 +1601,19 @@ SSLDEF int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
 /* The loader's GPU mode: n uint8 crops (n x h x w x 3, host memory, ideally
    from ssl_cuda_host_alloc; copied on a copy stream) and their params ->
    float NHWC device memory `out`, as ssl_augment_apply_ex(p, img, w, h,
-   in_range, mean, std) computes it (mean/std NULL: no normalize). */
+   in_range, mean, std) computes it (mean/std NULL: no normalize). When it
+   returns, the crops are on the device: host_u8 may be reused. */
 SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
                                float in_range, const float mean[3], const float std[3], float *out);
+/* Starts copying `bytes` of uint8 crops to the device on the copy stream,
+   so that a later ssl_cuda_augment_u8 of the same pointer finds them there.
+   From page-locked memory the copy overlaps whatever the GPU is computing:
+   prefetch batch k+1 before running step k. Keep host_u8 unchanged until
+   that ssl_cuda_augment_u8 returns. Up to 4 buffers in flight.
+   ssl_cuda_prefetch_u8(NULL, 0) forgets the prefetches not used yet (and
+   waits for their copies): call it before giving back a prefetched buffer
+   that will not be augmented. */
+SSLDEF int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes);
 /* Tests: run every ssl_cuda_* op's kernels as host loops on host memory
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */
@@ -4310,15 +4323,22 @@ SSLDEF ssl_loader_stats ssl_loader_get_stats(const ssl_loader *l) {
     return s;
 }
 
+static void ssl__u8_free(const ssl_loader_config *c, void *p) {
+    if (!p) return;
+    if (c->u8_alloc && c->u8_free) c->u8_free(p);
+    else if (!c->u8_alloc) free(p);
+}
 static void ssl__slot_alloc(ssl_loader *l, ssl__slot *s) {
     const ssl_loader_config *c = &l->cfg;
     size_t px = (size_t)l->max_px, n = (size_t)c->batch_size;
     for (int v = 0; v < c->num_views; v++) {
         free(s->b.views[v]);
-        free(s->b.views_u8[v]);
+        ssl__u8_free(c, s->b.views_u8[v]);
         s->b.views[v] = NULL;
         s->b.views_u8[v] = NULL;
-        if (c->output_u8) s->b.views_u8[v] = (uint8_t *)ssl_malloc_aligned(n * px * 3, "batch views (u8)");
+        if (c->output_u8)
+            s->b.views_u8[v] = (uint8_t *)(c->u8_alloc ? c->u8_alloc(n * px * 3, "batch views (u8)")
+                                                       : ssl_malloc_aligned(n * px * 3, "batch views (u8)"));
         else s->b.views[v] = (float *)ssl_malloc_aligned(n * px * 3 * sizeof(float), "batch views");
         if (!s->b.params[v]) s->b.params[v] = (ssl_aug_params *)ssl_malloc(n * sizeof(ssl_aug_params), "batch params");
     }
@@ -4605,7 +4625,7 @@ SSLDEF void ssl_loader_close(ssl_loader *l) {
     for (int t = 0; t < l->nthreads; t++) pthread_join(l->tid[t], NULL);
     for (int k = 0; k < l->nslots; k++) {
         ssl_batch *b = &l->slots[k].b;
-        for (int v = 0; v < SSL_MAX_VIEWS; v++) { free(b->views[v]); free(b->views_u8[v]); free(b->params[v]); }
+        for (int v = 0; v < SSL_MAX_VIEWS; v++) { free(b->views[v]); ssl__u8_free(&l->cfg, b->views_u8[v]); free(b->params[v]); }
         free(b->labels);
         free(b->ids);
     }

@@ -271,6 +271,16 @@ static int evaluate(ssl_trainer *t, const train_cfg *c, int res, int classes, FI
 }
 
 /* ---- checkpoints: user state = [epoch, next batch in it, seed] ---- */
+/* A batch fetched ahead whose crops were prefetched to the GPU, given back
+   unused (the run stops): the copies are forgotten first. */
+static void drop_prefetch(ssl_loader *l, const ssl_batch *nb) {
+    if (!nb) return;
+#ifdef SSL_CUDA
+    ssl_cuda_prefetch_u8(NULL, 0);
+#endif
+    ssl_loader_release(l, nb);
+}
+
 static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t epoch, int64_t batch) {
     static char meta[1 << 16];
     ssl_config_dump(OPTS, NOPTS, c, meta, sizeof meta);
@@ -398,6 +408,9 @@ int main(int argc, char **argv) {
     lc.threads = (int)cfg.loader_threads;
     lc.seed = (uint64_t)cfg.seed;
     lc.output_u8 = on_gpu; /* uint8 crops; the colour ops run on the GPU */
+#ifdef SSL_CUDA
+    if (on_gpu) lc.u8_alloc = ssl_cuda_host_alloc, lc.u8_free = ssl_cuda_host_free; /* page-locked: asynchronous copies */
+#endif
     ssl_loader *loader = ssl_loader_open(&lc);
     if (!loader) return die("data");
     /* an epoch's size is known from the pack (the loader computes it when an
@@ -483,8 +496,8 @@ int main(int argc, char **argv) {
         int r = res_at(&cfg, epoch);
         if (r != cur_res) { ssl_loader_set_resolution(loader, r); cur_res = r; }
         if (ssl_loader_start_epoch(loader, (int)epoch, batch)) { rc = die("loader"); goto done; }
-        const ssl_batch *b;
-        while ((b = ssl_loader_next(loader))) {
+        const ssl_batch *b = ssl_loader_next(loader), *nb = NULL;
+        for (; b; b = nb ? nb : ssl_loader_next(loader), nb = NULL) {
             ssl_step_stats st;
             const float *v0 = b->views[0], *v1 = b->views[1];
 #ifdef SSL_CUDA
@@ -493,6 +506,9 @@ int main(int argc, char **argv) {
                     ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
                                         lc.views[v].std, gview[v]);
                 v0 = gview[0], v1 = gview[1];
+                /* the next batch's crops (page-locked) copy while this step computes */
+                if ((nb = ssl_loader_next(loader)))
+                    for (int v = 0; v < 2; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
             }
 #endif
             if (ssl_train_step(&t, v0, v1, b->labels, b->n, b->h[0], b->w[0], &st)) {
@@ -501,6 +517,7 @@ int main(int argc, char **argv) {
                 else fprintf(stderr, "train: stopped; no checkpoint was written before this step\n");
                 fprintf(log, "{\"error\": \"non-finite loss\", \"step\": %lld}\n", (long long)t.step);
                 ssl_loader_release(loader, b);
+                drop_prefetch(loader, nb);
                 rc = 1;
                 goto done;
             }
@@ -527,7 +544,11 @@ int main(int argc, char **argv) {
                 sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;
                 memset(split, 0, sizeof split);
             }
-            if (g_stop || (cfg.max_steps && t.step >= cfg.max_steps)) { stopped = 1; break; }
+            if (g_stop || (cfg.max_steps && t.step >= cfg.max_steps)) {
+                drop_prefetch(loader, nb);
+                stopped = 1;
+                break;
+            }
         }
         if (!stopped) epoch++, batch = 0;
         int every = cfg.ckpt_every && epoch % cfg.ckpt_every == 0;

@@ -93,34 +93,55 @@ static ssl_aug_params hand_params(int which, int w, int h) {
     return p;
 }
 
-static void aug_case(int gpu, const char *name, int n, int w, int h, const ssl_aug_params *prm, int norm) {
+static const float AUG_MEAN[3] = {0.485f, 0.456f, 0.406f}, AUG_STD[3] = {0.229f, 0.224f, 0.225f};
+/* the CPU path's views of n uint8 crops (free it) */
+static float *aug_want(const uint8_t *u8, const ssl_aug_params *prm, int n, int w, int h, int norm) {
     size_t px = (size_t)w * h * 3;
-    uint8_t *u8 = gpu ? (uint8_t *)ssl_cuda_host_alloc(n * px, "test crops") : (uint8_t *)ssl_malloc(n * px, "test crops");
-    ssl_rng r = ssl_rng_make(2024, 0, 0, 0, 0);
-    for (size_t i = 0; i < n * px; i++) u8[i] = (uint8_t)ssl_rng_below(&r, 256);
-    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     float *want = (float *)ssl_malloc(sizeof(float) * n * px, "cpu views");
     ssl_buf scratch = {0};
     for (int s = 0; s < n; s++) {
         float *img = want + s * px;
         for (size_t i = 0; i < px; i++) img[i] = (float)u8[s * px + i];
-        ssl_augment_apply_ex(&prm[s], img, w, h, 255.0f, norm ? mean : NULL, norm ? std : NULL, &scratch);
+        ssl_augment_apply_ex(&prm[s], img, w, h, 255.0f, norm ? AUG_MEAN : NULL, norm ? AUG_STD : NULL, &scratch);
     }
+    ssl_buf_free(&scratch);
+    return want;
+}
+static uint8_t *aug_crops(int gpu, size_t bytes, uint64_t seed) {
+    uint8_t *u8 = gpu ? (uint8_t *)ssl_cuda_host_alloc(bytes, "test crops") : (uint8_t *)ssl_malloc(bytes, "test crops");
+    ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
+    for (size_t i = 0; i < bytes; i++) u8[i] = (uint8_t)ssl_rng_below(&r, 256);
+    return u8;
+}
+static void aug_crops_free(int gpu, uint8_t *u8) {
+    if (gpu) ssl_cuda_host_free(u8);
+    else free(u8);
+}
+/* ssl_cuda_augment_u8 of u8 against `want`; returns the max |diff| */
+static double aug_check(int gpu, const char *name, const uint8_t *u8, const float *want, int n, int w, int h,
+                        const ssl_aug_params *prm, int norm) {
+    size_t px = (size_t)w * h * 3;
     float *dout = g_alloc(gpu, n * px);
-    CHECK_OK(ssl_cuda_augment_u8(u8, prm, n, w, h, 255.0f, norm ? mean : NULL, norm ? std : NULL, dout));
+    CHECK_OK(ssl_cuda_augment_u8(u8, prm, n, w, h, 255.0f, norm ? AUG_MEAN : NULL, norm ? AUG_STD : NULL, dout));
     float *got = (float *)ssl_malloc(sizeof(float) * n * px, "gpu views");
     g_down(gpu, got, dout, sizeof(float) * n * px);
     /* The same SSL_HD pixel functions; the float results may differ by FMA
        contraction (host -march=native vs nvcc) and blur/hue rounding:
        max |diff| 1e-4 on normalized values (range about -2.2..2.7). */
     double e = G_CLOSE(name, got, want, (int64_t)(n * px), 1e-4, 0);
-    printf("    %s: max |%s - cpu| = %.3g\n", name, gpu ? "gpu" : "emu", e);
     free(got);
     g_free(gpu, dout);
+    return e;
+}
+
+static void aug_case(int gpu, const char *name, int n, int w, int h, const ssl_aug_params *prm, int norm) {
+    size_t px = (size_t)w * h * 3;
+    uint8_t *u8 = aug_crops(gpu, n * px, 2024);
+    float *want = aug_want(u8, prm, n, w, h, norm);
+    double e = aug_check(gpu, name, u8, want, n, w, h, prm, norm);
+    printf("    %s: max |%s - cpu| = %.3g\n", name, gpu ? "gpu" : "emu", e);
     free(want);
-    ssl_buf_free(&scratch);
-    if (gpu) ssl_cuda_host_free(u8);
-    else free(u8);
+    aug_crops_free(gpu, u8);
 }
 
 GPU_TEST(augment_matches_cpu) {
@@ -146,4 +167,41 @@ GPU_TEST(augment_matches_cpu) {
     /* bigger than one 1024-pixel chunk, odd size: the contrast mean's chunking */
     ssl_aug_params big[3] = {hand_params(1, 77, 45), hand_params(2, 77, 45), hand_params(4, 77, 45)};
     aug_case(gpu, "augment 77x45", 3, 77, 45, big, 1);
+}
+
+/* Prefetched crops (the copy stream) give the same views as crops copied
+   on the spot, in any order, with more buffers in flight than staging
+   slots; a buffer refilled after its augmentation returned is copied again
+   (no stale device copy), and so is one whose prefetch was forgotten. */
+GPU_TEST(augment_prefetch_and_reuse) {
+    enum { B = 6, N = 5, W = 29, H = 19 };
+    size_t px = (size_t)W * H * 3, bytes = N * px;
+    ssl_aug_params prm[N];
+    for (int i = 0; i < N; i++) prm[i] = hand_params(i, W, H);
+    uint8_t *u8[B];
+    float *want[B];
+    for (int b = 0; b < B; b++) {
+        u8[b] = aug_crops(gpu, bytes, 100 + (uint64_t)b);
+        want[b] = aug_want(u8[b], prm, N, W, H, 1);
+    }
+    /* two batches ahead, used in reverse order */
+    CHECK_OK(ssl_cuda_prefetch_u8(u8[0], bytes));
+    CHECK_OK(ssl_cuda_prefetch_u8(u8[1], bytes));
+    aug_check(gpu, "prefetched batch 1", u8[1], want[1], N, W, H, prm, 1);
+    aug_check(gpu, "prefetched batch 0", u8[0], want[0], N, W, H, prm, 1);
+    /* six in flight, four staging slots: the evicted ones are copied again */
+    for (int b = 0; b < B; b++) CHECK_OK(ssl_cuda_prefetch_u8(u8[b], bytes));
+    for (int b = 0; b < B; b++) aug_check(gpu, "six prefetched", u8[b], want[b], N, W, H, prm, 1);
+    /* the loader refills a buffer after its augmentation: new contents */
+    memcpy(u8[0], u8[2], bytes);
+    aug_check(gpu, "buffer refilled after use", u8[0], want[2], N, W, H, prm, 1);
+    /* a prefetch forgotten, the buffer refilled: new contents */
+    CHECK_OK(ssl_cuda_prefetch_u8(u8[1], bytes));
+    CHECK_OK(ssl_cuda_prefetch_u8(NULL, 0));
+    memcpy(u8[1], u8[3], bytes);
+    aug_check(gpu, "prefetch forgotten, buffer refilled", u8[1], want[3], N, W, H, prm, 1);
+    for (int b = 0; b < B; b++) {
+        free(want[b]);
+        aug_crops_free(gpu, u8[b]);
+    }
 }

@@ -445,6 +445,48 @@ TEST(loader_region_decode_gives_the_same_batches) {
 }
 #endif
 
+/* GPU mode: the uint8 views come from the caller's allocator (./train
+   gives page-locked memory) and go back to it; batches are the same as with
+   host memory, also when two are held at once (./train holds the next batch
+   while the step runs, to copy it ahead). */
+static int g_allocs, g_frees;
+static void *counting_alloc(size_t bytes, const char *what) {
+    g_allocs++;
+    return ssl_malloc_aligned(bytes, what);
+}
+static void counting_free(void *p) {
+    g_frees++;
+    free(p);
+}
+TEST(loader_u8_views_from_the_callers_allocator) {
+    const char *path = tiny_pack(40, 12, 4096);
+    uint32_t crc[2] = {0, 0};
+    g_allocs = g_frees = 0;
+    for (int k = 0; k < 2; k++) {
+        ssl_loader_config c;
+        ssl_loader_config_init(&c, path, "simclr", 8, 5);
+        c.threads = 2, c.seed = 9, c.output_u8 = 1;
+        if (k) c.u8_alloc = counting_alloc, c.u8_free = counting_free;
+        ssl_loader *l = ssl_loader_open(&c);
+        if (!l) return;
+        for (int e = 0; e < 2; e++) {
+            if (e) ssl_loader_set_resolution(l, 12); /* bigger views: the buffers are allocated again */
+            CHECK_OK(ssl_loader_start_epoch(l, e, 0));
+            int r = e ? 12 : 8;
+            const ssl_batch *b = ssl_loader_next(l), *nb = NULL;
+            for (; b; b = nb, nb = NULL) {
+                nb = ssl_loader_next(l); /* held together */
+                for (int v = 0; v < 2; v++) crc[k] = ssl_crc32(crc[k], b->views_u8[v], (size_t)b->n * r * r * 3);
+                ssl_loader_release(l, b);
+            }
+        }
+        ssl_loader_close(l);
+    }
+    CHECK(crc[0] == crc[1], "batches differ with the caller's allocator (crc %08x vs %08x)", crc[0], crc[1]);
+    CHECK(g_allocs > 0, "the caller's allocator was not used");
+    CHECK_EQ(g_allocs, g_frees);
+}
+
 TEST(loader_bad_config_is_refused) {
     const char *path = tiny_pack(10, 8, 1024);
     ssl_loader_config c;
