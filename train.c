@@ -130,8 +130,11 @@ static int res_at(const train_cfg *c, int64_t e) {
 
 static int opt_kind(const char *s) { return !strcmp(s, "sgd") ? SSL_OPTIM_SGD : !strcmp(s, "adamw") ? SSL_OPTIM_ADAMW : SSL_OPTIM_LARS; }
 
-/* ---- evaluation: features of a pack, kNN, probe ---- */
-static int eval_views(const train_cfg *c, const char *path, int res, ssl_loader_config *lc) {
+/* ---- evaluation: features of a pack, kNN, probe ----
+   On the trainer's device: on the GPU the loader gives uint8 images
+   (page-locked) and ssl_cuda_augment_u8 normalizes them there, as in
+   training; the features come back to the host for the kNN and the probe. */
+static int eval_views(const train_cfg *c, const char *path, int res, int on_gpu, ssl_loader_config *lc) {
     ssl_loader_config_init(lc, path, "simclr", res, (int)(c->bs < 256 ? c->bs : 256));
     ssl_view_recipe *r = &lc->views[0];
     /* the whole image, resized, normalized: no random op */
@@ -142,48 +145,82 @@ static int eval_views(const train_cfg *c, const char *path, int res, ssl_loader_
     lc->order = SSL_ORDER_SEQUENTIAL;
     lc->drop_last = 0;
     lc->threads = (int)c->loader_threads;
+#ifdef SSL_CUDA
+    if (on_gpu) lc->output_u8 = 1, lc->u8_alloc = ssl_cuda_host_alloc, lc->u8_free = ssl_cuda_host_free;
+#else
+    (void)on_gpu;
+#endif
     return 0;
 }
 
-/* Eval-mode backbone features (L2-normalized) of up to `limit` images. */
+/* Eval-mode backbone features of up to `limit` images (raw: as the probe
+   sees them; normalize_rows turns them into the kNN's). */
 static float *extract(ssl_trainer *t, const train_cfg *c, const char *path, int res, int64_t limit, int64_t *count,
                       uint32_t **labels) {
+    const int on_gpu = t->c.device == SSL_DEV_CUDA;
     ssl_loader_config lc;
-    eval_views(c, path, res, &lc);
+    eval_views(c, path, res, on_gpu, &lc);
     ssl_loader *l = ssl_loader_open(&lc);
     if (!l) return NULL;
     ssl_loader_start_epoch(l, 0, 0);
     int64_t total = ssl_loader_samples_per_epoch(l);
     if (total > limit) total = limit;
     int d = t->online.feat_dim;
-    float *f = ssl_malloc(sizeof(float) * (size_t)(total * d), "eval features");
+    float *f = ssl_malloc(sizeof(float) * (size_t)(total * d), "eval features"), *dview = NULL;
     *labels = ssl_malloc(sizeof(uint32_t) * (size_t)total, "eval labels");
+#ifdef SSL_CUDA
+    if (on_gpu) dview = ssl_cuda_malloc(sizeof(float) * (size_t)lc.batch_size * res * res * 3, "eval views");
+#endif
     int64_t n = 0;
     const ssl_batch *b;
+    int rc = 0;
     while (n < total && (b = ssl_loader_next(l))) {
-        if (ssl_model_plan(&t->online, b->n, b->h[0], b->w[0], 1) || ssl_model_forward(&t->online, 0, b->views[0], 0)) {
+        const float *x = b->views[0];
+#ifdef SSL_CUDA
+        if (on_gpu) {
+            ssl_cuda_augment_u8(b->views_u8[0], b->params[0], b->n, b->w[0], b->h[0], 255.0f, lc.views[0].mean,
+                                lc.views[0].std, dview);
+            x = dview;
+        }
+#endif
+        if (ssl_model_plan(&t->online, b->n, b->h[0], b->w[0], 1) || ssl_model_forward(&t->online, 0, x, 0)) {
             ssl_loader_release(l, b);
-            ssl_loader_close(l);
-            free(f);
-            return NULL;
+            rc = -1;
+            break;
         }
         ssl_tensor ft = ssl_model_features(&t->online, 0);
         int take = (int)(total - n < b->n ? total - n : b->n);
-        for (int i = 0; i < take; i++) {
-            const float *src = ft.data + (int64_t)i * d;
-            float *dst = f + (n + i) * d;
-            double s = 0;
-            for (int j = 0; j < d; j++) s += (double)src[j] * src[j];
-            float inv = (float)(1.0 / (sqrt(s) + 1e-12));
-            for (int j = 0; j < d; j++) dst[j] = src[j] * inv;
-            (*labels)[n + i] = b->labels[i];
-        }
+#ifdef SSL_CUDA
+        if (on_gpu) ssl_cuda_to_host(f + n * d, ft.data, sizeof(float) * (size_t)take * d);
+        else
+#endif
+            memcpy(f + n * d, ft.data, sizeof(float) * (size_t)take * d);
+        for (int i = 0; i < take; i++) (*labels)[n + i] = b->labels[i];
         n += take;
         ssl_loader_release(l, b);
     }
     ssl_loader_close(l);
+#ifdef SSL_CUDA
+    if (dview) ssl_cuda_free(dview);
+#endif
+    if (rc) {
+        free(f);
+        free(*labels);
+        return NULL;
+    }
     *count = n;
     return f;
+}
+
+/* each row divided by its L2 norm (+1e-12) */
+static void normalize_rows(float *f, int64_t n, int d) {
+    for (int64_t i = 0; i < n; i++) {
+        float *r = f + i * d;
+        double s = 0;
+        for (int j = 0; j < d; j++) s += (double)r[j] * r[j];
+        float inv = (float)(1.0 / (sqrt(s) + 1e-12));
+        for (int j = 0; j < d; j++) r[j] *= inv;
+    }
 }
 
 /* kNN top-1: weights exp(cos/0.07) summed per class over the k nearest. */
@@ -226,37 +263,28 @@ static int evaluate(ssl_trainer *t, const train_cfg *c, int res, int classes, FI
     float *q = extract(t, c, c->val, res, INT64_MAX, &nq, &ql);
     if (!q) { free(bank); free(bl); return -1; }
     int d = t->online.feat_dim;
-    double knn = knn_top1(bank, bl, nb, q, ql, nq, d, (int)c->knn_k, classes);
-    /* the online probe on unnormalized eval features: recompute them */
+    /* the online probe on the raw eval features */
     double probe = -1;
     if (t->probe.n) {
-        ssl_loader_config lc;
-        eval_views(c, c->val, res, &lc);
-        ssl_loader *l = ssl_loader_open(&lc);
-        int64_t correct = 0, n = 0;
-        const ssl_batch *b;
-        ssl_loader_start_epoch(l, 0, 0);
-        while (l && (b = ssl_loader_next(l))) {
-            ssl_model_plan(&t->online, b->n, b->h[0], b->w[0], 1);
-            ssl_model_forward(&t->online, 0, b->views[0], 0);
-            ssl_tensor ft = ssl_model_features(&t->online, 0);
-            const float *w = ssl_param_data(&t->probe, 0), *bias = ssl_param_data(&t->probe, 1);
-            for (int i = 0; i < b->n; i++) {
-                int best = 0;
-                double bestv = -INFINITY;
-                for (int cl = 0; cl < classes; cl++) {
-                    double s = bias[cl];
-                    for (int j = 0; j < d; j++) s += (double)w[(int64_t)cl * d + j] * ft.data[(int64_t)i * d + j];
-                    if (s > bestv) bestv = s, best = cl;
-                }
-                correct += (uint32_t)best == b->labels[i];
-                n++;
+        ssl_params_download(&t->probe); /* a device table's values into its host copy */
+        const float *pw = t->probe.dev ? t->probe.host : t->probe.data;
+        const float *w = pw + t->probe.p[0].offset, *bias = pw + t->probe.p[1].offset;
+        int64_t correct = 0;
+        for (int64_t i = 0; i < nq; i++) {
+            int best = 0;
+            double bestv = -INFINITY;
+            for (int cl = 0; cl < classes; cl++) {
+                double s = bias[cl];
+                for (int j = 0; j < d; j++) s += (double)w[(int64_t)cl * d + j] * q[i * d + j];
+                if (s > bestv) bestv = s, best = cl;
             }
-            ssl_loader_release(l, b);
+            correct += (uint32_t)best == ql[i];
         }
-        if (l) ssl_loader_close(l);
-        probe = n ? (double)correct / n : 0;
+        probe = nq ? (double)correct / nq : 0;
     }
+    normalize_rows(bank, nb, d);
+    normalize_rows(q, nq, d);
+    double knn = knn_top1(bank, bl, nb, q, ql, nq, d, (int)c->knn_k, classes);
     printf("eval: kNN top-1 %.2f%% (k=%d, bank %lld train images, %lld val images)", 100 * knn, (int)c->knn_k,
            (long long)nb, (long long)nq);
     if (probe >= 0) printf(", online probe top-1 %.2f%%", 100 * probe);
@@ -568,15 +596,8 @@ int main(int argc, char **argv) {
     ssl_loader_close(loader);
     loader = NULL;
     if (!stopped && cfg.val[0]) {
-        /* evaluation runs on the CPU: a GPU run's weights come from its checkpoint */
-        ssl_trainer ev, *et = &t;
-        if (on_gpu) {
-            tc.device = SSL_DEV_CPU;
-            if (ssl_trainer_init(&ev, &mc, &tc) || ssl_trainer_load(&ev, ckpt, NULL, 0)) { rc = die("evaluation"); goto done; }
-            et = &ev;
-        }
-        if (evaluate(et, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log)) rc = die("evaluation");
-        if (on_gpu) ssl_trainer_free(&ev);
+        /* on the trainer's device (the GPU when it trained there) */
+        if (evaluate(&t, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log)) rc = die("evaluation");
     }
 done:
     if (loader) ssl_loader_close(loader);

@@ -139,32 +139,54 @@ static double first_loss(const char *dir) {
     return v;
 }
 
-/* ./train device=cuda: the loader's uint8 crops, the GPU augmentation, the
-   device trainer, checkpoints from device memory, evaluation from the
-   checkpoint. Without a GPU it runs through the CUDA backend's emulation
-   (SSL_CUDA_EMULATE=1: the same code with host memory), against the same
-   run on the CPU: the first step's loss agrees (the augmentation and the
-   step are the same math; GCC fuses multiply-adds that the emulation does
-   not, hence 1e-4), and the run ends with a checkpoint. */
+/* "eval: kNN top-1 X%" and "online probe top-1 Y%" from ./train's output */
+static int eval_line(const char *out, double *knn, double *probe) {
+    const char *k = out ? strstr(out, "kNN top-1 ") : NULL, *p = out ? strstr(out, "online probe top-1 ") : NULL;
+    if (!k || !p) return -1;
+    *knn = atof(k + 10), *probe = atof(p + 19);
+    return 0;
+}
+
+/* ./train device=cuda: the loader's uint8 crops (in page-locked memory,
+   each batch's copy started while the step before runs), the GPU
+   augmentation, the device trainer, checkpoints from device memory, the
+   evaluation on the device. Without a GPU it runs through the CUDA
+   backend's emulation (SSL_CUDA_EMULATE=1: the same code with host memory),
+   against the same run on the CPU: the first step's loss agrees (the
+   augmentation and the step are the same math; GCC fuses multiply-adds that
+   the emulation does not, hence 1e-4; later steps drift apart by rounding,
+   so the two runs' weights are not compared), the evaluation on the device
+   gives the kNN and probe top-1 that the CPU gives for the same checkpoint
+   (within one image of 512), and the run ends with a checkpoint. */
 TEST(train_device_cuda_path_matches_cpu) {
     const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data();
     const char *dg = test_tmp("run_cuda"), *dc = test_tmp("run_cuda_ref");
-    char *out;
-    const char *gpu = getenv("SSL_TEST_REAL_GPU"); /* set by make test-gpu on a machine with one */
-    int rc = run(&out, "rm -rf %s && SSL_CUDA_EMULATE=%s %s simclr data=%s " TINY " epochs=1 max_steps=2 device=cuda precision=fp32 out=%s",
-                 dg, gpu && *gpu == '1' ? "0" : "1", t, data, dg);
+    char *out, *outc;
+    const char *gpu = getenv("SSL_TEST_REAL_GPU"); /* 1: a real GPU (bench/gpu_report.sh sets it) */
+    int rc = run(&out, "rm -rf %s && SSL_CUDA_EMULATE=%s %s simclr data=%s val=%s knn_train=512 " TINY
+                 " epochs=1 device=cuda precision=fp32 out=%s",
+                 dg, gpu && *gpu == '1' ? "0" : "1", t, data, data, dg);
     if (rc != 0 && strstr(out, "built without CUDA")) {
         free(out);
         test_skip("./train was built without CUDA");
         return;
     }
     CHECK(rc == 0, "./train device=cuda failed: %s", out);
-    free(out);
-    CHECK_EQ(run(&out, "rm -rf %s && %s simclr data=%s " TINY " epochs=1 max_steps=2 out=%s", dc, t, data, dc), 0);
-    free(out);
+    CHECK_EQ(run(&outc, "rm -rf %s && %s simclr data=%s " TINY " epochs=1 max_steps=2 out=%s", dc, t, data, dc), 0);
+    free(outc);
     double lg = first_loss(dg), lc = first_loss(dc);
     printf("    first step's loss: device=cuda %.7f, cpu %.7f\n", lg, lc);
     CHECK(fabs(lg - lc) <= 1e-4 * fabs(lc), "device=cuda loss %.7f vs cpu %.7f", lg, lc);
+    /* the device run's checkpoint evaluated on the CPU (resumed at its end) */
+    CHECK_EQ(run(&outc, "%s resume=%s device=cpu", t, dg), 0);
+    double kg = -1, pg = -1, kc = -2, pc = -2;
+    CHECK(eval_line(out, &kg, &pg) == 0, "no eval line from the device=cuda run: %s", out);
+    CHECK(eval_line(outc, &kc, &pc) == 0, "no eval line from the cpu run: %s", outc);
+    printf("    eval of one checkpoint: kNN top-1 %.2f%% / %.2f%%, probe top-1 %.2f%% / %.2f%% (device=cuda / cpu)\n", kg, kc, pg, pc);
+    CHECK(fabs(kg - kc) <= 100.0 / 512 + 1e-9, "kNN top-1 %.2f%% on the device vs %.2f%% on the cpu", kg, kc);
+    CHECK(fabs(pg - pc) <= 100.0 / 512 + 1e-9, "probe top-1 %.2f%% on the device vs %.2f%% on the cpu", pg, pc);
+    free(out);
+    free(outc);
     char ck[SSL_STR + 16];
     snprintf(ck, sizeof ck, "%s/ckpt.sslt", dg);
     struct stat st;
