@@ -121,7 +121,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, batch, "128", 1, 1 << 16, "feature extraction batch size"),
     SSL_OPT_I(C, threads, "0", 0, 1024, "feature extraction workers (0 = all cores)"),
     SSL_OPT_I(C, limit, "0", 0, 1LL << 40, "use only the first N images of each pack (0 = all)"),
-    SSL_OPT_C(C, device, "cpu", "cpu|cuda", "where features are extracted"),
+    SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where features are extracted (auto: the GPU when there is one)"),
     SSL_OPT_S(C, out, "runs/probe", "output directory: probe.json, cache/"),
     SSL_OPT_B(C, cache, "1", "reuse features cached in OUT/cache (keyed by backbone, pack and res)"),
     {"export", SSL_OPT_STR, "", 0, 0, NULL, "write the backbone as torchvision-named safetensors to this file", offsetof(C, export_)},
@@ -490,6 +490,72 @@ static void set_blas_threads(int n) {
 #endif
 }
 
+/* ---- the same on the GPU: the CPU's workers decode and transform one
+   batch, the GPU runs the backbone (fp32: features within rounding of the
+   CPU's) ---- */
+static int g_on_gpu;
+typedef struct {
+    extract_job *j;
+    int64_t s;   /* first image of the batch */
+    float *in;   /* host input of the batch */
+} decode_job;
+static void decode_one(void *ctx, int64_t i, int worker) {
+    decode_job *d = ctx;
+    extract_job *j = d->j;
+    int w, h, c, res = j->tf->res;
+    if (j->failed) return;
+    if (ssl_pack_decode(j->pack, (uint64_t)(d->s + i), 3, &j->dec[worker], &w, &h, &c)) {
+        snprintf(j->err, sizeof j->err, "sample %lld: %s", (long long)(d->s + i), ssl_last_error());
+        j->failed = 1;
+        return;
+    }
+    eval_transform(j->tf, j->dec[worker].p, w, h, d->in + i * res * res * 3, &j->scratch[worker]);
+    j->labels[d->s + i] = j->pack->index[d->s + i].label;
+}
+static void extract_on_gpu(extract_job *j, int threads) {
+#ifdef SSL_CUDA
+    int res = j->tf->res;
+    size_t in_floats = (size_t)j->batch * res * res * 3;
+    ssl_model m;
+    SSL_ASSERT(ssl_model_init(&m, &j->bb->m.c) == 0, "model copy: %s", ssl_last_error());
+    memcpy(m.params.data, j->bb->m.params.data, sizeof(float) * (size_t)j->bb->m.params.total);
+    if (ssl_model_to_device(&m)) {
+        snprintf(j->err, sizeof j->err, "%s", ssl_last_error());
+        j->failed = 1;
+        ssl_model_free(&m);
+        return;
+    }
+    float *hin = ssl_cuda_host_alloc(sizeof(float) * in_floats, "extraction input");
+    float *din = ssl_cuda_malloc(sizeof(float) * in_floats, "extraction input");
+    j->dec = ssl_calloc(sizeof(ssl_buf) * (size_t)threads, "extraction buffers");
+    j->scratch = ssl_calloc(sizeof(ssl_buf) * (size_t)threads, "extraction buffers");
+    for (int64_t s = 0; s < j->n && !j->failed; s += j->batch) {
+        int64_t n = j->n - s < j->batch ? j->n - s : j->batch;
+        decode_job d = {j, s, hin};
+        ssl_parallel_for(n, threads, decode_one, &d);
+        if (j->failed) break;
+        ssl_cuda_to_device(din, hin, sizeof(float) * (size_t)n * res * res * 3);
+        if (ssl_model_plan(&m, (int)n, res, res, 1) || ssl_model_forward(&m, 0, din, 0)) {
+            snprintf(j->err, sizeof j->err, "%s", ssl_last_error());
+            j->failed = 1;
+            break;
+        }
+        ssl_tensor f = ssl_model_features(&m, 0);
+        ssl_cuda_to_host(j->features + s * j->dim, f.data, sizeof(float) * (size_t)(n * j->dim));
+        ssl_progress_update(&j->prog, s + n);
+    }
+    for (int w = 0; w < threads; w++) ssl_buf_free(&j->dec[w]), ssl_buf_free(&j->scratch[w]);
+    free(j->dec), free(j->scratch);
+    ssl_cuda_host_free(hin);
+    ssl_cuda_free(din);
+    ssl_model_free(&m);
+#else
+    (void)threads;
+    snprintf(j->err, sizeof j->err, "this ./probe was built without CUDA");
+    j->failed = 1;
+#endif
+}
+
 /* Features of the first n images of a pack. */
 static float *extract(const backbone *bb, const ssl_pack *p, int64_t n, const transform *tf, int batch, int threads,
                       const char *label, uint32_t **labels_out, double *seconds) {
@@ -497,6 +563,23 @@ static float *extract(const backbone *bb, const ssl_pack *p, int64_t n, const tr
     memset(&j, 0, sizeof j);
     j.pack = p, j.bb = bb, j.tf = tf, j.n = n, j.dim = bb->m.feat_dim;
     j.batch = batch;
+    if (g_on_gpu) {
+        j.features = ssl_malloc(sizeof(float) * (size_t)(n * j.dim + 1), "features");
+        j.labels = ssl_malloc(sizeof(uint32_t) * (size_t)(n + 1), "labels");
+        double t0 = ssl_now();
+        ssl_progress_start(&j.prog, label, n);
+        extract_on_gpu(&j, threads);
+        if (!j.failed) ssl_progress_end(&j.prog, n);
+        *seconds = ssl_now() - t0;
+        if (j.failed) {
+            free(j.features);
+            free(j.labels);
+            ssl__fail("%s: %s", p->path, j.err);
+            return NULL;
+        }
+        *labels_out = j.labels;
+        return j.features;
+    }
     int64_t nb = (n + batch - 1) / batch;
     j.workers = threads > nb ? (int)nb : threads;
     if (j.workers < 1) j.workers = 1;
@@ -755,10 +838,25 @@ int main(int argc, char **argv) {
         fprintf(stderr, "probe: give exactly one backbone: ckpt=RUN, init=random or import=FILE.safetensors (got %d)\n", sources);
         return 1;
     }
-    if (!strcmp(cfg.device, "cuda")) {
-        fprintf(stderr, "probe: device=cuda: GPU feature extraction is not implemented yet; use device=cpu\n");
+    g_on_gpu = !strcmp(cfg.device, "cuda");
+#ifdef SSL_CUDA
+    if (!strcmp(cfg.device, "auto")) g_on_gpu = ssl_cuda_device_count() > 0;
+    if (g_on_gpu) {
+        const char *emu = getenv("SSL_CUDA_EMULATE"); /* tests: the GPU code path on the host */
+        if (emu && *emu == '1') ssl_cuda_set_emulation(1);
+        else if (ssl_cuda_device_count() < 1) {
+            fprintf(stderr, "probe: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
+            return 1;
+        }
+        ssl_cuda_set_precision(0); /* fp32: features within rounding of the CPU's (the cache is shared) */
+    }
+#else
+    if (g_on_gpu) {
+        fprintf(stderr, "probe: device=cuda: this ./probe was built without CUDA (nvcc was not found by make); use device=cpu\n");
         return 1;
     }
+    g_on_gpu = 0;
+#endif
     char trains[SSL_STR], evals[SSL_STR], modes[SSL_STR], ks[SSL_STR];
     char *tr[MAX_PAIRS], *ev[MAX_PAIRS], *md[8], *kk[MAX_K];
     snprintf(trains, sizeof trains, "%s", cfg.train);

@@ -367,3 +367,72 @@ TEST(probe_random_init_baseline) {
     CHECK_CONTAINS(o, "| fm | knn k=5 |");
     free(o);
 }
+
+/* device=cuda: the GPU extracts the features (the CPU's workers decode and
+   transform). Without a GPU, through the CUDA backend's emulation
+   (SSL_CUDA_EMULATE=1). The cached features of both packs agree with the
+   CPU's to fp32 rounding (1e-4 absolute on features of size ~1), and so do
+   the kNN results. */
+static float *cached_features(const char *dir, const char *prefix, int64_t *n) {
+    char cmd[SSL_STR * 2], *o = NULL;
+    snprintf(cmd, sizeof cmd, "ls %s/cache/%s-*.sslt", dir, prefix);
+    if (test_run(cmd, &o) != 0) { free(o); return NULL; }
+    o[strcspn(o, "\n")] = 0;
+    ssl_tfile f;
+    float *out = NULL;
+    if (ssl_tfile_read(o, &f) == 0) {
+        const ssl_tentry *e = ssl_tfile_find(&f, "features");
+        if (e && e->dtype == SSL_F32) {
+            *n = (int64_t)(e->nbytes / sizeof(float));
+            out = malloc(e->nbytes);
+            memcpy(out, e->data, e->nbytes);
+        }
+        ssl_tfile_free(&f);
+    }
+    free(o);
+    return out;
+}
+TEST(probe_device_cuda_features_match_cpu) {
+    if (!fixture()) return;
+    char *o = NULL, dc[SSL_STR + 32], dg[SSL_STR + 32];
+    snprintf(dc, sizeof dc, "%s/dev_cpu", fx_dir);
+    snprintf(dg, sizeof dg, "%s/dev_cuda", fx_dir);
+    CHECK_EQ(run_bin(PROBE, &o, "ckpt=%s train=%s eval=%s modes=knn k=5 res=16 cache=0 device=cpu out=%s", fx_run, fx_train,
+                     fx_eval, dc), 0);
+    free(o);
+    char cmd[8 * SSL_STR];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && SSL_CUDA_EMULATE=1 %s ckpt=%s train=%s eval=%s modes=knn k=5 res=16 device=cuda out=%s",
+             dg, PROBE, fx_run, fx_train, fx_eval, dg);
+    int rc = test_run(cmd, &o);
+    if (rc && strstr(o, "built without CUDA")) {
+        free(o);
+        test_skip("./probe was built without CUDA");
+        return;
+    }
+    CHECK(rc == 0, "probe device=cuda failed: %.2000s", o);
+    free(o);
+    /* the CPU run again, now writing its cache, for the comparison */
+    CHECK_EQ(run_bin(PROBE, &o, "ckpt=%s train=%s eval=%s modes=knn k=5 res=16 device=cpu out=%s", fx_run, fx_train, fx_eval, dc), 0);
+    free(o);
+    const char *which[2] = {"fm-train", "fm-eval"};
+    for (int k = 0; k < 2; k++) {
+        int64_t nc = 0, ng = 0;
+        float *fc = cached_features(dc, which[k], &nc), *fg = cached_features(dg, which[k], &ng);
+        CHECK(fc && fg && nc == ng && nc > 0, "%s: features missing or of different sizes (%lld vs %lld)", which[k],
+              (long long)nc, (long long)ng);
+        if (fc && fg && nc == ng) {
+            double worst = 0;
+            for (int64_t i = 0; i < nc; i++) worst = fmax(worst, fabs((double)fc[i] - fg[i]));
+            printf("    %s: %lld features, max |cuda - cpu| = %.3g\n", which[k], (long long)nc, worst);
+            CHECK(worst <= 1e-4, "%s features differ by %.3g", which[k], worst);
+        }
+        free(fc), free(fg);
+    }
+    char pc[SSL_STR + 64], pg[SSL_STR + 64];
+    snprintf(pc, sizeof pc, "%s/probe.json", dc);
+    snprintf(pg, sizeof pg, "%s/probe.json", dg);
+    char *jc = slurp_text(pc), *jg = slurp_text(pg);
+    CHECK(jc && jg, "probe.json missing");
+    if (jc && jg) CHECK(fabs(json_top1(jc, "knn") - json_top1(jg, "knn")) <= 1.0 / 256 + 1e-9, "kNN top-1 differs");
+    free(jc), free(jg);
+}
