@@ -894,6 +894,7 @@ enum { SSL__BNS_SUM, SSL__BNS_DEV, SSL__BNS_GRAD };
 struct ssl__f_bn_part {
     int stage;
     const float *x, *dy, *mean, *invstd;
+    const float *relu_y; /* GRAD: the fused ReLU's mask (NULL: none) */
     int64_t rows, c, per;
     double *part;
     SSL_HD void operator()(int64_t t) const {
@@ -907,7 +908,7 @@ struct ssl__f_bn_part {
                 double d = (double)v - mean[ch];
                 s0 += d * d;
             } else {
-                float g = dy[r * c + ch];
+                float g = relu_y ? ssl__relu_grad(relu_y[r * c + ch], dy[r * c + ch]) : dy[r * c + ch];
                 s0 += g;
                 s1 += (double)g * ((v - mean[ch]) * invstd[ch]);
             }
@@ -960,11 +961,17 @@ struct ssl__f_bn_stats {
         shift[i] = b - mean[i] * scale[i];
     }
 };
+/* y = BN(x) (+ residual) (then ReLU): the fused output pass */
 struct ssl__f_bn_apply {
-    const float *x, *scale, *shift;
+    const float *x, *scale, *shift, *res;
     float *y;
     int64_t c;
-    SSL_HD void operator()(int64_t i) const { y[i] = ssl__bn_apply(x[i], scale[i % c], shift[i % c]); }
+    int relu;
+    SSL_HD void operator()(int64_t i) const {
+        float v = ssl__bn_apply(x[i], scale[i % c], shift[i % c]);
+        if (res) v += res[i];
+        y[i] = relu ? ssl__relu(v) : v;
+    }
 };
 struct ssl__f_bn_gradfin {
     int training;
@@ -981,12 +988,13 @@ struct ssl__f_bn_gradfin {
     }
 };
 struct ssl__f_bn_dx {
-    const float *x, *dy, *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
+    const float *x, *dy, *relu_y, *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     float *dx;
     int64_t c;
     SSL_HD void operator()(int64_t i) const {
         int64_t k = i % c;
-        dx[i] = ssl__bn_grad_input(dy[i], x[i], mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]);
+        float g = relu_y ? ssl__relu_grad(relu_y[i], dy[i]) : dy[i];
+        dx[i] = ssl__bn_grad_input(g, x[i], mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]);
     }
 };
 
@@ -1008,8 +1016,8 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sum
 }
 
 template <class X>
-static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, ssl_tensor *y,
-                        ssl_tensor *mean, ssl_tensor *invstd) {
+static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
+                        int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
     int64_t blocks = (rows + per - 1) / per;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c) + sizeof(float) * 2 * (size_t)c);
@@ -1017,7 +1025,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     float *scale = (float *)(part + blocks * 2 * c), *shift = scale + c;
     int tracked = bn->running_mean.data && bn->running_var.data;
     if (training) {
-        ssl__f_bn_part f = {SSL__BNS_SUM, xt->data, NULL, NULL, NULL, rows, c, per, NULL};
+        ssl__f_bn_part f = {SSL__BNS_SUM, xt->data, NULL, NULL, NULL, NULL, rows, c, per, NULL};
         ssl__bn_sums(x, f, part, sums);
         ssl__f_bn_mean fm = {sums, mean->data, rows};
         x.each(fm, c);
@@ -1029,18 +1037,20 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
                           rows, bn->eps, bn->momentum};
     x.each(st, c);
-    ssl__f_bn_apply ap = {xt->data, scale, shift, y->data, c};
+    ssl__f_bn_apply ap = {xt->data, scale, shift, res ? res->data : NULL, y->data, c, relu};
     x.each(ap, rows * c);
 }
 
-extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
-                                          ssl_tensor *mean, ssl_tensor *invstd) {
-    SSL__RUN(ssl__bn_fwd(X_, bn, training, x, y, mean, invstd););
+extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                          const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
+                                          ssl_tensor *invstd) {
+    SSL__RUN(ssl__bn_fwd(X_, bn, training, x, residual, relu, y, mean, invstd););
     return 0;
 }
 
 template <class X>
-static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *dy,
+static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt,
+                        const ssl_tensor *relu_y, const ssl_tensor *dy,
                         const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                         ssl_tensor *dbias) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
@@ -1048,22 +1058,24 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c) + sizeof(float) * 3 * (size_t)c);
     double *sums = (double *)mem, *part = sums + 2 * c;
     float *gam = (float *)(part + blocks * 2 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
-    ssl__f_bn_part f = {SSL__BNS_GRAD, xt->data, dy->data, mean->data, invstd->data, rows, c, per, NULL};
+    const float *mask = relu_y ? relu_y->data : NULL;
+    ssl__f_bn_part f = {SSL__BNS_GRAD, xt->data, dy->data, mean->data, invstd->data, mask, rows, c, per, NULL};
     ssl__bn_sums(x, f, part, sums);
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
     x.each(gf, c);
     if (dx && dx->data) {
-        ssl__f_bn_dx fd = {xt->data, dy->data, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, dx->data, c};
+        ssl__f_bn_dx fd = {xt->data, dy->data, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, dx->data, c};
         x.each(fd, rows * c);
     }
 }
 
 extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
-                                           const ssl_tensor *dy, const ssl_tensor *mean, const ssl_tensor *invstd,
-                                           ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias) {
-    SSL__RUN(ssl__bn_bwd(X_, bn, training, x, dy, mean, invstd, dx, dweight, dbias););
+                                           const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                           const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
+                                           ssl_tensor *dbias) {
+    SSL__RUN(ssl__bn_bwd(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias););
     return 0;
 }
 

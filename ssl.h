@@ -1064,6 +1064,17 @@ SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tens
 SSLDEF int ssl_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *dy,
                                   const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
                                   ssl_tensor *dweight, ssl_tensor *dbias);
+/* The same with what follows a ResNet's batch norms fused into its passes
+   over memory: y = relu(BN(x) + residual) in the one output pass (residual
+   NULL: none; relu 0: none), and in the backward the ReLU's mask (dy taken
+   as 0 where the forward's output relu_y <= 0; NULL: no ReLU) applied as dy
+   is read, so neither the add nor the ReLU costs a pass of its own. The
+   same bits as the separate ops. y may be residual. */
+SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                                     int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd);
+SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                      const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                      const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias);
 
 /* y = max(x, 0); y may be x. Backward reads y (y > 0 exactly where x > 0),
    so the forward can run in place; dx may be dy. */
@@ -1553,11 +1564,13 @@ SSLDEF int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, con
                                    int pad, ssl_tensor *y, ssl_buf *scratch);
 SSLDEF int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
                                     int pad, ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
-SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
-                                      ssl_tensor *mean, ssl_tensor *invstd);
+SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                      const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
+                                      ssl_tensor *invstd);
 SSLDEF int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
-                                       const ssl_tensor *dy, const ssl_tensor *mean, const ssl_tensor *invstd,
-                                       ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias);
+                                       const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                       const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
+                                       ssl_tensor *dbias);
 SSLDEF int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx);
 SSLDEF int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
@@ -5169,6 +5182,8 @@ typedef struct {
     int stage;
     int64_t rows, c, per; /* per: rows per block */
     const float *x, *dy;
+    const float *res, *relu_y; /* fused: residual added before the ReLU; the forward's output (ReLU mask) */
+    int relu;                  /* fused ReLU on the output */
     float *y, *dx;
     const float *mean, *invstd, *scale, *shift, *gamma, *mean_dy, *mean_dy_xhat;
     double *part; /* [block][2c] */
@@ -5189,21 +5204,31 @@ static void ssl__bn_block(void *ctx, int64_t blk, int worker) {
             for (int64_t i = 0; i < c; i++) { double d = (double)x[i] - j->mean[i]; p[i] += d * d; }
             break;
         case SSL__BN_APPLY:
-            for (int64_t i = 0; i < c; i++) j->y[r * c + i] = ssl__bn_apply(x[i], j->scale[i], j->shift[i]);
+            if (!j->res && !j->relu) {
+                for (int64_t i = 0; i < c; i++) j->y[r * c + i] = ssl__bn_apply(x[i], j->scale[i], j->shift[i]);
+            } else {
+                const float *res = j->res ? j->res + r * c : NULL;
+                for (int64_t i = 0; i < c; i++) {
+                    float v = ssl__bn_apply(x[i], j->scale[i], j->shift[i]);
+                    if (res) v += res[i];
+                    j->y[r * c + i] = j->relu ? ssl__relu(v) : v;
+                }
+            }
             break;
         case SSL__BN_GRAD_SUMS: {
-            const float *dy = j->dy + r * c;
+            const float *dy = j->dy + r * c, *m = j->relu_y ? j->relu_y + r * c : NULL;
             for (int64_t i = 0; i < c; i++) {
-                p[i] += dy[i];
-                p[c + i] += (double)dy[i] * ((x[i] - j->mean[i]) * j->invstd[i]);
+                float g = m ? ssl__relu_grad(m[i], dy[i]) : dy[i];
+                p[i] += g;
+                p[c + i] += (double)g * ((x[i] - j->mean[i]) * j->invstd[i]);
             }
             break;
         }
         case SSL__BN_GRAD_INPUT: {
-            const float *dy = j->dy + r * c;
+            const float *dy = j->dy + r * c, *m = j->relu_y ? j->relu_y + r * c : NULL;
             for (int64_t i = 0; i < c; i++)
-                j->dx[r * c + i] = ssl__bn_grad_input(dy[i], x[i], j->mean[i], j->invstd[i], j->gamma[i],
-                                                      j->mean_dy[i], j->mean_dy_xhat[i]);
+                j->dx[r * c + i] = ssl__bn_grad_input(m ? ssl__relu_grad(m[i], dy[i]) : dy[i], x[i], j->mean[i],
+                                                      j->invstd[i], j->gamma[i], j->mean_dy[i], j->mean_dy_xhat[i]);
             break;
         }
         }
@@ -5252,14 +5277,19 @@ static int ssl__bn_check(const char *op, const ssl_batchnorm *bn, const ssl_tens
 
 SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, ssl_tensor *y,
                                  ssl_tensor *mean, ssl_tensor *invstd) {
+    return ssl_batchnorm_forward_act(bn, training, x, NULL, 0, y, mean, invstd);
+}
+SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                                     int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
     if (ssl__bn_check(__func__, bn, x, y, "y", mean, invstd)) return -1;
+    if (residual && ssl__same_shape(__func__, "x", x, "residual", residual)) return -1;
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
     int tracked = bn->running_mean.data && bn->running_var.data;
     if (training && rows < 2) return ssl__bad_shapes(__func__, "training needs more than one value per channel", "x", x, NULL, NULL);
     if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", __func__);
-    int dev = SSL__DEVICE(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var);
+    int dev = SSL__DEVICE(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, y, mean, invstd));
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd));
     double *sums;
     float *v;
     ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
@@ -5291,6 +5321,8 @@ SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tens
     j.scale = scale;
     j.shift = shift;
     j.y = y->data;
+    j.res = residual ? residual->data : NULL;
+    j.relu = relu;
     ssl__bn_run(&j, SSL__BN_APPLY, NULL);
     free(sums);
     free(v);
@@ -5300,18 +5332,25 @@ SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tens
 SSLDEF int ssl_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *dy,
                                   const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
                                   ssl_tensor *dweight, ssl_tensor *dbias) {
+    return ssl_batchnorm_backward_act(bn, training, x, NULL, dy, mean, invstd, dx, dweight, dbias);
+}
+SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                      const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                      const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias) {
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
     if (ssl__bn_check(__func__, bn, x, dy, "dy", mean, invstd) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)) ||
+        (relu_y && ssl__same_shape(__func__, "x", x, "relu_y", relu_y)) ||
         ssl__vec_of(__func__, "dweight", dweight, c) || ssl__vec_of(__func__, "dbias", dbias, c))
         return -1;
-    int dev = SSL__DEVICE(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight);
+    int dev = SSL__DEVICE(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, dy, mean, invstd, dx, dweight, dbias));
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias));
     double *sums;
     float *v;
     ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
     float *gamma = v, *mean_dy = v + c, *mean_dy_xhat = v + 2 * c;
     j.dy = dy->data;
+    j.relu_y = relu_y ? relu_y->data : NULL;
     j.mean = mean->data;
     j.invstd = invstd->data;
     ssl__bn_run(&j, SSL__BN_GRAD_SUMS, sums); /* sums[i] = sum dy, sums[c+i] = sum dy*xhat */
@@ -5944,8 +5983,14 @@ static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     return bn;
 }
 
-/* conv or linear, then BN, then ReLU (in place on the BN output). */
+/* conv or linear, then BN, then ReLU (in place on the BN output). With a
+   residual (a block's last layer): BN, + residual, ReLU, fused in the BN's
+   output pass. */
+static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, int training, const ssl_tensor *res);
 static int ssl__layer_forward(ssl_model *m, const ssl_layer *L, int slot, int training) {
+    return ssl__layer_forward_res(m, L, slot, training, NULL);
+}
+static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, int training, const ssl_tensor *res) {
     float *A = ssl__act_slot(m, slot);
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), y = ssl__layer_y(m, L, A + L->y), w = ssl__layer_w(m, L, 0);
     ssl_tensor b = ssl__pvec(m, L->b);
@@ -5956,9 +6001,10 @@ static int ssl__layer_forward(ssl_model *m, const ssl_layer *L, int slot, int tr
     if (L->bn) {
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
-        if (ssl_batchnorm_forward(&bn, training, &y, &out, &mean, &invstd)) return -1;
+        return ssl_batchnorm_forward_act(&bn, training, &y, res, L->relu || res, &out, &mean, &invstd);
     }
-    if (L->relu && ssl_relu_forward(&out, &out)) return -1;
+    if (res && ssl_add(&out, res, &out)) return -1;
+    if ((L->relu || res) && ssl_relu_forward(&out, &out)) return -1;
     return 0;
 }
 
@@ -5970,13 +6016,14 @@ static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float
     int training = m->training[slot];
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
     ssl_tensor tdy = ssl__layer_y(m, L, dy), ttmp = ssl__layer_y(m, L, tmp);
-    if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
-    if (L->bn) {
+    if (L->bn) { /* the ReLU's mask applied as the BN backward reads dy */
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
         ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
-        if (ssl_batchnorm_backward(&bn, training, &y, &tdy, &mean, &invstd, &ttmp, &dg, &db)) return -1;
+        if (ssl_batchnorm_backward_act(&bn, training, &y, L->relu ? &out : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db))
+            return -1;
     } else {
+        if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
         ttmp = tdy;
     }
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), w = ssl__layer_w(m, L, 0), dw = ssl__layer_w(m, L, 1);
@@ -6001,11 +6048,9 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     }
     for (int b = 0; b < m->nblocks; b++) {
         const ssl_block *B = &m->blocks[b];
-        for (int j = 0; j < B->count; j++)
-            if (ssl__layer_forward(m, &m->layers[B->first + j], slot, training)) return -1;
-        const ssl_layer *L = &m->layers[B->first + B->count - 1];
-        /* out = relu(main + shortcut), in place on the last BN's output */
-        ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), sc;
+        /* the shortcut first, so that the last layer's BN output pass can
+           add it and apply the block's ReLU: out = relu(BN(main) + shortcut) */
+        ssl_tensor sc;
         if (B->down >= 0) {
             const ssl_layer *D = &m->layers[B->down];
             if (ssl__layer_forward(m, D, slot, training)) return -1;
@@ -6013,8 +6058,11 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
         } else {
             sc = ssl__layer_x(m, &m->layers[B->first], slot, NULL);
         }
-        if (ssl_add(&out, &sc, &out) || ssl_relu_forward(&out, &out)) return -1;
-        last = out;
+        for (int j = 0; j < B->count - 1; j++)
+            if (ssl__layer_forward(m, &m->layers[B->first + j], slot, training)) return -1;
+        const ssl_layer *L = &m->layers[B->first + B->count - 1];
+        if (ssl__layer_forward_res(m, L, slot, training, &sc)) return -1;
+        last = ssl__layer_y(m, L, A + L->ybn);
     }
     ssl_tensor feat = ssl__mmat(m, A + m->feat, m->n, m->feat_dim);
     if (ssl_avgpool_forward(&last, &feat)) return -1;

@@ -199,7 +199,11 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 1);
 }
 
-static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training) {
+/* fused: 0 plain; 1 + ReLU; 2 + residual + ReLU. The device runs the fused
+   ops (ssl_batchnorm_forward_act / _backward_act), the CPU reference the
+   separate ones (batch norm, add, ReLU; ReLU backward, batch norm
+   backward). */
+static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training, int fused) {
     int64_t c = ssl_tensor_cols(&x);
     ssl_batchnorm bn = ssl_batchnorm_default(), dbn = bn;
     ssl_tensor gam = g_rand(40, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(41, 1, c, 0, 0, 0, -1, 1);
@@ -213,29 +217,35 @@ static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int tra
     ssl_tensor gy = g_rand(46, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1);
     ssl_tensor gx = gy, gw = g_rand(47, 1, c, 0, 0, 0, -1, 1), gb = g_rand(48, 1, c, 0, 0, 0, -1, 1);
     gx.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "gx");
+    ssl_tensor res = g_rand(52, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1);
     ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
-               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb);
+               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
+               dres = g_tensor(gpu, &res);
     char what[128];
 #define BN_CMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), G_CLOSE_T(gpu, what, d, h, a, r))
     CHECK_OK(ssl_batchnorm_forward(&bn, training, &x, &y, &mean, &inv));
-    CHECK_OK(ssl_batchnorm_forward(&dbn, training, &dx, &dyv, &dm, &di));
+    if (fused == 2) CHECK_OK(ssl_add(&y, &res, &y));
+    if (fused) CHECK_OK(ssl_relu_forward(&y, &y));
+    CHECK_OK(ssl_batchnorm_forward_act(&dbn, training, &dx, fused == 2 ? &dres : NULL, fused > 0, &dyv, &dm, &di));
     BN_CMP("y", &dyv, &y, EW_A(gpu) * 10, EW_R(gpu));
     BN_CMP("mean", &dm, &mean, EW_A(gpu), EW_R(gpu));
     BN_CMP("invstd", &di, &inv, 0, EW_R(gpu));
     BN_CMP("running_mean", &dbn.running_mean, &rm, EW_A(gpu), EW_R(gpu));
     BN_CMP("running_var", &dbn.running_var, &rv, EW_A(gpu), EW_R(gpu));
+    if (fused) CHECK_OK(ssl_relu_backward(&y, &gy, &gy)); /* dgy keeps the unmasked gradient */
     CHECK_OK(ssl_batchnorm_backward(&bn, training, &x, &gy, &mean, &inv, &gx, affine ? &gw : NULL, affine ? &gb : NULL));
-    CHECK_OK(ssl_batchnorm_backward(&dbn, training, &dx, &dgy, &dm, &di, &dgx, affine ? &dgw : NULL, affine ? &dgb : NULL));
+    CHECK_OK(ssl_batchnorm_backward_act(&dbn, training, &dx, fused ? &dyv : NULL, &dgy, &dm, &di, &dgx, affine ? &dgw : NULL,
+                                        affine ? &dgb : NULL));
     /* dx subtracts means of the gradient: cancellation, so an absolute floor */
     BN_CMP("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
     BN_CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
     BN_CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
 #undef BN_CMP
     ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,
-                        &dbn.running_var};
-    for (int i = 0; i < 12; i++) g_release(gpu, ds[i]);
-    ssl_tensor *hs[] = {&x, &y, &mean, &inv, &gy, &gx, &gw, &gb, &gam, &bet, &rm, &rv};
-    for (int i = 0; i < 12; i++) free_h(hs[i]);
+                        &dbn.running_var, &dres};
+    for (int i = 0; i < 13; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &mean, &inv, &gy, &gx, &gw, &gb, &gam, &bet, &rm, &rv, &res};
+    for (int i = 0; i < 13; i++) free_h(hs[i]);
 }
 
 GPU_TEST(batchnorm) {
@@ -243,12 +253,18 @@ GPU_TEST(batchnorm) {
         for (int affine = 0; affine < 2; affine++) {
             char name[64];
             snprintf(name, sizeof name, "bn NHWC %s%s", training ? "train" : "eval", affine ? " affine" : "");
-            bn_case(gpu, name, g_rand(49, 4, 3, 5, 7, 6, -2, 3), affine, training);
+            bn_case(gpu, name, g_rand(49, 4, 3, 5, 7, 6, -2, 3), affine, training, 0);
             snprintf(name, sizeof name, "bn1d %s%s", training ? "train" : "eval", affine ? " affine" : "");
-            bn_case(gpu, name, g_rand(50, 2, 9, 11, 0, 0, -2, 3), affine, training);
+            bn_case(gpu, name, g_rand(50, 2, 9, 11, 0, 0, -2, 3), affine, training, 0);
+            for (int fused = 1; fused < 3; fused++) {
+                snprintf(name, sizeof name, "bn NHWC %s%s %s", training ? "train" : "eval", affine ? " affine" : "",
+                         fused == 1 ? "+relu" : "+residual+relu");
+                bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), affine, training, fused);
+            }
         }
     /* many rows: more than one row block on the GPU side */
-    bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1);
+    bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 0);
+    bn_case(gpu, "bn NHWC train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2);
 }
 
 GPU_TEST(relu_pool_linear_add) {

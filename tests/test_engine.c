@@ -339,6 +339,59 @@ TEST(engine_bn_large_batch_statistics) {
     free(x); free(ty.data); free(mean.data); free(invstd.data);
 }
 
+/* The fused batch norm (+ residual + ReLU in the output pass, the ReLU's
+   mask in the backward's reads) gives the separate ops' bits, big enough to
+   run threaded, train and eval, with and without the residual. */
+TEST(engine_bn_fused_add_relu_same_bits) {
+    int64_t rows = 16 * 20 * 20, ch = 12, n = rows * ch;
+    for (int mode = 0; mode < 4; mode++) {
+        int training = mode & 1, with_res = mode >> 1;
+        float *x = randn(n, 80, 2), *res = randn(n, 81, 1), *dy = randn(n, 82, 1);
+        ssl_batchnorm bn[2];
+        float *p = randn(8 * ch, 83, 1);
+        for (int k = 0; k < 2; k++) {
+            bn[k] = ssl_batchnorm_default();
+            bn[k].weight = ssl_tensor_vec(falloc(ch), ch), bn[k].bias = ssl_tensor_vec(falloc(ch), ch);
+            bn[k].running_mean = ssl_tensor_vec(falloc(ch), ch), bn[k].running_var = ssl_tensor_vec(falloc(ch), ch);
+            for (int64_t i = 0; i < ch; i++) {
+                bn[k].weight.data[i] = 1 + 0.3f * p[i], bn[k].bias.data[i] = p[ch + i];
+                bn[k].running_mean.data[i] = p[2 * ch + i], bn[k].running_var.data[i] = 1 + 0.5f * fabsf(p[3 * ch + i]);
+            }
+        }
+        ssl_tensor tx = ssl_tensor_nhwc(x, 16, 20, 20, ch), tr = tx, tdy = tx, y[2], dx[2], mean[2], inv[2], dw[2], db[2];
+        tr.data = res, tdy.data = dy;
+        for (int k = 0; k < 2; k++) {
+            y[k] = dx[k] = tx;
+            y[k].data = falloc(n), dx[k].data = falloc(n);
+            mean[k] = ssl_tensor_vec(falloc(ch), ch), inv[k] = ssl_tensor_vec(falloc(ch), ch);
+            dw[k] = ssl_tensor_vec(falloc(ch), ch), db[k] = ssl_tensor_vec(falloc(ch), ch);
+        }
+        /* separate: BN, add, ReLU; ReLU backward into a copy of dy, BN backward */
+        CHECK_OK(ssl_batchnorm_forward(&bn[0], training, &tx, &y[0], &mean[0], &inv[0]));
+        if (with_res) CHECK_OK(ssl_add(&y[0], &tr, &y[0]));
+        CHECK_OK(ssl_relu_forward(&y[0], &y[0]));
+        ssl_tensor dym = tdy;
+        dym.data = falloc(n);
+        CHECK_OK(ssl_relu_backward(&y[0], &tdy, &dym));
+        CHECK_OK(ssl_batchnorm_backward(&bn[0], training, &tx, &dym, &mean[0], &inv[0], &dx[0], &dw[0], &db[0]));
+        /* fused */
+        CHECK_OK(ssl_batchnorm_forward_act(&bn[1], training, &tx, with_res ? &tr : NULL, 1, &y[1], &mean[1], &inv[1]));
+        CHECK_OK(ssl_batchnorm_backward_act(&bn[1], training, &tx, &y[1], &tdy, &mean[1], &inv[1], &dx[1], &dw[1], &db[1]));
+        const char *what[6] = {"y", "dx", "dweight", "dbias", "running_mean", "running_var"};
+        const float *a[6] = {y[0].data, dx[0].data, dw[0].data, db[0].data, bn[0].running_mean.data, bn[0].running_var.data};
+        const float *b[6] = {y[1].data, dx[1].data, dw[1].data, db[1].data, bn[1].running_mean.data, bn[1].running_var.data};
+        int64_t len[6] = {n, n, ch, ch, ch, ch};
+        for (int k = 0; k < 6; k++)
+            CHECK(memcmp(a[k], b[k], sizeof(float) * (size_t)len[k]) == 0, "%s (%s, %s): fused and separate differ",
+                  what[k], training ? "train" : "eval", with_res ? "residual" : "no residual");
+        for (int k = 0; k < 2; k++) {
+            free(y[k].data), free(dx[k].data), free(mean[k].data), free(inv[k].data), free(dw[k].data), free(db[k].data);
+            free(bn[k].weight.data), free(bn[k].bias.data), free(bn[k].running_mean.data), free(bn[k].running_var.data);
+        }
+        free(x), free(res), free(dy), free(p), free(dym.data);
+    }
+}
+
 /* ---- relu, pools, linear, add -------------------------------------------- */
 typedef struct {
     int kind; /* 0 relu, 1 maxpool, 2 avgpool, 3 linear, 4 add */

@@ -93,7 +93,7 @@ TEST(probe_rejects_bad_options_before_work) {
         {"ckpt=%s train=%s eval=%s modes=linear,svm", "'svm' is not one of"},
         {"ckpt=%s train=%s eval=%s k=20,many", "not a neighbour count"},
         {"ckpt=%s train=%s eval=%s mlp_hidden=64-", "mlp_hidden"},
-        {"ckpt=%s train=%s eval=%s device=cuda", "not implemented yet"},
+        {"ckpt=%s train=%s eval=%s device=tpu", "expected one of auto|cpu|cuda"},
         {"ckpt=%s train=%s eval=%s res=4", "res"},
         {"ckpt=%s train=%s eval=%s/missing.ssl", "missing.ssl"},
         {"ckpt=%s", "nothing to do"},
