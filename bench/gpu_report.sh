@@ -9,6 +9,9 @@
 #                               at 224 and 160 (fp32 and bf16), ResNet-18
 #                               CIFAR stem at 32 bs 512; a table from the JSON
 #   bench/gpu_report.sh all     both
+#   bench/gpu_report.sh prepare (here, not on the device) copies the data the
+#                               program tests need into build/gpu-data: pass
+#                               carry=["build/gpu-data"] to the device call
 #
 # Logs and gpu_step.md go to $OUT (the device tool's folder) or
 # bench/out/gpu. Each command runs under `timeout`, so one hang costs its
@@ -43,6 +46,18 @@ tests() {
     timeout 240 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --target-processes application-only --error-exitcode 1 \
         build/tests-gpu gpu_ > "$OUT/memcheck.log" 2>&1; echo "exit $?" >> "$OUT/memcheck.log"
     tail -4 "$OUT/memcheck.log"; grep -m5 -E "Invalid|ERROR SUMMARY" "$OUT/memcheck.log"
+    # ./train device=cuda and ./probe device=cuda as programs, on the real GPU,
+    # against the CPU (needs Fashion-MNIST's t10k file: `prepare` copies it
+    # into build/gpu-data, which the device call must carry)
+    if [ -f build/gpu-data/t10k-images-idx3-ubyte.gz ]; then
+        log "./train and ./probe on the GPU against the CPU"
+        make build/tests > /dev/null 2>&1
+        rm -rf build/tmp && mkdir -p build/tmp
+        SSL_TEST_REAL_GPU=1 SSL_FMNIST=build/gpu-data SSL_TEST_TMP=build/tmp SSL_TEST_DATA=build/data \
+            timeout 300 build/tests train_device probe_device > "$OUT/programs-gpu.log" 2>&1
+        echo "exit $?" >> "$OUT/programs-gpu.log"; tail -8 "$OUT/programs-gpu.log"
+    fi
+    return 0
 }
 
 # one configuration, ours then PyTorch's, both JSON lines into steps.jsonl
@@ -70,9 +85,21 @@ step() {
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
 }
 
+# on this machine, before the device call: the data the GPU-side program
+# tests read (the device has no ../shared and no Debian datasets)
+prepare() {
+    mkdir -p build/gpu-data
+    cp /usr/share/datasets/fashion-mnist/t10k-*-idx?-ubyte.gz build/gpu-data/
+    # the probe test's second pack reads train-images; t10k stands in for it
+    cp build/gpu-data/t10k-images-idx3-ubyte.gz build/gpu-data/train-images-idx3-ubyte.gz
+    cp build/gpu-data/t10k-labels-idx1-ubyte.gz build/gpu-data/train-labels-idx1-ubyte.gz
+    du -sh build/gpu-data
+}
+
 case "$PHASE" in
+prepare) prepare ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; step; } ;;
-*) echo "usage: bench/gpu_report.sh test|step|all"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|step|all"; exit 2 ;;
 esac

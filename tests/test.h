@@ -174,13 +174,15 @@ int test_runf(char **out, const char *prog, const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
-    const char *filter = argc > 1 ? argv[1] : NULL;
+    /* arguments: run the tests whose names contain any of them */
     test_mkdirs(test__env("SSL_TEST_TMP", "build/tmp"));
     ssl_set_verbosity(0);
     int passed = 0, failed = 0, skipped = 0;
     double t0 = ssl_now();
     for (int i = 0; i < test__n; i++) {
-        if (filter && !strstr(test__all[i].name, filter)) continue;
+        int take = argc < 2;
+        for (int k = 1; k < argc && !take; k++) take = strstr(test__all[i].name, argv[k]) != NULL;
+        if (!take) continue;
         test__cur_failed = test__cur_skipped = 0;
         double t = ssl_now();
         test__all[i].fn();

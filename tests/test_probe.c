@@ -369,8 +369,8 @@ TEST(probe_random_init_baseline) {
 }
 
 /* device=cuda: the GPU extracts the features (the CPU's workers decode and
-   transform). Without a GPU, through the CUDA backend's emulation
-   (SSL_CUDA_EMULATE=1). The cached features of both packs agree with the
+   transform). Without a GPU (SSL_TEST_REAL_GPU unset), through the CUDA
+   backend's emulation (SSL_CUDA_EMULATE=1). The cached features of both packs agree with the
    CPU's to fp32 rounding (1e-4 absolute on features of size ~1), and so do
    the kNN results. */
 static float *cached_features(const char *dir, const char *prefix, int64_t *n) {
@@ -401,8 +401,9 @@ TEST(probe_device_cuda_features_match_cpu) {
                      fx_eval, dc), 0);
     free(o);
     char cmd[8 * SSL_STR];
-    snprintf(cmd, sizeof cmd, "rm -rf %s && SSL_CUDA_EMULATE=1 %s ckpt=%s train=%s eval=%s modes=knn k=5 res=16 device=cuda out=%s",
-             dg, PROBE, fx_run, fx_train, fx_eval, dg);
+    const char *gpu = getenv("SSL_TEST_REAL_GPU"); /* 1: a real GPU (bench/gpu_report.sh sets it) */
+    snprintf(cmd, sizeof cmd, "rm -rf %s && SSL_CUDA_EMULATE=%s %s ckpt=%s train=%s eval=%s modes=knn k=5 res=16 device=cuda out=%s",
+             dg, gpu && *gpu == '1' ? "0" : "1", PROBE, fx_run, fx_train, fx_eval, dg);
     int rc = test_run(cmd, &o);
     if (rc && strstr(o, "built without CUDA")) {
         free(o);
