@@ -345,6 +345,130 @@ template <class F> __global__ void ssl__each_kernel(const F f, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) f(i);
 }
 
+// ---- profile: device time per kind of work ---------------------------------
+/* ssl_cuda_profile(1) starts recording: each op records two CUDA events
+   around its work on the compute stream (host clock in emulation) under a
+   kind ("BN forward", "GEMM conv forward", ...) with the bytes it must move
+   at least (each input read once, each output written once) and its
+   floating-point operations. Scopes nest; a kind's time excludes the scopes
+   inside it (a linear layer's GEMM is counted as GEMM). Events are read
+   only when the pool is full or at the report, so a profiled step has no
+   extra host waits. GEMMs are also kept by shape, for the table of achieved
+   TFLOP/s against cuBLAS alone on the same shape. */
+#define SSL__PROF_MAX 4096
+#define SSL__PROF_KINDS 64
+#define SSL__PROF_SHAPES 256
+struct ssl__prof_rec {
+    int kind, parent, shape;
+    double bytes, flops, t0, t1; /* t0/t1: host clock (emulation) */
+};
+struct ssl__prof_kind {
+    const char *name;
+    long long calls;
+    double ms, bytes, flops;
+};
+struct ssl__prof_shape {
+    const char *name;
+    int ta, tb, M, N, K, beta, bf16;
+    long long calls;
+    double ms;
+};
+static int ssl__prof_on, ssl__prof_n, ssl__prof_depth, ssl__prof_stack[32], ssl__prof_nkinds, ssl__prof_nshapes;
+static ssl__prof_rec ssl__prof_recs[SSL__PROF_MAX];
+static cudaEvent_t ssl__prof_ev[2 * SSL__PROF_MAX];
+static ssl__prof_kind ssl__prof_kinds[SSL__PROF_KINDS];
+static ssl__prof_shape ssl__prof_shapes[SSL__PROF_SHAPES];
+
+static int ssl__prof_kind_of(const char *name) {
+    for (int i = 0; i < ssl__prof_nkinds; i++)
+        if (!strcmp(ssl__prof_kinds[i].name, name)) return i;
+    if (ssl__prof_nkinds == SSL__PROF_KINDS) return SSL__PROF_KINDS - 1;
+    ssl__prof_kind k = {name, 0, 0, 0, 0};
+    ssl__prof_kinds[ssl__prof_nkinds] = k;
+    return ssl__prof_nkinds++;
+}
+/* the records so far into the kinds' totals (waits for their events) */
+static void ssl__prof_fold(void) {
+    if (!ssl__prof_n) return;
+    static double ms[SSL__PROF_MAX];
+    if (!ssl__emu) SSL_CUDA_CHECK(cudaEventSynchronize(ssl__prof_ev[2 * (ssl__prof_n - 1) + 1]));
+    for (int i = 0; i < ssl__prof_n; i++) {
+        float e = 0;
+        if (ssl__emu) e = (float)(1e3 * (ssl__prof_recs[i].t1 - ssl__prof_recs[i].t0));
+        else SSL_CUDA_CHECK(cudaEventElapsedTime(&e, ssl__prof_ev[2 * i], ssl__prof_ev[2 * i + 1]));
+        ms[i] = e;
+    }
+    for (int i = 0; i < ssl__prof_n; i++) {
+        const ssl__prof_rec *r = &ssl__prof_recs[i];
+        if (r->shape >= 0) ssl__prof_shapes[r->shape].ms += ms[i], ssl__prof_shapes[r->shape].calls++;
+        double own = ms[i];
+        for (int j = i + 1; j < ssl__prof_n; j++) /* children follow their parent */
+            if (ssl__prof_recs[j].parent == i) own -= ms[j];
+        ssl__prof_kind *k = &ssl__prof_kinds[r->kind];
+        k->calls++, k->ms += own, k->bytes += r->bytes, k->flops += r->flops;
+    }
+    ssl__prof_n = 0;
+}
+struct ssl__prof {
+    int id;
+    ssl__prof(const char *kind, double bytes, double flops, int shape = -1) {
+        id = -1;
+        if (!ssl__prof_on || ssl__prof_depth >= 32) return;
+        if (ssl__prof_n == SSL__PROF_MAX) {
+            if (ssl__prof_depth) return; /* a full pool inside a scope: this one goes uncounted */
+            ssl__prof_fold();
+        }
+        id = ssl__prof_n++;
+        ssl__prof_rec r = {ssl__prof_kind_of(kind), ssl__prof_depth ? ssl__prof_stack[ssl__prof_depth - 1] : -1, shape,
+                           bytes, flops, 0, 0};
+        ssl__prof_recs[id] = r;
+        ssl__prof_stack[ssl__prof_depth++] = id;
+        if (ssl__emu) ssl__prof_recs[id].t0 = ssl_now();
+        else {
+            if (!ssl__prof_ev[2 * id]) {
+                SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id]));
+                SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id + 1]));
+            }
+            SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id], 0));
+        }
+    }
+    ~ssl__prof() {
+        if (id < 0) return;
+        if (ssl__emu) ssl__prof_recs[id].t1 = ssl_now();
+        else SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id + 1], 0));
+        ssl__prof_depth--;
+    }
+};
+static int ssl__prof_shape_of(const char *name, int ta, int tb, int M, int N, int K, int beta) {
+    for (int i = 0; i < ssl__prof_nshapes; i++) {
+        const ssl__prof_shape *s = &ssl__prof_shapes[i];
+        if (!strcmp(s->name, name) && s->ta == ta && s->tb == tb && s->M == M && s->N == N && s->K == K &&
+            s->beta == beta && s->bf16 == ssl__bf16)
+            return i;
+    }
+    if (ssl__prof_nshapes == SSL__PROF_SHAPES) return -1;
+    ssl__prof_shape s = {name, ta, tb, M, N, K, beta, ssl__bf16, 0, 0};
+    ssl__prof_shapes[ssl__prof_nshapes] = s;
+    return ssl__prof_nshapes++;
+}
+/* a GEMM's scope: 2MNK operations; A, B, C read once (C only with beta),
+   C written once, at 4 bytes a value */
+struct ssl__prof_gemm : ssl__prof {
+    ssl__prof_gemm(const char *what, int ta, int tb, int M, int N, int K, int beta)
+        : ssl__prof(what, 4.0 * ((double)M * K + (double)K * N + (double)M * N * (beta ? 2 : 1)), 2.0 * M * N * K,
+                    ssl__prof_on ? ssl__prof_shape_of(what, ta, tb, M, N, K, beta) : -1) {}
+};
+#define SSL__PROF(kind, bytes, flops) ssl__prof prof_(kind, (double)(bytes), (double)(flops))
+
+extern "C" void ssl_cuda_profile(int on) {
+    if (on) {
+        ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
+    } else {
+        ssl__prof_fold();
+    }
+    ssl__prof_on = on != 0;
+}
+
 struct ssl__gpu {
     template <class F> void each(const F &f, int64_t n) const {
         if (n <= 0) return;
@@ -362,9 +486,10 @@ struct ssl__gpu {
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_device(dst, src, bytes); }
-    void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-              float beta, float *C, int ldc) const {
+    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
+        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
         ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
         cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
         if (ssl__bf16)
@@ -389,9 +514,10 @@ struct ssl__cpu {
     void to_host(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
-    void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-              float beta, float *C, int ldc) const {
+    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
+        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
         ssl__blas_emulate(ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta, ssl__bf16);
     }
 };
@@ -527,22 +653,25 @@ extern "C" int ssl_cuda_matmul(int ta, int tb, float alpha, const ssl_tensor *A,
     int64_t ac = ssl_tensor_cols(A), bc = ssl_tensor_cols(B);
     int M = (int)ssl_tensor_rows(C), N = (int)ssl_tensor_cols(C);
     int K = (int)(ta ? ssl_tensor_rows(A) : ac);
-    SSL__RUN(X_.gemm(ta, tb, M, N, K, alpha, A->data, (int)ac, B->data, (int)bc, beta, C->data, N););
+    SSL__RUN(X_.gemm("GEMM matmul", ta, tb, M, N, K, alpha, A->data, (int)ac, B->data, (int)bc, beta, C->data, N););
     return 0;
 }
 
 extern "C" int ssl_cuda_copy(ssl_tensor *dst, const ssl_tensor *src) {
+    SSL__PROF("copy, fill", 8.0 * ssl_tensor_numel(src), 0);
     SSL__RUN(X_.copy(dst->data, src->data, sizeof(float) * (size_t)ssl_tensor_numel(src)););
     return 0;
 }
 
 extern "C" int ssl_cuda_fill(ssl_tensor *t, float value) {
+    SSL__PROF("copy, fill", 4.0 * ssl_tensor_numel(t), 0);
     ssl__f_fill f = {t->data, value};
     SSL__RUN(X_.each(f, ssl_tensor_numel(t)););
     return 0;
 }
 
 extern "C" int ssl_cuda_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y) {
+    SSL__PROF("axpy, EMA", 12.0 * ssl_tensor_numel(x), 2.0 * ssl_tensor_numel(x));
     ssl__f_axpy f = {alpha, x->data, y->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
     return 0;
@@ -555,12 +684,14 @@ struct ssl__f_ema {
     SSL_HD void operator()(int64_t i) const { t[i] = a * t[i] + b * o[i]; }
 };
 extern "C" int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b) {
+    SSL__PROF("axpy, EMA", 12.0 * n, 3.0 * n);
     ssl__f_ema f = {target, online, a, b};
     SSL__RUN(X_.each(f, n););
     return 0;
 }
 
 extern "C" int ssl_cuda_dot(const ssl_tensor *a, const ssl_tensor *b, float *out) {
+    SSL__PROF("loss", 8.0 * ssl_tensor_numel(a), 2.0 * ssl_tensor_numel(a));
     ssl__f_dot f = {a->data, b->data};
     double s = 0;
     SSL__RUN(s = ssl__sum(X_, f, ssl_tensor_numel(a)););
@@ -589,6 +720,7 @@ struct ssl__f_l2n {
     }
 };
 extern "C" int ssl_cuda_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm) {
+    SSL__PROF("loss", 8.0 * ssl_tensor_numel(x), 3.0 * ssl_tensor_numel(x));
     ssl__f_l2n f = {x->data, y->data, norm->data, ssl_tensor_cols(x)};
     SSL__RUN(X_.each(f, ssl_tensor_rows(x)););
     return 0;
@@ -607,6 +739,7 @@ struct ssl__f_l2n_back {
 };
 extern "C" int ssl_cuda_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
                                                    ssl_tensor *dx) {
+    SSL__PROF("loss", 12.0 * ssl_tensor_numel(y), 4.0 * ssl_tensor_numel(y));
     ssl__f_l2n_back f = {y->data, norm->data, dy->data, dx->data, ssl_tensor_cols(y)};
     SSL__RUN(X_.each(f, ssl_tensor_rows(y)););
     return 0;
@@ -640,6 +773,7 @@ struct ssl__f_xent {
 };
 extern "C" int ssl_cuda_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
                                           ssl_tensor *dlogits) {
+    SSL__PROF("loss", 8.0 * ssl_tensor_numel(logits), 4.0 * ssl_tensor_numel(logits));
     int64_t rows = ssl_tensor_rows(logits), c = ssl_tensor_cols(logits);
     double *host = (double *)ssl_malloc(sizeof(double) * (size_t)(rows + 1), "row losses");
     SSL__RUN({
@@ -672,6 +806,7 @@ struct ssl__f_center {
     }
 };
 extern "C" int ssl_cuda_center_cols(const ssl_tensor *x, ssl_tensor *y) {
+    SSL__PROF("loss", 12.0 * ssl_tensor_numel(x), 2.0 * ssl_tensor_numel(x));
     ssl__f_center f = {x->data, y->data, ssl_tensor_rows(x), ssl_tensor_cols(x)};
     SSL__RUN(X_.each(f, f.c););
     return 0;
@@ -690,6 +825,7 @@ struct ssl__f_mse {
 };
 extern "C" int ssl_cuda_mse(const ssl_tensor *a, const ssl_tensor *b, float scale, float *loss, ssl_tensor *da,
                             ssl_tensor *db) {
+    SSL__PROF("loss", 16.0 * ssl_tensor_numel(a), 3.0 * ssl_tensor_numel(a));
     int64_t n = ssl_tensor_numel(a);
     ssl__f_mse f = {a->data, b->data, da ? da->data : NULL, db ? db->data : NULL, 2.0f * scale / (float)n};
     double s = 0;
@@ -711,6 +847,7 @@ struct ssl__f_offdiag {
     }
 };
 extern "C" int ssl_cuda_offdiag_sumsq(const ssl_tensor *m, float scale, float *val, ssl_tensor *dm) {
+    SSL__PROF("loss", 8.0 * ssl_tensor_numel(m), 2.0 * ssl_tensor_numel(m));
     int64_t d = ssl_tensor_cols(m);
     ssl__f_offdiag f = {m->data, dm ? dm->data : NULL, d, scale};
     double s = 0;
@@ -734,6 +871,7 @@ struct ssl__f_diagpen {
 };
 extern "C" int ssl_cuda_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float param, float scale, float *val,
                                      ssl_tensor *dm) {
+    SSL__PROF("loss", 8.0 * ssl_tensor_cols(m), 0);
     int64_t d = ssl_tensor_cols(m);
     ssl__f_diagpen f = {m->data, dm ? dm->data : NULL, d, (int)fn, param, scale};
     double s = 0;
@@ -824,9 +962,13 @@ template <class X>
 static void ssl__conv_fwd(const X &x, const ssl__cg &g, const float *xd, const float *wd, const ssl_tensor *b,
                           float *yd, ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci;
-    float beta = ssl__bias_rows_x(x, yd, rows, g.co, b);
+    float beta;
+    {
+        SSL__PROF("bias (linear, conv)", b && b->data ? 4.0 * rows * g.co : 0, 0);
+        beta = ssl__bias_rows_x(x, yd, rows, g.co, b);
+    }
     if (ssl__cg_is_gemm(g)) { /* x already is the im2col matrix */
-        x.gemm(0, 1, (int)rows, (int)g.co, (int)k, 1.0f, xd, (int)k, wd, (int)k, beta, yd, (int)g.co);
+        x.gemm("GEMM conv forward", 0, 1, (int)rows, (int)g.co, (int)k, 1.0f, xd, (int)k, wd, (int)k, beta, yd, (int)g.co);
         return;
     }
     int64_t per = ssl__cg_block(g, ssl__emu);
@@ -834,9 +976,12 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const float *xd, const f
                                     : ssl__tmp(x, SSL__S_CONV, sizeof(float) * (size_t)(per * k)));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        ssl__f_im2col f = {g, xd, cols, r0};
-        x.each(f, nr * k);
-        x.gemm(0, 1, (int)nr, (int)g.co, (int)k, 1.0f, cols, (int)k, wd, (int)k, beta, yd + r0 * g.co, (int)g.co);
+        {
+            SSL__PROF("im2col", 4.0 * nr * k * (1.0 + 1.0 / (g.kh * g.kw)), 0);
+            ssl__f_im2col f = {g, xd, cols, r0};
+            x.each(f, nr * k);
+        }
+        x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)g.co, (int)k, 1.0f, cols, (int)k, wd, (int)k, beta, yd + r0 * g.co, (int)g.co);
     }
 }
 
@@ -851,28 +996,38 @@ template <class X>
 static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const float *wd, const float *dyd,
                           float *dxd, float *dwd, ssl_tensor *db, ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
-    ssl__bias_grad_x(x, dyd, rows, co, db);
+    {
+        SSL__PROF("bias (linear, conv)", db && db->data ? 4.0 * rows * co : 0, 0);
+        ssl__bias_grad_x(x, dyd, rows, co, db);
+    }
     if (ssl__cg_is_gemm(g)) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
-        x.gemm(1, 0, (int)co, (int)k, (int)rows, 1.0f, dyd, (int)co, xd, (int)k, 1.0f, dwd, (int)k);
-        if (dxd) x.gemm(0, 0, (int)rows, (int)k, (int)co, 1.0f, dyd, (int)co, wd, (int)k, 0.0f, dxd, (int)k);
+        x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)rows, 1.0f, dyd, (int)co, xd, (int)k, 1.0f, dwd, (int)k);
+        if (dxd) x.gemm("GEMM conv input grad", 0, 0, (int)rows, (int)k, (int)co, 1.0f, dyd, (int)co, wd, (int)k, 0.0f, dxd, (int)k);
         return;
     }
     int64_t per = ssl__cg_block(g, ssl__emu);
     size_t bytes = sizeof(float) * (size_t)(2 * per * k);
     float *cols = (float *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
-    if (dxd) x.zero(dxd, sizeof(float) * (size_t)(g.n * g.h * g.w * g.ci));
+    if (dxd) {
+        SSL__PROF("copy, fill", 4.0 * g.n * g.h * g.w * g.ci, 0);
+        x.zero(dxd, sizeof(float) * (size_t)(g.n * g.h * g.w * g.ci));
+    }
     int64_t img = g.h * g.w * g.ci, opix = g.oh * g.ow;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         const float *dyb = dyd + r0 * co;
-        ssl__f_im2col f = {g, xd, cols, r0};
-        x.each(f, nr * k);
-        x.gemm(1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
+        {
+            SSL__PROF("im2col", 4.0 * nr * k * (1.0 + 1.0 / (g.kh * g.kw)), 0);
+            ssl__f_im2col f = {g, xd, cols, r0};
+            x.each(f, nr * k);
+        }
+        x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
         if (!dxd) continue;
-        x.gemm(0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
+        x.gemm("GEMM conv input grad", 0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
         /* only the images this block's rows come from */
         int64_t n0 = r0 / opix, n1 = (r0 + nr - 1) / opix;
+        SSL__PROF("col2im", 4.0 * (nr * k + 2.0 * (n1 - n0 + 1) * img), (double)nr * k);
         ssl__f_col2im c2 = {g, dcols, dxd, r0, nr, n0 * img};
         x.each(c2, (n1 - n0 + 1) * img);
     }
@@ -1044,6 +1199,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd) {
+    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", 4.0 * ssl_tensor_numel(x) * ((training ? 2 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
     SSL__RUN(ssl__bn_fwd(X_, bn, training, x, residual, relu, y, mean, invstd););
     return 0;
 }
@@ -1075,17 +1231,20 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias) {
+    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", 4.0 * ssl_tensor_numel(x) * (2 + (relu_y != NULL) + (dx && dx->data ? 3 + (relu_y != NULL) : 0)), 10.0 * ssl_tensor_numel(x));
     SSL__RUN(ssl__bn_bwd(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias););
     return 0;
 }
 
 // ---- relu, pools, linear, add ------------------------------------------------------
 extern "C" int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
+    SSL__PROF("ReLU, add", 8.0 * ssl_tensor_numel(x), 0);
     ssl__f_relu f = {x->data, y->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
     return 0;
 }
 extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
+    SSL__PROF("ReLU, add", 12.0 * ssl_tensor_numel(y), 0);
     ssl__f_relu_grad f = {y->data, dy->data, dx->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
     return 0;
@@ -1153,12 +1312,14 @@ struct ssl__f_maxpool_back {
     }
 };
 extern "C" int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
+    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(x) + ssl_tensor_numel(y)), 0);
     ssl__f_maxpool f = {ssl__pg_make(x, y, k, stride, pad), x->data, y->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
     return 0;
 }
 extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                            ssl_tensor *dx) {
+    SSL__PROF("pooling", 4.0 * (2 * ssl_tensor_numel(x) + ssl_tensor_numel(dy)), 0);
     ssl__f_maxpool_back f = {ssl__pg_make(x, dy, k, stride, pad), x->data, dy->data, dx->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
     return 0;
@@ -1183,43 +1344,49 @@ struct ssl__f_avgpool_back {
     SSL_HD void operator()(int64_t i) const { dx[i] = dy[i / (hw * c) * c + i % c] / (float)hw; }
 };
 extern "C" int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
+    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(x) + ssl_tensor_numel(y)), 0);
     ssl__f_avgpool f = {x->data, y->data, x->dim[1] * x->dim[2], x->dim[3]};
     SSL__RUN(X_.each(f, x->dim[0] * x->dim[3]););
     return 0;
 }
 extern "C" int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
+    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(dx) + ssl_tensor_numel(dy)), 0);
     ssl__f_avgpool_back f = {dy->data, dx->data, dx->dim[1] * dx->dim[2], dx->dim[3]};
     SSL__RUN(X_.each(f, ssl_tensor_numel(dx)););
     return 0;
 }
 
 extern "C" int ssl_cuda_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y) {
+    SSL__PROF("bias (linear, conv)", 4.0 * ssl_tensor_numel(y), 0);
     int64_t rows = ssl_tensor_rows(x), in = w->dim[1], out = w->dim[0];
     SSL__RUN({
         float beta = ssl__bias_rows_x(X_, y->data, rows, out, b);
-        X_.gemm(0, 1, (int)rows, (int)out, (int)in, 1.0f, x->data, (int)in, w->data, (int)in, beta, y->data, (int)out);
+        X_.gemm("GEMM linear", 0, 1, (int)rows, (int)out, (int)in, 1.0f, x->data, (int)in, w->data, (int)in, beta, y->data, (int)out);
     });
     return 0;
 }
 extern "C" int ssl_cuda_linear_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, ssl_tensor *dx,
                                         ssl_tensor *dw, ssl_tensor *db) {
+    SSL__PROF("bias (linear, conv)", 4.0 * ssl_tensor_numel(dy), 0);
     int64_t rows = ssl_tensor_rows(x), in = w->dim[1], out = w->dim[0];
     SSL__RUN({
-        X_.gemm(1, 0, (int)out, (int)in, (int)rows, 1.0f, dy->data, (int)out, x->data, (int)in, 1.0f, dw->data, (int)in);
+        X_.gemm("GEMM linear", 1, 0, (int)out, (int)in, (int)rows, 1.0f, dy->data, (int)out, x->data, (int)in, 1.0f, dw->data, (int)in);
         ssl__bias_grad_x(X_, dy->data, rows, out, db);
         if (dx && dx->data)
-            X_.gemm(0, 0, (int)rows, (int)in, (int)out, 1.0f, dy->data, (int)out, w->data, (int)in, 0.0f, dx->data,
+            X_.gemm("GEMM linear", 0, 0, (int)rows, (int)in, (int)out, 1.0f, dy->data, (int)out, w->data, (int)in, 0.0f, dx->data,
                     (int)in);
     });
     return 0;
 }
 
 extern "C" int ssl_cuda_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
+    SSL__PROF("ReLU, add", 12.0 * ssl_tensor_numel(a), (double)ssl_tensor_numel(a));
     ssl__f_add f = {a->data, b->data, y->data};
     SSL__RUN(X_.each(f, ssl_tensor_numel(a)););
     return 0;
 }
 extern "C" int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db) {
+    SSL__PROF("ReLU, add", 4.0 * ssl_tensor_numel(dy) * (1 + (da && da->data) + (db && db->data)), 0);
     size_t bytes = sizeof(float) * (size_t)ssl_tensor_numel(dy);
     SSL__RUN({
         if (da && da->data) X_.copy(da->data, dy->data, bytes);
@@ -1381,6 +1548,7 @@ template <class X> static void ssl__optim_run(const X &x, ssl_optimizer *o, ssl_
 }
 
 extern "C" int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+    SSL__PROF("optimizer", 4.0 * t->total * (o->c.kind == SSL_OPTIM_ADAMW ? 7 : o->c.kind == SSL_OPTIM_LARS ? 7 : 5), 6.0 * t->total);
     if (o->c.kind != SSL_OPTIM_SGD && o->c.kind != SSL_OPTIM_LARS && o->c.kind != SSL_OPTIM_ADAMW)
         return ssl__fail("ssl_cuda_optim_step: unknown optimizer kind %d", o->c.kind);
     if (o->n != t->total) return ssl__fail("ssl_cuda_optim_step: optimizer made for %lld floats, table has %lld",
@@ -1690,6 +1858,7 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
     int hit;
     ssl__aug_slot *sl = ssl__aug_slot_for(host_u8, src_bytes, &hit);
     if (!hit) ssl__aug_copy(sl, host_u8, src_bytes);
+    SSL__PROF("augment (GPU data)", (double)src_bytes * 9, 0); /* u8 read, float planes written and read twice, out */
     SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the descriptors' last copy is done with hdesc */
     if (sl->desc_cap < n) {
         ssl_cuda_host_free(sl->hdesc);
@@ -1709,3 +1878,78 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
     SSL_CUDA_CHECK(cudaEventSynchronize(sl->copied));
     return 0;
 }
+
+// ---- the profile's report ------------------------------------------------------
+/* cuBLAS alone on one recorded GEMM shape: TFLOP/s over ten calls on
+   zeroed operands (0 in emulation) */
+static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
+    if (ssl__emu) return 0;
+    size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N, nc = (size_t)s->M * s->N;
+    float *a = (float *)ssl_cuda_malloc(sizeof(float) * (na + nb + nc), "GEMM benchmark"), *b = a + na, *c = b + nb;
+    SSL_CUDA_CHECK(cudaMemset(a, 0, sizeof(float) * (na + nb + nc)));
+    int on = ssl__prof_on, bf = ssl__bf16;
+    ssl__prof_on = 0, ssl__bf16 = s->bf16;
+    const ssl__gpu x{};
+    int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+    cudaEvent_t e0, e1;
+    SSL_CUDA_CHECK(cudaEventCreate(&e0));
+    SSL_CUDA_CHECK(cudaEventCreate(&e1));
+    x.gemm("", s->ta, s->tb, s->M, s->N, s->K, 1.0f, a, lda, b, ldb, s->beta ? 1.0f : 0.0f, c, s->N); /* warm-up */
+    SSL_CUDA_CHECK(cudaEventRecord(e0, 0));
+    for (int r = 0; r < 10; r++)
+        x.gemm("", s->ta, s->tb, s->M, s->N, s->K, 1.0f, a, lda, b, ldb, s->beta ? 1.0f : 0.0f, c, s->N);
+    SSL_CUDA_CHECK(cudaEventRecord(e1, 0));
+    SSL_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    SSL_CUDA_CHECK(cudaEventDestroy(e0));
+    SSL_CUDA_CHECK(cudaEventDestroy(e1));
+    ssl_cuda_free(a);
+    ssl__prof_on = on, ssl__bf16 = bf;
+    return ms > 0 ? 10 * 2.0 * s->M * s->N * s->K / (ms / 1e3) / 1e12 : 0;
+}
+
+
+extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
+    ssl__prof_fold();
+    int order[SSL__PROF_KINDS];
+    double total = 0;
+    for (int i = 0; i < ssl__prof_nkinds; i++) order[i] = i, total += ssl__prof_kinds[i].ms;
+    for (int i = 1; i < ssl__prof_nkinds; i++) /* by time, largest first */
+        for (int j = i; j > 0 && ssl__prof_kinds[order[j]].ms > ssl__prof_kinds[order[j - 1]].ms; j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    double k = steps > 0 ? steps : 1;
+    fprintf(f, "| kind of work | calls/step | ms/step | share | GB/s (minimal traffic) | %% of %.0f GB/s | TFLOP/s |\n",
+            peak_gbs);
+    fprintf(f, "|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < ssl__prof_nkinds; i++) {
+        const ssl__prof_kind *q = &ssl__prof_kinds[order[i]];
+        double s = q->ms / 1e3, gbs = s > 0 ? q->bytes / s / 1e9 : 0, tf = s > 0 ? q->flops / s / 1e12 : 0;
+        char tfs[32] = "-";
+        if (q->flops > 0) snprintf(tfs, sizeof tfs, "%.2f", tf);
+        fprintf(f, "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f%% | %s |\n", q->name, q->calls / k, q->ms / k,
+                total > 0 ? 100 * q->ms / total : 0, gbs, peak_gbs > 0 ? 100 * gbs / peak_gbs : 0, tfs);
+    }
+    fprintf(f, "| total | | %.3f | | | | |\n\n", total / k);
+    /* the GEMM shapes taking the most time, against cuBLAS alone */
+    int sh[SSL__PROF_SHAPES];
+    for (int i = 0; i < ssl__prof_nshapes; i++) sh[i] = i;
+    for (int i = 1; i < ssl__prof_nshapes; i++)
+        for (int j = i; j > 0 && ssl__prof_shapes[sh[j]].ms > ssl__prof_shapes[sh[j - 1]].ms; j--) {
+            int t = sh[j];
+            sh[j] = sh[j - 1], sh[j - 1] = t;
+        }
+    fprintf(f, "| GEMM (row-major) | op | M | N | K | calls/step | ms/step | TFLOP/s in the step | cuBLAS alone |\n");
+    fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < ssl__prof_nshapes && i < 15; i++) {
+        const ssl__prof_shape *s = &ssl__prof_shapes[sh[i]];
+        double fl = 2.0 * s->M * s->N * s->K * s->calls, tf = s->ms > 0 ? fl / (s->ms / 1e3) / 1e12 : 0;
+        double alone = ssl__prof_gemm_alone(s);
+        fprintf(f, "| %s | %c%c%s | %d | %d | %d | %.0f | %.3f | %.1f | %.1f |\n", s->name, s->ta ? 'T' : 'N',
+                s->tb ? 'T' : 'N', s->bf16 ? " bf16" : "", s->M, s->N, s->K, s->calls / k, s->ms / k, tf, alone);
+    }
+    return ssl__prof_nkinds;
+}
+

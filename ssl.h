@@ -1627,6 +1627,15 @@ SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *par
    waits for their copies): call it before giving back a prefetched buffer
    that will not be augmented. */
 SSLDEF int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes);
+/* Profile: ssl_cuda_profile(1) clears and starts recording the device time
+   of every op by kind of work (CUDA events, no extra host waits; host clock
+   in emulation), with the bytes each must move at least and its flops;
+   ssl_cuda_profile(0) stops. ssl_cuda_profile_report writes two markdown
+   tables: per kind, ms per step (of `steps`), share, GB/s against peak_gbs,
+   TFLOP/s; per GEMM shape, TFLOP/s in the step and cuBLAS alone on the same
+   shape. Returns the number of kinds. */
+SSLDEF void ssl_cuda_profile(int on);
+SSLDEF int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs);
 /* Tests: run every ssl_cuda_* op's kernels as host loops on host memory
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */

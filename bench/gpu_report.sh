@@ -7,7 +7,8 @@
 #   bench/gpu_report.sh step    the training step, ssl.h against PyTorch on the
 #                               same GPU in the same run: ResNet-50 SimCLR bs 256
 #                               at 224 and 160 (fp32 and bf16), ResNet-18
-#                               CIFAR stem at 32 bs 512; a table from the JSON
+#                               CIFAR stem at 32 bs 512; a table from the JSON;
+#                               then ssl.h's step profiled by kind of work
 #   bench/gpu_report.sh all     both
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
@@ -83,6 +84,11 @@ step() {
             2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
     fi
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
+    log "profile: ssl.h's step by kind of work and GEMM shape (CUDA events)"
+    timeout 150 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 > "$OUT/profile_r50_224_bf16.md" 2>&1
+    timeout 150 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 \
+        > "$OUT/profile_r18_cifar_bf16.md" 2>&1
+    head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
 # on this machine, before the device call: the data the GPU-side program

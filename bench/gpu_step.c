@@ -13,14 +13,16 @@
    split=0 waits only where the step must (the loss, the probe's top-1) and
    gives the plain throughput. emulate=1 runs the same code on the host
    (ssl.cu's emulation; tiny sizes only) to check the program itself.
-   The last line is one JSON object for scripts. */
+   The JSON line follows the summary; profile=1 adds the time per kind of
+   work and per GEMM shape after it (the profile's events do not change the
+   step's synchronisation). */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
 
 typedef struct {
     char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR];
-    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed;
-    double width;
+    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile;
+    double width, peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
@@ -38,6 +40,8 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, classes, "1000", 0, 100000, "online probe classes (0 = no probe)"),
     SSL_OPT_I(bench_cfg, seed, "0", 0, 1LL << 62, "seed"),
     SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
+    SSL_OPT_I(bench_cfg, profile, "0", 0, 1, "1: time per kind of work and per GEMM shape (CUDA events)"),
+    SSL_OPT_F(bench_cfg, peak_gbs, "3350", 1, 1e5, "the GPU's memory bandwidth for the profile's % column (H100 SXM: 3350)"),
 };
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
@@ -94,7 +98,10 @@ int main(int argc, char **argv) {
     double sum[6] = {0}, best = 1e30, tstart = 0;
     float loss = 0;
     for (int64_t s = 0; s < c.warmup + c.steps; s++) {
-        if (s == c.warmup) ssl_cuda_sync(), tstart = ssl_now();
+        if (s == c.warmup) {
+            ssl_cuda_sync(), tstart = ssl_now();
+            if (c.profile) ssl_cuda_profile(1);
+        }
         for (int v = 0; v < 2; v++)
             for (int i = 0; i < n; i++) params[v][i] = ssl_view_draw(&rec[v], r, r, (uint64_t)c.seed, (uint32_t)s, (uint32_t)i, (uint32_t)v);
         if (c.split) ssl_cuda_sync();
@@ -120,6 +127,7 @@ int main(int argc, char **argv) {
         if (d[5] < best) best = d[5];
     }
     ssl_cuda_sync();
+    if (c.profile) ssl_cuda_profile(0);
     /* throughput: first timed step to the device's last operation (split=0
        lets the host run ahead of the GPU, so per-step sums would not be) */
     double k = (double)c.steps, step = (ssl_now() - tstart) / k;
@@ -134,6 +142,11 @@ int main(int argc, char **argv) {
            "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f}\n",
            c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split, 1e3 * step, 1e3 * best,
            1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss);
+    if (c.profile) {
+        printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",
+               (long long)c.steps);
+        ssl_cuda_profile_report(stdout, (int)c.steps, c.peak_gbs);
+    }
     for (int v = 0; v < 2; v++) {
         ssl_cuda_host_free(u8[v]);
         ssl_cuda_free(views[v]);

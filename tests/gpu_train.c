@@ -149,3 +149,94 @@ GPU_TEST(train_step_bf16_close_to_cpu) {
     tol_t t = {2e-2, 0.4};
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
+
+/* The profile of two device train steps: every kind of work the step does
+   is there, calls per step are counted right (ResNet-18 has 20 convolutions,
+   two views each), times add up and none is negative (a kind's time
+   excludes the scopes inside it), and the GEMM table lists shapes. */
+GPU_TEST(profile_of_a_train_step) {
+    ssl_model_config mc;
+    ssl_train_config tc;
+    setup(SSL_METHOD_SIMCLR, SSL_OPTIM_LARS, &mc, &tc);
+    tc.device = SSL_DEV_CUDA;
+    ssl_trainer dev;
+    if (ssl_trainer_init(&dev, &mc, &tc)) { CHECK(0, "%s", ssl_last_error()); return; }
+    size_t nv = (size_t)N * S * S * 3;
+    float *hv = (float *)ssl_malloc(sizeof(float) * 2 * nv, "views"), *dv = g_alloc(gpu, 2 * nv);
+    fill(hv, (int64_t)(2 * nv), 5);
+    g_up(gpu, dv, hv, sizeof(float) * 2 * nv);
+    uint32_t labels[N] = {0, 1, 2, 3, 4, 0, 1, 2};
+    CHECK_OK(ssl_train_step(&dev, dv, dv + nv, labels, N, S, S, NULL)); /* planning outside the profile */
+    ssl_cuda_sync();
+    double t0 = ssl_now();
+    ssl_cuda_profile(1);
+    for (int s = 0; s < 2; s++) CHECK_OK(ssl_train_step(&dev, dv, dv + nv, labels, N, S, S, NULL));
+    ssl_cuda_sync();
+    double wall = (ssl_now() - t0) * 1e3 / 2; /* ms per step */
+    ssl_cuda_profile(0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int kinds = ssl_cuda_profile_report(f, 2, 3350);
+    fclose(f);
+    CHECK(kinds >= 10, "only %d kinds of work recorded", kinds);
+    const char *need[] = {"| GEMM conv forward | 40 |", "| GEMM conv weight grad | 40 |", "| im2col |", "| col2im |",
+                          "| BN forward (+add, ReLU) |", "| BN backward (ReLU) |", "| optimizer | 2 |", "| loss |",
+                          "| pooling |", "| GEMM (row-major) |"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) CHECK_CONTAINS(text, need[i]);
+    /* the ms column: none negative, adding up to the total, which fits in
+       the step's wall time (nested scopes counted once) and, in emulation
+       where the host does all the work inside the scopes, most of it */
+    double sum = 0, total = -1;
+    for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (!strncmp(line, "| GEMM (row-major)", 18)) break;
+        char name[64];
+        double calls, ms;
+        if (sscanf(line, "| total | | %lf |", &ms) == 1) { total = ms; continue; }
+        if (sscanf(line, "| %63[^|]| %lf | %lf |", name, &calls, &ms) == 3) {
+            CHECK(ms >= 0, "negative time for %s", name);
+            sum += ms;
+        }
+    }
+    CHECK(total > 0 && fabs(sum - total) <= 1e-3 * total + 0.01, "kinds add up to %.3f ms, total %.3f", sum, total);
+    printf("    profiled %.3f ms of a %.3f ms step\n", total, wall);
+    CHECK(total <= wall * 1.001 + 0.01, "the profile counts %.3f ms in a step of %.3f ms", total, wall);
+    if (!gpu) CHECK(total >= 0.8 * wall, "the profile counts only %.3f ms of a %.3f ms step", total, wall);
+    if (test_failures()) printf("%s\n", text);
+    free(text);
+    g_free(gpu, dv);
+    free(hv);
+    ssl_trainer_free(&dev);
+}
+
+/* ms per step of a kind in a profile report (-1: absent) */
+static double kind_ms(const char *text, const char *kind) {
+    char key[96];
+    snprintf(key, sizeof key, "| %s | ", kind);
+    const char *p = strstr(text, key);
+    double calls, ms;
+    if (!p || sscanf(p + strlen(key), "%lf | %lf |", &calls, &ms) != 2) return -1;
+    return ms;
+}
+
+/* Nested scopes: a linear layer's own time (its bias) excludes its GEMM. */
+GPU_TEST(profile_nested_scopes_counted_once) {
+    ssl_tensor x = g_rand(1, 2, 1024, 1024, 0, 0, -1, 1), w = g_rand(2, 2, 1024, 1024, 0, 0, -1, 1),
+               b = g_rand(3, 1, 1024, 0, 0, 0, -1, 1), y = g_rand(4, 2, 1024, 1024, 0, 0, -1, 1);
+    ssl_tensor dx = g_tensor(gpu, &x), dw = g_tensor(gpu, &w), db = g_tensor(gpu, &b), dy = g_tensor(gpu, &y);
+    ssl_cuda_profile(1);
+    for (int i = 0; i < 3; i++) CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
+    ssl_cuda_profile(0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ssl_cuda_profile_report(f, 3, 3350);
+    fclose(f);
+    double bias = kind_ms(text, "bias (linear, conv)"), gemm = kind_ms(text, "GEMM linear");
+    printf("    linear 1024x1024x1024: bias %.4f ms, GEMM %.4f ms\n", bias, gemm);
+    CHECK(bias >= 0 && gemm > 0 && bias < 0.5 * gemm, "the linear layer's own time %.4f ms includes its GEMM's %.4f ms",
+          bias, gemm);
+    free(text);
+    ssl_tensor *ds[] = {&dx, &dw, &db, &dy}, *hs[] = {&x, &w, &b, &y};
+    for (int i = 0; i < 4; i++) g_release(gpu, ds[i]), free(hs[i]->data);
+}

@@ -20,6 +20,8 @@ void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((
 void test_fail_check(const char *file, int line, const char *cond, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Marks the running test skipped (reason printed); counted apart. */
 void test_skip(const char *reason);
+/* checks failed so far in the running test */
+int test_failures(void);
 const char *test_tmp(const char *name);          /* path under the test tmp dir (static ring buffer) */
 const char *test_data(const char *name);         /* path under the test data dir */
 int test_run(const char *cmd, char **output);    /* runs a shell command, captures stdout+stderr */
@@ -79,6 +81,8 @@ int test_mkdirs(const char *path);
 typedef struct { const char *name, *file; test_fn fn; } test_entry;
 static test_entry test__all[512];
 static int test__n, test__cur_failed, test__cur_skipped;
+
+int test_failures(void) { return test__cur_failed; }
 
 void test_skip(const char *reason) {
     printf("    skipped: %s\n", reason);
