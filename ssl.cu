@@ -1921,18 +1921,21 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
             order[j] = order[j - 1], order[j - 1] = t;
         }
     double k = steps > 0 ? steps : 1;
-    fprintf(f, "| kind of work | calls/step | ms/step | share | GB/s (minimal traffic) | %% of %.0f GB/s | TFLOP/s |\n",
+    fprintf(f, "| kind of work | calls/step | ms/step | share | GB/step | GFLOP/step | GB/s | %% of %.0f GB/s | TFLOP/s |\n",
             peak_gbs);
-    fprintf(f, "|---|---|---|---|---|---|---|\n");
+    fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ssl__prof_nkinds; i++) {
         const ssl__prof_kind *q = &ssl__prof_kinds[order[i]];
         double s = q->ms / 1e3, gbs = s > 0 ? q->bytes / s / 1e9 : 0, tf = s > 0 ? q->flops / s / 1e12 : 0;
         char tfs[32] = "-";
         if (q->flops > 0) snprintf(tfs, sizeof tfs, "%.2f", tf);
-        fprintf(f, "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f%% | %s |\n", q->name, q->calls / k, q->ms / k,
-                total > 0 ? 100 * q->ms / total : 0, gbs, peak_gbs > 0 ? 100 * gbs / peak_gbs : 0, tfs);
+        fprintf(f, "| %s | %.0f | %.3f | %.1f%% | %.3f | %.1f | %.0f | %.0f%% | %s |\n", q->name, q->calls / k, q->ms / k,
+                total > 0 ? 100 * q->ms / total : 0, q->bytes / k / 1e9, q->flops / k / 1e9, gbs,
+                peak_gbs > 0 ? 100 * gbs / peak_gbs : 0, tfs);
     }
-    fprintf(f, "| total | | %.3f | | | | |\n\n", total / k);
+    double tb = 0, tfl = 0;
+    for (int i = 0; i < ssl__prof_nkinds; i++) tb += ssl__prof_kinds[i].bytes, tfl += ssl__prof_kinds[i].flops;
+    fprintf(f, "| total | | %.3f | | %.3f | %.1f | | | |\n\n", total / k, tb / k / 1e9, tfl / k / 1e9);
     /* the GEMM shapes taking the most time, against cuBLAS alone */
     int sh[SSL__PROF_SHAPES];
     for (int i = 0; i < ssl__prof_nshapes; i++) sh[i] = i;

@@ -519,6 +519,7 @@ int main(int argc, char **argv) {
     double t0 = ssl_now(), tlast = t0, sum_loss = 0, sum_acc = 0;
     double split[4] = {0, 0, 0, 0};
     int64_t nsum = 0, imgs = 0;
+    double wait_last = 0; /* the loader's wait_s at the last progress line */
     int cur_res = -1, rc = 0, stopped = 0;
     while (epoch < cfg.epochs && !stopped) {
         int r = res_at(&cfg, epoch);
@@ -557,15 +558,18 @@ int main(int argc, char **argv) {
             int last = batch == per_epoch && epoch == cfg.epochs - 1;
             if (t.step % cfg.log_every == 0 || last) {
                 double now = ssl_now(), ips = imgs / (now - tlast), el = now - t0;
+                /* the share of the time the step waited for the loader (the GPU idle for want of data) */
+                double wait_now = ssl_loader_get_stats(loader).wait_s, waited = (wait_now - wait_last) / (now - tlast);
+                wait_last = wait_now;
                 double eta = (double)(total - t.step) * el / (double)(t.step - at_start);
                 char etas[32];
                 ssl_format_duration(eta, etas, sizeof etas);
-                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
+                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (data wait %.0f%% fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
                        (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
-                       100 * sum_acc / nsum, st.lr, ips, etas, 100 * split[0] / (now - tlast), 100 * split[1] / (now - tlast),
-                       100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
-                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
-                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips,
+                       100 * sum_acc / nsum, st.lr, ips, etas, 100 * waited, 100 * split[0] / (now - tlast),
+                       100 * split[1] / (now - tlast), 100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
+                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
+                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited,
                         split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, el);
                 fflush(log);
                 fflush(stdout);

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End to end on a GPU: ./train with the full SimCLR recipe on the Imagenette
+# pack, the loader in GPU mode with T CPU threads, at 224 and 160; the same
+# with PyTorch (a torchvision DataLoader with T workers feeding the same
+# step, bench/gpu_e2e_torch.py). For each: images/s and the share of the
+# time the step waited for data (the GPU idle for want of it). The pack
+# (3,925 images, 15 steps an epoch at batch 256) is cycled: epochs follow
+# each other, the first records are left out as warm-up.
+#
+#   bash bench/gpu_e2e.sh prepare     here: packs Imagenette val into build/gpu-e2e (carry it)
+#   bash bench/gpu_e2e.sh run         on the GPU machine; writes $OUT/gpu_e2e.md
+#
+# Env: THREADS="1 2 4 8", TORCH_THREADS="4 8", RES="224 160", STEPS=30,
+# TRAIN_ARGS / TORCH_ARGS (the model; default ResNet-50 bs 256 bf16).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/gpu}
+PACK=${PACK:-build/gpu-e2e/imagenette-val.ssl}
+THREADS=${THREADS:-1 2 4 8}
+TORCH_THREADS=${TORCH_THREADS:-4 8}
+RES=${RES:-224 160}
+STEPS=${STEPS:-30}
+TRAIN_ARGS=${TRAIN_ARGS:-arch=resnet50 stem=imagenet bs=256 precision=bf16}
+TORCH_ARGS=${TORCH_ARGS:---depth 50 --bs 256 --precision bf16}
+PY=${PY:-python3}
+
+prepare() {
+    mkdir -p build/gpu-e2e/src
+    tar xzf ../shared/data/imagenette-val.tar.gz -C build/gpu-e2e/src
+    ./pack build/gpu-e2e/src/imagenette/val "$PACK" force=1 quiet=1 && rm -rf build/gpu-e2e/src
+    ./pack info "$PACK" | head -5
+    du -sh "$PACK"
+}
+
+# mean images/s and data wait of ./train's log records after the first two
+train_stats() {
+    $PY - "$1" <<'EOF'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if '"img_per_s"' in l][2:]
+print(json.dumps(dict(images_per_s=round(sum(x["img_per_s"] for x in r) / max(len(r), 1), 1),
+                      data_wait=round(sum(x.get("data_wait", 0) for x in r) / max(len(r), 1), 4), records=len(r))))
+EOF
+}
+
+run() {
+    mkdir -p "$OUT"
+    : > "$OUT/e2e.jsonl"
+    make train pack > /dev/null
+    for r in $RES; do
+        for t in $THREADS; do
+            d=$(mktemp -d)
+            echo "== ssl.h res $r, $t loader threads"
+            timeout 240 ./train simclr data="$PACK" $TRAIN_ARGS res=$r loader_threads=$t epochs=1000 max_steps=$STEPS \
+                log_every=3 device=cuda out="$d" > "$d/stdout" 2>&1
+            tail -2 "$d/stdout"
+            echo "{\"impl\": \"ssl.h\", \"res\": $r, \"threads\": $t, \"stats\": $(train_stats "$d/log.jsonl")}" >> "$OUT/e2e.jsonl"
+            rm -rf "$d"
+        done
+        for t in $TORCH_THREADS; do
+            echo "== PyTorch res $r, $t DataLoader workers"
+            timeout 240 $PY bench/gpu_e2e_torch.py --pack "$PACK" --threads $t --res $r --steps $STEPS --warmup 5 $TORCH_ARGS \
+                2>&1 | tail -2 | tee /dev/stderr | grep '^{' >> "$OUT/e2e.jsonl"
+        done
+    done
+    $PY - "$OUT/e2e.jsonl" <<'EOF' | tee "$OUT/gpu_e2e.md"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("| res | CPU threads | ssl.h img/s | ssl.h waits for data | PyTorch img/s | PyTorch waits | ratio |")
+print("|---|---|---|---|---|---|---|")
+for r in sorted({x["res"] for x in rows}, reverse=True):
+    for t in sorted({x["threads"] for x in rows if x["res"] == r}):
+        o = next((x["stats"] for x in rows if x["impl"] == "ssl.h" and x["res"] == r and x["threads"] == t), None)
+        p = next((x for x in rows if x["impl"] == "torch" and x["res"] == r and x["threads"] == t), None)
+        f = lambda v, k, pct=False: "-" if v is None else (f"{100 * v[k]:.0f}%" if pct else f"{v[k]:.0f}")
+        ratio = f"{o['images_per_s'] / p['images_per_s']:.2f}x" if o and p else "-"
+        print(f"| {r} | {t} | {f(o, 'images_per_s')} | {f(o, 'data_wait', True)} | {f(p, 'images_per_s')} | "
+              f"{f(p, 'data_wait', True)} | {ratio} |")
+EOF
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+run) run ;;
+*) echo "usage: bench/gpu_e2e.sh prepare|run"; exit 2 ;;
+esac
