@@ -843,7 +843,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cfg.device, "auto")) g_on_gpu = ssl_cuda_device_count() > 0;
     if (g_on_gpu) {
         const char *emu = getenv("SSL_CUDA_EMULATE"); /* tests: the GPU code path on the host */
-        if (emu && *emu == '1') ssl_cuda_set_emulation(1);
+        if (emu && (*emu == '1' || *emu == '2')) ssl_cuda_set_emulation(*emu - '0'); /* 2: strict */
         else if (ssl_cuda_device_count() < 1) {
             fprintf(stderr, "probe: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
             return 1;

@@ -45,8 +45,11 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 // ---- errors ------------------------------------------------------------------
 static void ssl__cuda_die(const char *file, int line, const char *what, const char *msg) {
@@ -85,8 +88,92 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
    their functors on machines without a GPU. Do not switch with live
    buffers. */
 static int ssl__emu = 0;
+
+/* STRICT EMULATION (ssl_cuda_set_emulation(2), SSL_CUDA_EMULATE=2): the
+   emulated device memory is mapped PROT_NONE whenever no ssl_cuda_* call is
+   running, so host code that reads or writes through a device pointer (on
+   a GPU: a crash or garbage) stops at once on a machine without one, with
+   the name of the allocation it touched. Every entry point of this file
+   that touches device memory holds an ssl__guard, which opens all of it
+   for the call (nested calls count). */
+struct ssl__region {
+    char *p;
+    size_t len;
+    const char *what;
+};
+static ssl__region *ssl__regions;
+static int ssl__nregions, ssl__region_cap, ssl__guard_depth;
+static void ssl__regions_protect(int prot) {
+    for (int i = 0; i < ssl__nregions; i++)
+        if (mprotect(ssl__regions[i].p, ssl__regions[i].len, prot)) {
+            perror("ssl.cu: mprotect");
+            abort();
+        }
+}
+struct ssl__guard {
+    ssl__guard() {
+        if (ssl__emu == 2 && ssl__guard_depth++ == 0) ssl__regions_protect(PROT_READ | PROT_WRITE);
+    }
+    ~ssl__guard() {
+        if (ssl__emu == 2 && --ssl__guard_depth == 0) ssl__regions_protect(PROT_NONE);
+    }
+};
+#define SSL__GUARD ssl__guard guard_
+static void ssl__strict_fault(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    char *a = (char *)si->si_addr;
+    for (int i = 0; i < ssl__nregions; i++)
+        if (a >= ssl__regions[i].p && a < ssl__regions[i].p + ssl__regions[i].len) {
+            char msg[512];
+            int n = snprintf(msg, sizeof msg,
+                             "ssl.cu: strict emulation: host code touched device memory (%s, byte %lld of %lld) "
+                             "outside the CUDA backend; on a GPU this is a bad host access\n",
+                             ssl__regions[i].what, (long long)(a - ssl__regions[i].p), (long long)ssl__regions[i].len);
+            if (write(2, msg, (size_t)n) < 0) {}
+            signal(SIGABRT, SIG_DFL);
+            abort();
+        }
+    signal(sig, SIG_DFL); /* not ours: the default action */
+    raise(sig);
+}
+static void *ssl__strict_alloc(size_t bytes, const char *what) {
+    static int handler;
+    if (!handler) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = ssl__strict_fault;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGSEGV, &sa, NULL);
+        handler = 1;
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), len = (bytes + page - 1) / page * page;
+    void *p = mmap(NULL, len, ssl__guard_depth ? PROT_READ | PROT_WRITE : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf(stderr, "ssl.cu: strict emulation: cannot map %zu bytes for %s\n", bytes, what);
+        abort();
+    }
+    if (ssl__nregions == ssl__region_cap) {
+        ssl__region_cap = ssl__region_cap ? 2 * ssl__region_cap : 64;
+        ssl__regions = (ssl__region *)realloc(ssl__regions, sizeof(ssl__region) * (size_t)ssl__region_cap);
+        if (!ssl__regions) abort();
+    }
+    ssl__region r = {(char *)p, len, what ? what : "device memory"};
+    ssl__regions[ssl__nregions++] = r;
+    return p;
+}
+static int ssl__strict_free(void *p) {
+    for (int i = 0; i < ssl__nregions; i++)
+        if (ssl__regions[i].p == p) {
+            munmap(p, ssl__regions[i].len);
+            ssl__regions[i] = ssl__regions[--ssl__nregions];
+            return 1;
+        }
+    return 0;
+}
+
 extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     if (bytes == 0) bytes = 1;
+    if (ssl__emu == 2) return ssl__strict_alloc(bytes, what);
     if (ssl__emu) return ssl_malloc_aligned(bytes, what ? what : "emulated device memory");
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
@@ -105,11 +192,12 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     return p;
 }
 extern "C" void ssl_cuda_free(void *p) {
+    if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
     else if (p) SSL_CUDA_CHECK(cudaFree(p));
 }
 extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
-    if (ssl__emu) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
+    if (ssl__emu == 1) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
     if (bytes > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < bytes) cap *= 2;
@@ -120,20 +208,23 @@ extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
     return b->p;
 }
 extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
-    if (ssl__emu) { ssl_buf_free(b); return; }
+    if (ssl__emu == 1) { ssl_buf_free(b); return; }
     ssl_cuda_free(b->p);
     b->p = NULL;
     b->cap = 0;
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
+    SSL__GUARD;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
+    SSL__GUARD;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
+    SSL__GUARD;
     if (ssl__emu) memset(dst, 0, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
@@ -191,7 +282,7 @@ extern "C" int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int 
 }
 
 // ---- executors ---------------------------------------------------------------
-extern "C" void ssl_cuda_set_emulation(int on) { ssl__emu = on != 0; }
+extern "C" void ssl_cuda_set_emulation(int on) { ssl__emu = on == 2 ? 2 : on != 0; }
 extern "C" int ssl_cuda_emulation(void) { return ssl__emu; }
 
 static cublasHandle_t ssl__cublas(void) {
@@ -526,6 +617,7 @@ struct ssl__cpu {
    emulation, on the host. */
 #define SSL__RUN(...)                                       \
     do {                                                    \
+        SSL__GUARD;                                         \
         if (ssl__emu) { const ssl__cpu X_{}; __VA_ARGS__ } \
         else { const ssl__gpu X_{}; __VA_ARGS__ }           \
     } while (0)
@@ -1476,11 +1568,6 @@ extern "C" void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c,
     o->dev = SSL_DEV_CUDA;
     o->host_m = (float *)ssl_calloc(bytes, "optimizer state (host copy)");
     if (c->kind == SSL_OPTIM_ADAMW) o->host_v = (float *)ssl_calloc(bytes, "optimizer state (host copy)");
-    if (ssl__emu) {
-        o->m = (float *)ssl_calloc(bytes, "optimizer state");
-        if (c->kind == SSL_OPTIM_ADAMW) o->v = (float *)ssl_calloc(bytes, "optimizer state");
-        return;
-    }
     o->m = (float *)ssl_cuda_malloc(bytes, "optimizer state (momentum)");
     ssl_cuda_memset0(o->m, bytes);
     if (c->kind == SSL_OPTIM_ADAMW) {
@@ -1489,13 +1576,8 @@ extern "C" void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c,
     }
 }
 extern "C" void ssl_cuda_optim_free(ssl_optimizer *o) {
-    if (ssl__emu) {
-        free(o->m);
-        free(o->v);
-    } else {
-        ssl_cuda_free(o->m);
-        ssl_cuda_free(o->v);
-    }
+    ssl_cuda_free(o->m);
+    ssl_cuda_free(o->v);
     free(o->host_m);
     free(o->host_v);
     memset(o, 0, sizeof *o);
@@ -1848,6 +1930,7 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
     ssl__augb b = ssl__augb_make(n, w, h, in_range, mean, std);
     size_t src_bytes = (size_t)n * w * h * 3;
     if (ssl__emu) { /* host memory throughout */
+        SSL__GUARD;
         ssl__augd *ad = (ssl__augd *)ssl_malloc(sizeof(ssl__augd) * (size_t)n, "augment descriptors");
         for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &ad[s]);
         ssl__augment_run(ssl__cpu{}, b, ad, host_u8, out);

@@ -380,7 +380,7 @@ int main(int argc, char **argv) {
 #ifdef SSL_CUDA
         /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */
         const char *emu = getenv("SSL_CUDA_EMULATE");
-        if (emu && *emu == '1') ssl_cuda_set_emulation(1);
+        if (emu && (*emu == '1' || *emu == '2')) ssl_cuda_set_emulation(*emu - '0'); /* 2: strict */
         else if (ssl_cuda_device_count() < 1) {
             fprintf(stderr, "train: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
             return 1;

@@ -1,10 +1,13 @@
 /* gpu_common.h - what the GPU suite (tests/gpu_*.c) shares.
 
    Every comparison runs in two modes over the same test body:
-     emu_*  ssl.cu's functors run on the host (ssl_cuda_set_emulation(1)):
-            tensors are host memory marked SSL_DEV_CUDA, so every public op
-            dispatches to its ssl_cuda_* function and the kernels' index
-            math and per-element code are checked on any machine;
+     emu_*  ssl.cu's functors run on the host, in strict emulation
+            (ssl_cuda_set_emulation(2)): tensors are host memory marked
+            SSL_DEV_CUDA, so every public op dispatches to its ssl_cuda_*
+            function and the kernels' index math and per-element code are
+            checked on any machine; that memory is closed (PROT_NONE)
+            outside the backend's calls, so host code reading a device
+            pointer stops as it would misbehave on a GPU;
      gpu_*  the real thing on device memory; without a CUDA device each
             fails at once with "no CUDA device".
    Tolerances: |got - want| <= atol + rtol * |want| per element, stated at

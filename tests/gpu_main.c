@@ -11,7 +11,7 @@
 /* ---- the shared helpers ---- */
 int g_begin(int gpu) {
     if (!gpu) {
-        ssl_cuda_set_emulation(1);
+        ssl_cuda_set_emulation(2); /* strict: host code touching device memory faults */
         return 1;
     }
     ssl_cuda_set_emulation(0);
@@ -20,21 +20,23 @@ int g_begin(int gpu) {
     CHECK(have, "no CUDA device: the gpu_* tests need an NVIDIA GPU (the emu_* tests run without one)");
     return have;
 }
+/* Both modes go through the backend's own memory calls: in (strict)
+   emulation they are host memory that only the backend may touch. */
 float *g_alloc(int gpu, size_t n) {
-    return gpu ? (float *)ssl_cuda_malloc(sizeof(float) * (n ? n : 1), "test tensor")
-               : (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "test tensor");
+    (void)gpu;
+    return (float *)ssl_cuda_malloc(sizeof(float) * (n ? n : 1), "test tensor");
 }
 void g_free(int gpu, void *p) {
-    if (gpu) ssl_cuda_free(p);
-    else free(p);
+    (void)gpu;
+    ssl_cuda_free(p);
 }
 void g_up(int gpu, void *dst, const void *src, size_t bytes) {
-    if (gpu) ssl_cuda_to_device(dst, src, bytes);
-    else memcpy(dst, src, bytes);
+    (void)gpu;
+    ssl_cuda_to_device(dst, src, bytes);
 }
 void g_down(int gpu, void *dst, const void *src, size_t bytes) {
-    if (gpu) ssl_cuda_to_host(dst, src, bytes);
-    else memcpy(dst, src, bytes);
+    (void)gpu;
+    ssl_cuda_to_host(dst, src, bytes);
 }
 ssl_tensor g_tensor(int gpu, const ssl_tensor *h) {
     ssl_tensor d = *h;
@@ -148,4 +150,36 @@ TEST(gpu_buf_reserve_grows) {
     ssl_cuda_memset0(p3, 1 << 20);
     ssl_cuda_buf_free(&b);
     CHECK(b.p == NULL && b.cap == 0, "freed");
+}
+
+/* Run by emu_strict_emulation_catches_host_access in a child process:
+   host code writing through a device pointer. */
+TEST(strict_child_) {
+    if (!getenv("SSL_GPU_STRICT_CHILD")) return;
+    ssl_cuda_set_emulation(2);
+    float *d = (float *)ssl_cuda_malloc(4096, "the child's activations");
+    d[10] = 1.0f; /* what a GPU would not allow */
+    ssl_cuda_free(d);
+}
+
+TEST(emu_strict_emulation_catches_host_access) {
+    /* strict emulation: device memory is closed to host code outside the
+       backend, and touching it stops with the allocation's name */
+    char self[4096], cmd[4200], *out = NULL;
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(k > 0, "readlink /proc/self/exe");
+    if (k <= 0) return;
+    self[k] = 0;
+    snprintf(cmd, sizeof cmd, "SSL_GPU_STRICT_CHILD=1 '%s' strict_child_", self);
+    int rc = test_run(cmd, &out);
+    CHECK(rc != 0, "the child should stop at the host access");
+    CHECK_CONTAINS(out, "host code touched device memory (the child's activations, byte 40 of 4096)");
+    free(out);
+    /* inside the backend the same memory is open */
+    ssl_cuda_set_emulation(2);
+    float *d = (float *)ssl_cuda_malloc(4096, "activations"), v = 3.0f, back = 0;
+    ssl_cuda_to_device(d + 10, &v, sizeof v);
+    ssl_cuda_to_host(&back, d + 10, sizeof back);
+    CHECK(back == 3.0f, "round trip through strict device memory: %g", back);
+    ssl_cuda_free(d);
 }

@@ -403,7 +403,7 @@ TEST(probe_device_cuda_features_match_cpu) {
     char cmd[8 * SSL_STR];
     const char *gpu = getenv("SSL_TEST_REAL_GPU"); /* 1: a real GPU (bench/gpu_report.sh sets it) */
     snprintf(cmd, sizeof cmd, "rm -rf %s && SSL_CUDA_EMULATE=%s %s ckpt=%s train=%s eval=%s modes=knn k=5 res=16 device=cuda out=%s",
-             dg, gpu && *gpu == '1' ? "0" : "1", PROBE, fx_run, fx_train, fx_eval, dg);
+             dg, gpu && *gpu == '1' ? "0" : "2", PROBE, fx_run, fx_train, fx_eval, dg);
     int rc = test_run(cmd, &o);
     if (rc && strstr(o, "built without CUDA")) {
         free(o);

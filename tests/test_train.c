@@ -165,7 +165,7 @@ TEST(train_device_cuda_path_matches_cpu) {
     const char *gpu = getenv("SSL_TEST_REAL_GPU"); /* 1: a real GPU (bench/gpu_report.sh sets it) */
     int rc = run(&out, "rm -rf %s && SSL_CUDA_EMULATE=%s %s simclr data=%s val=%s knn_train=512 " TINY
                  " epochs=1 device=cuda precision=fp32 out=%s",
-                 dg, gpu && *gpu == '1' ? "0" : "1", t, data, data, dg);
+                 dg, gpu && *gpu == '1' ? "0" : "2", t, data, data, dg);
     if (rc != 0 && strstr(out, "built without CUDA")) {
         free(out);
         test_skip("./train was built without CUDA");
