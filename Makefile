@@ -36,6 +36,16 @@ endif
 ifneq ($(NO_TURBOJPEG),1)
   TURBOJPEG := $(shell pkg-config --exists libturbojpeg 2>/dev/null && echo yes)
 endif
+# JPEG_PREFIX=DIR: libjpeg-turbo from DIR/include and DIR/lib (a copy
+# carried to a machine without the Debian package or pkg-config)
+ifneq ($(JPEG_PREFIX),)
+ifneq ($(NO_TURBOJPEG),1)
+  $(info [ssl.h] turbojpeg   yes  ($(JPEG_PREFIX); region decode through its libjpeg API))
+  CFLAGS += -DSSL_TURBOJPEG -DSSL_LIBJPEG -I$(JPEG_PREFIX)/include
+  LDLIBS += -L$(JPEG_PREFIX)/lib -Wl,-rpath,$(abspath $(JPEG_PREFIX))/lib -lturbojpeg -ljpeg
+  TURBOJPEG := prefix
+endif
+endif
 ifeq ($(TURBOJPEG),yes)
   $(info [ssl.h] turbojpeg   yes  (JPEG through libjpeg-turbo; NO_TURBOJPEG=1 for stb_image))
   CFLAGS += -DSSL_TURBOJPEG $(shell pkg-config --cflags libturbojpeg)
@@ -47,7 +57,7 @@ ifeq ($(TURBOJPEG),yes)
   else
     $(info [ssl.h] libjpeg     no   (whole JPEGs are decoded; apt-get install libjpeg62-turbo-dev))
   endif
-else
+else ifneq ($(TURBOJPEG),prefix)
   $(info [ssl.h] turbojpeg   no   (JPEG through stb_image))
 endif
 
