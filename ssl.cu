@@ -1086,7 +1086,7 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
 
 template <class X>
 static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const float *wd, const float *dyd,
-                          float *dxd, float *dwd, ssl_tensor *db, ssl_buf *scratch) {
+                          float *dxd, int acc, float *dwd, ssl_tensor *db, ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
     {
         SSL__PROF("bias (linear, conv)", db && db->data ? 4.0 * rows * co : 0, 0);
@@ -1095,13 +1095,15 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const f
     if (ssl__cg_is_gemm(g)) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
         x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)rows, 1.0f, dyd, (int)co, xd, (int)k, 1.0f, dwd, (int)k);
-        if (dxd) x.gemm("GEMM conv input grad", 0, 0, (int)rows, (int)k, (int)co, 1.0f, dyd, (int)co, wd, (int)k, 0.0f, dxd, (int)k);
+        if (dxd)
+            x.gemm("GEMM conv input grad", 0, 0, (int)rows, (int)k, (int)co, 1.0f, dyd, (int)co, wd, (int)k,
+                   acc ? 1.0f : 0.0f, dxd, (int)k);
         return;
     }
     int64_t per = ssl__cg_block(g, ssl__emu);
     size_t bytes = sizeof(float) * (size_t)(2 * per * k);
     float *cols = (float *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
-    if (dxd) {
+    if (dxd && !acc) {
         SSL__PROF("copy, fill", 4.0 * g.n * g.h * g.w * g.ci, 0);
         x.zero(dxd, sizeof(float) * (size_t)(g.n * g.h * g.w * g.ci));
     }
@@ -1126,9 +1128,11 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const f
 }
 
 extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
-                                        int pad, ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch) {
+                                        int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
+                                        ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
-    SSL__RUN(ssl__conv_bwd(X_, g, x->data, w->data, dy->data, dx ? dx->data : NULL, dw->data, db, scratch););
+    SSL__RUN(ssl__conv_bwd(X_, g, x->data, w->data, dy->data, dx ? dx->data : NULL, dx_accumulate, dw->data, db,
+                           scratch););
     return 0;
 }
 

@@ -1035,6 +1035,11 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
 /* dx written (NULL: skipped), dw and db accumulated (db NULL: no bias). */
 SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
                                ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
+/* The same with dx accumulated onto what it holds when dx_accumulate is 1
+   (a residual block adds its main path's input gradient to the shortcut's
+   this way, in the GEMM or col2im that makes it, without a pass of its own). */
+SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                                  ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
 /* torch OIHW [o][i][kh][kw] <-> ours OHWI [o][kh][kw][i] (host memory). */
 SSLDEF void ssl_conv_weight_from_torch(const float *oihw, float *ohwi, int o, int i, int kh, int kw);
 SSLDEF void ssl_conv_weight_to_torch(const float *ohwi, float *oihw, int o, int i, int kh, int kw);
@@ -1563,7 +1568,8 @@ SSLDEF int ssl_cuda_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float para
 SSLDEF int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                    int pad, ssl_tensor *y, ssl_buf *scratch);
 SSLDEF int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
-                                    int pad, ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
+                                    int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
+                                    ssl_buf *scratch);
 SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                       ssl_tensor *invstd);
@@ -5149,26 +5155,32 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
 
 SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
                                ssl_tensor *dx, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch) {
+    return ssl_conv2d_backward_ex(x, w, dy, stride, pad, dx, 0, dw, db, scratch);
+}
+SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                                  ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch) {
     ssl__conv g;
     if (ssl__conv_check(__func__, x, w, db, dy, "dy", stride, pad, &g) ||
         ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
         return -1;
     int dev = SSL__DEVICE(__func__, x, w, dy, dx, dw, db);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dw, db, scratch));
+    SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g), co = g.co;
     ssl__bias_grad(dy->data, rows, co, db);
     if (ssl__conv_is_gemm(&g)) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
         ssl_gemm(1, 0, (int)co, (int)k, (int)rows, 1.0f, dy->data, (int)co, x->data, (int)k, 1.0f, dw->data, (int)k);
-        if (dx) ssl_gemm(0, 0, (int)rows, (int)k, (int)co, 1.0f, dy->data, (int)co, w->data, (int)k, 0.0f, dx->data, (int)k);
+        if (dx)
+            ssl_gemm(0, 0, (int)rows, (int)k, (int)co, 1.0f, dy->data, (int)co, w->data, (int)k, dx_accumulate ? 1.0f : 0.0f,
+                     dx->data, (int)k);
         return 0;
     }
     /* the same per block of im2col rows, rebuilt rather than kept from the
        forward (it would be KH*KW times the input's size) */
     int64_t per = ssl__conv_block(&g);
     float *cols = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(2 * per * k)), *dcols = cols + per * k;
-    if (dx) memset(dx->data, 0, sizeof(float) * (size_t)ssl_tensor_numel(dx));
+    if (dx && !dx_accumulate) memset(dx->data, 0, sizeof(float) * (size_t)ssl_tensor_numel(dx));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         const float *dyb = dy->data + r0 * co;
@@ -6019,8 +6031,13 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
 
 /* dy: gradient of the layer's output (its ReLU and BN backward may
    overwrite it); the BN's input gradient goes to tmp (may be dy); the
-   conv/linear's input gradient to dx (NULL: skipped; never dy or tmp). */
+   conv/linear's input gradient to dx (NULL: skipped; never dy or tmp),
+   added to what dx holds when acc (convolutions only). */
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc);
 static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx) {
+    return ssl__layer_backward_acc(m, L, slot, dy, tmp, dx, 0);
+}
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc) {
     float *A = ssl__act_slot(m, slot);
     int training = m->training[slot];
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
@@ -6037,9 +6054,10 @@ static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float
     }
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), w = ssl__layer_w(m, L, 0), dw = ssl__layer_w(m, L, 1);
     ssl_tensor bgrad = ssl__gvec(m, L->b), tdx = ssl__layer_x(m, L, slot, dx);
+    if (acc && L->type != SSL_LAYER_CONV) return ssl__fail("model backward: accumulating input gradient of a linear layer");
     return L->type == SSL_LAYER_CONV
-               ? ssl_conv2d_backward(&x, &w, &ttmp, L->stride, L->pad, dx ? &tdx : NULL, &dw, L->b >= 0 ? &bgrad : NULL,
-                                     &m->scratch)
+               ? ssl_conv2d_backward_ex(&x, &w, &ttmp, L->stride, L->pad, dx ? &tdx : NULL, acc, &dw,
+                                        L->b >= 0 ? &bgrad : NULL, &m->scratch)
                : ssl_linear_backward(&x, &w, &ttmp, dx ? &tdx : NULL, &dw, L->b >= 0 ? &bgrad : NULL);
 }
 
@@ -6128,25 +6146,31 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         int p = (a + 1) % 3, q = (a + 2) % 3;
         ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
         if (ssl_relu_backward(&out, &d, &d)) return -1;
-        /* main path: the last layer reads G[a] without changing it (no ReLU,
-           BN into G[p]), so G[a] is still the shortcut's gradient after */
-        if (ssl__layer_backward(m, L, slot, G[a], G[p], G[q])) return -1;
-        int cur = q, other = p;
+        /* G[a]: the block output's gradient, through its ReLU. The shortcut's
+           gradient goes to a buffer T first, and the main path's first layer
+           adds its input gradient onto T (beta 1 / col2im onto T), so the
+           block input's gradient needs no add pass. Identity shortcut: T is
+           G[a] itself, and the main path works in G[p] and G[q]. Projection:
+           its backward puts its input gradient in T = G[q]; the main path
+           then works in G[a] and G[p]. */
+        int T, cur, other;
+        if (B->down >= 0) {
+            if (ssl__layer_backward(m, &m->layers[B->down], slot, G[a], G[p], G[q])) return -1;
+            T = q;
+            if (ssl__layer_backward(m, L, slot, G[a], G[a], G[p])) return -1;
+            cur = p, other = a;
+        } else {
+            T = a;
+            if (ssl__layer_backward(m, L, slot, G[a], G[q], G[p])) return -1;
+            cur = p, other = q;
+        }
         for (int j = B->count - 2; j >= 0; j--) {
-            if (ssl__layer_backward(m, &m->layers[B->first + j], slot, G[cur], G[cur], G[other])) return -1;
+            int last = j == 0;
+            if (ssl__layer_backward_acc(m, &m->layers[B->first + j], slot, G[cur], G[cur], last ? G[T] : G[other], last))
+                return -1;
             int t = cur; cur = other; other = t;
         }
-        ssl_tensor dmain = ssl__layer_x(m, &m->layers[B->first], slot, G[cur]);
-        if (B->down >= 0) {
-            const ssl_layer *D = &m->layers[B->down];
-            if (ssl__layer_backward(m, D, slot, G[a], G[a], G[other])) return -1;
-            ssl_tensor dsc = ssl__layer_x(m, D, slot, G[other]);
-            if (ssl_add(&dmain, &dsc, &dmain)) return -1;
-        } else {
-            ssl_tensor dsc = ssl__layer_x(m, &m->layers[B->first], slot, G[a]);
-            if (ssl_add(&dmain, &dsc, &dmain)) return -1;
-        }
-        a = cur;
+        a = T;
     }
     const ssl_layer *S = &m->layers[m->stem];
     if (m->maxpool) {

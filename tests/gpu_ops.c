@@ -376,3 +376,36 @@ GPU_TEST(losses) {
     g_release(gpu, &dz1), g_release(gpu, &dz2), g_release(gpu, &dg1), g_release(gpu, &dg2);
     free_h(&z1), free_h(&z2), free_h(&g1), free_h(&g2);
 }
+
+/* dx accumulated (a residual block's main path adding its input gradient
+   onto the shortcut's): 1x1 (the GEMM's beta) and 3x3 stride 2 (col2im onto
+   dx), on the device against the CPU doing the same, and on the CPU
+   against dx0 + the plain backward */
+GPU_TEST(conv2d_backward_accumulates_dx) {
+    for (int k = 0; k < 2; k++) {
+        int ks = k ? 3 : 1, stride = k ? 2 : 1, pad = k ? 1 : 0;
+        ssl_tensor x = g_rand(70, 4, 2, 9, 7, 5, -1, 1), w = g_rand(71, 4, 6, ks, ks, 5, -1, 1);
+        int oh = ssl_conv_out_size(9, ks, stride, pad), ow = ssl_conv_out_size(7, ks, stride, pad);
+        ssl_tensor dy = g_rand(72, 4, 2, oh, ow, 6, -1, 1), dx0 = g_rand(73, 4, 2, 9, 7, 5, -1, 1);
+        ssl_tensor dxa = g_rand(73, 4, 2, 9, 7, 5, -1, 1), dxp = g_rand(74, 4, 2, 9, 7, 5, -1, 1);
+        ssl_tensor dw = g_rand(75, 4, 6, ks, ks, 5, 0, 0), dw2 = g_rand(75, 4, 6, ks, ks, 5, 0, 0);
+        ssl_buf scr = {0};
+        CHECK_OK(ssl_conv2d_backward_ex(&x, &w, &dy, stride, pad, &dxa, 1, &dw, NULL, &scr));
+        CHECK_OK(ssl_conv2d_backward(&x, &w, &dy, stride, pad, &dxp, &dw2, NULL, &scr));
+        int64_t n = ssl_tensor_numel(&dx0);
+        float *sum = (float *)ssl_malloc(sizeof(float) * (size_t)n, "sum");
+        for (int64_t i = 0; i < n; i++) sum[i] = dx0.data[i] + dxp.data[i];
+        G_CLOSE(k ? "cpu: 3x3/2 accumulated dx" : "cpu: 1x1 accumulated dx", dxa.data, sum, n, 1e-6, 1e-6);
+        ssl_tensor ddx = g_tensor(gpu, &x), dw_ = g_tensor(gpu, &w), ddy = g_tensor(gpu, &dy), ddxa = g_tensor(gpu, &dx0);
+        ssl_tensor ddw = g_tensor(gpu, &dw2);
+        ssl_buf dscr = {0};
+        CHECK_OK(ssl_conv2d_backward_ex(&ddx, &dw_, &ddy, stride, pad, &ddxa, 1, &ddw, NULL, &dscr));
+        G_CLOSE_T(gpu, k ? "device: 3x3/2 accumulated dx" : "device: 1x1 accumulated dx", &ddxa, &dxa, MM_A(gpu), MM_R(gpu));
+        ssl_cuda_buf_free(&dscr);
+        ssl_buf_free(&scr);
+        free(sum);
+        ssl_tensor *ds[] = {&ddx, &dw_, &ddy, &ddxa, &ddw}, *hs[] = {&x, &w, &dy, &dx0, &dxa, &dxp, &dw, &dw2};
+        for (int i = 0; i < 5; i++) g_release(gpu, ds[i]);
+        for (int i = 0; i < 8; i++) free_h(hs[i]);
+    }
+}
