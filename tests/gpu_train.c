@@ -25,6 +25,7 @@
    weight gradients are small differences of large sums (BN's backward);
    a transposed or misplaced operand gives 100% and more. */
 #include "gpu_common.h"
+#include "model_fixture.h"
 
 #define N 8
 #define S 16
@@ -240,4 +241,55 @@ GPU_TEST(profile_nested_scopes_counted_once) {
     free(text);
     ssl_tensor *ds[] = {&dx, &dw, &db, &dy}, *hs[] = {&x, &w, &b, &y};
     for (int i = 0; i < 4; i++) g_release(gpu, ds[i]), free(hs[i]->data);
+}
+
+/* The device trainer against PyTorch directly (tests/fixtures/model.sslt,
+   the fixture test_model.c holds the CPU to): each method's loss and every
+   parameter gradient after one step, and for SimCLR the LARS step's
+   weights; fp32 mode. Tolerances: the CPU's (loss 1e-5 relative, gradients
+   1e-3 and LARS 1e-4 of each tensor's scale) in emulation; on the GPU
+   1e-4 for the loss, the same for the rest (cuBLAS sums in other orders). */
+static void fixture_method(int gpu, int method) {
+    fixture F;
+    if (fixture_open(&F)) return;
+    ssl_trainer t;
+    if (fixture_trainer_on_device(&F, method, &t, test_tmp("fixture_dev.sslt")) == 0) {
+        size_t nv = (size_t)4 * 16 * 16 * 3;
+        float *dv = g_alloc(gpu, 2 * nv);
+        g_up(gpu, dv, F.x1, sizeof(float) * nv);
+        g_up(gpu, dv + nv, F.x2, sizeof(float) * nv);
+        ssl_step_stats st;
+        CHECK_OK(ssl_train_step(&t, dv, dv + nv, NULL, 4, 16, 16, &st));
+        /* the gradients and the weights back on the host, in a host view of the table */
+        ssl_param_table h = t.online.params;
+        size_t bytes = sizeof(float) * (size_t)h.total;
+        h.data = (float *)ssl_malloc(bytes, "weights"), h.grad = (float *)ssl_malloc(bytes, "gradients");
+        g_down(gpu, h.grad, t.online.params.grad, bytes);
+        g_down(gpu, h.data, t.online.params.data, bytes);
+        h.dev = 0;
+        char n[160], worst[128] = "";
+        snprintf(n, sizeof n, "%s/loss", ssl_method_name(method));
+        float want = fx(&F.f, n)[0];
+        snprintf(n, sizeof n, "%s/grad/", ssl_method_name(method));
+        double eg = compare_table(&F.f, n, &h, 1, 1, worst);
+        printf("    %-6s on the device: loss %.7g (torch %.7g, rel %.1e); worst gradient %s: %.2e of its scale\n",
+               ssl_method_name(method), st.loss, want, fabs(st.loss - want) / fabs(want), worst, eg);
+        double lt = G_TOL(gpu, 1e-5, 1e-4);
+        CHECK(fabs(st.loss - want) <= lt * fabs(want) + 1e-6, "%s loss %.9g, torch %.9g", ssl_method_name(method), st.loss,
+              want);
+        CHECK(eg < 1e-3, "%s: gradient of %s differs from torch by %.3g of its scale", ssl_method_name(method), worst, eg);
+        if (method == SSL_METHOD_SIMCLR) {
+            double el = compare_table(&F.f, "lars/", &h, 0, 1, worst);
+            printf("    LARS step on the device: worst parameter %s: %.2e of its scale\n", worst, el);
+            CHECK(el < 1e-4, "LARS step differs from torch at %s by %.3g", worst, el);
+        }
+        free(h.data);
+        free(h.grad);
+        g_free(gpu, dv);
+        ssl_trainer_free(&t);
+    }
+    fixture_close(&F);
+}
+GPU_TEST(train_step_matches_pytorch_fixture) {
+    for (int m = 0; m < 4; m++) fixture_method(gpu, m);
 }
