@@ -1283,6 +1283,7 @@ typedef struct {
     int64_t pool_h, pool_w, last_h, last_w, last_c;
     float *act, *grads;        /* slots * slot_floats; 3 * grad_floats */
     size_t act_cap, grads_cap;
+    int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
     const float *input[SSL_MODEL_MAX_SLOTS];
     int training[SSL_MODEL_MAX_SLOTS];
     ssl_buf scratch;
@@ -5920,6 +5921,7 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
                          SSL_MODEL_MAX_SLOTS);
     if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots) return 0;
     m->n = n, m->h = h, m->w = w, m->slots = slots;
+    m->plans++;
     int64_t off = 0, maxact = 0;
     ssl_layer *S = &m->layers[m->stem];
     ssl__plan_layer(m, S, -1, h, w, &off, &maxact);
@@ -5957,6 +5959,7 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         ssl__model_release(m, m->act);
         m->act = ssl__model_alloc(m, need, "activations");
         m->act_cap = need;
+        m->allocs++;
     }
     need = sizeof(float) * (size_t)(3 * m->grad_floats);
     if (need > m->grads_cap) {

@@ -293,3 +293,37 @@ static void fixture_method(int gpu, int method) {
 GPU_TEST(train_step_matches_pytorch_fixture) {
     for (int m = 0; m < 4; m++) fixture_method(gpu, m);
 }
+
+/* Progressive resolution (the paper's 160 -> 224, here 16 -> 24 -> 32):
+   the trainer plans once per change of size, its buffers grow only when a
+   size needs more than they hold (so a later smaller size reuses them), on
+   the CPU and on the device alike. */
+GPU_TEST(progressive_resolution_plans_once_per_size) {
+    for (int on_dev = 0; on_dev < 2; on_dev++) {
+        ssl_model_config mc;
+        ssl_train_config tc;
+        setup(SSL_METHOD_SIMCLR, SSL_OPTIM_SGD, &mc, &tc);
+        if (on_dev) tc.device = SSL_DEV_CUDA;
+        ssl_trainer t;
+        if (ssl_trainer_init(&t, &mc, &tc)) { CHECK(0, "%s", ssl_last_error()); return; }
+        const int res[] = {16, 16, 24, 24, 32, 32, 16};
+        size_t nv = (size_t)N * 32 * 32 * 3;
+        float *hv = (float *)ssl_malloc(sizeof(float) * 2 * nv, "views");
+        float *v = on_dev ? g_alloc(gpu, 2 * nv) : hv;
+        uint32_t labels[N] = {0, 1, 2, 3, 4, 0, 1, 2};
+        for (int s = 0; s < 7; s++) {
+            fill(hv, (int64_t)(2 * nv), 40 + (uint64_t)s);
+            if (on_dev) g_up(gpu, v, hv, sizeof(float) * 2 * nv);
+            int r = res[s];
+            CHECK_OK(ssl_train_step(&t, v, v + (size_t)N * r * r * 3, labels, N, r, r, NULL));
+            if (s == 5) CHECK_EQ(t.online.plans, 3); /* 16, 24, 32 */
+        }
+        CHECK_EQ(t.online.plans, 4);  /* and back to 16 */
+        CHECK_EQ(t.online.allocs, 3); /* 16 -> 24 -> 32 grew the buffers; 16 again fits */
+        printf("    %s: 7 steps at 16,16,24,24,32,32,16: %lld plans, %lld allocations, %.1f MB of activations\n",
+               on_dev ? "device" : "cpu", (long long)t.online.plans, (long long)t.online.allocs, t.online.act_cap / 1e6);
+        if (on_dev) g_free(gpu, v);
+        free(hv);
+        ssl_trainer_free(&t);
+    }
+}
