@@ -464,6 +464,10 @@ struct ssl__prof_shape {
     long long calls;
     double ms;
 };
+/* work items the executors issue (functor kernels, GEMM calls), counted
+   always: the profile reports them per step (each launch costs the host a
+   few microseconds, which small convolutions do not hide) */
+static long long ssl__launches, ssl__gemms, ssl__prof_launch0, ssl__prof_gemm0, ssl__prof_launch1, ssl__prof_gemm1;
 static int ssl__prof_on, ssl__prof_n, ssl__prof_depth, ssl__prof_stack[32], ssl__prof_nkinds, ssl__prof_nshapes;
 static ssl__prof_rec ssl__prof_recs[SSL__PROF_MAX];
 static cudaEvent_t ssl__prof_ev[2 * SSL__PROF_MAX];
@@ -554,8 +558,10 @@ struct ssl__prof_gemm : ssl__prof {
 extern "C" void ssl_cuda_profile(int on) {
     if (on) {
         ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
+        ssl__prof_launch0 = ssl__launches, ssl__prof_gemm0 = ssl__gemms;
     } else {
         ssl__prof_fold();
+        if (ssl__prof_on) ssl__prof_launch1 = ssl__launches, ssl__prof_gemm1 = ssl__gemms;
     }
     ssl__prof_on = on != 0;
 }
@@ -563,6 +569,7 @@ extern "C" void ssl_cuda_profile(int on) {
 struct ssl__gpu {
     template <class F> void each(const F &f, int64_t n) const {
         if (n <= 0) return;
+        ssl__launches++;
         int64_t blocks = (n + 255) / 256;
         if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride covers the rest */
         ssl__each_kernel<F><<<(unsigned)blocks, 256>>>(f, n);
@@ -581,6 +588,7 @@ struct ssl__gpu {
               const float *B, int ldb, float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
         ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
+        ssl__gemms++;
         ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
         cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
         if (ssl__bf16)
@@ -595,6 +603,7 @@ struct ssl__gpu {
 
 struct ssl__cpu {
     template <class F> void each(const F &f, int64_t n) const {
+        if (n > 0) ssl__launches++;
         for (int64_t i = 0; i < n; i++) f(i);
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_buf_reserve(b, bytes); }
@@ -609,6 +618,7 @@ struct ssl__cpu {
               const float *B, int ldb, float beta, float *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
         ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
+        ssl__gemms++;
         ssl__blas_emulate(ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta, ssl__bf16);
     }
 };
@@ -1257,12 +1267,22 @@ static int64_t ssl__bn_per(int64_t rows, int64_t c) {
     return (rows + blocks - 1) / blocks;
 }
 
-template <class X>
-static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sums) {
+/* the blocks' sums of channel ch, then `then` for that channel (the
+   per-channel step that needs them), in one launch */
+template <class T> struct ssl__f_bn_fin_then {
+    ssl__f_bn_fin fin;
+    T then;
+    SSL_HD void operator()(int64_t ch) const {
+        fin(ch);
+        then(ch);
+    }
+};
+template <class X, class T>
+static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sums, const T &then) {
     int64_t blocks = (f.rows + f.per - 1) / f.per;
     f.part = part;
     x.each(f, blocks * f.c);
-    ssl__f_bn_fin fin = {part, sums, blocks, f.c};
+    ssl__f_bn_fin_then<T> fin = {{part, sums, blocks, f.c}, then};
     x.each(fin, f.c);
 }
 
@@ -1275,19 +1295,19 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     double *sums = (double *)mem, *part = sums + 2 * c;
     float *scale = (float *)(part + blocks * 2 * c), *shift = scale + c;
     int tracked = bn->running_mean.data && bn->running_var.data;
-    if (training) {
-        ssl__f_bn_part f = {SSL__BNS_SUM, xt->data, NULL, NULL, NULL, NULL, rows, c, per, NULL};
-        ssl__bn_sums(x, f, part, sums);
-        ssl__f_bn_mean fm = {sums, mean->data, rows};
-        x.each(fm, c);
-        f.stage = SSL__BNS_DEV;
-        f.mean = mean->data;
-        ssl__bn_sums(x, f, part, sums);
-    }
     ssl__f_bn_stats st = {training, sums, mean->data, invstd->data, tracked ? bn->running_mean.data : NULL,
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
                           rows, bn->eps, bn->momentum};
-    x.each(st, c);
+    if (training) { /* sums -> mean; deviations -> invstd, running stats, scale/shift: 4 launches */
+        ssl__f_bn_part f = {SSL__BNS_SUM, xt->data, NULL, NULL, NULL, NULL, rows, c, per, NULL};
+        ssl__f_bn_mean fm = {sums, mean->data, rows};
+        ssl__bn_sums(x, f, part, sums, fm);
+        f.stage = SSL__BNS_DEV;
+        f.mean = mean->data;
+        ssl__bn_sums(x, f, part, sums, st);
+    } else {
+        x.each(st, c);
+    }
     ssl__f_bn_apply ap = {xt->data, scale, shift, res ? res->data : NULL, y->data, c, relu};
     x.each(ap, rows * c);
 }
@@ -1312,11 +1332,10 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     float *gam = (float *)(part + blocks * 2 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
     const float *mask = relu_y ? relu_y->data : NULL;
     ssl__f_bn_part f = {SSL__BNS_GRAD, xt->data, dy->data, mean->data, invstd->data, mask, rows, c, per, NULL};
-    ssl__bn_sums(x, f, part, sums);
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
-    x.each(gf, c);
+    ssl__bn_sums(x, f, part, sums, gf);
     if (dx && dx->data) {
         ssl__f_bn_dx fd = {xt->data, dy->data, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, dx->data, c};
         x.each(fd, rows * c);
@@ -2023,6 +2042,9 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     double tb = 0, tfl = 0;
     for (int i = 0; i < ssl__prof_nkinds; i++) tb += ssl__prof_kinds[i].bytes, tfl += ssl__prof_kinds[i].flops;
     fprintf(f, "| total | | %.3f | | %.3f | %.1f | | | |\n\n", total / k, tb / k / 1e9, tfl / k / 1e9);
+    long long l1 = ssl__prof_on ? ssl__launches : ssl__prof_launch1, g1 = ssl__prof_on ? ssl__gemms : ssl__prof_gemm1;
+    fprintf(f, "Per step: %.0f kernel launches and %.0f GEMM calls.\n\n", (l1 - ssl__prof_launch0) / k,
+            (g1 - ssl__prof_gemm0) / k);
     /* the GEMM shapes taking the most time, against cuBLAS alone */
     int sh[SSL__PROF_SHAPES];
     for (int i = 0; i < ssl__prof_nshapes; i++) sh[i] = i;
