@@ -1147,11 +1147,14 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
 }
 
 // ---- batch norm ------------------------------------------------------------------
-/* Per-channel sums over row blocks, in double: part[blk][2][c]. Stage SUM:
-   x; DEV: (x - mean)^2; GRAD: dy and dy * xhat. Then fin adds the blocks in
-   order (deterministic; a different split than the CPU's 32 blocks, so the
-   sums can differ in the last bits of a double). */
-enum { SSL__BNS_SUM, SSL__BNS_DEV, SSL__BNS_GRAD };
+/* Per-channel sums over row blocks, in double: part[blk][2][c]. Stage
+   GRAD: dy and dy * xhat; MOMENTS: x - k and
+   (x - k)^2 with k the block's first value of the channel (shifted sums:
+   one pass over x, no cancellation when k is near the mean, which a value
+   of the same channel is). Then fin adds the blocks in order
+   (deterministic; a different split than the CPU's 32 blocks, so the sums
+   can differ in the last bits of a double). */
+enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
 struct ssl__f_bn_part {
     int stage;
     const float *x, *dy, *mean, *invstd;
@@ -1160,14 +1163,12 @@ struct ssl__f_bn_part {
     double *part;
     SSL_HD void operator()(int64_t t) const {
         int64_t blk = t / c, ch = t % c, r0 = blk * per, r1 = ssl__min64(r0 + per, rows);
-        double s0 = 0, s1 = 0;
+        double s0 = 0, s1 = 0, k = x[r0 * c + ch];
         for (int64_t r = r0; r < r1; r++) {
             float v = x[r * c + ch];
-            if (stage == SSL__BNS_SUM) {
-                s0 += v;
-            } else if (stage == SSL__BNS_DEV) {
-                double d = (double)v - mean[ch];
-                s0 += d * d;
+            if (stage == SSL__BNS_MOMENTS) {
+                double d = (double)v - k;
+                s0 += d, s1 += d * d;
             } else {
                 float g = relu_y ? ssl__relu_grad(relu_y[r * c + ch], dy[r * c + ch]) : dy[r * c + ch];
                 s0 += g;
@@ -1189,12 +1190,42 @@ struct ssl__f_bn_fin {
         sums[c + ch] = s1;
     }
 };
-/* training, after the sums of x: the mean */
-struct ssl__f_bn_mean {
-    const double *sums;
+/* training, one pass: the blocks' shifted sums (MOMENTS) merged per
+   channel (Chan et al.), then what the two-pass CPU computes: the mean
+   rounded to float, and the sum of squared deviations from that rounded
+   mean (M2 + N (mean - mean_f)^2), into sums[ch] for the stats step */
+struct ssl__f_bn_moments {
+    const double *part;
+    const float *x;
+    double *sums;
     float *mean;
-    int64_t rows;
-    SSL_HD void operator()(int64_t i) const { mean[i] = (float)(sums[i] / rows); }
+    int64_t blocks, rows, c, per;
+    SSL_HD void operator()(int64_t ch) const {
+        double tot = 0;
+        for (int64_t b = 0; b < blocks; b++) {
+            int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
+            tot += nb * (double)x[r0 * c + ch] + part[(b * 2) * c + ch];
+        }
+        double md = tot / rows, m2 = 0;
+        for (int64_t b = 0; b < blocks; b++) {
+            int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
+            double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+            double mb = x[r0 * c + ch] + S / nb - md;
+            m2 += Q - S * S / nb + nb * mb * mb;
+        }
+        float mf = (float)md;
+        double e = md - (double)mf;
+        mean[ch] = mf;
+        sums[ch] = m2 + rows * e * e;
+    }
+};
+template <class T> struct ssl__f_bn_moments_then {
+    ssl__f_bn_moments mo;
+    T then;
+    SSL_HD void operator()(int64_t ch) const {
+        mo(ch);
+        then(ch);
+    }
 };
 /* after the deviations (training) or from the running stats (eval): invstd,
    running stats, and the folded scale/shift */
@@ -1298,13 +1329,11 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     ssl__f_bn_stats st = {training, sums, mean->data, invstd->data, tracked ? bn->running_mean.data : NULL,
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
                           rows, bn->eps, bn->momentum};
-    if (training) { /* sums -> mean; deviations -> invstd, running stats, scale/shift: 4 launches */
-        ssl__f_bn_part f = {SSL__BNS_SUM, xt->data, NULL, NULL, NULL, NULL, rows, c, per, NULL};
-        ssl__f_bn_mean fm = {sums, mean->data, rows};
-        ssl__bn_sums(x, f, part, sums, fm);
-        f.stage = SSL__BNS_DEV;
-        f.mean = mean->data;
-        ssl__bn_sums(x, f, part, sums, st);
+    if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
+        ssl__f_bn_part f = {SSL__BNS_MOMENTS, xt->data, NULL, NULL, NULL, NULL, rows, c, per, part};
+        x.each(f, blocks * c);
+        ssl__f_bn_moments_then<ssl__f_bn_stats> mo = {{part, xt->data, sums, mean->data, blocks, rows, c, per}, st};
+        x.each(mo, c);
     } else {
         x.each(st, c);
     }
@@ -1315,7 +1344,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd) {
-    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", 4.0 * ssl_tensor_numel(x) * ((training ? 2 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
+    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", 4.0 * ssl_tensor_numel(x) * ((training ? 1 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
     SSL__RUN(ssl__bn_fwd(X_, bn, training, x, residual, relu, y, mean, invstd););
     return 0;
 }
