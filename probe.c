@@ -494,6 +494,7 @@ static void set_blas_threads(int n) {
    batch, the GPU runs the backbone (fp32: features within rounding of the
    CPU's) ---- */
 static int g_on_gpu;
+#ifdef SSL_CUDA
 typedef struct {
     extract_job *j;
     int64_t s;   /* first image of the batch */
@@ -512,6 +513,7 @@ static void decode_one(void *ctx, int64_t i, int worker) {
     eval_transform(j->tf, j->dec[worker].p, w, h, d->in + i * res * res * 3, &j->scratch[worker]);
     j->labels[d->s + i] = j->pack->index[d->s + i].label;
 }
+#endif
 static void extract_on_gpu(extract_job *j, int threads) {
 #ifdef SSL_CUDA
     int res = j->tf->res;

@@ -166,10 +166,10 @@ static float *extract(ssl_trainer *t, const train_cfg *c, const char *path, int 
     int64_t total = ssl_loader_samples_per_epoch(l);
     if (total > limit) total = limit;
     int d = t->online.feat_dim;
-    float *f = ssl_malloc(sizeof(float) * (size_t)(total * d), "eval features"), *dview = NULL;
+    float *f = ssl_malloc(sizeof(float) * (size_t)(total * d), "eval features");
     *labels = ssl_malloc(sizeof(uint32_t) * (size_t)total, "eval labels");
 #ifdef SSL_CUDA
-    if (on_gpu) dview = ssl_cuda_malloc(sizeof(float) * (size_t)lc.batch_size * res * res * 3, "eval views");
+    float *dview = on_gpu ? ssl_cuda_malloc(sizeof(float) * (size_t)lc.batch_size * res * res * 3, "eval views") : NULL;
 #endif
     int64_t n = 0;
     const ssl_batch *b;
@@ -416,8 +416,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "train: projector/predictor spec too long\n");
         return 1;
     }
-    snprintf(mc.projector, sizeof mc.projector, "%s", cfg.projector);
-    snprintf(mc.predictor, sizeof mc.predictor, "%s", cfg.predictor);
+    snprintf(mc.projector, sizeof mc.projector, "%.255s", cfg.projector); /* lengths checked above */
+    snprintf(mc.predictor, sizeof mc.predictor, "%.255s", cfg.predictor);
     int w[64];
     if (ssl_mlp_spec_parse(mc.projector, w, 64) < 0 || ssl_mlp_spec_parse(mc.predictor, w, 64) < 0) return die("bad option");
 
@@ -437,7 +437,10 @@ int main(int argc, char **argv) {
     lc.seed = (uint64_t)cfg.seed;
     lc.output_u8 = on_gpu; /* uint8 crops; the colour ops run on the GPU */
 #ifdef SSL_CUDA
-    if (on_gpu) lc.u8_alloc = ssl_cuda_host_alloc, lc.u8_free = ssl_cuda_host_free; /* page-locked: asynchronous copies */
+    if (on_gpu) {
+        lc.u8_alloc = ssl_cuda_host_alloc, lc.u8_free = ssl_cuda_host_free; /* page-locked: asynchronous copies */
+        lc.batches_ahead = 4; /* the step holds two (this one and the next, being copied): two more being filled */
+    }
 #endif
     ssl_loader *loader = ssl_loader_open(&lc);
     if (!loader) return die("data");
@@ -471,8 +474,8 @@ int main(int argc, char **argv) {
     tc.device = on_gpu ? SSL_DEV_CUDA : SSL_DEV_CPU;
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
-    float *gview[2] = {NULL, NULL}; /* the views on the GPU */
 #ifdef SSL_CUDA
+    float *gview[2] = {NULL, NULL}; /* the views on the GPU */
     if (on_gpu) {
         int rmax = (int)(cfg.res_end > res ? cfg.res_end : res);
         for (int v = 0; v < 2; v++)
