@@ -486,7 +486,9 @@ static int ssl__prof_kind_of(const char *name) {
 static void ssl__prof_fold(void) {
     if (!ssl__prof_n) return;
     static double ms[SSL__PROF_MAX];
-    if (!ssl__emu) SSL_CUDA_CHECK(cudaEventSynchronize(ssl__prof_ev[2 * (ssl__prof_n - 1) + 1]));
+    /* every scope is closed here (folds happen at depth 0), but the end event
+       recorded last may be an outer scope's: wait for all of them */
+    if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
     for (int i = 0; i < ssl__prof_n; i++) {
         float e = 0;
         if (ssl__emu) e = (float)(1e3 * (ssl__prof_recs[i].t1 - ssl__prof_recs[i].t0));
