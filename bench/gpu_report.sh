@@ -9,7 +9,9 @@
 #                               at 224 and 160 (fp32 and bf16), ResNet-18
 #                               CIFAR stem at 32 bs 512; a table from the JSON;
 #                               then ssl.h's step profiled by kind of work
-#   bench/gpu_report.sh all     both
+#   bench/gpu_report.sh ncu     Nsight Compute over one ResNet-18 CIFAR step:
+#                               each kernel's time, DRAM and SM throughput
+#   bench/gpu_report.sh all     test and step
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -91,6 +93,21 @@ step() {
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
+# Nsight Compute on one ResNet-18 CIFAR step (after a warm-up step): per
+# kernel, device time and DRAM / SM throughput as % of peak, summed by
+# kernel (ssl.h's kernels are ssl__each_kernel<functor>, so the functor
+# names the op); cuBLAS's kernels appear under their own names.
+ncu_phase() {
+    log "Nsight Compute: one ResNet-18 CIFAR step, every kernel"
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    [ -n "$NCU" ] || { echo "no ncu on this machine"; return 0; }
+    timeout 540 "$NCU" --csv --launch-skip "${NCU_SKIP:-900}" --launch-count "${NCU_COUNT:-900}" \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+        build/gpu_step depth=18 stem=cifar res=32 bs=512 steps=1 warmup=1 split=0 classes=10 > "$OUT/ncu_r18.csv" 2> "$OUT/ncu_r18.log"
+    echo "exit $?" >> "$OUT/ncu_r18.log"
+    $PY bench/ncu_table.py "$OUT/ncu_r18.csv" | tee "$OUT/ncu_r18.md"
+}
+
 # on this machine, before the device call: the data the GPU-side program
 # tests read (the device has no ../shared and no Debian datasets)
 prepare() {
@@ -104,8 +121,9 @@ prepare() {
 
 case "$PHASE" in
 prepare) prepare ;;
+ncu) build && ncu_phase ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; step; } ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|step|all"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|step|ncu|all"; exit 2 ;;
 esac
