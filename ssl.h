@@ -6035,17 +6035,12 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
 /* dy: gradient of the layer's output (its ReLU and BN backward may
    overwrite it); the BN's input gradient goes to tmp (may be dy); the
    conv/linear's input gradient to dx (NULL: skipped; never dy or tmp),
-   added to what dx holds when acc (convolutions only). relu_y (NULL: none)
-   is a ReLU's output the layer's output fed: dy is taken as 0 where it is
-   <= 0, inside the BN backward (a projection block's shortcut and last
-   layer read the block's ReLU this way). */
-static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc,
-                                   const float *relu_y);
+   added to what dx holds when acc (convolutions only). */
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc);
 static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx) {
-    return ssl__layer_backward_acc(m, L, slot, dy, tmp, dx, 0, NULL);
+    return ssl__layer_backward_acc(m, L, slot, dy, tmp, dx, 0);
 }
-static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc,
-                                   const float *relu_y) {
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc) {
     float *A = ssl__act_slot(m, slot);
     int training = m->training[slot];
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
@@ -6053,9 +6048,9 @@ static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, f
     if (L->bn) { /* the ReLU's mask applied as the BN backward reads dy */
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
-        ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta), mask = ssl__layer_y(m, L, (float *)relu_y);
-        const ssl_tensor *mk = relu_y ? &mask : L->relu ? &out : NULL;
-        if (ssl_batchnorm_backward_act(&bn, training, &y, mk, &tdy, &mean, &invstd, &ttmp, &dg, &db)) return -1;
+        ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
+        if (ssl_batchnorm_backward_act(&bn, training, &y, L->relu ? &out : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db))
+            return -1;
     } else {
         if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
         ttmp = tdy;
@@ -6153,10 +6148,8 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         const ssl_layer *L = &m->layers[B->first + B->count - 1];
         int p = (a + 1) % 3, q = (a + 2) % 3;
         ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
-        /* G[a]: the block output's gradient; its ReLU's mask is applied in
-           place for an identity block (whose shortcut gradient is that masked
-           tensor), and read inside the two batch norms of a projection block,
-           which are all that use it there. The shortcut's
+        if (ssl_relu_backward(&out, &d, &d)) return -1;
+        /* G[a]: the block output's gradient, through its ReLU. The shortcut's
            gradient goes to a buffer T first, and the main path's first layer
            adds its input gradient onto T (beta 1 / col2im onto T), so the
            block input's gradient needs no add pass. Identity shortcut: T is
@@ -6165,22 +6158,18 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
            then works in G[a] and G[p]. */
         int T, cur, other;
         if (B->down >= 0) {
-            const ssl_layer *D = &m->layers[B->down];
-            if (!D->bn || !L->bn) return ssl__fail("model backward: a projection block without batch norms");
-            if (ssl__layer_backward_acc(m, D, slot, G[a], G[p], G[q], 0, out.data)) return -1;
+            if (ssl__layer_backward(m, &m->layers[B->down], slot, G[a], G[p], G[q])) return -1;
             T = q;
-            if (ssl__layer_backward_acc(m, L, slot, G[a], G[a], G[p], 0, out.data)) return -1;
+            if (ssl__layer_backward(m, L, slot, G[a], G[a], G[p])) return -1;
             cur = p, other = a;
         } else {
-            if (ssl_relu_backward(&out, &d, &d)) return -1;
             T = a;
             if (ssl__layer_backward(m, L, slot, G[a], G[q], G[p])) return -1;
             cur = p, other = q;
         }
         for (int j = B->count - 2; j >= 0; j--) {
             int last = j == 0;
-            if (ssl__layer_backward_acc(m, &m->layers[B->first + j], slot, G[cur], G[cur], last ? G[T] : G[other], last,
-                                        NULL))
+            if (ssl__layer_backward_acc(m, &m->layers[B->first + j], slot, G[cur], G[cur], last ? G[T] : G[other], last))
                 return -1;
             int t = cur; cur = other; other = t;
         }
