@@ -559,59 +559,50 @@ static void extract_on_gpu(extract_job *j, int threads) {
 }
 
 /* Features of the first n images of a pack. */
+/* The CPU's workers, each running its own model copy on whole batches. */
+static void extract_on_cpu(extract_job *j, int threads) {
+    const backbone *bb = j->bb;
+    int64_t nb = (j->n + j->batch - 1) / j->batch;
+    j->workers = threads > nb ? (int)nb : threads;
+    if (j->workers < 1) j->workers = 1;
+    j->models = ssl_calloc(sizeof(ssl_model) * (size_t)j->workers, "extraction models");
+    j->inputs = ssl_calloc(sizeof(float *) * (size_t)j->workers, "extraction inputs");
+    j->dec = ssl_calloc(sizeof(ssl_buf) * (size_t)j->workers, "extraction buffers");
+    j->scratch = ssl_calloc(sizeof(ssl_buf) * (size_t)j->workers, "extraction buffers");
+    for (int w = 0; w < j->workers; w++) {
+        SSL_ASSERT(ssl_model_init(&j->models[w], &bb->m.c) == 0, "model copy: %s", ssl_last_error());
+        memcpy(j->models[w].params.data, bb->m.params.data, sizeof(float) * (size_t)bb->m.params.total);
+        j->inputs[w] = ssl_malloc(sizeof(float) * (size_t)j->batch * j->tf->res * j->tf->res * 3, "extraction input");
+    }
+    atomic_init(&j->done, 0);
+    /* several workers: each runs its own model with single-threaded BLAS */
+    set_blas_threads(j->workers > 1 ? 1 : threads);
+    ssl_parallel_for(nb, j->workers, extract_batch, j);
+    set_blas_threads(threads);
+    for (int w = 0; w < j->workers; w++) {
+        ssl_model_free(&j->models[w]);
+        free(j->inputs[w]);
+        ssl_buf_free(&j->dec[w]);
+        ssl_buf_free(&j->scratch[w]);
+    }
+    free(j->models); free(j->inputs); free(j->dec); free(j->scratch);
+}
+
+/* Features of the first n images of a pack (on the GPU when g_on_gpu). */
 static float *extract(const backbone *bb, const ssl_pack *p, int64_t n, const transform *tf, int batch, int threads,
                       const char *label, uint32_t **labels_out, double *seconds) {
     extract_job j;
     memset(&j, 0, sizeof j);
     j.pack = p, j.bb = bb, j.tf = tf, j.n = n, j.dim = bb->m.feat_dim;
     j.batch = batch;
-    if (g_on_gpu) {
-        j.features = ssl_malloc(sizeof(float) * (size_t)(n * j.dim + 1), "features");
-        j.labels = ssl_malloc(sizeof(uint32_t) * (size_t)(n + 1), "labels");
-        double t0 = ssl_now();
-        ssl_progress_start(&j.prog, label, n);
-        extract_on_gpu(&j, threads);
-        if (!j.failed) ssl_progress_end(&j.prog, n);
-        *seconds = ssl_now() - t0;
-        if (j.failed) {
-            free(j.features);
-            free(j.labels);
-            ssl__fail("%s: %s", p->path, j.err);
-            return NULL;
-        }
-        *labels_out = j.labels;
-        return j.features;
-    }
-    int64_t nb = (n + batch - 1) / batch;
-    j.workers = threads > nb ? (int)nb : threads;
-    if (j.workers < 1) j.workers = 1;
-    j.models = ssl_calloc(sizeof(ssl_model) * (size_t)j.workers, "extraction models");
-    j.inputs = ssl_calloc(sizeof(float *) * (size_t)j.workers, "extraction inputs");
-    j.dec = ssl_calloc(sizeof(ssl_buf) * (size_t)j.workers, "extraction buffers");
-    j.scratch = ssl_calloc(sizeof(ssl_buf) * (size_t)j.workers, "extraction buffers");
-    for (int w = 0; w < j.workers; w++) {
-        SSL_ASSERT(ssl_model_init(&j.models[w], &bb->m.c) == 0, "model copy: %s", ssl_last_error());
-        memcpy(j.models[w].params.data, bb->m.params.data, sizeof(float) * (size_t)bb->m.params.total);
-        j.inputs[w] = ssl_malloc(sizeof(float) * (size_t)batch * tf->res * tf->res * 3, "extraction input");
-    }
     j.features = ssl_malloc(sizeof(float) * (size_t)(n * j.dim + 1), "features");
     j.labels = ssl_malloc(sizeof(uint32_t) * (size_t)(n + 1), "labels");
-    atomic_init(&j.done, 0);
-    /* several workers: each runs its own model with single-threaded BLAS */
-    set_blas_threads(j.workers > 1 ? 1 : threads);
     double t0 = ssl_now();
     ssl_progress_start(&j.prog, label, n);
-    ssl_parallel_for(nb, j.workers, extract_batch, &j);
+    if (g_on_gpu) extract_on_gpu(&j, threads);
+    else extract_on_cpu(&j, threads);
     if (!j.failed) ssl_progress_end(&j.prog, n);
     *seconds = ssl_now() - t0;
-    set_blas_threads(threads);
-    for (int w = 0; w < j.workers; w++) {
-        ssl_model_free(&j.models[w]);
-        free(j.inputs[w]);
-        ssl_buf_free(&j.dec[w]);
-        ssl_buf_free(&j.scratch[w]);
-    }
-    free(j.models); free(j.inputs); free(j.dec); free(j.scratch);
     if (j.failed) {
         free(j.features);
         free(j.labels);

@@ -113,6 +113,18 @@ TEST(gpu_rng_matches_host) {
     CHECK_EQ(diff, 0);
 }
 
+/* Runs this test binary again as `ENV=1 ./tests-gpu test`, output in *out
+   (free it); the exit status, or -1 if the binary cannot name itself. */
+static int run_child(const char *env, const char *test, char **out) {
+    char self[4096], cmd[4300];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(k > 0, "readlink /proc/self/exe");
+    if (k <= 0) return -1;
+    self[k] = 0;
+    snprintf(cmd, sizeof cmd, "%s=1 '%s' %s", env, self, test);
+    return test_run(cmd, out);
+}
+
 /* Run by gpu_oom_message in a child process: asks for 1 PiB. */
 TEST(oom_child_) {
     if (!getenv("SSL_GPU_OOM_CHILD")) return;
@@ -123,13 +135,9 @@ TEST(oom_child_) {
 TEST(gpu_oom_message) {
     /* out of GPU memory names the size, what it was for, and the remedy */
     if (!g_begin(1)) return;
-    char self[4096], cmd[4200], *out = NULL;
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    if (k <= 0) return;
-    self[k] = 0;
-    snprintf(cmd, sizeof cmd, "SSL_GPU_OOM_CHILD=1 '%s' oom_child_", self);
-    int rc = test_run(cmd, &out);
+    char *out = NULL;
+    int rc = run_child("SSL_GPU_OOM_CHILD", "oom_child_", &out);
+    if (rc == -1) return;
     CHECK(rc != 0, "the child should stop on out-of-memory");
     CHECK_CONTAINS(out, "out of GPU memory");
     CHECK_CONTAINS(out, "1048576.00 GiB");
@@ -165,13 +173,9 @@ TEST(strict_child_) {
 TEST(emu_strict_emulation_catches_host_access) {
     /* strict emulation: device memory is closed to host code outside the
        backend, and touching it stops with the allocation's name */
-    char self[4096], cmd[4200], *out = NULL;
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    if (k <= 0) return;
-    self[k] = 0;
-    snprintf(cmd, sizeof cmd, "SSL_GPU_STRICT_CHILD=1 '%s' strict_child_", self);
-    int rc = test_run(cmd, &out);
+    char *out = NULL;
+    int rc = run_child("SSL_GPU_STRICT_CHILD", "strict_child_", &out);
+    if (rc == -1) return;
     CHECK(rc != 0, "the child should stop at the host access");
     CHECK_CONTAINS(out, "host code touched device memory (the child's activations, byte 40 of 4096)");
     free(out);
