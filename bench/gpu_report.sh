@@ -2,8 +2,10 @@
 # Everything a session with a GPU should run, in as few device calls as
 # possible, each phase well inside the device's 10-minute command limit:
 #
-#   bench/gpu_report.sh test    build; the GPU suite (emu_* and gpu_*);
-#                               compute-sanitizer memcheck on the gpu_* tests
+#   bench/gpu_report.sh test    build; the GPU suite (emu_*, then each gpu_*
+#                               test in its own process); ./train and ./probe
+#                               on the GPU against the CPU
+#   bench/gpu_report.sh memcheck  compute-sanitizer memcheck on each gpu_* test
 #   bench/gpu_report.sh step    the training step, ssl.h against PyTorch on the
 #                               same GPU in the same run: ResNet-50 SimCLR bs 256
 #                               at 224 and 160 (fp32 and bf16), ResNet-18
@@ -42,13 +44,18 @@ build() {
 }
 
 tests() {
-    log "GPU suite"
-    timeout 240 build/tests-gpu > "$OUT/tests-gpu.log" 2>&1; echo "exit $?" >> "$OUT/tests-gpu.log"
-    tail -3 "$OUT/tests-gpu.log"; grep -E "^FAIL" "$OUT/tests-gpu.log" | head -30
-    log "compute-sanitizer memcheck (gpu_* tests)"
-    timeout 240 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --target-processes application-only --error-exitcode 1 \
-        build/tests-gpu gpu_ > "$OUT/memcheck.log" 2>&1; echo "exit $?" >> "$OUT/memcheck.log"
-    tail -4 "$OUT/memcheck.log"; grep -m5 -E "Invalid|ERROR SUMMARY" "$OUT/memcheck.log"
+    # each gpu_* test in its own process: a CUDA error stops a process (and
+    # poisons its context), so one failure must not hide the others
+    log "GPU suite, one process per test"
+    mkdir -p "$OUT/tests"
+    timeout 120 build/tests-gpu emu_ > "$OUT/tests/emu.log" 2>&1; tail -1 "$OUT/tests/emu.log"
+    : > "$OUT/tests-gpu.txt"
+    for t in $(build/tests-gpu --list | grep '^gpu_'); do
+        timeout 90 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; rc=$?
+        echo "$t $rc" | tee -a "$OUT/tests-gpu.txt"
+        [ $rc = 0 ] || grep -m4 -E "CHECK|error|off \(|FAIL" "$OUT/tests/$t.log"
+    done
+    echo "$(grep -c ' 0$' "$OUT/tests-gpu.txt") of $(wc -l < "$OUT/tests-gpu.txt") gpu_* tests passed" | tee -a "$OUT/report.log"
     # ./train device=cuda and ./probe device=cuda as programs, on the real GPU,
     # against the CPU (needs Fashion-MNIST's t10k file: `prepare` copies it
     # into build/gpu-data, which the device call must carry)
@@ -93,6 +100,21 @@ step() {
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
+# compute-sanitizer memcheck on each gpu_* test (its own process, its own
+# time limit: the sanitizer slows kernels many times)
+memcheck() {
+    log "compute-sanitizer memcheck, one process per gpu_* test"
+    mkdir -p "$OUT/tests"
+    : > "$OUT/memcheck.txt"
+    for t in $(build/tests-gpu --list | grep '^gpu_'); do
+        timeout 150 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --target-processes application-only \
+            --error-exitcode 1 build/tests-gpu "=$t" > "$OUT/tests/$t.memcheck.log" 2>&1; mc=$?
+        echo "$t $mc" | tee -a "$OUT/memcheck.txt"
+        [ $mc = 0 ] || grep -m4 -E "Invalid|ERROR SUMMARY|error" "$OUT/tests/$t.memcheck.log"
+    done
+    echo "$(grep -c ' 0$' "$OUT/memcheck.txt") of $(wc -l < "$OUT/memcheck.txt") gpu_* tests clean under memcheck" | tee -a "$OUT/report.log"
+}
+
 # Nsight Compute on one ResNet-18 CIFAR step (after a warm-up step): per
 # kernel, device time and DRAM / SM throughput as % of peak, summed by
 # kernel (ssl.h's kernels are ssl__each_kernel<functor>, so the functor
@@ -122,8 +144,9 @@ prepare() {
 case "$PHASE" in
 prepare) prepare ;;
 ncu) build && ncu_phase ;;
+memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; step; } ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|step|ncu|all"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|ncu|all"; exit 2 ;;
 esac

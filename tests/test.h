@@ -178,14 +178,20 @@ int test_runf(char **out, const char *prog, const char *fmt, ...) {
 }
 
 int main(int argc, char **argv) {
-    /* arguments: run the tests whose names contain any of them */
+    /* arguments: run the tests whose names contain any of them ("=name":
+       exactly that one); --list prints the names */
+    if (argc > 1 && !strcmp(argv[1], "--list")) {
+        for (int i = 0; i < test__n; i++) printf("%s\n", test__all[i].name);
+        return 0;
+    }
     test_mkdirs(test__env("SSL_TEST_TMP", "build/tmp"));
     ssl_set_verbosity(0);
     int passed = 0, failed = 0, skipped = 0;
     double t0 = ssl_now();
     for (int i = 0; i < test__n; i++) {
         int take = argc < 2;
-        for (int k = 1; k < argc && !take; k++) take = strstr(test__all[i].name, argv[k]) != NULL;
+        for (int k = 1; k < argc && !take; k++)
+            take = argv[k][0] == '=' ? !strcmp(test__all[i].name, argv[k] + 1) : strstr(test__all[i].name, argv[k]) != NULL;
         if (!take) continue;
         test__cur_failed = test__cur_skipped = 0;
         double t = ssl_now();
