@@ -1221,14 +1221,6 @@ struct ssl__f_bn_moments {
         sums[ch] = m2 + rows * e * e;
     }
 };
-template <class T> struct ssl__f_bn_moments_then {
-    ssl__f_bn_moments mo;
-    T then;
-    SSL_HD void operator()(int64_t ch) const {
-        mo(ch);
-        then(ch);
-    }
-};
 /* after the deviations (training) or from the running stats (eval): invstd,
    running stats, and the folded scale/shift */
 struct ssl__f_bn_stats {
@@ -1300,14 +1292,15 @@ static int64_t ssl__bn_per(int64_t rows, int64_t c) {
     return (rows + blocks - 1) / blocks;
 }
 
-/* the blocks' sums of channel ch, then `then` for that channel (the
-   per-channel step that needs them), in one launch */
-template <class T> struct ssl__f_bn_fin_then {
-    ssl__f_bn_fin fin;
-    T then;
-    SSL_HD void operator()(int64_t ch) const {
-        fin(ch);
-        then(ch);
+/* a(i) then b(i): two per-index steps where the second needs the first's
+   result for the same index (a channel's sums, then what uses them), in
+   one launch */
+template <class A, class B> struct ssl__f_seq {
+    A a;
+    B b;
+    SSL_HD void operator()(int64_t i) const {
+        a(i);
+        b(i);
     }
 };
 template <class X, class T>
@@ -1315,7 +1308,7 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sum
     int64_t blocks = (f.rows + f.per - 1) / f.per;
     f.part = part;
     x.each(f, blocks * f.c);
-    ssl__f_bn_fin_then<T> fin = {{part, sums, blocks, f.c}, then};
+    ssl__f_seq<ssl__f_bn_fin, T> fin = {{part, sums, blocks, f.c}, then};
     x.each(fin, f.c);
 }
 
@@ -1334,7 +1327,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
         ssl__f_bn_part f = {SSL__BNS_MOMENTS, xt->data, NULL, NULL, NULL, NULL, rows, c, per, part};
         x.each(f, blocks * c);
-        ssl__f_bn_moments_then<ssl__f_bn_stats> mo = {{part, xt->data, sums, mean->data, blocks, rows, c, per}, st};
+        ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{part, xt->data, sums, mean->data, blocks, rows, c, per}, st};
         x.each(mo, c);
     } else {
         x.each(st, c);
