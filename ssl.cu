@@ -297,10 +297,13 @@ static cublasHandle_t ssl__cublas(void) {
     return h;
 }
 
-/* GEMM precision: fp32 throughout, or bf16 operands with fp32 accumulation
-   and fp32 storage (cuBLAS's CUBLAS_COMPUTE_32F_FAST_16BF: the inputs are
-   rounded to bf16 on the tensor cores). Emulation rounds the operands to
-   bf16 (nearest even) and multiplies in fp32 on the host, the same math. */
+/* Precision: fp32 throughout, or bf16. At bf16 the model stores the
+   backbone's activations and their gradients as bf16 (ssl.h's plan), their
+   GEMMs take bf16 operands (cublasGemmEx, CUDA_R_16BF, fp32 accumulation,
+   C in bf16 or fp32), and the GEMMs that stay on fp32 tensors (heads,
+   losses) round their operands to bf16 on the tensor cores
+   (CUBLAS_COMPUTE_32F_FAST_16BF). Emulation rounds the same values to bf16
+   (nearest even) and multiplies in fp32 on the host. */
 static int ssl__bf16 = 0;
 extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
 extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
@@ -319,25 +322,31 @@ extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
 struct ssl__blas {
     int opa, opb; /* cuBLAS's transa, transb: 0 = N, 1 = T */
     int m, n, k;
-    const float *A;
-    int lda;
-    const float *B;
-    int ldb;
-    float *C;
-    int ldc;
+    const void *A;
+    int lda, ta; /* ta, tb, tc: element types (SSL_F32, SSL_BF16) */
+    const void *B;
+    int ldb, tb;
+    void *C;
+    int ldc, tc;
 };
-static ssl__blas ssl__blas_map(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                               float *C, int ldc) {
-    ssl__blas g = {tb, ta, N, M, K, B, ldb, A, lda, C, ldc};
+static inline int ssl__dtype_of(const float *) { return SSL_F32; }
+static inline int ssl__dtype_of(const ssl_bf16 *) { return SSL_BF16; }
+template <class TA, class TB, class TC>
+static ssl__blas ssl__blas_map(int ta, int tb, int M, int N, int K, const TA *A, int lda, const TB *B, int ldb, TC *C,
+                               int ldc) {
+    ssl__blas g = {tb, ta, N, M, K, B, ldb, ssl__dtype_of(B), A, lda, ssl__dtype_of(A), C, ldc, ssl__dtype_of(C)};
     return g;
 }
 static inline int ssl__imax(int a, int b) { return a > b ? a : b; }
-/* what cuBLAS refuses with CUBLAS_STATUS_INVALID_VALUE, or NULL */
+/* what cuBLAS refuses with CUBLAS_STATUS_INVALID_VALUE (or this backend
+   does not ask of it), or NULL */
 static const char *ssl__blas_invalid(const ssl__blas &g) {
     if (g.m < 0 || g.n < 0 || g.k < 0) return "a negative dimension";
     if (g.lda < ssl__imax(1, g.opa ? g.k : g.m)) return "lda below the rows of A";
     if (g.ldb < ssl__imax(1, g.opb ? g.n : g.k)) return "ldb below the rows of B";
     if (g.ldc < ssl__imax(1, g.m)) return "ldc below the rows of C";
+    if (g.ta != g.tb) return "A and B of different element types";
+    if (g.ta == SSL_F32 && g.tc != SSL_F32) return "fp32 operands with a bf16 C";
     return NULL;
 }
 /* bf16 rounding of the operands, as the tensor cores see them in FAST_16BF */
@@ -349,10 +358,20 @@ static inline float ssl__round_bf16(float x) {
     memcpy(&x, &u, 4);
     return x;
 }
+/* An operand of n elements as fp32 on the host: itself, or its bf16 values
+   (stored, or rounded as FAST_16BF does) in buf. */
+static const float *ssl__blas_operand(const void *p, int dt, size_t n, int round, float *buf) {
+    if (dt == SSL_F32 && !round) return (const float *)p;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = dt == SSL_BF16 ? ssl_bf16_to_float(((const ssl_bf16 *)p)[i]) : ssl__round_bf16(((const float *)p)[i]);
+    return buf;
+}
 /* Carries out cuBLAS call g on host memory. Column-major X (r x c, ld) is
    row-major X^T, so C = op(A) op(B) is the row-major C^T = op(B)^T op(A)^T,
    which ssl_gemm computes (the CPU reference's own GEMM, so emulation
-   matches the CPU to rounding). bf16: the operands rounded first. */
+   matches the CPU to rounding). bf16: fp32 operands rounded first (the
+   FAST_16BF mode), bf16 ones read as they are; a bf16 C is read to fp32
+   and rounded once when stored. */
 static void ssl__blas_emulate(const ssl__blas &g, float alpha, float beta, int bf16) {
     const char *bad = ssl__blas_invalid(g);
     if (bad) {
@@ -361,18 +380,22 @@ static void ssl__blas_emulate(const ssl__blas &g, float alpha, float beta, int b
         abort();
     }
     if (g.m == 0 || g.n == 0) return;
-    const float *A = g.A, *B = g.B;
-    if (bf16 && g.k > 0) {
-        static ssl_buf ab = {0, 0};
-        /* (columns - 1) x ld + rows: what the call reads */
-        size_t na = (size_t)((g.opa ? g.m : g.k) - 1) * g.lda + (g.opa ? g.k : g.m),
-               nb = (size_t)((g.opb ? g.k : g.n) - 1) * g.ldb + (g.opb ? g.n : g.k);
-        float *a = (float *)ssl_buf_reserve(&ab, sizeof(float) * (na + nb)), *b = a + na;
-        for (size_t i = 0; i < na; i++) a[i] = ssl__round_bf16(g.A[i]);
-        for (size_t i = 0; i < nb; i++) b[i] = ssl__round_bf16(g.B[i]);
-        A = a, B = b;
+    static ssl_buf ab = {0, 0};
+    /* (columns - 1) x ld + rows: what the call reads */
+    size_t na = g.k ? (size_t)((g.opa ? g.m : g.k) - 1) * g.lda + (g.opa ? g.k : g.m) : 0,
+           nb = g.k ? (size_t)((g.opb ? g.k : g.n) - 1) * g.ldb + (g.opb ? g.n : g.k) : 0,
+           nc = (size_t)(g.n - 1) * g.ldc + g.m;
+    float *a = (float *)ssl_buf_reserve(&ab, sizeof(float) * (na + nb + nc)), *b = a + na, *c = b + nb;
+    const float *A = ssl__blas_operand(g.A, g.ta, na, bf16, a), *B = ssl__blas_operand(g.B, g.tb, nb, bf16, b);
+    if (g.tc == SSL_F32) {
+        ssl_gemm(g.opb, g.opa, g.n, g.m, g.k, alpha, B, g.ldb, A, g.lda, beta, (float *)g.C, g.ldc);
+        return;
     }
-    ssl_gemm(g.opb, g.opa, g.n, g.m, g.k, alpha, B, g.ldb, A, g.lda, beta, g.C, g.ldc);
+    ssl_bf16 *C = (ssl_bf16 *)g.C;
+    for (size_t i = 0; i < nc; i++) c[i] = ssl_bf16_to_float(C[i]);
+    ssl_gemm(g.opb, g.opa, g.n, g.m, g.k, alpha, B, g.ldb, A, g.lda, beta, c, g.ldc);
+    for (int j = 0; j < g.n; j++) /* C's m rows of each column; what lies between stays */
+        for (int i = 0; i < g.m; i++) C[i + (size_t)j * g.ldc] = ssl_bf16_from_float(c[i + (size_t)j * g.ldc]);
 }
 
 /* Tests the mapping: random shapes, transposes and padded leading
@@ -408,12 +431,13 @@ extern "C" double ssl_cuda_gemm_selftest(int trials, uint64_t seed) {
         for (int j = 0; j < g.n; j++)
             for (int i = 0; i < g.m; i++) {
                 double s = 0;
+                const float *gA = (const float *)g.A, *gB = (const float *)g.B;
                 for (int l = 0; l < g.k; l++) {
-                    float a = g.opa ? g.A[l + (size_t)i * g.lda] : g.A[i + (size_t)l * g.lda];
-                    float b = g.opb ? g.B[j + (size_t)l * g.ldb] : g.B[l + (size_t)j * g.ldb];
+                    float a = g.opa ? gA[l + (size_t)i * g.lda] : gA[i + (size_t)l * g.lda];
+                    float b = g.opb ? gB[j + (size_t)l * g.ldb] : gB[l + (size_t)j * g.ldb];
                     s += (double)a * b;
                 }
-                float *c = &g.C[i + (size_t)j * g.ldc];
+                float *c = &((float *)g.C)[i + (size_t)j * g.ldc];
                 *c = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *c));
             }
         g.C = C2;
@@ -586,20 +610,27 @@ struct ssl__gpu {
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_device(dst, src, bytes); }
-    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc) const {
+    template <class TA, class TB, class TC>
+    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
+              int ldb, float beta, TC *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
         ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
         ssl__gemms++;
         ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+        const char *bad = ssl__blas_invalid(g);
+        if (bad) ssl__cuda_die(__FILE__, __LINE__, what, bad);
         cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
-        if (ssl__bf16)
+        if (g.ta == SSL_BF16) /* bf16 storage: bf16 operands, fp32 accumulation, C in its own type */
+            SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, CUDA_R_16BF, g.lda, g.B,
+                                          CUDA_R_16BF, g.ldb, &beta, g.C, g.tc == SSL_BF16 ? CUDA_R_16BF : CUDA_R_32F,
+                                          g.ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        else if (ssl__bf16)
             SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, CUDA_R_32F, g.lda, g.B,
                                           CUDA_R_32F, g.ldb, &beta, g.C, CUDA_R_32F, g.ldc,
                                           CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
         else
-            SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, g.lda, g.B, g.ldb, &beta,
-                                         g.C, g.ldc));
+            SSL_CUBLAS_CHECK(cublasSgemm(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, (const float *)g.A, g.lda,
+                                         (const float *)g.B, g.ldb, &beta, (float *)g.C, g.ldc));
     }
 };
 
@@ -616,8 +647,9 @@ struct ssl__cpu {
     void to_host(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
-    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc) const {
+    template <class TA, class TB, class TC>
+    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
+              int ldb, float beta, TC *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
         ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
         ssl__gemms++;
@@ -636,7 +668,7 @@ struct ssl__cpu {
 
 /* Internal scratch, one buffer per purpose (and per executor), so that
    nested uses never alias. Not thread-safe: one host thread drives a GPU. */
-enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_OPT, SSL__S_AUG, SSL__S_COUNT };
+enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_ACC, SSL__S_OPT, SSL__S_AUG, SSL__S_COUNT };
 static ssl_buf ssl__scr[2][SSL__S_COUNT];
 static void *ssl__tmp(const ssl__gpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[0][which], bytes); }
 static void *ssl__tmp(const ssl__cpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[1][which], bytes); }
@@ -683,11 +715,33 @@ template <class X, class F> static double ssl__sum(const X &x, const F &f, int64
     return r;
 }
 
+// ---- element types ---------------------------------------------------------------
+/* Functors that touch activations are templates on the stored type (float
+   or ssl_bf16): ssl__ld reads an element as fp32, ssl__st rounds fp32 into
+   one. SSL__TYPED(dt, T, body) runs body with T the type of dtype dt. */
+static inline SSL_HD float ssl__ld(float v) { return v; }
+static inline SSL_HD float ssl__ld(ssl_bf16 v) { return ssl_bf16_to_float(v); }
+static inline SSL_HD void ssl__st(float *p, float v) { *p = v; }
+static inline SSL_HD void ssl__st(ssl_bf16 *p, float v) { *p = ssl_bf16_from_float(v); }
+#define SSL__TYPED(dt, T, ...)                                  \
+    do {                                                        \
+        if ((dt) == SSL_BF16) { typedef ssl_bf16 T; __VA_ARGS__ } \
+        else { typedef float T; __VA_ARGS__ }                   \
+    } while (0)
+template <class A, class B> struct ssl__same_type { enum { value = 0 }; };
+template <class A> struct ssl__same_type<A, A> { enum { value = 1 }; };
+
 // ---- simple element-wise functors ----------------------------------------------
-struct ssl__f_fill {
-    float *t;
+template <class T> struct ssl__f_fill {
+    T *t;
     float v;
-    SSL_HD void operator()(int64_t i) const { t[i] = v; }
+    SSL_HD void operator()(int64_t i) const { ssl__st(&t[i], v); }
+};
+/* d = s, converting between element types */
+template <class TD, class TS> struct ssl__f_convert {
+    TD *d;
+    const TS *s;
+    SSL_HD void operator()(int64_t i) const { ssl__st(&d[i], ssl__ld(s[i])); }
 };
 struct ssl__f_axpy {
     float a;
@@ -705,49 +759,49 @@ struct ssl__f_diag {
     float v;
     SSL_HD void operator()(int64_t i) const { m[i * n + i] = v; }
 };
-struct ssl__f_relu {
-    const float *x;
-    float *y;
-    SSL_HD void operator()(int64_t i) const { y[i] = ssl__relu(x[i]); }
+template <class T> struct ssl__f_relu {
+    const T *x;
+    T *y;
+    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], ssl__relu(ssl__ld(x[i]))); }
 };
-struct ssl__f_relu_grad {
-    const float *y, *dy;
-    float *dx;
-    SSL_HD void operator()(int64_t i) const { dx[i] = ssl__relu_grad(y[i], dy[i]); }
+template <class T> struct ssl__f_relu_grad {
+    const T *y, *dy;
+    T *dx;
+    SSL_HD void operator()(int64_t i) const { ssl__st(&dx[i], ssl__relu_grad(ssl__ld(y[i]), ssl__ld(dy[i]))); }
 };
-struct ssl__f_add {
-    const float *a, *b;
-    float *y;
-    SSL_HD void operator()(int64_t i) const { y[i] = a[i] + b[i]; }
+template <class T> struct ssl__f_add {
+    const T *a, *b;
+    T *y;
+    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], ssl__ld(a[i]) + ssl__ld(b[i])); }
 };
 /* y rows = the bias vector (then the GEMM adds with beta 1) */
-struct ssl__f_bias_rows {
-    float *y;
+template <class T> struct ssl__f_bias_rows {
+    T *y;
     const float *b;
     int64_t c;
-    SSL_HD void operator()(int64_t i) const { y[i] = b[i % c]; }
+    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], b[i % c]); }
 };
 /* db[j] += column j's sum of dy (in double) */
-struct ssl__f_bias_grad {
-    const float *dy;
+template <class T> struct ssl__f_bias_grad {
+    const T *dy;
     float *db;
     int64_t rows, c;
     SSL_HD void operator()(int64_t j) const {
         double s = 0;
-        for (int64_t r = 0; r < rows; r++) s += dy[r * c + j];
+        for (int64_t r = 0; r < rows; r++) s += ssl__ld(dy[r * c + j]);
         db[j] += (float)s;
     }
 };
 
-template <class X> static float ssl__bias_rows_x(const X &x, float *y, int64_t rows, int64_t c, const ssl_tensor *b) {
+template <class X, class T> static float ssl__bias_rows_x(const X &x, T *y, int64_t rows, int64_t c, const ssl_tensor *b) {
     if (!b || !b->data) return 0.0f;
-    ssl__f_bias_rows f = {y, b->data, c};
+    ssl__f_bias_rows<T> f = {y, b->data, c};
     x.each(f, rows * c);
     return 1.0f;
 }
-template <class X> static void ssl__bias_grad_x(const X &x, const float *dy, int64_t rows, int64_t c, ssl_tensor *db) {
+template <class X, class T> static void ssl__bias_grad_x(const X &x, const T *dy, int64_t rows, int64_t c, ssl_tensor *db) {
     if (!db || !db->data) return;
-    ssl__f_bias_grad f = {dy, db->data, rows, c};
+    ssl__f_bias_grad<T> f = {dy, db->data, rows, c};
     x.each(f, c);
 }
 
@@ -761,16 +815,29 @@ extern "C" int ssl_cuda_matmul(int ta, int tb, float alpha, const ssl_tensor *A,
     return 0;
 }
 
+/* bytes of a tensor's elements */
+static double ssl__bytes(const ssl_tensor *t) { return (double)ssl_dtype_size(t->dtype) * ssl_tensor_numel(t); }
+
 extern "C" int ssl_cuda_copy(ssl_tensor *dst, const ssl_tensor *src) {
-    SSL__PROF("copy, fill", 8.0 * ssl_tensor_numel(src), 0);
-    SSL__RUN(X_.copy(dst->data, src->data, sizeof(float) * (size_t)ssl_tensor_numel(src)););
+    SSL__PROF("copy, fill", ssl__bytes(src) + ssl__bytes(dst), 0);
+    int64_t n = ssl_tensor_numel(src);
+    if (dst->dtype == src->dtype) {
+        SSL__RUN(X_.copy(dst->data, src->data, ssl_dtype_size(src->dtype) * (size_t)n););
+        return 0;
+    }
+    SSL__TYPED(dst->dtype, TD, SSL__TYPED(src->dtype, TS, {
+        ssl__f_convert<TD, TS> f = {(TD *)dst->data, (const TS *)src->data};
+        SSL__RUN(X_.each(f, n););
+    }););
     return 0;
 }
 
 extern "C" int ssl_cuda_fill(ssl_tensor *t, float value) {
-    SSL__PROF("copy, fill", 4.0 * ssl_tensor_numel(t), 0);
-    ssl__f_fill f = {t->data, value};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(t)););
+    SSL__PROF("copy, fill", ssl__bytes(t), 0);
+    SSL__TYPED(t->dtype, T, {
+        ssl__f_fill<T> f = {(T *)t->data, value};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(t)););
+    });
     return 0;
 }
 
@@ -1003,33 +1070,34 @@ static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride
 }
 static int ssl__cg_is_gemm(const ssl__cg &g) { return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0; }
 
-/* cols[i] for i over nr rows x K: the input value or 0 in the padding */
-struct ssl__f_im2col {
+/* cols[i] for i over nr rows x K: the input value or 0 in the padding
+   (converted to the columns' type) */
+template <class TX, class TC> struct ssl__f_im2col {
     ssl__cg g;
-    const float *x;
-    float *cols;
+    const TX *x;
+    TC *cols;
     int64_t r0;
     SSL_HD void operator()(int64_t i) const {
         int64_t K = g.kh * g.kw * g.ci, r = r0 + i / K, kk = i % K;
         int64_t c = kk % g.ci, kx = kk / g.ci % g.kw, ky = kk / (g.ci * g.kw);
         int64_t n = r / (g.oh * g.ow), oy = r / g.ow % g.oh, ox = r % g.ow;
         int64_t iy = oy * g.stride - g.pad + ky, ix = ox * g.stride - g.pad + kx;
-        cols[i] = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? x[((n * g.h + iy) * g.w + ix) * g.ci + c] : 0.0f;
+        ssl__st(&cols[i], iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? ssl__ld(x[((n * g.h + iy) * g.w + ix) * g.ci + c]) : 0.0f);
     }
 };
 /* The adjoint of im2col as a gather: input element i (from image n0 on)
    adds the dcols entries of block rows [r0, r0+nr) that were copied from
    it, in increasing row order as the CPU's scatter does (ky, kx
-   decreasing), into a running float. */
-struct ssl__f_col2im {
+   decreasing), into a running float (stored once, in dx's type). */
+template <class TC, class TD> struct ssl__f_col2im {
     ssl__cg g;
-    const float *dcols;
-    float *dx;
+    const TC *dcols;
+    TD *dx;
     int64_t r0, nr, first; /* first: index of the first dx element visited */
     SSL_HD void operator()(int64_t t) const {
         int64_t i = first + t, c = i % g.ci, ix = i / g.ci % g.w, iy = i / (g.ci * g.w) % g.h, n = i / (g.ci * g.w * g.h);
         int64_t K = g.kh * g.kw * g.ci;
-        float v = dx[i];
+        float v = ssl__ld(dx[i]);
         for (int64_t ky = g.kh - 1; ky >= 0; ky--) {
             int64_t ty = iy + g.pad - ky;
             if (ty < 0 || ty % g.stride) continue;
@@ -1042,10 +1110,10 @@ struct ssl__f_col2im {
                 if (ox >= g.ow) continue;
                 int64_t r = (n * g.oh + oy) * g.ow + ox;
                 if (r < r0 || r >= r0 + nr) continue;
-                v += dcols[(r - r0) * K + (ky * g.kw + kx) * g.ci + c];
+                v += ssl__ld(dcols[(r - r0) * K + (ky * g.kw + kx) * g.ci + c]);
             }
         }
-        dx[i] = v;
+        ssl__st(&dx[i], v);
     }
 };
 
@@ -1062,70 +1130,113 @@ static int64_t ssl__cg_block(const ssl__cg &g, int emu) {
     return per < rows ? per : rows;
 }
 
-template <class X>
-static void ssl__conv_fwd(const X &x, const ssl__cg &g, const float *xd, const float *wd, const ssl_tensor *b,
-                          float *yd, ssl_buf *scratch) {
-    int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci;
-    float beta;
-    {
-        SSL__PROF("bias (linear, conv)", b && b->data ? 4.0 * rows * g.co : 0, 0);
-        beta = ssl__bias_rows_x(x, yd, rows, g.co, b);
+/* The GEMM's operands are of the activations' type: fp32 weights are used
+   as they are, or rounded into a bf16 copy (one pass over the weights,
+   small beside the activations). */
+template <class X> static const float *ssl__weights_as(const X &, const float *w, int64_t, const float *) { return w; }
+template <class X> static const ssl_bf16 *ssl__weights_as(const X &x, const float *w, int64_t n, const ssl_bf16 *) {
+    SSL__PROF("copy, fill", 6.0 * n, 0);
+    ssl_bf16 *h = (ssl_bf16 *)ssl__tmp(x, SSL__S_W, sizeof(ssl_bf16) * (size_t)n);
+    ssl__f_convert<ssl_bf16, float> f = {h, w};
+    x.each(f, n);
+    return h;
+}
+
+/* y = acc + bias, rounded once into y's type (a bf16 y with a bias: the
+   GEMM's fp32 result goes through acc rather than onto a bias already
+   rounded to bf16) */
+template <class T> struct ssl__f_bias_store {
+    const float *acc, *b;
+    T *y;
+    int64_t c;
+    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], acc[i] + b[i % c]); }
+};
+
+/* y (TC) = conv(x (TX), w): GEMMs on operands of y's type; the input is
+   its own im2col matrix for 1x1 stride-1 convolutions of the same type.
+   Rows in blocks (im2col's buffer, or a bf16 y's fp32 accumulator). */
+template <class X, class TX, class TC>
+static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const float *w32, const ssl_tensor *b, TC *yd,
+                          ssl_buf *scratch) {
+    int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
+    const TC *wd = ssl__weights_as(x, w32, co * k, (const TC *)NULL);
+    int direct = ssl__cg_is_gemm(g) && ssl__same_type<TX, TC>::value; /* x already is the im2col matrix */
+    int via_acc = b && b->data && !ssl__same_type<TC, float>::value;
+    float beta = 0.0f;
+    if (!via_acc) {
+        SSL__PROF("bias (linear, conv)", b && b->data ? (double)sizeof(TC) * rows * co : 0, 0);
+        beta = ssl__bias_rows_x(x, yd, rows, co, b);
     }
-    if (ssl__cg_is_gemm(g)) { /* x already is the im2col matrix */
-        x.gemm("GEMM conv forward", 0, 1, (int)rows, (int)g.co, (int)k, 1.0f, xd, (int)k, wd, (int)k, beta, yd, (int)g.co);
-        return;
+    int64_t per = direct && !via_acc ? rows : ssl__cg_block(g, ssl__emu);
+    TC *cols = NULL;
+    float *acc = NULL;
+    if (!direct) {
+        size_t bytes = sizeof(TC) * (size_t)(per * k);
+        cols = (TC *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes));
     }
-    int64_t per = ssl__cg_block(g, ssl__emu);
-    float *cols = (float *)(scratch ? x.scratch(scratch, sizeof(float) * (size_t)(per * k))
-                                    : ssl__tmp(x, SSL__S_CONV, sizeof(float) * (size_t)(per * k)));
+    if (via_acc) acc = (float *)ssl__tmp(x, SSL__S_ACC, sizeof(float) * (size_t)(per * co));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        {
-            SSL__PROF("im2col", 4.0 * nr * k * (1.0 + 1.0 / (g.kh * g.kw)), 0);
-            ssl__f_im2col f = {g, xd, cols, r0};
+        const TC *A = direct ? (const TC *)(const void *)xd + r0 * k : cols;
+        if (!direct) {
+            SSL__PROF("im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
+            ssl__f_im2col<TX, TC> f = {g, xd, cols, r0};
             x.each(f, nr * k);
         }
-        x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)g.co, (int)k, 1.0f, cols, (int)k, wd, (int)k, beta, yd + r0 * g.co, (int)g.co);
+        if (!via_acc) {
+            x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)co, (int)k, 1.0f, A, (int)k, wd, (int)k, beta, yd + r0 * co, (int)co);
+            continue;
+        }
+        x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)co, (int)k, 1.0f, A, (int)k, wd, (int)k, 0.0f, acc, (int)co);
+        SSL__PROF("bias (linear, conv)", (4.0 + sizeof(TC)) * nr * co, (double)nr * co);
+        ssl__f_bias_store<TC> f = {acc, b->data, yd + r0 * co, co};
+        x.each(f, nr * co);
     }
 }
 
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                        int pad, ssl_tensor *y, ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
-    SSL__RUN(ssl__conv_fwd(X_, g, x->data, w->data, b, y->data, scratch););
+    SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
+        SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w->data, b, (TC *)y->data, scratch););
+    }););
     return 0;
 }
 
-template <class X>
-static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const float *wd, const float *dyd,
-                          float *dxd, int acc, float *dwd, ssl_tensor *db, ssl_buf *scratch) {
+/* dx (TX, x's type) and dw (fp32) from dy (TG): GEMMs on operands of dy's
+   type, fp32 accumulation; dw's GEMM writes fp32 (beta 1). */
+template <class X, class TX, class TG>
+static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const float *w32, const TG *dyd, TX *dxd, int acc,
+                          float *dwd, ssl_tensor *db, ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
     {
-        SSL__PROF("bias (linear, conv)", db && db->data ? 4.0 * rows * co : 0, 0);
+        SSL__PROF("bias (linear, conv)", db && db->data ? (double)sizeof(TG) * rows * co : 0, 0);
         ssl__bias_grad_x(x, dyd, rows, co, db);
     }
-    if (ssl__cg_is_gemm(g)) {
+    const TG *wd = dxd ? ssl__weights_as(x, w32, co * k, (const TG *)NULL) : NULL;
+    if (ssl__cg_is_gemm(g) && ssl__same_type<TX, TG>::value) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
-        x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)rows, 1.0f, dyd, (int)co, xd, (int)k, 1.0f, dwd, (int)k);
+        const TG *xg = (const TG *)(const void *)xd;
+        x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)rows, 1.0f, dyd, (int)co, xg, (int)k, 1.0f, dwd, (int)k);
         if (dxd)
             x.gemm("GEMM conv input grad", 0, 0, (int)rows, (int)k, (int)co, 1.0f, dyd, (int)co, wd, (int)k,
-                   acc ? 1.0f : 0.0f, dxd, (int)k);
+                   acc ? 1.0f : 0.0f, (TG *)(void *)dxd, (int)k);
         return;
     }
     int64_t per = ssl__cg_block(g, ssl__emu);
-    size_t bytes = sizeof(float) * (size_t)(2 * per * k);
-    float *cols = (float *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
+    size_t bytes = sizeof(TG) * (size_t)(2 * per * k);
+    TG *cols = (TG *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
     if (dxd && !acc) {
-        SSL__PROF("copy, fill", 4.0 * g.n * g.h * g.w * g.ci, 0);
-        x.zero(dxd, sizeof(float) * (size_t)(g.n * g.h * g.w * g.ci));
+        SSL__PROF("copy, fill", (double)sizeof(TX) * g.n * g.h * g.w * g.ci, 0);
+        x.zero(dxd, sizeof(TX) * (size_t)(g.n * g.h * g.w * g.ci));
     }
     int64_t img = g.h * g.w * g.ci, opix = g.oh * g.ow;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        const float *dyb = dyd + r0 * co;
+        const TG *dyb = dyd + r0 * co;
         {
-            SSL__PROF("im2col", 4.0 * nr * k * (1.0 + 1.0 / (g.kh * g.kw)), 0);
-            ssl__f_im2col f = {g, xd, cols, r0};
+            SSL__PROF("im2col", (double)nr * k * (sizeof(TG) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
+            ssl__f_im2col<TX, TG> f = {g, xd, cols, r0};
             x.each(f, nr * k);
         }
         x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
@@ -1133,8 +1244,8 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const float *xd, const f
         x.gemm("GEMM conv input grad", 0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
         /* only the images this block's rows come from */
         int64_t n0 = r0 / opix, n1 = (r0 + nr - 1) / opix;
-        SSL__PROF("col2im", 4.0 * (nr * k + 2.0 * (n1 - n0 + 1) * img), (double)nr * k);
-        ssl__f_col2im c2 = {g, dcols, dxd, r0, nr, n0 * img};
+        SSL__PROF("col2im", (double)sizeof(TG) * nr * k + 2.0 * sizeof(TX) * (n1 - n0 + 1) * img, (double)nr * k);
+        ssl__f_col2im<TG, TX> c2 = {g, dcols, dxd, r0, nr, n0 * img};
         x.each(c2, (n1 - n0 + 1) * img);
     }
 }
@@ -1143,8 +1254,10 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
                                         int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
                                         ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
-    SSL__RUN(ssl__conv_bwd(X_, g, x->data, w->data, dy->data, dx ? dx->data : NULL, dx_accumulate, dw->data, db,
-                           scratch););
+    SSL__TYPED(x->dtype, TX, SSL__TYPED(dy->dtype, TG, {
+        SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w->data, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
+                               dx_accumulate, dw->data, db, scratch););
+    }););
     return 0;
 }
 
@@ -1157,22 +1270,24 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
    (deterministic; a different split than the CPU's 32 blocks, so the sums
    can differ in the last bits of a double). */
 enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
-struct ssl__f_bn_part {
+template <class T> struct ssl__f_bn_part {
     int stage;
-    const float *x, *dy, *mean, *invstd;
-    const float *relu_y; /* GRAD: the fused ReLU's mask (NULL: none) */
+    const T *x, *dy;
+    const float *mean, *invstd;
+    const T *relu_y; /* GRAD: the fused ReLU's mask (NULL: none) */
     int64_t rows, c, per;
     double *part;
     SSL_HD void operator()(int64_t t) const {
         int64_t blk = t / c, ch = t % c, r0 = blk * per, r1 = ssl__min64(r0 + per, rows);
-        double s0 = 0, s1 = 0, k = x[r0 * c + ch];
+        double s0 = 0, s1 = 0, k = ssl__ld(x[r0 * c + ch]);
         for (int64_t r = r0; r < r1; r++) {
-            float v = x[r * c + ch];
+            float v = ssl__ld(x[r * c + ch]);
             if (stage == SSL__BNS_MOMENTS) {
                 double d = (double)v - k;
                 s0 += d, s1 += d * d;
             } else {
-                float g = relu_y ? ssl__relu_grad(relu_y[r * c + ch], dy[r * c + ch]) : dy[r * c + ch];
+                float d = ssl__ld(dy[r * c + ch]);
+                float g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[r * c + ch]), d) : d;
                 s0 += g;
                 s1 += (double)g * ((v - mean[ch]) * invstd[ch]);
             }
@@ -1196,9 +1311,9 @@ struct ssl__f_bn_fin {
    channel (Chan et al.), then what the two-pass CPU computes: the mean
    rounded to float, and the sum of squared deviations from that rounded
    mean (M2 + N (mean - mean_f)^2), into sums[ch] for the stats step */
-struct ssl__f_bn_moments {
+template <class T> struct ssl__f_bn_moments {
     const double *part;
-    const float *x;
+    const T *x;
     double *sums;
     float *mean;
     int64_t blocks, rows, c, per;
@@ -1206,13 +1321,13 @@ struct ssl__f_bn_moments {
         double tot = 0;
         for (int64_t b = 0; b < blocks; b++) {
             int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
-            tot += nb * (double)x[r0 * c + ch] + part[(b * 2) * c + ch];
+            tot += nb * (double)ssl__ld(x[r0 * c + ch]) + part[(b * 2) * c + ch];
         }
         double md = tot / rows, m2 = 0;
         for (int64_t b = 0; b < blocks; b++) {
             int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
             double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
-            double mb = x[r0 * c + ch] + S / nb - md;
+            double mb = ssl__ld(x[r0 * c + ch]) + S / nb - md;
             m2 += Q - S * S / nb + nb * mb * mb;
         }
         float mf = (float)md;
@@ -1248,15 +1363,17 @@ struct ssl__f_bn_stats {
     }
 };
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
-struct ssl__f_bn_apply {
-    const float *x, *scale, *shift, *res;
-    float *y;
+template <class T> struct ssl__f_bn_apply {
+    const T *x;
+    const float *scale, *shift;
+    const T *res;
+    T *y;
     int64_t c;
     int relu;
     SSL_HD void operator()(int64_t i) const {
-        float v = ssl__bn_apply(x[i], scale[i % c], shift[i % c]);
-        if (res) v += res[i];
-        y[i] = relu ? ssl__relu(v) : v;
+        float v = ssl__bn_apply(ssl__ld(x[i]), scale[i % c], shift[i % c]);
+        if (res) v += ssl__ld(res[i]);
+        ssl__st(&y[i], relu ? ssl__relu(v) : v);
     }
 };
 struct ssl__f_bn_gradfin {
@@ -1273,14 +1390,15 @@ struct ssl__f_bn_gradfin {
         mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows) : 0.0f;
     }
 };
-struct ssl__f_bn_dx {
-    const float *x, *dy, *relu_y, *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
-    float *dx;
+template <class T> struct ssl__f_bn_dx {
+    const T *x, *dy, *relu_y;
+    const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
+    T *dx;
     int64_t c;
     SSL_HD void operator()(int64_t i) const {
         int64_t k = i % c;
-        float g = relu_y ? ssl__relu_grad(relu_y[i], dy[i]) : dy[i];
-        dx[i] = ssl__bn_grad_input(g, x[i], mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]);
+        float d = ssl__ld(dy[i]), g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[i]), d) : d;
+        ssl__st(&dx[i], ssl__bn_grad_input(g, ssl__ld(x[i]), mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]));
     }
 };
 
@@ -1303,8 +1421,8 @@ template <class A, class B> struct ssl__f_seq {
         b(i);
     }
 };
-template <class X, class T>
-static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sums, const T &then) {
+template <class X, class E, class T>
+static void ssl__bn_sums(const X &x, ssl__f_bn_part<E> f, double *part, double *sums, const T &then) {
     int64_t blocks = (f.rows + f.per - 1) / f.per;
     f.part = part;
     x.each(f, blocks * f.c);
@@ -1312,7 +1430,8 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part f, double *part, double *sum
     x.each(fin, f.c);
 }
 
-template <class X>
+/* T: the activations' element type */
+template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
                         int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
@@ -1325,26 +1444,27 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
                           rows, bn->eps, bn->momentum};
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
-        ssl__f_bn_part f = {SSL__BNS_MOMENTS, xt->data, NULL, NULL, NULL, NULL, rows, c, per, part};
+        const T *xd = (const T *)xt->data;
+        ssl__f_bn_part<T> f = {SSL__BNS_MOMENTS, xd, NULL, NULL, NULL, NULL, rows, c, per, part};
         x.each(f, blocks * c);
-        ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{part, xt->data, sums, mean->data, blocks, rows, c, per}, st};
+        ssl__f_seq<ssl__f_bn_moments<T>, ssl__f_bn_stats> mo = {{part, xd, sums, mean->data, blocks, rows, c, per}, st};
         x.each(mo, c);
     } else {
         x.each(st, c);
     }
-    ssl__f_bn_apply ap = {xt->data, scale, shift, res ? res->data : NULL, y->data, c, relu};
+    ssl__f_bn_apply<T> ap = {(const T *)xt->data, scale, shift, res ? (const T *)res->data : NULL, (T *)y->data, c, relu};
     x.each(ap, rows * c);
 }
 
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd) {
-    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", 4.0 * ssl_tensor_numel(x) * ((training ? 1 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
-    SSL__RUN(ssl__bn_fwd(X_, bn, training, x, residual, relu, y, mean, invstd););
+    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", ssl__bytes(x) * ((training ? 1 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
+    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd);););
     return 0;
 }
 
-template <class X>
+template <class T, class X>
 static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt,
                         const ssl_tensor *relu_y, const ssl_tensor *dy,
                         const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
@@ -1354,14 +1474,14 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c) + sizeof(float) * 3 * (size_t)c);
     double *sums = (double *)mem, *part = sums + 2 * c;
     float *gam = (float *)(part + blocks * 2 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
-    const float *mask = relu_y ? relu_y->data : NULL;
-    ssl__f_bn_part f = {SSL__BNS_GRAD, xt->data, dy->data, mean->data, invstd->data, mask, rows, c, per, NULL};
+    const T *mask = relu_y ? (const T *)relu_y->data : NULL, *xd = (const T *)xt->data, *dyd = (const T *)dy->data;
+    ssl__f_bn_part<T> f = {SSL__BNS_GRAD, xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL};
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
     ssl__bn_sums(x, f, part, sums, gf);
     if (dx && dx->data) {
-        ssl__f_bn_dx fd = {xt->data, dy->data, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, dx->data, c};
+        ssl__f_bn_dx<T> fd = {xd, dyd, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, c};
         x.each(fd, rows * c);
     }
 }
@@ -1370,22 +1490,26 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias) {
-    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", 4.0 * ssl_tensor_numel(x) * (2 + (relu_y != NULL) + (dx && dx->data ? 3 + (relu_y != NULL) : 0)), 10.0 * ssl_tensor_numel(x));
-    SSL__RUN(ssl__bn_bwd(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias););
+    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", ssl__bytes(x) * (2 + (relu_y != NULL) + (dx && dx->data ? 3 + (relu_y != NULL) : 0)), 10.0 * ssl_tensor_numel(x));
+    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias);););
     return 0;
 }
 
 // ---- relu, pools, linear, add ------------------------------------------------------
 extern "C" int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
-    SSL__PROF("ReLU, add", 8.0 * ssl_tensor_numel(x), 0);
-    ssl__f_relu f = {x->data, y->data};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
+    SSL__PROF("ReLU, add", 2.0 * ssl__bytes(x), 0);
+    SSL__TYPED(x->dtype, T, {
+        ssl__f_relu<T> f = {(const T *)x->data, (T *)y->data};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
+    });
     return 0;
 }
 extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
-    SSL__PROF("ReLU, add", 12.0 * ssl_tensor_numel(y), 0);
-    ssl__f_relu_grad f = {y->data, dy->data, dx->data};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
+    SSL__PROF("ReLU, add", 3.0 * ssl__bytes(y), 0);
+    SSL__TYPED(y->dtype, T, {
+        ssl__f_relu_grad<T> f = {(const T *)y->data, (const T *)dy->data, (T *)dx->data};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
+    });
     return 0;
 }
 
@@ -1401,8 +1525,9 @@ static ssl__pg ssl__pg_make(const ssl_tensor *x, const ssl_tensor *y, int k, int
    maximum in window order over the clipped window (padding never wins), the
    window's first pixel if nothing beats -inf. Returns the input pixel index;
    *best gets its value. */
-static inline SSL_HD int64_t ssl__pool_winner(const ssl__pg &g, const float *x, int64_t n, int64_t oy, int64_t ox,
-                                              int64_t ch, float *best) {
+template <class T>
+static inline SSL_HD int64_t ssl__pool_winner(const ssl__pg &g, const T *x, int64_t n, int64_t oy, int64_t ox, int64_t ch,
+                                              float *best) {
     int64_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad, y1 = y0 + g.k, x1 = x0 + g.k;
     if (y0 < 0) y0 = 0;
     if (x0 < 0) x0 = 0;
@@ -1413,29 +1538,29 @@ static inline SSL_HD int64_t ssl__pool_winner(const ssl__pg &g, const float *x, 
     for (int64_t iy = y0; iy < y1; iy++)
         for (int64_t ix = x0; ix < x1; ix++) {
             int64_t pix = (n * g.h + iy) * g.w + ix;
-            float v = x[pix * g.c + ch];
+            float v = ssl__ld(x[pix * g.c + ch]);
             if (ssl__pool_takes(b, v)) b = v, arg = pix;
         }
     *best = b;
     return arg;
 }
-struct ssl__f_maxpool {
+template <class T> struct ssl__f_maxpool {
     ssl__pg g;
-    const float *x;
-    float *y;
+    const T *x;
+    T *y;
     SSL_HD void operator()(int64_t i) const {
         int64_t ch = i % g.c, o = i / g.c, ox = o % g.ow, oy = o / g.ow % g.oh, n = o / (g.ow * g.oh);
         float b;
         ssl__pool_winner(g, x, n, oy, ox, ch, &b);
-        y[i] = b;
+        ssl__st(&y[i], b);
     }
 };
 /* dx element i gathers dy of every window whose winner it is, in output
    order (the order of the CPU's scatter) */
-struct ssl__f_maxpool_back {
+template <class T> struct ssl__f_maxpool_back {
     ssl__pg g;
-    const float *x, *dy;
-    float *dx;
+    const T *x, *dy;
+    T *dx;
     SSL_HD void operator()(int64_t i) const {
         int64_t ch = i % g.c, pix = i / g.c, ix = pix % g.w, iy = pix / g.w % g.h, n = pix / (g.w * g.h);
         int64_t ly = iy + g.pad - g.k + 1, lx = ix + g.pad - g.k + 1;
@@ -1445,53 +1570,61 @@ struct ssl__f_maxpool_back {
         for (int64_t oy = oy0; oy <= oy1; oy++)
             for (int64_t ox = ox0; ox <= ox1; ox++) {
                 float b;
-                if (ssl__pool_winner(g, x, n, oy, ox, ch, &b) == pix) v += dy[((n * g.oh + oy) * g.ow + ox) * g.c + ch];
+                if (ssl__pool_winner(g, x, n, oy, ox, ch, &b) == pix) v += ssl__ld(dy[((n * g.oh + oy) * g.ow + ox) * g.c + ch]);
             }
-        dx[i] = v;
+        ssl__st(&dx[i], v);
     }
 };
 extern "C" int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
-    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(x) + ssl_tensor_numel(y)), 0);
-    ssl__f_maxpool f = {ssl__pg_make(x, y, k, stride, pad), x->data, y->data};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
+    SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y), 0);
+    SSL__TYPED(x->dtype, T, {
+        ssl__f_maxpool<T> f = {ssl__pg_make(x, y, k, stride, pad), (const T *)x->data, (T *)y->data};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
+    });
     return 0;
 }
 extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                            ssl_tensor *dx) {
-    SSL__PROF("pooling", 4.0 * (2 * ssl_tensor_numel(x) + ssl_tensor_numel(dy)), 0);
-    ssl__f_maxpool_back f = {ssl__pg_make(x, dy, k, stride, pad), x->data, dy->data, dx->data};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
+    SSL__PROF("pooling", 2.0 * ssl__bytes(x) + ssl__bytes(dy), 0);
+    SSL__TYPED(x->dtype, T, {
+        ssl__f_maxpool_back<T> f = {ssl__pg_make(x, dy, k, stride, pad), (const T *)x->data, (const T *)dy->data, (T *)dx->data};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
+    });
     return 0;
 }
 
 /* (n, c) per thread: a float running sum in pixel order, as the CPU */
-struct ssl__f_avgpool {
-    const float *x;
-    float *y;
+template <class TX, class TY> struct ssl__f_avgpool {
+    const TX *x;
+    TY *y;
     int64_t hw, c;
     SSL_HD void operator()(int64_t i) const {
         int64_t b = i / c, ch = i % c;
         float s = 0.0f;
-        for (int64_t p = 0; p < hw; p++) s += x[(b * hw + p) * c + ch];
-        y[i] = s / (float)hw;
+        for (int64_t p = 0; p < hw; p++) s += ssl__ld(x[(b * hw + p) * c + ch]);
+        ssl__st(&y[i], s / (float)hw);
     }
 };
-struct ssl__f_avgpool_back {
-    const float *dy;
-    float *dx;
+template <class TY, class TX> struct ssl__f_avgpool_back {
+    const TY *dy;
+    TX *dx;
     int64_t hw, c;
-    SSL_HD void operator()(int64_t i) const { dx[i] = dy[i / (hw * c) * c + i % c] / (float)hw; }
+    SSL_HD void operator()(int64_t i) const { ssl__st(&dx[i], ssl__ld(dy[i / (hw * c) * c + i % c]) / (float)hw); }
 };
 extern "C" int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
-    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(x) + ssl_tensor_numel(y)), 0);
-    ssl__f_avgpool f = {x->data, y->data, x->dim[1] * x->dim[2], x->dim[3]};
-    SSL__RUN(X_.each(f, x->dim[0] * x->dim[3]););
+    SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y), 0);
+    SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TY, {
+        ssl__f_avgpool<TX, TY> f = {(const TX *)x->data, (TY *)y->data, x->dim[1] * x->dim[2], x->dim[3]};
+        SSL__RUN(X_.each(f, x->dim[0] * x->dim[3]););
+    }););
     return 0;
 }
 extern "C" int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
-    SSL__PROF("pooling", 4.0 * (ssl_tensor_numel(dx) + ssl_tensor_numel(dy)), 0);
-    ssl__f_avgpool_back f = {dy->data, dx->data, dx->dim[1] * dx->dim[2], dx->dim[3]};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(dx)););
+    SSL__PROF("pooling", ssl__bytes(dx) + ssl__bytes(dy), 0);
+    SSL__TYPED(dy->dtype, TY, SSL__TYPED(dx->dtype, TX, {
+        ssl__f_avgpool_back<TY, TX> f = {(const TY *)dy->data, (TX *)dx->data, dx->dim[1] * dx->dim[2], dx->dim[3]};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(dx)););
+    }););
     return 0;
 }
 
@@ -1519,14 +1652,16 @@ extern "C" int ssl_cuda_linear_backward(const ssl_tensor *x, const ssl_tensor *w
 }
 
 extern "C" int ssl_cuda_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
-    SSL__PROF("ReLU, add", 12.0 * ssl_tensor_numel(a), (double)ssl_tensor_numel(a));
-    ssl__f_add f = {a->data, b->data, y->data};
-    SSL__RUN(X_.each(f, ssl_tensor_numel(a)););
+    SSL__PROF("ReLU, add", 3.0 * ssl__bytes(a), (double)ssl_tensor_numel(a));
+    SSL__TYPED(a->dtype, T, {
+        ssl__f_add<T> f = {(const T *)a->data, (const T *)b->data, (T *)y->data};
+        SSL__RUN(X_.each(f, ssl_tensor_numel(a)););
+    });
     return 0;
 }
 extern "C" int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db) {
-    SSL__PROF("ReLU, add", 4.0 * ssl_tensor_numel(dy) * (1 + (da && da->data) + (db && db->data)), 0);
-    size_t bytes = sizeof(float) * (size_t)ssl_tensor_numel(dy);
+    SSL__PROF("ReLU, add", ssl__bytes(dy) * (1 + (da && da->data) + (db && db->data)), 0);
+    size_t bytes = (size_t)ssl__bytes(dy);
     SSL__RUN({
         if (da && da->data) X_.copy(da->data, dy->data, bytes);
         if (db && db->data) X_.copy(db->data, dy->data, bytes);

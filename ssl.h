@@ -932,11 +932,38 @@ SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, 
 
 typedef enum { SSL_DEV_CPU = 0, SSL_DEV_CUDA = 1 } ssl_device;
 
+/* Element types of tensors (ssl_dtype): SSL_F32 everywhere on the CPU
+   (the reference) and for parameters, gradients of parameters, statistics
+   and losses; on the GPU the backbone's activations and their gradients
+   can be SSL_BF16 (the model stores them so when ssl_cuda_precision() is
+   bf16): the conv, batch norm, ReLU, pooling, add, copy and fill ops take
+   them, compute in fp32 and round once when they store. Other ops refuse
+   them. */
+/* bf16: the top 16 bits of an IEEE fp32 (8 exponent bits, 7 mantissa). */
+typedef struct { uint16_t bits; } ssl_bf16;
+static inline SSL_HD float ssl_bf16_to_float(ssl_bf16 h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h.bits << 16;
+    return v.f;
+}
+/* Round to nearest, ties to even (as cuda_bf16.h's __float2bfloat16_rn);
+   NaN stays a (quiet) NaN, infinities stay infinite. */
+static inline SSL_HD ssl_bf16 ssl_bf16_from_float(float f) {
+    union { uint32_t u; float f; } v;
+    v.f = f;
+    ssl_bf16 h;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) h.bits = (uint16_t)((v.u >> 16) | 0x40u);
+    else h.bits = (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+    return h;
+}
+
 typedef struct {
-    float *data;    /* host memory on SSL_DEV_CPU, device memory on SSL_DEV_CUDA */
+    float *data;    /* host memory on SSL_DEV_CPU, device memory on SSL_DEV_CUDA;
+                       for SSL_BF16 it addresses 2-byte elements (cast it) */
     int64_t dim[4]; /* NHWC activations; {rows, cols} matrices; {n} vectors */
     int ndim;       /* 1..4 */
     int device;     /* ssl_device */
+    int dtype;      /* SSL_F32 unless made otherwise, or SSL_BF16 */
 } ssl_tensor;
 
 static inline ssl_tensor ssl_tensor_make(float *data, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
@@ -945,6 +972,7 @@ static inline ssl_tensor ssl_tensor_make(float *data, int ndim, int64_t d0, int6
     t.ndim = ndim;
     t.dim[0] = d0; t.dim[1] = d1; t.dim[2] = d2; t.dim[3] = d3;
     t.device = SSL_DEV_CPU;
+    t.dtype = SSL_F32;
     return t;
 }
 static inline ssl_tensor ssl_tensor_vec(float *data, int64_t n) { return ssl_tensor_make(data, 1, n, 1, 1, 1); }
@@ -956,6 +984,8 @@ static inline ssl_tensor ssl_tensor_nhwc(float *data, int64_t n, int64_t h, int6
 }
 /* The same view, marked as living on `device`. */
 static inline ssl_tensor ssl_tensor_on(ssl_tensor t, int device) { t.device = device; return t; }
+/* The same view, its memory read as elements of `dtype`. */
+static inline ssl_tensor ssl_tensor_as(ssl_tensor t, int dtype) { t.dtype = dtype; return t; }
 static inline int64_t ssl_tensor_numel(const ssl_tensor *t) {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->dim[i];
@@ -967,8 +997,9 @@ static inline int64_t ssl_tensor_rows(const ssl_tensor *t) { return ssl_tensor_n
 /* Rows [start, start+count) of a tensor read as a matrix, as a matrix view. */
 static inline ssl_tensor ssl_tensor_row_slice(const ssl_tensor *t, int64_t start, int64_t count) {
     int64_t c = ssl_tensor_cols(t);
-    ssl_tensor s = ssl_tensor_mat(t->data + start * c, count, c);
+    ssl_tensor s = ssl_tensor_mat((float *)((char *)t->data + (size_t)(start * c) * ssl_dtype_size(t->dtype)), count, c);
     s.device = t->device;
+    s.dtype = t->dtype;
     return s;
 }
 /* "[2,9,7,5]" into buf; returns buf. */
@@ -1238,7 +1269,11 @@ static inline int ssl_param_decays(const ssl_param *p) { return p->kind == SSL_P
    re-plan). A slot holds one forward pass kept for its backward: the
    trainer uses two, one per view, so each view has its own BN batch
    statistics as in the VICReg/Barlow/BYOL reference code. Three gradient
-   buffers of the largest activation's size are shared by all slots. */
+   buffers of the largest activation's size are shared by all slots.
+   On the GPU with bf16 precision (ssl_cuda_precision()) the backbone's
+   activations and their gradients are stored as bf16, the rest (input,
+   features, heads, BN statistics) as fp32; the plan follows a change of
+   precision. */
 #define SSL_MODEL_MAX_SLOTS 4
 typedef struct {
     int depth;              /* 18, 34 or 50 */
@@ -1262,9 +1297,12 @@ typedef struct {
     int bn, relu;             /* followed by batch norm / ReLU */
     int w, b, gamma, beta, rmean, rvar; /* parameter indices, -1: none */
     /* planned: input offset in the slot (-1: the model's input), sizes,
-       and the offsets of the layer's outputs and BN statistics */
+       and the offsets of the layer's outputs and BN statistics, in bytes;
+       the element types of its input and of its outputs (and of the
+       gradients of both) */
     int64_t x, h, wd, oh, ow;
     int64_t y, ybn, mean, invstd;
+    int xdtype, dtype;
 } ssl_layer;
 typedef struct { int first, count, down; } ssl_block; /* layers [first, first+count); down: -1 = identity */
 
@@ -1278,10 +1316,10 @@ typedef struct {
     int proj_first, proj_count, pred_first, pred_count;
     int feat_dim, out_dim;     /* backbone features; the last head's width */
     /* plan */
-    int n, h, w, slots;
-    int64_t slot_floats, grad_floats, pool, feat; /* pool/feat: offsets */
+    int n, h, w, slots, act_dtype; /* act_dtype: the backbone's activations */
+    int64_t slot_bytes, grad_bytes, pool, feat; /* pool/feat: byte offsets */
     int64_t pool_h, pool_w, last_h, last_w, last_c;
-    float *act, *grads;        /* slots * slot_floats; 3 * grad_floats */
+    char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
     const float *input[SSL_MODEL_MAX_SLOTS];
@@ -4720,20 +4758,43 @@ static int ssl__vec_of(const char *op, const char *name, const ssl_tensor *v, in
 
 /* The device all given tensors share (NULL or data-less ones are skipped),
    or -1 with an error when they mix devices. */
-#define SSL__DEVICE(op, ...)                                           \
-    ssl__device(op, (const ssl_tensor *const[]){__VA_ARGS__},          \
+/* The device of an op's tensors (NULL or empty ones skipped), or -1 with
+   an error: mixed devices, or a bf16 tensor where the op takes fp32 only
+   (SSL__DEVICE) or on the CPU (SSL__DEVICE_BF16: the GPU's layer ops). */
+#define SSL__DEVICE(op, ...) SSL__DEVICE_(op, 0, __VA_ARGS__)
+#define SSL__DEVICE_BF16(op, ...) SSL__DEVICE_(op, 1, __VA_ARGS__)
+#define SSL__DEVICE_(op, bf16, ...)                                    \
+    ssl__device(op, bf16, (const ssl_tensor *const[]){__VA_ARGS__},    \
                 sizeof((const ssl_tensor *const[]){__VA_ARGS__}) / sizeof(const ssl_tensor *))
-static int ssl__device(const char *op, const ssl_tensor *const *ts, size_t n) {
-    int dev = -1, mixed = 0;
+static int ssl__device(const char *op, int bf16_ok, const ssl_tensor *const *ts, size_t n) {
+    int dev = -1, mixed = 0, bf16 = 0;
     for (size_t i = 0; i < n; i++) {
         const ssl_tensor *t = ts[i];
         if (!t || !t->data) continue;
         if (dev >= 0 && t->device != dev) mixed = 1;
         if (dev < 0) dev = t->device;
+        if (t->dtype != SSL_F32 && t->dtype != SSL_BF16) return ssl__fail("%s: unknown element type %d", op, t->dtype);
+        bf16 |= t->dtype == SSL_BF16;
     }
     if (mixed) return ssl__fail("%s: tensors on different devices (CPU and GPU) in one call", op);
     if (dev != SSL_DEV_CPU && dev != SSL_DEV_CUDA && dev >= 0) return ssl__fail("%s: unknown device %d", op, dev);
+    if (bf16 && !bf16_ok) return ssl__fail("%s: takes fp32 tensors only (bf16 is for the GPU's layer ops)", op);
+    if (bf16 && dev != SSL_DEV_CUDA) return ssl__fail("%s: bf16 tensors are GPU storage; the CPU computes in fp32", op);
     return dev < 0 ? SSL_DEV_CPU : dev;
+}
+/* -1 with an error unless every tensor given (NULL or empty skipped) has
+   the first one's element type */
+#define SSL__SAME_DTYPE(op, ...)                                        \
+    ssl__same_dtype(op, (const ssl_tensor *const[]){__VA_ARGS__},       \
+                    sizeof((const ssl_tensor *const[]){__VA_ARGS__}) / sizeof(const ssl_tensor *))
+static int ssl__same_dtype(const char *op, const ssl_tensor *const *ts, size_t n) {
+    int dt = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!ts[i] || !ts[i]->data) continue;
+        if (dt >= 0 && ts[i]->dtype != dt) return ssl__fail("%s: activations of different element types (fp32 and bf16)", op);
+        dt = ts[i]->dtype;
+    }
+    return 0;
 }
 #ifndef SSL_CUDA
 static int ssl__no_cuda(const char *op) {
@@ -4820,7 +4881,7 @@ SSLDEF int ssl_matmul(int ta, int tb, float alpha, const ssl_tensor *A, const ss
 /* ---- primitives ---- */
 SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src) {
     if (ssl__same_numel(__func__, "dst", dst, "src", src)) return -1;
-    int dev = SSL__DEVICE(__func__, dst, src);
+    int dev = SSL__DEVICE_BF16(__func__, dst, src);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_copy(dst, src));
     if (dst->data != src->data) memmove(dst->data, src->data, sizeof(float) * (size_t)ssl_tensor_numel(src));
@@ -4828,7 +4889,7 @@ SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src) {
 }
 
 SSLDEF int ssl_fill(ssl_tensor *t, float value) {
-    int dev = SSL__DEVICE(__func__, t);
+    int dev = SSL__DEVICE_BF16(__func__, t);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_fill(t, value));
     int64_t n = ssl_tensor_numel(t);
@@ -5134,7 +5195,8 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
                               ssl_tensor *y, ssl_buf *scratch) {
     ssl__conv g;
     if (ssl__conv_check(__func__, x, w, b, y, "y", stride, pad, &g)) return -1;
-    int dev = SSL__DEVICE(__func__, x, w, b, y);
+    if (SSL__DEVICE(__func__, w, b) < 0) return -1; /* fp32 parameters */
+    int dev = SSL__DEVICE_BF16(__func__, x, w, b, y);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g);
@@ -5164,7 +5226,8 @@ SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, cons
     if (ssl__conv_check(__func__, x, w, db, dy, "dy", stride, pad, &g) ||
         ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
         return -1;
-    int dev = SSL__DEVICE(__func__, x, w, dy, dx, dw, db);
+    if (SSL__DEVICE(__func__, w, dw, db) < 0 || SSL__SAME_DTYPE(__func__, x, dx)) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, w, dy, dx, dw, db);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g), co = g.co;
@@ -5309,7 +5372,10 @@ SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_
     int tracked = bn->running_mean.data && bn->running_var.data;
     if (training && rows < 2) return ssl__bad_shapes(__func__, "training needs more than one value per channel", "x", x, NULL, NULL);
     if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", __func__);
-    int dev = SSL__DEVICE(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual);
+    if (SSL__DEVICE(__func__, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var) < 0 ||
+        SSL__SAME_DTYPE(__func__, x, y, residual))
+        return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd));
     double *sums;
@@ -5364,7 +5430,9 @@ SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, con
         (relu_y && ssl__same_shape(__func__, "x", x, "relu_y", relu_y)) ||
         ssl__vec_of(__func__, "dweight", dweight, c) || ssl__vec_of(__func__, "dbias", dbias, c))
         return -1;
-    int dev = SSL__DEVICE(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y);
+    if (SSL__DEVICE(__func__, mean, invstd, dweight, dbias, &bn->weight) < 0 || SSL__SAME_DTYPE(__func__, x, dy, dx, relu_y))
+        return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias));
     double *sums;
@@ -5399,8 +5467,8 @@ SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, con
 /* ---- relu ---- */
 SSLDEF int ssl_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
     if (ssl__same_shape(__func__, "x", x, "y", y)) return -1;
-    int dev = SSL__DEVICE(__func__, x, y);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, y);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, x, y)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_relu_forward(x, y));
     int64_t n = ssl_tensor_numel(x);
     for (int64_t i = 0; i < n; i++) y->data[i] = ssl__relu(x->data[i]);
@@ -5409,8 +5477,8 @@ SSLDEF int ssl_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
 
 SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
     if (ssl__same_shape(__func__, "y", y, "dy", dy) || ssl__same_shape(__func__, "y", y, "dx", dx)) return -1;
-    int dev = SSL__DEVICE(__func__, y, dy, dx);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, y, dy, dx);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, y, dy, dx)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_relu_backward(y, dy, dx));
     int64_t n = ssl_tensor_numel(y);
     for (int64_t i = 0; i < n; i++) dx->data[i] = ssl__relu_grad(y->data[i], dy->data[i]);
@@ -5449,8 +5517,8 @@ static int64_t ssl__pool_window(const ssl_tensor *x, const ssl_tensor *y, int k,
 
 SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
     if (ssl__pool_check(__func__, x, y, "y", k, stride, pad)) return -1;
-    int dev = SSL__DEVICE(__func__, x, y);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, y);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, x, y)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_maxpool2d_forward(x, k, stride, pad, y));
     int64_t h = x->dim[1], w = x->dim[2], c = x->dim[3], outs = y->dim[0] * y->dim[1] * y->dim[2];
     for (int64_t o = 0; o < outs; o++) {
@@ -5469,8 +5537,8 @@ SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad
 SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                   ssl_tensor *dx) {
     if (ssl__pool_check(__func__, x, dy, "dy", k, stride, pad) || ssl__same_shape(__func__, "x", x, "dx", dx)) return -1;
-    int dev = SSL__DEVICE(__func__, x, dy, dx);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, x, dy, dx);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, x, dy, dx)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_maxpool2d_backward(x, dy, k, stride, pad, dx));
     /* the forward's scan again, remembering where each winner is */
     int64_t h = x->dim[1], w = x->dim[2], c = x->dim[3], outs = dy->dim[0] * dy->dim[1] * dy->dim[2];
@@ -5504,7 +5572,7 @@ static int ssl__avgpool_check(const char *op, const ssl_tensor *x, const char *x
 
 SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
     if (ssl__avgpool_check(__func__, x, "x", y, "y")) return -1;
-    int dev = SSL__DEVICE(__func__, x, y);
+    int dev = SSL__DEVICE_BF16(__func__, x, y);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_avgpool_forward(x, y));
     int64_t n = x->dim[0], hw = x->dim[1] * x->dim[2], c = x->dim[3];
@@ -5520,7 +5588,7 @@ SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
 
 SSLDEF int ssl_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
     if (ssl__avgpool_check(__func__, dx, "dx", dy, "dy")) return -1;
-    int dev = SSL__DEVICE(__func__, dy, dx);
+    int dev = SSL__DEVICE_BF16(__func__, dy, dx);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_avgpool_backward(dy, dx));
     int64_t n = dx->dim[0], hw = dx->dim[1] * dx->dim[2], c = dx->dim[3];
@@ -5575,8 +5643,8 @@ SSLDEF int ssl_linear_backward(const ssl_tensor *x, const ssl_tensor *w, const s
 /* ---- residual add ---- */
 SSLDEF int ssl_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
     if (ssl__same_shape(__func__, "a", a, "b", b) || ssl__same_shape(__func__, "a", a, "y", y)) return -1;
-    int dev = SSL__DEVICE(__func__, a, b, y);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, a, b, y);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, a, b, y)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_add(a, b, y));
     int64_t n = ssl_tensor_numel(a);
     for (int64_t i = 0; i < n; i++) y->data[i] = a->data[i] + b->data[i];
@@ -5586,8 +5654,8 @@ SSLDEF int ssl_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
 SSLDEF int ssl_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db) {
     if ((da && ssl__same_shape(__func__, "dy", dy, "da", da)) || (db && ssl__same_shape(__func__, "dy", dy, "db", db)))
         return -1;
-    int dev = SSL__DEVICE(__func__, dy, da, db);
-    if (dev < 0) return -1;
+    int dev = SSL__DEVICE_BF16(__func__, dy, da, db);
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, dy, da, db)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_add_backward(dy, da, db));
     if (da) ssl_copy(da, dy);
     if (db) ssl_copy(db, dy);
@@ -5872,13 +5940,13 @@ SSLDEF int ssl_model_to_device(ssl_model *m) {
 }
 
 /* activation memory on the model's device */
-static float *ssl__model_alloc(const ssl_model *m, size_t bytes, const char *what) {
+static char *ssl__model_alloc(const ssl_model *m, size_t bytes, const char *what) {
 #ifdef SSL_CUDA
-    if (m->dev) return (float *)ssl_cuda_malloc(bytes, what);
+    if (m->dev) return (char *)ssl_cuda_malloc(bytes, what);
 #endif
-    return (float *)ssl_malloc(bytes, what);
+    return (char *)ssl_malloc(bytes, what);
 }
-static void ssl__model_release(const ssl_model *m, float *p) {
+static void ssl__model_release(const ssl_model *m, char *p) {
 #ifdef SSL_CUDA
     if (m->dev) { ssl_cuda_free(p); return; }
 #endif
@@ -5892,44 +5960,60 @@ SSLDEF int64_t ssl_model_num_weights(const ssl_model *m) {
     return n;
 }
 
-static int64_t ssl__plan_take(int64_t *off, int64_t n) {
+/* n elements of `dtype` at byte offset *off (aligned to 256 bytes) */
+static int64_t ssl__plan_take(int64_t *off, int64_t n, int dtype) {
     int64_t o = *off;
-    *off += (n + 15) / 16 * 16;
+    *off += ((int64_t)ssl_dtype_size(dtype) * n + 255) / 256 * 256;
     return o;
 }
 
-/* Sizes and offsets of one layer whose input (offset x) is h x w. */
-static void ssl__plan_layer(ssl_model *m, ssl_layer *L, int64_t x, int64_t h, int64_t w, int64_t *off, int64_t *maxact) {
+/* Sizes and offsets of one layer whose input (offset x, of type xdtype) is
+   h x w; its outputs of type dtype. maxact: the largest activation, bytes. */
+static void ssl__plan_layer(ssl_model *m, ssl_layer *L, int64_t x, int xdtype, int dtype, int64_t h, int64_t w,
+                            int64_t *off, int64_t *maxact) {
     L->x = x, L->h = h, L->wd = w;
+    L->xdtype = xdtype, L->dtype = dtype;
     L->oh = L->type == SSL_LAYER_CONV ? ssl_conv_out_size(h, L->k, L->stride, L->pad) : 1;
     L->ow = L->type == SSL_LAYER_CONV ? ssl_conv_out_size(w, L->k, L->stride, L->pad) : 1;
     int64_t n = (int64_t)m->n * L->oh * L->ow * L->cout;
-    L->y = ssl__plan_take(off, n);
+    L->y = ssl__plan_take(off, n, dtype);
     if (L->bn) {
-        L->ybn = ssl__plan_take(off, n);
-        L->mean = ssl__plan_take(off, L->cout);
-        L->invstd = ssl__plan_take(off, L->cout);
+        L->ybn = ssl__plan_take(off, n, dtype);
+        L->mean = ssl__plan_take(off, L->cout, SSL_F32);
+        L->invstd = ssl__plan_take(off, L->cout, SSL_F32);
     } else {
         L->ybn = L->y;
     }
-    if (n > *maxact) *maxact = n;
+    int64_t bytes = n * (int64_t)ssl_dtype_size(dtype);
+    if (bytes > *maxact) *maxact = bytes;
+}
+/* bf16 storage of the backbone: on the GPU at bf16 precision */
+static int ssl__model_act_dtype(const ssl_model *m) {
+#ifdef SSL_CUDA
+    if (m->dev == SSL_DEV_CUDA && ssl_cuda_precision()) return SSL_BF16;
+#endif
+    (void)m;
+    return SSL_F32;
 }
 
 SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     if (n < 1 || h < 1 || w < 1 || slots < 1 || slots > SSL_MODEL_MAX_SLOTS)
         return ssl__fail("model plan: batch %d, %dx%d, %d slots (1..%d) is not a valid size", n, h, w, slots,
                          SSL_MODEL_MAX_SLOTS);
-    if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots) return 0;
-    m->n = n, m->h = h, m->w = w, m->slots = slots;
+    int dt = ssl__model_act_dtype(m);
+    if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt) return 0;
+    m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt;
     m->plans++;
     int64_t off = 0, maxact = 0;
     ssl_layer *S = &m->layers[m->stem];
-    ssl__plan_layer(m, S, -1, h, w, &off, &maxact);
+    ssl__plan_layer(m, S, -1, SSL_F32, dt, h, w, &off, &maxact);
     if (S->oh < 1 || S->ow < 1) return ssl__fail("model plan: input %dx%d is too small for the stem", h, w);
     int64_t cur = S->ybn, ch = S->oh, cw = S->ow;
     if (m->maxpool) {
         m->pool_h = ssl_conv_out_size(ch, 3, 2, 1), m->pool_w = ssl_conv_out_size(cw, 3, 2, 1);
-        m->pool = ssl__plan_take(&off, (int64_t)n * m->pool_h * m->pool_w * S->cout);
+        int64_t pn = (int64_t)n * m->pool_h * m->pool_w * S->cout;
+        m->pool = ssl__plan_take(&off, pn, dt);
+        if (pn * (int64_t)ssl_dtype_size(dt) > maxact) maxact = pn * (int64_t)ssl_dtype_size(dt);
         cur = m->pool, ch = m->pool_h, cw = m->pool_w;
     }
     for (int b = 0; b < m->nblocks; b++) {
@@ -5937,31 +6021,30 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         int64_t in = cur, ih = ch, iw = cw;
         for (int j = 0; j < B->count; j++) {
             ssl_layer *L = &m->layers[B->first + j];
-            ssl__plan_layer(m, L, cur, ch, cw, &off, &maxact);
+            ssl__plan_layer(m, L, cur, dt, dt, ch, cw, &off, &maxact);
             cur = L->ybn, ch = L->oh, cw = L->ow;
         }
-        if (B->down >= 0) ssl__plan_layer(m, &m->layers[B->down], in, ih, iw, &off, &maxact);
+        if (B->down >= 0) ssl__plan_layer(m, &m->layers[B->down], in, dt, dt, ih, iw, &off, &maxact);
         if (ch < 1 || cw < 1) return ssl__fail("model plan: input %dx%d is too small for this ResNet", h, w);
     }
     m->last_h = ch, m->last_w = cw, m->last_c = m->feat_dim;
-    m->feat = ssl__plan_take(&off, (int64_t)n * m->feat_dim);
+    m->feat = ssl__plan_take(&off, (int64_t)n * m->feat_dim, SSL_F32);
     cur = m->feat;
     for (int i = m->proj_first; i < m->pred_first + m->pred_count; i++) {
-        ssl__plan_layer(m, &m->layers[i], cur, 1, 1, &off, &maxact);
+        ssl__plan_layer(m, &m->layers[i], cur, SSL_F32, SSL_F32, 1, 1, &off, &maxact);
         cur = m->layers[i].ybn;
     }
-    if (maxact < (int64_t)n * m->feat_dim) maxact = (int64_t)n * m->feat_dim;
-    if (m->maxpool && maxact < (int64_t)n * m->pool_h * m->pool_w * S->cout) maxact = (int64_t)n * m->pool_h * m->pool_w * S->cout;
-    m->slot_floats = off;
-    m->grad_floats = (maxact + 15) / 16 * 16;
-    size_t need = sizeof(float) * (size_t)(off * slots);
+    if (maxact < 4 * (int64_t)n * m->feat_dim) maxact = 4 * (int64_t)n * m->feat_dim;
+    m->slot_bytes = off;
+    m->grad_bytes = (maxact + 255) / 256 * 256;
+    size_t need = (size_t)(off * slots);
     if (need > m->act_cap) {
         ssl__model_release(m, m->act);
         m->act = ssl__model_alloc(m, need, "activations");
         m->act_cap = need;
         m->allocs++;
     }
-    need = sizeof(float) * (size_t)(3 * m->grad_floats);
+    need = (size_t)(3 * m->grad_bytes);
     if (need > m->grads_cap) {
         ssl__model_release(m, m->grads);
         m->grads = ssl__model_alloc(m, need, "activation gradients");
@@ -5971,14 +6054,16 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     return 0;
 }
 
-static float *ssl__act_slot(const ssl_model *m, int slot) { return m->act + (int64_t)slot * m->slot_floats; }
-/* Tensors of the model live on its device. */
-static ssl_tensor ssl__mvec(const ssl_model *m, float *d, int64_t n) { return ssl_tensor_on(ssl_tensor_vec(d, n), m->dev); }
-static ssl_tensor ssl__mmat(const ssl_model *m, float *d, int64_t r, int64_t c) {
-    return ssl_tensor_on(ssl_tensor_mat(d, r, c), m->dev);
+static char *ssl__act_slot(const ssl_model *m, int slot) { return m->act + (int64_t)slot * m->slot_bytes; }
+/* Tensors of the model live on its device (fp32 unless typed). */
+static ssl_tensor ssl__mvec(const ssl_model *m, void *d, int64_t n) {
+    return ssl_tensor_on(ssl_tensor_vec((float *)d, n), m->dev);
 }
-static ssl_tensor ssl__mnhwc(const ssl_model *m, float *d, int64_t n, int64_t h, int64_t w, int64_t c) {
-    return ssl_tensor_on(ssl_tensor_nhwc(d, n, h, w, c), m->dev);
+static ssl_tensor ssl__mmat(const ssl_model *m, void *d, int64_t r, int64_t c) {
+    return ssl_tensor_on(ssl_tensor_mat((float *)d, r, c), m->dev);
+}
+static ssl_tensor ssl__mnhwc(const ssl_model *m, int dtype, void *d, int64_t n, int64_t h, int64_t w, int64_t c) {
+    return ssl_tensor_as(ssl_tensor_on(ssl_tensor_nhwc((float *)d, n, h, w, c), m->dev), dtype);
 }
 static ssl_tensor ssl__pvec(const ssl_model *m, int i) {
     return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl__mvec(m, ssl_param_data(&m->params, i), m->params.p[i].numel);
@@ -5987,16 +6072,18 @@ static ssl_tensor ssl__gvec(const ssl_model *m, int i) {
     return i < 0 ? ssl_tensor_vec(NULL, 0) : ssl__mvec(m, ssl_param_grad(&m->params, i), m->params.p[i].numel);
 }
 /* A layer's input, output (before BN) and weight as tensors. */
-static ssl_tensor ssl__layer_x(const ssl_model *m, const ssl_layer *L, int slot, float *data) {
-    if (!data) data = L->x < 0 ? (float *)m->input[slot] : ssl__act_slot(m, slot) + L->x;
-    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, data, m->n, L->h, L->wd, L->cin) : ssl__mmat(m, data, m->n, L->cin);
+static ssl_tensor ssl__layer_x(const ssl_model *m, const ssl_layer *L, int slot, void *data) {
+    if (!data) data = L->x < 0 ? (void *)m->input[slot] : ssl__act_slot(m, slot) + L->x;
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, L->xdtype, data, m->n, L->h, L->wd, L->cin)
+                                     : ssl_tensor_as(ssl__mmat(m, data, m->n, L->cin), L->xdtype);
 }
-static ssl_tensor ssl__layer_y(const ssl_model *m, const ssl_layer *L, float *data) {
-    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, data, m->n, L->oh, L->ow, L->cout) : ssl__mmat(m, data, m->n, L->cout);
+static ssl_tensor ssl__layer_y(const ssl_model *m, const ssl_layer *L, void *data) {
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, L->dtype, data, m->n, L->oh, L->ow, L->cout)
+                                     : ssl_tensor_as(ssl__mmat(m, data, m->n, L->cout), L->dtype);
 }
 static ssl_tensor ssl__layer_w(const ssl_model *m, const ssl_layer *L, int grad) {
     float *d = grad ? ssl_param_grad(&m->params, L->w) : ssl_param_data(&m->params, L->w);
-    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, d, L->cout, L->k, L->k, L->cin) : ssl__mmat(m, d, L->cout, L->cin);
+    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, SSL_F32, d, L->cout, L->k, L->k, L->cin) : ssl__mmat(m, d, L->cout, L->cin);
 }
 static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     ssl_batchnorm bn = ssl_batchnorm_default();
@@ -6015,7 +6102,7 @@ static int ssl__layer_forward(ssl_model *m, const ssl_layer *L, int slot, int tr
     return ssl__layer_forward_res(m, L, slot, training, NULL);
 }
 static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, int training, const ssl_tensor *res) {
-    float *A = ssl__act_slot(m, slot);
+    char *A = ssl__act_slot(m, slot);
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), y = ssl__layer_y(m, L, A + L->y), w = ssl__layer_w(m, L, 0);
     ssl_tensor b = ssl__pvec(m, L->b);
     int r = L->type == SSL_LAYER_CONV ? ssl_conv2d_forward(&x, &w, L->b >= 0 ? &b : NULL, L->stride, L->pad, &y, &m->scratch)
@@ -6036,12 +6123,12 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
    overwrite it); the BN's input gradient goes to tmp (may be dy); the
    conv/linear's input gradient to dx (NULL: skipped; never dy or tmp),
    added to what dx holds when acc (convolutions only). */
-static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc);
-static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx) {
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc);
+static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx) {
     return ssl__layer_backward_acc(m, L, slot, dy, tmp, dx, 0);
 }
-static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, float *dy, float *tmp, float *dx, int acc) {
-    float *A = ssl__act_slot(m, slot);
+static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc) {
+    char *A = ssl__act_slot(m, slot);
     int training = m->training[slot];
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
     ssl_tensor tdy = ssl__layer_y(m, L, dy), ttmp = ssl__layer_y(m, L, tmp);
@@ -6068,12 +6155,12 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     if (!m->act || slot < 0 || slot >= m->slots) return ssl__fail("model forward: slot %d not planned", slot);
     m->input[slot] = x;
     m->training[slot] = training;
-    float *A = ssl__act_slot(m, slot);
+    char *A = ssl__act_slot(m, slot);
     const ssl_layer *S = &m->layers[m->stem];
     if (ssl__layer_forward(m, S, slot, training)) return -1;
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
     if (m->maxpool) {
-        ssl_tensor pooled = ssl__mnhwc(m, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
+        ssl_tensor pooled = ssl__mnhwc(m, S->dtype, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
         if (ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled)) return -1;
     }
     for (int b = 0; b < m->nblocks; b++) {
@@ -6123,8 +6210,8 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     if (ssl_tensor_numel(dout) != (int64_t)m->n * m->out_dim)
         return ssl__fail("model backward: gradient has %lld values, the output %lld", (long long)ssl_tensor_numel(dout),
                          (long long)m->n * m->out_dim);
-    float *A = ssl__act_slot(m, slot), *G[3];
-    for (int i = 0; i < 3; i++) G[i] = m->grads + i * m->grad_floats;
+    char *A = ssl__act_slot(m, slot), *G[3];
+    for (int i = 0; i < 3; i++) G[i] = m->grads + i * m->grad_bytes;
     /* a: the gradient of the current tensor; the other two are free */
     int a = 0;
     ssl_tensor g0 = ssl__mmat(m, G[a], m->n, m->out_dim), src = *dout;
@@ -6139,7 +6226,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     {
         int o = (a + 1) % 3;
         ssl_tensor df = ssl__mmat(m, G[a], m->n, m->feat_dim),
-                   dl = ssl__mnhwc(m, G[o], m->n, m->last_h, m->last_w, m->last_c);
+                   dl = ssl__mnhwc(m, m->act_dtype, G[o], m->n, m->last_h, m->last_w, m->last_c);
         if (ssl_avgpool_backward(&df, &dl)) return -1;
         a = o;
     }
@@ -6179,7 +6266,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     if (m->maxpool) {
         int o = (a + 1) % 3;
         ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
-        ssl_tensor dy = ssl__mnhwc(m, G[a], m->n, m->pool_h, m->pool_w, S->cout);
+        ssl_tensor dy = ssl__mnhwc(m, S->dtype, G[a], m->n, m->pool_h, m->pool_w, S->cout);
         if (ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx)) return -1;
         a = o;
     }

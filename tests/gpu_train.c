@@ -23,7 +23,10 @@
    losses within 2% and the online weights' update (new - old) within 40% of
    the CPU's in L2 norm: in emulation it is 12-28%, because at batch 8 the
    weight gradients are small differences of large sums (BN's backward);
-   a transposed or misplaced operand gives 100% and more. */
+   a transposed or misplaced operand gives 100% and more. bf16 also stores
+   the backbone's activations and gradients as bf16: the losses within 4%
+   (emulation: 2.7% SimCLR and Barlow, against 1.6% and 1.9% with fp32
+   storage), the update within 40% (13-33%). */
 #include "gpu_common.h"
 #include "model_fixture.h"
 
@@ -147,7 +150,7 @@ GPU_TEST(train_step_matches_cpu) {
 }
 
 GPU_TEST(train_step_bf16_close_to_cpu) {
-    tol_t t = {2e-2, 0.4};
+    tol_t t = {4e-2, 0.4};
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
 

@@ -1,0 +1,354 @@
+/* bf16 storage on the device (issue 6): the layer ops on SSL_BF16 tensors
+   against the CPU reference (fp32) run on the same values.
+
+   The rule under test: a bf16 op computes in fp32 what the CPU computes and
+   rounds once when it stores. So every input is first rounded to bf16 on
+   the host (both sides then hold exactly the same values, weights
+   included: the device rounds fp32 weights to bf16 for its GEMMs), the CPU
+   op runs in fp32, and the device's bf16 result must be within one bf16
+   unit in the last place (2^-7 relative: the rounding itself, or a
+   rounding tipped the other way by an fp32 sum in another order) of the
+   CPU's. Two places round more than once, and say so at their check: a
+   convolution's input gradient through col2im adds K = kh*kw GEMM outputs
+   that were each stored as bf16. fp32 outputs (weight and bias gradients,
+   batch-norm statistics, the average pool's features) are held to the fp32
+   tolerances of gpu_ops.c: their inputs are exact bf16 values. */
+#include "gpu_common.h"
+
+#define ULP (1.0 / 128)                          /* one bf16 ulp, relative */
+#define EW_A(g) G_TOL(g, 1e-7, 1e-6)
+#define EW_R(g) G_TOL(g, 1e-6, 1e-5)
+#define MM_A(g) G_TOL(g, 1e-6, 2e-5)
+#define MM_R(g) G_TOL(g, 1e-5, 1e-4)
+
+static void free_h(ssl_tensor *t) { free(t->data); t->data = NULL; }
+static float r16(float v) { return ssl_bf16_to_float(ssl_bf16_from_float(v)); }
+/* the host tensor's values rounded to bf16, in place */
+static ssl_tensor round_h(ssl_tensor t) {
+    for (int64_t i = 0; i < ssl_tensor_numel(&t); i++) t.data[i] = r16(t.data[i]);
+    return t;
+}
+/* a bf16 copy of host tensor h on the mode's side */
+static ssl_tensor b_tensor(int gpu, const ssl_tensor *h) {
+    ssl_tensor d = ssl_tensor_as(*h, SSL_BF16);
+    d.device = SSL_DEV_CUDA;
+    if (!h->data) return d;
+    size_t n = (size_t)ssl_tensor_numel(h);
+    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
+    for (size_t i = 0; i < n; i++) t[i] = ssl_bf16_from_float(h->data[i]);
+    d.data = g_alloc(gpu, (n + 1) / 2);
+    g_up(gpu, d.data, t, sizeof(ssl_bf16) * n);
+    free(t);
+    return d;
+}
+/* a bf16 device tensor's values as fp32 on the host (free them) */
+static float *b_fetch(int gpu, const ssl_tensor *d) {
+    size_t n = (size_t)ssl_tensor_numel(d);
+    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
+    float *h = (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "fetched tensor");
+    g_down(gpu, t, d->data, sizeof(ssl_bf16) * n);
+    for (size_t i = 0; i < n; i++) h[i] = ssl_bf16_to_float(t[i]);
+    free(t);
+    return h;
+}
+static double b_close(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
+                      double atol, double rtol) {
+    CHECK(d->dtype == SSL_BF16, "%s: the device tensor is not bf16", what);
+    float *got = b_fetch(gpu, d);
+    double e = g_close(file, line, what, got, h->data, ssl_tensor_numel(h), atol, rtol);
+    free(got);
+    return e;
+}
+#define B_CLOSE_T(gpu, what, d, h, atol, rtol) b_close(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
+static double max_abs(const ssl_tensor *t) {
+    double m = 0;
+    for (int64_t i = 0; i < ssl_tensor_numel(t); i++) m = fmax(m, fabs(t->data[i]));
+    return m;
+}
+
+/* bf16 rounding by its definition: of the two bf16 values around f (f's
+   top 16 bits, and the next one away from zero, 2^128 past the largest),
+   the nearer in double; on a tie the even one */
+static float ref_bf16(float f) {
+    if (isnan(f) || isinf(f)) return f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    float a, b;
+    memcpy(&a, &lo, 4);
+    memcpy(&b, &hi, 4);
+    double bd = isinf(b) ? copysign(ldexp(1.0, 128), f) : (double)b;
+    double da = fabs((double)f - a), db = fabs(bd - f);
+    if (da < db || (da == db && !(lo & 0x10000u))) return a;
+    return b;
+}
+
+GPU_TEST(bf16_rounding) {
+    /* the shared conversion against the definition: special values, then
+       random bit patterns (every exponent, ties included) */
+    float special[] = {0.0f, -0.0f, 1.0f, 1.00390625f /* tie, to even (down) */, 1.01171875f /* tie, up */,
+                       3.3895314e38f /* largest bf16 */, 3.4028235e38f /* rounds to inf */, 1e-40f /* denormal */,
+                       -1e-45f, INFINITY, -INFINITY, 0.1f, -65504.0f};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) {
+        float got = r16(special[i]), want = ref_bf16(special[i]);
+        if (memcmp(&got, &want, 4)) {
+            if (bad++ < 5) CHECK(0, "bf16(%.9g) = %.9g, want %.9g", special[i], got, want);
+        }
+    }
+    float qnan = NAN;
+    CHECK(isnan(r16(qnan)), "bf16 of a NaN is not a NaN");
+    uint32_t snan_bits = 0x7f800001u; /* a NaN whose payload is only in the low bits */
+    float snan;
+    memcpy(&snan, &snan_bits, 4);
+    CHECK(isnan(r16(snan)), "bf16 of a low-payload NaN became %g (rounding must not make it infinite)", r16(snan));
+    enum { N = 1 << 20 };
+    float *h = (float *)ssl_malloc(sizeof(float) * N, "patterns"), *want = (float *)ssl_malloc(sizeof(float) * N, "want");
+    ssl_rng r = ssl_rng_make(91, 0, 0, 0, 0);
+    for (int i = 0; i < N; i++) {
+        uint32_t u = ssl_rng_u32(&r);
+        if (i % 7 == 0) u = (u & 0xffff0000u) | 0x8000u; /* exact ties */
+        memcpy(&h[i], &u, 4);
+        if (isnan(h[i])) h[i] = 1.5f;
+        want[i] = ref_bf16(h[i]);
+        float got = r16(h[i]);
+        if (memcmp(&got, &want[i], 4) && bad++ < 5) CHECK(0, "bf16(%.9g) = %.9g, want %.9g", h[i], got, want[i]);
+    }
+    CHECK(bad == 0, "%d conversions off", bad);
+    /* the device's conversion (ssl_copy between element types) and back:
+       the same bits */
+    ssl_tensor t = ssl_tensor_vec(h, N), d32 = g_tensor(gpu, &t), d16 = ssl_tensor_as(d32, SSL_BF16);
+    d16.data = g_alloc(gpu, N / 2);
+    CHECK_OK(ssl_copy(&d16, &d32));
+    CHECK_OK(ssl_fill(&d32, 7.0f));
+    CHECK_OK(ssl_copy(&d32, &d16));
+    float *back = g_fetch(gpu, &d32);
+    CHECK(memcmp(back, want, sizeof(float) * N) == 0, "the device's fp32 -> bf16 -> fp32 differs from the definition");
+    CHECK_OK(ssl_fill(&d16, 0.1f));
+    float *f = b_fetch(gpu, &d16);
+    CHECK(f[0] == r16(0.1f) && f[N - 1] == r16(0.1f), "bf16 fill of 0.1 gave %.9g", f[0]);
+    free(f);
+    free(back);
+    g_release(gpu, &d32), g_release(gpu, &d16);
+    free(h), free(want);
+}
+
+/* a convolution on bf16 activations: forward (input bf16, or fp32 as the
+   stem's images), weight and bias gradients in fp32, input gradient bf16 */
+static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
+                      int bias, int x_f32) {
+    int oh = ssl_conv_out_size(h, k, stride, pad), ow = ssl_conv_out_size(w, k, stride, pad);
+    ssl_tensor x = round_h(g_rand(30, 4, n, h, w, ci, -1, 1)), wt = round_h(g_rand(31, 4, co, k, k, ci, -0.5f, 0.5f));
+    ssl_tensor b = bias ? g_rand(32, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
+    ssl_tensor y = g_rand(33, 4, n, oh, ow, co, 0, 1), gy = round_h(g_rand(34, 4, n, oh, ow, co, -1, 1));
+    ssl_tensor gx = g_rand(35, 4, n, h, w, ci, 0, 1), gw = g_rand(36, 4, co, k, k, ci, -1, 1);
+    ssl_tensor gb = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
+    ssl_tensor dx = x_f32 ? g_tensor(gpu, &x) : b_tensor(gpu, &x), dw = g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b),
+               dyv = b_tensor(gpu, &y), dgy = b_tensor(gpu, &gy), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
+               dgx = b_tensor(gpu, &gx);
+    ssl_buf s0 = {0}, s1 = {0};
+    char what[128];
+    CHECK_OK(ssl_conv2d_forward(&x, &wt, bias ? &b : NULL, stride, pad, &y, &s0));
+    CHECK_OK(ssl_conv2d_forward(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dyv, &s1));
+    snprintf(what, sizeof what, "%s forward", name);
+    B_CLOSE_T(gpu, what, &dyv, &y, MM_A(gpu), ULP);
+    CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, x_f32 ? NULL : &gx, &gw, bias ? &gb : NULL, &s0));
+    CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, x_f32 ? NULL : &dgx, &dgw, bias ? &dgb : NULL, &s1));
+    snprintf(what, sizeof what, "%s dw", name);
+    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), MM_R(gpu));
+    if (bias) {
+        snprintf(what, sizeof what, "%s db", name);
+        G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
+    }
+    if (!x_f32) {
+        /* 1x1 stride 1: one GEMM into dx, one rounding. Otherwise col2im adds
+           up to kh*kw bf16-stored GEMM outputs: each off by half an ulp, so
+           kh*kw/2 ulps of the largest gradient on top of the final rounding */
+        double atol = k == 1 && stride == 1 ? MM_A(gpu) : k * k * 0.5 * ULP * max_abs(&gx);
+        snprintf(what, sizeof what, "%s dx", name);
+        B_CLOSE_T(gpu, what, &dgx, &gx, atol, ULP);
+    }
+    ssl_buf_free(&s0);
+    ssl_cuda_buf_free(&s1);
+    ssl_tensor *ds[] = {&dx, &dw, &dbv, &dyv, &dgy, &dgx, &dgw, &dgb};
+    for (int i = 0; i < 8; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &wt, &b, &y, &gy, &gx, &gw, &gb};
+    for (int i = 0; i < 8; i++) free_h(hs[i]);
+}
+
+GPU_TEST(bf16_conv2d) {
+    conv_case(gpu, "bf16 3x3 s1 p1", 2, 9, 11, 5, 7, 3, 1, 1, 1, 0);
+    conv_case(gpu, "bf16 7x7 s2 p3 (stem, fp32 images)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
+    conv_case(gpu, "bf16 3x3 s1 p1 (CIFAR stem, fp32 images)", 2, 8, 8, 3, 6, 3, 1, 1, 0, 1);
+    conv_case(gpu, "bf16 1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 0);
+    conv_case(gpu, "bf16 1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 0);
+    conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0);
+    conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0);
+}
+
+/* batch norm (fused 0: plain, 1: + ReLU, 2: + residual + ReLU) on bf16
+   activations; statistics and parameter gradients fp32 */
+static void bn_case(int gpu, const char *name, ssl_tensor x, int training, int fused) {
+    x = round_h(x);
+    int64_t c = ssl_tensor_cols(&x);
+    ssl_batchnorm bn = ssl_batchnorm_default(), dbn = bn;
+    ssl_tensor gam = g_rand(40, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(41, 1, c, 0, 0, 0, -1, 1);
+    ssl_tensor rm = g_rand(42, 1, c, 0, 0, 0, -1, 1), rv = g_rand(43, 1, c, 0, 0, 0, 0.5f, 2);
+    bn.weight = gam, bn.bias = bet, bn.running_mean = rm, bn.running_var = rv;
+    dbn.weight = g_tensor(gpu, &gam), dbn.bias = g_tensor(gpu, &bet);
+    dbn.running_mean = g_tensor(gpu, &rm), dbn.running_var = g_tensor(gpu, &rv);
+    ssl_tensor y = x, mean = g_rand(44, 1, c, 0, 0, 0, 0, 1), inv = g_rand(45, 1, c, 0, 0, 0, 0, 1);
+    y.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "y");
+    ssl_tensor gy = round_h(g_rand(46, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1));
+    ssl_tensor gx = gy, gw = g_rand(47, 1, c, 0, 0, 0, -1, 1), gb = g_rand(48, 1, c, 0, 0, 0, -1, 1);
+    gx.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "gx");
+    ssl_tensor res = round_h(g_rand(52, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1));
+    ssl_tensor dx = b_tensor(gpu, &x), dyv = b_tensor(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
+               dgy = b_tensor(gpu, &gy), dgx = b_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
+               dres = b_tensor(gpu, &res);
+    char what[128];
+#define CMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), G_CLOSE_T(gpu, what, d, h, a, r))
+#define BCMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), B_CLOSE_T(gpu, what, d, h, a, r))
+    CHECK_OK(ssl_batchnorm_forward(&bn, training, &x, &y, &mean, &inv));
+    if (fused == 2) CHECK_OK(ssl_add(&y, &res, &y));
+    if (fused) CHECK_OK(ssl_relu_forward(&y, &y));
+    CHECK_OK(ssl_batchnorm_forward_act(&dbn, training, &dx, fused == 2 ? &dres : NULL, fused > 0, &dyv, &dm, &di));
+    BCMP("y", &dyv, &y, EW_A(gpu) * 10, ULP);
+    CMP("mean", &dm, &mean, EW_A(gpu), EW_R(gpu));
+    CMP("invstd", &di, &inv, 0, EW_R(gpu));
+    CMP("running_mean", &dbn.running_mean, &rm, EW_A(gpu), EW_R(gpu));
+    CMP("running_var", &dbn.running_var, &rv, EW_A(gpu), EW_R(gpu));
+    /* the CPU's mask from its own y: the same signs as the device's bf16 y */
+    if (fused) CHECK_OK(ssl_relu_backward(&y, &gy, &gy));
+    CHECK_OK(ssl_batchnorm_backward(&bn, training, &x, &gy, &mean, &inv, &gx, &gw, &gb));
+    CHECK_OK(ssl_batchnorm_backward_act(&dbn, training, &dx, fused ? &dyv : NULL, &dgy, &dm, &di, &dgx, &dgw, &dgb));
+    BCMP("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), ULP);
+    CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
+    CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
+#undef CMP
+#undef BCMP
+    ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,
+                        &dbn.running_var, &dres};
+    for (int i = 0; i < 13; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &mean, &inv, &gy, &gx, &gw, &gb, &gam, &bet, &rm, &rv, &res};
+    for (int i = 0; i < 13; i++) free_h(hs[i]);
+}
+
+GPU_TEST(bf16_batchnorm) {
+    for (int training = 0; training < 2; training++)
+        for (int fused = 0; fused < 3; fused++) {
+            char name[64];
+            snprintf(name, sizeof name, "bf16 bn %s%s", training ? "train" : "eval",
+                     fused == 0 ? "" : fused == 1 ? " +relu" : " +residual+relu");
+            bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), training, fused);
+        }
+    bn_case(gpu, "bf16 bn train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 2);
+}
+
+GPU_TEST(bf16_relu_pool_add) {
+    ssl_tensor x = round_h(g_rand(60, 4, 2, 9, 8, 5, -1, 1)), y = g_rand(61, 4, 2, 9, 8, 5, 0, 1);
+    for (int64_t i = 0; i < ssl_tensor_numel(&x); i++) x.data[i] = roundf(x.data[i] * 4) / 4; /* ties and zeros */
+    ssl_tensor dx = b_tensor(gpu, &x), dyv = b_tensor(gpu, &y);
+    CHECK_OK(ssl_relu_forward(&x, &y));
+    CHECK_OK(ssl_relu_forward(&dx, &dyv));
+    B_CLOSE_T(gpu, "bf16 relu", &dyv, &y, 0, 0);
+    ssl_tensor g = round_h(g_rand(62, 4, 2, 9, 8, 5, -1, 1)), gx = g_rand(63, 4, 2, 9, 8, 5, -1, 1);
+    ssl_tensor dg = b_tensor(gpu, &g), dgx = b_tensor(gpu, &gx);
+    CHECK_OK(ssl_relu_backward(&y, &g, &gx));
+    CHECK_OK(ssl_relu_backward(&dyv, &dg, &dgx));
+    B_CLOSE_T(gpu, "bf16 relu backward", &dgx, &gx, 0, 0);
+
+    /* max pool: the winner is a bf16 value (exact); the backward's sums of
+       up to four gradients, one rounding */
+    int oh = ssl_conv_out_size(9, 3, 2, 1), ow = ssl_conv_out_size(8, 3, 2, 1);
+    ssl_tensor py = g_rand(64, 4, 2, oh, ow, 5, 0, 1), pg = round_h(g_rand(65, 4, 2, oh, ow, 5, -1, 1));
+    ssl_tensor pdx = g_rand(66, 4, 2, 9, 8, 5, 0, 1);
+    ssl_tensor dpy = b_tensor(gpu, &py), dpg = b_tensor(gpu, &pg), dpdx = b_tensor(gpu, &pdx);
+    CHECK_OK(ssl_maxpool2d_forward(&x, 3, 2, 1, &py));
+    CHECK_OK(ssl_maxpool2d_forward(&dx, 3, 2, 1, &dpy));
+    B_CLOSE_T(gpu, "bf16 maxpool", &dpy, &py, 0, 0);
+    CHECK_OK(ssl_maxpool2d_backward(&x, &pg, 3, 2, 1, &pdx));
+    CHECK_OK(ssl_maxpool2d_backward(&dx, &dpg, 3, 2, 1, &dpdx));
+    B_CLOSE_T(gpu, "bf16 maxpool backward", &dpdx, &pdx, 0, ULP);
+
+    /* global average pool: bf16 activations in, fp32 features out (the same
+       float sums in the same order: exact); back: fp32 in, bf16 out */
+    ssl_tensor ay = g_rand(67, 2, 2, 5, 0, 0, 0, 1), ag = g_rand(68, 2, 2, 5, 0, 0, -1, 1);
+    ssl_tensor day = g_tensor(gpu, &ay), dag = g_tensor(gpu, &ag);
+    CHECK_OK(ssl_avgpool_forward(&x, &ay));
+    CHECK_OK(ssl_avgpool_forward(&dx, &day));
+    G_CLOSE_T(gpu, "bf16 avgpool -> fp32", &day, &ay, 0, 0);
+    CHECK_OK(ssl_avgpool_backward(&ag, &gx));
+    CHECK_OK(ssl_avgpool_backward(&dag, &dgx));
+    B_CLOSE_T(gpu, "fp32 -> bf16 avgpool backward", &dgx, &gx, 0, ULP);
+
+    CHECK_OK(ssl_add(&x, &g, &y));
+    CHECK_OK(ssl_add(&dx, &dg, &dyv));
+    B_CLOSE_T(gpu, "bf16 add", &dyv, &y, 0, ULP);
+
+    /* what bf16 tensors are refused by: fp32-only ops, the CPU, and mixing */
+    float dot;
+    CHECK(ssl_dot(&dx, &dx, &dot) != 0 && strstr(ssl_last_error(), "fp32 tensors only"),
+          "an fp32-only op took a bf16 tensor: %s", ssl_last_error());
+    ssl_tensor hb = ssl_tensor_as(x, SSL_BF16);
+    CHECK(ssl_relu_forward(&hb, &hb) != 0 && strstr(ssl_last_error(), "GPU storage"),
+          "the CPU took a bf16 tensor: %s", ssl_last_error());
+    ssl_tensor dg32 = g_tensor(gpu, &g);
+    CHECK(ssl_add(&dx, &dg32, &dx) != 0 && strstr(ssl_last_error(), "different element types"),
+          "an add of bf16 and fp32 activations was taken: %s", ssl_last_error());
+    g_release(gpu, &dg32);
+
+    ssl_tensor *ds[] = {&dx, &dyv, &dg, &dgx, &dpy, &dpg, &dpdx, &day, &dag};
+    for (int i = 0; i < 9; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &y, &g, &gx, &py, &pg, &pdx, &ay, &ag};
+    for (int i = 0; i < 9; i++) free_h(hs[i]);
+}
+
+/* The model at bf16 precision plans bf16 activations (about half the
+   bytes), hands out fp32 features and outputs, follows a change of
+   precision with one new plan, and its forward is the fp32 forward's up to
+   bf16 rounding. */
+GPU_TEST(bf16_model_plan_and_forward) {
+    ssl_model_config mc = ssl_model_config_default();
+    mc.depth = 18, mc.cifar_stem = 1, mc.width = 0.125, mc.seed = 3;
+    snprintf(mc.projector, sizeof mc.projector, "64-32");
+    ssl_model m;
+    if (ssl_model_init(&m, &mc)) { CHECK(0, "%s", ssl_last_error()); return; }
+    CHECK_OK(ssl_model_to_device(&m));
+    enum { N = 8, S = 16 };
+    ssl_tensor xh = g_rand(80, 4, N, S, S, 3, -1.5f, 1.5f), xd = g_tensor(gpu, &xh);
+    float *out[2];
+    int64_t bytes[2], outn = (int64_t)N * 32;
+    for (int p = 0; p < 2; p++) {
+        ssl_cuda_set_precision(p);
+        CHECK_OK(ssl_model_plan(&m, N, S, S, 1));
+        bytes[p] = m.slot_bytes;
+        CHECK(m.act_dtype == (p ? SSL_BF16 : SSL_F32), "precision %d planned dtype %d", p, m.act_dtype);
+        CHECK_OK(ssl_model_forward(&m, 0, xd.data, 1));
+        ssl_tensor o = ssl_model_output(&m, 0), f = ssl_model_features(&m, 0);
+        CHECK(o.dtype == SSL_F32 && f.dtype == SSL_F32, "outputs/features not fp32");
+        out[p] = g_fetch(gpu, &o);
+    }
+    ssl_cuda_set_precision(0);
+    CHECK(m.plans == 2, "%lld plans for two precisions", (long long)m.plans);
+    double ratio = (double)bytes[1] / bytes[0];
+    printf("    activations per slot: fp32 %.2f MB, bf16 %.2f MB (%.2f)\n", bytes[0] / 1e6, bytes[1] / 1e6, ratio);
+    CHECK(ratio > 0.45 && ratio < 0.6, "bf16 plan is %.2f of the fp32 one", ratio);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < outn; i++) {
+        double d = (double)out[1][i] - out[0][i];
+        num += d * d, den += (double)out[0][i] * out[0][i];
+    }
+    double e = sqrt(num / den);
+    printf("    projector output, bf16 storage vs fp32: %.3g relative L2\n", e);
+    /* 20 layers each rounding its activations (at most 2^-9 relative) and
+       GEMM operands, amplified by batch norms over few values (the last
+       stage normalizes 8 x 2 x 2 values per channel): in emulation 4.7%,
+       of which the bf16 GEMM operands alone (fp32 storage) make 3.3%. A
+       wrong offset or element type is O(1). */
+    CHECK(e < 8e-2, "bf16 forward differs from fp32 by %.3g (relative L2)", e);
+    free(out[0]), free(out[1]);
+    g_release(gpu, &xd);
+    free_h(&xh);
+    ssl_model_free(&m);
+}
