@@ -164,6 +164,11 @@ $(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
 
+# the GPU step benchmark (bench/gpu_report.sh; emulate=1 runs it here)
+$(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)
+	@test -n "$(NVCC)" || { echo "build/gpu_step needs nvcc (the CUDA toolkit)"; exit 1; }
+	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/gpu_step.c $(GPU_LIBS) $(LDLIBS)
+
 SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
 # the suite, then its GPU tests again under compute-sanitizer memcheck and
 # initcheck (application-only keeps the deliberate out-of-memory child out)

@@ -484,7 +484,7 @@ struct ssl__prof_kind {
 };
 struct ssl__prof_shape {
     const char *name;
-    int ta, tb, M, N, K, beta, bf16;
+    int ta, tb, M, N, K, beta, bf16, tab, tc; /* bf16: FAST_16BF mode; tab, tc: operand and C types */
     long long calls;
     double ms;
 };
@@ -560,24 +560,26 @@ struct ssl__prof {
         ssl__prof_depth--;
     }
 };
-static int ssl__prof_shape_of(const char *name, int ta, int tb, int M, int N, int K, int beta) {
+static int ssl__prof_shape_of(const char *name, int ta, int tb, int M, int N, int K, int beta, int tab, int tc) {
     for (int i = 0; i < ssl__prof_nshapes; i++) {
         const ssl__prof_shape *s = &ssl__prof_shapes[i];
         if (!strcmp(s->name, name) && s->ta == ta && s->tb == tb && s->M == M && s->N == N && s->K == K &&
-            s->beta == beta && s->bf16 == ssl__bf16)
+            s->beta == beta && s->bf16 == ssl__bf16 && s->tab == tab && s->tc == tc)
             return i;
     }
     if (ssl__prof_nshapes == SSL__PROF_SHAPES) return -1;
-    ssl__prof_shape s = {name, ta, tb, M, N, K, beta, ssl__bf16, 0, 0};
+    ssl__prof_shape s = {name, ta, tb, M, N, K, beta, ssl__bf16, tab, tc, 0, 0};
     ssl__prof_shapes[ssl__prof_nshapes] = s;
     return ssl__prof_nshapes++;
 }
 /* a GEMM's scope: 2MNK operations; A, B, C read once (C only with beta),
-   C written once, at 4 bytes a value */
+   C written once, at their element sizes (tab: A and B's type, tc: C's) */
 struct ssl__prof_gemm : ssl__prof {
-    ssl__prof_gemm(const char *what, int ta, int tb, int M, int N, int K, int beta)
-        : ssl__prof(what, 4.0 * ((double)M * K + (double)K * N + (double)M * N * (beta ? 2 : 1)), 2.0 * M * N * K,
-                    ssl__prof_on ? ssl__prof_shape_of(what, ta, tb, M, N, K, beta) : -1) {}
+    ssl__prof_gemm(const char *what, int ta, int tb, int M, int N, int K, int beta, int tab, int tc)
+        : ssl__prof(what,
+                    (double)ssl_dtype_size(tab) * ((double)M * K + (double)K * N) +
+                        (double)ssl_dtype_size(tc) * M * N * (beta ? 2 : 1),
+                    2.0 * M * N * K, ssl__prof_on ? ssl__prof_shape_of(what, ta, tb, M, N, K, beta, tab, tc) : -1) {}
 };
 #define SSL__PROF(kind, bytes, flops) ssl__prof prof_(kind, (double)(bytes), (double)(flops))
 
@@ -614,7 +616,7 @@ struct ssl__gpu {
     void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
               int ldb, float beta, TC *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
-        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
+        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f, ssl__dtype_of(A), ssl__dtype_of(C));
         ssl__gemms++;
         ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
         const char *bad = ssl__blas_invalid(g);
@@ -651,7 +653,7 @@ struct ssl__cpu {
     void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
               int ldb, float beta, TC *C, int ldc) const {
         if (M <= 0 || N <= 0) return;
-        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f);
+        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f, ssl__dtype_of(A), ssl__dtype_of(C));
         ssl__gemms++;
         ssl__blas_emulate(ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta, ssl__bf16);
     }
@@ -1130,15 +1132,18 @@ static int64_t ssl__cg_block(const ssl__cg &g, int emu) {
     return per < rows ? per : rows;
 }
 
-/* The GEMM's operands are of the activations' type: fp32 weights are used
-   as they are, or rounded into a bf16 copy (one pass over the weights,
-   small beside the activations). */
-template <class X> static const float *ssl__weights_as(const X &, const float *w, int64_t, const float *) { return w; }
-template <class X> static const ssl_bf16 *ssl__weights_as(const X &x, const float *w, int64_t n, const ssl_bf16 *) {
-    SSL__PROF("copy, fill", 6.0 * n, 0);
-    ssl_bf16 *h = (ssl_bf16 *)ssl__tmp(x, SSL__S_W, sizeof(ssl_bf16) * (size_t)n);
-    ssl__f_convert<ssl_bf16, float> f = {h, w};
-    x.each(f, n);
+/* The GEMM's operands are of the activations' type T: weights of that
+   type are used as they are (the model hands bf16 copies made once per
+   forward), others converted into scratch. */
+template <class T, class X> static const T *ssl__weights_as(const X &x, const ssl_tensor *w) {
+    int64_t n = ssl_tensor_numel(w);
+    if (w->dtype == ssl__dtype_of((const T *)NULL)) return (const T *)w->data;
+    SSL__PROF("copy, fill", (double)(sizeof(T) + ssl_dtype_size(w->dtype)) * n, 0);
+    T *h = (T *)ssl__tmp(x, SSL__S_W, sizeof(T) * (size_t)n);
+    SSL__TYPED(w->dtype, TW, {
+        ssl__f_convert<T, TW> f = {h, (const TW *)w->data};
+        x.each(f, n);
+    });
     return h;
 }
 
@@ -1156,10 +1161,10 @@ template <class T> struct ssl__f_bias_store {
    its own im2col matrix for 1x1 stride-1 convolutions of the same type.
    Rows in blocks (im2col's buffer, or a bf16 y's fp32 accumulator). */
 template <class X, class TX, class TC>
-static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const float *w32, const ssl_tensor *b, TC *yd,
+static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_tensor *w, const ssl_tensor *b, TC *yd,
                           ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
-    const TC *wd = ssl__weights_as(x, w32, co * k, (const TC *)NULL);
+    const TC *wd = ssl__weights_as<TC>(x, w);
     int direct = ssl__cg_is_gemm(g) && ssl__same_type<TX, TC>::value; /* x already is the im2col matrix */
     int via_acc = b && b->data && !ssl__same_type<TC, float>::value;
     float beta = 0.0f;
@@ -1198,7 +1203,7 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
                                        int pad, ssl_tensor *y, ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
-        SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w->data, b, (TC *)y->data, scratch););
+        SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch););
     }););
     return 0;
 }
@@ -1206,14 +1211,14 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
 /* dx (TX, x's type) and dw (fp32) from dy (TG): GEMMs on operands of dy's
    type, fp32 accumulation; dw's GEMM writes fp32 (beta 1). */
 template <class X, class TX, class TG>
-static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const float *w32, const TG *dyd, TX *dxd, int acc,
+static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_tensor *w, const TG *dyd, TX *dxd, int acc,
                           float *dwd, ssl_tensor *db, ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
     {
         SSL__PROF("bias (linear, conv)", db && db->data ? (double)sizeof(TG) * rows * co : 0, 0);
         ssl__bias_grad_x(x, dyd, rows, co, db);
     }
-    const TG *wd = dxd ? ssl__weights_as(x, w32, co * k, (const TG *)NULL) : NULL;
+    const TG *wd = dxd ? ssl__weights_as<TG>(x, w) : NULL;
     if (ssl__cg_is_gemm(g) && ssl__same_type<TX, TG>::value) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
         const TG *xg = (const TG *)(const void *)xd;
@@ -1255,7 +1260,7 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
                                         ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     SSL__TYPED(x->dtype, TX, SSL__TYPED(dy->dtype, TG, {
-        SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w->data, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
+        SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch););
     }););
     return 0;
@@ -2147,29 +2152,41 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
 // ---- the profile's report ------------------------------------------------------
 /* cuBLAS alone on one recorded GEMM shape: TFLOP/s over ten calls on
    zeroed operands (0 in emulation) */
-static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
-    if (ssl__emu) return 0;
-    size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N, nc = (size_t)s->M * s->N;
-    float *a = (float *)ssl_cuda_malloc(sizeof(float) * (na + nb + nc), "GEMM benchmark"), *b = a + na, *c = b + nb;
-    SSL_CUDA_CHECK(cudaMemset(a, 0, sizeof(float) * (na + nb + nc)));
-    int on = ssl__prof_on, bf = ssl__bf16;
-    ssl__prof_on = 0, ssl__bf16 = s->bf16;
+/* the shape's GEMM ten times on zeroed operands of its types */
+template <class T, class TC> static void ssl__prof_gemm_run(const ssl__prof_shape *s, void *mem, int reps) {
+    size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N;
+    T *a = (T *)mem, *b = a + na;
+    TC *c = (TC *)(b + nb);
     const ssl__gpu x{};
     int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
+    for (int r = 0; r < reps; r++)
+        x.gemm("", s->ta, s->tb, s->M, s->N, s->K, 1.0f, a, lda, b, ldb, s->beta ? 1.0f : 0.0f, c, s->N);
+}
+static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
+    if (ssl__emu) return 0;
+    size_t bytes = ssl_dtype_size(s->tab) * ((size_t)s->M * s->K + (size_t)s->K * s->N) +
+                   ssl_dtype_size(s->tc) * (size_t)s->M * s->N;
+    void *mem = ssl_cuda_malloc(bytes, "GEMM benchmark");
+    SSL_CUDA_CHECK(cudaMemset(mem, 0, bytes));
+    int on = ssl__prof_on, bf = ssl__bf16;
+    ssl__prof_on = 0, ssl__bf16 = s->bf16;
     cudaEvent_t e0, e1;
     SSL_CUDA_CHECK(cudaEventCreate(&e0));
     SSL_CUDA_CHECK(cudaEventCreate(&e1));
-    x.gemm("", s->ta, s->tb, s->M, s->N, s->K, 1.0f, a, lda, b, ldb, s->beta ? 1.0f : 0.0f, c, s->N); /* warm-up */
-    SSL_CUDA_CHECK(cudaEventRecord(e0, 0));
-    for (int r = 0; r < 10; r++)
-        x.gemm("", s->ta, s->tb, s->M, s->N, s->K, 1.0f, a, lda, b, ldb, s->beta ? 1.0f : 0.0f, c, s->N);
+    for (int pass = 0; pass < 2; pass++) { /* a warm-up call, then ten timed */
+        if (pass) SSL_CUDA_CHECK(cudaEventRecord(e0, 0));
+        int reps = pass ? 10 : 1;
+        if (s->tab == SSL_F32) ssl__prof_gemm_run<float, float>(s, mem, reps);
+        else if (s->tc == SSL_F32) ssl__prof_gemm_run<ssl_bf16, float>(s, mem, reps);
+        else ssl__prof_gemm_run<ssl_bf16, ssl_bf16>(s, mem, reps);
+    }
     SSL_CUDA_CHECK(cudaEventRecord(e1, 0));
     SSL_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     SSL_CUDA_CHECK(cudaEventDestroy(e0));
     SSL_CUDA_CHECK(cudaEventDestroy(e1));
-    ssl_cuda_free(a);
+    ssl_cuda_free(mem);
     ssl__prof_on = on, ssl__bf16 = bf;
     return ms > 0 ? 10 * 2.0 * s->M * s->N * s->K / (ms / 1e3) / 1e12 : 0;
 }
@@ -2218,8 +2235,10 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
         const ssl__prof_shape *s = &ssl__prof_shapes[sh[i]];
         double fl = 2.0 * s->M * s->N * s->K * s->calls, tf = s->ms > 0 ? fl / (s->ms / 1e3) / 1e12 : 0;
         double alone = ssl__prof_gemm_alone(s);
+        const char *types = s->tab == SSL_BF16 ? (s->tc == SSL_BF16 ? " bf16" : " bf16, fp32 C")
+                                               : (s->bf16 ? " fp32 (bf16 math)" : " fp32");
         fprintf(f, "| %s | %c%c%s | %d | %d | %d | %.0f | %.3f | %.1f | %.1f |\n", s->name, s->ta ? 'T' : 'N',
-                s->tb ? 'T' : 'N', s->bf16 ? " bf16" : "", s->M, s->N, s->K, s->calls / k, s->ms / k, tf, alone);
+                s->tb ? 'T' : 'N', types, s->M, s->N, s->K, s->calls / k, s->ms / k, tf, alone);
     }
     return ssl__prof_nkinds;
 }

@@ -1321,6 +1321,7 @@ typedef struct {
     int64_t pool_h, pool_w, last_h, last_w, last_c;
     char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
+    ssl_bf16 *w16;             /* bf16 storage: the parameters rounded once per forward for the GEMMs */
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
     const float *input[SSL_MODEL_MAX_SLOTS];
     int training[SSL_MODEL_MAX_SLOTS];
@@ -5195,7 +5196,7 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
                               ssl_tensor *y, ssl_buf *scratch) {
     ssl__conv g;
     if (ssl__conv_check(__func__, x, w, b, y, "y", stride, pad, &g)) return -1;
-    if (SSL__DEVICE(__func__, w, b) < 0) return -1; /* fp32 parameters */
+    if (SSL__DEVICE(__func__, b) < 0) return -1; /* an fp32 bias; w may be a bf16 copy on the GPU */
     int dev = SSL__DEVICE_BF16(__func__, x, w, b, y);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch));
@@ -5226,7 +5227,7 @@ SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, cons
     if (ssl__conv_check(__func__, x, w, db, dy, "dy", stride, pad, &g) ||
         ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
         return -1;
-    if (SSL__DEVICE(__func__, w, dw, db) < 0 || SSL__SAME_DTYPE(__func__, x, dx)) return -1;
+    if (SSL__DEVICE(__func__, dw, db) < 0 || SSL__SAME_DTYPE(__func__, x, dx)) return -1;
     int dev = SSL__DEVICE_BF16(__func__, x, w, dy, dx, dw, db);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch));
@@ -5921,6 +5922,7 @@ SSLDEF void ssl_model_free(ssl_model *m) {
     if (m->dev) {
         ssl_cuda_free(m->act);
         ssl_cuda_free(m->grads);
+        ssl_cuda_free(m->w16);
         ssl_cuda_buf_free(&m->scratch);
         memset(m, 0, sizeof *m);
         return;
@@ -6044,6 +6046,9 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         m->act_cap = need;
         m->allocs++;
     }
+#ifdef SSL_CUDA
+    if (dt == SSL_BF16 && !m->w16) m->w16 = (ssl_bf16 *)ssl_cuda_malloc(sizeof(ssl_bf16) * (size_t)m->params.total, "bf16 weights");
+#endif
     need = (size_t)(3 * m->grad_bytes);
     if (need > m->grads_cap) {
         ssl__model_release(m, m->grads);
@@ -6081,9 +6086,12 @@ static ssl_tensor ssl__layer_y(const ssl_model *m, const ssl_layer *L, void *dat
     return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, L->dtype, data, m->n, L->oh, L->ow, L->cout)
                                      : ssl_tensor_as(ssl__mmat(m, data, m->n, L->cout), L->dtype);
 }
+/* grad: the gradient; else the weight, as the bf16 copy for bf16 layers */
 static ssl_tensor ssl__layer_w(const ssl_model *m, const ssl_layer *L, int grad) {
     float *d = grad ? ssl_param_grad(&m->params, L->w) : ssl_param_data(&m->params, L->w);
-    return L->type == SSL_LAYER_CONV ? ssl__mnhwc(m, SSL_F32, d, L->cout, L->k, L->k, L->cin) : ssl__mmat(m, d, L->cout, L->cin);
+    if (L->type != SSL_LAYER_CONV) return ssl__mmat(m, d, L->cout, L->cin);
+    if (grad || L->dtype != SSL_BF16) return ssl__mnhwc(m, SSL_F32, d, L->cout, L->k, L->k, L->cin);
+    return ssl__mnhwc(m, SSL_BF16, m->w16 + m->params.p[L->w].offset, L->cout, L->k, L->k, L->cin);
 }
 static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     ssl_batchnorm bn = ssl_batchnorm_default();
@@ -6156,6 +6164,10 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     m->input[slot] = x;
     m->training[slot] = training;
     char *A = ssl__act_slot(m, slot);
+    if (m->act_dtype == SSL_BF16) { /* the weights as this forward (and its backward) use them */
+        ssl_tensor w32 = ssl__mvec(m, m->params.data, m->params.total), w16 = ssl_tensor_as(ssl__mvec(m, m->w16, m->params.total), SSL_BF16);
+        if (ssl_copy(&w16, &w32)) return -1;
+    }
     const ssl_layer *S = &m->layers[m->stem];
     if (ssl__layer_forward(m, S, slot, training)) return -1;
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);

@@ -134,16 +134,18 @@ GPU_TEST(bf16_rounding) {
 }
 
 /* a convolution on bf16 activations: forward (input bf16, or fp32 as the
-   stem's images), weight and bias gradients in fp32, input gradient bf16 */
+   stem's images), weight and bias gradients in fp32, input gradient bf16;
+   the weights fp32 (rounded by the op) or a bf16 copy (as the model hands
+   them, w16) */
 static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
-                      int bias, int x_f32) {
+                      int bias, int x_f32, int w16) {
     int oh = ssl_conv_out_size(h, k, stride, pad), ow = ssl_conv_out_size(w, k, stride, pad);
     ssl_tensor x = round_h(g_rand(30, 4, n, h, w, ci, -1, 1)), wt = round_h(g_rand(31, 4, co, k, k, ci, -0.5f, 0.5f));
     ssl_tensor b = bias ? g_rand(32, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
     ssl_tensor y = g_rand(33, 4, n, oh, ow, co, 0, 1), gy = round_h(g_rand(34, 4, n, oh, ow, co, -1, 1));
     ssl_tensor gx = g_rand(35, 4, n, h, w, ci, 0, 1), gw = g_rand(36, 4, co, k, k, ci, -1, 1);
     ssl_tensor gb = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
-    ssl_tensor dx = x_f32 ? g_tensor(gpu, &x) : b_tensor(gpu, &x), dw = g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b),
+    ssl_tensor dx = x_f32 ? g_tensor(gpu, &x) : b_tensor(gpu, &x), dw = w16 ? b_tensor(gpu, &wt) : g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b),
                dyv = b_tensor(gpu, &y), dgy = b_tensor(gpu, &gy), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
                dgx = b_tensor(gpu, &gx);
     ssl_buf s0 = {0}, s1 = {0};
@@ -177,13 +179,15 @@ static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, in
 }
 
 GPU_TEST(bf16_conv2d) {
-    conv_case(gpu, "bf16 3x3 s1 p1", 2, 9, 11, 5, 7, 3, 1, 1, 1, 0);
-    conv_case(gpu, "bf16 7x7 s2 p3 (stem, fp32 images)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
-    conv_case(gpu, "bf16 3x3 s1 p1 (CIFAR stem, fp32 images)", 2, 8, 8, 3, 6, 3, 1, 1, 0, 1);
-    conv_case(gpu, "bf16 1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 0);
-    conv_case(gpu, "bf16 1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 0);
-    conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0);
-    conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0);
+    conv_case(gpu, "bf16 3x3 s1 p1", 2, 9, 11, 5, 7, 3, 1, 1, 1, 0, 0);
+    conv_case(gpu, "bf16 3x3 s1 p1, bf16 weights", 2, 9, 11, 5, 7, 3, 1, 1, 0, 0, 1);
+    conv_case(gpu, "bf16 7x7 s2 p3 (stem, fp32 images)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1, 1);
+    conv_case(gpu, "bf16 3x3 s1 p1 (CIFAR stem, fp32 images)", 2, 8, 8, 3, 6, 3, 1, 1, 0, 1, 0);
+    conv_case(gpu, "bf16 1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 0, 0);
+    conv_case(gpu, "bf16 1x1 s1 (GEMM), bf16 weights", 3, 5, 7, 6, 9, 1, 1, 0, 0, 0, 1);
+    conv_case(gpu, "bf16 1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 0, 0);
+    conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0, 0);
+    conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0, 0);
 }
 
 /* batch norm (fused 0: plain, 1: + ReLU, 2: + residual + ReLU) on bf16
