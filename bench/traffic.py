@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The least memory traffic and the floating-point work of one training step,
+by kind of work, from the profiler's bookkeeping (no GPU needed).
+
+ssl.cu's profiler counts for every op the bytes it must move at the least
+(each input read once, each output written once, at the stored element
+sizes) and its floating-point operations. Those counts do not depend on the
+GPU, so they are taken from emulated runs of build/gpu_step (emulate=1
+profile=1) at two small batches and extrapolated linearly to the target
+batch (every count is a + b * batch: weights and per-channel work are the
+constant, activations the slope).
+
+  python3 bench/traffic.py depth=50 res=224 bs=256 precision=bf16
+  python3 bench/traffic.py depth=18 stem=cifar res=32 bs=512 small=4,8
+
+Prints a markdown table: GB and GFLOP per step per kind of work, and the
+milliseconds each would take at the GPU's full memory bandwidth
+(peak_gbs=3350, the H100 SXM) and the GEMMs at its dense bf16 / fp32 peaks.
+"""
+import re
+import subprocess
+import sys
+
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+bs = int(args.pop("bs", "256"))
+small = [int(b) for b in args.pop("small", "2,4").split(",")]
+peak = float(args.pop("peak_gbs", "3350"))
+tflops = {"bf16": 989.0, "fp32": 67.0}
+prec = args.get("precision", "bf16")
+exe = args.pop("exe", "build/gpu_step")
+
+runs = []
+for b in small:
+    cmd = [exe, f"bs={b}", "emulate=1", "profile=1", "steps=1", "warmup=1", "split=0"] + [f"{k}={v}" for k, v in args.items()]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
+    rows, launches = {}, None
+    for line in out.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and re.match(r"^\d+$", cells[1]):  # kind, calls, ms, share, GB, GFLOP, ...
+            rows[cells[0]] = (float(cells[4]), float(cells[5]))
+        m = re.match(r"Per step: (\d+) kernel launches and (\d+) GEMM calls", line)
+        if m:
+            launches = (int(m.group(1)), int(m.group(2)))
+    if not rows:
+        sys.exit(f"no profile table in the output of {' '.join(cmd)}")
+    runs.append((b, rows, launches))
+
+(b1, r1, l1), (b2, r2, l2) = runs
+
+
+def at(v1, v2):
+    return v1 + (v2 - v1) / (b2 - b1) * (bs - b1)
+
+
+table = []
+for kind in r1:
+    g1, f1 = r1[kind]
+    g2, f2 = r2.get(kind, (g1, f1))
+    table.append((kind, at(g1, g2), at(f1, f2)))
+table.sort(key=lambda t: -t[1])
+gb = sum(t[1] for t in table)
+gf = sum(t[2] for t in table)
+desc = " ".join(f"{k}={v}" for k, v in args.items())
+print(f"{desc}: extrapolated to batch {bs} (two views) from emulated runs at batch {b1} and {b2}\n")
+print(f"| kind of work | GB/step | GFLOP/step | ms at {peak:.0f} GB/s |")
+print("|---|---|---|---|")
+for kind, g, f in table:
+    if g >= 0.05 or f >= 0.5:
+        print(f"| {kind} | {g:.1f} | {f:.0f} | {g / peak * 1e3:.1f} |")
+print(f"| total | {gb:.1f} | {gf:.0f} | {gb / peak * 1e3:.1f} |")
+peak_f = tflops["bf16" if prec == "bf16" else "fp32"]
+print(f"\nGEMM work: {gf / 1e3:.2f} TFLOP/step = {gf / peak_f:.1f} ms at {peak_f:.0f} dense {prec} TFLOP/s; "
+      f"memory bound {gb / peak * 1e3:.1f} ms -> at most {bs / max(gb / peak, gf / 1e3 / peak_f):.0f} images/s (two views)")
+if l1 and l2 and l1 == l2:
+    print(f"Per step: {l1[0]} kernel launches and {l1[1]} GEMM calls (the same at both batches)")
