@@ -1686,8 +1686,10 @@ SSLDEF int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs);
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */
 SSLDEF void ssl_cuda_set_emulation(int on);
-/* GEMMs (and so convolutions and linear layers) in fp32, or with bf16
-   operands, fp32 accumulation and fp32 storage (tensor cores). */
+/* fp32 throughout, or bf16: models planned after the switch store their
+   backbone's activations and gradients as bf16 and run its convolutions'
+   GEMMs on bf16 operands; GEMMs on fp32 tensors get bf16 operands (tensor
+   cores, FAST_16BF); accumulation, weights, statistics and losses fp32. */
 SSLDEF void ssl_cuda_set_precision(int bf16);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */

@@ -95,7 +95,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, threads, "0", 0, 1024, "compute threads (0 = all cores)"),
     SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
     SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where the step runs (auto: the GPU when there is one)"),
-    SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU GEMMs: bf16 operands (tensor cores) or fp32 throughout"),
+    SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU: bf16 activations and GEMM operands (fp32 weights and statistics), or fp32 throughout"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),

@@ -26,7 +26,7 @@ typedef struct {
 } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
-    SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "GEMM operands"),
+    SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
