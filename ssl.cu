@@ -733,6 +733,63 @@ static inline SSL_HD void ssl__st(ssl_bf16 *p, float v) { *p = ssl_bf16_from_flo
 template <class A, class B> struct ssl__same_type { enum { value = 0 }; };
 template <class A> struct ssl__same_type<A, A> { enum { value = 1 }; };
 
+// ---- index math: 32 bits, division by invariant integers -------------------
+/* The per-element kernels turn a flat index into coordinates with divisions
+   by the tensor's sizes. A GPU has no integer divider: a 64-bit division is
+   a subroutine of ~70 instructions and a 32-bit one ~20, while a kernel
+   that moves 2-byte values at 3.35 TB/s has ~10 integer instructions per
+   value to spend. So the layer kernels index with 32 bits (ssl.h refuses
+   GPU layer tensors of 2^31 elements or more) and divide by a multiply-high
+   and a shift with a magic number chosen once per divisor on the host
+   (Granlund and Montgomery, "Division by invariant integers using
+   multiplication", 1994): for d >= 1, s = ceil(log2 d) and
+   m = floor(2^32 (2^s - d) / d) + 1 < 2^32, n / d = (mulhi(n, m) + n) >> s
+   for every n < 2^31 (the sum stays below 2^32). Tested against / and %
+   (ssl_cuda_fastdiv_selftest). */
+struct ssl__div {
+    uint32_t d, m, s;
+};
+static ssl__div ssl__div_make(int64_t d) {
+    if (d < 1 || d >= ((int64_t)1 << 31)) {
+        fprintf(stderr, "ssl.cu: divisor %lld outside [1, 2^31) for 32-bit index math\n", (long long)d);
+        abort();
+    }
+    uint32_t s = 0;
+    while (((uint64_t)1 << s) < (uint64_t)d) s++;
+    uint64_t m = (((uint64_t)1 << 32) * (((uint64_t)1 << s) - (uint64_t)d)) / (uint64_t)d + 1;
+    ssl__div v = {(uint32_t)d, (uint32_t)m, s};
+    return v;
+}
+static inline SSL_HD uint32_t ssl__mulhi(uint32_t a, uint32_t b) {
+#ifdef __CUDA_ARCH__
+    return __umulhi(a, b);
+#else
+    return (uint32_t)(((uint64_t)a * b) >> 32);
+#endif
+}
+static inline SSL_HD uint32_t ssl__div_q(const ssl__div &v, uint32_t n) { return (ssl__mulhi(n, v.m) + n) >> v.s; }
+/* q = n / d, returns n % d */
+static inline SSL_HD uint32_t ssl__divmod(const ssl__div &v, uint32_t n, uint32_t *q) {
+    *q = ssl__div_q(v, n);
+    return n - *q * v.d;
+}
+extern "C" int64_t ssl_cuda_fastdiv_selftest(int64_t trials, uint64_t seed) {
+    ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
+    int64_t bad = 0;
+    for (int64_t t = 0; t < trials; t++) {
+        uint32_t d = t < 4096 ? (uint32_t)t + 1 : (ssl_rng_u32(&r) >> (1 + ssl_rng_u32(&r) % 31)) | 1u;
+        if (t % 5 == 0 && t >= 4096) d = 1u << (ssl_rng_u32(&r) % 31); /* powers of two */
+        if (d >= (1u << 31)) d = (1u << 31) - 1;
+        ssl__div v = ssl__div_make(d);
+        uint32_t ns[8] = {0, 1, d - 1, d, d + 1, (1u << 31) - 1, ssl_rng_u32(&r) >> 1, (ssl_rng_u32(&r) >> 1) / d * d};
+        for (int i = 0; i < 8; i++) {
+            uint32_t n = ns[i] & 0x7fffffffu, q, rem = ssl__divmod(v, n, &q);
+            if (q != n / d || rem != n % d) bad++;
+        }
+    }
+    return bad;
+}
+
 // ---- simple element-wise functors ----------------------------------------------
 template <class T> struct ssl__f_fill {
     T *t;
@@ -1060,6 +1117,10 @@ extern "C" int ssl_cuda_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float 
 struct ssl__cg {
     int64_t n, h, w, ci, co, kh, kw, oh, ow;
     int stride, pad;
+    /* the kernels' 32-bit divisors; vec: channels per work item (8 when
+       ci allows, so one set of divisions serves 8 values) */
+    int vec, vshift;
+    ssl__div d_cv, d_kw, d_ohw, d_ow, d_w, d_h, d_stride;
 };
 static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride, int pad) {
     ssl__cg g;
@@ -1068,54 +1129,75 @@ static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride
     g.stride = stride; g.pad = pad;
     g.oh = ssl_conv_out_size(g.h, g.kh, stride, pad);
     g.ow = ssl_conv_out_size(g.w, g.kw, stride, pad);
+    g.vec = g.ci % 8 == 0 ? 8 : 1, g.vshift = g.ci % 8 == 0 ? 3 : 0;
+    g.d_cv = ssl__div_make(g.ci / g.vec), g.d_kw = ssl__div_make(g.kw), g.d_ohw = ssl__div_make(g.oh * g.ow);
+    g.d_ow = ssl__div_make(g.ow), g.d_w = ssl__div_make(g.w), g.d_h = ssl__div_make(g.h), g.d_stride = ssl__div_make(stride);
     return g;
 }
 static int ssl__cg_is_gemm(const ssl__cg &g) { return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0; }
 
-/* cols[i] for i over nr rows x K: the input value or 0 in the padding
-   (converted to the columns' type) */
+/* cols of rows [r0, r0 + nr) x K: the input value or 0 in the padding
+   (converted to the columns' type). Work item j: g.vec consecutive values
+   of one row and tap (channels c .. c + vec - 1), so adjacent items write
+   adjacent memory; j indexes (row, tap, channel group) with
+   taps x groups = K / vec per row. */
 template <class TX, class TC> struct ssl__f_im2col {
     ssl__cg g;
     const TX *x;
     TC *cols;
     int64_t r0;
-    SSL_HD void operator()(int64_t i) const {
-        int64_t K = g.kh * g.kw * g.ci, r = r0 + i / K, kk = i % K;
-        int64_t c = kk % g.ci, kx = kk / g.ci % g.kw, ky = kk / (g.ci * g.kw);
-        int64_t n = r / (g.oh * g.ow), oy = r / g.ow % g.oh, ox = r % g.ow;
-        int64_t iy = oy * g.stride - g.pad + ky, ix = ox * g.stride - g.pad + kx;
-        ssl__st(&cols[i], iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? ssl__ld(x[((n * g.h + iy) * g.w + ix) * g.ci + c]) : 0.0f);
+    ssl__div d_kv; /* K / vec */
+    SSL_HD void operator()(int64_t j) const {
+        uint32_t rl, tap, ky, n, oy;
+        uint32_t kv = ssl__divmod(d_kv, (uint32_t)j, &rl);
+        uint32_t cg = ssl__divmod(g.d_cv, kv, &tap), kx = ssl__divmod(g.d_kw, tap, &ky);
+        uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
+        int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix = (int)(ox * g.stride) - g.pad + (int)kx;
+        TC *out = cols + (uint32_t)j * g.vec;
+        if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            for (int v = 0; v < g.vec; v++) ssl__st(&out[v], 0.0f);
+            return;
+        }
+        const TX *in = x + (((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci +
+                       cg * g.vec;
+        for (int v = 0; v < g.vec; v++) ssl__st(&out[v], ssl__ld(in[v]));
     }
 };
-/* The adjoint of im2col as a gather: input element i (from image n0 on)
-   adds the dcols entries of block rows [r0, r0+nr) that were copied from
-   it, in increasing row order as the CPU's scatter does (ky, kx
-   decreasing), into a running float (stored once, in dx's type). */
+/* The adjoint of im2col as a gather: input pixel values (g.vec channels per
+   work item, from element `first` on) add the dcols entries of block rows
+   [r0, r0+nr) that were copied from them, in increasing row order as the
+   CPU's scatter does (ky, kx decreasing), into a running float (stored
+   once, in dx's type). */
 template <class TC, class TD> struct ssl__f_col2im {
     ssl__cg g;
     const TC *dcols;
     TD *dx;
-    int64_t r0, nr, first; /* first: index of the first dx element visited */
+    int64_t r0, nr, first; /* first: index of the first dx element visited (a multiple of vec) */
     SSL_HD void operator()(int64_t t) const {
-        int64_t i = first + t, c = i % g.ci, ix = i / g.ci % g.w, iy = i / (g.ci * g.w) % g.h, n = i / (g.ci * g.w * g.h);
-        int64_t K = g.kh * g.kw * g.ci;
-        float v = ssl__ld(dx[i]);
-        for (int64_t ky = g.kh - 1; ky >= 0; ky--) {
-            int64_t ty = iy + g.pad - ky;
-            if (ty < 0 || ty % g.stride) continue;
-            int64_t oy = ty / g.stride;
-            if (oy >= g.oh) continue;
-            for (int64_t kx = g.kw - 1; kx >= 0; kx--) {
-                int64_t tx = ix + g.pad - kx;
-                if (tx < 0 || tx % g.stride) continue;
-                int64_t ox = tx / g.stride;
-                if (ox >= g.ow) continue;
-                int64_t r = (n * g.oh + oy) * g.ow + ox;
+        uint32_t i = (uint32_t)first + (uint32_t)t * g.vec, pix, q, n, iy;
+        uint32_t cg = ssl__divmod(g.d_cv, i >> g.vshift, &pix);
+        uint32_t ix = ssl__divmod(g.d_w, pix, &q);
+        iy = ssl__divmod(g.d_h, q, &n);
+        uint32_t K = (uint32_t)(g.kh * g.kw * g.ci), c = cg * g.vec;
+        float v[8];
+        for (int e = 0; e < g.vec; e++) v[e] = ssl__ld(dx[i + e]);
+        for (int ky = (int)g.kh - 1; ky >= 0; ky--) {
+            int ty = (int)iy + g.pad - ky;
+            if (ty < 0) continue;
+            uint32_t oy, ry = ssl__divmod(g.d_stride, (uint32_t)ty, &oy);
+            if (ry || oy >= g.oh) continue;
+            for (int kx = (int)g.kw - 1; kx >= 0; kx--) {
+                int tx = (int)ix + g.pad - kx;
+                if (tx < 0) continue;
+                uint32_t ox, rx = ssl__divmod(g.d_stride, (uint32_t)tx, &ox);
+                if (rx || ox >= g.ow) continue;
+                int64_t r = ((int64_t)n * g.oh + oy) * g.ow + ox;
                 if (r < r0 || r >= r0 + nr) continue;
-                v += ssl__ld(dcols[(r - r0) * K + (ky * g.kw + kx) * g.ci + c]);
+                const TC *src = dcols + (uint32_t)(r - r0) * K + ((uint32_t)ky * (uint32_t)g.kw + (uint32_t)kx) * (uint32_t)g.ci + c;
+                for (int e = 0; e < g.vec; e++) v[e] += ssl__ld(src[e]);
             }
         }
-        ssl__st(&dx[i], v);
+        for (int e = 0; e < g.vec; e++) ssl__st(&dx[i + e], v[e]);
     }
 };
 
@@ -1185,8 +1267,8 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         const TC *A = direct ? (const TC *)(const void *)xd + r0 * k : cols;
         if (!direct) {
             SSL__PROF("im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
-            ssl__f_im2col<TX, TC> f = {g, xd, cols, r0};
-            x.each(f, nr * k);
+            ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / g.vec)};
+            x.each(f, nr * k / g.vec);
         }
         if (!via_acc) {
             x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)co, (int)k, 1.0f, A, (int)k, wd, (int)k, beta, yd + r0 * co, (int)co);
@@ -1241,8 +1323,8 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         const TG *dyb = dyd + r0 * co;
         {
             SSL__PROF("im2col", (double)nr * k * (sizeof(TG) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
-            ssl__f_im2col<TX, TG> f = {g, xd, cols, r0};
-            x.each(f, nr * k);
+            ssl__f_im2col<TX, TG> f = {g, xd, cols, r0, ssl__div_make(k / g.vec)};
+            x.each(f, nr * k / g.vec);
         }
         x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
         if (!dxd) continue;
@@ -1251,7 +1333,7 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         int64_t n0 = r0 / opix, n1 = (r0 + nr - 1) / opix;
         SSL__PROF("col2im", (double)sizeof(TG) * nr * k + 2.0 * sizeof(TX) * (n1 - n0 + 1) * img, (double)nr * k);
         ssl__f_col2im<TG, TX> c2 = {g, dcols, dxd, r0, nr, n0 * img};
-        x.each(c2, (n1 - n0 + 1) * img);
+        x.each(c2, (n1 - n0 + 1) * img / g.vec);
     }
 }
 
@@ -1373,10 +1455,11 @@ template <class T> struct ssl__f_bn_apply {
     const float *scale, *shift;
     const T *res;
     T *y;
-    int64_t c;
+    ssl__div d_c;
     int relu;
     SSL_HD void operator()(int64_t i) const {
-        float v = ssl__bn_apply(ssl__ld(x[i]), scale[i % c], shift[i % c]);
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)i, &r);
+        float v = ssl__bn_apply(ssl__ld(x[i]), scale[k], shift[k]);
         if (res) v += ssl__ld(res[i]);
         ssl__st(&y[i], relu ? ssl__relu(v) : v);
     }
@@ -1399,9 +1482,9 @@ template <class T> struct ssl__f_bn_dx {
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
-    int64_t c;
+    ssl__div d_c;
     SSL_HD void operator()(int64_t i) const {
-        int64_t k = i % c;
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)i, &r);
         float d = ssl__ld(dy[i]), g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[i]), d) : d;
         ssl__st(&dx[i], ssl__bn_grad_input(g, ssl__ld(x[i]), mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]));
     }
@@ -1457,7 +1540,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     } else {
         x.each(st, c);
     }
-    ssl__f_bn_apply<T> ap = {(const T *)xt->data, scale, shift, res ? (const T *)res->data : NULL, (T *)y->data, c, relu};
+    ssl__f_bn_apply<T> ap = {(const T *)xt->data, scale, shift, res ? (const T *)res->data : NULL, (T *)y->data, ssl__div_make(c), relu};
     x.each(ap, rows * c);
 }
 
@@ -1486,7 +1569,7 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
                             rows, c};
     ssl__bn_sums(x, f, part, sums, gf);
     if (dx && dx->data) {
-        ssl__f_bn_dx<T> fd = {xd, dyd, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, c};
+        ssl__f_bn_dx<T> fd = {xd, dyd, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c)};
         x.each(fd, rows * c);
     }
 }
@@ -1518,12 +1601,15 @@ extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy,
     return 0;
 }
 
-struct ssl__pg { /* pooling geometry */
-    int64_t n, h, w, c, oh, ow;
+struct ssl__pg { /* pooling geometry, 32-bit (see the index math) */
+    int n, h, w, c, oh, ow;
     int k, stride, pad;
+    ssl__div d_c, d_w, d_h, d_ow, d_oh, d_stride;
 };
 static ssl__pg ssl__pg_make(const ssl_tensor *x, const ssl_tensor *y, int k, int stride, int pad) {
-    ssl__pg g = {x->dim[0], x->dim[1], x->dim[2], x->dim[3], y->dim[1], y->dim[2], k, stride, pad};
+    ssl__pg g = {(int)x->dim[0], (int)x->dim[1], (int)x->dim[2], (int)x->dim[3], (int)y->dim[1], (int)y->dim[2], k, stride, pad,
+                 ssl__div_make(x->dim[3]), ssl__div_make(x->dim[2]), ssl__div_make(x->dim[1]), ssl__div_make(y->dim[2]),
+                 ssl__div_make(y->dim[1]), ssl__div_make(stride)};
     return g;
 }
 /* The winner of output pixel (n, oy, ox), channel ch: as the CPU, the first
@@ -1531,18 +1617,17 @@ static ssl__pg ssl__pg_make(const ssl_tensor *x, const ssl_tensor *y, int k, int
    window's first pixel if nothing beats -inf. Returns the input pixel index;
    *best gets its value. */
 template <class T>
-static inline SSL_HD int64_t ssl__pool_winner(const ssl__pg &g, const T *x, int64_t n, int64_t oy, int64_t ox, int64_t ch,
-                                              float *best) {
-    int64_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad, y1 = y0 + g.k, x1 = x0 + g.k;
+static inline SSL_HD uint32_t ssl__pool_winner(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best) {
+    int y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad, y1 = y0 + g.k, x1 = x0 + g.k;
     if (y0 < 0) y0 = 0;
     if (x0 < 0) x0 = 0;
     if (y1 > g.h) y1 = g.h;
     if (x1 > g.w) x1 = g.w;
     float b = -INFINITY;
-    int64_t arg = (n * g.h + y0) * g.w + x0;
-    for (int64_t iy = y0; iy < y1; iy++)
-        for (int64_t ix = x0; ix < x1; ix++) {
-            int64_t pix = (n * g.h + iy) * g.w + ix;
+    uint32_t arg = ((uint32_t)n * g.h + y0) * g.w + x0;
+    for (int iy = y0; iy < y1; iy++)
+        for (int ix = x0; ix < x1; ix++) {
+            uint32_t pix = ((uint32_t)n * g.h + iy) * g.w + ix;
             float v = ssl__ld(x[pix * g.c + ch]);
             if (ssl__pool_takes(b, v)) b = v, arg = pix;
         }
@@ -1554,9 +1639,9 @@ template <class T> struct ssl__f_maxpool {
     const T *x;
     T *y;
     SSL_HD void operator()(int64_t i) const {
-        int64_t ch = i % g.c, o = i / g.c, ox = o % g.ow, oy = o / g.ow % g.oh, n = o / (g.ow * g.oh);
+        uint32_t o, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &o), ox = ssl__divmod(g.d_ow, o, &q), oy = ssl__divmod(g.d_oh, q, &n);
         float b;
-        ssl__pool_winner(g, x, n, oy, ox, ch, &b);
+        ssl__pool_winner(g, x, (int)n, (int)oy, (int)ox, (int)ch, &b);
         ssl__st(&y[i], b);
     }
 };
@@ -1567,15 +1652,19 @@ template <class T> struct ssl__f_maxpool_back {
     const T *x, *dy;
     T *dx;
     SSL_HD void operator()(int64_t i) const {
-        int64_t ch = i % g.c, pix = i / g.c, ix = pix % g.w, iy = pix / g.w % g.h, n = pix / (g.w * g.h);
-        int64_t ly = iy + g.pad - g.k + 1, lx = ix + g.pad - g.k + 1;
-        int64_t oy0 = ly <= 0 ? 0 : (ly + g.stride - 1) / g.stride, ox0 = lx <= 0 ? 0 : (lx + g.stride - 1) / g.stride;
-        int64_t oy1 = ssl__min64((iy + g.pad) / g.stride, g.oh - 1), ox1 = ssl__min64((ix + g.pad) / g.stride, g.ow - 1);
+        uint32_t pix, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &pix), ix = ssl__divmod(g.d_w, pix, &q), iy = ssl__divmod(g.d_h, q, &n);
+        int ly = (int)iy + g.pad - g.k + 1, lx = (int)ix + g.pad - g.k + 1;
+        int oy0 = ly <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(ly + g.stride - 1)),
+            ox0 = lx <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(lx + g.stride - 1));
+        int oy1 = (int)ssl__div_q(g.d_stride, iy + g.pad), ox1 = (int)ssl__div_q(g.d_stride, ix + g.pad);
+        if (oy1 > g.oh - 1) oy1 = g.oh - 1;
+        if (ox1 > g.ow - 1) ox1 = g.ow - 1;
         float v = 0.0f;
-        for (int64_t oy = oy0; oy <= oy1; oy++)
-            for (int64_t ox = ox0; ox <= ox1; ox++) {
+        for (int oy = oy0; oy <= oy1; oy++)
+            for (int ox = ox0; ox <= ox1; ox++) {
                 float b;
-                if (ssl__pool_winner(g, x, n, oy, ox, ch, &b) == pix) v += ssl__ld(dy[((n * g.oh + oy) * g.ow + ox) * g.c + ch]);
+                if (ssl__pool_winner(g, x, (int)n, oy, ox, (int)ch, &b) == pix)
+                    v += ssl__ld(dy[(((uint32_t)n * g.oh + oy) * g.ow + ox) * g.c + ch]);
             }
         ssl__st(&dx[i], v);
     }
@@ -1614,7 +1703,11 @@ template <class TY, class TX> struct ssl__f_avgpool_back {
     const TY *dy;
     TX *dx;
     int64_t hw, c;
-    SSL_HD void operator()(int64_t i) const { ssl__st(&dx[i], ssl__ld(dy[i / (hw * c) * c + i % c]) / (float)hw); }
+    ssl__div d_hwc, d_c;
+    SSL_HD void operator()(int64_t i) const {
+        uint32_t n = ssl__div_q(d_hwc, (uint32_t)i), pix, ch = ssl__divmod(d_c, (uint32_t)i, &pix);
+        ssl__st(&dx[i], ssl__ld(dy[n * (uint32_t)c + ch]) / (float)hw);
+    }
 };
 extern "C" int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
     SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y), 0);
@@ -1627,7 +1720,8 @@ extern "C" int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
 extern "C" int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
     SSL__PROF("pooling", ssl__bytes(dx) + ssl__bytes(dy), 0);
     SSL__TYPED(dy->dtype, TY, SSL__TYPED(dx->dtype, TX, {
-        ssl__f_avgpool_back<TY, TX> f = {(const TY *)dy->data, (TX *)dx->data, dx->dim[1] * dx->dim[2], dx->dim[3]};
+        int64_t hw = dx->dim[1] * dx->dim[2], c = dx->dim[3];
+        ssl__f_avgpool_back<TY, TX> f = {(const TY *)dy->data, (TX *)dx->data, hw, c, ssl__div_make(hw * c), ssl__div_make(c)};
         SSL__RUN(X_.each(f, ssl_tensor_numel(dx)););
     }););
     return 0;

@@ -4785,6 +4785,19 @@ static int ssl__device(const char *op, int bf16_ok, const ssl_tensor *const *ts,
     if (bf16 && dev != SSL_DEV_CUDA) return ssl__fail("%s: bf16 tensors are GPU storage; the CPU computes in fp32", op);
     return dev < 0 ? SSL_DEV_CPU : dev;
 }
+/* On the GPU the layer kernels (conv, batch norm, pooling) index with 32
+   bits: -1 with an error for a tensor of 2^31 elements or more there. */
+#define SSL__IDX32(op, dev, ...)                                         \
+    ssl__idx32(op, dev, (const ssl_tensor *const[]){__VA_ARGS__},        \
+               sizeof((const ssl_tensor *const[]){__VA_ARGS__}) / sizeof(const ssl_tensor *))
+static int ssl__idx32(const char *op, int dev, const ssl_tensor *const *ts, size_t n) {
+    if (dev != SSL_DEV_CUDA) return dev;
+    for (size_t i = 0; i < n; i++)
+        if (ts[i] && ts[i]->data && ssl_tensor_numel(ts[i]) >= ((int64_t)1 << 31))
+            return ssl__fail("%s: a tensor of %lld elements; the GPU's layer kernels index with 32 bits (2^31 - 1 at "
+                             "most): use a smaller batch", op, (long long)ssl_tensor_numel(ts[i]));
+    return dev;
+}
 /* -1 with an error unless every tensor given (NULL or empty skipped) has
    the first one's element type */
 #define SSL__SAME_DTYPE(op, ...)                                        \
@@ -5199,7 +5212,7 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
     ssl__conv g;
     if (ssl__conv_check(__func__, x, w, b, y, "y", stride, pad, &g)) return -1;
     if (SSL__DEVICE(__func__, b) < 0) return -1; /* an fp32 bias; w may be a bf16 copy on the GPU */
-    int dev = SSL__DEVICE_BF16(__func__, x, w, b, y);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, w, b, y), x, y);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g);
@@ -5230,7 +5243,7 @@ SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, cons
         ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
         return -1;
     if (SSL__DEVICE(__func__, dw, db) < 0 || SSL__SAME_DTYPE(__func__, x, dx)) return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, w, dy, dx, dw, db);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, w, dy, dx, dw, db), x, dy);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g), co = g.co;
@@ -5378,7 +5391,7 @@ SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_
     if (SSL__DEVICE(__func__, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var) < 0 ||
         SSL__SAME_DTYPE(__func__, x, y, residual))
         return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual), x);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd));
     double *sums;
@@ -5435,7 +5448,7 @@ SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, con
         return -1;
     if (SSL__DEVICE(__func__, mean, invstd, dweight, dbias, &bn->weight) < 0 || SSL__SAME_DTYPE(__func__, x, dy, dx, relu_y))
         return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y), x);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias));
     double *sums;
@@ -5520,7 +5533,7 @@ static int64_t ssl__pool_window(const ssl_tensor *x, const ssl_tensor *y, int k,
 
 SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
     if (ssl__pool_check(__func__, x, y, "y", k, stride, pad)) return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, y);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y), x);
     if (dev < 0 || SSL__SAME_DTYPE(__func__, x, y)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_maxpool2d_forward(x, k, stride, pad, y));
     int64_t h = x->dim[1], w = x->dim[2], c = x->dim[3], outs = y->dim[0] * y->dim[1] * y->dim[2];
@@ -5540,7 +5553,7 @@ SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad
 SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                   ssl_tensor *dx) {
     if (ssl__pool_check(__func__, x, dy, "dy", k, stride, pad) || ssl__same_shape(__func__, "x", x, "dx", dx)) return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, dy, dx);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, dy, dx), x);
     if (dev < 0 || SSL__SAME_DTYPE(__func__, x, dy, dx)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_maxpool2d_backward(x, dy, k, stride, pad, dx));
     /* the forward's scan again, remembering where each winner is */
@@ -5575,7 +5588,7 @@ static int ssl__avgpool_check(const char *op, const ssl_tensor *x, const char *x
 
 SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
     if (ssl__avgpool_check(__func__, x, "x", y, "y")) return -1;
-    int dev = SSL__DEVICE_BF16(__func__, x, y);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y), x);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_avgpool_forward(x, y));
     int64_t n = x->dim[0], hw = x->dim[1] * x->dim[2], c = x->dim[3];
@@ -5591,7 +5604,7 @@ SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y) {
 
 SSLDEF int ssl_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx) {
     if (ssl__avgpool_check(__func__, dx, "dx", dy, "dy")) return -1;
-    int dev = SSL__DEVICE_BF16(__func__, dy, dx);
+    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, dy, dx), dx);
     if (dev < 0) return -1;
     SSL__ON_GPU(dev, ssl_cuda_avgpool_backward(dy, dx));
     int64_t n = dx->dim[0], hw = dx->dim[1] * dx->dim[2], c = dx->dim[3];

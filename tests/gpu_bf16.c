@@ -187,6 +187,7 @@ GPU_TEST(bf16_conv2d) {
     conv_case(gpu, "bf16 1x1 s1 (GEMM), bf16 weights", 3, 5, 7, 6, 9, 1, 1, 0, 0, 0, 1);
     conv_case(gpu, "bf16 1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 0, 0);
     conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0, 0);
+    conv_case(gpu, "bf16 3x3 s2 p1, 24 channels", 2, 10, 9, 24, 5, 3, 2, 1, 1, 0, 0);
     conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0, 0);
 }
 

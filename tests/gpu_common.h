@@ -46,6 +46,9 @@ double g_close_t(const char *file, int line, int gpu, const char *what, const ss
 /* ssl.cu's check of its row-major -> cuBLAS column-major GEMM mapping
    (largest relative difference over random calls; 1e30: a refused call) */
 double ssl_cuda_gemm_selftest(int trials, uint64_t seed);
+/* ssl.cu's 32-bit division by invariant integers against / and %: the
+   number of wrong quotients or remainders over random divisors */
+int64_t ssl_cuda_fastdiv_selftest(int64_t trials, uint64_t seed);
 
 /* tolerance pairs per mode: (emulation, GPU fp32) */
 #define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))

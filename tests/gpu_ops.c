@@ -153,6 +153,14 @@ GPU_TEST(center_mse_offdiag_diag) {
     for (int i = 0; i < 8; i++) free_h(hs[i]);
 }
 
+TEST(emu_fastdiv_matches_division) {
+    /* every divisor 1..4096, then random ones (powers of two among them)
+       up to 2^31 - 1, each on 0, 1, d-1, d, d+1, 2^31-1, a random value
+       and a random multiple of d */
+    int64_t bad = ssl_cuda_fastdiv_selftest(200000, 5);
+    CHECK(bad == 0, "%lld wrong quotients or remainders", (long long)bad);
+}
+
 /* conv: forward, then backward with dw/db accumulated onto random values */
 static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
                       int bias, int with_dx) {
@@ -194,6 +202,7 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 1);
     conv_case(gpu, "1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 1);
     conv_case(gpu, "3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 1);
+    conv_case(gpu, "3x3 s2 p1, 8 channels (8 per work item)", 2, 10, 9, 8, 5, 3, 2, 1, 1, 1);
     conv_case(gpu, "3x3 s1 p0 no dx", 1, 6, 5, 3, 2, 3, 1, 0, 1, 0);
     /* more than one im2col block on the CPU and in emulation (8 MiB) */
     conv_case(gpu, "3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 1);
