@@ -33,6 +33,20 @@ else
   $(info [ssl.h] CUDA        no   (nvcc not found: CPU-only build))
 endif
 
+# CUDNN=1: cuDNN's convolutions as well, on request (SSL_CONV=cudnn or
+# ssl_cuda_set_conv); CUDNN_PREFIX=DIR for a cuDNN outside the toolkit
+# (DIR/include, DIR/lib), e.g. the nvidia-cudnn wheel's folder
+ifneq ($(NVCC),)
+ifeq ($(CUDNN),1)
+  CUDNN_PREFIX ?= $(CUDA_HOME)
+  $(info [ssl.h] cuDNN       yes  ($(CUDNN_PREFIX); convolutions through cuDNN when SSL_CONV=cudnn))
+  NVCC_DEFS += -DSSL_CUDNN -I$(CUDNN_PREFIX)/include
+  GPU_LIBS  += -L$(CUDNN_PREFIX)/lib -L$(CUDNN_PREFIX)/lib64 -Wl,-rpath,$(CUDNN_PREFIX)/lib -Wl,-rpath,$(CUDNN_PREFIX)/lib64 -lcudnn
+else
+  $(info [ssl.h] cuDNN       no   (convolutions through im2col + cuBLAS; CUDNN=1 adds cuDNN's))
+endif
+endif
+
 ifneq ($(NO_TURBOJPEG),1)
   TURBOJPEG := $(shell pkg-config --exists libturbojpeg 2>/dev/null && echo yes)
 endif
@@ -107,8 +121,13 @@ train: train.c ssl.h $(GPU_DEPS)
 probe: probe.c ssl.h $(GPU_DEPS)
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -o $@ probe.c $(GPU_LIBS) $(LDLIBS)
 
-$(BUILD)/ssl_cuda.o: ssl.cu ssl.h | $(BUILD)
-	$(NVCC) -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-fPIC $(filter -DSSL_%,$(CFLAGS)) -c ssl.cu -o $@
+# the object is rebuilt when its flags change (CUDNN=1 on or off)
+CUDA_OBJ_FLAGS := -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-fPIC $(filter -DSSL_%,$(CFLAGS)) $(NVCC_DEFS)
+ifneq ($(NVCC),)
+$(shell mkdir -p $(BUILD) && (echo '$(CUDA_OBJ_FLAGS)' | cmp -s - $(BUILD)/.cuda-flags || echo '$(CUDA_OBJ_FLAGS)' > $(BUILD)/.cuda-flags))
+endif
+$(BUILD)/ssl_cuda.o: ssl.cu ssl.h $(BUILD)/.cuda-flags | $(BUILD)
+	$(NVCC) $(CUDA_OBJ_FLAGS) -c ssl.cu -o $@
 
 $(BUILD):
 	mkdir -p $(BUILD)

@@ -670,7 +670,7 @@ struct ssl__cpu {
 
 /* Internal scratch, one buffer per purpose (and per executor), so that
    nested uses never alias. Not thread-safe: one host thread drives a GPU. */
-enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_ACC, SSL__S_OPT, SSL__S_AUG, SSL__S_COUNT };
+enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_W2, SSL__S_ACC, SSL__S_OPT, SSL__S_AUG, SSL__S_COUNT };
 static ssl_buf ssl__scr[2][SSL__S_COUNT];
 static void *ssl__tmp(const ssl__gpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[0][which], bytes); }
 static void *ssl__tmp(const ssl__cpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[1][which], bytes); }
@@ -1217,11 +1217,11 @@ static int64_t ssl__cg_block(const ssl__cg &g, int emu) {
 /* The GEMM's operands are of the activations' type T: weights of that
    type are used as they are (the model hands bf16 copies made once per
    forward), others converted into scratch. */
-template <class T, class X> static const T *ssl__weights_as(const X &x, const ssl_tensor *w) {
+template <class T, class X> static const T *ssl__weights_as(const X &x, const ssl_tensor *w, int which = SSL__S_W) {
     int64_t n = ssl_tensor_numel(w);
     if (w->dtype == ssl__dtype_of((const T *)NULL)) return (const T *)w->data;
     SSL__PROF("copy, fill", (double)(sizeof(T) + ssl_dtype_size(w->dtype)) * n, 0);
-    T *h = (T *)ssl__tmp(x, SSL__S_W, sizeof(T) * (size_t)n);
+    T *h = (T *)ssl__tmp(x, which, sizeof(T) * (size_t)n);
     SSL__TYPED(w->dtype, TW, {
         ssl__f_convert<T, TW> f = {h, (const TW *)w->data};
         x.each(f, n);
@@ -1281,9 +1281,187 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
     }
 }
 
+// ---- cuDNN convolutions (a CUDNN=1 build, on request) ------------------------
+/* ssl_cuda_set_conv("cudnn") (or SSL_CONV=cudnn in the environment) routes
+   the GPU's convolutions to cuDNN's kernels, which read the input where it
+   is (implicit GEMM and the like: no im2col buffer, no col2im): forward,
+   input gradient and weight gradient through cudnnConvolutionForward,
+   BackwardData and BackwardFilter on NHWC tensors and KRSC (= OHWI)
+   filters of the activations' type; fp32 with FMA math (no TF32), bf16
+   with tensor-op math and fp32 accumulation. For each shape the fastest
+   deterministic algorithm is found once by running them
+   (cudnnFind*Algorithm, as PyTorch's cudnn.benchmark), then kept. What
+   stays on the GEMM path: emulation (cuDNN needs a GPU), biased
+   convolutions, and an input gradient of another type than dy. An input of
+   another type than the output (the stem's fp32 images) is converted first.
+   Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
+   added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
+   writes them in fp32 directly. */
+static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN */
+extern "C" int ssl_cuda_set_conv(const char *engine) {
+    if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
+    if (!strcmp(engine, "cudnn")) {
+#ifdef SSL_CUDNN
+        ssl__conv_engine = 1;
+        return 0;
+#else
+        return ssl__fail("conv engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
+#endif
+    }
+    return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
+}
+extern "C" const char *ssl_cuda_conv(void) {
+    if (ssl__conv_engine < 0) {
+        const char *e = getenv("SSL_CONV");
+        ssl__conv_engine = 0;
+        if (e && *e && ssl_cuda_set_conv(e)) {
+            fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
+            exit(2);
+        }
+    }
+    return ssl__conv_engine == 1 ? "cudnn" : "gemm";
+}
+
+#ifdef SSL_CUDNN
+#include <cudnn.h>
+#define SSL_CUDNN_CHECK(call)                                                                  \
+    do {                                                                                       \
+        cudnnStatus_t st_ = (call);                                                            \
+        if (st_ != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, #call, cudnnGetErrorString(st_)); \
+    } while (0)
+static cudnnHandle_t ssl__cudnn(void) {
+    static cudnnHandle_t h = NULL;
+    if (!h) SSL_CUDNN_CHECK(cudnnCreate(&h)); /* on the legacy default stream, as the rest */
+    return h;
+}
+/* one convolution shape: its descriptors and the algorithms found for it */
+#define SSL__CUDNN_PLANS 512
+struct ssl__cudnn_plan {
+    int64_t key[10];
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+    int have[3]; /* forward, data, filter found */
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t data;
+    cudnnConvolutionBwdFilterAlgo_t filter;
+    size_t ws[3];
+};
+static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
+static int ssl__cudnn_nplans;
+static ssl_buf ssl__cudnn_ws;
+static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
+    int64_t key[10] = {g.n, g.h, g.w, g.ci, g.co, g.kh, g.kw, g.stride, g.pad, dtype};
+    for (int i = 0; i < ssl__cudnn_nplans; i++)
+        if (!memcmp(ssl__cudnn_plans[i].key, key, sizeof key)) return &ssl__cudnn_plans[i];
+    if (ssl__cudnn_nplans == SSL__CUDNN_PLANS) ssl__cuda_die(__FILE__, __LINE__, "cuDNN plans", "more than 512 convolution shapes");
+    ssl__cudnn_plan *p = &ssl__cudnn_plans[ssl__cudnn_nplans++];
+    memset(p, 0, sizeof *p);
+    memcpy(p->key, key, sizeof key);
+    cudnnDataType_t dt = dtype == SSL_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    SSL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
+    SSL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
+    SSL_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->w));
+    SSL_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
+    SSL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NHWC, dt, (int)g.n, (int)g.ci, (int)g.h, (int)g.w));
+    SSL_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NHWC, dt, (int)g.n, (int)g.co, (int)g.oh, (int)g.ow));
+    SSL_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NHWC, (int)g.co, (int)g.ci, (int)g.kh, (int)g.kw));
+    SSL_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, g.pad, g.pad, g.stride, g.stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                    CUDNN_DATA_FLOAT));
+    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, dtype == SSL_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    return p;
+}
+/* the fastest deterministic algorithm of a Find's results (sorted by time) */
+template <class P> static int ssl__cudnn_pick(const P *perf, int n, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) return i;
+    ssl__cuda_die(__FILE__, __LINE__, what, "cuDNN found no deterministic algorithm for this convolution");
+    return -1;
+}
+static void *ssl__cudnn_workspace(size_t bytes) { return bytes ? ssl_cuda_buf_reserve(&ssl__cudnn_ws, bytes) : NULL; }
+
+/* T: the type of x (converted if needed), y and dy */
+template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
+    const ssl__gpu X{};
+    const T *xd = (const T *)x->data;
+    if (x->dtype != ssl__dtype_of((const T *)NULL)) xd = ssl__weights_as<T>(X, x, SSL__S_CONV); /* the stem's images */
+    const T *wd = ssl__weights_as<T>(X, w);
+    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
+    if (!p->have[0]) {
+        cudnnConvolutionFwdAlgoPerf_t perf[16];
+        int n = 0;
+        SSL_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(ssl__cudnn(), p->x, p->w, p->conv, p->y, 16, &n, perf));
+        int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionForwardAlgorithm");
+        p->fwd = perf[i].algo, p->ws[0] = perf[i].memory, p->have[0] = 1;
+    }
+    float one = 1.0f, zero = 0.0f;
+    SSL__PROF("conv forward (cuDNN)", (double)sizeof(T) * (ssl_tensor_numel(x) + ssl_tensor_numel(w) + g.n * g.oh * g.ow * g.co),
+              2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci);
+    SSL_CUDNN_CHECK(cudnnConvolutionForward(ssl__cudnn(), &one, p->x, xd, p->w, wd, p->conv, p->fwd,
+                                            ssl__cudnn_workspace(p->ws[0]), p->ws[0], &zero, p->y, y));
+}
+template <class T> struct ssl__f_acc_grad { /* dw += g (the cuDNN weight gradient) */
+    const T *g;
+    float *dw;
+    SSL_HD void operator()(int64_t i) const { dw[i] += ssl__ld(g[i]); }
+};
+template <class T>
+static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx, int acc,
+                           float *dw) {
+    const ssl__gpu X{};
+    const T *xd = (const T *)x->data;
+    if (x->dtype != ssl__dtype_of((const T *)NULL)) xd = ssl__weights_as<T>(X, x, SSL__S_CONV);
+    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
+    double flops = 2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci, ny = (double)g.n * g.oh * g.ow * g.co;
+    int64_t nw = g.co * g.kh * g.kw * g.ci;
+    float one = 1.0f, beta = acc ? 1.0f : 0.0f, zero = 0.0f;
+    if (dx) {
+        const T *wd = ssl__weights_as<T>(X, w);
+        if (!p->have[1]) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[16];
+            int n = 0;
+            SSL_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, &n, perf));
+            int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionBackwardDataAlgorithm");
+            p->data = perf[i].algo, p->ws[1] = perf[i].memory, p->have[1] = 1;
+        }
+        SSL__PROF("conv input grad (cuDNN)", (double)sizeof(T) * (ny + nw + ssl_tensor_numel(x) * (acc ? 2 : 1)), flops);
+        SSL_CUDNN_CHECK(cudnnConvolutionBackwardData(ssl__cudnn(), &one, p->w, wd, p->y, dy, p->conv, p->data,
+                                                     ssl__cudnn_workspace(p->ws[1]), p->ws[1], &beta, p->x, dx));
+    }
+    if (!p->have[2]) {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
+        int n = 0;
+        SSL_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, &n, perf));
+        int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionBackwardFilterAlgorithm");
+        p->filter = perf[i].algo, p->ws[2] = perf[i].memory, p->have[2] = 1;
+    }
+    SSL__PROF("conv weight grad (cuDNN)", (double)sizeof(T) * (ny + ssl_tensor_numel(x)) + 8.0 * nw, flops);
+    void *ws = ssl__cudnn_workspace(p->ws[2]);
+    if (ssl__same_type<T, float>::value) { /* accumulated in place (beta 1) */
+        SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
+                                                       p->ws[2], &one, p->w, dw));
+        return;
+    }
+    T *gw = (T *)ssl__tmp(X, SSL__S_W2, sizeof(T) * (size_t)nw);
+    SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
+                                                   p->ws[2], &zero, p->w, gw));
+    ssl__f_acc_grad<T> f = {gw, dw};
+    X.each(f, nw);
+}
+/* cuDNN takes this forward / backward (see above) */
+static int ssl__cudnn_takes(const ssl_tensor *b) { return !ssl__emu && !strcmp(ssl_cuda_conv(), "cudnn") && !(b && b->data); }
+#endif
+
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                        int pad, ssl_tensor *y, ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
+#ifdef SSL_CUDNN
+    if (ssl__cudnn_takes(b)) {
+        SSL__GUARD;
+        SSL__TYPED(y->dtype, T, ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
+        return 0;
+    }
+#endif
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
         SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch););
     }););
@@ -1341,6 +1519,14 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
                                         int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
                                         ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
+#ifdef SSL_CUDNN
+    if (ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
+        SSL__GUARD;
+        SSL__TYPED(dy->dtype, T, ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
+                                                   dx_accumulate, dw->data););
+        return 0;
+    }
+#endif
     SSL__TYPED(x->dtype, TX, SSL__TYPED(dy->dtype, TG, {
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch););

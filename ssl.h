@@ -1691,6 +1691,12 @@ SSLDEF void ssl_cuda_set_emulation(int on);
    GEMMs on bf16 operands; GEMMs on fp32 tensors get bf16 operands (tensor
    cores, FAST_16BF); accumulation, weights, statistics and losses fp32. */
 SSLDEF void ssl_cuda_set_precision(int bf16);
+/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default) or
+   "cudnn" (cuDNN's kernels; a build with make CUDNN=1). -1 with an error
+   otherwise. SSL_CONV in the environment sets it at the first convolution;
+   ssl_cuda_conv() names the one in use. */
+SSLDEF int ssl_cuda_set_conv(const char *engine);
+SSLDEF const char *ssl_cuda_conv(void);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);

@@ -11,6 +11,11 @@
 #                               at 224 and 160 (fp32 and bf16), ResNet-18
 #                               CIFAR stem at 32 bs 512; a table from the JSON;
 #                               then ssl.h's step profiled by kind of work
+#   bench/gpu_report.sh cudnn   a CUDNN=1 build (cuDNN from the toolkit or the
+#                               nvidia-cudnn wheel); the convolution tests and
+#                               the train-step tests through cuDNN; the step
+#                               with cuDNN convolutions beside the GEMM path
+#                               and PyTorch (into the same steps.jsonl)
 #   bench/gpu_report.sh ncu     Nsight Compute over one ResNet-18 CIFAR step:
 #                               each kernel's time, DRAM and SM throughput
 #   bench/gpu_report.sh all     test and step
@@ -96,6 +101,37 @@ step() {
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
+# cuDNN's convolutions (the issue allows a CUDNN=1 build; the default is
+# to be chosen by these figures): where cuDNN is, build with it, test it,
+# time it beside the GEMM path
+cudnn_phase() {
+    local pre=/usr/local/cuda
+    if [ ! -f $pre/include/cudnn.h ]; then
+        pre=$($PY -c 'import nvidia.cudnn as c; print(c.__path__[0])' 2>/dev/null)
+        [ -n "$pre" ] && [ ! -e "$pre/lib/libcudnn.so" ] && [ -e "$pre/lib/libcudnn.so.9" ] && ln -sf libcudnn.so.9 "$pre/lib/libcudnn.so"
+    fi
+    [ -n "$pre" ] && [ -f "$pre/include/cudnn.h" ] || { log "cudnn: no cuDNN headers found"; return 0; }
+    log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
+    make -j8 CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
+    mkdir -p "$OUT/tests"
+    for t in gpu_conv2d_cudnn gpu_bf16_conv2d_cudnn; do
+        timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
+    done
+    for t in $(build/tests-gpu --list | grep '^gpu_train_step'); do
+        SSL_CONV=cudnn timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.cudnn.log" 2>&1; echo "$t (SSL_CONV=cudnn) $?" | tee -a "$OUT/tests-gpu.txt"
+    done
+    [ -f "$OUT/steps.jsonl" ] || : > "$OUT/steps.jsonl"
+    for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
+               "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
+        log "step with cuDNN convolutions: $cfg"
+        timeout 150 build/gpu_step steps=$STEPS conv=cudnn $cfg 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+    done
+    timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 \
+        > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
+    $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt" 2>/dev/null)" | tee "$OUT/gpu_step.md"
+    make -j8 build/tests-gpu build/gpu_step > /dev/null 2>&1 # back to the default build
+}
+
 # compute-sanitizer memcheck on each gpu_* test (its own process, its own
 # time limit: the sanitizer slows kernels many times)
 memcheck() {
@@ -140,9 +176,10 @@ prepare() {
 case "$PHASE" in
 prepare) prepare ;;
 ncu) build && ncu_phase ;;
+cudnn) build && cudnn_phase ;;
 memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; step; } ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|ncu|all"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all"; exit 2 ;;
 esac

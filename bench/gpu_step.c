@@ -20,7 +20,7 @@
 #include "ssl.h"
 
 typedef struct {
-    char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR];
+    char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR];
     int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile;
     double width, peak_gbs;
 } bench_cfg;
@@ -28,6 +28,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
+    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn", "convolutions: im2col + cuBLAS, or cuDNN (a CUDNN=1 build)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
     SSL_OPT_I(bench_cfg, depth, "50", 18, 50, "ResNet depth (18, 34, 50)"),
@@ -58,6 +59,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     ssl_cuda_set_precision(!strcmp(c.precision, "bf16"));
+    if (ssl_cuda_set_conv(c.conv)) {
+        fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
+        return 1;
+    }
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 
@@ -131,16 +136,17 @@ int main(int argc, char **argv) {
     /* throughput: first timed step to the device's last operation (split=0
        lets the host run ahead of the GPU, so per-step sums would not be) */
     double k = (double)c.steps, step = (ssl_now() - tstart) / k;
-    printf("ssl.h %s resnet%lld %s-stem %dx%d width %g, 2 views x %d, %s, %s, split=%lld: step %.2f ms (best %.2f)",
-           c.method, (long long)c.depth, c.stem, r, r, c.width, n, c.precision, dev, (long long)c.split, 1e3 * step, 1e3 * best);
+    printf("ssl.h%s %s resnet%lld %s-stem %dx%d width %g, 2 views x %d, %s, %s, split=%lld: step %.2f ms (best %.2f)",
+           strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, r, c.width, n, c.precision, dev, (long long)c.split, 1e3 * step, 1e3 * best);
     if (c.split)
         printf(" = data %.2f + forward %.2f + loss %.2f + backward %.2f + probe/optimizer %.2f", 1e3 * sum[0] / k,
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
     printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
-    printf("{\"impl\": \"ssl.h\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
+    printf("{\"impl\": \"ssl.h%s\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
            "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
            "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f}\n",
-           c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split, 1e3 * step, 1e3 * best,
+           strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
+           1e3 * step, 1e3 * best,
            1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss);
     if (c.profile) {
         printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",

@@ -29,12 +29,11 @@ for r in rows:
     if key(r) not in seen:
         seen.append(key(r))
 for k in seen:
-    ours = [r for r in rows if key(r) == k and r["impl"] == "ssl.h"]
+    ours = [r for r in rows if key(r) == k and r["impl"].startswith("ssl.h")]
     theirs = [r for r in rows if key(r) == k and r["impl"] == "torch"]
-    for t in theirs or [None]:
-        o = ours[0] if ours else None
+    for o, t in [(o, t) for o in ours or [None] for t in theirs or [None]]:
         ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
-        name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}"
+        name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{' (ssl.h with cuDNN)' if o and o['impl'] != 'ssl.h' else ''}"
         tname = "" if not t else (f" ({t['optim']}{', compiled' if t.get('compiled') else ''})")
         print(f"| {name} | {k[2]} | {k[3]} | {k[4]} | {'split' if k[5] else 'throughput'}{tname} | "
               f"{o['images_per_s'] if o else '-'} | {t['images_per_s'] if t else '-'} | {ratio} | "
@@ -50,7 +49,9 @@ thr = {(r["impl"], r["res"]): r["images_per_s"] for r in rows
 if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")
-    for impl, name in (("ssl.h", "ssl.h"), ("torch", "PyTorch")):
+    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"), ("torch", "PyTorch")):
+        if impl not in (i for i, _ in thr):
+            continue
         a, b = thr.get((impl, 224)), thr.get((impl, 160))
         h = lambda ips: 100 * 1281167 / ips / 3600
         mix = f"{0.5 * (h(a) + h(b)):.1f} (half the epochs at each)" if a and b else "-"

@@ -133,6 +133,9 @@ GPU_TEST(bf16_rounding) {
     free(h), free(want);
 }
 
+/* the weight gradient's tolerance when not the GEMM path's fp32 one */
+static double dw_rtol;
+
 /* a convolution on bf16 activations: forward (input bf16, or fp32 as the
    stem's images), weight and bias gradients in fp32, input gradient bf16;
    the weights fp32 (rounded by the op) or a bf16 copy (as the model hands
@@ -157,7 +160,7 @@ static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, in
     CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, x_f32 ? NULL : &gx, &gw, bias ? &gb : NULL, &s0));
     CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, x_f32 ? NULL : &dgx, &dgw, bias ? &dgb : NULL, &s1));
     snprintf(what, sizeof what, "%s dw", name);
-    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), MM_R(gpu));
+    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), dw_rtol > 0 ? dw_rtol : MM_R(gpu));
     if (bias) {
         snprintf(what, sizeof what, "%s db", name);
         G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
@@ -189,6 +192,18 @@ GPU_TEST(bf16_conv2d) {
     conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0, 0);
     conv_case(gpu, "bf16 3x3 s2 p1, 24 channels", 2, 10, 9, 24, 5, 3, 2, 1, 1, 0, 0);
     conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0, 0);
+}
+
+/* The same cases through cuDNN (a CUDNN=1 build; SSL_CONV=cudnn). cuDNN's
+   weight gradient of a bf16 convolution is bf16 (then added to the fp32
+   one): one rounding, as the activations. */
+TEST(gpu_bf16_conv2d_cudnn) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("cudnn")) { test_skip(ssl_last_error()); return; }
+    dw_rtol = ULP;
+    gbody_bf16_conv2d(1);
+    dw_rtol = 0;
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
 /* batch norm (fused 0: plain, 1: + ReLU, 2: + residual + ReLU) on bf16

@@ -208,6 +208,30 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 1);
 }
 
+/* The same cases through cuDNN (a CUDNN=1 build; SSL_CONV=cudnn): fp32
+   with FMA math, so the GPU's fp32 tolerances. */
+TEST(gpu_conv2d_cudnn) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("cudnn")) { test_skip(ssl_last_error()); return; }
+    gbody_conv2d(1);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
+
+TEST(emu_conv_engine_choice) {
+    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm or cudnn"),
+          "an unknown engine was taken: %s", ssl_last_error());
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+    CHECK(!strcmp(ssl_cuda_conv(), "gemm"));
+    if (ssl_cuda_set_conv("cudnn")) {
+        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "refusal does not say how to build it: %s", ssl_last_error());
+        return;
+    }
+    /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
+    CHECK(!strcmp(ssl_cuda_conv(), "cudnn"));
+    if (g_begin(0)) gbody_conv2d(0);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
+
 /* fused: 0 plain; 1 + ReLU; 2 + residual + ReLU. The device runs the fused
    ops (ssl_batchnorm_forward_act / _backward_act), the CPU reference the
    separate ones (batch norm, add, ReLU; ReLU backward, batch norm
