@@ -733,6 +733,68 @@ static inline SSL_HD void ssl__st(ssl_bf16 *p, float v) { *p = ssl_bf16_from_flo
 template <class A, class B> struct ssl__same_type { enum { value = 0 }; };
 template <class A> struct ssl__same_type<A, A> { enum { value = 1 }; };
 
+/* V consecutive elements as fp32 (V = 1, or 8 from a 16-byte-aligned
+   address). A kernel whose threads each load one 2-byte value keeps too few
+   bytes in flight to fill the memory system (an H100 needs about
+   bandwidth x latency = 3.35 TB/s x ~600 ns = 2 MB in flight; 132 SMs x
+   2048 threads x 2 bytes is 0.5 MB), so the element-wise layer kernels
+   move 8 values (16 bytes of bf16, 32 of fp32) per thread where the sizes
+   and alignment allow. */
+template <int V> struct ssl__vio {
+    template <class T> static SSL_HD void ld(const T *p, float *v) { v[0] = ssl__ld(p[0]); }
+    template <class T> static SSL_HD void st(T *p, const float *v) { ssl__st(p, v[0]); }
+};
+template <> struct ssl__vio<8> {
+    static SSL_HD void ld(const ssl_bf16 *p, float *v) {
+        uint32_t w[4];
+#ifdef __CUDA_ARCH__
+        uint4 r = *(const uint4 *)p;
+        w[0] = r.x, w[1] = r.y, w[2] = r.z, w[3] = r.w;
+#else
+        memcpy(w, p, 16);
+#endif
+        for (int e = 0; e < 4; e++) { /* little-endian: the lower half is the first element */
+            ssl_bf16 lo = {(uint16_t)(w[e] & 0xffffu)}, hi = {(uint16_t)(w[e] >> 16)};
+            v[2 * e] = ssl_bf16_to_float(lo), v[2 * e + 1] = ssl_bf16_to_float(hi);
+        }
+    }
+    static SSL_HD void st(ssl_bf16 *p, const float *v) {
+        uint32_t w[4];
+        for (int e = 0; e < 4; e++)
+            w[e] = (uint32_t)ssl_bf16_from_float(v[2 * e]).bits | ((uint32_t)ssl_bf16_from_float(v[2 * e + 1]).bits << 16);
+#ifdef __CUDA_ARCH__
+        *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
+#else
+        memcpy(p, w, 16);
+#endif
+    }
+    static SSL_HD void ld(const float *p, float *v) {
+#ifdef __CUDA_ARCH__
+        float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+#else
+        memcpy(v, p, 32);
+#endif
+    }
+    static SSL_HD void st(float *p, const float *v) {
+#ifdef __CUDA_ARCH__
+        ((float4 *)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        ((float4 *)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+#else
+        memcpy(p, v, 32);
+#endif
+    }
+};
+/* 8 values per work item: n a multiple of 8 and every pointer (NULL
+   allowed) 16-byte aligned */
+static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL) {
+    const void *p[4] = {a, b, c, d};
+    if (n % 8) return 0;
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)p[i] % 16) return 0;
+    return 1;
+}
+
 // ---- index math: 32 bits, division by invariant integers -------------------
 /* The per-element kernels turn a flat index into coordinates with divisions
    by the tensor's sizes. A GPU has no integer divider: a 64-bit division is
@@ -818,21 +880,46 @@ struct ssl__f_diag {
     float v;
     SSL_HD void operator()(int64_t i) const { m[i * n + i] = v; }
 };
-template <class T> struct ssl__f_relu {
+/* element-wise over work items of V values (see ssl__vio) */
+template <class T, int V> struct ssl__f_relu {
     const T *x;
     T *y;
-    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], ssl__relu(ssl__ld(x[i]))); }
+    SSL_HD void operator()(int64_t j) const {
+        float v[V];
+        ssl__vio<V>::ld(x + j * V, v);
+        for (int e = 0; e < V; e++) v[e] = ssl__relu(v[e]);
+        ssl__vio<V>::st(y + j * V, v);
+    }
 };
-template <class T> struct ssl__f_relu_grad {
+template <class T, int V> struct ssl__f_relu_grad {
     const T *y, *dy;
     T *dx;
-    SSL_HD void operator()(int64_t i) const { ssl__st(&dx[i], ssl__relu_grad(ssl__ld(y[i]), ssl__ld(dy[i]))); }
+    SSL_HD void operator()(int64_t j) const {
+        float a[V], g[V];
+        ssl__vio<V>::ld(y + j * V, a);
+        ssl__vio<V>::ld(dy + j * V, g);
+        for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(a[e], g[e]);
+        ssl__vio<V>::st(dx + j * V, g);
+    }
 };
-template <class T> struct ssl__f_add {
+template <class T, int V> struct ssl__f_add {
     const T *a, *b;
     T *y;
-    SSL_HD void operator()(int64_t i) const { ssl__st(&y[i], ssl__ld(a[i]) + ssl__ld(b[i])); }
+    SSL_HD void operator()(int64_t j) const {
+        float u[V], v[V];
+        ssl__vio<V>::ld(a + j * V, u);
+        ssl__vio<V>::ld(b + j * V, v);
+        for (int e = 0; e < V; e++) u[e] += v[e];
+        ssl__vio<V>::st(y + j * V, u);
+    }
 };
+/* runs functor F<T, 8> over n/8 work items when ssl__vec8 allows, else
+   F<T, 1> over n */
+#define SSL__EACH_V(X, F, T, ok, n, ...)                               \
+    do {                                                               \
+        if (ok) { F<T, 8> f8_ = {__VA_ARGS__}; (X).each(f8_, (n) / 8); } \
+        else { F<T, 1> f1_ = {__VA_ARGS__}; (X).each(f1_, (n)); }       \
+    } while (0)
 /* y rows = the bias vector (then the GEMM adds with beta 1) */
 template <class T> struct ssl__f_bias_rows {
     T *y;
@@ -1636,18 +1723,24 @@ struct ssl__f_bn_stats {
     }
 };
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
-template <class T> struct ssl__f_bn_apply {
+template <class T, int V> struct ssl__f_bn_apply { /* V values of one row per work item (c % V == 0) */
     const T *x;
     const float *scale, *shift;
     const T *res;
     T *y;
     ssl__div d_c;
     int relu;
-    SSL_HD void operator()(int64_t i) const {
-        uint32_t r, k = ssl__divmod(d_c, (uint32_t)i, &r);
-        float v = ssl__bn_apply(ssl__ld(x[i]), scale[k], shift[k]);
-        if (res) v += ssl__ld(res[i]);
-        ssl__st(&y[i], relu ? ssl__relu(v) : v);
+    SSL_HD void operator()(int64_t j) const {
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
+        float v[V], rv[V];
+        ssl__vio<V>::ld(x + j * V, v);
+        if (res) ssl__vio<V>::ld(res + j * V, rv);
+        for (int e = 0; e < V; e++) {
+            v[e] = ssl__bn_apply(v[e], scale[k + e], shift[k + e]);
+            if (res) v[e] += rv[e];
+            if (relu) v[e] = ssl__relu(v[e]);
+        }
+        ssl__vio<V>::st(y + j * V, v);
     }
 };
 struct ssl__f_bn_gradfin {
@@ -1664,15 +1757,23 @@ struct ssl__f_bn_gradfin {
         mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows) : 0.0f;
     }
 };
-template <class T> struct ssl__f_bn_dx {
+template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work item (c % V == 0) */
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
     ssl__div d_c;
-    SSL_HD void operator()(int64_t i) const {
-        uint32_t r, k = ssl__divmod(d_c, (uint32_t)i, &r);
-        float d = ssl__ld(dy[i]), g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[i]), d) : d;
-        ssl__st(&dx[i], ssl__bn_grad_input(g, ssl__ld(x[i]), mean[k], invstd[k], gam[k], mean_dy[k], mean_dy_xhat[k]));
+    SSL_HD void operator()(int64_t j) const {
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
+        float xv[V], g[V], m[V];
+        ssl__vio<V>::ld(x + j * V, xv);
+        ssl__vio<V>::ld(dy + j * V, g);
+        if (relu_y) {
+            ssl__vio<V>::ld(relu_y + j * V, m);
+            for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(m[e], g[e]);
+        }
+        for (int e = 0; e < V; e++)
+            g[e] = ssl__bn_grad_input(g[e], xv[e], mean[k + e], invstd[k + e], gam[k + e], mean_dy[k + e], mean_dy_xhat[k + e]);
+        ssl__vio<V>::st(dx + j * V, g);
     }
 };
 
@@ -1726,8 +1827,9 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     } else {
         x.each(st, c);
     }
-    ssl__f_bn_apply<T> ap = {(const T *)xt->data, scale, shift, res ? (const T *)res->data : NULL, (T *)y->data, ssl__div_make(c), relu};
-    x.each(ap, rows * c);
+    const void *rd = res ? res->data : NULL;
+    SSL__EACH_V(x, ssl__f_bn_apply, T, c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data), rows * c,
+                (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data, ssl__div_make(c), relu);
 }
 
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
@@ -1755,8 +1857,8 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
                             rows, c};
     ssl__bn_sums(x, f, part, sums, gf);
     if (dx && dx->data) {
-        ssl__f_bn_dx<T> fd = {xd, dyd, mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c)};
-        x.each(fd, rows * c);
+        SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data), rows * c, xd, dyd, mask,
+                    mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c));
     }
 }
 
@@ -1772,18 +1874,16 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
 // ---- relu, pools, linear, add ------------------------------------------------------
 extern "C" int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
     SSL__PROF("ReLU, add", 2.0 * ssl__bytes(x), 0);
-    SSL__TYPED(x->dtype, T, {
-        ssl__f_relu<T> f = {(const T *)x->data, (T *)y->data};
-        SSL__RUN(X_.each(f, ssl_tensor_numel(x)););
-    });
+    int64_t n = ssl_tensor_numel(x);
+    SSL__TYPED(x->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_relu, T, ssl__vec8(n, x->data, y->data), n, (const T *)x->data,
+                                                 (T *)y->data);););
     return 0;
 }
 extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
     SSL__PROF("ReLU, add", 3.0 * ssl__bytes(y), 0);
-    SSL__TYPED(y->dtype, T, {
-        ssl__f_relu_grad<T> f = {(const T *)y->data, (const T *)dy->data, (T *)dx->data};
-        SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
-    });
+    int64_t n = ssl_tensor_numel(y);
+    SSL__TYPED(y->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_relu_grad, T, ssl__vec8(n, y->data, dy->data, dx->data), n,
+                                                 (const T *)y->data, (const T *)dy->data, (T *)dx->data);););
     return 0;
 }
 
@@ -1938,10 +2038,9 @@ extern "C" int ssl_cuda_linear_backward(const ssl_tensor *x, const ssl_tensor *w
 
 extern "C" int ssl_cuda_add(const ssl_tensor *a, const ssl_tensor *b, ssl_tensor *y) {
     SSL__PROF("ReLU, add", 3.0 * ssl__bytes(a), (double)ssl_tensor_numel(a));
-    SSL__TYPED(a->dtype, T, {
-        ssl__f_add<T> f = {(const T *)a->data, (const T *)b->data, (T *)y->data};
-        SSL__RUN(X_.each(f, ssl_tensor_numel(a)););
-    });
+    int64_t n = ssl_tensor_numel(a);
+    SSL__TYPED(a->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_add, T, ssl__vec8(n, a->data, b->data, y->data), n,
+                                                 (const T *)a->data, (const T *)b->data, (T *)y->data);););
     return 0;
 }
 extern "C" int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tensor *db) {

@@ -263,6 +263,9 @@ GPU_TEST(bf16_batchnorm) {
             bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), training, fused);
         }
     bn_case(gpu, "bf16 bn train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 2);
+    /* 16 channels: 8 values per work item */
+    for (int fused = 0; fused < 3; fused++) bn_case(gpu, "bf16 bn train, 16 channels", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, fused);
+    bn_case(gpu, "bf16 bn eval, 16 channels +relu", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 0, 1);
 }
 
 GPU_TEST(bf16_relu_pool_add) {

@@ -298,6 +298,8 @@ GPU_TEST(batchnorm) {
     /* many rows: more than one row block on the GPU side */
     bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 0);
     bn_case(gpu, "bn NHWC train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2);
+    /* 16 channels: 8 values per work item */
+    for (int fused = 0; fused < 3; fused++) bn_case(gpu, "bn NHWC train 16 channels", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused);
     /* a mean 1000 times the spread: the device's one-pass (shifted) moments
        against the CPU's two passes */
     bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0);
