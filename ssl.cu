@@ -1216,7 +1216,8 @@ static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride
     g.stride = stride; g.pad = pad;
     g.oh = ssl_conv_out_size(g.h, g.kh, stride, pad);
     g.ow = ssl_conv_out_size(g.w, g.kw, stride, pad);
-    g.vec = g.ci % 8 == 0 ? 8 : 1, g.vshift = g.ci % 8 == 0 ? 3 : 0;
+    int v8 = g.ci % 8 == 0 && (uintptr_t)x->data % 16 == 0; /* 16-byte accesses (ssl__vio) */
+    g.vec = v8 ? 8 : 1, g.vshift = v8 ? 3 : 0;
     g.d_cv = ssl__div_make(g.ci / g.vec), g.d_kw = ssl__div_make(g.kw), g.d_ohw = ssl__div_make(g.oh * g.ow);
     g.d_ow = ssl__div_make(g.ow), g.d_w = ssl__div_make(g.w), g.d_h = ssl__div_make(g.h), g.d_stride = ssl__div_make(stride);
     return g;
@@ -1241,13 +1242,15 @@ template <class TX, class TC> struct ssl__f_im2col {
         uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
         int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix = (int)(ox * g.stride) - g.pad + (int)kx;
         TC *out = cols + (uint32_t)j * g.vec;
-        if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-            for (int v = 0; v < g.vec; v++) ssl__st(&out[v], 0.0f);
-            return;
+        float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
+            const TX *in = x + (((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci +
+                           cg * g.vec;
+            if (g.vec == 8) ssl__vio<8>::ld(in, v);
+            else v[0] = ssl__ld(in[0]);
         }
-        const TX *in = x + (((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci +
-                       cg * g.vec;
-        for (int v = 0; v < g.vec; v++) ssl__st(&out[v], ssl__ld(in[v]));
+        if (g.vec == 8) ssl__vio<8>::st(out, v);
+        else ssl__st(out, v[0]);
     }
 };
 /* The adjoint of im2col as a gather: input pixel values (g.vec channels per
@@ -1266,8 +1269,9 @@ template <class TC, class TD> struct ssl__f_col2im {
         uint32_t ix = ssl__divmod(g.d_w, pix, &q);
         iy = ssl__divmod(g.d_h, q, &n);
         uint32_t K = (uint32_t)(g.kh * g.kw * g.ci), c = cg * g.vec;
-        float v[8];
-        for (int e = 0; e < g.vec; e++) v[e] = ssl__ld(dx[i + e]);
+        float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s8[8];
+        if (g.vec == 8) ssl__vio<8>::ld(dx + i, v);
+        else v[0] = ssl__ld(dx[i]);
         for (int ky = (int)g.kh - 1; ky >= 0; ky--) {
             int ty = (int)iy + g.pad - ky;
             if (ty < 0) continue;
@@ -1281,10 +1285,16 @@ template <class TC, class TD> struct ssl__f_col2im {
                 int64_t r = ((int64_t)n * g.oh + oy) * g.ow + ox;
                 if (r < r0 || r >= r0 + nr) continue;
                 const TC *src = dcols + (uint32_t)(r - r0) * K + ((uint32_t)ky * (uint32_t)g.kw + (uint32_t)kx) * (uint32_t)g.ci + c;
-                for (int e = 0; e < g.vec; e++) v[e] += ssl__ld(src[e]);
+                if (g.vec == 8) {
+                    ssl__vio<8>::ld(src, s8);
+                    for (int e = 0; e < 8; e++) v[e] += s8[e];
+                } else {
+                    v[0] += ssl__ld(src[0]);
+                }
             }
         }
-        for (int e = 0; e < g.vec; e++) ssl__st(&dx[i + e], v[e]);
+        if (g.vec == 8) ssl__vio<8>::st(dx + i, v);
+        else ssl__st(&dx[i], v[0]);
     }
 };
 
@@ -1606,6 +1616,7 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
                                         int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
                                         ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
+    if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
     if (ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
         SSL__GUARD;
