@@ -1253,6 +1253,43 @@ template <class TX, class TC> struct ssl__f_im2col {
         else ssl__st(out, v[0]);
     }
 };
+/* im2col for few channels (ci not a multiple of 8: the stem's 3): work
+   item j is one row's kernel row ky, kw x ci values that lie next to each
+   other in x (one set of divisions for 21 values of a 7x7 stem) */
+template <class TX, class TC> struct ssl__f_im2col_rows {
+    ssl__cg g;
+    const TX *x;
+    TC *cols;
+    int64_t r0;
+    ssl__div d_kh;
+    SSL_HD void operator()(int64_t j) const {
+        uint32_t rl, n, oy, ky = ssl__divmod(d_kh, (uint32_t)j, &rl);
+        uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
+        int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix0 = (int)(ox * g.stride) - g.pad;
+        uint32_t seg = (uint32_t)(g.kw * g.ci);
+        TC *out = cols + (uint32_t)j * seg;
+        int row_in = iy >= 0 && iy < g.h;
+        const TX *in = x + ((uint32_t)n * (uint32_t)g.h + (uint32_t)(row_in ? iy : 0)) * (uint32_t)g.w * (uint32_t)g.ci;
+        for (int kx = 0; kx < g.kw; kx++) {
+            int ix = ix0 + kx, ok = row_in && ix >= 0 && ix < g.w;
+            for (int c = 0; c < g.ci; c++) ssl__st(&out[kx * g.ci + c], ok ? ssl__ld(in[(uint32_t)ix * (uint32_t)g.ci + c]) : 0.0f);
+        }
+    }
+};
+/* cols for rows [r0, r0 + nr): 8-channel groups, or kernel rows for few channels */
+template <class X, class TX, class TC>
+static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, int64_t r0, int64_t nr) {
+    int64_t k = g.kh * g.kw * g.ci;
+    SSL__PROF("im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
+    if (g.vec == 8) {
+        ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / 8)};
+        x.each(f, nr * k / 8);
+    } else {
+        ssl__f_im2col_rows<TX, TC> f = {g, xd, cols, r0, ssl__div_make(g.kh)};
+        x.each(f, nr * g.kh);
+    }
+}
+
 /* The adjoint of im2col as a gather: input pixel values (g.vec channels per
    work item, from element `first` on) add the dcols entries of block rows
    [r0, r0+nr) that were copied from them, in increasing row order as the
@@ -1362,11 +1399,7 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         const TC *A = direct ? (const TC *)(const void *)xd + r0 * k : cols;
-        if (!direct) {
-            SSL__PROF("im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
-            ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / g.vec)};
-            x.each(f, nr * k / g.vec);
-        }
+        if (!direct) ssl__im2col_x(x, g, xd, cols, r0, nr);
         if (!via_acc) {
             x.gemm("GEMM conv forward", 0, 1, (int)nr, (int)co, (int)k, 1.0f, A, (int)k, wd, (int)k, beta, yd + r0 * co, (int)co);
             continue;
@@ -1596,11 +1629,7 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
         const TG *dyb = dyd + r0 * co;
-        {
-            SSL__PROF("im2col", (double)nr * k * (sizeof(TG) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
-            ssl__f_im2col<TX, TG> f = {g, xd, cols, r0, ssl__div_make(k / g.vec)};
-            x.each(f, nr * k / g.vec);
-        }
+        ssl__im2col_x(x, g, xd, cols, r0, nr);
         x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
         if (!dxd) continue;
         x.gemm("GEMM conv input grad", 0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
