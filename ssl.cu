@@ -880,39 +880,31 @@ struct ssl__f_diag {
     float v;
     SSL_HD void operator()(int64_t i) const { m[i * n + i] = v; }
 };
-/* element-wise over work items of V values (see ssl__vio) */
-template <class T, int V> struct ssl__f_relu {
-    const T *x;
-    T *y;
-    SSL_HD void operator()(int64_t j) const {
-        float v[V];
-        ssl__vio<V>::ld(x + j * V, v);
-        for (int e = 0; e < V; e++) v[e] = ssl__relu(v[e]);
-        ssl__vio<V>::st(y + j * V, v);
-    }
-};
-template <class T, int V> struct ssl__f_relu_grad {
-    const T *y, *dy;
-    T *dx;
-    SSL_HD void operator()(int64_t j) const {
-        float a[V], g[V];
-        ssl__vio<V>::ld(y + j * V, a);
-        ssl__vio<V>::ld(dy + j * V, g);
-        for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(a[e], g[e]);
-        ssl__vio<V>::st(dx + j * V, g);
-    }
-};
-template <class T, int V> struct ssl__f_add {
+/* element-wise over work items of V values (see ssl__vio): y = op(a, b)
+   (b NULL: op(a, 0)) */
+template <class T, int V, class Op> struct ssl__f_map2 {
     const T *a, *b;
     T *y;
     SSL_HD void operator()(int64_t j) const {
-        float u[V], v[V];
+        float u[V], v[V] = {0};
         ssl__vio<V>::ld(a + j * V, u);
-        ssl__vio<V>::ld(b + j * V, v);
-        for (int e = 0; e < V; e++) u[e] += v[e];
+        if (b) ssl__vio<V>::ld(b + j * V, v);
+        for (int e = 0; e < V; e++) u[e] = Op()(u[e], b ? v[e] : 0.0f);
         ssl__vio<V>::st(y + j * V, u);
     }
 };
+struct ssl__op_relu {
+    SSL_HD float operator()(float x, float) const { return ssl__relu(x); }
+};
+struct ssl__op_relu_grad { /* a: the ReLU's output, b: the gradient */
+    SSL_HD float operator()(float y, float g) const { return ssl__relu_grad(y, g); }
+};
+struct ssl__op_add {
+    SSL_HD float operator()(float a, float b) const { return a + b; }
+};
+template <class T, int V> using ssl__f_relu = ssl__f_map2<T, V, ssl__op_relu>;
+template <class T, int V> using ssl__f_relu_grad = ssl__f_map2<T, V, ssl__op_relu_grad>;
+template <class T, int V> using ssl__f_add = ssl__f_map2<T, V, ssl__op_add>;
 /* runs functor F<T, 8> over n/8 work items when ssl__vec8 allows, else
    F<T, 1> over n */
 #define SSL__EACH_V(X, F, T, ok, n, ...)                               \
@@ -1916,7 +1908,7 @@ extern "C" int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
     SSL__PROF("ReLU, add", 2.0 * ssl__bytes(x), 0);
     int64_t n = ssl_tensor_numel(x);
     SSL__TYPED(x->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_relu, T, ssl__vec8(n, x->data, y->data), n, (const T *)x->data,
-                                                 (T *)y->data);););
+                                                 (const T *)NULL, (T *)y->data);););
     return 0;
 }
 extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
