@@ -1688,39 +1688,77 @@ template <class T> struct ssl__f_bn_part {
         part[(blk * 2 + 1) * c + ch] = s1;
     }
 };
-struct ssl__f_bn_fin {
+/* The blocks in groups of G (about sqrt(blocks)), one thread per group and
+   channel, so that no thread walks all of a channel's blocks (131072 / c
+   of them: 2048 at 64 channels, a serial chain of 4,096 dependent-latency
+   loads on 64 threads). GRAD: plain sums into grp[g][0..1][ch]. MOMENTS
+   (a block's shift k is its first value): the group's count, its sum
+   (sum of nb k + S, as one sum over the whole channel would add it) and
+   its squared deviations from its own mean, sum of (Q - S^2/nb) +
+   nb (mean_b - mean_g)^2, into grp[g][0..2][ch]. The channel's mean is
+   then one sum divided by the count, as on the CPU, not a running
+   (Chan) mean: a few rows' exact mean is often a tie between two floats,
+   and a running mean's last-bit error rounds it the other way (tried: the
+   batch-8 train steps then drift from the CPU's 100 times faster). */
+template <class T> struct ssl__f_bn_group {
+    int stage;
     const double *part;
-    double *sums; /* [2][c] */
-    int64_t blocks, c;
+    const T *x;
+    double *grp; /* [groups][3][c] */
+    int64_t blocks, rows, c, per, G;
+    SSL_HD void operator()(int64_t t) const {
+        int64_t g = t / c, ch = t % c, b0 = g * G, b1 = ssl__min64((g + 1) * G, blocks);
+        double a0 = 0, a1 = 0, a2 = 0;
+        for (int64_t b = b0; b < b1; b++) {
+            double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+            if (stage == SSL__BNS_GRAD) {
+                a0 += S, a1 += Q;
+                continue;
+            }
+            int64_t r0 = b * per;
+            double nb = (double)(ssl__min64(r0 + per, rows) - r0);
+            a0 += nb, a1 += nb * (double)ssl__ld(x[r0 * c + ch]) + S;
+        }
+        if (stage == SSL__BNS_MOMENTS) {
+            double mg = a1 / a0;
+            for (int64_t b = b0; b < b1; b++) {
+                double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+                int64_t r0 = b * per;
+                double nb = (double)(ssl__min64(r0 + per, rows) - r0), mb = ssl__ld(x[r0 * c + ch]) + S / nb - mg;
+                a2 += Q - S * S / nb + nb * mb * mb;
+            }
+        }
+        grp[(g * 3) * c + ch] = a0, grp[(g * 3 + 1) * c + ch] = a1, grp[(g * 3 + 2) * c + ch] = a2;
+    }
+};
+/* per channel over the groups: the sums (GRAD) into sums[2][c] */
+struct ssl__f_bn_fin {
+    const double *grp;
+    double *sums;
+    int64_t groups, c;
     SSL_HD void operator()(int64_t ch) const {
         double s0 = 0, s1 = 0;
-        for (int64_t b = 0; b < blocks; b++) s0 += part[(b * 2) * c + ch], s1 += part[(b * 2 + 1) * c + ch];
+        for (int64_t g = 0; g < groups; g++) s0 += grp[(g * 3) * c + ch], s1 += grp[(g * 3 + 1) * c + ch];
         sums[ch] = s0;
         sums[c + ch] = s1;
     }
 };
-/* training, one pass: the blocks' shifted sums (MOMENTS) merged per
-   channel (Chan et al.), then what the two-pass CPU computes: the mean
-   rounded to float, and the sum of squared deviations from that rounded
-   mean (M2 + N (mean - mean_f)^2), into sums[ch] for the stats step */
-template <class T> struct ssl__f_bn_moments {
-    const double *part;
-    const T *x;
+/* training, one pass: the groups' moments added per channel, then what
+   the two-pass CPU computes: the mean rounded to float, and the sum of
+   squared deviations from that rounded mean (M2 + N (mean - mean_f)^2),
+   into sums[ch] for the stats step */
+struct ssl__f_bn_moments {
+    const double *grp;
     double *sums;
     float *mean;
-    int64_t blocks, rows, c, per;
+    int64_t groups, rows, c;
     SSL_HD void operator()(int64_t ch) const {
-        double tot = 0;
-        for (int64_t b = 0; b < blocks; b++) {
-            int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
-            tot += nb * (double)ssl__ld(x[r0 * c + ch]) + part[(b * 2) * c + ch];
-        }
-        double md = tot / rows, m2 = 0;
-        for (int64_t b = 0; b < blocks; b++) {
-            int64_t r0 = b * per, nb = ssl__min64(r0 + per, rows) - r0;
-            double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
-            double mb = ssl__ld(x[r0 * c + ch]) + S / nb - md;
-            m2 += Q - S * S / nb + nb * mb * mb;
+        double tot = 0, m2 = 0;
+        for (int64_t g = 0; g < groups; g++) tot += grp[(g * 3 + 1) * c + ch];
+        double md = tot / rows;
+        for (int64_t g = 0; g < groups; g++) { /* each group's squared deviations moved to the channel's mean */
+            double n = grp[(g * 3) * c + ch], d = grp[(g * 3 + 1) * c + ch] / n - md;
+            m2 += grp[(g * 3 + 2) * c + ch] + n * d * d;
         }
         float mf = (float)md;
         double e = md - (double)mf;
@@ -1809,6 +1847,12 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
     }
 };
 
+/* blocks per group (see ssl__f_bn_group): about sqrt(blocks) */
+static int64_t ssl__bn_group(int64_t blocks) {
+    int64_t G = 1;
+    while (G * G < blocks) G++;
+    return G;
+}
 /* rows per block: enough blocks x channels for ~128K threads */
 static int64_t ssl__bn_per(int64_t rows, int64_t c) {
     int64_t blocks = 131072 / (c > 0 ? c : 1);
@@ -1829,11 +1873,13 @@ template <class A, class B> struct ssl__f_seq {
     }
 };
 template <class X, class E, class T>
-static void ssl__bn_sums(const X &x, ssl__f_bn_part<E> f, double *part, double *sums, const T &then) {
-    int64_t blocks = (f.rows + f.per - 1) / f.per;
+static void ssl__bn_sums(const X &x, ssl__f_bn_part<E> f, double *part, double *grp, double *sums, const T &then) {
+    int64_t blocks = (f.rows + f.per - 1) / f.per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     f.part = part;
     x.each(f, blocks * f.c);
-    ssl__f_seq<ssl__f_bn_fin, T> fin = {{part, sums, blocks, f.c}, then};
+    ssl__f_bn_group<E> gr = {SSL__BNS_GRAD, part, f.x, grp, blocks, f.rows, f.c, f.per, G};
+    x.each(gr, groups * f.c);
+    ssl__f_seq<ssl__f_bn_fin, T> fin = {{grp, sums, groups, f.c}, then};
     x.each(fin, f.c);
 }
 
@@ -1842,10 +1888,11 @@ template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
                         int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
-    int64_t blocks = (rows + per - 1) / per;
-    char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c) + sizeof(float) * 2 * (size_t)c);
-    double *sums = (double *)mem, *part = sums + 2 * c;
-    float *scale = (float *)(part + blocks * 2 * c), *shift = scale + c;
+    int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
+    char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
+                                                     sizeof(float) * 2 * (size_t)c);
+    double *sums = (double *)mem, *part = sums + 2 * c, *grp = part + blocks * 2 * c;
+    float *scale = (float *)(grp + groups * 3 * c), *shift = scale + c;
     int tracked = bn->running_mean.data && bn->running_var.data;
     ssl__f_bn_stats st = {training, sums, mean->data, invstd->data, tracked ? bn->running_mean.data : NULL,
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
@@ -1854,7 +1901,9 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
         const T *xd = (const T *)xt->data;
         ssl__f_bn_part<T> f = {SSL__BNS_MOMENTS, xd, NULL, NULL, NULL, NULL, rows, c, per, part};
         x.each(f, blocks * c);
-        ssl__f_seq<ssl__f_bn_moments<T>, ssl__f_bn_stats> mo = {{part, xd, sums, mean->data, blocks, rows, c, per}, st};
+        ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
+        x.each(gr, groups * c);
+        ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};
         x.each(mo, c);
     } else {
         x.each(st, c);
@@ -1878,16 +1927,17 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
                         const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                         ssl_tensor *dbias) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
-    int64_t blocks = (rows + per - 1) / per;
-    char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c) + sizeof(float) * 3 * (size_t)c);
-    double *sums = (double *)mem, *part = sums + 2 * c;
-    float *gam = (float *)(part + blocks * 2 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
+    int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
+    char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
+                                                     sizeof(float) * 3 * (size_t)c);
+    double *sums = (double *)mem, *part = sums + 2 * c, *grp = part + blocks * 2 * c;
+    float *gam = (float *)(grp + groups * 3 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
     const T *mask = relu_y ? (const T *)relu_y->data : NULL, *xd = (const T *)xt->data, *dyd = (const T *)dy->data;
     ssl__f_bn_part<T> f = {SSL__BNS_GRAD, xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL};
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
-    ssl__bn_sums(x, f, part, sums, gf);
+    ssl__bn_sums(x, f, part, grp, sums, gf);
     if (dx && dx->data) {
         SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data), rows * c, xd, dyd, mask,
                     mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c));
