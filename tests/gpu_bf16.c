@@ -8,63 +8,17 @@
    op runs in fp32, and the device's bf16 result must be within one bf16
    unit in the last place (2^-7 relative: the rounding itself, or a
    rounding tipped the other way by an fp32 sum in another order) of the
-   CPU's. Two places round more than once, and say so at their check: a
-   convolution's input gradient through col2im adds K = kh*kw GEMM outputs
-   that were each stored as bf16. fp32 outputs (weight and bias gradients,
+   CPU's. One place rounds more than once, and says so at its check: a
+   convolution's input gradient through col2im adds kh*kw GEMM outputs
+   that were each stored as bf16. The conv and batch-norm cases are
+   gpu_ops.c's with bf16 set (g_conv_case, g_bn_case). fp32 outputs (weight and bias gradients,
    batch-norm statistics, the average pool's features) are held to the fp32
    tolerances of gpu_ops.c: their inputs are exact bf16 values. */
 #include "gpu_common.h"
 
-#define ULP (1.0 / 128)                          /* one bf16 ulp, relative */
-#define EW_A(g) G_TOL(g, 1e-7, 1e-6)
-#define EW_R(g) G_TOL(g, 1e-6, 1e-5)
-#define MM_A(g) G_TOL(g, 1e-6, 2e-5)
-#define MM_R(g) G_TOL(g, 1e-5, 1e-4)
+#define ULP G_ULP
 
 static void free_h(ssl_tensor *t) { free(t->data); t->data = NULL; }
-static float r16(float v) { return ssl_bf16_to_float(ssl_bf16_from_float(v)); }
-/* the host tensor's values rounded to bf16, in place */
-static ssl_tensor round_h(ssl_tensor t) {
-    for (int64_t i = 0; i < ssl_tensor_numel(&t); i++) t.data[i] = r16(t.data[i]);
-    return t;
-}
-/* a bf16 copy of host tensor h on the mode's side */
-static ssl_tensor b_tensor(int gpu, const ssl_tensor *h) {
-    ssl_tensor d = ssl_tensor_as(*h, SSL_BF16);
-    d.device = SSL_DEV_CUDA;
-    if (!h->data) return d;
-    size_t n = (size_t)ssl_tensor_numel(h);
-    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
-    for (size_t i = 0; i < n; i++) t[i] = ssl_bf16_from_float(h->data[i]);
-    d.data = g_alloc(gpu, (n + 1) / 2);
-    g_up(gpu, d.data, t, sizeof(ssl_bf16) * n);
-    free(t);
-    return d;
-}
-/* a bf16 device tensor's values as fp32 on the host (free them) */
-static float *b_fetch(int gpu, const ssl_tensor *d) {
-    size_t n = (size_t)ssl_tensor_numel(d);
-    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
-    float *h = (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "fetched tensor");
-    g_down(gpu, t, d->data, sizeof(ssl_bf16) * n);
-    for (size_t i = 0; i < n; i++) h[i] = ssl_bf16_to_float(t[i]);
-    free(t);
-    return h;
-}
-static double b_close(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
-                      double atol, double rtol) {
-    CHECK(d->dtype == SSL_BF16, "%s: the device tensor is not bf16", what);
-    float *got = b_fetch(gpu, d);
-    double e = g_close(file, line, what, got, h->data, ssl_tensor_numel(h), atol, rtol);
-    free(got);
-    return e;
-}
-#define B_CLOSE_T(gpu, what, d, h, atol, rtol) b_close(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
-static double max_abs(const ssl_tensor *t) {
-    double m = 0;
-    for (int64_t i = 0; i < ssl_tensor_numel(t); i++) m = fmax(m, fabs(t->data[i]));
-    return m;
-}
 
 /* bf16 rounding by its definition: of the two bf16 values around f (f's
    top 16 bits, and the next one away from zero, 2^128 past the largest),
@@ -136,49 +90,14 @@ GPU_TEST(bf16_rounding) {
 /* the weight gradient's tolerance when not the GEMM path's fp32 one */
 static double dw_rtol;
 
-/* a convolution on bf16 activations: forward (input bf16, or fp32 as the
-   stem's images), weight and bias gradients in fp32, input gradient bf16;
-   the weights fp32 (rounded by the op) or a bf16 copy (as the model hands
-   them, w16) */
+/* a convolution on bf16 activations (gpu_ops.c's case): forward (input
+   bf16, or fp32 as the stem's images), weight and bias gradients in fp32,
+   input gradient bf16; the weights fp32 (rounded by the op) or a bf16 copy
+   (as the model hands them, w16) */
 static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
                       int bias, int x_f32, int w16) {
-    int oh = ssl_conv_out_size(h, k, stride, pad), ow = ssl_conv_out_size(w, k, stride, pad);
-    ssl_tensor x = round_h(g_rand(30, 4, n, h, w, ci, -1, 1)), wt = round_h(g_rand(31, 4, co, k, k, ci, -0.5f, 0.5f));
-    ssl_tensor b = bias ? g_rand(32, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
-    ssl_tensor y = g_rand(33, 4, n, oh, ow, co, 0, 1), gy = round_h(g_rand(34, 4, n, oh, ow, co, -1, 1));
-    ssl_tensor gx = g_rand(35, 4, n, h, w, ci, 0, 1), gw = g_rand(36, 4, co, k, k, ci, -1, 1);
-    ssl_tensor gb = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
-    ssl_tensor dx = x_f32 ? g_tensor(gpu, &x) : b_tensor(gpu, &x), dw = w16 ? b_tensor(gpu, &wt) : g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b),
-               dyv = b_tensor(gpu, &y), dgy = b_tensor(gpu, &gy), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
-               dgx = b_tensor(gpu, &gx);
-    ssl_buf s0 = {0}, s1 = {0};
-    char what[128];
-    CHECK_OK(ssl_conv2d_forward(&x, &wt, bias ? &b : NULL, stride, pad, &y, &s0));
-    CHECK_OK(ssl_conv2d_forward(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dyv, &s1));
-    snprintf(what, sizeof what, "%s forward", name);
-    B_CLOSE_T(gpu, what, &dyv, &y, MM_A(gpu), ULP);
-    CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, x_f32 ? NULL : &gx, &gw, bias ? &gb : NULL, &s0));
-    CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, x_f32 ? NULL : &dgx, &dgw, bias ? &dgb : NULL, &s1));
-    snprintf(what, sizeof what, "%s dw", name);
-    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), dw_rtol > 0 ? dw_rtol : MM_R(gpu));
-    if (bias) {
-        snprintf(what, sizeof what, "%s db", name);
-        G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
-    }
-    if (!x_f32) {
-        /* 1x1 stride 1: one GEMM into dx, one rounding. Otherwise col2im adds
-           up to kh*kw bf16-stored GEMM outputs: each off by half an ulp, so
-           kh*kw/2 ulps of the largest gradient on top of the final rounding */
-        double atol = k == 1 && stride == 1 ? MM_A(gpu) : k * k * 0.5 * ULP * max_abs(&gx);
-        snprintf(what, sizeof what, "%s dx", name);
-        B_CLOSE_T(gpu, what, &dgx, &gx, atol, ULP);
-    }
-    ssl_buf_free(&s0);
-    ssl_cuda_buf_free(&s1);
-    ssl_tensor *ds[] = {&dx, &dw, &dbv, &dyv, &dgy, &dgx, &dgw, &dgb};
-    for (int i = 0; i < 8; i++) g_release(gpu, ds[i]);
-    ssl_tensor *hs[] = {&x, &wt, &b, &y, &gy, &gx, &gw, &gb};
-    for (int i = 0; i < 8; i++) free_h(hs[i]);
+    g_conv_kind kind = {1, x_f32, w16, dw_rtol};
+    g_conv_case(gpu, name, n, h, w, ci, co, k, stride, pad, bias, !x_f32, kind);
 }
 
 GPU_TEST(bf16_conv2d) {
@@ -207,65 +126,21 @@ TEST(gpu_bf16_conv2d_cudnn) {
 }
 
 /* batch norm (fused 0: plain, 1: + ReLU, 2: + residual + ReLU) on bf16
-   activations; statistics and parameter gradients fp32 */
-static void bn_case(int gpu, const char *name, ssl_tensor x, int training, int fused) {
-    x = round_h(x);
-    int64_t c = ssl_tensor_cols(&x);
-    ssl_batchnorm bn = ssl_batchnorm_default(), dbn = bn;
-    ssl_tensor gam = g_rand(40, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(41, 1, c, 0, 0, 0, -1, 1);
-    ssl_tensor rm = g_rand(42, 1, c, 0, 0, 0, -1, 1), rv = g_rand(43, 1, c, 0, 0, 0, 0.5f, 2);
-    bn.weight = gam, bn.bias = bet, bn.running_mean = rm, bn.running_var = rv;
-    dbn.weight = g_tensor(gpu, &gam), dbn.bias = g_tensor(gpu, &bet);
-    dbn.running_mean = g_tensor(gpu, &rm), dbn.running_var = g_tensor(gpu, &rv);
-    ssl_tensor y = x, mean = g_rand(44, 1, c, 0, 0, 0, 0, 1), inv = g_rand(45, 1, c, 0, 0, 0, 0, 1);
-    y.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "y");
-    ssl_tensor gy = round_h(g_rand(46, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1));
-    ssl_tensor gx = gy, gw = g_rand(47, 1, c, 0, 0, 0, -1, 1), gb = g_rand(48, 1, c, 0, 0, 0, -1, 1);
-    gx.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "gx");
-    ssl_tensor res = round_h(g_rand(52, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1));
-    ssl_tensor dx = b_tensor(gpu, &x), dyv = b_tensor(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
-               dgy = b_tensor(gpu, &gy), dgx = b_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
-               dres = b_tensor(gpu, &res);
-    char what[128];
-#define CMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), G_CLOSE_T(gpu, what, d, h, a, r))
-#define BCMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), B_CLOSE_T(gpu, what, d, h, a, r))
-    CHECK_OK(ssl_batchnorm_forward(&bn, training, &x, &y, &mean, &inv));
-    if (fused == 2) CHECK_OK(ssl_add(&y, &res, &y));
-    if (fused) CHECK_OK(ssl_relu_forward(&y, &y));
-    CHECK_OK(ssl_batchnorm_forward_act(&dbn, training, &dx, fused == 2 ? &dres : NULL, fused > 0, &dyv, &dm, &di));
-    BCMP("y", &dyv, &y, EW_A(gpu) * 10, ULP);
-    CMP("mean", &dm, &mean, EW_A(gpu), EW_R(gpu));
-    CMP("invstd", &di, &inv, 0, EW_R(gpu));
-    CMP("running_mean", &dbn.running_mean, &rm, EW_A(gpu), EW_R(gpu));
-    CMP("running_var", &dbn.running_var, &rv, EW_A(gpu), EW_R(gpu));
-    /* the CPU's mask from its own y: the same signs as the device's bf16 y */
-    if (fused) CHECK_OK(ssl_relu_backward(&y, &gy, &gy));
-    CHECK_OK(ssl_batchnorm_backward(&bn, training, &x, &gy, &mean, &inv, &gx, &gw, &gb));
-    CHECK_OK(ssl_batchnorm_backward_act(&dbn, training, &dx, fused ? &dyv : NULL, &dgy, &dm, &di, &dgx, &dgw, &dgb));
-    BCMP("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), ULP);
-    CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
-    CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
-#undef CMP
-#undef BCMP
-    ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,
-                        &dbn.running_var, &dres};
-    for (int i = 0; i < 13; i++) g_release(gpu, ds[i]);
-    ssl_tensor *hs[] = {&x, &y, &mean, &inv, &gy, &gx, &gw, &gb, &gam, &bet, &rm, &rv, &res};
-    for (int i = 0; i < 13; i++) free_h(hs[i]);
-}
-
+   activations (gpu_ops.c's case with bf16 set): y, dx within one rounding
+   of the CPU's; statistics and parameter gradients fp32 */
 GPU_TEST(bf16_batchnorm) {
     for (int training = 0; training < 2; training++)
         for (int fused = 0; fused < 3; fused++) {
             char name[64];
             snprintf(name, sizeof name, "bf16 bn %s%s", training ? "train" : "eval",
                      fused == 0 ? "" : fused == 1 ? " +relu" : " +residual+relu");
-            bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), training, fused);
+            g_bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), 1, training, fused, 1);
         }
-    bn_case(gpu, "bf16 bn train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 2);
+    g_bn_case(gpu, "bf16 bn train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2, 1);
     /* 16 channels: 8 values per work item */
-    for (int fused = 0; fused < 3; fused++) bn_case(gpu, "bf16 bn train, 16 channels", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, fused);
-    bn_case(gpu, "bf16 bn eval, 16 channels +relu", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 0, 1);
+    for (int fused = 0; fused < 3; fused++)
+        g_bn_case(gpu, "bf16 bn train, 16 channels", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 1);
+    g_bn_case(gpu, "bf16 bn eval, 16 channels +relu", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, 0, 1, 1);
 }
 
 GPU_TEST(bf16_relu_pool_add) {

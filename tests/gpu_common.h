@@ -43,6 +43,33 @@ double g_close_t(const char *file, int line, int gpu, const char *what, const ss
                  double atol, double rtol);
 #define G_CLOSE_T(gpu, what, d, h, atol, rtol) g_close_t(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
 
+/* bf16: a value rounded (r16), a host tensor's values rounded in place
+   (round_h), a bf16 copy of a host tensor on the mode's side (b_tensor),
+   a bf16 device tensor's values as fp32 (b_fetch; free them), and a bf16
+   device tensor compared with a host one (B_CLOSE_T) */
+float r16(float v);
+ssl_tensor round_h(ssl_tensor t);
+ssl_tensor b_tensor(int gpu, const ssl_tensor *h);
+float *b_fetch(int gpu, const ssl_tensor *d);
+double b_close(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
+               double atol, double rtol);
+#define B_CLOSE_T(gpu, what, d, h, atol, rtol) b_close(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
+/* one bf16 unit in the last place, relative */
+#define G_ULP (1.0 / 128)
+/* batch norm forward and backward (fused 0: plain, 1: + ReLU, 2: +
+   residual + ReLU) on the device against the CPU's separate ops; bf16:
+   the activations stored as bf16 (inputs rounded first, y and dx held to
+   one rounding). Frees x. (gpu_ops.c) */
+void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training, int fused, int bf16);
+
+/* a convolution forward and backward on the device against the CPU
+   (gpu_ops.c): fp32, or bf16 activations (x_f32: fp32 images, as the
+   stem; w16: a bf16 weight copy); dw_rtol: the weight gradient's
+   tolerance where not fp32's (0) */
+typedef struct { int bf16, x_f32, w16; double dw_rtol; } g_conv_kind;
+void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad, int bias,
+                 int with_dx, g_conv_kind kind);
+
 /* ssl.cu's check of its row-major -> cuBLAS column-major GEMM mapping
    (largest relative difference over random calls; 1e30: a refused call) */
 double ssl_cuda_gemm_selftest(int trials, uint64_t seed);

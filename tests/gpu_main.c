@@ -91,6 +91,45 @@ double g_close_t(const char *file, int line, int gpu, const char *what, const ss
     return e;
 }
 
+/* ---- bf16 tensors ---- */
+float r16(float v) { return ssl_bf16_to_float(ssl_bf16_from_float(v)); }
+/* the host tensor's values rounded to bf16, in place */
+ssl_tensor round_h(ssl_tensor t) {
+    for (int64_t i = 0; i < ssl_tensor_numel(&t); i++) t.data[i] = r16(t.data[i]);
+    return t;
+}
+/* a bf16 copy of host tensor h on the mode's side */
+ssl_tensor b_tensor(int gpu, const ssl_tensor *h) {
+    ssl_tensor d = ssl_tensor_as(*h, SSL_BF16);
+    d.device = SSL_DEV_CUDA;
+    if (!h->data) return d;
+    size_t n = (size_t)ssl_tensor_numel(h);
+    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
+    for (size_t i = 0; i < n; i++) t[i] = ssl_bf16_from_float(h->data[i]);
+    d.data = g_alloc(gpu, (n + 1) / 2);
+    g_up(gpu, d.data, t, sizeof(ssl_bf16) * n);
+    free(t);
+    return d;
+}
+/* a bf16 device tensor's values as fp32 on the host (free them) */
+float *b_fetch(int gpu, const ssl_tensor *d) {
+    size_t n = (size_t)ssl_tensor_numel(d);
+    ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
+    float *h = (float *)ssl_malloc(sizeof(float) * (n ? n : 1), "fetched tensor");
+    g_down(gpu, t, d->data, sizeof(ssl_bf16) * n);
+    for (size_t i = 0; i < n; i++) h[i] = ssl_bf16_to_float(t[i]);
+    free(t);
+    return h;
+}
+double b_close(const char *file, int line, int gpu, const char *what, const ssl_tensor *d, const ssl_tensor *h,
+                      double atol, double rtol) {
+    CHECK(d->dtype == SSL_BF16, "%s: the device tensor is not bf16", what);
+    float *got = b_fetch(gpu, d);
+    double e = g_close(file, line, what, got, h->data, ssl_tensor_numel(h), atol, rtol);
+    free(got);
+    return e;
+}
+#define B_CLOSE_T(gpu, what, d, h, atol, rtol) b_close(__FILE__, __LINE__, gpu, what, d, h, atol, rtol)
 /* ---- the device itself ---- */
 TEST(gpu_is_visible) {
     int n = ssl_cuda_device_count();

@@ -161,39 +161,59 @@ TEST(emu_fastdiv_matches_division) {
     CHECK(bad == 0, "%lld wrong quotients or remainders", (long long)bad);
 }
 
-/* conv: forward, then backward with dw/db accumulated onto random values */
-static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
-                      int bias, int with_dx) {
+/* conv: forward, then backward with dw/db accumulated onto random values.
+   kind.bf16: bf16 activations (inputs rounded first so both sides hold the
+   same values; y and dx held to one bf16 rounding, see gpu_bf16.c), the
+   images fp32 with x_f32 (the stem), the weights a bf16 copy with w16;
+   kind.dw_rtol: the weight gradient's tolerance where not fp32's. */
+void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad, int bias,
+                 int with_dx, g_conv_kind kind) {
     int oh = ssl_conv_out_size(h, k, stride, pad), ow = ssl_conv_out_size(w, k, stride, pad);
     ssl_tensor x = g_rand(30, 4, n, h, w, ci, -1, 1), wt = g_rand(31, 4, co, k, k, ci, -0.5f, 0.5f);
     ssl_tensor b = bias ? g_rand(32, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
     ssl_tensor y = g_rand(33, 4, n, oh, ow, co, 0, 1), gy = g_rand(34, 4, n, oh, ow, co, -1, 1);
     ssl_tensor gx = g_rand(35, 4, n, h, w, ci, 0, 1), gw = g_rand(36, 4, co, k, k, ci, -1, 1);
     ssl_tensor gb = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
-    ssl_tensor dx = g_tensor(gpu, &x), dw = g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b), dyv = g_tensor(gpu, &y),
-               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb);
+    if (kind.bf16) x = round_h(x), wt = round_h(wt), gy = round_h(gy);
+    ssl_tensor (*act)(int, const ssl_tensor *) = kind.bf16 ? b_tensor : g_tensor; /* the activations' copies */
+    ssl_tensor dx = kind.bf16 && !kind.x_f32 ? b_tensor(gpu, &x) : g_tensor(gpu, &x),
+               dw = kind.w16 ? b_tensor(gpu, &wt) : g_tensor(gpu, &wt), dbv = g_tensor(gpu, &b), dyv = act(gpu, &y),
+               dgy = act(gpu, &gy), dgx = act(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb);
     ssl_buf s0 = {0}, s1 = {0};
     char what[128];
+#define CMP_ACT(label, d, h, a)                                                                                      \
+    (snprintf(what, sizeof what, "%s %s", name, label),                                                            \
+     kind.bf16 ? B_CLOSE_T(gpu, what, d, h, a, G_ULP) : G_CLOSE_T(gpu, what, d, h, MM_A(gpu), MM_R(gpu)))
     CHECK_OK(ssl_conv2d_forward(&x, &wt, bias ? &b : NULL, stride, pad, &y, &s0));
     CHECK_OK(ssl_conv2d_forward(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dyv, &s1));
-    snprintf(what, sizeof what, "%s forward", name);
-    G_CLOSE_T(gpu, what, &dyv, &y, MM_A(gpu), MM_R(gpu));
+    CMP_ACT("forward", &dyv, &y, MM_A(gpu));
     CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, with_dx ? &gx : NULL, &gw, bias ? &gb : NULL, &s0));
     CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, with_dx ? &dgx : NULL, &dgw, bias ? &dgb : NULL, &s1));
     snprintf(what, sizeof what, "%s dw", name);
-    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), MM_R(gpu));
+    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), kind.dw_rtol > 0 ? kind.dw_rtol : MM_R(gpu));
     if (bias) {
         snprintf(what, sizeof what, "%s db", name);
         G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
     }
-    snprintf(what, sizeof what, "%s dx", name);
-    G_CLOSE_T(gpu, what, &dgx, &gx, MM_A(gpu), MM_R(gpu)); /* unchanged when skipped */
+    /* bf16: 1x1 stride 1 is one GEMM into dx, one rounding; otherwise col2im
+       adds up to kh*kw bf16-stored GEMM outputs, each off by half an ulp:
+       kh*kw/2 ulps of the largest gradient on top of the final rounding.
+       Unchanged when skipped. */
+    double big = 0;
+    for (int64_t i = 0; i < ssl_tensor_numel(&gx); i++) big = fmax(big, fabs(gx.data[i]));
+    CMP_ACT("dx", &dgx, &gx, !kind.bf16 || (k == 1 && stride == 1) ? MM_A(gpu) : k * k * 0.5 * G_ULP * big);
+#undef CMP_ACT
     ssl_buf_free(&s0);
     ssl_cuda_buf_free(&s1);
     ssl_tensor *ds[] = {&dx, &dw, &dbv, &dyv, &dgy, &dgx, &dgw, &dgb};
     for (int i = 0; i < 8; i++) g_release(gpu, ds[i]);
     ssl_tensor *hs[] = {&x, &wt, &b, &y, &gy, &gx, &gw, &gb};
     for (int i = 0; i < 8; i++) free_h(hs[i]);
+}
+static void conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad,
+                      int bias, int with_dx) {
+    g_conv_kind fp32 = {0, 0, 0, 0};
+    g_conv_case(gpu, name, n, h, w, ci, co, k, stride, pad, bias, with_dx, fp32);
 }
 
 GPU_TEST(conv2d) {
@@ -236,7 +256,10 @@ TEST(emu_conv_engine_choice) {
    ops (ssl_batchnorm_forward_act / _backward_act), the CPU reference the
    separate ones (batch norm, add, ReLU; ReLU backward, batch norm
    backward). */
-static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training, int fused) {
+void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training, int fused, int bf16) {
+    if (bf16) x = round_h(x);
+    ssl_tensor (*dev)(int, const ssl_tensor *) = bf16 ? b_tensor : g_tensor; /* the activations' copies */
+    double rtol = bf16 ? G_ULP : EW_R(gpu);
     int64_t c = ssl_tensor_cols(&x);
     ssl_batchnorm bn = ssl_batchnorm_default(), dbn = bn;
     ssl_tensor gam = g_rand(40, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(41, 1, c, 0, 0, 0, -1, 1);
@@ -248,19 +271,24 @@ static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int tra
     ssl_tensor y = x, mean = g_rand(44, 1, c, 0, 0, 0, 0, 1), inv = g_rand(45, 1, c, 0, 0, 0, 0, 1);
     y.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "y");
     ssl_tensor gy = g_rand(46, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1);
+    if (bf16) gy = round_h(gy);
     ssl_tensor gx = gy, gw = g_rand(47, 1, c, 0, 0, 0, -1, 1), gb = g_rand(48, 1, c, 0, 0, 0, -1, 1);
     gx.data = (float *)ssl_calloc(sizeof(float) * (size_t)ssl_tensor_numel(&x), "gx");
     ssl_tensor res = g_rand(52, x.ndim, x.dim[0], x.dim[1], x.dim[2], x.dim[3], -1, 1);
-    ssl_tensor dx = g_tensor(gpu, &x), dyv = g_tensor(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
-               dgy = g_tensor(gpu, &gy), dgx = g_tensor(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
-               dres = g_tensor(gpu, &res);
+    if (bf16) res = round_h(res);
+    ssl_tensor dx = dev(gpu, &x), dyv = dev(gpu, &y), dm = g_tensor(gpu, &mean), di = g_tensor(gpu, &inv),
+               dgy = dev(gpu, &gy), dgx = dev(gpu, &gx), dgw = g_tensor(gpu, &gw), dgb = g_tensor(gpu, &gb),
+               dres = dev(gpu, &res);
     char what[128];
 #define BN_CMP(label, d, h, a, r) (snprintf(what, sizeof what, "%s %s", name, label), G_CLOSE_T(gpu, what, d, h, a, r))
+#define BN_ACT(label, d, h, a, r)                                                                   \
+    (snprintf(what, sizeof what, "%s %s", name, label),                                            \
+     bf16 ? B_CLOSE_T(gpu, what, d, h, a, rtol) : G_CLOSE_T(gpu, what, d, h, a, r))
     CHECK_OK(ssl_batchnorm_forward(&bn, training, &x, &y, &mean, &inv));
     if (fused == 2) CHECK_OK(ssl_add(&y, &res, &y));
     if (fused) CHECK_OK(ssl_relu_forward(&y, &y));
     CHECK_OK(ssl_batchnorm_forward_act(&dbn, training, &dx, fused == 2 ? &dres : NULL, fused > 0, &dyv, &dm, &di));
-    BN_CMP("y", &dyv, &y, EW_A(gpu) * 10, EW_R(gpu));
+    BN_ACT("y", &dyv, &y, EW_A(gpu) * 10, EW_R(gpu));
     BN_CMP("mean", &dm, &mean, EW_A(gpu), EW_R(gpu));
     BN_CMP("invstd", &di, &inv, 0, EW_R(gpu));
     BN_CMP("running_mean", &dbn.running_mean, &rm, EW_A(gpu), EW_R(gpu));
@@ -270,10 +298,11 @@ static void bn_case(int gpu, const char *name, ssl_tensor x, int affine, int tra
     CHECK_OK(ssl_batchnorm_backward_act(&dbn, training, &dx, fused ? &dyv : NULL, &dgy, &dm, &di, &dgx, affine ? &dgw : NULL,
                                         affine ? &dgb : NULL));
     /* dx subtracts means of the gradient: cancellation, so an absolute floor */
-    BN_CMP("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
+    BN_ACT("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
     BN_CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
     BN_CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
 #undef BN_CMP
+#undef BN_ACT
     ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,
                         &dbn.running_var, &dres};
     for (int i = 0; i < 13; i++) g_release(gpu, ds[i]);
@@ -286,23 +315,23 @@ GPU_TEST(batchnorm) {
         for (int affine = 0; affine < 2; affine++) {
             char name[64];
             snprintf(name, sizeof name, "bn NHWC %s%s", training ? "train" : "eval", affine ? " affine" : "");
-            bn_case(gpu, name, g_rand(49, 4, 3, 5, 7, 6, -2, 3), affine, training, 0);
+            g_bn_case(gpu, name, g_rand(49, 4, 3, 5, 7, 6, -2, 3), affine, training, 0, 0);
             snprintf(name, sizeof name, "bn1d %s%s", training ? "train" : "eval", affine ? " affine" : "");
-            bn_case(gpu, name, g_rand(50, 2, 9, 11, 0, 0, -2, 3), affine, training, 0);
+            g_bn_case(gpu, name, g_rand(50, 2, 9, 11, 0, 0, -2, 3), affine, training, 0, 0);
             for (int fused = 1; fused < 3; fused++) {
                 snprintf(name, sizeof name, "bn NHWC %s%s %s", training ? "train" : "eval", affine ? " affine" : "",
                          fused == 1 ? "+relu" : "+residual+relu");
-                bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), affine, training, fused);
+                g_bn_case(gpu, name, g_rand(53, 4, 3, 5, 7, 6, -2, 3), affine, training, fused, 0);
             }
         }
     /* many rows: more than one row block on the GPU side */
-    bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 0);
-    bn_case(gpu, "bn NHWC train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2);
+    g_bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 0, 0);
+    g_bn_case(gpu, "bn NHWC train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2, 0);
     /* 16 channels: 8 values per work item */
-    for (int fused = 0; fused < 3; fused++) bn_case(gpu, "bn NHWC train 16 channels", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused);
+    for (int fused = 0; fused < 3; fused++) g_bn_case(gpu, "bn NHWC train 16 channels", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 0);
     /* a mean 1000 times the spread: the device's one-pass (shifted) moments
        against the CPU's two passes */
-    bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0);
+    g_bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0, 0);
 }
 
 GPU_TEST(relu_pool_linear_add) {
