@@ -2570,6 +2570,47 @@ extern "C" int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes) {
     return 0;
 }
 
+// ---- GPU busy time -------------------------------------------------------------
+#define SSL__BUSY_MAX 256
+static cudaEvent_t ssl__busy_ev[SSL__BUSY_MAX][2];
+static int ssl__busy_n, ssl__busy_open;
+static double ssl__busy_s;
+/* adds the finished pairs' times (waiting for the last end) */
+static void ssl__busy_fold(void) {
+    for (int i = 0; i < ssl__busy_n; i++) {
+        float ms = 0;
+        SSL_CUDA_CHECK(cudaEventSynchronize(ssl__busy_ev[i][1]));
+        SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, ssl__busy_ev[i][0], ssl__busy_ev[i][1]));
+        ssl__busy_s += ms / 1e3;
+    }
+    ssl__busy_n = 0;
+}
+extern "C" void ssl_cuda_busy_mark(int end) {
+    if (ssl__emu) return;
+    static int made = 0;
+    if (!made) {
+        for (int i = 0; i < SSL__BUSY_MAX; i++)
+            for (int k = 0; k < 2; k++) SSL_CUDA_CHECK(cudaEventCreate(&ssl__busy_ev[i][k]));
+        made = 1;
+    }
+    if (!end) {
+        if (ssl__busy_open) return; /* a second begin: the first one stands */
+        if (ssl__busy_n == SSL__BUSY_MAX) ssl__busy_fold();
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][0], 0));
+        ssl__busy_open = 1;
+    } else if (ssl__busy_open) {
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][1], 0));
+        ssl__busy_n++, ssl__busy_open = 0;
+    }
+}
+extern "C" double ssl_cuda_busy_take(void) {
+    if (ssl__emu) return -1;
+    ssl__busy_fold();
+    double s = ssl__busy_s;
+    ssl__busy_s = 0;
+    return s;
+}
+
 extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *params, int n, int w, int h,
                                    float in_range, const float mean[3], const float std[3], float *out) {
     if (n <= 0) return 0;

@@ -1673,6 +1673,14 @@ SSLDEF int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params *par
    waits for their copies): call it before giving back a prefetched buffer
    that will not be augmented. */
 SSLDEF int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes);
+/* GPU busy time: ssl_cuda_busy_mark(0) where a step's device work begins,
+   (1) where it ends (CUDA events on the compute stream, no host wait);
+   ssl_cuda_busy_take() returns the device seconds between the marked
+   beginnings and ends since its last call (waiting for the last end), so
+   busy / wall time is the share of time the GPU had work: what is left is
+   the GPU waiting for the host (data, launches). -1 in emulation. */
+SSLDEF void ssl_cuda_busy_mark(int end);
+SSLDEF double ssl_cuda_busy_take(void);
 /* Profile: ssl_cuda_profile(1) clears and starts recording the device time
    of every op by kind of work (CUDA events, no extra host waits; host clock
    in emulation), with the bytes each must move at least and its flops;

@@ -534,6 +534,7 @@ int main(int argc, char **argv) {
             const float *v0 = b->views[0], *v1 = b->views[1];
 #ifdef SSL_CUDA
             if (on_gpu) { /* the crops' colour ops, flip and normalize, on the GPU */
+                ssl_cuda_busy_mark(0);
                 for (int v = 0; v < 2; v++)
                     ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
                                         lc.views[v].std, gview[v]);
@@ -553,6 +554,9 @@ int main(int argc, char **argv) {
                 rc = 1;
                 goto done;
             }
+#ifdef SSL_CUDA
+            if (on_gpu) ssl_cuda_busy_mark(1);
+#endif
             imgs += b->n;
             batch++;
             ssl_loader_release(loader, b);
@@ -564,15 +568,24 @@ int main(int argc, char **argv) {
                 /* the share of the time the step waited for the loader (the GPU idle for want of data) */
                 double wait_now = ssl_loader_get_stats(loader).wait_s, waited = (wait_now - wait_last) / (now - tlast);
                 wait_last = wait_now;
+                /* the share of the time the GPU had work (-1: not measured) */
+                double busy = -1;
+                char busys[32] = "";
+#ifdef SSL_CUDA
+                if (on_gpu && (busy = ssl_cuda_busy_take()) >= 0) {
+                    busy /= now - tlast;
+                    snprintf(busys, sizeof busys, "GPU busy %.0f%% ", 100 * busy);
+                }
+#endif
                 double eta = (double)(total - t.step) * el / (double)(t.step - at_start);
                 char etas[32];
                 ssl_format_duration(eta, etas, sizeof etas);
-                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (data wait %.0f%% fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
+                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%% fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
                        (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
-                       100 * sum_acc / nsum, st.lr, ips, etas, 100 * waited, 100 * split[0] / (now - tlast),
+                       100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, 100 * split[0] / (now - tlast),
                        100 * split[1] / (now - tlast), 100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
-                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
-                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited,
+                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
+                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
                         split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, el);
                 fflush(log);
                 fflush(stdout);

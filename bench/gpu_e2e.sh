@@ -40,13 +40,15 @@ prepare() {
     du -sh "$PACK"
 }
 
-# mean images/s and data wait of ./train's log records after the first two
+# mean images/s, data wait and GPU busy share of ./train's log records
+# after the first two
 train_stats() {
     $PY - "$1" <<'EOF'
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1]) if '"img_per_s"' in l][2:]
 print(json.dumps(dict(images_per_s=round(sum(x["img_per_s"] for x in r) / max(len(r), 1), 1),
-                      data_wait=round(sum(x.get("data_wait", 0) for x in r) / max(len(r), 1), 4), records=len(r))))
+                      data_wait=round(sum(x.get("data_wait", 0) for x in r) / max(len(r), 1), 4),
+                      gpu_busy=round(sum(x.get("gpu_busy", -1) for x in r) / max(len(r), 1), 4), records=len(r))))
 EOF
 }
 
@@ -79,15 +81,15 @@ run() {
     $PY - "$OUT/e2e.jsonl" <<'EOF' | tee "$OUT/gpu_e2e.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print("| res | CPU threads | ssl.h img/s | ssl.h waits for data | PyTorch img/s | PyTorch waits | ratio |")
-print("|---|---|---|---|---|---|---|")
+print("| res | CPU threads | ssl.h img/s | ssl.h waits for data | GPU busy (ssl.h) | PyTorch img/s | PyTorch waits | ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for r in sorted({x["res"] for x in rows}, reverse=True):
     for t in sorted({x["threads"] for x in rows if x["res"] == r}):
         o = next((x["stats"] for x in rows if x["impl"] == "ssl.h" and x["res"] == r and x["threads"] == t), None)
         p = next((x for x in rows if x["impl"] == "torch" and x["res"] == r and x["threads"] == t), None)
         f = lambda v, k, pct=False: "-" if v is None else (f"{100 * v[k]:.0f}%" if pct else f"{v[k]:.0f}")
         ratio = f"{o['images_per_s'] / p['images_per_s']:.2f}x" if o and p else "-"
-        print(f"| {r} | {t} | {f(o, 'images_per_s')} | {f(o, 'data_wait', True)} | {f(p, 'images_per_s')} | "
+        print(f"| {r} | {t} | {f(o, 'images_per_s')} | {f(o, 'data_wait', True)} | {f(o, 'gpu_busy', True)} | {f(p, 'images_per_s')} | "
               f"{f(p, 'data_wait', True)} | {ratio} |")
 EOF
 }

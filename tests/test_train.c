@@ -126,18 +126,21 @@ TEST(train_sigint_writes_a_checkpoint_and_exits_cleanly) {
 }
 
 /* The first logged loss of a run's log.jsonl, or NAN. */
-static double first_loss(const char *dir) {
-    char path[SSL_STR + 16];
+/* the first value of "key" in the run's log.jsonl (NAN: none) */
+static double log_value(const char *dir, const char *key) {
+    char path[SSL_STR + 16], k[64];
     snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    snprintf(k, sizeof k, "\"%s\": ", key);
     uint8_t *b;
     size_t n;
     if (ssl_read_file(path, &b, &n) != 0) return NAN;
     double v = NAN;
-    const char *p = strstr((const char *)b, "\"loss\": ");
-    if (p) v = atof(p + 8);
+    const char *p = strstr((const char *)b, k);
+    if (p) v = atof(p + strlen(k));
     free(b);
     return v;
 }
+static double first_loss(const char *dir) { return log_value(dir, "loss"); }
 
 /* "eval: kNN top-1 X%" and "online probe top-1 Y%" from ./train's output */
 static int eval_line(const char *out, double *knn, double *probe) {
@@ -177,6 +180,11 @@ TEST(train_device_cuda_path_matches_cpu) {
     double lg = first_loss(dg), lc = first_loss(dc);
     printf("    first step's loss: device=cuda %.7f, cpu %.7f\n", lg, lc);
     CHECK(fabs(lg - lc) <= 1e-4 * fabs(lc), "device=cuda loss %.7f vs cpu %.7f", lg, lc);
+    /* the GPU's busy share: measured on a GPU, -1 (not measured) in emulation */
+    double busy = log_value(dg, "gpu_busy");
+    printf("    GPU busy: %.3f\n", busy);
+    if (gpu && *gpu == '1') CHECK(busy > 0 && busy <= 1.05, "GPU busy share %.3f", busy);
+    else CHECK(busy == -1, "GPU busy share %.3f in emulation (want -1: not measured)", busy);
     /* the device run's checkpoint evaluated on the CPU (resumed at its end) */
     CHECK_EQ(run(&outc, "%s resume=%s device=cpu", t, dg), 0);
     double kg = -1, pg = -1, kc = -2, pc = -2;
