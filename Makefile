@@ -173,10 +173,20 @@ test-export: pack train probe
 	$(BUILD)/venv/bin/python tests/test_export.py
 
 # the same tests, and the programs they run, under ASan + UBSan
-sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan
+sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan $(if $(NVCC),$(BUILD)/tests-gpu-asan)
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
 	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan SSL_TRAIN=$(BUILD)/train-asan SSL_PROBE=$(BUILD)/probe-asan \
 	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
+	$(if $(NVCC),SSL_TEST_EMU=1 ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-gpu-asan emu_)
+
+# the GPU suite's emulation half with the kernels' host code under
+# AddressSanitizer: plain (not strict) emulation, so that device memory is
+# the sanitizer's heap and a kernel reading past a tensor is caught
+$(BUILD)/ssl_cuda_asan.o: ssl.cu ssl.h $(BUILD)/.cuda-flags | $(BUILD)
+	$(NVCC) $(CUDA_OBJ_FLAGS) -Xcompiler -fsanitize=address,-fno-omit-frame-pointer -c ssl.cu -o $@
+$(BUILD)/tests-gpu-asan: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h ssl.h $(BUILD)/ssl_cuda_asan.o | $(BUILD)
+	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -ffp-contract=off \
+	    $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(subst $(BUILD)/ssl_cuda.o,$(BUILD)/ssl_cuda_asan.o,$(GPU_LIBS)) $(LDLIBS)
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
 $(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h ssl.h $(GPU_DEPS) | $(BUILD)
