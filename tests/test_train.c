@@ -199,4 +199,17 @@ TEST(train_device_cuda_path_matches_cpu) {
     snprintf(ck, sizeof ck, "%s/ckpt.sslt", dg);
     struct stat st;
     CHECK(stat(ck, &st) == 0, "no checkpoint from the device=cuda run");
+    /* the same path at bf16 (activations stored as bf16, end-of-run
+       evaluation included): it runs, and its first loss is the fp32 one's
+       up to bf16 rounding */
+    const char *db = test_tmp("run_cuda_bf16");
+    rc = run(&out, "rm -rf %s && SSL_CUDA_EMULATE=%s %s simclr data=%s val=%s knn_train=512 " TINY
+             " epochs=1 device=cuda precision=bf16 out=%s",
+             db, gpu && *gpu == '1' ? "0" : "2", t, data, data, db);
+    CHECK(rc == 0, "./train device=cuda precision=bf16 failed: %s", out);
+    double lb = first_loss(db);
+    printf("    first step's loss at bf16: %.7f (fp32 %.7f)\n", lb, lg);
+    CHECK(fabs(lb - lg) <= 0.05 * fabs(lg), "bf16 first loss %.7f vs fp32 %.7f", lb, lg);
+    CHECK(eval_line(out, &kg, &pg) == 0, "no eval line from the bf16 run: %s", out);
+    free(out);
 }
