@@ -1020,7 +1020,7 @@ SSLDEF int ssl_matmul(int transA, int transB, float alpha, const ssl_tensor *A, 
                       ssl_tensor *C);
 
 /* ---- primitives the losses are written with --------------------------- */
-SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src);  /* same numel */
+SSLDEF int ssl_copy(ssl_tensor *dst, const ssl_tensor *src);  /* same numel (on the GPU also fp32 <-> bf16) */
 SSLDEF int ssl_fill(ssl_tensor *t, float value);
 SSLDEF int ssl_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y); /* y += alpha x */
 SSLDEF int ssl_dot(const ssl_tensor *a, const ssl_tensor *b, float *out); /* sum a*b, in double */
