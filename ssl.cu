@@ -729,6 +729,9 @@ static inline SSL_HD float ssl__ld(float v) { return v; }
 static inline SSL_HD float ssl__ld(ssl_bf16 v) { return ssl_bf16_to_float(v); }
 static inline SSL_HD void ssl__st(float *p, float v) { *p = v; }
 static inline SSL_HD void ssl__st(ssl_bf16 *p, float v) { *p = ssl_bf16_from_float(v); }
+/* v as an element of *p's type would hold it */
+static inline SSL_HD float ssl__stored(const float *, float v) { return v; }
+static inline SSL_HD float ssl__stored(const ssl_bf16 *, float v) { return ssl_bf16_to_float(ssl_bf16_from_float(v)); }
 #define SSL__TYPED(dt, T, ...)                                  \
     do {                                                        \
         if ((dt) == SSL_BF16) { typedef ssl_bf16 T; __VA_ARGS__ } \
@@ -909,6 +912,37 @@ struct ssl__op_add {
 template <class T, int V> using ssl__f_relu = ssl__f_map2<T, V, ssl__op_relu>;
 template <class T, int V> using ssl__f_relu_grad = ssl__f_map2<T, V, ssl__op_relu_grad>;
 template <class T, int V> using ssl__f_add = ssl__f_map2<T, V, ssl__op_add>;
+/* the ReLU mask's bit for value i (ssl_batchnorm_forward_mask's layout) */
+static inline SSL_HD int ssl__bit(const uint8_t *m, int64_t i) { return (m[i >> 3] >> (i & 7)) & 1; }
+/* dx = dy where the mask's bit is set, else 0 (ssl__relu_grad from a bit) */
+template <class T, int V> struct ssl__f_mask_grad {
+    const uint8_t *m;
+    const T *dy;
+    T *dx;
+    SSL_HD void operator()(int64_t j) const {
+        float g[V];
+        ssl__vio<V>::ld(dy + j * V, g);
+        int byte = V == 8 ? m[j] : 0;
+        for (int e = 0; e < V; e++) {
+            int on = V == 8 ? (byte >> e) & 1 : ssl__bit(m, j);
+            g[e] = ssl__relu_grad(on ? 1.0f : 0.0f, g[e]);
+        }
+        ssl__vio<V>::st(dx + j * V, g);
+    }
+};
+/* mask byte j from y's values 8j .. 8j+7 (fewer at the end): the bits
+   where the batch norm's V = 1 output pass could not write whole bytes */
+template <class T> struct ssl__f_mask_of {
+    const T *y;
+    uint8_t *m;
+    int64_t n;
+    SSL_HD void operator()(int64_t j) const {
+        int b = 0;
+        for (int e = 0; e < 8 && j * 8 + e < n; e++) b |= (ssl__ld(y[j * 8 + e]) > 0.0f) << e;
+        m[j] = (uint8_t)b;
+    }
+};
+
 /* runs functor F<T, 8> over n/8 work items when ssl__vec8 allows, else
    F<T, 1> over n */
 #define SSL__EACH_V(X, F, T, ok, n, ...)                               \
@@ -1673,6 +1707,7 @@ template <class T> struct ssl__f_bn_part {
     const T *relu_y; /* GRAD: the fused ReLU's mask (NULL: none) */
     int64_t rows, c, per;
     double *part;
+    const uint8_t *mbits; /* GRAD: the mask as bits (ssl_batchnorm_forward_mask), instead of relu_y */
     SSL_HD void operator()(int64_t t) const {
         int64_t blk = t / c, ch = t % c, r0 = blk * per, r1 = ssl__min64(r0 + per, rows);
         double s0 = 0, s1 = 0, k = ssl__ld(x[r0 * c + ch]);
@@ -1683,7 +1718,7 @@ template <class T> struct ssl__f_bn_part {
                 s0 += d, s1 += d * d;
             } else {
                 float d = ssl__ld(dy[r * c + ch]);
-                float g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[r * c + ch]), d) : d;
+                float g = relu_y ? ssl__relu_grad(ssl__ld(relu_y[r * c + ch]), d) : mbits && !ssl__bit(mbits, r * c + ch) ? 0.0f : d;
                 s0 += g;
                 s1 += (double)g * ((v - mean[ch]) * invstd[ch]);
             }
@@ -1804,6 +1839,7 @@ template <class T, int V> struct ssl__f_bn_apply { /* V values of one row per wo
     T *y;
     ssl__div d_c;
     int relu;
+    uint8_t *mask; /* V = 8: the ReLU's bits, a byte per work item (NULL: none) */
     SSL_HD void operator()(int64_t j) const {
         uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
         float v[V], rv[V];
@@ -1815,6 +1851,11 @@ template <class T, int V> struct ssl__f_bn_apply { /* V values of one row per wo
             if (relu) v[e] = ssl__relu(v[e]);
         }
         ssl__vio<V>::st(y + j * V, v);
+        if (V == 8 && mask) {
+            int b = 0;
+            for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[e]) > 0.0f) << e; /* where the stored y is > 0 */
+            mask[j] = (uint8_t)b;
+        }
     }
 };
 struct ssl__f_bn_gradfin {
@@ -1836,6 +1877,7 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
     ssl__div d_c;
+    const uint8_t *mbits; /* the mask as bits, instead of relu_y */
     SSL_HD void operator()(int64_t j) const {
         uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
         float xv[V], g[V], m[V];
@@ -1844,6 +1886,9 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
         if (relu_y) {
             ssl__vio<V>::ld(relu_y + j * V, m);
             for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(m[e], g[e]);
+        } else if (mbits) {
+            int byte = V == 8 ? mbits[j] : ssl__bit(mbits, j);
+            for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
         }
         for (int e = 0; e < V; e++)
             g[e] = ssl__bn_grad_input(g[e], xv[e], mean[k + e], invstd[k + e], gam[k + e], mean_dy[k + e], mean_dy_xhat[k + e]);
@@ -1890,7 +1935,7 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E> f, double *part, double *
 /* T: the activations' element type */
 template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
-                        int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
+                        int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
     int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
@@ -1913,15 +1958,23 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
         x.each(st, c);
     }
     const void *rd = res ? res->data : NULL;
-    SSL__EACH_V(x, ssl__f_bn_apply, T, c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data), rows * c,
-                (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data, ssl__div_make(c), relu);
+    uint8_t *mk = mask ? (uint8_t *)mask->data : NULL;
+    int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data);
+    SSL__EACH_V(x, ssl__f_bn_apply, T, v8, rows * c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
+                ssl__div_make(c), relu, mk);
+    if (mk && !v8) { /* one value per work item: the mask's bytes from y */
+        ssl__f_mask_of<T> f = {(const T *)y->data, mk, rows * c};
+        x.each(f, (rows * c + 7) / 8);
+    }
 }
 
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
-                                          ssl_tensor *invstd) {
-    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward", ssl__bytes(x) * ((training ? 1 : 0) + 2 + (residual != NULL)), 6.0 * ssl_tensor_numel(x));
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd);););
+                                          ssl_tensor *invstd, ssl_tensor *mask) {
+    SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward",
+              ssl__bytes(x) * ((training ? 1 : 0) + 2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0),
+              6.0 * ssl_tensor_numel(x));
+    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd, mask);););
     return 0;
 }
 
@@ -1936,15 +1989,17 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
                                                      sizeof(float) * 3 * (size_t)c);
     double *sums = (double *)mem, *part = sums + 2 * c, *grp = part + blocks * 2 * c;
     float *gam = (float *)(grp + groups * 3 * c), *mean_dy = gam + c, *mean_dy_xhat = gam + 2 * c;
-    const T *mask = relu_y ? (const T *)relu_y->data : NULL, *xd = (const T *)xt->data, *dyd = (const T *)dy->data;
-    ssl__f_bn_part<T> f = {SSL__BNS_GRAD, xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL};
+    int bits = relu_y && relu_y->dtype == SSL_U8; /* the forward's bit mask */
+    const T *mask = relu_y && !bits ? (const T *)relu_y->data : NULL, *xd = (const T *)xt->data, *dyd = (const T *)dy->data;
+    const uint8_t *mb = bits ? (const uint8_t *)relu_y->data : NULL;
+    ssl__f_bn_part<T> f = {SSL__BNS_GRAD, xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
     ssl__bn_sums(x, f, part, grp, sums, gf);
     if (dx && dx->data) {
         SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data), rows * c, xd, dyd, mask,
-                    mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c));
+                    mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb);
     }
 }
 
@@ -1952,7 +2007,8 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias) {
-    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", ssl__bytes(x) * (2 + (relu_y != NULL) + (dx && dx->data ? 3 + (relu_y != NULL) : 0)), 10.0 * ssl_tensor_numel(x));
+    double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
+    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", ssl__bytes(x) * (2 + mpass + (dx && dx->data ? 3 + mpass : 0)), 10.0 * ssl_tensor_numel(x));
     SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias);););
     return 0;
 }
@@ -1966,6 +2022,13 @@ extern "C" int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
     return 0;
 }
 extern "C" int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
+    if (y->dtype == SSL_U8) { /* the forward's bit mask */
+        SSL__PROF("ReLU, add", 2.0 * ssl__bytes(dy) + ssl__bytes(dy) / (8.0 * ssl_dtype_size(dy->dtype)), 0);
+        int64_t n = ssl_tensor_numel(dy);
+        SSL__TYPED(dy->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_mask_grad, T, ssl__vec8(n, dy->data, dx->data), n,
+                                                      (const uint8_t *)y->data, (const T *)dy->data, (T *)dx->data);););
+        return 0;
+    }
     SSL__PROF("ReLU, add", 3.0 * ssl__bytes(y), 0);
     int64_t n = ssl_tensor_numel(y);
     SSL__TYPED(y->dtype, T, SSL__RUN(SSL__EACH_V(X_, ssl__f_relu_grad, T, ssl__vec8(n, y->data, dy->data, dx->data), n,

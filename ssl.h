@@ -1111,6 +1111,14 @@ SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_
 SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                       const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias);
+/* On the GPU: ssl_batchnorm_forward_act with the ReLU, also writing its
+   output's ReLU mask as bits: mask is an SSL_U8 tensor of at least
+   (numel(x) + 7) / 8 bytes, bit i % 8 of byte i / 8 set where y[i] > 0.
+   ssl_batchnorm_backward_act (relu_y) and ssl_relu_backward (y) take such
+   a mask in place of the output: 1 bit of traffic a value, not 2 or 4
+   bytes, and the same results. */
+SSLDEF int ssl_batchnorm_forward_mask(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                                      ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask);
 
 /* y = max(x, 0); y may be x. Backward reads y (y > 0 exactly where x > 0),
    so the forward can run in place; dx may be dy. */
@@ -1303,6 +1311,7 @@ typedef struct {
     int64_t x, h, wd, oh, ow;
     int64_t y, ybn, mean, invstd;
     int xdtype, dtype;
+    int64_t mask; /* bf16 plans: the byte offset of the output's ReLU bit mask (-1: none) */
 } ssl_layer;
 typedef struct { int first, count, down; } ssl_block; /* layers [first, first+count); down: -1 = identity */
 
@@ -1322,6 +1331,9 @@ typedef struct {
     char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
     ssl_bf16 *w16;             /* bf16 storage: the parameters rounded once per forward for the GEMMs */
+    int planned_masks;
+    int no_masks;              /* bf16 plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
+                                  not the 2-byte output); 1: read the outputs (the same results) */
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
     const float *input[SSL_MODEL_MAX_SLOTS];
     int training[SSL_MODEL_MAX_SLOTS];
@@ -1612,7 +1624,7 @@ SSLDEF int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, co
                                     ssl_buf *scratch);
 SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
-                                      ssl_tensor *invstd);
+                                      ssl_tensor *invstd, ssl_tensor *mask);
 SSLDEF int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                        const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                        const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
@@ -4790,8 +4802,9 @@ static int ssl__device(const char *op, int bf16_ok, const ssl_tensor *const *ts,
         if (!t || !t->data) continue;
         if (dev >= 0 && t->device != dev) mixed = 1;
         if (dev < 0) dev = t->device;
-        if (t->dtype != SSL_F32 && t->dtype != SSL_BF16) return ssl__fail("%s: unknown element type %d", op, t->dtype);
-        bf16 |= t->dtype == SSL_BF16;
+        if (t->dtype != SSL_F32 && t->dtype != SSL_BF16 && t->dtype != SSL_U8)
+            return ssl__fail("%s: unknown element type %d", op, t->dtype);
+        bf16 |= t->dtype != SSL_F32; /* bf16 activations, or a ReLU's bit mask (SSL_U8) */
     }
     if (mixed) return ssl__fail("%s: tensors on different devices (CPU and GPU) in one call", op);
     if (dev != SSL_DEV_CPU && dev != SSL_DEV_CUDA && dev >= 0) return ssl__fail("%s: unknown device %d", op, dev);
@@ -5394,20 +5407,39 @@ SSLDEF int ssl_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tens
                                  ssl_tensor *mean, ssl_tensor *invstd) {
     return ssl_batchnorm_forward_act(bn, training, x, NULL, 0, y, mean, invstd);
 }
+static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                           int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask);
 SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
                                      int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd) {
-    if (ssl__bn_check(__func__, bn, x, y, "y", mean, invstd)) return -1;
-    if (residual && ssl__same_shape(__func__, "x", x, "residual", residual)) return -1;
+    return ssl__bn_forward(__func__, bn, training, x, residual, relu, y, mean, invstd, NULL);
+}
+/* a ReLU bit mask for n values: SSL_U8, at least (n + 7) / 8 bytes */
+static int ssl__mask_check(const char *op, const char *name, const ssl_tensor *m, int64_t n) {
+    if (m->dtype != SSL_U8 || ssl_tensor_numel(m) < (n + 7) / 8)
+        return ssl__fail("%s: %s must be a bit mask (SSL_U8) of at least %lld bytes", op, name, (long long)((n + 7) / 8));
+    return 0;
+}
+SSLDEF int ssl_batchnorm_forward_mask(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                                      ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
+    if (!mask || !mask->data) return ssl__fail("%s: no mask given", __func__);
+    if (ssl__mask_check(__func__, "mask", mask, ssl_tensor_numel(x))) return -1;
+    if (mask->device != SSL_DEV_CUDA) return ssl__fail("%s: bit masks are GPU storage; the CPU reads y", __func__);
+    return ssl__bn_forward(__func__, bn, training, x, residual, 1, y, mean, invstd, mask);
+}
+static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *residual,
+                           int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
+    if (ssl__bn_check(op, bn, x, y, "y", mean, invstd)) return -1;
+    if (residual && ssl__same_shape(op, "x", x, "residual", residual)) return -1;
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
     int tracked = bn->running_mean.data && bn->running_var.data;
-    if (training && rows < 2) return ssl__bad_shapes(__func__, "training needs more than one value per channel", "x", x, NULL, NULL);
-    if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", __func__);
-    if (SSL__DEVICE(__func__, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var) < 0 ||
-        SSL__SAME_DTYPE(__func__, x, y, residual))
+    if (training && rows < 2) return ssl__bad_shapes(op, "training needs more than one value per channel", "x", x, NULL, NULL);
+    if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", op);
+    if (SSL__DEVICE(op, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var) < 0 ||
+        SSL__SAME_DTYPE(op, x, y, residual))
         return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual), x);
+    int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual, mask), x);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd));
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd, mask));
     double *sums;
     float *v;
     ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
@@ -5456,11 +5488,14 @@ SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, con
                                       const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                       const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias) {
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
+    int bits = relu_y && relu_y->dtype == SSL_U8; /* relu_y is the forward's bit mask */
     if (ssl__bn_check(__func__, bn, x, dy, "dy", mean, invstd) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)) ||
-        (relu_y && ssl__same_shape(__func__, "x", x, "relu_y", relu_y)) ||
+        (relu_y && !bits && ssl__same_shape(__func__, "x", x, "relu_y", relu_y)) ||
+        (bits && ssl__mask_check(__func__, "relu_y", relu_y, ssl_tensor_numel(x))) ||
         ssl__vec_of(__func__, "dweight", dweight, c) || ssl__vec_of(__func__, "dbias", dbias, c))
         return -1;
-    if (SSL__DEVICE(__func__, mean, invstd, dweight, dbias, &bn->weight) < 0 || SSL__SAME_DTYPE(__func__, x, dy, dx, relu_y))
+    if (SSL__DEVICE(__func__, mean, invstd, dweight, dbias, &bn->weight) < 0 ||
+        SSL__SAME_DTYPE(__func__, x, dy, dx, bits ? NULL : relu_y))
         return -1;
     int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y), x);
     if (dev < 0) return -1;
@@ -5506,9 +5541,12 @@ SSLDEF int ssl_relu_forward(const ssl_tensor *x, ssl_tensor *y) {
 }
 
 SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx) {
-    if (ssl__same_shape(__func__, "y", y, "dy", dy) || ssl__same_shape(__func__, "y", y, "dx", dx)) return -1;
+    int bits = y->dtype == SSL_U8; /* y is a bit mask (ssl_batchnorm_forward_mask) */
+    if ((bits ? ssl__mask_check(__func__, "y", y, ssl_tensor_numel(dy)) : ssl__same_shape(__func__, "y", y, "dy", dy)) ||
+        ssl__same_shape(__func__, "dy", dy, "dx", dx))
+        return -1;
     int dev = SSL__DEVICE_BF16(__func__, y, dy, dx);
-    if (dev < 0 || SSL__SAME_DTYPE(__func__, y, dy, dx)) return -1;
+    if (dev < 0 || SSL__SAME_DTYPE(__func__, bits ? NULL : y, dy, dx)) return -1;
     SSL__ON_GPU(dev, ssl_cuda_relu_backward(y, dy, dx));
     int64_t n = ssl_tensor_numel(y);
     for (int64_t i = 0; i < n; i++) dx->data[i] = ssl__relu_grad(y->data[i], dy->data[i]);
@@ -6017,6 +6055,12 @@ static void ssl__plan_layer(ssl_model *m, ssl_layer *L, int64_t x, int xdtype, i
     }
     int64_t bytes = n * (int64_t)ssl_dtype_size(dtype);
     if (bytes > *maxact) *maxact = bytes;
+    L->mask = -1;
+}
+/* a bit mask for the layer's ReLU'd output (bf16 plans: see no_masks) */
+static void ssl__plan_mask(ssl_model *m, ssl_layer *L, int64_t *off) {
+    if (L->dtype == SSL_BF16 && L->bn && !m->no_masks)
+        L->mask = ssl__plan_take(off, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8, SSL_U8);
 }
 /* bf16 storage of the backbone: on the GPU at bf16 precision */
 static int ssl__model_act_dtype(const ssl_model *m) {
@@ -6032,13 +6076,16 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         return ssl__fail("model plan: batch %d, %dx%d, %d slots (1..%d) is not a valid size", n, h, w, slots,
                          SSL_MODEL_MAX_SLOTS);
     int dt = ssl__model_act_dtype(m);
-    if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt) return 0;
-    m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt;
+    if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt &&
+        m->planned_masks == !m->no_masks)
+        return 0;
+    m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt, m->planned_masks = !m->no_masks;
     m->plans++;
     int64_t off = 0, maxact = 0;
     ssl_layer *S = &m->layers[m->stem];
     ssl__plan_layer(m, S, -1, SSL_F32, dt, h, w, &off, &maxact);
     if (S->oh < 1 || S->ow < 1) return ssl__fail("model plan: input %dx%d is too small for the stem", h, w);
+    ssl__plan_mask(m, S, &off);
     int64_t cur = S->ybn, ch = S->oh, cw = S->ow;
     if (m->maxpool) {
         m->pool_h = ssl_conv_out_size(ch, 3, 2, 1), m->pool_w = ssl_conv_out_size(cw, 3, 2, 1);
@@ -6053,6 +6100,7 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         for (int j = 0; j < B->count; j++) {
             ssl_layer *L = &m->layers[B->first + j];
             ssl__plan_layer(m, L, cur, dt, dt, ch, cw, &off, &maxact);
+            ssl__plan_mask(m, L, &off); /* every main-path output is ReLU'd (the last one after the add) */
             cur = L->ybn, ch = L->oh, cw = L->ow;
         }
         if (B->down >= 0) ssl__plan_layer(m, &m->layers[B->down], in, dt, dt, ih, iw, &off, &maxact);
@@ -6131,6 +6179,11 @@ static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     return bn;
 }
 
+/* the layer's ReLU bit mask in slot memory A (L->mask >= 0) */
+static ssl_tensor ssl__layer_mask(const ssl_model *m, const ssl_layer *L, char *A) {
+    return ssl_tensor_as(ssl__mvec(m, A + L->mask, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8), SSL_U8);
+}
+
 /* conv or linear, then BN, then ReLU (in place on the BN output). With a
    residual (a block's last layer): BN, + residual, ReLU, fused in the BN's
    output pass. */
@@ -6149,6 +6202,10 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
     if (L->bn) {
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
+        if (L->mask >= 0 && (L->relu || res)) {
+            ssl_tensor mask = ssl__layer_mask(m, L, A);
+            return ssl_batchnorm_forward_mask(&bn, training, &y, res, &out, &mean, &invstd, &mask);
+        }
         return ssl_batchnorm_forward_act(&bn, training, &y, res, L->relu || res, &out, &mean, &invstd);
     }
     if (res && ssl_add(&out, res, &out)) return -1;
@@ -6173,7 +6230,8 @@ static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, c
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
         ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
-        if (ssl_batchnorm_backward_act(&bn, training, &y, L->relu ? &out : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db))
+        ssl_tensor relu_y = L->mask >= 0 ? ssl__layer_mask(m, L, A) : out; /* the bits, or the output */
+        if (ssl_batchnorm_backward_act(&bn, training, &y, L->relu ? &relu_y : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db))
             return -1;
     } else {
         if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
@@ -6275,7 +6333,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         const ssl_block *B = &m->blocks[b];
         const ssl_layer *L = &m->layers[B->first + B->count - 1];
         int p = (a + 1) % 3, q = (a + 2) % 3;
-        ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
+        ssl_tensor out = L->mask >= 0 ? ssl__layer_mask(m, L, A) : ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
         if (ssl_relu_backward(&out, &d, &d)) return -1;
         /* G[a]: the block output's gradient, through its ReLU. The shortcut's
            gradient goes to a buffer T first, and the main path's first layer

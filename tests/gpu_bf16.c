@@ -250,3 +250,95 @@ GPU_TEST(bf16_model_plan_and_forward) {
     free_h(&xh);
     ssl_model_free(&m);
 }
+
+/* ReLU bit masks (ssl_batchnorm_forward_mask): the mask's bits are where
+   the stored output is > 0, and the batch-norm backward and the ReLU
+   backward give the same bits reading the mask as reading the output;
+   8 values per work item (16 channels) and one (6). */
+static void mask_case(int gpu, int c, int res) {
+    ssl_tensor x = round_h(g_rand(90, 4, 3, 5, 7, c, -2, 3)), r = round_h(g_rand(91, 4, 3, 5, 7, c, -1, 1));
+    ssl_tensor gy = round_h(g_rand(92, 4, 3, 5, 7, c, -1, 1));
+    int64_t n = ssl_tensor_numel(&x), nb = (n + 7) / 8;
+    ssl_batchnorm bn = ssl_batchnorm_default();
+    ssl_tensor gam = g_rand(93, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(94, 1, c, 0, 0, 0, -1, 1);
+    ssl_tensor rm = g_rand(95, 1, c, 0, 0, 0, 0, 0), rv = g_rand(96, 1, c, 0, 0, 0, 1, 1);
+    bn.weight = g_tensor(gpu, &gam), bn.bias = g_tensor(gpu, &bet), bn.running_mean = g_tensor(gpu, &rm),
+    bn.running_var = g_tensor(gpu, &rv);
+    ssl_tensor dx = b_tensor(gpu, &x), dr = b_tensor(gpu, &r), dgy = b_tensor(gpu, &gy);
+    ssl_tensor y1 = b_tensor(gpu, &x), y2 = b_tensor(gpu, &x), g1 = b_tensor(gpu, &x), g2 = b_tensor(gpu, &x);
+    ssl_tensor mean = g_tensor(gpu, &gam), inv = g_tensor(gpu, &gam), dw = g_tensor(gpu, &gam), db = g_tensor(gpu, &gam);
+    ssl_tensor dw2 = g_tensor(gpu, &gam), db2 = g_tensor(gpu, &gam);
+    ssl_tensor mask = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, (size_t)(nb + 3) / 4), nb), SSL_U8);
+    mask.device = SSL_DEV_CUDA;
+    CHECK_OK(ssl_batchnorm_forward_act(&bn, 1, &dx, res ? &dr : NULL, 1, &y1, &mean, &inv));
+    CHECK_OK(ssl_batchnorm_forward_mask(&bn, 1, &dx, res ? &dr : NULL, &y2, &mean, &inv, &mask));
+    float *a = b_fetch(gpu, &y1), *b = b_fetch(gpu, &y2);
+    uint8_t *bits = (uint8_t *)ssl_malloc((size_t)nb, "mask");
+    g_down(gpu, bits, mask.data, (size_t)nb);
+    int wrong = 0;
+    for (int64_t i = 0; i < n; i++) wrong += ((bits[i / 8] >> (i % 8)) & 1) != (a[i] > 0);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: y differs when the mask is written", c);
+    CHECK(wrong == 0, "c %d: %d mask bits differ from y > 0", c, wrong);
+    free(a), free(b), free(bits);
+    /* the backward through the output, then through the bits */
+    CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &y1, &dgy, &mean, &inv, &g1, &dw, &db));
+    CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &g2, &dw2, &db2));
+    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &g2);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: batch-norm dx differs through the mask", c);
+    free(a), free(b);
+    a = g_fetch(gpu, &dw), b = g_fetch(gpu, &dw2);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)c) == 0, "c %d: dweight differs through the mask", c);
+    free(a), free(b);
+    CHECK_OK(ssl_relu_backward(&y1, &dgy, &g1));
+    CHECK_OK(ssl_relu_backward(&mask, &dgy, &g2));
+    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &g2);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: ReLU backward differs through the mask", c);
+    free(a), free(b);
+    ssl_tensor hb = ssl_tensor_as(x, SSL_U8);
+    CHECK(ssl_relu_backward(&hb, &gy, &gy) != 0, "the CPU took a bit mask");
+    ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &dx, &dr, &dgy, &y1, &y2, &g1, &g2,
+                        &mean, &inv, &dw, &db, &dw2, &db2, &mask};
+    for (int i = 0; i < 18; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &r, &gy, &gam, &bet, &rm, &rv};
+    for (int i = 0; i < 7; i++) free_h(hs[i]);
+}
+
+GPU_TEST(bf16_relu_masks_same_bits) {
+    for (int res = 0; res < 2; res++) {
+        mask_case(gpu, 16, res);
+        mask_case(gpu, 6, res);
+    }
+    /* a model's step: the bits-reading backward gives the same gradients */
+    ssl_model_config mc = ssl_model_config_default();
+    mc.depth = 18, mc.cifar_stem = 1, mc.width = 0.125, mc.seed = 5;
+    snprintf(mc.projector, sizeof mc.projector, "64-32");
+    ssl_model m[2];
+    enum { N = 8, S = 16 };
+    ssl_tensor xh = g_rand(97, 4, N, S, S, 3, -1.5f, 1.5f), gh = g_rand(98, 2, N, 32, 0, 0, -1, 1);
+    ssl_tensor xd = g_tensor(gpu, &xh), gd = g_tensor(gpu, &gh);
+    float *grads[2];
+    double bytes[2];
+    ssl_cuda_set_precision(1);
+    for (int k = 0; k < 2; k++) {
+        if (ssl_model_init(&m[k], &mc)) { CHECK(0, "%s", ssl_last_error()); return; }
+        m[k].no_masks = k;
+        CHECK_OK(ssl_model_to_device(&m[k]));
+        CHECK_OK(ssl_model_plan(&m[k], N, S, S, 1));
+        bytes[k] = (double)m[k].slot_bytes;
+        CHECK((m[k].layers[m[k].stem].mask >= 0) == !k, "model %d: stem mask offset %lld", k, (long long)m[k].layers[m[k].stem].mask);
+        CHECK_OK(ssl_model_forward(&m[k], 0, xd.data, 1));
+        CHECK_OK(ssl_model_backward(&m[k], 0, &gd));
+        ssl_params_download(&m[k].params);
+        grads[k] = (float *)ssl_malloc(sizeof(float) * (size_t)m[k].params.total, "grads");
+        ssl_cuda_to_host(grads[k], m[k].params.grad, sizeof(float) * (size_t)m[k].params.total);
+    }
+    ssl_cuda_set_precision(0);
+    printf("    activations per slot: %.0f bytes with masks, %.0f without (+%.1f%%)\n", bytes[0], bytes[1],
+           100 * (bytes[0] / bytes[1] - 1));
+    CHECK(memcmp(grads[0], grads[1], sizeof(float) * (size_t)m[0].params.total) == 0,
+          "the model's gradients differ between reading masks and reading outputs");
+    free(grads[0]), free(grads[1]);
+    ssl_model_free(&m[0]), ssl_model_free(&m[1]);
+    g_release(gpu, &xd), g_release(gpu, &gd);
+    free_h(&xh), free_h(&gh);
+}
