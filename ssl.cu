@@ -1531,12 +1531,22 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, dtype == SSL_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     return p;
 }
-/* the fastest deterministic algorithm of a Find's results (sorted by time) */
-template <class P> static int ssl__cudnn_pick(const P *perf, int n, const char *what) {
+/* Once per plan and direction: find(perf, &n) runs cuDNN's Find, and the
+   fastest deterministic algorithm of its results (sorted by time) and its
+   workspace are kept. */
+template <class P, class A, class Find>
+static void ssl__cudnn_find(int *have, A *algo, size_t *ws, const char *what, const Find &find) {
+    if (*have) return;
+    P perf[16];
+    int n = 0;
+    cudnnStatus_t st = find(perf, &n);
+    if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) return i;
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) {
+            *algo = perf[i].algo, *ws = perf[i].memory, *have = 1;
+            return;
+        }
     ssl__cuda_die(__FILE__, __LINE__, what, "cuDNN found no deterministic algorithm for this convolution");
-    return -1;
 }
 static void *ssl__cudnn_workspace(size_t bytes) { return bytes ? ssl_cuda_buf_reserve(&ssl__cudnn_ws, bytes) : NULL; }
 
@@ -1547,13 +1557,11 @@ template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor
     if (x->dtype != ssl__dtype_of((const T *)NULL)) xd = ssl__weights_as<T>(X, x, SSL__S_CONV); /* the stem's images */
     const T *wd = ssl__weights_as<T>(X, w);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
-    if (!p->have[0]) {
-        cudnnConvolutionFwdAlgoPerf_t perf[16];
-        int n = 0;
-        SSL_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(ssl__cudnn(), p->x, p->w, p->conv, p->y, 16, &n, perf));
-        int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionForwardAlgorithm");
-        p->fwd = perf[i].algo, p->ws[0] = perf[i].memory, p->have[0] = 1;
-    }
+    ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(&p->have[0], &p->fwd, &p->ws[0], "cudnnFindConvolutionForwardAlgorithm",
+                                                  [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
+                                                      return cudnnFindConvolutionForwardAlgorithm(ssl__cudnn(), p->x, p->w,
+                                                                                                  p->conv, p->y, 16, n, perf);
+                                                  });
     float one = 1.0f, zero = 0.0f;
     SSL__PROF("conv forward (cuDNN)", (double)sizeof(T) * (ssl_tensor_numel(x) + ssl_tensor_numel(w) + g.n * g.oh * g.ow * g.co),
               2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci);
@@ -1577,24 +1585,20 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
     float one = 1.0f, beta = acc ? 1.0f : 0.0f, zero = 0.0f;
     if (dx) {
         const T *wd = ssl__weights_as<T>(X, w);
-        if (!p->have[1]) {
-            cudnnConvolutionBwdDataAlgoPerf_t perf[16];
-            int n = 0;
-            SSL_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, &n, perf));
-            int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionBackwardDataAlgorithm");
-            p->data = perf[i].algo, p->ws[1] = perf[i].memory, p->have[1] = 1;
-        }
+        ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
+            &p->have[1], &p->data, &p->ws[1], "cudnnFindConvolutionBackwardDataAlgorithm",
+            [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
+                return cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, n, perf);
+            });
         SSL__PROF("conv input grad (cuDNN)", (double)sizeof(T) * (ny + nw + ssl_tensor_numel(x) * (acc ? 2 : 1)), flops);
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardData(ssl__cudnn(), &one, p->w, wd, p->y, dy, p->conv, p->data,
                                                      ssl__cudnn_workspace(p->ws[1]), p->ws[1], &beta, p->x, dx));
     }
-    if (!p->have[2]) {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
-        int n = 0;
-        SSL_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, &n, perf));
-        int i = ssl__cudnn_pick(perf, n, "cudnnFindConvolutionBackwardFilterAlgorithm");
-        p->filter = perf[i].algo, p->ws[2] = perf[i].memory, p->have[2] = 1;
-    }
+    ssl__cudnn_find<cudnnConvolutionBwdFilterAlgoPerf_t>(
+        &p->have[2], &p->filter, &p->ws[2], "cudnnFindConvolutionBackwardFilterAlgorithm",
+        [&](cudnnConvolutionBwdFilterAlgoPerf_t *perf, int *n) {
+            return cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, n, perf);
+        });
     SSL__PROF("conv weight grad (cuDNN)", (double)sizeof(T) * (ny + ssl_tensor_numel(x)) + 8.0 * nw, flops);
     void *ws = ssl__cudnn_workspace(p->ws[2]);
     if (ssl__same_type<T, float>::value) { /* accumulated in place (beta 1) */
