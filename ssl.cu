@@ -353,21 +353,12 @@ static const char *ssl__blas_invalid(const ssl__blas &g) {
     if (g.ta == SSL_F32 && g.tc != SSL_F32) return "fp32 operands with a bf16 C";
     return NULL;
 }
-/* bf16 rounding of the operands, as the tensor cores see them in FAST_16BF */
-static inline float ssl__round_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) u += 0x7fffu + ((u >> 16) & 1u); /* nearest even; inf/nan kept */
-    u &= 0xffff0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
 /* An operand of n elements as fp32 on the host: itself, or its bf16 values
    (stored, or rounded as FAST_16BF does) in buf. */
 static const float *ssl__blas_operand(const void *p, int dt, size_t n, int round, float *buf) {
     if (dt == SSL_F32 && !round) return (const float *)p;
     for (size_t i = 0; i < n; i++)
-        buf[i] = dt == SSL_BF16 ? ssl_bf16_to_float(((const ssl_bf16 *)p)[i]) : ssl__round_bf16(((const float *)p)[i]);
+        buf[i] = ssl_bf16_to_float(dt == SSL_BF16 ? ((const ssl_bf16 *)p)[i] : ssl_bf16_from_float(((const float *)p)[i]));
     return buf;
 }
 /* Carries out cuBLAS call g on host memory. Column-major X (r x c, ld) is
@@ -1255,10 +1246,10 @@ static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride
 static int ssl__cg_is_gemm(const ssl__cg &g) { return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0; }
 
 /* cols of rows [r0, r0 + nr) x K: the input value or 0 in the padding
-   (converted to the columns' type). Work item j: g.vec consecutive values
-   of one row and tap (channels c .. c + vec - 1), so adjacent items write
-   adjacent memory; j indexes (row, tap, channel group) with
-   taps x groups = K / vec per row. */
+   (converted to the columns' type), for channels in groups of 8 (g.vec).
+   Work item j: 8 consecutive values of one row and tap (channels
+   c .. c + 7), so adjacent items write adjacent memory; j indexes (row,
+   tap, channel group) with taps x groups = K / 8 per row. */
 template <class TX, class TC> struct ssl__f_im2col {
     ssl__cg g;
     const TX *x;
@@ -1271,16 +1262,10 @@ template <class TX, class TC> struct ssl__f_im2col {
         uint32_t cg = ssl__divmod(g.d_cv, kv, &tap), kx = ssl__divmod(g.d_kw, tap, &ky);
         uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
         int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix = (int)(ox * g.stride) - g.pad + (int)kx;
-        TC *out = cols + (uint32_t)j * g.vec;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) {
-            const TX *in = x + (((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci +
-                           cg * g.vec;
-            if (g.vec == 8) ssl__vio<8>::ld(in, v);
-            else v[0] = ssl__ld(in[0]);
-        }
-        if (g.vec == 8) ssl__vio<8>::st(out, v);
-        else ssl__st(out, v[0]);
+        if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
+            ssl__vio<8>::ld(x + (((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci + cg * 8, v);
+        ssl__vio<8>::st(cols + (uint32_t)j * 8, v);
     }
 };
 /* im2col for few channels (ci not a multiple of 8: the stem's 3): work
