@@ -20,10 +20,15 @@
 // double. Reductions are deterministic (fixed chunking, partial sums added
 // in a fixed order): the same inputs give the same bits run after run.
 // Scatters (col2im, max-pool backward) are written as gathers that add in
-// the CPU's order, so no atomics. This issue's bar is correctness: the
-// reductions are sequential per chunk/row/column, not tuned block
-// reductions (the speed issue replaces them, keeping the functors as the
-// reference).
+// the CPU's order, so no atomics. Reductions are sequential per chunk, row
+// or column (batch-norm sums in two levels), not tuned block reductions.
+//
+// STORAGE AND INDEXING. Layer functors are templates on the stored type
+// (float or ssl_bf16: read as fp32, rounded once when stored); the ReLU
+// masks of bf16 plans are bits. They index with 32 bits and divide by
+// invariant integers (multiply-high and shift), and move 8 values (16
+// bytes) per thread where sizes and alignment allow: see "index math" and
+// ssl__vio below for why.
 //
 // STREAMS. Compute runs on the legacy default stream; the loader's GPU mode
 // copies uint8 crops on its own non-blocking copy stream, and the compute
