@@ -594,7 +594,20 @@ extern "C" void ssl_cuda_profile(int on) {
     ssl__prof_on = on != 0;
 }
 
-struct ssl__gpu {
+/* What both executors do for a GEMM: count it, profile it, map it to
+   cuBLAS's column-major call; D::blas carries the call out. */
+template <class D> struct ssl__exec {
+    template <class TA, class TB, class TC>
+    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
+              int ldb, float beta, TC *C, int ldc) const {
+        if (M <= 0 || N <= 0) return;
+        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f, ssl__dtype_of(A), ssl__dtype_of(C));
+        ssl__gemms++;
+        static_cast<const D *>(this)->blas(what, ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta);
+    }
+};
+
+struct ssl__gpu : ssl__exec<ssl__gpu> {
     template <class F> void each(const F &f, int64_t n) const {
         if (n <= 0) return;
         ssl__launches++;
@@ -612,13 +625,7 @@ struct ssl__gpu {
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_device(dst, src, bytes); }
-    template <class TA, class TB, class TC>
-    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
-              int ldb, float beta, TC *C, int ldc) const {
-        if (M <= 0 || N <= 0) return;
-        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f, ssl__dtype_of(A), ssl__dtype_of(C));
-        ssl__gemms++;
-        ssl__blas g = ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    void blas(const char *what, const ssl__blas &g, float alpha, float beta) const {
         const char *bad = ssl__blas_invalid(g);
         if (bad) ssl__cuda_die(__FILE__, __LINE__, what, bad);
         cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -636,7 +643,7 @@ struct ssl__gpu {
     }
 };
 
-struct ssl__cpu {
+struct ssl__cpu : ssl__exec<ssl__cpu> {
     template <class F> void each(const F &f, int64_t n) const {
         if (n > 0) ssl__launches++;
         for (int64_t i = 0; i < n; i++) f(i);
@@ -649,14 +656,7 @@ struct ssl__cpu {
     void to_host(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
-    template <class TA, class TB, class TC>
-    void gemm(const char *what, int ta, int tb, int M, int N, int K, float alpha, const TA *A, int lda, const TB *B,
-              int ldb, float beta, TC *C, int ldc) const {
-        if (M <= 0 || N <= 0) return;
-        ssl__prof_gemm pg(what, ta, tb, M, N, K, beta != 0.0f, ssl__dtype_of(A), ssl__dtype_of(C));
-        ssl__gemms++;
-        ssl__blas_emulate(ssl__blas_map(ta, tb, M, N, K, A, lda, B, ldb, C, ldc), alpha, beta, ssl__bf16);
-    }
+    void blas(const char *, const ssl__blas &g, float alpha, float beta) const { ssl__blas_emulate(g, alpha, beta, ssl__bf16); }
 };
 
 /* Runs body (a generic lambda taking the executor) on the GPU or, in
