@@ -1320,6 +1320,7 @@ template <class TC, class TD> struct ssl__f_col2im {
     const TC *dcols;
     TD *dx;
     int64_t r0, nr, first; /* first: index of the first dx element visited (a multiple of vec) */
+    int fresh;             /* dx is written, not added to (one block of rows, no accumulation) */
     SSL_HD void operator()(int64_t t) const {
         uint32_t i = (uint32_t)first + (uint32_t)t * g.vec, pix, q, n, iy;
         uint32_t cg = ssl__divmod(g.d_cv, i >> g.vshift, &pix);
@@ -1327,8 +1328,12 @@ template <class TC, class TD> struct ssl__f_col2im {
         iy = ssl__divmod(g.d_h, q, &n);
         uint32_t K = (uint32_t)(g.kh * g.kw * g.ci), c = cg * g.vec;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s8[8];
-        if (g.vec == 8) ssl__vio<8>::ld(dx + i, v);
-        else v[0] = ssl__ld(dx[i]);
+        if (fresh) {
+        } else if (g.vec == 8) {
+            ssl__vio<8>::ld(dx + i, v);
+        } else {
+            v[0] = ssl__ld(dx[i]);
+        }
         for (int ky = (int)g.kh - 1; ky >= 0; ky--) {
             int ty = (int)iy + g.pad - ky;
             if (ty < 0) continue;
@@ -1355,15 +1360,19 @@ template <class TC, class TD> struct ssl__f_col2im {
     }
 };
 
-/* Output pixels per im2col block: SSL_CUDA_IM2COL_BYTES of columns at most
-   (the GPU has memory to spare; blocks keep the stem of a ResNet-50 at
-   batch 256, 3.2M rows x 147, from needing 1.9 GB at once). */
+/* Output pixels per im2col block: SSL_CUDA_IM2COL_BYTES of columns (of
+   esize bytes each) at most. 1 GB on the GPU: every convolution of a
+   bf16 ResNet-50 at batch 256 and 224 is one block (the largest, the stem
+   and layer1's 3x3, are ~0.93 GB), so one GEMM each, and the input
+   gradient's col2im writes dx without zeroing and re-reading it. */
 #ifndef SSL_CUDA_IM2COL_BYTES
-#define SSL_CUDA_IM2COL_BYTES ((size_t)256 << 20)
+#define SSL_CUDA_IM2COL_BYTES ((size_t)1 << 30)
 #endif
-static int64_t ssl__cg_block(const ssl__cg &g, int emu) {
-    size_t budget = emu ? (size_t)SSL_IM2COL_BYTES : SSL_CUDA_IM2COL_BYTES;
-    int64_t rows = g.n * g.oh * g.ow, per = (int64_t)(budget / (sizeof(float) * (size_t)(g.kh * g.kw * g.ci)));
+static int64_t ssl__cg_block(const ssl__cg &g, int emu, size_t esize) {
+    /* emulation blocks as the CPU does (its budget in fp32 columns), so the
+       weight gradient's sums split where the CPU's do */
+    size_t budget = emu ? (size_t)SSL_IM2COL_BYTES : SSL_CUDA_IM2COL_BYTES, e = emu ? sizeof(float) : esize;
+    int64_t rows = g.n * g.oh * g.ow, per = (int64_t)(budget / (e * (size_t)(g.kh * g.kw * g.ci)));
     if (per < 1) per = 1;
     return per < rows ? per : rows;
 }
@@ -1408,7 +1417,7 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         SSL__PROF("bias (linear, conv)", b && b->data ? (double)sizeof(TC) * rows * co : 0, 0);
         beta = ssl__bias_rows_x(x, yd, rows, co, b);
     }
-    int64_t per = direct && !via_acc ? rows : ssl__cg_block(g, ssl__emu);
+    int64_t per = direct && !via_acc ? rows : ssl__cg_block(g, ssl__emu, sizeof(TC));
     TC *cols = NULL;
     float *acc = NULL;
     if (!direct) {
@@ -1642,10 +1651,11 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
                    acc ? 1.0f : 0.0f, (TG *)(void *)dxd, (int)k);
         return;
     }
-    int64_t per = ssl__cg_block(g, ssl__emu);
+    int64_t per = ssl__cg_block(g, ssl__emu, sizeof(TG));
     size_t bytes = sizeof(TG) * (size_t)(2 * per * k);
     TG *cols = (TG *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
-    if (dxd && !acc) {
+    int fresh = dxd && !acc && per >= rows; /* one block: col2im writes dx outright */
+    if (dxd && !acc && !fresh) {
         SSL__PROF("copy, fill", (double)sizeof(TX) * g.n * g.h * g.w * g.ci, 0);
         x.zero(dxd, sizeof(TX) * (size_t)(g.n * g.h * g.w * g.ci));
     }
@@ -1659,8 +1669,8 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         x.gemm("GEMM conv input grad", 0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
         /* only the images this block's rows come from */
         int64_t n0 = r0 / opix, n1 = (r0 + nr - 1) / opix;
-        SSL__PROF("col2im", (double)sizeof(TG) * nr * k + 2.0 * sizeof(TX) * (n1 - n0 + 1) * img, (double)nr * k);
-        ssl__f_col2im<TG, TX> c2 = {g, dcols, dxd, r0, nr, n0 * img};
+        SSL__PROF("col2im", (double)sizeof(TG) * nr * k + (fresh ? 1.0 : 2.0) * sizeof(TX) * (n1 - n0 + 1) * img, (double)nr * k);
+        ssl__f_col2im<TG, TX> c2 = {g, dcols, dxd, r0, nr, n0 * img, fresh};
         x.each(c2, (n1 - n0 + 1) * img / g.vec);
     }
 }
