@@ -1370,7 +1370,11 @@ template <class TC, class TD> struct ssl__f_col2im {
 #endif
 static int64_t ssl__cg_block(const ssl__cg &g, int emu, size_t esize) {
     /* emulation blocks as the CPU does (its budget in fp32 columns), so the
-       weight gradient's sums split where the CPU's do */
+       weight gradient's sums split where the CPU's do; SSL_EMU_GPU_BLOCKS=1
+       blocks as the GPU does (bench/traffic.py's bookkeeping) */
+    static int gpu_blocks = -1;
+    if (gpu_blocks < 0) gpu_blocks = getenv("SSL_EMU_GPU_BLOCKS") && *getenv("SSL_EMU_GPU_BLOCKS") == '1';
+    if (gpu_blocks) emu = 0;
     size_t budget = emu ? (size_t)SSL_IM2COL_BYTES : SSL_CUDA_IM2COL_BYTES, e = emu ? sizeof(float) : esize;
     int64_t rows = g.n * g.oh * g.ow, per = (int64_t)(budget / (e * (size_t)(g.kh * g.kw * g.ci)));
     if (per < 1) per = 1;

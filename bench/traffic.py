@@ -17,6 +17,7 @@ Prints a markdown table: GB and GFLOP per step per kind of work, and the
 milliseconds each would take at the GPU's full memory bandwidth
 (peak_gbs=3350, the H100 SXM) and the GEMMs at its dense bf16 / fp32 peaks.
 """
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +33,8 @@ exe = args.pop("exe", "build/gpu_step")
 runs = []
 for b in small:
     cmd = [exe, f"bs={b}", "emulate=1", "profile=1", "steps=1", "warmup=1", "split=0"] + [f"{k}={v}" for k, v in args.items()]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    # im2col blocks as on the GPU (emulation otherwise blocks as the CPU)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, SSL_EMU_GPU_BLOCKS="1"))
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
     rows, launches = {}, None
