@@ -24,7 +24,7 @@ subprocess.run(base + ["-ptx", "-o", "build/ptx/ssl.ptx"], check=True)
 rep = subprocess.run(base + ["-c", "-o", "build/ptx/ssl.o", "-Xptxas", "-v"], capture_output=True, text=True, check=True).stderr
 
 ptx = open("build/ptx/ssl.ptx").read()
-hot = ("im2col", "col2im", "bn_apply", "bn_dx", "map2", "bn_part", "bn_group")
+hot = ("im2col", "col2im", "bn_apply", "bn_dx", "map2", "mask_grad", "bn_part", "bn_group")
 print("| kernel (functor) | global loads (16-byte) | stores (16-byte) | div/rem | mul.hi | local |")
 print("|---|---|---|---|---|---|")
 for f in re.split(r"\n(?=\.visible \.entry|\.entry|\.weak \.entry)", ptx):
