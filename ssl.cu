@@ -918,11 +918,8 @@ template <class T, int V> struct ssl__f_mask_grad {
     SSL_HD void operator()(int64_t j) const {
         float g[V];
         ssl__vio<V>::ld(dy + j * V, g);
-        int byte = V == 8 ? m[j] : 0;
-        for (int e = 0; e < V; e++) {
-            int on = V == 8 ? (byte >> e) & 1 : ssl__bit(m, j);
-            g[e] = ssl__relu_grad(on ? 1.0f : 0.0f, g[e]);
-        }
+        int byte = V == 8 ? m[j] : ssl__bit(m, j);
+        for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
         ssl__vio<V>::st(dx + j * V, g);
     }
 };
@@ -1328,11 +1325,9 @@ template <class TC, class TD> struct ssl__f_col2im {
         iy = ssl__divmod(g.d_h, q, &n);
         uint32_t K = (uint32_t)(g.kh * g.kw * g.ci), c = cg * g.vec;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s8[8];
-        if (fresh) {
-        } else if (g.vec == 8) {
-            ssl__vio<8>::ld(dx + i, v);
-        } else {
-            v[0] = ssl__ld(dx[i]);
+        if (!fresh) { /* add to what dx holds */
+            if (g.vec == 8) ssl__vio<8>::ld(dx + i, v);
+            else v[0] = ssl__ld(dx[i]);
         }
         for (int ky = (int)g.kh - 1; ky >= 0; ky--) {
             int ty = (int)iy + g.pad - ky;
@@ -1381,10 +1376,10 @@ static int64_t ssl__cg_block(const ssl__cg &g, int emu, size_t esize) {
     return per < rows ? per : rows;
 }
 
-/* The GEMM's operands are of the activations' type T: weights of that
-   type are used as they are (the model hands bf16 copies made once per
-   forward), others converted into scratch. */
-template <class T, class X> static const T *ssl__weights_as(const X &x, const ssl_tensor *w, int which = SSL__S_W) {
+/* A tensor's data as elements of T: as it is when stored so (the model
+   hands bf16 weight copies made once per forward), else converted into
+   scratch `which` (GEMM operands are of the activations' type). */
+template <class T, class X> static const T *ssl__as_type(const X &x, const ssl_tensor *w, int which = SSL__S_W) {
     int64_t n = ssl_tensor_numel(w);
     if (w->dtype == ssl__dtype_of((const T *)NULL)) return (const T *)w->data;
     SSL__PROF("copy, fill", (double)(sizeof(T) + ssl_dtype_size(w->dtype)) * n, 0);
@@ -1413,7 +1408,7 @@ template <class X, class TX, class TC>
 static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_tensor *w, const ssl_tensor *b, TC *yd,
                           ssl_buf *scratch) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
-    const TC *wd = ssl__weights_as<TC>(x, w);
+    const TC *wd = ssl__as_type<TC>(x, w);
     int direct = ssl__cg_is_gemm(g) && ssl__same_type<TX, TC>::value; /* x already is the im2col matrix */
     int via_acc = b && b->data && !ssl__same_type<TC, float>::value;
     float beta = 0.0f;
@@ -1556,9 +1551,8 @@ static void *ssl__cudnn_workspace(size_t bytes) { return bytes ? ssl_cuda_buf_re
 /* T: the type of x (converted if needed), y and dy */
 template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
     const ssl__gpu X{};
-    const T *xd = (const T *)x->data;
-    if (x->dtype != ssl__dtype_of((const T *)NULL)) xd = ssl__weights_as<T>(X, x, SSL__S_CONV); /* the stem's images */
-    const T *wd = ssl__weights_as<T>(X, w);
+    const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV); /* the stem's fp32 images converted */
+    const T *wd = ssl__as_type<T>(X, w);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
     ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(&p->have[0], &p->fwd, &p->ws[0], "cudnnFindConvolutionForwardAlgorithm",
                                                   [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
@@ -1580,14 +1574,13 @@ template <class T>
 static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx, int acc,
                            float *dw) {
     const ssl__gpu X{};
-    const T *xd = (const T *)x->data;
-    if (x->dtype != ssl__dtype_of((const T *)NULL)) xd = ssl__weights_as<T>(X, x, SSL__S_CONV);
+    const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
     double flops = 2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci, ny = (double)g.n * g.oh * g.ow * g.co;
     int64_t nw = g.co * g.kh * g.kw * g.ci;
     float one = 1.0f, beta = acc ? 1.0f : 0.0f, zero = 0.0f;
     if (dx) {
-        const T *wd = ssl__weights_as<T>(X, w);
+        const T *wd = ssl__as_type<T>(X, w);
         ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
             &p->have[1], &p->data, &p->ws[1], "cudnnFindConvolutionBackwardDataAlgorithm",
             [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
@@ -1645,7 +1638,7 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
         SSL__PROF("bias (linear, conv)", db && db->data ? (double)sizeof(TG) * rows * co : 0, 0);
         ssl__bias_grad_x(x, dyd, rows, co, db);
     }
-    const TG *wd = dxd ? ssl__weights_as<TG>(x, w) : NULL;
+    const TG *wd = dxd ? ssl__as_type<TG>(x, w) : NULL;
     if (ssl__cg_is_gemm(g) && ssl__same_type<TX, TG>::value) {
         /* y = x w^T  =>  dw += dy^T x, dx = dy w */
         const TG *xg = (const TG *)(const void *)xd;
