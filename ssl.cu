@@ -1456,7 +1456,9 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
    writes them in fp32 directly. */
 static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN */
+static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
+    ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
     if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
     if (!strcmp(engine, "cudnn")) {
 #ifdef SSL_CUDNN
@@ -1468,15 +1470,19 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
     }
     return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
 }
-extern "C" const char *ssl_cuda_conv(void) {
-    if (ssl__conv_engine < 0) {
-        const char *e = getenv("SSL_CONV");
-        ssl__conv_engine = 0;
-        if (e && *e && ssl_cuda_set_conv(e)) {
-            fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
-            exit(2);
-        }
+/* SSL_CONV, read once: an unknown engine, or cudnn without a cuDNN build,
+   stops the program with the reason */
+static void ssl__conv_env(void) {
+    if (ssl__conv_engine >= 0) return;
+    ssl__conv_engine = 0;
+    const char *e = getenv("SSL_CONV");
+    if (e && *e && ssl_cuda_set_conv(e)) {
+        fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
+        exit(2);
     }
+}
+extern "C" const char *ssl_cuda_conv(void) {
+    ssl__conv_env();
     return ssl__conv_engine == 1 ? "cudnn" : "gemm";
 }
 
@@ -1615,6 +1621,7 @@ static int ssl__cudnn_takes(const ssl_tensor *b) { return !ssl__emu && !strcmp(s
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                        int pad, ssl_tensor *y, ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
+    ssl__conv_env();
 #ifdef SSL_CUDNN
     if (ssl__cudnn_takes(b)) {
         SSL__GUARD;

@@ -1713,8 +1713,10 @@ SSLDEF void ssl_cuda_set_emulation(int on);
 SSLDEF void ssl_cuda_set_precision(int bf16);
 /* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default) or
    "cudnn" (cuDNN's kernels; a build with make CUDNN=1). -1 with an error
-   otherwise. SSL_CONV in the environment sets it at the first convolution;
-   ssl_cuda_conv() names the one in use. */
+   otherwise. SSL_CONV in the environment sets it at the first convolution
+   or call of these two; an unknown value there (or cudnn without a CUDNN=1
+   build) stops the program with the reason. ssl_cuda_conv() names the one
+   in use. */
 SSLDEF int ssl_cuda_set_conv(const char *engine);
 SSLDEF const char *ssl_cuda_conv(void);
 SSLDEF int ssl_cuda_precision(void);

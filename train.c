@@ -386,6 +386,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
+        printf("device: convolutions through %s\n", ssl_cuda_conv()); /* SSL_CONV checked before any work */
 #else
         fprintf(stderr, "train: device=cuda: this ./train was built without CUDA (nvcc was not found by make); use device=cpu\n");
         return 1;

@@ -161,6 +161,24 @@ static int eval_line(const char *out, double *knn, double *probe) {
    so the two runs' weights are not compared), the evaluation on the device
    gives the kNN and probe top-1 that the CPU gives for the same checkpoint
    (within one image of 512), and the run ends with a checkpoint. */
+/* SSL_CONV naming an unknown convolution engine (or cudnn in a build
+   without it) stops ./train before any work, saying why */
+TEST(train_bad_conv_engine_is_an_error) {
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data(), *d = test_tmp("run_bad_conv");
+    char *out;
+    int rc = run(&out, "rm -rf %s && SSL_CONV=winograd SSL_CUDA_EMULATE=2 %s simclr data=%s " TINY " epochs=1 device=cuda out=%s",
+                 d, t, data, d);
+    if (rc != 0 && strstr(out, "built without CUDA")) {
+        free(out);
+        test_skip("./train was built without CUDA");
+        return;
+    }
+    CHECK(rc != 0 && strstr(out, "SSL_CONV=winograd") && strstr(out, "expected gemm or cudnn"),
+          "bad SSL_CONV: rc %d, %s", rc, out);
+    CHECK(!strstr(out, "epoch 1/"), "./train trained with a bad SSL_CONV: %s", out);
+    free(out);
+}
+
 TEST(train_device_cuda_path_matches_cpu) {
     const char *t = test_bin("SSL_TRAIN", "./train"), *data = tiny_data();
     const char *dg = test_tmp("run_cuda"), *dc = test_tmp("run_cuda_ref");
