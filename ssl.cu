@@ -747,6 +747,16 @@ template <int V> struct ssl__vio {
     template <class T> static SSL_HD void ld(const T *p, float *v) { v[0] = ssl__ld(p[0]); }
     template <class T> static SSL_HD void st(T *p, const float *v) { ssl__st(p, v[0]); }
 };
+/* On the host (emulation) every 16-byte access checks the alignment that a
+   GPU's vector load or store needs (a misaligned one is a fault there). */
+#ifndef __CUDA_ARCH__
+static inline void ssl__vio_aligned(const void *p) {
+    if ((uintptr_t)p % 16) {
+        fprintf(stderr, "ssl.cu: 16-byte vector access at %p, which is not 16-byte aligned (a fault on a GPU)\n", p);
+        abort();
+    }
+}
+#endif
 template <> struct ssl__vio<8> {
     static SSL_HD void ld(const ssl_bf16 *p, float *v) {
         uint32_t w[4];
@@ -754,6 +764,7 @@ template <> struct ssl__vio<8> {
         uint4 r = *(const uint4 *)p;
         w[0] = r.x, w[1] = r.y, w[2] = r.z, w[3] = r.w;
 #else
+        ssl__vio_aligned(p);
         memcpy(w, p, 16);
 #endif
         for (int e = 0; e < 4; e++) { /* little-endian: the lower half is the first element */
@@ -768,6 +779,7 @@ template <> struct ssl__vio<8> {
 #ifdef __CUDA_ARCH__
         *(uint4 *)p = make_uint4(w[0], w[1], w[2], w[3]);
 #else
+        ssl__vio_aligned(p);
         memcpy(p, w, 16);
 #endif
     }
@@ -776,6 +788,7 @@ template <> struct ssl__vio<8> {
         float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
         v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 #else
+        ssl__vio_aligned(p);
         memcpy(v, p, 32);
 #endif
     }
@@ -784,6 +797,7 @@ template <> struct ssl__vio<8> {
         ((float4 *)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
         ((float4 *)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
 #else
+        ssl__vio_aligned(p);
         memcpy(p, v, 32);
 #endif
     }

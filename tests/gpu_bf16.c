@@ -342,3 +342,26 @@ GPU_TEST(bf16_relu_masks_same_bits) {
     g_release(gpu, &xd), g_release(gpu, &gd);
     free_h(&xh), free_h(&gh);
 }
+
+/* Every layer kernel with a 16-byte vector path (8 values a thread) takes
+   it only where all its pointers are 16-byte aligned; a GPU faults on a
+   misaligned vector access, and so does the emulation (ssl__vio_aligned).
+   The same cases with every tensor one element off a 16-byte boundary: the
+   same results through the one-value paths; then with every other tensor
+   misaligned (one aligned operand must not decide for the rest). */
+GPU_TEST(misaligned_tensors_take_the_scalar_paths) {
+    g_misalign = 1;
+    gbody_bf16_relu_pool_add(gpu);
+    for (int fused = 0; fused < 3; fused++) {
+        g_bn_case(gpu, "bf16 bn train, 16 channels, misaligned", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 1);
+        g_bn_case(gpu, "fp32 bn train, 16 channels, misaligned", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 0);
+    }
+    for (int res = 0; res < 2; res++) mask_case(gpu, 16, res);
+    conv_case(gpu, "bf16 3x3 s2 p1, 24 channels, misaligned", 2, 10, 9, 24, 5, 3, 2, 1, 1, 0, 0);
+    conv_case(gpu, "bf16 3x3 s1 p1 blocked, misaligned", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0, 0);
+    /* every other tensor: aligned images, misaligned input gradient */
+    g_misalign = 2;
+    conv_case(gpu, "bf16 3x3 s2 p1, 24 channels, every other misaligned", 2, 10, 9, 24, 5, 3, 2, 1, 1, 0, 0);
+    gbody_bf16_relu_pool_add(gpu);
+    g_misalign = 0;
+}

@@ -27,7 +27,11 @@ void g_free(int gpu, void *p);
 void g_up(int gpu, void *dst, const void *src, size_t bytes);
 void g_down(int gpu, void *dst, const void *src, size_t bytes);
 /* a copy of host tensor h on the mode's side, marked SSL_DEV_CUDA
-   (data NULL stays NULL) */
+   (data NULL stays NULL); while g_misalign is 1, g_tensor and b_tensor
+   place the data one element past a 16-byte boundary (the layer kernels'
+   16-byte vector paths must then step aside), while it is 2 every other
+   tensor they make */
+extern int g_misalign;
 ssl_tensor g_tensor(int gpu, const ssl_tensor *h);
 /* its values back into a new host array (free it) */
 float *g_fetch(int gpu, const ssl_tensor *d);

@@ -41,12 +41,21 @@ void g_down(int gpu, void *dst, const void *src, size_t bytes) {
     (void)gpu;
     ssl_cuda_to_host(dst, src, bytes);
 }
+int g_misalign = 0;
+/* room for n elements of size es, one element in when g_misalign; the
+   allocation's start is found again from the address (allocations are
+   256-byte aligned, the shifted data never 16-byte aligned) */
+static void *g_place(int gpu, size_t n, size_t es) {
+    static unsigned count;
+    char *p = (char *)g_alloc(gpu, (n * es + 16) / sizeof(float));
+    return g_misalign == 1 || (g_misalign == 2 && count++ % 2) ? p + es : p;
+}
 ssl_tensor g_tensor(int gpu, const ssl_tensor *h) {
     ssl_tensor d = *h;
     d.device = SSL_DEV_CUDA;
     if (!h->data) return d;
     size_t n = (size_t)ssl_tensor_numel(h);
-    d.data = g_alloc(gpu, n);
+    d.data = (float *)g_place(gpu, n, sizeof(float));
     g_up(gpu, d.data, h->data, sizeof(float) * n);
     return d;
 }
@@ -57,7 +66,7 @@ float *g_fetch(int gpu, const ssl_tensor *d) {
     return h;
 }
 void g_release(int gpu, ssl_tensor *d) {
-    if (d->data) g_free(gpu, d->data);
+    if (d->data) g_free(gpu, (char *)d->data - (uintptr_t)d->data % 16);
     d->data = NULL;
 }
 ssl_tensor g_rand(uint64_t seed, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, float lo, float hi) {
@@ -109,7 +118,7 @@ ssl_tensor b_tensor(int gpu, const ssl_tensor *h) {
     size_t n = (size_t)ssl_tensor_numel(h);
     ssl_bf16 *t = (ssl_bf16 *)ssl_malloc(sizeof(ssl_bf16) * (n ? n : 1), "bf16 staging");
     for (size_t i = 0; i < n; i++) t[i] = ssl_bf16_from_float(h->data[i]);
-    d.data = g_alloc(gpu, (n + 1) / 2);
+    d.data = (float *)g_place(gpu, n, sizeof(ssl_bf16));
     g_up(gpu, d.data, t, sizeof(ssl_bf16) * n);
     free(t);
     return d;
