@@ -493,6 +493,7 @@ struct ssl__prof_shape {
    few microseconds, which small convolutions do not hide) */
 static long long ssl__launches, ssl__gemms, ssl__prof_launch0, ssl__prof_gemm0, ssl__prof_launch1, ssl__prof_gemm1;
 static int ssl__prof_on, ssl__prof_n, ssl__prof_depth, ssl__prof_stack[32], ssl__prof_nkinds, ssl__prof_nshapes;
+static double ssl__prof_conv_floor; /* profiled GEMM-path convolutions as implicit GEMMs (bytes, ssl__conv_floor) */
 static ssl__prof_rec ssl__prof_recs[SSL__PROF_MAX];
 static cudaEvent_t ssl__prof_ev[2 * SSL__PROF_MAX];
 static ssl__prof_kind ssl__prof_kinds[SSL__PROF_KINDS];
@@ -586,6 +587,7 @@ struct ssl__prof_gemm : ssl__prof {
 extern "C" void ssl_cuda_profile(int on) {
     if (on) {
         ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
+        ssl__prof_conv_floor = 0;
         ssl__prof_launch0 = ssl__launches, ssl__prof_gemm0 = ssl__gemms;
     } else {
         ssl__prof_fold();
@@ -1259,6 +1261,21 @@ static ssl__cg ssl__cg_make(const ssl_tensor *x, const ssl_tensor *w, int stride
     g.d_ow = ssl__div_make(g.ow), g.d_w = ssl__div_make(g.w), g.d_h = ssl__div_make(g.h), g.d_stride = ssl__div_make(stride);
     return g;
 }
+
+/* The least bytes a convolution's three products move when no columns are
+   materialised (an implicit GEMM: each operand read once, each output
+   written once, the fp32 weight gradient read and written), at element
+   sizes sx (x), sy (y, dy and the weights as the GEMM reads them), sdx
+   (dx): cuDNN's profile entries, and the GEMM path's implicit-GEMM floor
+   in the profile report. */
+struct ssl__conv_bytes {
+    double fwd, dgrad, wgrad;
+};
+static ssl__conv_bytes ssl__conv_floor(const ssl__cg &g, double sx, double sy, double sdx, int acc) {
+    double nx = (double)g.n * g.h * g.w * g.ci, nw = (double)g.co * g.kh * g.kw * g.ci, ny = (double)g.n * g.oh * g.ow * g.co;
+    ssl__conv_bytes b = {sx * nx + sy * (nw + ny), sy * (ny + nw) + sdx * nx * (acc ? 2 : 1), sy * ny + sx * nx + 8.0 * nw};
+    return b;
+}
 static int ssl__cg_is_gemm(const ssl__cg &g) { return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0; }
 
 /* cols of rows [r0, r0 + nr) x K: the input value or 0 in the padding
@@ -1580,7 +1597,7 @@ template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor
                                                                                                   p->conv, p->y, 16, n, perf);
                                                   });
     float one = 1.0f, zero = 0.0f;
-    SSL__PROF("conv forward (cuDNN)", (double)sizeof(T) * (ssl_tensor_numel(x) + ssl_tensor_numel(w) + g.n * g.oh * g.ow * g.co),
+    SSL__PROF("conv forward (cuDNN)", ssl__conv_floor(g, sizeof(T), sizeof(T), sizeof(T), 0).fwd,
               2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci);
     SSL_CUDNN_CHECK(cudnnConvolutionForward(ssl__cudnn(), &one, p->x, xd, p->w, wd, p->conv, p->fwd,
                                             ssl__cudnn_workspace(p->ws[0]), p->ws[0], &zero, p->y, y));
@@ -1596,7 +1613,8 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
     const ssl__gpu X{};
     const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
-    double flops = 2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci, ny = (double)g.n * g.oh * g.ow * g.co;
+    double flops = 2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci;
+    ssl__conv_bytes fl = ssl__conv_floor(g, sizeof(T), sizeof(T), sizeof(T), acc);
     int64_t nw = g.co * g.kh * g.kw * g.ci;
     float one = 1.0f, beta = acc ? 1.0f : 0.0f, zero = 0.0f;
     if (dx) {
@@ -1606,7 +1624,7 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
             [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
                 return cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, n, perf);
             });
-        SSL__PROF("conv input grad (cuDNN)", (double)sizeof(T) * (ny + nw + ssl_tensor_numel(x) * (acc ? 2 : 1)), flops);
+        SSL__PROF("conv input grad (cuDNN)", fl.dgrad, flops);
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardData(ssl__cudnn(), &one, p->w, wd, p->y, dy, p->conv, p->data,
                                                      ssl__cudnn_workspace(p->ws[1]), p->ws[1], &beta, p->x, dx));
     }
@@ -1615,7 +1633,7 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
         [&](cudnnConvolutionBwdFilterAlgoPerf_t *perf, int *n) {
             return cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, n, perf);
         });
-    SSL__PROF("conv weight grad (cuDNN)", (double)sizeof(T) * (ny + ssl_tensor_numel(x)) + 8.0 * nw, flops);
+    SSL__PROF("conv weight grad (cuDNN)", fl.wgrad, flops);
     void *ws = ssl__cudnn_workspace(p->ws[2]);
     if (ssl__same_type<T, float>::value) { /* accumulated in place (beta 1) */
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
@@ -1643,6 +1661,8 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
         return 0;
     }
 #endif
+    if (ssl__prof_on)
+        ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
         SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch););
     }););
@@ -1706,6 +1726,11 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
         return 0;
     }
 #endif
+    if (ssl__prof_on) {
+        ssl__conv_bytes fl = ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(dy->dtype),
+                                             ssl_dtype_size(x->dtype), dx_accumulate);
+        ssl__prof_conv_floor += fl.wgrad + (dx ? fl.dgrad : 0);
+    }
     SSL__TYPED(x->dtype, TX, SSL__TYPED(dy->dtype, TG, {
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch););
@@ -2812,6 +2837,15 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     long long l1 = ssl__prof_on ? ssl__launches : ssl__prof_launch1, g1 = ssl__prof_on ? ssl__gemms : ssl__prof_gemm1;
     fprintf(f, "Per step: %.0f kernel launches and %.0f GEMM calls.\n\n", (l1 - ssl__prof_launch0) / k,
             (g1 - ssl__prof_gemm0) / k);
+    if (ssl__prof_conv_floor > 0) { /* the GEMM path's convolutions against what an implicit GEMM must move */
+        double cols = 0;
+        for (int i = 0; i < ssl__prof_nkinds; i++)
+            if (!strcmp(ssl__prof_kinds[i].name, "im2col") || !strcmp(ssl__prof_kinds[i].name, "col2im") ||
+                !strncmp(ssl__prof_kinds[i].name, "GEMM conv ", 10))
+                cols += ssl__prof_kinds[i].bytes;
+        fprintf(f, "Convolutions: %.3f GB/step here (im2col, col2im and their GEMMs); as implicit GEMMs (no columns, "
+                   "each operand read once) at least %.3f GB/step.\n\n", cols / k / 1e9, ssl__prof_conv_floor / k / 1e9);
+    }
     /* the GEMM shapes taking the most time, against cuBLAS alone */
     int sh[SSL__PROF_SHAPES];
     for (int i = 0; i < ssl__prof_nshapes; i++) sh[i] = i;

@@ -15,7 +15,9 @@ constant, activations the slope).
 
 Prints a markdown table: GB and GFLOP per step per kind of work, and the
 milliseconds each would take at the GPU's full memory bandwidth
-(peak_gbs=3350, the H100 SXM) and the GEMMs at its dense bf16 / fp32 peaks.
+(peak_gbs=3350, the H100 SXM) and the GEMMs at its dense bf16 / fp32 peaks;
+then the same step's bound with the convolutions as implicit GEMMs (their
+bytes as cuDNN's profile entries count them).
 """
 import os
 import re
@@ -37,7 +39,7 @@ for b in small:
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, SSL_EMU_GPU_BLOCKS="1"))
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
-    rows, launches = {}, None
+    rows, launches, conv = {}, None, None
     for line in out.stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 9 and re.match(r"^\d+$", cells[1]):  # kind, calls, ms, share, GB, GFLOP, ...
@@ -45,11 +47,14 @@ for b in small:
         m = re.match(r"Per step: (\d+) kernel launches and (\d+) GEMM calls", line)
         if m:
             launches = (int(m.group(1)), int(m.group(2)))
+        m = re.match(r"Convolutions: ([\d.]+) GB/step here .* at least ([\d.]+) GB/step", line)
+        if m:
+            conv = (float(m.group(1)), float(m.group(2)))
     if not rows:
         sys.exit(f"no profile table in the output of {' '.join(cmd)}")
-    runs.append((b, rows, launches))
+    runs.append((b, rows, launches, conv))
 
-(b1, r1, l1), (b2, r2, l2) = runs
+(b1, r1, l1, c1), (b2, r2, l2, c2) = runs
 
 
 def at(v1, v2):
@@ -77,3 +82,9 @@ print(f"\nGEMM work: {gf / 1e3:.2f} TFLOP/step = {gf / peak_f:.1f} ms at {peak_f
       f"memory bound {gb / peak * 1e3:.1f} ms -> at most {bs / max(gb / peak, gf / 1e3 / peak_f):.0f} images/s (two views)")
 if l1 and l2 and l1 == l2:
     print(f"Per step: {l1[0]} kernel launches and {l1[1]} GEMM calls (the same at both batches)")
+if c1 and c2:
+    here, floor = at(c1[0], c2[0]), at(c1[1], c2[1])
+    gb_i = gb - here + floor
+    print(f"Convolutions as implicit GEMMs (no im2col/col2im columns, each operand read once: what cuDNN or an own "
+          f"kernel must move at least): {floor:.1f} GB instead of {here:.1f} GB -> step {gb_i:.1f} GB, "
+          f"{gb_i / peak * 1e3:.1f} ms at {peak:.0f} GB/s, at most {bs / max(gb_i / peak, gf / 1e3 / peak_f):.0f} images/s (two views)")
