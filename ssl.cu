@@ -71,9 +71,20 @@ static void ssl__cuda_die(const char *file, int line, const char *what, const ch
     do {                                                                                                \
         cublasStatus_t s_ = (call);                                                                     \
         if (s_ != CUBLAS_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, #call, cublasGetStatusString(s_)); \
+        ssl__lib_sync(__FILE__, __LINE__, #call);                                                       \
     } while (0)
 
 static int ssl__sync_launches = -1; /* SSL_CUDA_SYNC=1: synchronize after each launch */
+/* SSL_CUDA_SYNC=1: a fault inside a cuBLAS / cuDNN kernel reported at that library call */
+static void ssl__lib_sync(const char *file, int line, const char *what) {
+    if (ssl__sync_launches < 0) {
+        const char *s = getenv("SSL_CUDA_SYNC");
+        ssl__sync_launches = s && *s && *s != '0';
+    }
+    if (!ssl__sync_launches) return;
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
+}
 static void ssl__launch_check(const char *file, int line, const char *what) {
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
@@ -672,7 +683,7 @@ struct ssl__cpu : ssl__exec<ssl__cpu> {
 
 /* Internal scratch, one buffer per purpose (and per executor), so that
    nested uses never alias. Not thread-safe: one host thread drives a GPU. */
-enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_W2, SSL__S_ACC, SSL__S_OPT, SSL__S_AUG, SSL__S_COUNT };
+enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_W2, SSL__S_ACC, SSL__S_AUG, SSL__S_COUNT };
 static ssl_buf ssl__scr[2][SSL__S_COUNT];
 static void *ssl__tmp(const ssl__gpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[0][which], bytes); }
 static void *ssl__tmp(const ssl__cpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[1][which], bytes); }
@@ -1523,6 +1534,7 @@ extern "C" const char *ssl_cuda_conv(void) {
     do {                                                                                       \
         cudnnStatus_t st_ = (call);                                                            \
         if (st_ != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, #call, cudnnGetErrorString(st_)); \
+        ssl__lib_sync(__FILE__, __LINE__, #call);                                              \
     } while (0)
 static cudnnHandle_t ssl__cudnn(void) {
     static cudnnHandle_t h = NULL;
@@ -1537,6 +1549,7 @@ struct ssl__cudnn_plan {
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
     int have[3]; /* forward, data, filter found */
+    cudnnMathType_t req, math[3]; /* asked for; what each direction's algorithm was timed with */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t data;
     cudnnConvolutionBwdFilterAlgo_t filter;
@@ -1563,27 +1576,47 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
     SSL_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NHWC, (int)g.co, (int)g.ci, (int)g.kh, (int)g.kw));
     SSL_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, g.pad, g.pad, g.stride, g.stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                                     CUDNN_DATA_FLOAT));
-    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, dtype == SSL_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    p->req = dtype == SSL_BF16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req));
     return p;
 }
 /* Once per plan and direction: find(perf, &n) runs cuDNN's Find, and the
    fastest deterministic algorithm of its results (sorted by time) and its
    workspace are kept. */
 template <class P, class A, class Find>
-static void ssl__cudnn_find(int *have, A *algo, size_t *ws, const char *what, const Find &find) {
+static void ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *what, const Find &find) {
+    int *have = &p->have[dir];
+    size_t *ws = &p->ws[dir];
     if (*have) return;
     P perf[16];
     int n = 0;
+    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
     cudnnStatus_t st = find(perf, &n);
     if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC) {
-            *algo = perf[i].algo, *ws = perf[i].memory, *have = 1;
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+            (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
+            *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
             return;
         }
-    ssl__cuda_die(__FILE__, __LINE__, what, "cuDNN found no deterministic algorithm for this convolution");
+    char msg[1024];
+    int o = snprintf(msg, sizeof msg, "no usable deterministic algorithm for this shape (%d tried:", n);
+    for (int i = 0; i < n && o < (int)sizeof msg; i++)
+        o += snprintf(msg + o, sizeof msg - o, " algo %d %s%s%s;", (int)perf[i].algo, cudnnGetErrorString(perf[i].status),
+                      perf[i].determinism == CUDNN_DETERMINISTIC ? "" : " non-deterministic",
+                      perf[i].mathType == CUDNN_FMA_MATH || p->req != CUDNN_FMA_MATH ? "" : " not FMA");
+    if (o < (int)sizeof msg) snprintf(msg + o, sizeof msg - o, ")");
+    ssl__cuda_die(__FILE__, __LINE__, what, msg);
 }
-static void *ssl__cudnn_workspace(size_t bytes) { return bytes ? ssl_cuda_buf_reserve(&ssl__cudnn_ws, bytes) : NULL; }
+static void *ssl__cudnn_workspace(size_t bytes) {
+    if (!bytes) return NULL;
+    if (bytes > ssl__cudnn_ws.cap) { /* cudaFree waits for the convolutions still using it */
+        ssl_cuda_free(ssl__cudnn_ws.p);
+        ssl__cudnn_ws.p = ssl_cuda_malloc(bytes, "cuDNN workspace");
+        ssl__cudnn_ws.cap = bytes;
+    }
+    return ssl__cudnn_ws.p;
+}
 
 /* T: the type of x (converted if needed), y and dy */
 template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
@@ -1591,7 +1624,7 @@ template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor
     const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV); /* the stem's fp32 images converted */
     const T *wd = ssl__as_type<T>(X, w);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
-    ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(&p->have[0], &p->fwd, &p->ws[0], "cudnnFindConvolutionForwardAlgorithm",
+    ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(p, 0, &p->fwd, "cudnnFindConvolutionForwardAlgorithm",
                                                   [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
                                                       return cudnnFindConvolutionForwardAlgorithm(ssl__cudnn(), p->x, p->w,
                                                                                                   p->conv, p->y, 16, n, perf);
@@ -1599,6 +1632,7 @@ template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor
     float one = 1.0f, zero = 0.0f;
     SSL__PROF("conv forward (cuDNN)", ssl__conv_floor(g, sizeof(T), sizeof(T), sizeof(T), 0).fwd,
               2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci);
+    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[0]));
     SSL_CUDNN_CHECK(cudnnConvolutionForward(ssl__cudnn(), &one, p->x, xd, p->w, wd, p->conv, p->fwd,
                                             ssl__cudnn_workspace(p->ws[0]), p->ws[0], &zero, p->y, y));
 }
@@ -1620,21 +1654,23 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
     if (dx) {
         const T *wd = ssl__as_type<T>(X, w);
         ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
-            &p->have[1], &p->data, &p->ws[1], "cudnnFindConvolutionBackwardDataAlgorithm",
+            p, 1, &p->data, "cudnnFindConvolutionBackwardDataAlgorithm",
             [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
                 return cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, n, perf);
             });
         SSL__PROF("conv input grad (cuDNN)", fl.dgrad, flops);
+        SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[1]));
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardData(ssl__cudnn(), &one, p->w, wd, p->y, dy, p->conv, p->data,
                                                      ssl__cudnn_workspace(p->ws[1]), p->ws[1], &beta, p->x, dx));
     }
     ssl__cudnn_find<cudnnConvolutionBwdFilterAlgoPerf_t>(
-        &p->have[2], &p->filter, &p->ws[2], "cudnnFindConvolutionBackwardFilterAlgorithm",
+        p, 2, &p->filter, "cudnnFindConvolutionBackwardFilterAlgorithm",
         [&](cudnnConvolutionBwdFilterAlgoPerf_t *perf, int *n) {
             return cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, n, perf);
         });
     SSL__PROF("conv weight grad (cuDNN)", fl.wgrad, flops);
     void *ws = ssl__cudnn_workspace(p->ws[2]);
+    SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[2]));
     if (ssl__same_type<T, float>::value) { /* accumulated in place (beta 1) */
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
                                                        p->ws[2], &one, p->w, dw));
@@ -2260,8 +2296,7 @@ struct ssl__opt_chunk {
 };
 struct ssl__opt_tensor {
     int64_t first, count; /* its chunks */
-    float wd;
-    int adapt;            /* LARS trust ratio applies */
+    int decays;           /* weight decay applies, and under LARS the trust ratio */
 };
 /* LARS: per chunk, ||w||^2 and ||g + wd w||^2 in double */
 struct ssl__f_opt_norms {
@@ -2269,11 +2304,12 @@ struct ssl__f_opt_norms {
     const ssl__opt_tensor *ts;
     const float *w, *g;
     double *part; /* [chunk][2] */
+    float weight_decay;
     SSL_HD void operator()(int64_t i) const {
         ssl__opt_chunk c = ch[i];
-        float wd = ts[c.tensor].wd;
+        float wd = weight_decay;
         double wn = 0, un = 0;
-        if (ts[c.tensor].adapt)
+        if (ts[c.tensor].decays)
             for (int32_t k = 0; k < c.len; k++) {
                 float wv = w[c.start + k];
                 double d = (double)g[c.start + k] + (double)wd * wv;
@@ -2293,7 +2329,7 @@ struct ssl__f_opt_trust {
     double eta;
     SSL_HD void operator()(int64_t t) const {
         float r = 1.0f;
-        if (ts[t].adapt) {
+        if (ts[t].decays) {
             double wn = 0, un = 0;
             for (int64_t c = ts[t].first; c < ts[t].first + ts[t].count; c++) wn += part[2 * c], un += part[2 * c + 1];
             wn = sqrt(wn);
@@ -2309,18 +2345,37 @@ struct ssl__f_opt_apply {
     const float *q; /* LARS */
     float *w, *g, *m, *v;
     int kind;
-    float lr, mom, b1, b2, eps, bc1, bc2;
+    float lr, mom, b1, b2, eps, bc1, bc2, weight_decay;
     SSL_HD void operator()(int64_t i) const {
         ssl__opt_chunk c = ch[i / SSL__OPT_CHUNK];
         int64_t j = i % SSL__OPT_CHUNK;
         if (j >= c.len) return;
         int64_t k = c.start + j;
-        float wd = ts[c.tensor].wd;
+        float wd = ts[c.tensor].decays ? weight_decay : 0.0f;
         if (kind == SSL_OPTIM_SGD) ssl_sgd_update(&w[k], g[k], &m[k], lr, mom, wd);
         else if (kind == SSL_OPTIM_LARS) ssl_lars_update(&w[k], g[k], &m[k], lr, mom, wd, q[c.tensor]);
         else ssl_adamw_update(&w[k], g[k], &m[k], &v[k], lr, wd, b1, b2, eps, bc1, bc2);
     }
 };
+
+/* The chunk table of a parameter table (a few hundred entries; it depends
+   only on the table's layout, so it is built and uploaded once, when the
+   optimizer is made), and room for LARS's per-chunk norms and per-tensor
+   trust ratios: one device allocation per optimizer (o->dtab), so a step
+   uploads nothing and never waits for the device. */
+struct ssl__opt_layout {
+    int64_t nch;
+    size_t cbytes, tbytes, pbytes, qbytes;
+};
+static ssl__opt_layout ssl__opt_layout_of(const ssl_param_table *t) {
+    ssl__opt_layout l;
+    l.nch = 0;
+    for (int i = 0; i < t->n; i++)
+        if (t->p[i].kind != SSL_PARAM_BUFFER) l.nch += (t->p[i].numel + SSL__OPT_CHUNK - 1) / SSL__OPT_CHUNK;
+    l.cbytes = sizeof(ssl__opt_chunk) * (size_t)(l.nch + 1), l.tbytes = sizeof(ssl__opt_tensor) * (size_t)(t->n + 1);
+    l.pbytes = sizeof(double) * 2 * (size_t)(l.nch + 1), l.qbytes = sizeof(float) * (size_t)(t->n + 1);
+    return l;
+}
 
 extern "C" void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t) {
     memset(o, 0, sizeof *o);
@@ -2336,33 +2391,16 @@ extern "C" void ssl_cuda_optim_init(ssl_optimizer *o, const ssl_optim_config *c,
         o->v = (float *)ssl_cuda_malloc(bytes, "optimizer state (second moment)");
         ssl_cuda_memset0(o->v, bytes);
     }
-}
-extern "C" void ssl_cuda_optim_free(ssl_optimizer *o) {
-    ssl_cuda_free(o->m);
-    ssl_cuda_free(o->v);
-    free(o->host_m);
-    free(o->host_v);
-    memset(o, 0, sizeof *o);
-}
-
-template <class X> static void ssl__optim_run(const X &x, ssl_optimizer *o, ssl_param_table *t, double lr) {
-    const ssl_optim_config *c = &o->c;
-    /* the chunk table, built on the host (a few hundred entries) */
-    int64_t nch = 0;
-    for (int i = 0; i < t->n; i++)
-        if (t->p[i].kind != SSL_PARAM_BUFFER) nch += (t->p[i].numel + SSL__OPT_CHUNK - 1) / SSL__OPT_CHUNK;
-    size_t cbytes = sizeof(ssl__opt_chunk) * (size_t)(nch + 1), tbytes = sizeof(ssl__opt_tensor) * (size_t)(t->n + 1);
-    static ssl_buf host;
-    char *h = (char *)ssl_buf_reserve(&host, cbytes + tbytes);
+    ssl__opt_layout l = ssl__opt_layout_of(t);
+    char *h = (char *)ssl_calloc(l.cbytes + l.tbytes, "optimizer chunk table");
     ssl__opt_chunk *hc = (ssl__opt_chunk *)h;
-    ssl__opt_tensor *ht = (ssl__opt_tensor *)(h + cbytes);
+    ssl__opt_tensor *ht = (ssl__opt_tensor *)(h + l.cbytes);
     int64_t k = 0;
     for (int i = 0; i < t->n; i++) {
         const ssl_param *p = &t->p[i];
         ht[i].first = k;
         ht[i].count = 0;
-        ht[i].wd = ssl_param_decays(p) ? (float)c->weight_decay : 0.0f;
-        ht[i].adapt = c->kind == SSL_OPTIM_LARS && ssl_param_decays(p);
+        ht[i].decays = ssl_param_decays(p);
         if (p->kind == SSL_PARAM_BUFFER) continue;
         for (int64_t s = 0; s < p->numel; s += SSL__OPT_CHUNK, k++) {
             hc[k].start = p->offset + s;
@@ -2371,24 +2409,39 @@ template <class X> static void ssl__optim_run(const X &x, ssl_optimizer *o, ssl_
             ht[i].count++;
         }
     }
-    size_t pbytes = sizeof(double) * 2 * (size_t)(nch + 1), qbytes = sizeof(float) * (size_t)(t->n + 1);
-    char *d = (char *)ssl__tmp(x, SSL__S_OPT, cbytes + tbytes + pbytes + qbytes);
-    x.to_dev(d, h, cbytes + tbytes);
+    o->dtab = ssl_cuda_malloc(l.cbytes + l.tbytes + l.pbytes + l.qbytes, "optimizer chunk table");
+    ssl_cuda_to_device(o->dtab, h, l.cbytes + l.tbytes);
+    free(h);
+}
+extern "C" void ssl_cuda_optim_free(ssl_optimizer *o) {
+    ssl_cuda_free(o->m);
+    ssl_cuda_free(o->v);
+    ssl_cuda_free(o->dtab);
+    free(o->host_m);
+    free(o->host_v);
+    memset(o, 0, sizeof *o);
+}
+
+template <class X> static void ssl__optim_run(const X &x, ssl_optimizer *o, ssl_param_table *t, double lr) {
+    const ssl_optim_config *c = &o->c;
+    ssl__opt_layout l = ssl__opt_layout_of(t);
+    char *d = (char *)o->dtab;
     const ssl__opt_chunk *dc = (const ssl__opt_chunk *)d;
-    const ssl__opt_tensor *dt = (const ssl__opt_tensor *)(d + cbytes);
-    double *part = (double *)(d + cbytes + tbytes);
-    float *q = (float *)(d + cbytes + tbytes + pbytes);
+    const ssl__opt_tensor *dt = (const ssl__opt_tensor *)(d + l.cbytes);
+    double *part = (double *)(d + l.cbytes + l.tbytes);
+    float *q = (float *)(d + l.cbytes + l.tbytes + l.pbytes);
+    float wd = (float)c->weight_decay;
     if (c->kind == SSL_OPTIM_LARS) {
-        ssl__f_opt_norms fn = {dc, dt, t->data, t->grad, part};
-        x.each(fn, nch);
+        ssl__f_opt_norms fn = {dc, dt, t->data, t->grad, part, wd};
+        x.each(fn, l.nch);
         ssl__f_opt_trust ft = {dt, part, q, c->eta};
         x.each(ft, t->n);
     }
     o->step++;
     float bc1 = (float)(1 - pow(c->beta1, (double)o->step)), bc2 = (float)(1 - pow(c->beta2, (double)o->step));
     ssl__f_opt_apply fa = {dc, dt, q, t->data, t->grad, o->m, o->v, c->kind, (float)lr, (float)c->momentum,
-                           (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2};
-    x.each(fa, nch * SSL__OPT_CHUNK);
+                           (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2, wd};
+    x.each(fa, l.nch * SSL__OPT_CHUNK);
 }
 
 extern "C" int ssl_cuda_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
@@ -2772,7 +2825,7 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
 template <class T, class TC> static void ssl__prof_gemm_run(const ssl__prof_shape *s, void *mem, int reps) {
     size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N;
     T *a = (T *)mem, *b = a + na;
-    TC *c = (TC *)(b + nb);
+    TC *c = (TC *)((char *)mem + (sizeof(T) * (na + nb) + 255) / 256 * 256); /* aligned C */
     const ssl__gpu x{};
     int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
     for (int r = 0; r < reps; r++)
@@ -2780,7 +2833,7 @@ template <class T, class TC> static void ssl__prof_gemm_run(const ssl__prof_shap
 }
 static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
     if (ssl__emu) return 0;
-    size_t bytes = ssl_dtype_size(s->tab) * ((size_t)s->M * s->K + (size_t)s->K * s->N) +
+    size_t bytes = (ssl_dtype_size(s->tab) * ((size_t)s->M * s->K + (size_t)s->K * s->N) + 255) / 256 * 256 +
                    ssl_dtype_size(s->tc) * (size_t)s->M * s->N;
     void *mem = ssl_cuda_malloc(bytes, "GEMM benchmark");
     SSL_CUDA_CHECK(cudaMemset(mem, 0, bytes));

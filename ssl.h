@@ -1436,6 +1436,7 @@ typedef struct {
     int64_t n, step;
     int dev;                 /* made by ssl_cuda_optim_init */
     float *host_m, *host_v;  /* on the GPU: host copies for checkpoints */
+    void *dtab;              /* on the GPU: the parameter table's chunk table and LARS scratch */
 } ssl_optimizer;
 SSLDEF const char *ssl_optim_name(int kind);
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
