@@ -2683,16 +2683,20 @@ struct ssl__aug_slot {
     int desc_cap;
     cudaEvent_t copied, done;
 };
-static ssl__aug_slot ssl__slots[SSL__AUG_SLOTS];
+static ssl__aug_slot ssl__slot_sets[2][SSL__AUG_SLOTS]; /* the GPU's, the emulation's (their memory differs) */
+static ssl__aug_slot *ssl__aug_slots(void) { return ssl__slot_sets[ssl__emu ? 1 : 0]; }
 static uint64_t ssl__slot_clock;
 static cudaStream_t ssl__copy_stream;
 
+/* In emulation the slots work as on the GPU (which buffer is where, what a
+   prefetch leaves behind), the copies are memcpy at once and the streams
+   and events are left out. */
 static void ssl__aug_init(void) {
-    if (ssl__copy_stream) return;
+    if (ssl__emu || ssl__copy_stream) return;
     SSL_CUDA_CHECK(cudaStreamCreateWithFlags(&ssl__copy_stream, cudaStreamNonBlocking));
     for (int i = 0; i < SSL__AUG_SLOTS; i++) {
-        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].copied, cudaEventDisableTiming));
-        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__slots[i].done, cudaEventDisableTiming));
+        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__aug_slots()[i].copied, cudaEventDisableTiming));
+        SSL_CUDA_CHECK(cudaEventCreateWithFlags(&ssl__aug_slots()[i].done, cudaEventDisableTiming));
     }
 }
 /* the slot holding a prefetch of (host, bytes), else a slot to copy into:
@@ -2701,7 +2705,7 @@ static ssl__aug_slot *ssl__aug_slot_for(const uint8_t *host, size_t bytes, int *
     ssl__aug_slot *best = NULL;
     *hit = 0;
     for (int i = 0; i < SSL__AUG_SLOTS; i++) {
-        ssl__aug_slot *sl = &ssl__slots[i];
+        ssl__aug_slot *sl = &ssl__aug_slots()[i];
         if (sl->host == host && sl->bytes == bytes) {
             *hit = 1;
             return sl;
@@ -2716,16 +2720,20 @@ static void ssl__aug_copy(ssl__aug_slot *sl, const uint8_t *host, size_t bytes) 
         sl->dsrc = (uint8_t *)ssl_cuda_malloc(bytes, "uint8 crops (GPU augmentation)");
         sl->src_cap = bytes;
     }
-    SSL_CUDA_CHECK(cudaStreamWaitEvent(ssl__copy_stream, sl->done, 0)); /* its last reader is done */
-    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->dsrc, host, bytes, cudaMemcpyHostToDevice, ssl__copy_stream));
-    SSL_CUDA_CHECK(cudaEventRecord(sl->copied, ssl__copy_stream));
+    if (ssl__emu) {
+        SSL__GUARD;
+        memcpy(sl->dsrc, host, bytes);
+    } else {
+        SSL_CUDA_CHECK(cudaStreamWaitEvent(ssl__copy_stream, sl->done, 0)); /* its last reader is done */
+        SSL_CUDA_CHECK(cudaMemcpyAsync(sl->dsrc, host, bytes, cudaMemcpyHostToDevice, ssl__copy_stream));
+        SSL_CUDA_CHECK(cudaEventRecord(sl->copied, ssl__copy_stream));
+    }
     sl->host = host, sl->bytes = bytes, sl->used = ++ssl__slot_clock;
 }
 
 extern "C" int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes) {
-    if (ssl__emu) return 0;
     if (!host_u8) { /* forget the prefetches not yet used */
-        for (int i = 0; i < SSL__AUG_SLOTS; i++) ssl__slots[i].host = NULL;
+        for (int i = 0; i < SSL__AUG_SLOTS; i++) ssl__aug_slots()[i].host = NULL;
         if (ssl__copy_stream) SSL_CUDA_CHECK(cudaStreamSynchronize(ssl__copy_stream));
         return 0;
     }
@@ -2749,6 +2757,10 @@ static void ssl__busy_fold(void) {
         SSL_CUDA_CHECK(cudaEventSynchronize(ssl__busy_ev[i][1]));
         SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, ssl__busy_ev[i][0], ssl__busy_ev[i][1]));
         ssl__busy_s += ms / 1e3;
+    }
+    if (ssl__busy_open && ssl__busy_n) { /* the open begin moves to the first pair, which its end will close */
+        cudaEvent_t e = ssl__busy_ev[0][0];
+        ssl__busy_ev[0][0] = ssl__busy_ev[ssl__busy_n][0], ssl__busy_ev[ssl__busy_n][0] = e;
     }
     ssl__busy_n = 0;
 }
@@ -2785,19 +2797,19 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         return ssl__fail("ssl_cuda_augment_u8: bad image size %dx%d", w, h);
     ssl__augb b = ssl__augb_make(n, w, h, in_range, mean, std);
     size_t src_bytes = (size_t)n * w * h * 3;
-    if (ssl__emu) { /* host memory throughout */
-        SSL__GUARD;
-        ssl__augd *ad = (ssl__augd *)ssl_malloc(sizeof(ssl__augd) * (size_t)n, "augment descriptors");
-        for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &ad[s]);
-        ssl__augment_run(ssl__cpu{}, b, ad, host_u8, out);
-        free(ad);
-        return 0;
-    }
     ssl__aug_init();
     int hit;
     ssl__aug_slot *sl = ssl__aug_slot_for(host_u8, src_bytes, &hit);
     if (!hit) ssl__aug_copy(sl, host_u8, src_bytes);
-    SSL__PROF("augment (GPU data)", (double)src_bytes * 9, 0); /* u8 read, float planes written and read twice, out */
+    if (ssl__emu) { /* the slot's copy, descriptors on the host */
+        SSL__GUARD;
+        ssl__augd *ad = (ssl__augd *)ssl_malloc(sizeof(ssl__augd) * (size_t)n, "augment descriptors");
+        for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &ad[s]);
+        ssl__augment_run(ssl__cpu{}, b, ad, sl->dsrc, out);
+        free(ad);
+        sl->host = NULL;
+        return 0;
+    }
     SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the descriptors' last copy is done with hdesc */
     if (sl->desc_cap < n) {
         ssl_cuda_host_free(sl->hdesc);
@@ -2809,7 +2821,10 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
     for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &sl->hdesc[s]);
     SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, 0));
     SSL_CUDA_CHECK(cudaStreamWaitEvent(0, sl->copied, 0));
-    ssl__augment_run(ssl__gpu{}, b, sl->ddesc, sl->dsrc, out);
+    { /* after the wait for the copy: the scope times the kernels only */
+        SSL__PROF("augment (GPU data)", (double)src_bytes * 9, 0); /* u8 read, float planes written and read twice, out */
+        ssl__augment_run(ssl__gpu{}, b, sl->ddesc, sl->dsrc, out);
+    }
     SSL_CUDA_CHECK(cudaEventRecord(sl->done, 0));
     sl->host = NULL; /* used: the same pointer later holds other crops */
     /* the crops are on the device when this returns: the caller may reuse

@@ -195,6 +195,11 @@ GPU_TEST(augment_prefetch_and_reuse) {
     /* the loader refills a buffer after its augmentation: new contents */
     memcpy(u8[0], u8[2], bytes);
     aug_check(gpu, "buffer refilled after use", u8[0], want[2], N, W, H, prm, 1);
+    /* refilled right after its own augmentation, nothing in between */
+    CHECK_OK(ssl_cuda_prefetch_u8(u8[4], bytes));
+    aug_check(gpu, "prefetched once more", u8[4], want[4], N, W, H, prm, 1);
+    memcpy(u8[4], u8[5], bytes);
+    aug_check(gpu, "refilled at once after use", u8[4], want[5], N, W, H, prm, 1);
     /* a prefetch forgotten, the buffer refilled: new contents */
     CHECK_OK(ssl_cuda_prefetch_u8(u8[1], bytes));
     CHECK_OK(ssl_cuda_prefetch_u8(NULL, 0));
