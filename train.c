@@ -43,7 +43,7 @@ typedef struct {
     int64_t res, res_start, res_end, ramp_start, ramp_end;
     int64_t seed, threads, loader_threads;
     char device[SSL_STR], precision[SSL_STR], out[SSL_STR], resume[SSL_STR];
-    int64_t ckpt_every, log_every, max_steps;
+    int64_t ckpt_every, log_every, max_steps, split;
     char probe_optim[SSL_STR];
     double probe_lr;
     int64_t knn_k, knn_train;
@@ -100,6 +100,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
     SSL_OPT_I(C, log_every, "50", 1, 1 << 30, "progress line and log record every N steps"),
+    SSL_OPT_B(C, split, "0", "GPU: wait for the device after each phase of the step, so the progress line's fwd/loss/bwd/opt shares are device time (slower; without it they are left out)"),
     SSL_OPT_I(C, max_steps, "0", 0, 1LL << 40, "stop (with a checkpoint) after this many steps in all (0 = no limit; not carried over by resume)"),
     SSL_OPT_C(C, probe_optim, "adamw", "adamw|sgd", "optimizer of the online linear probe"),
     SSL_OPT_F(C, probe_lr, "1e-3", 0, 100, "online probe learning rate (constant)"),
@@ -473,6 +474,7 @@ int main(int argc, char **argv) {
     if (cfg.threads) openblas_set_num_threads((int)cfg.threads);
 #endif
     tc.device = on_gpu ? SSL_DEV_CUDA : SSL_DEV_CPU;
+    tc.sync_phases = (int)cfg.split; /* else the host queues the next work while the GPU runs */
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
 #ifdef SSL_CUDA
@@ -540,8 +542,12 @@ int main(int argc, char **argv) {
                     ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
                                         lc.views[v].std, gview[v]);
                 v0 = gview[0], v1 = gview[1];
-                /* the next batch's crops (page-locked) copy while this step computes */
-                if ((nb = ssl_loader_next(loader)))
+                /* the next batch's crops (page-locked) copy while this step
+                   computes; waiting for the loader is not GPU time */
+                ssl_cuda_busy_mark(1);
+                nb = ssl_loader_next(loader);
+                ssl_cuda_busy_mark(0);
+                if (nb)
                     for (int v = 0; v < 2; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
             }
 #endif
@@ -581,10 +587,17 @@ int main(int argc, char **argv) {
                 double eta = (double)(total - t.step) * el / (double)(t.step - at_start);
                 char etas[32];
                 ssl_format_duration(eta, etas, sizeof etas);
-                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%% fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%)\n",
+                /* the step's split: exact on the CPU and with split=1; on the GPU
+                   otherwise only host time, so left out (-1 in the log) */
+                char splits[96] = "";
+                if (!on_gpu || cfg.split)
+                    snprintf(splits, sizeof splits, " fwd %.0f%% loss %.0f%% bwd %.0f%% opt %.0f%%", 100 * split[0] / (now - tlast),
+                             100 * split[1] / (now - tlast), 100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
+                else
+                    for (int k = 0; k < 4; k++) split[k] = -nsum;
+                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%%%s)\n",
                        (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
-                       100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, 100 * split[0] / (now - tlast),
-                       100 * split[1] / (now - tlast), 100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
+                       100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, splits);
                 fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
                         (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
                         split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, el);

@@ -203,6 +203,10 @@ TEST(train_device_cuda_path_matches_cpu) {
     printf("    GPU busy: %.3f\n", busy);
     if (gpu && *gpu == '1') CHECK(busy > 0 && busy <= 1.05, "GPU busy share %.3f", busy);
     else CHECK(busy == -1, "GPU busy share %.3f in emulation (want -1: not measured)", busy);
+    /* without split=1 the GPU step does not wait between phases: the
+       progress line leaves the split out, the log has -1 */
+    CHECK(strstr(out, "epoch 1/1") && !strstr(out, " fwd "), "the GPU progress line shows a split without split=1: %s", out);
+    CHECK(log_value(dg, "t_forward") == -1, "t_forward %.4f without split=1 (want -1)", log_value(dg, "t_forward"));
     /* the device run's checkpoint evaluated on the CPU (resumed at its end) */
     CHECK_EQ(run(&outc, "%s resume=%s device=cpu", t, dg), 0);
     double kg = -1, pg = -1, kc = -2, pc = -2;
@@ -229,5 +233,11 @@ TEST(train_device_cuda_path_matches_cpu) {
     printf("    first step's loss at bf16: %.7f (fp32 %.7f)\n", lb, lg);
     CHECK(fabs(lb - lg) <= 0.05 * fabs(lg), "bf16 first loss %.7f vs fp32 %.7f", lb, lg);
     CHECK(eval_line(out, &kg, &pg) == 0, "no eval line from the bf16 run: %s", out);
+    free(out);
+    /* split=1: the device waited after each phase, the split is shown */
+    rc = run(&out, "rm -rf %s && SSL_CUDA_EMULATE=%s %s simclr data=%s " TINY " epochs=1 max_steps=1 device=cuda split=1 out=%s",
+             db, gpu && *gpu == '1' ? "0" : "2", t, data, db);
+    CHECK(rc == 0 && strstr(out, " fwd ") && log_value(db, "t_forward") >= 0, "split=1: rc %d, t_forward %.4f, %s", rc,
+          log_value(db, "t_forward"), out);
     free(out);
 }
