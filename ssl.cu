@@ -214,7 +214,10 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
 extern "C" void ssl_cuda_free(void *p) {
     if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
-    else if (p) SSL_CUDA_CHECK(cudaFree(p));
+    else if (p) { /* kernels still queued may use it: wait for them (cudaFree's own wait is not a documented promise) */
+        SSL_CUDA_CHECK(cudaDeviceSynchronize());
+        SSL_CUDA_CHECK(cudaFree(p));
+    }
 }
 extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
     if (ssl__emu == 1) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
