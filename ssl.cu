@@ -104,6 +104,10 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
    their functors on machines without a GPU. Do not switch with live
    buffers. */
 static int ssl__emu = 0;
+/* host waits for the device (synchronous copies, device syncs), counted
+   always: the profile reports them per step (each one drains the GPU's
+   queue, and the GPU idles until the host queues more) */
+static long long ssl__waits;
 
 /* STRICT EMULATION (ssl_cuda_set_emulation(2), SSL_CUDA_EMULATE=2): the
    emulated device memory is mapped PROT_NONE whenever no ssl_cuda_* call is
@@ -238,11 +242,13 @@ extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
     SSL__GUARD;
+    ssl__waits++;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
     SSL__GUARD;
+    ssl__waits++;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
@@ -252,6 +258,7 @@ extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
     else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 extern "C" void ssl_cuda_sync(void) {
+    ssl__waits++;
     if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
 }
 extern "C" void *ssl_cuda_host_alloc(size_t bytes, const char *what) {
@@ -506,6 +513,7 @@ struct ssl__prof_shape {
    always: the profile reports them per step (each launch costs the host a
    few microseconds, which small convolutions do not hide) */
 static long long ssl__launches, ssl__gemms, ssl__prof_launch0, ssl__prof_gemm0, ssl__prof_launch1, ssl__prof_gemm1;
+static long long ssl__prof_wait0, ssl__prof_wait1;
 static int ssl__prof_on, ssl__prof_n, ssl__prof_depth, ssl__prof_stack[32], ssl__prof_nkinds, ssl__prof_nshapes;
 static double ssl__prof_conv_floor; /* profiled GEMM-path convolutions as implicit GEMMs (bytes, ssl__conv_floor) */
 static ssl__prof_rec ssl__prof_recs[SSL__PROF_MAX];
@@ -602,10 +610,10 @@ extern "C" void ssl_cuda_profile(int on) {
     if (on) {
         ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
         ssl__prof_conv_floor = 0;
-        ssl__prof_launch0 = ssl__launches, ssl__prof_gemm0 = ssl__gemms;
+        ssl__prof_launch0 = ssl__launches, ssl__prof_gemm0 = ssl__gemms, ssl__prof_wait0 = ssl__waits;
     } else {
         ssl__prof_fold();
-        if (ssl__prof_on) ssl__prof_launch1 = ssl__launches, ssl__prof_gemm1 = ssl__gemms;
+        if (ssl__prof_on) ssl__prof_launch1 = ssl__launches, ssl__prof_gemm1 = ssl__gemms, ssl__prof_wait1 = ssl__waits;
     }
     ssl__prof_on = on != 0;
 }
@@ -669,8 +677,8 @@ struct ssl__cpu : ssl__exec<ssl__cpu> {
         if (bytes && dst != src) memmove(dst, src, bytes);
     }
     void zero(void *dst, size_t bytes) const { memset(dst, 0, bytes); }
-    void to_host(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
-    void to_dev(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); }
+    void to_host(void *dst, const void *src, size_t bytes) const { ssl__waits++, memcpy(dst, src, bytes); }
+    void to_dev(void *dst, const void *src, size_t bytes) const { ssl__waits++, memcpy(dst, src, bytes); }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
     void blas(const char *, const ssl__blas &g, float alpha, float beta) const { ssl__blas_emulate(g, alpha, beta, ssl__bf16); }
 };
@@ -2906,8 +2914,10 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     for (int i = 0; i < ssl__prof_nkinds; i++) tb += ssl__prof_kinds[i].bytes, tfl += ssl__prof_kinds[i].flops;
     fprintf(f, "| total | | %.3f | | %.3f | %.1f | | | |\n\n", total / k, tb / k / 1e9, tfl / k / 1e9);
     long long l1 = ssl__prof_on ? ssl__launches : ssl__prof_launch1, g1 = ssl__prof_on ? ssl__gemms : ssl__prof_gemm1;
+    long long w1 = ssl__prof_on ? ssl__waits : ssl__prof_wait1;
     fprintf(f, "Per step: %.0f kernel launches and %.0f GEMM calls.\n\n", (l1 - ssl__prof_launch0) / k,
             (g1 - ssl__prof_gemm0) / k);
+    fprintf(f, "Per step: %.0f host waits for the device (synchronous copies, syncs).\n\n", (w1 - ssl__prof_wait0) / k);
     if (ssl__prof_conv_floor > 0) { /* the GEMM path's convolutions against what an implicit GEMM must move */
         double cols = 0;
         for (int i = 0; i < ssl__prof_nkinds; i++)

@@ -39,7 +39,7 @@ for b in small:
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, SSL_EMU_GPU_BLOCKS="1"))
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
-    rows, launches, conv = {}, None, None
+    rows, launches, conv, waits = {}, None, None, None
     for line in out.stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 9 and re.match(r"^\d+$", cells[1]):  # kind, calls, ms, share, GB, GFLOP, ...
@@ -47,14 +47,17 @@ for b in small:
         m = re.match(r"Per step: (\d+) kernel launches and (\d+) GEMM calls", line)
         if m:
             launches = (int(m.group(1)), int(m.group(2)))
+        m = re.match(r"Per step: (\d+) host waits", line)
+        if m:
+            waits = int(m.group(1))
         m = re.match(r"Convolutions: ([\d.]+) GB/step here .* at least ([\d.]+) GB/step", line)
         if m:
             conv = (float(m.group(1)), float(m.group(2)))
     if not rows:
         sys.exit(f"no profile table in the output of {' '.join(cmd)}")
-    runs.append((b, rows, launches, conv))
+    runs.append((b, rows, launches, conv, waits))
 
-(b1, r1, l1, c1), (b2, r2, l2, c2) = runs
+(b1, r1, l1, c1, w1), (b2, r2, l2, c2, w2) = runs
 
 
 def at(v1, v2):
@@ -81,7 +84,8 @@ peak_f = tflops["bf16" if prec == "bf16" else "fp32"]
 print(f"\nGEMM work: {gf / 1e3:.2f} TFLOP/step = {gf / peak_f:.1f} ms at {peak_f:.0f} dense {prec} TFLOP/s; "
       f"memory bound {gb / peak * 1e3:.1f} ms -> at most {bs / max(gb / peak, gf / 1e3 / peak_f):.0f} images/s (two views)")
 if l1 and l2 and l1 == l2:
-    print(f"Per step: {l1[0]} kernel launches and {l1[1]} GEMM calls (the same at both batches)")
+    print(f"Per step: {l1[0]} kernel launches and {l1[1]} GEMM calls (the same at both batches)"
+          + (f", {w1} host waits for the device" if w1 is not None and w1 == w2 else ""))
 if c1 and c2:
     here, floor = at(c1[0], c2[0]), at(c1[1], c2[1])
     gb_i = gb - here + floor
