@@ -1565,17 +1565,33 @@ struct ssl__cudnn_plan {
     cudnnConvolutionBwdDataAlgo_t data;
     cudnnConvolutionBwdFilterAlgo_t filter;
     size_t ws[3];
+    uint64_t used; /* the least recently used plan makes room when all are taken */
 };
 static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
 static int ssl__cudnn_nplans;
+static uint64_t ssl__cudnn_clock;
 static ssl_buf ssl__cudnn_ws;
 static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
     int64_t key[10] = {g.n, g.h, g.w, g.ci, g.co, g.kh, g.kw, g.stride, g.pad, dtype};
     for (int i = 0; i < ssl__cudnn_nplans; i++)
-        if (!memcmp(ssl__cudnn_plans[i].key, key, sizeof key)) return &ssl__cudnn_plans[i];
-    if (ssl__cudnn_nplans == SSL__CUDNN_PLANS) ssl__cuda_die(__FILE__, __LINE__, "cuDNN plans", "more than 512 convolution shapes");
-    ssl__cudnn_plan *p = &ssl__cudnn_plans[ssl__cudnn_nplans++];
+        if (!memcmp(ssl__cudnn_plans[i].key, key, sizeof key)) {
+            ssl__cudnn_plans[i].used = ++ssl__cudnn_clock;
+            return &ssl__cudnn_plans[i];
+        }
+    ssl__cudnn_plan *p;
+    if (ssl__cudnn_nplans < SSL__CUDNN_PLANS) p = &ssl__cudnn_plans[ssl__cudnn_nplans++];
+    else { /* a long run through many shapes (progressive resolution, last batches, evaluation): the least
+              recently used plan is dropped (found again if its shape comes back) */
+        p = &ssl__cudnn_plans[0];
+        for (int i = 1; i < SSL__CUDNN_PLANS; i++)
+            if (ssl__cudnn_plans[i].used < p->used) p = &ssl__cudnn_plans[i];
+        SSL_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->x));
+        SSL_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y));
+        SSL_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w));
+        SSL_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
+    }
     memset(p, 0, sizeof *p);
+    p->used = ++ssl__cudnn_clock;
     memcpy(p->key, key, sizeof key);
     cudnnDataType_t dt = dtype == SSL_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     SSL_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
