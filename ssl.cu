@@ -1129,10 +1129,11 @@ struct ssl__f_xent {
     const int32_t *target;
     float scale;
     float *dlogits; /* NULL: no gradient */
-    double *rowloss;
+    double *rowloss, *hit; /* hit: 1 where the row's top-1 is the target (NULL: not asked) */
     int64_t c;
     SSL_HD void operator()(int64_t r) const {
         const float *l = logits + r * c;
+        if (hit) hit[r] = ssl__top1(l, c) == target[r];
         float mx = -INFINITY;
         for (int64_t j = 0; j < c; j++) mx = l[j] > mx ? l[j] : mx;
         double se = 0;
@@ -1150,22 +1151,26 @@ struct ssl__f_xent {
     }
 };
 extern "C" int ssl_cuda_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
-                                          ssl_tensor *dlogits) {
+                                          ssl_tensor *dlogits, int64_t *correct) {
     SSL__PROF("loss", 8.0 * ssl_tensor_numel(logits), 4.0 * ssl_tensor_numel(logits));
-    int64_t rows = ssl_tensor_rows(logits), c = ssl_tensor_cols(logits);
-    double *host = (double *)ssl_malloc(sizeof(double) * (size_t)(rows + 1), "row losses");
+    int64_t rows = ssl_tensor_rows(logits), c = ssl_tensor_cols(logits), nh = correct ? rows : 0;
+    double *host = (double *)ssl_malloc(sizeof(double) * (size_t)(rows + nh + 1), "row losses");
     SSL__RUN({
         size_t tbytes = (sizeof(int32_t) * (size_t)rows + 15) & ~(size_t)15;
-        char *mem = (char *)ssl__tmp(X_, SSL__S_ROWS, tbytes + sizeof(double) * (size_t)rows);
+        char *mem = (char *)ssl__tmp(X_, SSL__S_ROWS, tbytes + sizeof(double) * (size_t)(rows + nh));
         int32_t *dt = (int32_t *)mem;
         double *rl = (double *)(mem + tbytes);
         X_.to_dev(dt, target, sizeof(int32_t) * (size_t)rows);
-        ssl__f_xent f = {logits->data, dt, scale, dlogits ? dlogits->data : NULL, rl, c};
+        ssl__f_xent f = {logits->data, dt, scale, dlogits ? dlogits->data : NULL, rl, correct ? rl + rows : NULL, c};
         X_.each(f, rows);
-        X_.to_host(host, rl, sizeof(double) * (size_t)rows);
+        X_.to_host(host, rl, sizeof(double) * (size_t)(rows + nh)); /* the losses and the hits: one wait */
     });
     double total = 0; /* in row order, as the CPU */
     for (int64_t r = 0; r < rows; r++) total += host[r];
+    if (correct) {
+        *correct = 0;
+        for (int64_t r = 0; r < rows; r++) *correct += host[rows + r] != 0;
+    }
     free(host);
     *loss = (float)(scale * total);
     return 0;

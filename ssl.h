@@ -1038,6 +1038,11 @@ SSLDEF int ssl_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor 
    NULL. */
 SSLDEF int ssl_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
                                  ssl_tensor *dlogits);
+/* The same, and *correct = the rows whose first largest logit is at
+   the target (top-1; NaNs are never the largest), in the same pass: on the
+   GPU the logits stay on the device. */
+SSLDEF int ssl_softmax_xent_rows_top1(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
+                                      ssl_tensor *dlogits, int64_t *correct);
 /* y = x - (column mean of x). y may be x. Also the backward of itself:
    the gradient of a centring is the centred gradient. */
 SSLDEF int ssl_center_cols(const ssl_tensor *x, ssl_tensor *y);
@@ -1176,6 +1181,14 @@ static inline SSL_HD float ssl__l2n_inv(float norm) { return 1.0f / (norm > SSL_
    the clamp the divisor is a constant and the gradient just dy/eps. */
 static inline SSL_HD float ssl__l2n_grad(float y, float dy, float y_dot_dy, float norm) {
     return norm > SSL_L2_NORM_EPS ? (dy - y * y_dot_dy) / norm : dy / SSL_L2_NORM_EPS;
+}
+/* The first index of a row's largest value (a NaN is never larger): top-1
+   on both devices. */
+static inline SSL_HD int64_t ssl__top1(const float *row, int64_t c) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < c; j++)
+        if (row[j] > row[best]) best = j;
+    return best;
 }
 /* Barlow Twins' diagonal: (1 - c)^2. */
 static inline SSL_HD float ssl__sq_dev_one(float c, float *grad) {
@@ -1520,7 +1533,6 @@ typedef struct {
     float *dout[2], *logits, *dlogits; /* on the trainer's device */
     size_t dout_cap, logits_cap;
     int32_t *targets;
-    float *host_logits;          /* the GPU's probe logits, copied back for top-1 */
     ssl_buf scratch;
 } ssl_trainer;
 
@@ -1611,7 +1623,7 @@ SSLDEF int ssl_cuda_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_te
 SSLDEF int ssl_cuda_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
                                                ssl_tensor *dx);
 SSLDEF int ssl_cuda_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
-                                      ssl_tensor *dlogits);
+                                      ssl_tensor *dlogits, int64_t *correct);
 SSLDEF int ssl_cuda_center_cols(const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_mse(const ssl_tensor *a, const ssl_tensor *b, float scale, float *loss, ssl_tensor *da,
                         ssl_tensor *db);
@@ -5022,6 +5034,10 @@ SSLDEF int ssl_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor 
 
 SSLDEF int ssl_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
                                  ssl_tensor *dlogits) {
+    return ssl_softmax_xent_rows_top1(logits, target, scale, loss, dlogits, NULL);
+}
+SSLDEF int ssl_softmax_xent_rows_top1(const ssl_tensor *logits, const int32_t *target, float scale, float *loss,
+                                      ssl_tensor *dlogits, int64_t *correct) {
     if (dlogits && ssl__same_shape(__func__, "logits", logits, "dlogits", dlogits)) return -1;
     int64_t rows = ssl_tensor_rows(logits), c = ssl_tensor_cols(logits);
     for (int64_t r = 0; r < rows; r++)
@@ -5030,10 +5046,12 @@ SSLDEF int ssl_softmax_xent_rows(const ssl_tensor *logits, const int32_t *target
                              (long long)r, target[r], (long long)c);
     int dev = SSL__DEVICE(__func__, logits, dlogits);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_softmax_xent_rows(logits, target, scale, loss, dlogits));
+    SSL__ON_GPU(dev, ssl_cuda_softmax_xent_rows(logits, target, scale, loss, dlogits, correct));
     double total = 0;
+    if (correct) *correct = 0;
     for (int64_t r = 0; r < rows; r++) {
         const float *l = logits->data + r * c;
+        if (correct) *correct += ssl__top1(l, c) == target[r];
         float mx = -INFINITY;
         for (int64_t j = 0; j < c; j++) mx = l[j] > mx ? l[j] : mx;
         double se = 0;
@@ -6784,7 +6802,6 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     ssl__trainer_release(t, t->dout[1]);
     ssl__trainer_release(t, t->logits);
     free(t->targets);
-    free(t->host_logits);
 #ifdef SSL_CUDA
     if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch);
     else
@@ -6804,25 +6821,24 @@ static void ssl__optim_step_on(ssl_optimizer *o, ssl_param_table *p, double lr) 
     ssl_optim_step(o, p, lr);
 }
 
-/* The online probe on detached features of both views: cross-entropy,
-   top-1 before the update, then its own optimizer step. */
+/* The online probe on detached features of both views: cross-entropy
+   over the 2N rows of logits (both views' labels), top-1 before the update
+   counted in the same pass, then its own optimizer step. */
 static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_step_stats *st) {
     int k = t->c.probe_classes;
     size_t need = sizeof(float) * (size_t)(2 * n * k);
     if (need > t->logits_cap) {
         ssl__trainer_release(t, t->logits);
         free(t->targets);
-        free(t->host_logits);
         t->logits = (float *)ssl__trainer_alloc(t, 2 * need, "probe logits");
-        t->targets = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)n, "probe targets");
-        t->host_logits = (float *)ssl_malloc(need, "probe logits (host)");
+        t->targets = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)(2 * n), "probe targets");
         t->logits_cap = need;
     }
     int dev = t->c.device;
     t->dlogits = t->logits + 2 * n * k;
     for (int i = 0; i < n; i++) {
         if (labels[i] >= (uint32_t)k) return ssl__fail("probe: label %u of sample %d is not below probe classes %d", labels[i], i, k);
-        t->targets[i] = (int32_t)labels[i];
+        t->targets[i] = t->targets[n + i] = (int32_t)labels[i];
     }
     ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->probe.grad, t->probe.total), dev);
     ssl_fill(&gall, 0.0f);
@@ -6830,34 +6846,21 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     ssl_tensor b = ssl_tensor_on(ssl_tensor_vec(ssl_param_data(&t->probe, 1), k), dev);
     ssl_tensor dw = ssl_tensor_on(ssl_tensor_mat(ssl_param_grad(&t->probe, 0), k, t->online.feat_dim), dev);
     ssl_tensor db = ssl_tensor_on(ssl_tensor_vec(ssl_param_grad(&t->probe, 1), k), dev);
-    double loss = 0;
-    int correct = 0;
+    ssl_tensor lg = ssl_tensor_on(ssl_tensor_mat(t->logits, 2 * n, k), dev),
+               dlg = ssl_tensor_on(ssl_tensor_mat(t->dlogits, 2 * n, k), dev);
     for (int v = 0; v < 2; v++) {
-        ssl_tensor feat = ssl_model_features(&t->online, v);
-        ssl_tensor lg = ssl_tensor_on(ssl_tensor_mat(t->logits + v * n * k, n, k), dev),
-                   dlg = ssl_tensor_on(ssl_tensor_mat(t->dlogits + v * n * k, n, k), dev);
-        float l;
-        if (ssl_linear_forward(&feat, &w, &b, &lg)) return -1;
-        const float *hl = lg.data;
-#ifdef SSL_CUDA
-        if (dev == SSL_DEV_CUDA) {
-            ssl_cuda_to_host(t->host_logits, lg.data, sizeof(float) * (size_t)(n * k));
-            hl = t->host_logits;
-        }
-#endif
-        for (int i = 0; i < n; i++) {
-            const float *row = hl + (int64_t)i * k;
-            int best = 0;
-            for (int c = 1; c < k; c++)
-                if (row[c] > row[best]) best = c;
-            correct += best == t->targets[i];
-        }
-        ssl_fill(&dlg, 0.0f);
-        if (ssl_softmax_xent_rows(&lg, t->targets, 1.0f / (float)(2 * n), &l, &dlg)) return -1;
-        loss += l;
-        if (ssl_linear_backward(&feat, &w, &dlg, NULL, &dw, &db)) return -1;
+        ssl_tensor feat = ssl_model_features(&t->online, v), lv = ssl_tensor_row_slice(&lg, v * n, n);
+        if (ssl_linear_forward(&feat, &w, &b, &lv)) return -1;
     }
-    st->probe_loss = (float)loss;
+    float loss;
+    int64_t correct;
+    ssl_fill(&dlg, 0.0f);
+    if (ssl_softmax_xent_rows_top1(&lg, t->targets, 1.0f / (float)(2 * n), &loss, &dlg, &correct)) return -1;
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor feat = ssl_model_features(&t->online, v), dv = ssl_tensor_row_slice(&dlg, v * n, n);
+        if (ssl_linear_backward(&feat, &w, &dv, NULL, &dw, &db)) return -1;
+    }
+    st->probe_loss = loss;
     st->probe_acc = (float)correct / (float)(2 * n);
     ssl__optim_step_on(&t->probe_opt, &t->probe, t->c.probe_lr);
     return 0;

@@ -107,6 +107,34 @@ GPU_TEST(softmax_xent_rows) {
     CHECK_OK(ssl_softmax_xent_rows(&l, target, 0.5f, &l0, NULL));
     CHECK_NEAR(l1, l0, 1e-6 * fabs(l0) + 1e-7);
     g_release(gpu, &dl), g_release(gpu, &dgl);
+
+    /* top-1 counted in the same pass (the online probe's accuracy): ties
+       go to the first largest, a NaN is never the largest; the loss as
+       without the count */
+    for (int r = 0; r < rows; r++) target[r] = r % 3;
+    l.data[0 * c + 0] = l.data[0 * c + 1] = 9;    /* tie at the target: counted */
+    l.data[1 * c + 1] = l.data[1 * c + 5] = 9;    /* tie at the target again: counted */
+    l.data[4 * c + 0] = l.data[4 * c + 1] = 9;    /* tie before the target: not */
+    l.data[2 * c + 1] = NAN, l.data[2 * c + 2] = 8; /* NaN passed over: counted */
+    l.data[3 * c + 0] = 20;                       /* clear winner at the target */
+    int64_t want = 0;
+    for (int r = 0; r < rows; r++) {
+        int64_t best = 0;
+        for (int64_t j = 1; j < c; j++)
+            if (l.data[r * c + j] > l.data[r * c + best]) best = j;
+        want += best == target[r];
+    }
+    CHECK(want >= 3, "the hand-made rows give %lld hits", (long long)want);
+    dl = g_tensor(gpu, &l);
+    int64_t hc = -1, dc = -1;
+    float lh, ld, lp;
+    CHECK_OK(ssl_softmax_xent_rows_top1(&l, target, 0.5f, &lh, NULL, &hc));
+    CHECK_OK(ssl_softmax_xent_rows_top1(&dl, target, 0.5f, &ld, NULL, &dc));
+    CHECK_OK(ssl_softmax_xent_rows(&l, target, 0.5f, &lp, NULL));
+    CHECK(hc == want && dc == want, "top-1 hits: cpu %lld, device %lld, want %lld", (long long)hc, (long long)dc, (long long)want);
+    CHECK(memcmp(&lh, &lp, sizeof lh) == 0, "the loss with the count %.9g, without %.9g", lh, lp); /* NaN here */
+    CHECK((isnan(ld) && isnan(lh)) || fabs(ld - lh) <= 1e-6 * fabs(lh), "device loss %.9g vs cpu %.9g", ld, lh);
+    g_release(gpu, &dl);
     free_h(&l), free_h(&gl);
 }
 
