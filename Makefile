@@ -45,6 +45,10 @@ ifeq ($(CUDNN),1)
 else
   $(info [ssl.h] cuDNN       no   (convolutions through im2col + cuBLAS; CUDNN=1 adds cuDNN's))
 endif
+# cuDNN's descriptor calls are host code: where cuDNN is installed, make
+# test also checks the cuDNN build's convolution plans (build/tests-cudnn)
+CUDNN_CHECK_PREFIX := $(or $(CUDNN_PREFIX),$(CUDA_HOME))
+HAVE_CUDNN := $(wildcard $(CUDNN_CHECK_PREFIX)/include/cudnn.h)
 endif
 
 ifneq ($(NO_TURBOJPEG),1)
@@ -163,10 +167,11 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 
 # with nvcc present, the CUDA backend's emulation tests (its kernels' code
 # run on the host against the CPU reference; no GPU needed) run too
-test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu)
+test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu) $(if $(HAVE_CUDNN),$(BUILD)/tests-cudnn)
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
 	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
 	$(if $(NVCC),$(TEST_ENV) $(BUILD)/tests-gpu emu_)
+	$(if $(HAVE_CUDNN),$(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_)
 
 # export to / import from PyTorch, checked with torch + torchvision (build/venv)
 test-export: pack train probe
@@ -192,6 +197,15 @@ GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
 $(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
+
+# the suite linked with a cuDNN build of ssl.cu (make test runs its
+# emu_cudnn_ tests: the convolution plans, through cuDNN's getters)
+$(BUILD)/ssl_cuda_cudnn.o: ssl.cu ssl.h $(BUILD)/.cuda-flags | $(BUILD)
+	$(NVCC) $(CUDA_OBJ_FLAGS) -DSSL_CUDNN -I$(CUDNN_CHECK_PREFIX)/include -c ssl.cu -o $@
+$(BUILD)/tests-cudnn: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h ssl.h $(BUILD)/ssl_cuda_cudnn.o | $(BUILD)
+	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) \
+	    $(subst $(BUILD)/ssl_cuda.o,$(BUILD)/ssl_cuda_cudnn.o,$(GPU_LIBS)) -L$(CUDNN_CHECK_PREFIX)/lib -L$(CUDNN_CHECK_PREFIX)/lib64 \
+	    -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib64 -lcudnn $(LDLIBS)
 
 # the GPU step benchmark (bench/gpu_report.sh; emulate=1 runs it here)
 $(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)

@@ -1718,6 +1718,59 @@ static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tens
 static int ssl__cudnn_takes(const ssl_tensor *b) { return !ssl__emu && !strcmp(ssl_cuda_conv(), "cudnn") && !(b && b->data); }
 #endif
 
+/* Tests: the cuDNN plan of one convolution shape, read back through cuDNN's
+   own getters (host-side calls that need no GPU), against the geometry the
+   GEMM path computes: NHWC tensors with their strides, a KRSC (= OHWI)
+   filter, padding, stride, no dilation, cross-correlation, fp32 compute,
+   the math type, and cuDNN's output size. 0: all agree; -1: the first
+   difference (ssl_last_error); 1: this build has no cuDNN. The plans made
+   here are the plans convolutions use, so more than 512 shapes exercise
+   their least-recently-used replacement. */
+extern "C" int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, int k, int stride, int pad, int bf16) {
+#ifdef SSL_CUDNN
+    ssl_tensor x = ssl_tensor_make(NULL, 4, n, h, w, ci), wt = ssl_tensor_make(NULL, 4, co, k, k, ci);
+    ssl__cg g = ssl__cg_make(&x, &wt, stride, pad);
+    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, bf16 ? SSL_BF16 : SSL_F32);
+    cudnnDataType_t want_dt = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, dt;
+    const char *what = "";
+    int t[8];
+    cudnnTensorDescriptor_t td[2] = {p->x, p->y};
+    int dims[2][4] = {{n, ci, h, w}, {n, co, (int)g.oh, (int)g.ow}};
+    for (int i = 0; i < 2; i++) {
+        SSL_CUDNN_CHECK(cudnnGetTensor4dDescriptor(td[i], &dt, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7]));
+        int c = dims[i][1], hh = dims[i][2], ww = dims[i][3];
+        int want[8] = {dims[i][0], c, hh, ww, hh * ww * c, 1, ww * c, c}; /* NHWC strides */
+        if (dt != want_dt || memcmp(t, want, sizeof want))
+            return ssl__fail("cuDNN plan: %s tensor is %s %dx%dx%dx%d strides %d,%d,%d,%d; want %dx%dx%dx%d NHWC",
+                             i ? "output" : "input", dt == want_dt ? "right type" : "WRONG TYPE", t[0], t[1], t[2], t[3],
+                             t[4], t[5], t[6], t[7], want[0], want[1], want[2], want[3]);
+    }
+    cudnnTensorFormat_t fmt;
+    SSL_CUDNN_CHECK(cudnnGetFilter4dDescriptor(p->w, &dt, &fmt, &t[0], &t[1], &t[2], &t[3]));
+    if (dt != want_dt || fmt != CUDNN_TENSOR_NHWC || t[0] != co || t[1] != ci || t[2] != k || t[3] != k)
+        return ssl__fail("cuDNN plan: filter %dx%dx%dx%d (format %d); want KRSC %dx%dx%dx%d", t[0], t[1], t[2], t[3],
+                         (int)fmt, co, ci, k, k);
+    cudnnConvolutionMode_t mode;
+    SSL_CUDNN_CHECK(cudnnGetConvolution2dDescriptor(p->conv, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &mode, &dt));
+    if (t[0] != pad || t[1] != pad || t[2] != stride || t[3] != stride || t[4] != 1 || t[5] != 1) what = "padding, stride or dilation";
+    else if (mode != CUDNN_CROSS_CORRELATION) what = "mode (want cross-correlation)";
+    else if (dt != CUDNN_DATA_FLOAT) what = "compute type (want fp32)";
+    cudnnMathType_t math;
+    SSL_CUDNN_CHECK(cudnnGetConvolutionMathType(p->conv, &math));
+    if (!*what && math != (bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH)) what = "math type";
+    if (*what) return ssl__fail("cuDNN plan: the convolution's %s differs", what);
+    SSL_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p->conv, p->x, p->w, &t[0], &t[1], &t[2], &t[3]));
+    if (t[0] != n || t[1] != co || t[2] != (int)g.oh || t[3] != (int)g.ow)
+        return ssl__fail("cuDNN plan: cuDNN's output is %dx%dx%dx%d, the GEMM path's %dx%dx%lldx%lld", t[0], t[1], t[2],
+                         t[3], n, co, (long long)g.oh, (long long)g.ow);
+    if (ssl__cudnn_nplans > SSL__CUDNN_PLANS) return ssl__fail("cuDNN plan: %d plans kept", ssl__cudnn_nplans);
+    return 0;
+#else
+    (void)n, (void)h, (void)w, (void)ci, (void)co, (void)k, (void)stride, (void)pad, (void)bf16;
+    return 1;
+#endif
+}
+
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                        int pad, ssl_tensor *y, ssl_buf *scratch) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);

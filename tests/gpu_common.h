@@ -81,6 +81,10 @@ double ssl_cuda_gemm_selftest(int trials, uint64_t seed);
    number of wrong quotients or remainders over random divisors */
 int64_t ssl_cuda_fastdiv_selftest(int64_t trials, uint64_t seed);
 
+/* ssl.cu's check of one convolution shape's cuDNN plan through cuDNN's
+   getters (0: right; -1: wrong, see ssl_last_error; 1: no cuDNN built in) */
+int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, int k, int stride, int pad, int bf16);
+
 /* tolerance pairs per mode: (emulation, GPU fp32) */
 #define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))
 

@@ -265,6 +265,42 @@ TEST(gpu_conv2d_cudnn) {
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
+/* The cuDNN build's convolution plans (descriptors), read back through
+   cuDNN's own getters, which need no GPU: every ResNet-50 convolution at
+   224 and 160 and a ResNet-18 CIFAR one, at fp32 and bf16, then 600
+   random shapes (more than the 512 plans kept: the least recently used
+   ones are replaced) and the first shapes again. Skipped in a build
+   without cuDNN (make test builds build/tests-cudnn for it). */
+TEST(emu_cudnn_plans_describe_the_convolutions) {
+    int first = ssl_cuda_cudnn_plan_check(2, 224, 224, 3, 64, 7, 2, 3, 1);
+    if (first == 1) { test_skip("this build has no cuDNN (make CUDNN=1)"); return; }
+    CHECK(first == 0, "stem: %s", ssl_last_error());
+    int checked = 1;
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int res = 160; res <= 224; res += 64) {
+            int sp = res / 4, in = 64;
+            CHECK(ssl_cuda_cudnn_plan_check(2, res, res, 3, 64, 7, 2, 3, bf16) == 0, "stem %d: %s", res, ssl_last_error());
+            for (int st = 0; st < 4; st++) {
+                int w = 64 << st, s = st ? 2 : 1, osp = sp / s;
+                int r[4][6] = {{in, w, 1, 1, 0, sp}, {w, w, 3, s, 1, sp}, {w, 4 * w, 1, 1, 0, osp}, {in, 4 * w, 1, s, 0, sp}};
+                for (int i = 0; i < 4; i++, checked++)
+                    CHECK(ssl_cuda_cudnn_plan_check(2, r[i][5], r[i][5], r[i][0], r[i][1], r[i][2], r[i][3], r[i][4], bf16) == 0,
+                          "res %d stage %d conv %d: %s", res, st, i, ssl_last_error());
+                in = 4 * w, sp = osp;
+            }
+        }
+    CHECK(ssl_cuda_cudnn_plan_check(4, 32, 32, 64, 128, 3, 2, 1, 1) == 0, "CIFAR: %s", ssl_last_error());
+    ssl_rng rg = ssl_rng_make(3, 0, 0, 0, 0);
+    for (int i = 0; i < 600 && !test_failures(); i++, checked++) {
+        int k = 1 + 2 * (int)(ssl_rng_u32(&rg) % 4), st = 1 + (int)(ssl_rng_u32(&rg) % 2), pad = k / 2;
+        int hw = k + (int)(ssl_rng_u32(&rg) % 40), ci = 1 + (int)(ssl_rng_u32(&rg) % 70), co = 1 + (int)(ssl_rng_u32(&rg) % 70);
+        CHECK(ssl_cuda_cudnn_plan_check(1 + i % 5, hw, hw + 1, ci, co, k, st, pad, i % 2) == 0, "random shape %d: %s", i,
+              ssl_last_error());
+    }
+    CHECK(ssl_cuda_cudnn_plan_check(2, 224, 224, 3, 64, 7, 2, 3, 1) == 0, "stem after replacement: %s", ssl_last_error());
+    printf("    %d shapes' cuDNN plans as the GEMM path's geometry\n", checked);
+}
+
 TEST(emu_conv_engine_choice) {
     CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm or cudnn"),
           "an unknown engine was taken: %s", ssl_last_error());
