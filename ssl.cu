@@ -332,8 +332,9 @@ static cublasHandle_t ssl__cublas(void) {
    GEMMs take bf16 operands (cublasGemmEx, CUDA_R_16BF, fp32 accumulation,
    C in bf16 or fp32), and the GEMMs that stay on fp32 tensors (heads,
    losses) round their operands to bf16 on the tensor cores
-   (CUBLAS_COMPUTE_32F_FAST_16BF). Emulation rounds the same values to bf16
-   (nearest even) and multiplies in fp32 on the host. */
+   (CUBLAS_COMPUTE_32F_FAST_16BF, which also lets cuBLAS pick TF32 or fp32
+   kernels: at least bf16's precision). Emulation rounds the same values to
+   bf16 (nearest even) and multiplies in fp32 on the host. */
 static int ssl__bf16 = 0;
 extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
 extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
