@@ -1422,6 +1422,10 @@ template <class TC, class TD> struct ssl__f_col2im {
 #ifndef SSL_CUDA_IM2COL_BYTES
 #define SSL_CUDA_IM2COL_BYTES ((size_t)1 << 30)
 #endif
+/* the im2col/col2im kernels index a block's columns in 32 bits (and divide
+   them by K/8 as 31-bit dividends): a block of 2-byte columns must stay
+   under 2^31 elements */
+static_assert(SSL_CUDA_IM2COL_BYTES / 2 < ((size_t)1 << 31), "SSL_CUDA_IM2COL_BYTES must stay below 4 GiB");
 static int64_t ssl__cg_block(const ssl__cg &g, int emu, size_t esize) {
     /* emulation blocks as the CPU does (its budget in fp32 columns), so the
        weight gradient's sums split where the CPU's do; SSL_EMU_GPU_BLOCKS=1

@@ -1531,7 +1531,8 @@ typedef struct {
     ssl_optimizer probe_opt;
     int64_t step;                /* optimisation steps done */
     float *dout[2], *logits, *dlogits; /* on the trainer's device */
-    size_t dout_cap, logits_cap;
+    float *zt;                   /* BYOL: the target's output of view 0 (its one slot then holds view 1) */
+    size_t dout_cap, logits_cap, zt_cap;
     int32_t *targets;
     ssl_buf scratch;
 } ssl_trainer;
@@ -6801,6 +6802,7 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     ssl__trainer_release(t, t->dout[0]);
     ssl__trainer_release(t, t->dout[1]);
     ssl__trainer_release(t, t->logits);
+    ssl__trainer_release(t, t->zt);
     free(t->targets);
 #ifdef SSL_CUDA
     if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch);
@@ -6874,13 +6876,27 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     const ssl_train_config *c = &t->c;
     const int dev = c->device;
     double t0 = ssl_now();
-    if (ssl_model_plan(&t->online, n, h, w, 2) || (t->has_target && ssl_model_plan(&t->target, n, h, w, 2)))
+    /* BYOL's target never runs backward: one slot, its view-0 output copied
+       out before view 1 overwrites it (half the target's activations: what
+       lets a ResNet-50 at batch 256 in fp32 fit in 80 GB) */
+    if (ssl_model_plan(&t->online, n, h, w, 2) || (t->has_target && ssl_model_plan(&t->target, n, h, w, 1)))
         return ssl__fail_ctx("step %lld", (long long)t->step);
+    if (t->has_target && sizeof(float) * (size_t)n * t->target.out_dim > t->zt_cap) {
+        ssl__trainer_release(t, t->zt);
+        t->zt_cap = sizeof(float) * (size_t)n * t->target.out_dim;
+        t->zt = (float *)ssl__trainer_alloc(t, t->zt_cap, "BYOL target outputs");
+    }
+    ssl_tensor zt0 = ssl_tensor_on(ssl_tensor_mat(t->zt, n, t->has_target ? t->target.out_dim : 0), dev);
     /* forward: each view its own pass, so its own BN batch statistics */
     const float *views[2] = {v1, v2};
-    for (int v = 0; v < 2; v++)
-        if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, v, views[v], 1)))
+    for (int v = 0; v < 2; v++) {
+        if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, views[v], 1)))
             return ssl__fail_ctx("step %lld", (long long)t->step);
+        if (t->has_target && v == 0) {
+            ssl_tensor o = ssl_model_output(&t->target, 0);
+            if (ssl_copy(&zt0, &o)) return ssl__fail_ctx("step %lld", (long long)t->step);
+        }
+    }
     ssl__trainer_sync(t);
     double t1 = ssl_now();
 
@@ -6903,8 +6919,8 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     case SSL_METHOD_VICREG: r = ssl_vicreg_loss(&o1, &o2, c->sim, c->std, c->cov, &loss, &d1, &d2, &t->scratch); break;
     case SSL_METHOD_BARLOW: r = ssl_barlow_loss(&o1, &o2, c->lambd, &loss, &d1, &d2, &t->scratch); break;
     default: {
-        ssl_tensor z1 = ssl_model_output(&t->target, 0), z2 = ssl_model_output(&t->target, 1);
-        r = ssl_byol_loss(&o1, &o2, &z1, &z2, &loss, &d1, &d2, &t->scratch);
+        ssl_tensor z2 = ssl_model_output(&t->target, 0); /* view 1's; view 0's is zt0 */
+        r = ssl_byol_loss(&o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch);
     }
     }
     if (r) return ssl__fail_ctx("step %lld", (long long)t->step);
