@@ -1344,7 +1344,8 @@ typedef struct {
     char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
     ssl_bf16 *w16;             /* bf16 storage: the parameters rounded once per forward for the GEMMs */
-    int planned_masks;
+    int planned_masks, planned_grads;
+    int forward_only;          /* 1: never runs backward (BYOL's target): no activation-gradient buffers */
     int no_masks;              /* bf16 plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
                                   not the 2-byte output); 1: read the outputs (the same results) */
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
@@ -6099,9 +6100,10 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
                          SSL_MODEL_MAX_SLOTS);
     int dt = ssl__model_act_dtype(m);
     if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt &&
-        m->planned_masks == !m->no_masks)
+        m->planned_masks == !m->no_masks && m->planned_grads == !m->forward_only)
         return 0;
     m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt, m->planned_masks = !m->no_masks;
+    m->planned_grads = !m->forward_only;
     m->plans++;
     int64_t off = 0, maxact = 0;
     ssl_layer *S = &m->layers[m->stem];
@@ -6148,7 +6150,7 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
 #ifdef SSL_CUDA
     if (dt == SSL_BF16 && !m->w16) m->w16 = (ssl_bf16 *)ssl_cuda_malloc(sizeof(ssl_bf16) * (size_t)m->params.total, "bf16 weights");
 #endif
-    need = (size_t)(3 * m->grad_bytes);
+    need = m->forward_only ? 0 : (size_t)(3 * m->grad_bytes);
     if (need > m->grads_cap) {
         ssl__model_release(m, m->grads);
         m->grads = ssl__model_alloc(m, need, "activation gradients");
@@ -6328,6 +6330,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
     if (!m->act || slot < 0 || slot >= m->slots || !m->input[slot])
         return ssl__fail("model backward: slot %d has no forward", slot);
     if (!m->training[slot]) return ssl__fail("model backward: slot %d was an evaluation forward", slot);
+    if (m->forward_only) return ssl__fail("model backward: the model is forward-only (planned without gradient buffers)");
     if (ssl_tensor_numel(dout) != (int64_t)m->n * m->out_dim)
         return ssl__fail("model backward: gradient has %lld values, the output %lld", (long long)ssl_tensor_numel(dout),
                          (long long)m->n * m->out_dim);
@@ -6756,6 +6759,7 @@ SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ss
         ssl_model_config tcfg = oc;
         tcfg.predictor[0] = 0;
         if (ssl_model_init(&t->target, &tcfg)) { ssl_model_free(&t->online); return -1; }
+        t->target.forward_only = 1;
         /* the target starts as a copy: its table is the online table's prefix */
         for (int i = 0; i < t->target.params.n; i++) {
             SSL_ASSERT(!strcmp(t->target.params.p[i].name, t->online.params.p[i].name), "target/online tables differ");

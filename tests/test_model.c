@@ -241,9 +241,13 @@ TEST(train_resume_is_bit_exact) {
         /* BYOL's target never runs backward: one slot (its view-0 output
            copied out), half the online model's activations, which lets
            ResNet-50 at batch 256 in fp32 fit an 80 GB GPU */
-        if (a.has_target)
+        if (a.has_target) {
             CHECK(a.online.slots == 2 && a.target.slots == 1, "slots: online %d, target %d (want 2, 1)", a.online.slots,
                   a.target.slots);
+            CHECK(a.target.forward_only && !a.target.grads, "the target has activation-gradient buffers");
+            ssl_tensor g = ssl_tensor_mat(a.online.params.grad, n, a.target.out_dim);
+            CHECK_ERR(ssl_model_backward(&a.target, 0, &g), "forward-only");
+        }
         float moved = 0;
         for (int64_t i = 0; i < 1000; i++) moved += fabsf(a.online.params.grad[i]);
         CHECK(same, "%s: %d straight steps differ from %d + resume + %d", ssl_method_name(method), steps, steps / 2,
