@@ -71,12 +71,13 @@ static void ssl__cuda_die(const char *file, int line, const char *what, const ch
     do {                                                                                                \
         cublasStatus_t s_ = (call);                                                                     \
         if (s_ != CUBLAS_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, #call, cublasGetStatusString(s_)); \
-        ssl__lib_sync(__FILE__, __LINE__, #call);                                                       \
+        ssl__sync_check(__FILE__, __LINE__, #call);                                                       \
     } while (0)
 
 static int ssl__sync_launches = -1; /* SSL_CUDA_SYNC=1: synchronize after each launch */
-/* SSL_CUDA_SYNC=1: a fault inside a cuBLAS / cuDNN kernel reported at that library call */
-static void ssl__lib_sync(const char *file, int line, const char *what) {
+/* SSL_CUDA_SYNC=1: a fault inside a kernel (ours, cuBLAS's, cuDNN's)
+   reported at the call that launched it */
+static void ssl__sync_check(const char *file, int line, const char *what) {
     if (ssl__sync_launches < 0) {
         const char *s = getenv("SSL_CUDA_SYNC");
         ssl__sync_launches = s && *s && *s != '0';
@@ -88,14 +89,7 @@ static void ssl__lib_sync(const char *file, int line, const char *what) {
 static void ssl__launch_check(const char *file, int line, const char *what) {
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
-    if (ssl__sync_launches < 0) {
-        const char *s = getenv("SSL_CUDA_SYNC");
-        ssl__sync_launches = s && *s && *s != '0';
-    }
-    if (ssl__sync_launches) {
-        e = cudaDeviceSynchronize();
-        if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
-    }
+    ssl__sync_check(file, line, what);
 }
 
 // ---- memory ------------------------------------------------------------------
@@ -1555,7 +1549,7 @@ extern "C" const char *ssl_cuda_conv(void) {
     do {                                                                                       \
         cudnnStatus_t st_ = (call);                                                            \
         if (st_ != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, #call, cudnnGetErrorString(st_)); \
-        ssl__lib_sync(__FILE__, __LINE__, #call);                                              \
+        ssl__sync_check(__FILE__, __LINE__, #call);                                              \
     } while (0)
 static cudnnHandle_t ssl__cudnn(void) {
     static cudnnHandle_t h = NULL;
