@@ -823,10 +823,11 @@ template <> struct ssl__vio<8> {
 };
 /* 8 values per work item: n a multiple of 8 and every pointer (NULL
    allowed) 16-byte aligned */
-static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL) {
-    const void *p[4] = {a, b, c, d};
+static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL,
+                     const void *e = NULL) {
+    const void *p[5] = {a, b, c, d, e};
     if (n % 8) return 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if ((uintptr_t)p[i] % 16) return 0;
     return 1;
 }
@@ -2045,6 +2046,7 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
     T *dx;
     ssl__div d_c;
     const uint8_t *mbits; /* the mask as bits, instead of relu_y */
+    T *dyr;               /* dy through the mask, stored (NULL: not; may be dy) */
     SSL_HD void operator()(int64_t j) const {
         uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
         float xv[V], g[V], m[V];
@@ -2057,6 +2059,7 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
             int byte = V == 8 ? mbits[j] : ssl__bit(mbits, j);
             for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
         }
+        if (dyr) ssl__vio<V>::st(dyr + j * V, g);
         for (int e = 0; e < V; e++)
             g[e] = ssl__bn_grad_input(g[e], xv[e], mean[k + e], invstd[k + e], gam[k + e], mean_dy[k + e], mean_dy_xhat[k + e]);
         ssl__vio<V>::st(dx + j * V, g);
@@ -2149,7 +2152,7 @@ template <class T, class X>
 static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt,
                         const ssl_tensor *relu_y, const ssl_tensor *dy,
                         const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
-                        ssl_tensor *dbias) {
+                        ssl_tensor *dbias, ssl_tensor *dy_relu) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c);
     int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
@@ -2165,18 +2168,20 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
                             rows, c};
     ssl__bn_sums(x, f, part, grp, sums, gf);
     if (dx && dx->data) {
-        SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data), rows * c, xd, dyd, mask,
-                    mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb);
+        T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
+        SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr), rows * c, xd, dyd,
+                    mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
 }
 
 extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
-                                           ssl_tensor *dbias) {
+                                           ssl_tensor *dbias, ssl_tensor *dy_relu) {
     double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
-    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", ssl__bytes(x) * (2 + mpass + (dx && dx->data ? 3 + mpass : 0)), 10.0 * ssl_tensor_numel(x));
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias);););
+    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward",
+              ssl__bytes(x) * (2 + mpass + (dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 10.0 * ssl_tensor_numel(x));
+    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu);););
     return 0;
 }
 

@@ -1116,6 +1116,16 @@ SSLDEF int ssl_batchnorm_forward_act(ssl_batchnorm *bn, int training, const ssl_
 SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                       const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias);
+/* ssl_batchnorm_backward_act that also stores dy through the ReLU's mask
+   in dy_relu (may be dy itself; not dx; needs relu_y and dx): a residual
+   block's output gradient, which its shortcut takes as well, written by
+   the input-gradient pass at the cost of the store alone, where a ReLU
+   backward of its own would read and write it again. dy_relu NULL:
+   ssl_batchnorm_backward_act. */
+SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                     const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                     const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias,
+                                     ssl_tensor *dy_relu);
 /* On the GPU: ssl_batchnorm_forward_act with the ReLU, also writing its
    output's ReLU mask as bits: mask is an SSL_U8 tensor of at least
    (numel(x) + 7) / 8 bytes, bit i % 8 of byte i / 8 set where y[i] > 0.
@@ -1643,7 +1653,7 @@ SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl
 SSLDEF int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                        const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                        const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
-                                       ssl_tensor *dbias);
+                                       ssl_tensor *dbias, ssl_tensor *dy_relu);
 SSLDEF int ssl_cuda_relu_forward(const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tensor *dx);
 SSLDEF int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
@@ -5335,7 +5345,7 @@ typedef struct {
     const float *x, *dy;
     const float *res, *relu_y; /* fused: residual added before the ReLU; the forward's output (ReLU mask) */
     int relu;                  /* fused ReLU on the output */
-    float *y, *dx;
+    float *y, *dx, *dyr; /* dyr: dy through the ReLU's mask, stored (may be dy) */
     const float *mean, *invstd, *scale, *shift, *gamma, *mean_dy, *mean_dy_xhat;
     double *part; /* [block][2c] */
 } ssl__bn_job;
@@ -5377,9 +5387,13 @@ static void ssl__bn_block(void *ctx, int64_t blk, int worker) {
         }
         case SSL__BN_GRAD_INPUT: {
             const float *dy = j->dy + r * c, *m = j->relu_y ? j->relu_y + r * c : NULL;
-            for (int64_t i = 0; i < c; i++)
-                j->dx[r * c + i] = ssl__bn_grad_input(m ? ssl__relu_grad(m[i], dy[i]) : dy[i], x[i], j->mean[i],
-                                                      j->invstd[i], j->gamma[i], j->mean_dy[i], j->mean_dy_xhat[i]);
+            float *dyr = j->dyr ? j->dyr + r * c : NULL;
+            for (int64_t i = 0; i < c; i++) {
+                float g = m ? ssl__relu_grad(m[i], dy[i]) : dy[i];
+                if (dyr) dyr[i] = g;
+                j->dx[r * c + i] = ssl__bn_grad_input(g, x[i], j->mean[i], j->invstd[i], j->gamma[i], j->mean_dy[i],
+                                                      j->mean_dy_xhat[i]);
+            }
             break;
         }
         }
@@ -5510,19 +5524,30 @@ SSLDEF int ssl_batchnorm_backward(const ssl_batchnorm *bn, int training, const s
 SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                       const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias) {
+    return ssl_batchnorm_backward_ex(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, NULL);
+}
+SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
+                                     const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
+                                     const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight, ssl_tensor *dbias,
+                                     ssl_tensor *dy_relu) {
+    const char *op = dy_relu ? __func__ : "ssl_batchnorm_backward_act";
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
     int bits = relu_y && relu_y->dtype == SSL_U8; /* relu_y is the forward's bit mask */
-    if (ssl__bn_check(__func__, bn, x, dy, "dy", mean, invstd) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)) ||
-        (relu_y && !bits && ssl__same_shape(__func__, "x", x, "relu_y", relu_y)) ||
-        (bits && ssl__mask_check(__func__, "relu_y", relu_y, ssl_tensor_numel(x))) ||
-        ssl__vec_of(__func__, "dweight", dweight, c) || ssl__vec_of(__func__, "dbias", dbias, c))
+    if (ssl__bn_check(op, bn, x, dy, "dy", mean, invstd) || (dx && ssl__same_shape(op, "x", x, "dx", dx)) ||
+        (relu_y && !bits && ssl__same_shape(op, "x", x, "relu_y", relu_y)) ||
+        (bits && ssl__mask_check(op, "relu_y", relu_y, ssl_tensor_numel(x))) ||
+        ssl__vec_of(op, "dweight", dweight, c) || ssl__vec_of(op, "dbias", dbias, c) ||
+        (dy_relu && ssl__same_shape(op, "dy", dy, "dy_relu", dy_relu)))
         return -1;
-    if (SSL__DEVICE(__func__, mean, invstd, dweight, dbias, &bn->weight) < 0 ||
-        SSL__SAME_DTYPE(__func__, x, dy, dx, bits ? NULL : relu_y))
+    if (dy_relu && (!relu_y || !dx || dx->data == dy_relu->data))
+        return ssl__fail("%s: dy_relu needs relu_y and dx, and must not be dx (given: relu_y %s, dx %s)", op,
+                         relu_y ? "yes" : "NULL", !dx ? "NULL" : dx->data == dy_relu->data ? "the same memory" : "yes");
+    if (SSL__DEVICE(op, mean, invstd, dweight, dbias, &bn->weight) < 0 ||
+        SSL__SAME_DTYPE(op, x, dy, dx, bits ? NULL : relu_y, dy_relu))
         return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y), x);
+    int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y, dy_relu), x);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias));
+    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu));
     double *sums;
     float *v;
     ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
@@ -5545,6 +5570,7 @@ SSLDEF int ssl_batchnorm_backward_act(const ssl_batchnorm *bn, int training, con
         j.mean_dy = mean_dy;
         j.mean_dy_xhat = mean_dy_xhat;
         j.dx = dx->data;
+        j.dyr = dy_relu ? dy_relu->data : NULL;
         ssl__bn_run(&j, SSL__BN_GRAD_INPUT, NULL);
     }
     free(sums);
@@ -6241,21 +6267,33 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
    overwrite it); the BN's input gradient goes to tmp (may be dy); the
    conv/linear's input gradient to dx (NULL: skipped; never dy or tmp),
    added to what dx holds when acc (convolutions only). */
-static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc);
+static int ssl__layer_backward_gate(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc,
+                                    const ssl_layer *R, char *dyr);
 static int ssl__layer_backward(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx) {
-    return ssl__layer_backward_acc(m, L, slot, dy, tmp, dx, 0);
+    return ssl__layer_backward_gate(m, L, slot, dy, tmp, dx, 0, NULL, NULL);
 }
 static int ssl__layer_backward_acc(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc) {
+    return ssl__layer_backward_gate(m, L, slot, dy, tmp, dx, acc, NULL, NULL);
+}
+/* R (a block's last layer, L->bn): dy goes through R's output ReLU rather
+   than L's own, and dyr (NULL: not) receives it so, from the BN backward's
+   input-gradient pass (the block's output gradient, which the identity
+   shortcut takes too) */
+static int ssl__layer_backward_gate(ssl_model *m, const ssl_layer *L, int slot, char *dy, char *tmp, char *dx, int acc,
+                                    const ssl_layer *R, char *dyr) {
     char *A = ssl__act_slot(m, slot);
     int training = m->training[slot];
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn), y = ssl__layer_y(m, L, A + L->y);
     ssl_tensor tdy = ssl__layer_y(m, L, dy), ttmp = ssl__layer_y(m, L, tmp);
+    if (R && !L->bn) return ssl__fail("model backward: a block's output ReLU fused into a layer without batch norm");
     if (L->bn) { /* the ReLU's mask applied as the BN backward reads dy */
         ssl_batchnorm bn = ssl__layer_bn(m, L);
         ssl_tensor mean = ssl__mvec(m, A + L->mean, L->cout), invstd = ssl__mvec(m, A + L->invstd, L->cout);
-        ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta);
-        ssl_tensor relu_y = L->mask >= 0 ? ssl__layer_mask(m, L, A) : out; /* the bits, or the output */
-        if (ssl_batchnorm_backward_act(&bn, training, &y, L->relu ? &relu_y : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db))
+        ssl_tensor dg = ssl__gvec(m, L->gamma), db = ssl__gvec(m, L->beta), tdyr = ssl__layer_y(m, L, dyr);
+        const ssl_layer *M = R ? R : L->relu ? L : NULL; /* whose ReLU */
+        ssl_tensor relu_y = !M ? out : M->mask >= 0 ? ssl__layer_mask(m, M, A) : ssl__layer_y(m, M, A + M->ybn); /* the bits, or the output */
+        if (ssl_batchnorm_backward_ex(&bn, training, &y, M ? &relu_y : NULL, &tdy, &mean, &invstd, &ttmp, &dg, &db,
+                                      dyr ? &tdyr : NULL))
             return -1;
     } else {
         if (L->relu && ssl_relu_backward(&out, &tdy, &tdy)) return -1;
@@ -6358,24 +6396,31 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         const ssl_block *B = &m->blocks[b];
         const ssl_layer *L = &m->layers[B->first + B->count - 1];
         int p = (a + 1) % 3, q = (a + 2) % 3;
-        ssl_tensor out = L->mask >= 0 ? ssl__layer_mask(m, L, A) : ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
-        if (ssl_relu_backward(&out, &d, &d)) return -1;
-        /* G[a]: the block output's gradient, through its ReLU. The shortcut's
-           gradient goes to a buffer T first, and the main path's first layer
-           adds its input gradient onto T (beta 1 / col2im onto T), so the
-           block input's gradient needs no add pass. Identity shortcut: T is
-           G[a] itself, and the main path works in G[p] and G[q]. Projection:
-           its backward puts its input gradient in T = G[q]; the main path
-           then works in G[a] and G[p]. */
+        /* G[a]: the block output's gradient. Its ReLU's mask is applied by
+           the batch-norm backwards that read it (L's, and the projection's),
+           not by a pass of its own; with an identity shortcut L's stores
+           the masked gradient back into G[a], which the shortcut passes on.
+           The shortcut's gradient goes to a buffer T first, and the main
+           path's first layer adds its input gradient onto T (beta 1 /
+           col2im onto T), so the block input's gradient needs no add pass.
+           Identity shortcut: T is G[a] itself, and the main path works in
+           G[p] and G[q]. Projection: its backward puts its input gradient
+           in T = G[q]; the main path then works in G[a] and G[p]. */
+        const ssl_layer *D = B->down >= 0 ? &m->layers[B->down] : NULL;
+        const ssl_layer *R = L->bn && (!D || D->bn) ? L : NULL; /* the output ReLU in the batch norms' passes */
+        if (!R) {
+            ssl_tensor out = L->mask >= 0 ? ssl__layer_mask(m, L, A) : ssl__layer_y(m, L, A + L->ybn), d = ssl__layer_y(m, L, G[a]);
+            if (ssl_relu_backward(&out, &d, &d)) return -1;
+        }
         int T, cur, other;
-        if (B->down >= 0) {
-            if (ssl__layer_backward(m, &m->layers[B->down], slot, G[a], G[p], G[q])) return -1;
+        if (D) {
+            if (ssl__layer_backward_gate(m, D, slot, G[a], G[p], G[q], 0, R, NULL)) return -1;
             T = q;
-            if (ssl__layer_backward(m, L, slot, G[a], G[a], G[p])) return -1;
+            if (ssl__layer_backward_gate(m, L, slot, G[a], G[a], G[p], 0, R, NULL)) return -1;
             cur = p, other = a;
         } else {
             T = a;
-            if (ssl__layer_backward(m, L, slot, G[a], G[q], G[p])) return -1;
+            if (ssl__layer_backward_gate(m, L, slot, G[a], G[q], G[p], 0, R, R ? G[a] : NULL)) return -1;
             cur = p, other = q;
         }
         for (int j = B->count - 2; j >= 0; j--) {

@@ -294,6 +294,15 @@ static void mask_case(int gpu, int c, int res) {
     a = b_fetch(gpu, &g1), b = b_fetch(gpu, &g2);
     CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: ReLU backward differs through the mask", c);
     free(a), free(b);
+    /* dy through the mask, stored by the batch norm's input-gradient pass (in place): the ReLU backward's bits */
+    CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &y1, NULL, NULL));
+    CHECK_OK(ssl_batchnorm_backward_ex(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &y2, NULL, NULL, &dgy));
+    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &dgy);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: dy_relu differs from the ReLU backward through the mask", c);
+    free(a), free(b);
+    a = b_fetch(gpu, &y1), b = b_fetch(gpu, &y2);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: batch-norm dx differs when dy_relu is stored", c);
+    free(a), free(b);
     ssl_tensor hb = ssl_tensor_as(x, SSL_U8);
     CHECK(ssl_relu_backward(&hb, &gy, &gy) != 0, "the CPU took a bit mask");
     ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &dx, &dr, &dgy, &y1, &y2, &g1, &g2,

@@ -365,6 +365,11 @@ void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training
     BN_ACT("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
     BN_CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
     BN_CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
+    if (fused) { /* dy through the ReLU stored by the input-gradient pass, in place: the ReLU backward's values */
+        CHECK_OK(ssl_batchnorm_backward_ex(&dbn, training, &dx, &dyv, &dgy, &dm, &di, &dgx, NULL, NULL, &dgy));
+        BN_ACT("dy_relu", &dgy, &gy, 0, 0);
+        BN_ACT("dx (dy_relu stored)", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
+    }
 #undef BN_CMP
 #undef BN_ACT
     ssl_tensor *ds[] = {&dx, &dyv, &dm, &di, &dgy, &dgx, &dgw, &dgb, &dbn.weight, &dbn.bias, &dbn.running_mean,

@@ -377,6 +377,23 @@ TEST(engine_bn_fused_add_relu_same_bits) {
         /* fused */
         CHECK_OK(ssl_batchnorm_forward_act(&bn[1], training, &tx, with_res ? &tr : NULL, 1, &y[1], &mean[1], &inv[1]));
         CHECK_OK(ssl_batchnorm_backward_act(&bn[1], training, &tx, &y[1], &tdy, &mean[1], &inv[1], &dx[1], &dw[1], &db[1]));
+        /* the masked dy stored by the input-gradient pass (into a copy of dy,
+           in place): the ReLU backward's bits, and dx unchanged */
+        {
+            ssl_tensor dyr = tdy, dx2 = tdy, dw2 = ssl_tensor_vec(falloc(ch), ch);
+            dyr.data = falloc(n), dx2.data = falloc(n);
+            memcpy(dyr.data, dy, sizeof(float) * (size_t)n);
+            CHECK_OK(ssl_batchnorm_backward_ex(&bn[1], training, &tx, &y[1], &dyr, &mean[1], &inv[1], &dx2, &dw2, NULL, &dyr));
+            CHECK(memcmp(dyr.data, dym.data, sizeof(float) * (size_t)n) == 0, "dy_relu in place differs from the ReLU backward");
+            CHECK(memcmp(dx2.data, dx[1].data, sizeof(float) * (size_t)n) == 0, "dx differs when dy_relu is stored");
+            CHECK(ssl_batchnorm_backward_ex(&bn[1], training, &tx, NULL, &tdy, &mean[1], &inv[1], &dx2, NULL, NULL, &dyr) != 0,
+                  "dy_relu taken without a ReLU");
+            CHECK(ssl_batchnorm_backward_ex(&bn[1], training, &tx, &y[1], &tdy, &mean[1], &inv[1], NULL, NULL, NULL, &dyr) != 0,
+                  "dy_relu taken without dx");
+            CHECK(ssl_batchnorm_backward_ex(&bn[1], training, &tx, &y[1], &tdy, &mean[1], &inv[1], &dx2, NULL, NULL, &dx2) != 0,
+                  "dy_relu taken as dx");
+            free(dyr.data), free(dx2.data), free(dw2.data);
+        }
         const char *what[6] = {"y", "dx", "dweight", "dbias", "running_mean", "running_var"};
         const float *a[6] = {y[0].data, dx[0].data, dw[0].data, db[0].data, bn[0].running_mean.data, bn[0].running_var.data};
         const float *b[6] = {y[1].data, dx[1].data, dw[1].data, db[1].data, bn[1].running_mean.data, bn[1].running_var.data};
