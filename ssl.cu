@@ -246,6 +246,14 @@ extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
+extern "C" void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    if (ssl__emu) {
+        const char *e = getenv("SSL_EMU_GPU_MEM");
+        *free_bytes = *total_bytes = e && *e ? (size_t)strtoull(e, NULL, 10) : (size_t)80 << 30;
+        return;
+    }
+    SSL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
 extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
     SSL__GUARD;
     if (ssl__emu) memset(dst, 0, bytes);
@@ -1464,7 +1472,7 @@ template <class T> struct ssl__f_bias_store {
    Rows in blocks (im2col's buffer, or a bf16 y's fp32 accumulator). */
 template <class X, class TX, class TC>
 static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_tensor *w, const ssl_tensor *b, TC *yd,
-                          ssl_buf *scratch) {
+                          ssl_buf *scratch, TC *kept) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
     const TC *wd = ssl__as_type<TC>(x, w);
     int direct = ssl__cg_is_gemm(g) && ssl__same_type<TX, TC>::value; /* x already is the im2col matrix */
@@ -1477,13 +1485,14 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
     int64_t per = direct && !via_acc ? rows : ssl__cg_block(g, ssl__emu, sizeof(TC));
     TC *cols = NULL;
     float *acc = NULL;
-    if (!direct) {
+    if (!direct && !kept) {
         size_t bytes = sizeof(TC) * (size_t)(per * k);
         cols = (TC *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes));
     }
     if (via_acc) acc = (float *)ssl__tmp(x, SSL__S_ACC, sizeof(float) * (size_t)(per * co));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
+        if (kept) cols = kept + r0 * k; /* the block's rows of the whole matrix, kept for the backward */
         const TC *A = direct ? (const TC *)(const void *)xd + r0 * k : cols;
         if (!direct) ssl__im2col_x(x, g, xd, cols, r0, nr);
         if (!via_acc) {
@@ -1772,11 +1781,11 @@ extern "C" int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, in
 }
 
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
-                                       int pad, ssl_tensor *y, ssl_buf *scratch) {
+                                       int pad, ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     ssl__conv_env();
 #ifdef SSL_CUDNN
-    if (ssl__cudnn_takes(b)) {
+    if (!cols && ssl__cudnn_takes(b)) {
         SSL__GUARD;
         SSL__TYPED(y->dtype, T, ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
         return 0;
@@ -1785,7 +1794,7 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     if (ssl__prof_on)
         ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
-        SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch););
+        SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch, cols ? (TC *)cols->data : (TC *)NULL););
     }););
     return 0;
 }
@@ -1794,7 +1803,7 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
    type, fp32 accumulation; dw's GEMM writes fp32 (beta 1). */
 template <class X, class TX, class TG>
 static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_tensor *w, const TG *dyd, TX *dxd, int acc,
-                          float *dwd, ssl_tensor *db, ssl_buf *scratch) {
+                          float *dwd, ssl_tensor *db, ssl_buf *scratch, const TG *kept) {
     int64_t rows = g.n * g.oh * g.ow, k = g.kh * g.kw * g.ci, co = g.co;
     {
         SSL__PROF("bias (linear, conv)", db && db->data ? (double)sizeof(TG) * rows * co : 0, 0);
@@ -1810,9 +1819,10 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
                    acc ? 1.0f : 0.0f, (TG *)(void *)dxd, (int)k);
         return;
     }
+    /* the columns rebuilt per block, or the forward's (kept) */
     int64_t per = ssl__cg_block(g, ssl__emu, sizeof(TG));
-    size_t bytes = sizeof(TG) * (size_t)(2 * per * k);
-    TG *cols = (TG *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = cols + per * k;
+    size_t bytes = sizeof(TG) * (size_t)((kept ? 1 : 2) * per * k);
+    TG *buf = (TG *)(scratch ? x.scratch(scratch, bytes) : ssl__tmp(x, SSL__S_CONV, bytes)), *dcols = kept ? buf : buf + per * k;
     int fresh = dxd && !acc && per >= rows; /* one block: col2im writes dx outright */
     if (dxd && !acc && !fresh) {
         SSL__PROF("copy, fill", (double)sizeof(TX) * g.n * g.h * g.w * g.ci, 0);
@@ -1821,8 +1831,8 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
     int64_t img = g.h * g.w * g.ci, opix = g.oh * g.ow;
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        const TG *dyb = dyd + r0 * co;
-        ssl__im2col_x(x, g, xd, cols, r0, nr);
+        const TG *dyb = dyd + r0 * co, *cols = kept ? kept + r0 * k : buf;
+        if (!kept) ssl__im2col_x(x, g, xd, buf, r0, nr);
         x.gemm("GEMM conv weight grad", 1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dwd, (int)k);
         if (!dxd) continue;
         x.gemm("GEMM conv input grad", 0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, wd, (int)k, 0.0f, dcols, (int)k);
@@ -1836,11 +1846,11 @@ static void ssl__conv_bwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
 
 extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
                                         int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
-                                        ssl_buf *scratch) {
+                                        ssl_buf *scratch, const ssl_tensor *cols) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
-    if (ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
+    if (!cols && ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
         SSL__GUARD;
         SSL__TYPED(dy->dtype, T, ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
                                                    dx_accumulate, dw->data););
@@ -1854,7 +1864,7 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     }
     SSL__TYPED(x->dtype, TX, SSL__TYPED(dy->dtype, TG, {
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
-                               dx_accumulate, dw->data, db, scratch););
+                               dx_accumulate, dw->data, db, scratch, cols ? (const TG *)cols->data : (const TG *)NULL););
     }););
     return 0;
 }

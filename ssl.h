@@ -1076,6 +1076,21 @@ SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const s
    this way, in the GEMM or col2im that makes it, without a pass of its own). */
 SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
                                   ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch);
+/* Convolutions that keep their columns. ssl_conv2d_forward_cols leaves the
+   whole im2col matrix in cols (at least N*OH*OW x KH*KW*Ci values of y's
+   element type), and ssl_conv2d_backward_cols reads it there instead of
+   building it again: the backward's im2col (the columns written, x read)
+   traded for KH*KW times x's size of memory held from the forward to the
+   backward. The GEMMs and their blocks are the plain ops', so are the
+   results, bit for bit. cols NULL: the plain ops. A convolution that is
+   one GEMM on x (1x1, stride 1, no padding, x of y's type) has no columns
+   and leaves cols alone. With cols the GPU takes the GEMM path (never
+   cuDNN, whose convolutions have no columns). */
+SSLDEF int ssl_conv2d_forward_cols(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride, int pad,
+                                   ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols);
+SSLDEF int ssl_conv2d_backward_cols(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                                    ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch,
+                                    const ssl_tensor *cols);
 /* torch OIHW [o][i][kh][kw] <-> ours OHWI [o][kh][kw][i] (host memory). */
 SSLDEF void ssl_conv_weight_from_torch(const float *oihw, float *ohwi, int o, int i, int kh, int kw);
 SSLDEF void ssl_conv_weight_to_torch(const float *ohwi, float *oihw, int o, int i, int kh, int kw);
@@ -1334,7 +1349,8 @@ typedef struct {
     int64_t x, h, wd, oh, ow;
     int64_t y, ybn, mean, invstd;
     int xdtype, dtype;
-    int64_t mask; /* bf16 plans: the byte offset of the output's ReLU bit mask (-1: none) */
+    int64_t mask; /* GPU plans: the byte offset of the output's ReLU bit mask (-1: none) */
+    int64_t cols; /* plans that keep columns: the byte offset of the conv's im2col matrix (-1: none) */
 } ssl_layer;
 typedef struct { int first, count, down; } ssl_block; /* layers [first, first+count); down: -1 = identity */
 
@@ -1356,8 +1372,14 @@ typedef struct {
     ssl_bf16 *w16;             /* bf16 storage: the parameters rounded once per forward for the GEMMs */
     int planned_masks, planned_grads;
     int forward_only;          /* 1: never runs backward (BYOL's target): no activation-gradient buffers */
-    int no_masks;              /* bf16 plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
-                                  not the 2-byte output); 1: read the outputs (the same results) */
+    int no_masks;              /* GPU plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
+                                  not the 2- or 4-byte output); 1: read the outputs (the same results) */
+    int keep_cols;             /* the convolutions' im2col columns kept from the forward for the backward
+                                  (ssl_conv2d_forward_cols: the backward's im2col saved, the same results):
+                                  -1 (ssl_model_init's default) on the GPU's GEMM path when the plan with them
+                                  take at most 3/4 of the device's memory, 0 never, 1 always */
+    int planned_cols;          /* whether the current plan keeps them */
+    int64_t cols_bytes;        /* their bytes per slot in the current plan (kept or not) */
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
     const float *input[SSL_MODEL_MAX_SLOTS];
     int training[SSL_MODEL_MAX_SLOTS];
@@ -1643,10 +1665,10 @@ SSLDEF int ssl_cuda_offdiag_sumsq(const ssl_tensor *m, float scale, float *val, 
 SSLDEF int ssl_cuda_diag_penalty(const ssl_tensor *m, ssl_diag_fn fn, float param, float scale, float *val,
                                  ssl_tensor *dm);
 SSLDEF int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
-                                   int pad, ssl_tensor *y, ssl_buf *scratch);
+                                   int pad, ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols);
 SSLDEF int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride,
                                     int pad, ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db,
-                                    ssl_buf *scratch);
+                                    ssl_buf *scratch, const ssl_tensor *cols);
 SSLDEF int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                       const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                       ssl_tensor *invstd, ssl_tensor *mask);
@@ -1683,6 +1705,9 @@ SSLDEF void ssl_cuda_buf_free(ssl_buf *b); /* a buffer grown by ssl_cuda_buf_res
 SSLDEF void ssl_cuda_to_device(void *dst, const void *src, size_t bytes);
 SSLDEF void ssl_cuda_to_host(void *dst, const void *src, size_t bytes);
 SSLDEF void ssl_cuda_memset0(void *dst, size_t bytes);
+/* the device's free and total memory (emulation: an 80 GiB device with
+   nothing allocated, or SSL_EMU_GPU_MEM bytes when set) */
+SSLDEF void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 SSLDEF void ssl_cuda_sync(void);
 /* Page-locked host memory: the loader's u8 batches in GPU mode, so their
    copies overlap compute. */
@@ -4875,8 +4900,11 @@ static int ssl__no_cuda(const char *op) {
    compiled, and the request is answered with an error. */
 #ifdef SSL_CUDA
 #define SSL__ON_GPU(dev, call) do { if ((dev) == SSL_DEV_CUDA) return (call); } while (0)
+#define SSL__ON_GPU_AS(op, dev, call) SSL__ON_GPU(dev, call)
 #else
 #define SSL__ON_GPU(dev, call) do { if ((dev) == SSL_DEV_CUDA) return ssl__no_cuda(__func__); } while (0)
+/* an entry point shared by two public names: errors name the one called */
+#define SSL__ON_GPU_AS(op, dev, call) do { if ((dev) == SSL_DEV_CUDA) return ssl__no_cuda(op); } while (0)
 #endif
 
 /* Scratch floats on a device (host memory for the CPU). */
@@ -5267,14 +5295,33 @@ static void ssl__bias_grad(const float *dy, int64_t rows, int64_t c, ssl_tensor 
         for (int64_t j = 0; j < c; j++) db->data[j] += dy[r * c + j];
 }
 
+/* kept columns: at least rows x K values of the columns' type (t) */
+static int ssl__cols_check(const char *op, const ssl_tensor *cols, const ssl__conv *g, int t) {
+    if (!cols) return 0;
+    int64_t need = g->n * g->oh * g->ow * ssl__conv_k(g);
+    if (!cols->data || ssl_tensor_numel(cols) < need || cols->dtype != t) {
+        char s[96];
+        return ssl__fail("%s: cols %s (%s) holds %lld values; the columns are %lld x %lld of %s", op,
+                         ssl_tensor_shape(cols, s, sizeof s), ssl_dtype_name(cols->dtype),
+                         (long long)ssl_tensor_numel(cols), (long long)(g->n * g->oh * g->ow), (long long)ssl__conv_k(g),
+                         ssl_dtype_name(t));
+    }
+    return 0;
+}
+
 SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride, int pad,
                               ssl_tensor *y, ssl_buf *scratch) {
+    return ssl_conv2d_forward_cols(x, w, b, stride, pad, y, scratch, NULL);
+}
+SSLDEF int ssl_conv2d_forward_cols(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride, int pad,
+                                   ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols) {
+    const char *op = cols ? __func__ : "ssl_conv2d_forward";
     ssl__conv g;
-    if (ssl__conv_check(__func__, x, w, b, y, "y", stride, pad, &g)) return -1;
-    if (SSL__DEVICE(__func__, b) < 0) return -1; /* an fp32 bias; w may be a bf16 copy on the GPU */
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, w, b, y), x, y);
+    if (ssl__conv_check(op, x, w, b, y, "y", stride, pad, &g) || ssl__cols_check(op, cols, &g, y->dtype)) return -1;
+    if (SSL__DEVICE(op, b) < 0) return -1; /* an fp32 bias; w may be a bf16 copy on the GPU */
+    int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, w, b, y, cols), x, y);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch));
+    SSL__ON_GPU_AS(op, dev, ssl_cuda_conv2d_forward(x, w, b, stride, pad, y, scratch, cols));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g);
     float beta = ssl__bias_rows(y->data, rows, g.co, b);
     if (ssl__conv_is_gemm(&g)) { /* x already is the im2col matrix */
@@ -5282,11 +5329,12 @@ SSLDEF int ssl_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ss
         return 0;
     }
     int64_t per = ssl__conv_block(&g);
-    float *cols = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(per * k));
+    float *buf = cols ? NULL : (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(per * k));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        ssl__im2col(&g, x->data, r0, nr, cols);
-        ssl_gemm(0, 1, (int)nr, (int)g.co, (int)k, 1.0f, cols, (int)k, w->data, (int)k, beta, y->data + r0 * g.co,
+        float *c = cols ? cols->data + r0 * k : buf; /* kept: the block's rows of the whole matrix */
+        ssl__im2col(&g, x->data, r0, nr, c);
+        ssl_gemm(0, 1, (int)nr, (int)g.co, (int)k, 1.0f, c, (int)k, w->data, (int)k, beta, y->data + r0 * g.co,
                  (int)g.co);
     }
     return 0;
@@ -5298,14 +5346,21 @@ SSLDEF int ssl_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w, const s
 }
 SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
                                   ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch) {
+    return ssl_conv2d_backward_cols(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch, NULL);
+}
+SSLDEF int ssl_conv2d_backward_cols(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *dy, int stride, int pad,
+                                    ssl_tensor *dx, int dx_accumulate, ssl_tensor *dw, ssl_tensor *db, ssl_buf *scratch,
+                                    const ssl_tensor *cols) {
+    const char *op = cols ? __func__ : "ssl_conv2d_backward_ex";
     ssl__conv g;
-    if (ssl__conv_check(__func__, x, w, db, dy, "dy", stride, pad, &g) ||
-        ssl__same_shape(__func__, "w", w, "dw", dw) || (dx && ssl__same_shape(__func__, "x", x, "dx", dx)))
+    if (ssl__conv_check(op, x, w, db, dy, "dy", stride, pad, &g) ||
+        ssl__same_shape(op, "w", w, "dw", dw) || (dx && ssl__same_shape(op, "x", x, "dx", dx)) ||
+        ssl__cols_check(op, cols, &g, dy->dtype))
         return -1;
-    if (SSL__DEVICE(__func__, dw, db) < 0 || SSL__SAME_DTYPE(__func__, x, dx)) return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, w, dy, dx, dw, db), x, dy);
+    if (SSL__DEVICE(op, dw, db) < 0 || SSL__SAME_DTYPE(op, x, dx)) return -1;
+    int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, w, dy, dx, dw, db, cols), x, dy);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch));
+    SSL__ON_GPU_AS(op, dev, ssl_cuda_conv2d_backward(x, w, dy, stride, pad, dx, dx_accumulate, dw, db, scratch, cols));
     int64_t rows = g.n * g.oh * g.ow, k = ssl__conv_k(&g), co = g.co;
     ssl__bias_grad(dy->data, rows, co, db);
     if (ssl__conv_is_gemm(&g)) {
@@ -5316,16 +5371,17 @@ SSLDEF int ssl_conv2d_backward_ex(const ssl_tensor *x, const ssl_tensor *w, cons
                      dx->data, (int)k);
         return 0;
     }
-    /* the same per block of im2col rows, rebuilt rather than kept from the
-       forward (it would be KH*KW times the input's size) */
+    /* the same per block of im2col rows, rebuilt (KH*KW times the input's
+       size to keep), or the forward's where cols kept them */
     int64_t per = ssl__conv_block(&g);
-    float *cols = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)(2 * per * k)), *dcols = cols + per * k;
+    float *buf = (float *)ssl_buf_reserve(scratch, sizeof(float) * (size_t)((cols ? 1 : 2) * per * k)),
+          *dcols = cols ? buf : buf + per * k;
     if (dx && !dx_accumulate) memset(dx->data, 0, sizeof(float) * (size_t)ssl_tensor_numel(dx));
     for (int64_t r0 = 0; r0 < rows; r0 += per) {
         int64_t nr = rows - r0 < per ? rows - r0 : per;
-        const float *dyb = dy->data + r0 * co;
-        ssl__im2col(&g, x->data, r0, nr, cols);
-        ssl_gemm(1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, cols, (int)k, 1.0f, dw->data, (int)k);
+        const float *dyb = dy->data + r0 * co, *c = cols ? cols->data + r0 * k : buf;
+        if (!cols) ssl__im2col(&g, x->data, r0, nr, buf);
+        ssl_gemm(1, 0, (int)co, (int)k, (int)nr, 1.0f, dyb, (int)co, c, (int)k, 1.0f, dw->data, (int)k);
         if (!dx) continue;
         ssl_gemm(0, 0, (int)nr, (int)k, (int)co, 1.0f, dyb, (int)co, w->data, (int)k, 0.0f, dcols, (int)k);
         ssl__col2im_add(&g, dcols, r0, nr, dx->data);
@@ -5547,7 +5603,7 @@ SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, cons
         return -1;
     int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y, dy_relu), x);
     if (dev < 0) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu));
+    SSL__ON_GPU_AS(op, dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu));
     double *sums;
     float *v;
     ssl__bn_job j = ssl__bn_job_make(x, &sums, &v);
@@ -5970,6 +6026,7 @@ static void ssl__model_init_weights(ssl_model *m) {
 SSLDEF int ssl_model_init(ssl_model *m, const ssl_model_config *c) {
     memset(m, 0, sizeof *m);
     m->c = *c;
+    m->keep_cols = -1;
     int bottleneck, nb[4];
     switch (c->depth) {
     case 18: bottleneck = 0, nb[0] = 2, nb[1] = 2, nb[2] = 2, nb[3] = 2; break;
@@ -6104,11 +6161,32 @@ static void ssl__plan_layer(ssl_model *m, ssl_layer *L, int64_t x, int xdtype, i
     }
     int64_t bytes = n * (int64_t)ssl_dtype_size(dtype);
     if (bytes > *maxact) *maxact = bytes;
-    L->mask = -1;
+    L->mask = L->cols = -1;
 }
-/* a bit mask for the layer's ReLU'd output (bf16 plans: see no_masks) */
+/* the bytes of a layer's im2col matrix (0: a conv that is one GEMM on x, or linear) */
+static int64_t ssl__layer_cols_bytes(const ssl_model *m, const ssl_layer *L) {
+    if (L->type != SSL_LAYER_CONV || (L->k == 1 && L->stride == 1 && L->pad == 0 && L->xdtype == L->dtype)) return 0;
+    return ((int64_t)m->n * L->oh * L->ow * L->k * L->k * L->cin * (int64_t)ssl_dtype_size(L->dtype) + 255) / 256 * 256;
+}
+/* whether a plan of `slots` x `slot` bytes (+ cols per slot if kept) and
+   `grads` bytes of gradient buffers keeps the columns (see keep_cols) */
+static int ssl__plan_keeps_cols(const ssl_model *m, int64_t slot, int64_t cols, int slots, int64_t grads) {
+    if (m->forward_only || !cols) return 0; /* no backward to read them */
+    if (m->keep_cols >= 0) return m->keep_cols;
+#ifdef SSL_CUDA
+    if (m->dev == SSL_DEV_CUDA && !strcmp(ssl_cuda_conv(), "gemm")) { /* cuDNN's convolutions have no columns */
+        size_t fr = 0, total = 0;
+        ssl_cuda_mem_info(&fr, &total);
+        double have = (double)fr + (double)m->act_cap + (double)m->grads_cap; /* ours is given back to re-plan */
+        return (double)(slot + cols) * slots + (double)grads <= 0.75 * have;
+    }
+#endif
+    (void)slot, (void)slots, (void)grads;
+    return 0; /* the CPU: its im2col is memcpy beside the GEMMs' arithmetic, and memory is the scarcer */
+}
+/* a bit mask for the layer's ReLU'd output (GPU plans: see no_masks) */
 static void ssl__plan_mask(ssl_model *m, ssl_layer *L, int64_t *off) {
-    if (L->dtype == SSL_BF16 && L->bn && !m->no_masks)
+    if (m->dev == SSL_DEV_CUDA && L->bn && !m->no_masks)
         L->mask = ssl__plan_take(off, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8, SSL_U8);
 }
 /* bf16 storage of the backbone: on the GPU at bf16 precision */
@@ -6126,7 +6204,8 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
                          SSL_MODEL_MAX_SLOTS);
     int dt = ssl__model_act_dtype(m);
     if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt &&
-        m->planned_masks == !m->no_masks && m->planned_grads == !m->forward_only)
+        m->planned_masks == !m->no_masks && m->planned_grads == !m->forward_only &&
+        (m->keep_cols < 0 || m->planned_cols == (m->keep_cols && !m->forward_only && m->cols_bytes)))
         return 0;
     m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt, m->planned_masks = !m->no_masks;
     m->planned_grads = !m->forward_only;
@@ -6164,8 +6243,18 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
         cur = m->layers[i].ybn;
     }
     if (maxact < 4 * (int64_t)n * m->feat_dim) maxact = 4 * (int64_t)n * m->feat_dim;
-    m->slot_bytes = off;
     m->grad_bytes = (maxact + 255) / 256 * 256;
+    /* the convolutions' columns, after the rest of the slot, when kept */
+    int64_t cols = 0;
+    for (int i = 0; i < m->nlayers; i++) cols += ssl__layer_cols_bytes(m, &m->layers[i]);
+    m->cols_bytes = cols;
+    m->planned_cols = ssl__plan_keeps_cols(m, off, cols, slots, m->forward_only ? 0 : 3 * m->grad_bytes);
+    for (int i = 0; m->planned_cols && i < m->nlayers; i++) {
+        ssl_layer *L = &m->layers[i];
+        int64_t b = ssl__layer_cols_bytes(m, L);
+        if (b) L->cols = off, off += b;
+    }
+    m->slot_bytes = off;
     size_t need = (size_t)(off * slots);
     if (need > m->act_cap) {
         ssl__model_release(m, m->act);
@@ -6229,6 +6318,11 @@ static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     return bn;
 }
 
+/* the conv's kept im2col matrix in slot memory A (L->cols >= 0) */
+static ssl_tensor ssl__layer_cols(const ssl_model *m, const ssl_layer *L, char *A) {
+    int64_t rows = (int64_t)m->n * L->oh * L->ow, k = (int64_t)L->k * L->k * L->cin;
+    return ssl_tensor_as(ssl__mmat(m, L->cols >= 0 ? A + L->cols : NULL, rows, k), L->dtype);
+}
 /* the layer's ReLU bit mask in slot memory A (L->mask >= 0) */
 static ssl_tensor ssl__layer_mask(const ssl_model *m, const ssl_layer *L, char *A) {
     return ssl_tensor_as(ssl__mvec(m, A + L->mask, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8), SSL_U8);
@@ -6245,8 +6339,10 @@ static int ssl__layer_forward_res(ssl_model *m, const ssl_layer *L, int slot, in
     char *A = ssl__act_slot(m, slot);
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), y = ssl__layer_y(m, L, A + L->y), w = ssl__layer_w(m, L, 0);
     ssl_tensor b = ssl__pvec(m, L->b);
-    int r = L->type == SSL_LAYER_CONV ? ssl_conv2d_forward(&x, &w, L->b >= 0 ? &b : NULL, L->stride, L->pad, &y, &m->scratch)
-                                      : ssl_linear_forward(&x, &w, L->b >= 0 ? &b : NULL, &y);
+    ssl_tensor cols = ssl__layer_cols(m, L, A);
+    int r = L->type == SSL_LAYER_CONV
+                ? ssl_conv2d_forward_cols(&x, &w, L->b >= 0 ? &b : NULL, L->stride, L->pad, &y, &m->scratch, L->cols >= 0 ? &cols : NULL)
+                : ssl_linear_forward(&x, &w, L->b >= 0 ? &b : NULL, &y);
     if (r) return -1;
     ssl_tensor out = ssl__layer_y(m, L, A + L->ybn);
     if (L->bn) {
@@ -6302,9 +6398,10 @@ static int ssl__layer_backward_gate(ssl_model *m, const ssl_layer *L, int slot, 
     ssl_tensor x = ssl__layer_x(m, L, slot, NULL), w = ssl__layer_w(m, L, 0), dw = ssl__layer_w(m, L, 1);
     ssl_tensor bgrad = ssl__gvec(m, L->b), tdx = ssl__layer_x(m, L, slot, dx);
     if (acc && L->type != SSL_LAYER_CONV) return ssl__fail("model backward: accumulating input gradient of a linear layer");
+    ssl_tensor cols = ssl__layer_cols(m, L, A);
     return L->type == SSL_LAYER_CONV
-               ? ssl_conv2d_backward_ex(&x, &w, &ttmp, L->stride, L->pad, dx ? &tdx : NULL, acc, &dw,
-                                        L->b >= 0 ? &bgrad : NULL, &m->scratch)
+               ? ssl_conv2d_backward_cols(&x, &w, &ttmp, L->stride, L->pad, dx ? &tdx : NULL, acc, &dw,
+                                          L->b >= 0 ? &bgrad : NULL, &m->scratch, L->cols >= 0 ? &cols : NULL)
                : ssl_linear_backward(&x, &w, &ttmp, dx ? &tdx : NULL, &dw, L->b >= 0 ? &bgrad : NULL);
 }
 

@@ -42,7 +42,7 @@ typedef struct {
     double scale_min, scale_max, flip_p, jitter_p, gray_p, blur_p, solarize_p, noise_p;
     int64_t res, res_start, res_end, ramp_start, ramp_end;
     int64_t seed, threads, loader_threads;
-    char device[SSL_STR], precision[SSL_STR], out[SSL_STR], resume[SSL_STR];
+    char device[SSL_STR], precision[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
     int64_t ckpt_every, log_every, max_steps, split;
     char probe_optim[SSL_STR];
     double probe_lr;
@@ -96,6 +96,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
     SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where the step runs (auto: the GPU when there is one)"),
     SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU: bf16 activations and GEMM operands (fp32 weights and statistics), or fp32 throughout"),
+    SSL_OPT_C(C, keep_cols, "auto", "auto|yes|no", "GPU: keep the convolutions' im2col columns from forward to backward (no im2col in the backward; auto: when the plan fits in 3/4 of the GPU's memory)"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
@@ -477,6 +478,8 @@ int main(int argc, char **argv) {
     tc.sync_phases = (int)cfg.split; /* else the host queues the next work while the GPU runs */
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
+    t.online.keep_cols = !strcmp(cfg.keep_cols, "yes") ? 1 : !strcmp(cfg.keep_cols, "no") ? 0 : -1;
+    int64_t plans_seen = 0;
 #ifdef SSL_CUDA
     float *gview[2] = {NULL, NULL}; /* the views on the GPU */
     if (on_gpu) {
@@ -564,6 +567,13 @@ int main(int argc, char **argv) {
 #ifdef SSL_CUDA
             if (on_gpu) ssl_cuda_busy_mark(1);
 #endif
+            if (on_gpu && t.online.plans != plans_seen) { /* a new batch or resolution: what it takes on the device */
+                const ssl_model *m = &t.online;
+                plans_seen = m->plans;
+                printf("device: planned batch %d at %dx%d: %.2f GB of activations for the two views, im2col columns %s (%.2f GB)\n",
+                       m->n, m->h, m->w, (double)m->slots * m->slot_bytes / 1e9, m->planned_cols ? "kept" : "rebuilt in the backward",
+                       (double)m->slots * m->cols_bytes / 1e9);
+            }
             imgs += b->n;
             batch++;
             ssl_loader_release(loader, b);

@@ -89,6 +89,10 @@ step() {
         pair "R50 160 bf16 throughput" "depth=50 res=160 bs=256 precision=bf16 split=0" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
         pair "R18 CIFAR 32 bf16 split" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=1 classes=10" \
             "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 1 --classes 10"
+        log "step: ssl.h with the im2col columns rebuilt in the backward (keep_cols=no), beside the default"
+        for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
+            timeout 150 build/gpu_step steps=$STEPS keep_cols=no $cfg 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+        done
         log "PyTorch with LARS through _foreach (the update ssl.h runs)"
         timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS --depth 50 --res 224 --bs 256 --precision bf16 --split 0 --optim lars \
             2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"

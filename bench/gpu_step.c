@@ -20,7 +20,8 @@
 #include "ssl.h"
 
 typedef struct {
-    char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR];
+    char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR],
+        keep_cols[SSL_STR];
     int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile;
     double width, peak_gbs;
 } bench_cfg;
@@ -29,6 +30,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
     SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn", "convolutions: im2col + cuBLAS, or cuDNN (a CUDNN=1 build)"),
+    SSL_OPT_C(bench_cfg, keep_cols, "auto", "auto|yes|no", "keep the convolutions' im2col columns for the backward (auto: when they fit)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
     SSL_OPT_I(bench_cfg, depth, "50", 18, 50, "ResNet depth (18, 34, 50)"),
@@ -79,6 +81,7 @@ int main(int argc, char **argv) {
     tc.device = SSL_DEV_CUDA, tc.sync_phases = (int)c.split;
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) { fprintf(stderr, "gpu_step: %s\n", ssl_last_error()); return 1; }
+    t.online.keep_cols = !strcmp(c.keep_cols, "yes") ? 1 : !strcmp(c.keep_cols, "no") ? 0 : -1;
 
     /* the loader's output: two views of uint8 crops in pinned memory, and
        their augmentation parameters (drawn per step, outside the timing, as
@@ -142,12 +145,16 @@ int main(int argc, char **argv) {
         printf(" = data %.2f + forward %.2f + loss %.2f + backward %.2f + probe/optimizer %.2f", 1e3 * sum[0] / k,
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
     printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
+    double act_gb = (double)t.online.slots * t.online.slot_bytes / 1e9, cols_gb = (double)t.online.slots * t.online.cols_bytes / 1e9;
+    printf("activations %.2f GB for the two views; im2col columns %s (%.2f GB)\n", act_gb,
+           t.online.planned_cols ? "kept from the forward" : "rebuilt in the backward", cols_gb);
     printf("{\"impl\": \"ssl.h%s\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
            "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
-           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f}\n",
+           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f}\n",
            strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
            1e3 * step, 1e3 * best,
-           1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss);
+           1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss,
+           t.online.planned_cols, act_gb);
     if (c.profile) {
         printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",
                (long long)c.steps);

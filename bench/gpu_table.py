@@ -34,6 +34,8 @@ for k in seen:
     for o, t in [(o, t) for o in ours or [None] for t in theirs or [None]]:
         ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
         name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{' (ssl.h with cuDNN)' if o and o['impl'] != 'ssl.h' else ''}"
+        if o and o.get("keep_cols") == 0 and o["impl"] == "ssl.h":
+            name += " (im2col columns rebuilt in the backward)"
         tname = "" if not t else (f" ({t['optim']}{', compiled' if t.get('compiled') else ''})")
         print(f"| {name} | {k[2]} | {k[3]} | {k[4]} | {'split' if k[5] else 'throughput'}{tname} | "
               f"{o['images_per_s'] if o else '-'} | {t['images_per_s'] if t else '-'} | {ratio} | "

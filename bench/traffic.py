@@ -12,6 +12,8 @@ constant, activations the slope).
 
   python3 bench/traffic.py depth=50 res=224 bs=256 precision=bf16
   python3 bench/traffic.py depth=18 stem=cifar res=32 bs=512 small=4,8
+  (keep_cols=auto|yes|no: the columns kept as the model would on a GPU
+  of gpu_gb=85 GB, or as given)
 
 Prints a markdown table: GB and GFLOP per step per kind of work, and the
 milliseconds each would take at the GPU's full memory bandwidth
@@ -32,13 +34,40 @@ tflops = {"bf16": 989.0, "fp32": 67.0}
 prec = args.get("precision", "bf16")
 exe = args.pop("exe", "build/gpu_step")
 
-runs = []
-for b in small:
-    cmd = [exe, f"bs={b}", "emulate=1", "profile=1", "steps=1", "warmup=1", "split=0"] + [f"{k}={v}" for k, v in args.items()]
+gpu_gb = float(args.pop("gpu_gb", "85"))  # the GPU's memory (H100 SXM: 80 GiB = 85.9 GB)
+keep = args.pop("keep_cols", "auto")
+
+
+def emulated(b, keep_cols):
+    cmd = [exe, f"bs={b}", "emulate=1", "profile=1", "steps=1", "warmup=1", "split=0", f"keep_cols={keep_cols}"] + \
+          [f"{k}={v}" for k, v in args.items()]
     # im2col blocks as on the GPU (emulation otherwise blocks as the CPU)
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, SSL_EMU_GPU_BLOCKS="1"))
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
+    return out
+
+
+# keep_cols=auto: the model keeps the convolutions' im2col columns when the
+# plan with them takes at most 3/4 of the GPU's memory; the emulated runs'
+# small batches always fit, so decide from their plans extrapolated to bs
+if keep == "auto":
+    plans = []
+    for b in small:
+        for line in emulated(b, "yes").stdout.splitlines():
+            if line.startswith("{"):
+                plans.append((b, __import__("json").loads(line)["act_gb"]))
+    (p1, a1), (p2, a2) = plans
+    act = a1 + (a2 - a1) / (p2 - p1) * (bs - p1)
+    keep = "yes" if act <= 0.75 * gpu_gb else "no"
+    keep_note = (f"im2col columns {'kept' if keep == 'yes' else 'rebuilt in the backward'}: the plan with them takes "
+                 f"{act:.1f} GB, {'within' if keep == 'yes' else 'over'} 3/4 of the GPU's {gpu_gb:.0f} GB")
+else:
+    keep_note = f"im2col columns {'kept' if keep == 'yes' else 'rebuilt in the backward'} (keep_cols={keep})"
+
+runs = []
+for b in small:
+    out = emulated(b, keep)
     rows, launches, conv, waits = {}, None, None, None
     for line in out.stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -73,7 +102,7 @@ table.sort(key=lambda t: -t[1])
 gb = sum(t[1] for t in table)
 gf = sum(t[2] for t in table)
 desc = " ".join(f"{k}={v}" for k, v in args.items())
-print(f"{desc}: extrapolated to batch {bs} (two views) from emulated runs at batch {b1} and {b2}\n")
+print(f"{desc}: extrapolated to batch {bs} (two views) from emulated runs at batch {b1} and {b2}; {keep_note}\n")
 print(f"| kind of work | GB/step | GFLOP/step | ms at {peak:.0f} GB/s |")
 print("|---|---|---|---|")
 for kind, g, f in table:

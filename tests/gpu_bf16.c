@@ -374,3 +374,82 @@ GPU_TEST(misaligned_tensors_take_the_scalar_paths) {
     gbody_bf16_relu_pool_add(gpu);
     g_misalign = 0;
 }
+
+/* A model that keeps its convolutions' columns from the forward for the
+   backward (keep_cols) computes the same gradients, bit for bit, as one
+   that rebuilds them: on the host (fp32) and on the device in fp32 and
+   bf16, with two slots whose forwards both run before either backward (a
+   slot's columns must survive the other slot's forward). The plan grows by
+   the columns' bytes; keep_cols = -1 keeps them on the device when the
+   plan takes at most 3/4 of its memory (in emulation: SSL_EMU_GPU_MEM) and
+   never on the host. */
+static float *keep_cols_step(int gpu, int dev, int bf16, int keep, ssl_model *m, const ssl_tensor *xh, const ssl_tensor *gh) {
+    ssl_model_config mc = ssl_model_config_default();
+    mc.depth = 18, mc.cifar_stem = 1, mc.width = 0.125, mc.seed = 7;
+    snprintf(mc.projector, sizeof mc.projector, "64-32");
+    ssl_cuda_set_precision(bf16);
+    if (ssl_model_init(m, &mc)) { CHECK(0, "%s", ssl_last_error()); return NULL; }
+    m->keep_cols = keep;
+    ssl_tensor xd = *xh, gd = *gh, x2 = *xh;
+    if (dev) {
+        xd = g_tensor(gpu, xh), gd = g_tensor(gpu, gh);
+        CHECK_OK(ssl_model_to_device(m));
+    }
+    x2.data = NULL;
+    int64_t n = ssl_tensor_numel(xh);
+    float *flip = (float *)ssl_malloc(sizeof(float) * (size_t)n, "x2");
+    for (int64_t i = 0; i < n; i++) flip[i] = -0.5f * xh->data[n - 1 - i];
+    x2.data = flip;
+    ssl_tensor x2d = dev ? g_tensor(gpu, &x2) : x2;
+    float *grads = NULL;
+    if (!ssl_model_plan(m, (int)xh->dim[0], (int)xh->dim[1], (int)xh->dim[2], 2) &&
+        !ssl_model_forward(m, 0, xd.data, 1) && !ssl_model_forward(m, 1, x2d.data, 1) &&
+        !ssl_model_backward(m, 1, &gd) && !ssl_model_backward(m, 0, &gd)) {
+        grads = (float *)ssl_malloc(sizeof(float) * (size_t)m->params.total, "grads");
+        if (dev) {
+            ssl_cuda_to_host(grads, m->params.grad, sizeof(float) * (size_t)m->params.total);
+        } else {
+            memcpy(grads, m->params.grad, sizeof(float) * (size_t)m->params.total);
+        }
+    } else {
+        CHECK(0, "keep_cols %d step: %s", keep, ssl_last_error());
+    }
+    ssl_cuda_set_precision(0);
+    if (dev) g_release(gpu, &xd), g_release(gpu, &gd), g_release(gpu, &x2d);
+    free(flip);
+    return grads;
+}
+GPU_TEST(model_keeps_columns_same_bits) {
+    enum { N = 4, S = 16 };
+    ssl_tensor xh = g_rand(110, 4, N, S, S, 3, -1.5f, 1.5f), gh = g_rand(111, 2, N, 32, 0, 0, -1, 1);
+    for (int mode = 0; mode < 3; mode++) { /* host fp32, device fp32, device bf16 */
+        int dev = mode > 0, bf16 = mode == 2;
+        const char *what = mode == 0 ? "host" : mode == 1 ? "device fp32" : "device bf16";
+        ssl_model m[2];
+        float *g[2];
+        for (int k = 0; k < 2; k++) g[k] = keep_cols_step(gpu, dev, bf16, k, &m[k], &xh, &gh);
+        if (g[0] && g[1]) {
+            CHECK(!m[0].planned_cols && m[1].planned_cols && m[1].cols_bytes > 0, "%s: planned_cols %d / %d", what,
+                  m[0].planned_cols, m[1].planned_cols);
+            CHECK(m[1].slot_bytes == m[0].slot_bytes + m[1].cols_bytes, "%s: slot %lld bytes with columns, %lld + %lld without",
+                  what, (long long)m[1].slot_bytes, (long long)m[0].slot_bytes, (long long)m[1].cols_bytes);
+            CHECK(memcmp(g[0], g[1], sizeof(float) * (size_t)m[0].params.total) == 0,
+                  "%s: the gradients differ when the columns are kept", what);
+            if (mode == 2) printf("    columns kept: %lld of %lld bytes per slot\n", (long long)m[1].cols_bytes, (long long)m[1].slot_bytes);
+        }
+        for (int k = 0; k < 2; k++) free(g[k]), ssl_model_free(&m[k]);
+        /* keep_cols -1: never on the host; on the device by memory */
+        ssl_model a;
+        float *ga = keep_cols_step(gpu, dev, bf16, -1, &a, &xh, &gh);
+        CHECK(a.planned_cols == dev, "%s: keep_cols -1 planned_cols %d", what, a.planned_cols);
+        free(ga), ssl_model_free(&a);
+        if (dev && !gpu) { /* an emulated device too small for the columns: 3/4 of it below the plan with them */
+            setenv("SSL_EMU_GPU_MEM", "1000000", 1);
+            ga = keep_cols_step(gpu, dev, bf16, -1, &a, &xh, &gh);
+            unsetenv("SSL_EMU_GPU_MEM");
+            CHECK(!a.planned_cols, "%s: columns kept on an emulated 1 MB device", what);
+            free(ga), ssl_model_free(&a);
+        }
+    }
+    free_h(&xh), free_h(&gh);
+}

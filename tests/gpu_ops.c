@@ -231,6 +231,47 @@ void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co,
     for (int64_t i = 0; i < ssl_tensor_numel(&gx); i++) big = fmax(big, fabs(gx.data[i]));
     CMP_ACT("dx", &dgx, &gx, !kind.bf16 || (k == 1 && stride == 1) ? MM_A(gpu) : k * k * 0.5 * G_ULP * big);
 #undef CMP_ACT
+    /* the columns kept from the forward for the backward: the same bits as
+       rebuilding them, on the host and on the device (dw, db accumulated
+       onto the same starting values again) */
+    {
+        int64_t rows = (int64_t)n * oh * ow, kc = (int64_t)k * k * ci;
+        ssl_tensor hc = g_rand(38, 2, rows, kc, 0, 0, 0, 0), y2 = g_rand(33, 4, n, oh, ow, co, 0, 1);
+        ssl_tensor gx2 = g_rand(35, 4, n, h, w, ci, 0, 1), gw2 = g_rand(36, 4, co, k, k, ci, -1, 1);
+        ssl_tensor gb2 = bias ? g_rand(37, 1, co, 0, 0, 0, -1, 1) : ssl_tensor_vec(NULL, co);
+        ssl_tensor dc = act(gpu, &hc), dy2 = act(gpu, &y2), dgx2 = act(gpu, &gx2), dgw2 = g_tensor(gpu, &gw2),
+                   dgb2 = g_tensor(gpu, &gb2);
+        CHECK_OK(ssl_conv2d_forward_cols(&x, &wt, bias ? &b : NULL, stride, pad, &y2, &s0, &hc));
+        CHECK_OK(ssl_conv2d_backward_cols(&x, &wt, &gy, stride, pad, with_dx ? &gx2 : NULL, 0, &gw2, bias ? &gb2 : NULL, &s0, &hc));
+        CHECK_OK(ssl_conv2d_forward_cols(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dy2, &s1, &dc));
+        CHECK_OK(ssl_conv2d_backward_cols(&dx, &dw, &dgy, stride, pad, with_dx ? &dgx2 : NULL, 0, &dgw2, bias ? &dgb2 : NULL,
+                                          &s1, &dc));
+        const ssl_tensor *pairs[][2] = {{&y, &y2}, {&gx, &gx2}, {&gw, &gw2}, {&gb, &gb2},
+                                        {&dyv, &dy2}, {&dgx, &dgx2}, {&dgw, &dgw2}, {&dgb, &dgb2}};
+        const char *names[] = {"y", "dx", "dw", "db"};
+        for (int i = 0; i < 8; i++) {
+            const ssl_tensor *a = pairs[i][0], *c = pairs[i][1];
+            if (!a->data || (i % 4 == 1 && !with_dx)) continue;
+            int64_t len = ssl_tensor_numel(a);
+            float *fa = i < 4 ? a->data : a->dtype == SSL_BF16 ? b_fetch(gpu, a) : g_fetch(gpu, a);
+            float *fc = i < 4 ? c->data : c->dtype == SSL_BF16 ? b_fetch(gpu, c) : g_fetch(gpu, c);
+            CHECK(memcmp(fa, fc, sizeof(float) * (size_t)len) == 0, "%s: %s %s differs with kept columns", name,
+                  i < 4 ? "host" : "device", names[i % 4]);
+            if (i >= 4) free(fa), free(fc);
+        }
+        /* too few columns, or of another type, are refused by name */
+        ssl_tensor small = hc;
+        small.dim[0] = rows - 1;
+        CHECK(ssl_conv2d_forward_cols(&x, &wt, bias ? &b : NULL, stride, pad, &y2, &s0, &small) != 0 &&
+                  strstr(ssl_last_error(), "cols"), "%s: a short cols taken", name);
+        ssl_tensor other = ssl_tensor_as(hc, SSL_BF16);
+        CHECK(ssl_conv2d_backward_cols(&x, &wt, &gy, stride, pad, NULL, 0, &gw2, NULL, &s0, &other) != 0 &&
+                  strstr(ssl_last_error(), "cols"), "%s: bf16 cols taken on the CPU", name);
+        ssl_tensor *ds2[] = {&dc, &dy2, &dgx2, &dgw2, &dgb2};
+        for (int i = 0; i < 5; i++) g_release(gpu, ds2[i]);
+        ssl_tensor *hs2[] = {&hc, &y2, &gx2, &gw2, &gb2};
+        for (int i = 0; i < 5; i++) free_h(hs2[i]);
+    }
     ssl_buf_free(&s0);
     ssl_cuda_buf_free(&s1);
     ssl_tensor *ds[] = {&dx, &dw, &dbv, &dyv, &dgy, &dgx, &dgw, &dgb};
