@@ -9,19 +9,21 @@
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
 
-typedef struct { int64_t bs, steps, threads, res; double width; } bench_cfg;
+typedef struct { int64_t bs, steps, threads, res, keep_cols; double width; } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, bs, "256", 2, 1 << 16, "batch size (each image gives two views)"),
     SSL_OPT_I(bench_cfg, steps, "3", 1, 1000, "timed steps (after one untimed warm-up step)"),
     SSL_OPT_I(bench_cfg, threads, "0", 0, 1024, "BLAS threads (0 = all cores)"),
     SSL_OPT_I(bench_cfg, res, "32", 8, 1024, "resolution"),
     SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
+    SSL_OPT_I(bench_cfg, keep_cols, "0", 0, 1, "keep the convolutions' im2col columns for the backward (the model's keep_cols)"),
 };
+#define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
 int main(int argc, char **argv) {
     bench_cfg c;
-    ssl_config_defaults(OPTS, 5, &c);
-    if (ssl_config_parse(OPTS, 5, &c, argc - 1, argv + 1, NULL, 0, NULL)) {
+    ssl_config_defaults(OPTS, NOPTS, &c);
+    if (ssl_config_parse(OPTS, NOPTS, &c, argc - 1, argv + 1, NULL, 0, NULL)) {
         fprintf(stderr, "cpu_step_bench: %s\n", ssl_last_error());
         return 1;
     }
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     tc.lr = 1.0, tc.total_steps = 1000, tc.probe_classes = 10;
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) { fprintf(stderr, "%s\n", ssl_last_error()); return 1; }
+    t.online.keep_cols = (int)c.keep_cols;
     int n = (int)c.bs, r = (int)c.res;
     size_t px = (size_t)n * r * r * 3;
     float *v1 = malloc(px * sizeof(float)), *v2 = malloc(px * sizeof(float));
