@@ -19,6 +19,13 @@
 #define ULP G_ULP
 
 static void free_h(ssl_tensor *t) { free(t->data); t->data = NULL; }
+/* two device tensors (bf16 or fp32) hold the same first n values, bit for bit */
+static int same_bits(int gpu, const ssl_tensor *p, const ssl_tensor *q, int64_t n) {
+    float *a = p->dtype == SSL_BF16 ? b_fetch(gpu, p) : g_fetch(gpu, p), *b = q->dtype == SSL_BF16 ? b_fetch(gpu, q) : g_fetch(gpu, q);
+    int same = memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+    free(a), free(b);
+    return same;
+}
 
 /* bf16 rounding by its definition: of the two bf16 values around f (f's
    top 16 bits, and the next one away from zero, 2^128 past the largest),
@@ -283,26 +290,16 @@ static void mask_case(int gpu, int c, int res) {
     /* the backward through the output, then through the bits */
     CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &y1, &dgy, &mean, &inv, &g1, &dw, &db));
     CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &g2, &dw2, &db2));
-    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &g2);
-    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: batch-norm dx differs through the mask", c);
-    free(a), free(b);
-    a = g_fetch(gpu, &dw), b = g_fetch(gpu, &dw2);
-    CHECK(memcmp(a, b, sizeof(float) * (size_t)c) == 0, "c %d: dweight differs through the mask", c);
-    free(a), free(b);
+    CHECK(same_bits(gpu, &g1, &g2, n), "c %d: batch-norm dx differs through the mask", c);
+    CHECK(same_bits(gpu, &dw, &dw2, c), "c %d: dweight differs through the mask", c);
     CHECK_OK(ssl_relu_backward(&y1, &dgy, &g1));
     CHECK_OK(ssl_relu_backward(&mask, &dgy, &g2));
-    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &g2);
-    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: ReLU backward differs through the mask", c);
-    free(a), free(b);
+    CHECK(same_bits(gpu, &g1, &g2, n), "c %d: ReLU backward differs through the mask", c);
     /* dy through the mask, stored by the batch norm's input-gradient pass (in place): the ReLU backward's bits */
     CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &y1, NULL, NULL));
     CHECK_OK(ssl_batchnorm_backward_ex(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &y2, NULL, NULL, &dgy));
-    a = b_fetch(gpu, &g1), b = b_fetch(gpu, &dgy);
-    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: dy_relu differs from the ReLU backward through the mask", c);
-    free(a), free(b);
-    a = b_fetch(gpu, &y1), b = b_fetch(gpu, &y2);
-    CHECK(memcmp(a, b, sizeof(float) * (size_t)n) == 0, "c %d: batch-norm dx differs when dy_relu is stored", c);
-    free(a), free(b);
+    CHECK(same_bits(gpu, &g1, &dgy, n), "c %d: dy_relu differs from the ReLU backward through the mask", c);
+    CHECK(same_bits(gpu, &y1, &y2, n), "c %d: batch-norm dx differs when dy_relu is stored", c);
     ssl_tensor hb = ssl_tensor_as(x, SSL_U8);
     CHECK(ssl_relu_backward(&hb, &gy, &gy) != 0, "the CPU took a bit mask");
     ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &dx, &dr, &dgy, &y1, &y2, &g1, &g2,
