@@ -25,7 +25,7 @@
 //
 // STORAGE AND INDEXING. Layer functors are templates on the stored type
 // (float or ssl_bf16: read as fp32, rounded once when stored); the ReLU
-// masks of bf16 plans are bits. They index with 32 bits and divide by
+// masks of GPU plans are bits. They index with 32 bits and divide by
 // invariant integers (multiply-high and shift), and move 8 values (16
 // bytes) per thread where sizes and alignment allow: see "index math" and
 // ssl__vio below for why.
@@ -1783,6 +1783,7 @@ extern "C" int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, in
 extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, int stride,
                                        int pad, ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
+    if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
     ssl__conv_env();
 #ifdef SSL_CUDNN
     if (!cols && ssl__cudnn_takes(b)) {

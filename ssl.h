@@ -5595,9 +5595,10 @@ SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, cons
         ssl__vec_of(op, "dweight", dweight, c) || ssl__vec_of(op, "dbias", dbias, c) ||
         (dy_relu && ssl__same_shape(op, "dy", dy, "dy_relu", dy_relu)))
         return -1;
-    if (dy_relu && (!relu_y || !dx || dx->data == dy_relu->data))
-        return ssl__fail("%s: dy_relu needs relu_y and dx, and must not be dx (given: relu_y %s, dx %s)", op,
-                         relu_y ? "yes" : "NULL", !dx ? "NULL" : dx->data == dy_relu->data ? "the same memory" : "yes");
+    if (dy_relu && (!relu_y || !dx || !dx->data || !dy_relu->data || dx->data == dy_relu->data))
+        return ssl__fail("%s: dy_relu needs relu_y and dx, and must not be dx (given: relu_y %s, dx %s, dy_relu %s)", op,
+                         relu_y ? "yes" : "NULL", !dx || !dx->data ? "NULL" : dx->data == dy_relu->data ? "the same memory" : "yes",
+                         dy_relu->data ? "yes" : "NULL");
     if (SSL__DEVICE(op, mean, invstd, dweight, dbias, &bn->weight) < 0 ||
         SSL__SAME_DTYPE(op, x, dy, dx, bits ? NULL : relu_y, dy_relu))
         return -1;
@@ -6172,7 +6173,7 @@ static int64_t ssl__layer_cols_bytes(const ssl_model *m, const ssl_layer *L) {
    `grads` bytes of gradient buffers keeps the columns (see keep_cols) */
 static int ssl__plan_keeps_cols(const ssl_model *m, int64_t slot, int64_t cols, int slots, int64_t grads) {
     if (m->forward_only || !cols) return 0; /* no backward to read them */
-    if (m->keep_cols >= 0) return m->keep_cols;
+    if (m->keep_cols >= 0) return m->keep_cols != 0;
 #ifdef SSL_CUDA
     if (m->dev == SSL_DEV_CUDA && !strcmp(ssl_cuda_conv(), "gemm")) { /* cuDNN's convolutions have no columns */
         size_t fr = 0, total = 0;
@@ -6205,7 +6206,7 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     int dt = ssl__model_act_dtype(m);
     if (m->act && m->n == n && m->h == h && m->w == w && m->slots == slots && m->act_dtype == dt &&
         m->planned_masks == !m->no_masks && m->planned_grads == !m->forward_only &&
-        (m->keep_cols < 0 || m->planned_cols == (m->keep_cols && !m->forward_only && m->cols_bytes)))
+        (m->keep_cols < 0 || m->planned_cols == (m->keep_cols != 0 && !m->forward_only && m->cols_bytes != 0)))
         return 0;
     m->n = n, m->h = h, m->w = w, m->slots = slots, m->act_dtype = dt, m->planned_masks = !m->no_masks;
     m->planned_grads = !m->forward_only;
@@ -7025,7 +7026,9 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     /* BYOL's target never runs backward: one slot, its view-0 output copied
        out before view 1 overwrites it (half the target's activations: what
        lets a ResNet-50 at batch 256 in fp32 fit in 80 GB) */
-    if (ssl_model_plan(&t->online, n, h, w, 2) || (t->has_target && ssl_model_plan(&t->target, n, h, w, 1)))
+    /* the target first: the online model's plan decides whether to keep its
+       columns from the memory left (keep_cols) */
+    if ((t->has_target && ssl_model_plan(&t->target, n, h, w, 1)) || ssl_model_plan(&t->online, n, h, w, 2))
         return ssl__fail_ctx("step %lld", (long long)t->step);
     if (t->has_target && sizeof(float) * (size_t)n * t->target.out_dim > t->zt_cap) {
         ssl__trainer_release(t, t->zt);

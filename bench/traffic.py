@@ -21,6 +21,7 @@ milliseconds each would take at the GPU's full memory bandwidth
 then the same step's bound with the convolutions as implicit GEMMs (their
 bytes as cuDNN's profile entries count them).
 """
+import json
 import os
 import re
 import subprocess
@@ -34,7 +35,7 @@ tflops = {"bf16": 989.0, "fp32": 67.0}
 prec = args.get("precision", "bf16")
 exe = args.pop("exe", "build/gpu_step")
 
-gpu_gb = float(args.pop("gpu_gb", "85"))  # the GPU's memory (H100 SXM: 80 GiB = 85.9 GB)
+gpu_gb = float(args.pop("gpu_gb", "85"))  # the GPU's free memory at the plan (H100 SXM: 80 GiB = 85.9 GB in all)
 keep = args.pop("keep_cols", "auto")
 
 
@@ -45,7 +46,7 @@ def emulated(b, keep_cols):
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, SSL_EMU_GPU_BLOCKS="1"))
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}{out.stdout[-2000:]}")
-    return out
+    return out, cmd
 
 
 # keep_cols=auto: the model keeps the convolutions' im2col columns when the
@@ -54,9 +55,9 @@ def emulated(b, keep_cols):
 if keep == "auto":
     plans = []
     for b in small:
-        for line in emulated(b, "yes").stdout.splitlines():
-            if line.startswith("{"):
-                plans.append((b, __import__("json").loads(line)["act_gb"]))
+        for line in emulated(b, "yes")[0].stdout.splitlines():
+            if line.startswith("{"):  # the model's own measure: both slots with the columns + 3 gradient buffers
+                plans.append((b, json.loads(line)["plan_gb"]))
     (p1, a1), (p2, a2) = plans
     act = a1 + (a2 - a1) / (p2 - p1) * (bs - p1)
     keep = "yes" if act <= 0.75 * gpu_gb else "no"
@@ -67,7 +68,7 @@ else:
 
 runs = []
 for b in small:
-    out = emulated(b, keep)
+    out, cmd = emulated(b, keep)
     rows, launches, conv, waits = {}, None, None, None
     for line in out.stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

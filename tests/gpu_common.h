@@ -30,7 +30,7 @@ void g_down(int gpu, void *dst, const void *src, size_t bytes);
    (data NULL stays NULL); while g_misalign is 1, g_tensor and b_tensor
    place the data one element past a 16-byte boundary (the layer kernels'
    16-byte vector paths must then step aside), while it is 2 every other
-   tensor they make */
+   tensor they make, and set to 3 the next one only (then it is 0) */
 extern int g_misalign;
 ssl_tensor g_tensor(int gpu, const ssl_tensor *h);
 /* its values back into a new host array (free it) */

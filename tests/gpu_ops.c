@@ -259,6 +259,29 @@ void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co,
                   i < 4 ? "host" : "device", names[i % 4]);
             if (i >= 4) free(fa), free(fc);
         }
+        /* the columns one element off a 16-byte boundary on the device (x
+           aligned): im2col's one-value path, the same bits */
+        {
+            int save = g_misalign;
+            g_misalign = 3;
+            ssl_tensor dcm = act(gpu, &hc);
+            g_misalign = save;
+            ssl_tensor gw3 = g_rand(36, 4, co, k, k, ci, -1, 1), dgw3 = g_tensor(gpu, &gw3), dy3 = act(gpu, &y2),
+                       dgx3 = act(gpu, &gx2);
+            CHECK_OK(ssl_conv2d_forward_cols(&dx, &dw, bias ? &dbv : NULL, stride, pad, &dy3, &s1, &dcm));
+            CHECK_OK(ssl_conv2d_backward_cols(&dx, &dw, &dgy, stride, pad, with_dx ? &dgx3 : NULL, 0, &dgw3, NULL, &s1, &dcm));
+            const ssl_tensor *mp[][2] = {{&dy2, &dy3}, {&dgx2, &dgx3}, {&dgw2, &dgw3}};
+            for (int i = 0; i < 3; i++) {
+                if (i == 1 && !with_dx) continue;
+                int64_t len = ssl_tensor_numel(mp[i][0]);
+                float *fa = mp[i][0]->dtype == SSL_BF16 ? b_fetch(gpu, mp[i][0]) : g_fetch(gpu, mp[i][0]);
+                float *fc = mp[i][1]->dtype == SSL_BF16 ? b_fetch(gpu, mp[i][1]) : g_fetch(gpu, mp[i][1]);
+                CHECK(memcmp(fa, fc, sizeof(float) * (size_t)len) == 0, "%s: device %s differs with misaligned kept columns",
+                      name, names[i]);
+                free(fa), free(fc);
+            }
+            g_release(gpu, &dcm), g_release(gpu, &dgw3), g_release(gpu, &dy3), g_release(gpu, &dgx3), free_h(&gw3);
+        }
         /* too few columns, or of another type, are refused by name */
         ssl_tensor small = hc;
         small.dim[0] = rows - 1;
@@ -406,7 +429,15 @@ void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training
     BN_ACT("dx", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
     BN_CMP("dweight", &dgw, &gw, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
     BN_CMP("dbias", &dgb, &gb, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu));
-    if (fused) { /* dy through the ReLU stored by the input-gradient pass, in place: the ReLU backward's values */
+    if (fused) { /* dy through the ReLU stored by the input-gradient pass: the ReLU backward's values */
+        int save = g_misalign;
+        g_misalign = 3; /* into a buffer of its own, one element off 16 bytes (the others as they are) */
+        ssl_tensor dyr = dev(gpu, &gx);
+        g_misalign = save;
+        CHECK_OK(ssl_batchnorm_backward_ex(&dbn, training, &dx, &dyv, &dgy, &dm, &di, &dgx, NULL, NULL, &dyr));
+        BN_ACT("dy_relu (own buffer, misaligned)", &dyr, &gy, 0, 0);
+        g_release(gpu, &dyr);
+        /* in place */
         CHECK_OK(ssl_batchnorm_backward_ex(&dbn, training, &dx, &dyv, &dgy, &dm, &di, &dgx, NULL, NULL, &dgy));
         BN_ACT("dy_relu", &dgy, &gy, 0, 0);
         BN_ACT("dx (dy_relu stored)", &dgx, &gx, G_TOL(gpu, 1e-6, 1e-5), EW_R(gpu) * 10);
