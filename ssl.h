@@ -1377,7 +1377,7 @@ typedef struct {
     int keep_cols;             /* the convolutions' im2col columns kept from the forward for the backward
                                   (ssl_conv2d_forward_cols: the backward's im2col saved, the same results):
                                   -1 (ssl_model_init's default) on the GPU's GEMM path when the plan with them
-                                  take at most 3/4 of the device's memory, 0 never, 1 always */
+                                  takes at most 3/4 of the device's memory, 0 never, 1 always */
     int planned_cols;          /* whether the current plan keeps them */
     int64_t cols_bytes;        /* their bytes per slot in the current plan (kept or not) */
     int64_t plans, allocs;     /* times planned for new sizes, and times the buffers had to grow */
