@@ -90,26 +90,27 @@ else
   $(info [ssl.h] OpenBLAS    no   (CPU GEMM through plain loops: slow))
 endif
 
+# NCCL and MPI are found and reported, nothing more: multi-GPU (NCCL's
+# all-reduce) and multi-node (MPI) training are not written yet, so neither
+# is linked
 ifneq ($(NVCC),)
 ifneq ($(NO_NCCL),1)
   NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo yes)
 endif
 endif
 ifeq ($(NCCL),yes)
-  $(info [ssl.h] NCCL        yes  (multi-GPU all-reduce; NO_NCCL=1 to leave out))
-  GPU_CFLAGS += -DSSL_NCCL
-  GPU_LIBS   += -lnccl
+  $(info [ssl.h] NCCL        found (not used yet: multi-GPU training is not written))
 else
-  $(info [ssl.h] NCCL        no)
+  $(info [ssl.h] NCCL        no   (not used yet: multi-GPU training is not written))
 endif
 
 ifneq ($(NO_MPI),1)
   MPICC := $(shell command -v mpicc 2>/dev/null)
 endif
 ifneq ($(MPICC),)
-  $(info [ssl.h] MPI         yes  ($(MPICC); NO_MPI=1 to leave out))
+  $(info [ssl.h] MPI         found (not used yet: multi-node training is not written))
 else
-  $(info [ssl.h] MPI         no   (multi-node launch not built; single node needs none))
+  $(info [ssl.h] MPI         no   (not used yet: multi-node training is not written))
 endif
 
 # ---- programs ------------------------------------------------------------
@@ -224,7 +225,8 @@ test-gpu: $(BUILD)/tests-gpu
 FMNIST := /usr/share/datasets/fashion-mnist
 FMNIST_CLASSES := T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot
 DEMO := $(BUILD)/demo
-DEMO_TRAIN := simclr width=0.25 res=28 bs=128 epochs=4 warmup=0.5 probe_lr=0.01 views=crop_gray projector=256-128
+DEMO_RES := 28
+DEMO_TRAIN := simclr width=0.25 res=$(DEMO_RES) bs=128 epochs=4 warmup=0.5 probe_lr=0.01 views=crop_gray projector=256-128
 demo: $(BUILD)/.deps pack train probe
 	mkdir -p $(DEMO)
 	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(DEMO)/fmnist-train.ssl classes="$(FMNIST_CLASSES)" force=1
@@ -237,8 +239,8 @@ demo: $(BUILD)/.deps pack train probe
 	./train $(DEMO_TRAIN) data=$(DEMO)/fmnist-train10k.ssl val=$(DEMO)/fmnist-test.ssl out=$(DEMO)/run
 	@echo "== offline probes on all 60,000 / 10,000 images: the trained backbone, then a random-init one"
 	./probe ckpt=$(DEMO)/run train=$(DEMO)/fmnist-train.ssl eval=$(DEMO)/fmnist-test.ssl modes=linear,knn out=$(DEMO)/probe-trained
-	./probe init=random arch=resnet18 stem=cifar width=0.25 train=$(DEMO)/fmnist-train.ssl eval=$(DEMO)/fmnist-test.ssl \
-	    modes=linear,knn out=$(DEMO)/probe-random
+	./probe init=random arch=resnet18 stem=cifar width=0.25 res=$(DEMO_RES) train=$(DEMO)/fmnist-train.ssl \
+	    eval=$(DEMO)/fmnist-test.ssl modes=linear,knn out=$(DEMO)/probe-random
 	bash scripts/plot.sh $(DEMO)/run/log.jsonl $(DEMO)/run/training.png
 	@echo "== demo done. Online probe: the eval line of ./train above. Offline probes: the two tables above"
 	@echo "   ($(DEMO)/probe-trained/probe.json, $(DEMO)/probe-random/probe.json). Plot: $(DEMO)/run/training.png"

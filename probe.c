@@ -117,7 +117,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_F(C, val, "0.1", 0, 0.9, "MLP probe: fraction of the training pack held out for early stopping"),
     SSL_OPT_I(C, patience, "5", 0, 100000, "early stopping: epochs without a better validation top-1 (0: never stop)"),
     SSL_OPT_I(C, probe_seed, "0", 0, 1LL << 62, "seed of the probes' init, split and order"),
-    SSL_OPT_I(C, res, "32", 8, 4096, "evaluation resolution (see the transform in probe.c's header)"),
+    SSL_OPT_I(C, res, "0", 0, 4096, "evaluation resolution (0: the checkpoint's training resolution, 32 without one; see the transform in probe.c's header)"),
     SSL_OPT_I(C, batch, "128", 1, 1 << 16, "feature extraction batch size"),
     SSL_OPT_I(C, threads, "0", 0, 1024, "feature extraction workers (0 = all cores)"),
     SSL_OPT_I(C, limit, "0", 0, 1LL << 40, "use only the first N images of each pack (0 = all)"),
@@ -217,6 +217,7 @@ typedef struct {
     int64_t batches_tracked;  /* num_batches_tracked for export */
     char arch[32], stem[16];
     double width;
+    int train_res;            /* the resolution a checkpoint was trained at (its last, if progressive); 0: unknown */
 } backbone;
 
 static int depth_of(const char *arch) { return !strcmp(arch, "resnet34") ? 34 : !strcmp(arch, "resnet50") ? 50 : 18; }
@@ -249,11 +250,17 @@ static int load_ckpt(backbone *b, const char *arg) {
     }
     if (!meta_get(f.meta, "seed", seed, sizeof seed)) snprintf(seed, sizeof seed, "0");
     if (!meta_get(f.meta, "method", method, sizeof method)) snprintf(method, sizeof method, "?");
+    char res[64], res_start[64], res_end[64];
+    int progressive = meta_get(f.meta, "res_start", res_start, sizeof res_start) && atoi(res_start) > 0 &&
+                      meta_get(f.meta, "res_end", res_end, sizeof res_end);
+    if (progressive) snprintf(res, sizeof res, "%s", res_end);
+    else if (!meta_get(f.meta, "res", res, sizeof res)) res[0] = 0;
     if (strcmp(arch, "resnet18") && strcmp(arch, "resnet34") && strcmp(arch, "resnet50")) {
         ssl_tfile_free(&f);
         return ssl__fail("checkpoint %s: arch=%s in its config is not resnet18|resnet34|resnet50", path, arch);
     }
     if (build_model(b, arch, stem, atof(width), strtoull(seed, NULL, 10))) { ssl_tfile_free(&f); return -1; }
+    b->train_res = atoi(res) >= 8 ? atoi(res) : 0;
     ssl_param_table *t = &b->m.params;
     for (int i = 0; i < t->n; i++) {
         const ssl_param *p = &t->p[i];
@@ -884,6 +891,7 @@ int main(int argc, char **argv) {
         if (*e || v < 1 || v > 100000) { fprintf(stderr, "probe: k=%s: '%s' is not a neighbour count in [1, 100000]\n", cfg.k, kk[i]); return 1; }
         kv[i] = (int)v;
     }
+    if (cfg.res > 0 && cfg.res < 8) { fprintf(stderr, "probe: res=%lld: give 0 (the checkpoint's) or at least 8\n", (long long)cfg.res); return 1; }
     if (want_knn && !nk) { fprintf(stderr, "probe: modes has knn but k is empty\n"); return 1; }
     int hidden[8], nh = ssl_mlp_spec_parse(cfg.mlp_hidden, hidden, 8);
     if (nh < 0) return die("mlp_hidden");
@@ -913,6 +921,11 @@ int main(int argc, char **argv) {
 #define bb (*bbp)
     if (load_backbone(&bb, &cfg)) return die("backbone");
     printf("probe: backbone %s: %lld weights, %d features\n", bb.desc, (long long)ssl_model_num_weights(&bb.m), bb.m.feat_dim);
+    if (!cfg.res) { /* evaluate at the resolution the backbone was trained at (its BN statistics are of it) */
+        cfg.res = bb.train_res ? bb.train_res : 32;
+        printf("probe: evaluation at res=%lld (%s)\n", (long long)cfg.res,
+               bb.train_res ? "the checkpoint's training resolution" : "the default without a checkpoint");
+    }
     set_blas_threads(threads);
     if (cfg.export_[0] && export_backbone(&bb, cfg.export_)) return die("export");
     transform tf;

@@ -1012,6 +1012,12 @@ SSLDEF const char *ssl_tensor_shape(const ssl_tensor *t, char *buf, size_t cap);
    held (NaN included), as BLAS does. */
 SSLDEF void ssl_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc);
+/* The name of the kernels OpenBLAS runs ("Haswell", "SkylakeX", ...; ""
+   without OpenBLAS). An OpenBLAS built with DYNAMIC_ARCH picks them when
+   it loads, from the CPU or from OPENBLAS_CORETYPE; the choice can halve
+   sgemm's speed (bench/RESULTS.md), so ./train and the CPU benchmark
+   print it. */
+SSLDEF const char *ssl_blas_kernels(void);
 /* The loops ssl_gemm falls back to (public so tests can compare). */
 SSLDEF void ssl_gemm_loops(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                            const float *B, int ldb, float beta, float *C, int ldc);
@@ -4941,6 +4947,14 @@ SSLDEF void ssl_gemm_loops(int ta, int tb, int M, int N, int K, float alpha, con
         }
     }
     free(bt);
+}
+
+SSLDEF const char *ssl_blas_kernels(void) {
+#ifdef SSL_OPENBLAS
+    return openblas_get_corename();
+#else
+    return "";
+#endif
 }
 
 SSLDEF void ssl_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,

@@ -12,6 +12,10 @@ mkdir -p bench/out
 {
 echo "ssl.h:"
 build/cpu_step_bench bs=$BS steps=$STEPS threads=$T
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then # this environment forces OpenBLAS's kernels: also OpenBLAS's own choice
+    echo "ssl.h with OpenBLAS's own choice of kernels (OPENBLAS_CORETYPE unset):"
+    env -u OPENBLAS_CORETYPE build/cpu_step_bench bs=$BS steps=$STEPS threads=$T
+fi
 echo "PyTorch:"
 $PY bench/cpu_step_torch.py --bs $BS --steps $STEPS --threads $T
 echo "PyTorch, channels_last:"

@@ -170,6 +170,11 @@ TEST(probe_feature_cache_reused_and_invalidated) {
     if (first) CHECK(strstr(o, first) != NULL, "cached features gave another kNN result: %s vs %.800s", first, o);
     free(first);
     free(o);
+    /* without res=: the checkpoint's training resolution (16), so the same caches */
+    CHECK_EQ(run_bin(PROBE, &o, "ckpt=%s train=%s eval=%s out=%s modes=knn k=5", run, fx_train, fx_eval, out), 0);
+    CHECK_CONTAINS(o, "evaluation at res=16 (the checkpoint's training resolution)");
+    CHECK_EQ(count_of(o, "reused from cache"), 2);
+    free(o);
     char json[SSL_STR + 64];
     snprintf(json, sizeof json, "%s/probe.json", out);
     char *js = slurp_text(json);
