@@ -54,6 +54,11 @@ endif
 ifneq ($(NO_TURBOJPEG),1)
   TURBOJPEG := $(shell pkg-config --exists libturbojpeg 2>/dev/null && echo yes)
 endif
+# STB_PREFIX=DIR: stb_image.h and stb_image_write.h from DIR (a copy carried
+# to a machine without Debian's libstb-dev; bench/gpu_deps.sh)
+ifneq ($(STB_PREFIX),)
+  CFLAGS += -I$(STB_PREFIX)
+endif
 # JPEG_PREFIX=DIR: libjpeg-turbo from DIR/include and DIR/lib (a copy
 # carried to a machine without the Debian package or pkg-config)
 ifneq ($(JPEG_PREFIX),)

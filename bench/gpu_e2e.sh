@@ -25,14 +25,10 @@ TORCH_ARGS=${TORCH_ARGS:---depth 50 --bs 256 --precision bf16}
 PY=${PY:-python3}
 
 prepare() {
-    # libjpeg-turbo as this machine has it (the GPU machine may lack it, and
-    # stb_image would make the loader several times slower there); used by
-    # `run` through make JPEG_PREFIX= when the machine has no libturbojpeg
-    D=build/gpu-e2e/deps; L=/usr/lib/x86_64-linux-gnu
-    mkdir -p $D/include $D/lib
-    cp /usr/include/turbojpeg.h /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h \
-       /usr/include/x86_64-linux-gnu/jconfig.h $D/include/
-    for l in libturbojpeg.so.0 libjpeg.so.62; do cp -L $L/$l $D/lib/$l; cp -L $L/$l $D/lib/${l%%.so*}.so; done
+    # libjpeg-turbo and stb_image as this machine has them (the GPU machine
+    # may lack them, and stb_image's JPEG decoder would make the loader
+    # several times slower there); `run` builds with them where it lacks them
+    bash bench/gpu_deps.sh copy build/gpu-e2e/deps
     mkdir -p build/gpu-e2e/src
     tar xzf ../shared/data/imagenette-val.tar.gz -C build/gpu-e2e/src
     ./pack build/gpu-e2e/src/imagenette/val "$PACK" force=1 quiet=1 && rm -rf build/gpu-e2e/src
@@ -55,13 +51,10 @@ EOF
 run() {
     mkdir -p "$OUT"
     : > "$OUT/e2e.jsonl"
-    if ! pkg-config --exists libturbojpeg 2>/dev/null && [ -f build/gpu-e2e/deps/lib/libturbojpeg.so ]; then
-        echo "== this machine has no libturbojpeg: using the copy in build/gpu-e2e/deps"
-        rm -f train pack
-        make train pack JPEG_PREFIX=build/gpu-e2e/deps 2>&1 | grep -E "turbojpeg|error"
-    else
-        make train pack 2>&1 | grep -E "turbojpeg|error"
-    fi
+    flags=$(bash bench/gpu_deps.sh flags build/gpu-e2e/deps)
+    [ -n "$flags" ] && echo "== this machine lacks a dependency: building with$flags (copies in build/gpu-e2e/deps)"
+    rm -f train pack
+    make train pack $flags 2>&1 | grep -E "turbojpeg|error"
     for r in $RES; do
         for t in $THREADS; do
             d=$(mktemp -d)

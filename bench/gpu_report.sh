@@ -40,7 +40,10 @@ build() {
     { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader; nvcc --version | tail -2;
       $PY -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cudnn", torch.backends.cudnn.version())'; } \
         2>&1 | tee "$OUT/env.txt"
-    make -j8 train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
+    # what this machine lacks (libjpeg-turbo, stb_image) from the copies `prepare` made
+    DEPS=$(bash bench/gpu_deps.sh flags build/gpu-data/deps)
+    [ -n "$DEPS" ] && echo "this machine lacks a dependency: building with$DEPS" | tee -a "$OUT/report.log"
+    make -j8 $DEPS train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
     test -x build/tests-gpu && test -x build/gpu_step
 }
 
@@ -62,7 +65,7 @@ tests() {
     # into build/gpu-data, which the device call must carry)
     if [ -f build/gpu-data/t10k-images-idx3-ubyte.gz ]; then
         log "./train and ./probe on the GPU against the CPU"
-        make build/tests > /dev/null 2>&1
+        make $DEPS build/tests > /dev/null 2>&1
         rm -rf build/tmp && mkdir -p build/tmp
         SSL_TEST_REAL_GPU=1 SSL_FMNIST=build/gpu-data SSL_TEST_TMP=build/tmp SSL_TEST_DATA=build/data \
             timeout 300 build/tests train_device probe_device > "$OUT/programs-gpu.log" 2>&1
@@ -116,7 +119,7 @@ cudnn_phase() {
     fi
     [ -n "$pre" ] && [ -f "$pre/include/cudnn.h" ] || { log "cudnn: no cuDNN headers found"; return 0; }
     log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
-    make -j8 CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
+    make -j8 $DEPS CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
     mkdir -p "$OUT/tests"
     for t in gpu_conv2d_cudnn gpu_bf16_conv2d_cudnn; do
         timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
@@ -133,7 +136,7 @@ cudnn_phase() {
     timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt" 2>/dev/null)" | tee "$OUT/gpu_step.md"
-    make -j8 build/tests-gpu build/gpu_step > /dev/null 2>&1 # back to the default build
+    make -j8 $DEPS build/tests-gpu build/gpu_step > /dev/null 2>&1 # back to the default build
 }
 
 # compute-sanitizer memcheck on each gpu_* test (its own process, its own
@@ -174,6 +177,7 @@ prepare() {
     # the probe test's second pack reads train-images; t10k stands in for it
     cp build/gpu-data/t10k-images-idx3-ubyte.gz build/gpu-data/train-images-idx3-ubyte.gz
     cp build/gpu-data/t10k-labels-idx1-ubyte.gz build/gpu-data/train-labels-idx1-ubyte.gz
+    bash bench/gpu_deps.sh copy build/gpu-data/deps # libjpeg-turbo, stb_image: the GPU machine may lack them
     du -sh build/gpu-data
 }
 
