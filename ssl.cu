@@ -1517,7 +1517,9 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    deterministic algorithm is found once by running them
    (cudnnFind*Algorithm, as PyTorch's cudnn.benchmark), then kept. What
    stays on the GEMM path: emulation (cuDNN needs a GPU), biased
-   convolutions, and an input gradient of another type than dy. An input of
+   convolutions, an input gradient of another type than dy, and a shape
+   and direction for which cuDNN has no usable deterministic algorithm
+   (said once on stderr; before session 7 that stopped the program). An input of
    another type than the output (the stem's fp32 images) is converted first.
    Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
@@ -1573,7 +1575,7 @@ struct ssl__cudnn_plan {
     cudnnTensorDescriptor_t x, y;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
-    int have[3]; /* forward, data, filter found */
+    int have[3]; /* forward, data, filter: 1 found, -1 cuDNN has no usable algorithm (the GEMM path takes it), 0 not yet */
     cudnnMathType_t req, math[3]; /* asked for; what each direction's algorithm was timed with */
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t data;
@@ -1623,12 +1625,15 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
 }
 /* Once per plan and direction: find(perf, &n) runs cuDNN's Find, and the
    fastest deterministic algorithm of its results (sorted by time) and its
-   workspace are kept. */
+   workspace are kept: returns 1. If cuDNN has none for this shape (say a
+   bf16 tensor-op convolution of the stem's 3 channels), that is said once
+   on stderr, with every candidate's status, and the GEMM path takes this
+   shape from then on: returns 0. */
 template <class P, class A, class Find>
-static void ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *what, const Find &find) {
+static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *what, const Find &find) {
     int *have = &p->have[dir];
     size_t *ws = &p->ws[dir];
-    if (*have) return;
+    if (*have) return *have > 0;
     P perf[16];
     int n = 0;
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
@@ -1638,7 +1643,7 @@ static void ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wh
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
-            return;
+            return 1;
         }
     char msg[1024];
     int o = snprintf(msg, sizeof msg, "no usable deterministic algorithm for this shape (%d tried:", n);
@@ -1647,7 +1652,14 @@ static void ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wh
                       perf[i].determinism == CUDNN_DETERMINISTIC ? "" : " non-deterministic",
                       perf[i].mathType == CUDNN_FMA_MATH || p->req != CUDNN_FMA_MATH ? "" : " not FMA");
     if (o < (int)sizeof msg) snprintf(msg + o, sizeof msg - o, ")");
-    ssl__cuda_die(__FILE__, __LINE__, what, msg);
+    static const char *const dirs[3] = {"forward", "input gradient", "weight gradient"};
+    const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
+    fprintf(stderr, "ssl.cu: %s: %s; the %s of this convolution (%s, input %lldx%lldx%lldx%lld, %lld filters %lldx%lld, "
+            "stride %lld, pad %lld) goes through im2col + cuBLAS\n",
+            what, msg, dirs[dir], k[9] == SSL_BF16 ? "bf16" : "fp32", (long long)k[0], (long long)k[1], (long long)k[2],
+            (long long)k[3], (long long)k[4], (long long)k[5], (long long)k[6], (long long)k[7], (long long)k[8]);
+    *have = -1;
+    return 0;
 }
 static void *ssl__cudnn_workspace(size_t bytes) {
     if (!bytes) return NULL;
@@ -1660,68 +1672,76 @@ static void *ssl__cudnn_workspace(size_t bytes) {
 }
 
 /* T: the type of x (converted if needed), y and dy */
-template <class T> static void ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
+/* 0: cuDNN has no usable algorithm for this shape; nothing was done */
+template <class T> static int ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
     const ssl__gpu X{};
+    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
+    if (!ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(p, 0, &p->fwd, "cudnnFindConvolutionForwardAlgorithm",
+                                                       [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
+                                                           return cudnnFindConvolutionForwardAlgorithm(
+                                                               ssl__cudnn(), p->x, p->w, p->conv, p->y, 16, n, perf);
+                                                       }))
+        return 0;
     const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV); /* the stem's fp32 images converted */
     const T *wd = ssl__as_type<T>(X, w);
-    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
-    ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(p, 0, &p->fwd, "cudnnFindConvolutionForwardAlgorithm",
-                                                  [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
-                                                      return cudnnFindConvolutionForwardAlgorithm(ssl__cudnn(), p->x, p->w,
-                                                                                                  p->conv, p->y, 16, n, perf);
-                                                  });
     float one = 1.0f, zero = 0.0f;
     SSL__PROF("conv forward (cuDNN)", ssl__conv_floor(g, sizeof(T), sizeof(T), sizeof(T), 0).fwd,
               2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci);
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[0]));
     SSL_CUDNN_CHECK(cudnnConvolutionForward(ssl__cudnn(), &one, p->x, xd, p->w, wd, p->conv, p->fwd,
                                             ssl__cudnn_workspace(p->ws[0]), p->ws[0], &zero, p->y, y));
+    return 1;
 }
 template <class T> struct ssl__f_acc_grad { /* dw += g (the cuDNN weight gradient) */
     const T *g;
     float *dw;
     SSL_HD void operator()(int64_t i) const { dw[i] += ssl__ld(g[i]); }
 };
+/* 0: cuDNN has no usable algorithm for a direction this backward needs;
+   nothing was done (the GEMM path then runs the whole backward) */
 template <class T>
-static void ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx, int acc,
-                           float *dw) {
+static int ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx, int acc,
+                          float *dw) {
     const ssl__gpu X{};
-    const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV);
     ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
+    if (dx && !ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
+                  p, 1, &p->data, "cudnnFindConvolutionBackwardDataAlgorithm",
+                  [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
+                      return cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, n, perf);
+                  }))
+        return 0;
+    if (!ssl__cudnn_find<cudnnConvolutionBwdFilterAlgoPerf_t>(
+            p, 2, &p->filter, "cudnnFindConvolutionBackwardFilterAlgorithm",
+            [&](cudnnConvolutionBwdFilterAlgoPerf_t *perf, int *n) {
+                return cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, n, perf);
+            }))
+        return 0;
+    const T *xd = ssl__as_type<T>(X, x, SSL__S_CONV);
     double flops = 2.0 * g.n * g.oh * g.ow * g.co * g.kh * g.kw * g.ci;
     ssl__conv_bytes fl = ssl__conv_floor(g, sizeof(T), sizeof(T), sizeof(T), acc);
     int64_t nw = g.co * g.kh * g.kw * g.ci;
     float one = 1.0f, beta = acc ? 1.0f : 0.0f, zero = 0.0f;
     if (dx) {
         const T *wd = ssl__as_type<T>(X, w);
-        ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
-            p, 1, &p->data, "cudnnFindConvolutionBackwardDataAlgorithm",
-            [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
-                return cudnnFindConvolutionBackwardDataAlgorithm(ssl__cudnn(), p->w, p->y, p->conv, p->x, 16, n, perf);
-            });
         SSL__PROF("conv input grad (cuDNN)", fl.dgrad, flops);
         SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[1]));
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardData(ssl__cudnn(), &one, p->w, wd, p->y, dy, p->conv, p->data,
                                                      ssl__cudnn_workspace(p->ws[1]), p->ws[1], &beta, p->x, dx));
     }
-    ssl__cudnn_find<cudnnConvolutionBwdFilterAlgoPerf_t>(
-        p, 2, &p->filter, "cudnnFindConvolutionBackwardFilterAlgorithm",
-        [&](cudnnConvolutionBwdFilterAlgoPerf_t *perf, int *n) {
-            return cudnnFindConvolutionBackwardFilterAlgorithm(ssl__cudnn(), p->x, p->y, p->conv, p->w, 16, n, perf);
-        });
     SSL__PROF("conv weight grad (cuDNN)", fl.wgrad, flops);
     void *ws = ssl__cudnn_workspace(p->ws[2]);
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->math[2]));
     if (ssl__same_type<T, float>::value) { /* accumulated in place (beta 1) */
         SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
                                                        p->ws[2], &one, p->w, dw));
-        return;
+        return 1;
     }
     T *gw = (T *)ssl__tmp(X, SSL__S_W2, sizeof(T) * (size_t)nw);
     SSL_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ssl__cudnn(), &one, p->x, xd, p->y, dy, p->conv, p->filter, ws,
                                                    p->ws[2], &zero, p->w, gw));
     ssl__f_acc_grad<T> f = {gw, dw};
     X.each(f, nw);
+    return 1;
 }
 /* cuDNN takes this forward / backward (see above) */
 static int ssl__cudnn_takes(const ssl_tensor *b) { return !ssl__emu && !strcmp(ssl_cuda_conv(), "cudnn") && !(b && b->data); }
@@ -1787,9 +1807,12 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     ssl__conv_env();
 #ifdef SSL_CUDNN
     if (!cols && ssl__cudnn_takes(b)) {
-        SSL__GUARD;
-        SSL__TYPED(y->dtype, T, ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
-        return 0;
+        int done = 0;
+        {
+            SSL__GUARD;
+            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
+        }
+        if (done) return 0; /* else cuDNN has nothing for this shape: the GEMM path below */
     }
 #endif
     if (ssl__prof_on)
@@ -1852,10 +1875,13 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
     if (!cols && ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
-        SSL__GUARD;
-        SSL__TYPED(dy->dtype, T, ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
-                                                   dx_accumulate, dw->data););
-        return 0;
+        int done = 0;
+        {
+            SSL__GUARD;
+            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
+                                                              dx_accumulate, dw->data););
+        }
+        if (done) return 0; /* else cuDNN has nothing for this shape: the GEMM path below */
     }
 #endif
     if (ssl__prof_on) {
