@@ -1638,7 +1638,8 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     int n = 0;
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
     cudnnStatus_t st = find(perf, &n);
-    if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
+    if (st / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000) n = 0; /* cuDNN 9's 3xxx codes: nothing for this shape */
+    else if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
     for (int i = 0; i < n; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
@@ -1646,7 +1647,8 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
             return 1;
         }
     char msg[1024];
-    int o = snprintf(msg, sizeof msg, "no usable deterministic algorithm for this shape (%d tried:", n);
+    int o = snprintf(msg, sizeof msg, "no usable deterministic algorithm for this shape (%s; %d tried:",
+                     cudnnGetErrorString(st), n);
     for (int i = 0; i < n && o < (int)sizeof msg; i++)
         o += snprintf(msg + o, sizeof msg - o, " algo %d %s%s%s;", (int)perf[i].algo, cudnnGetErrorString(perf[i].status),
                       perf[i].determinism == CUDNN_DETERMINISTIC ? "" : " non-deterministic",
