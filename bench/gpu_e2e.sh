@@ -54,7 +54,7 @@ run() {
     flags=$(bash bench/gpu_deps.sh flags build/gpu-e2e/deps)
     [ -n "$flags" ] && echo "== this machine lacks a dependency: building with$flags (copies in build/gpu-e2e/deps)"
     rm -f train pack
-    make train pack $flags 2>&1 | grep -E "turbojpeg|error"
+    make -j8 train pack $flags 2>&1 | grep -E "turbojpeg|error"
     for r in $RES; do
         for t in $THREADS; do
             d=$(mktemp -d)
