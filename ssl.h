@@ -1012,9 +1012,10 @@ SSLDEF const char *ssl_tensor_shape(const ssl_tensor *t, char *buf, size_t cap);
    held (NaN included), as BLAS does. */
 SSLDEF void ssl_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float beta, float *C, int ldc);
-/* The name of the kernels OpenBLAS runs ("Haswell", "SkylakeX", ...; ""
-   without OpenBLAS). An OpenBLAS built with DYNAMIC_ARCH picks them when
-   it loads, from the CPU or from OPENBLAS_CORETYPE; the choice can halve
+/* The kernels OpenBLAS runs: their name ("Haswell", "SkylakeX", ...),
+   followed by " (OPENBLAS_CORETYPE)" when that variable chose them; ""
+   without OpenBLAS. An OpenBLAS built with DYNAMIC_ARCH picks them when it
+   loads, from the CPU or from OPENBLAS_CORETYPE; the choice can halve
    sgemm's speed (bench/RESULTS.md), so ./train and the CPU benchmark
    print it. */
 SSLDEF const char *ssl_blas_kernels(void);
@@ -4951,7 +4952,9 @@ SSLDEF void ssl_gemm_loops(int ta, int tb, int M, int N, int K, float alpha, con
 
 SSLDEF const char *ssl_blas_kernels(void) {
 #ifdef SSL_OPENBLAS
-    return openblas_get_corename();
+    static char s[96];
+    snprintf(s, sizeof s, "%.60s%s", openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
+    return s;
 #else
     return "";
 #endif

@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
         sum[0] += st.t_forward, sum[1] += st.t_loss, sum[2] += st.t_backward, sum[3] += st.t_optim, sum[4] += total;
     }
     double k = (double)c.steps;
-    printf("ssl.h  OpenBLAS kernels %s%s\n", ssl_blas_kernels(), getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
+    printf("ssl.h  OpenBLAS kernels %s\n", ssl_blas_kernels());
     printf("ssl.h  resnet18 cifar-stem %dx%d width %g, 2 views x %d, threads %lld: step %.3f s = forward %.3f + loss %.4f + "
            "backward %.3f + optimizer %.4f  (%.1f img/s)\n",
            r, r, c.width, n, (long long)c.threads, sum[4] / k, sum[0] / k, sum[1] / k, sum[2] / k, sum[3] / k, n / (sum[4] / k));
