@@ -178,6 +178,15 @@ test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests
 	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
 	$(if $(NVCC),$(TEST_ENV) $(BUILD)/tests-gpu emu_)
 	$(if $(HAVE_CUDNN),$(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_)
+	$(if $(NVCC),NO_TORCH=1 bash bench/gpu_rehearse.sh)
+
+# the GPU session's scripts (bench/gpu_report.sh, bench/gpu_e2e.sh) run here
+# as on the device, emulated and tiny, PyTorch's side on the CPU (build/venv),
+# the cuDNN phase included, and their outputs checked (make test runs it
+# without PyTorch and cuDNN)
+rehearse-gpu: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe
+	bash scripts/pyenv.sh > /dev/null
+	bash bench/gpu_rehearse.sh full
 
 # export to / import from PyTorch, checked with torch + torchvision (build/venv)
 test-export: pack train probe
@@ -253,4 +262,4 @@ demo: $(BUILD)/.deps pack train probe
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)
 
-.PHONY: all deps test test-export sanitize test-gpu demo clean
+.PHONY: all deps test test-export sanitize test-gpu rehearse-gpu demo clean

@@ -80,7 +80,7 @@ for r in sorted({x["res"] for x in rows}, reverse=True):
     for t in sorted({x["threads"] for x in rows if x["res"] == r}):
         o = next((x["stats"] for x in rows if x["impl"] == "ssl.h" and x["res"] == r and x["threads"] == t), None)
         p = next((x for x in rows if x["impl"] == "torch" and x["res"] == r and x["threads"] == t), None)
-        f = lambda v, k, pct=False: "-" if v is None else (f"{100 * v[k]:.0f}%" if pct else f"{v[k]:.0f}")
+        f = lambda v, k, pct=False: "-" if v is None or v.get(k, -1) < 0 else (f"{100 * v[k]:.0f}%" if pct else f"{v[k]:.0f}")
         ratio = f"{o['images_per_s'] / p['images_per_s']:.2f}x" if o and p else "-"
         print(f"| {r} | {t} | {f(o, 'images_per_s')} | {f(o, 'data_wait', True)} | {f(o, 'gpu_busy', True)} | {f(p, 'images_per_s')} | "
               f"{f(p, 'data_wait', True)} | {ratio} |")

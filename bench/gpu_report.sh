@@ -33,6 +33,11 @@ mkdir -p "$OUT"
 PHASE=${1:-all}
 STEPS=${STEPS:-20}
 PY=${PY:-python3}
+# appended to every build/gpu_step / gpu_step_torch.py command line (last
+# value wins): bench/gpu_rehearse.sh runs the phases here, emulated and tiny
+SSL_EXTRA=${SSL_EXTRA:-}
+TORCH_EXTRA=${TORCH_EXTRA:-}
+REAL_GPU=${REAL_GPU:-1} # 0: ./train and ./probe's device tests in emulation (the rehearsal)
 log() { echo "== $*" | tee -a "$OUT/report.log"; }
 
 build() {
@@ -67,7 +72,7 @@ tests() {
         log "./train and ./probe on the GPU against the CPU"
         make $DEPS build/tests > /dev/null 2>&1
         rm -rf build/tmp && mkdir -p build/tmp
-        SSL_TEST_REAL_GPU=1 SSL_FMNIST=build/gpu-data SSL_TEST_TMP=build/tmp SSL_TEST_DATA=build/data \
+        SSL_TEST_REAL_GPU=$REAL_GPU SSL_FMNIST=build/gpu-data SSL_TEST_TMP=build/tmp SSL_TEST_DATA=build/data \
             timeout 300 build/tests train_device probe_device > "$OUT/programs-gpu.log" 2>&1
         echo "exit $?" >> "$OUT/programs-gpu.log"; tail -8 "$OUT/programs-gpu.log"
     fi
@@ -77,8 +82,8 @@ tests() {
 # one configuration, ours then PyTorch's, both JSON lines into steps.jsonl
 pair() { # label, ssl.h options, torch options
     log "step: $1"
-    timeout 150 build/gpu_step steps=$STEPS $2 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
-    timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS $3 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+    timeout 150 build/gpu_step steps=$STEPS $2 $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+    timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS $3 $TORCH_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
 }
 
 step() {
@@ -94,16 +99,16 @@ step() {
             "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 1 --classes 10"
         log "step: ssl.h with the im2col columns rebuilt in the backward (keep_cols=no), beside the default"
         for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
-            timeout 150 build/gpu_step steps=$STEPS keep_cols=no $cfg 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+            timeout 150 build/gpu_step steps=$STEPS keep_cols=no $cfg $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
         done
         log "PyTorch with LARS through _foreach (the update ssl.h runs)"
-        timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS --depth 50 --res 224 --bs 256 --precision bf16 --split 0 --optim lars \
+        timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS --depth 50 --res 224 --bs 256 --precision bf16 --split 0 --optim lars $TORCH_EXTRA \
             2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
     fi
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work and GEMM shape (CUDA events)"
-    timeout 150 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 > "$OUT/profile_r50_224_bf16.md" 2>&1
-    timeout 150 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 \
+    timeout 150 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
+    timeout 150 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
@@ -131,9 +136,9 @@ cudnn_phase() {
     for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
                "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
         log "step with cuDNN convolutions: $cfg"
-        timeout 150 build/gpu_step steps=$STEPS conv=cudnn $cfg 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+        timeout 150 build/gpu_step steps=$STEPS conv=cudnn $cfg $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
     done
-    timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 \
+    timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt" 2>/dev/null)" | tee "$OUT/gpu_step.md"
     make -j8 $DEPS build/tests-gpu build/gpu_step > /dev/null 2>&1 # back to the default build

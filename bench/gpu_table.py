@@ -31,7 +31,13 @@ for r in rows:
 for k in seen:
     ours = [r for r in rows if key(r) == k and r["impl"].startswith("ssl.h")]
     theirs = [r for r in rows if key(r) == k and r["impl"] == "torch"]
-    for o, t in [(o, t) for o in ours or [None] for t in theirs or [None]]:
+    # each ssl.h variant (default, columns rebuilt, cuDNN) against PyTorch's
+    # default (fused SGD, eager); PyTorch's other variants (LARS, compiled)
+    # against ssl.h's default only
+    base = next((t for t in theirs if t.get("optim", "sgd") == "sgd" and not t.get("compiled")), theirs[0] if theirs else None)
+    mine = next((o for o in ours if o["impl"] == "ssl.h" and o.get("keep_cols") != 0), ours[0] if ours else None)
+    pairs = [(o, base) for o in ours or [None]] + [(mine, t) for t in theirs if t is not base]
+    for o, t in pairs:
         ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
         name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{' (ssl.h with cuDNN)' if o and o['impl'] != 'ssl.h' else ''}"
         if o and o.get("keep_cols") == 0 and o["impl"] == "ssl.h":
