@@ -468,6 +468,9 @@ GPU_TEST(batchnorm) {
     /* many rows: more than one row block on the GPU side */
     g_bn_case(gpu, "bn NHWC train big", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 0, 0);
     g_bn_case(gpu, "bn NHWC train big +residual+relu", g_rand(51, 4, 8, 33, 35, 3, -1, 2), 1, 1, 2, 0);
+    /* rows * c above 131072 * 8: blocks of 9 rows, so the partial sums take
+       their 8-rows-at-once path, then a row alone, and a shorter last block */
+    g_bn_case(gpu, "bn NHWC train 9-row blocks +residual+relu", g_rand(54, 4, 4, 60, 70, 64, -1, 2), 1, 1, 2, 0);
     /* 16 channels: 8 values per work item */
     for (int fused = 0; fused < 3; fused++) g_bn_case(gpu, "bn NHWC train 16 channels", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 0);
     /* a mean 1000 times the spread: the device's one-pass (shifted) moments
