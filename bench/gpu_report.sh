@@ -18,7 +18,8 @@
 #                               and PyTorch (into the same steps.jsonl)
 #   bench/gpu_report.sh ncu     Nsight Compute over one ResNet-18 CIFAR step:
 #                               each kernel's time, DRAM and SM throughput
-#   bench/gpu_report.sh all     test and step
+#   bench/gpu_report.sh all     test, then step with QUICK=1 (the full step list
+#                               after the tests would pass a call's 10 minutes)
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -193,6 +194,6 @@ cudnn) build && cudnn_phase ;;
 memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
-all) build && { tests; step; } ;;
+all) build && { tests; QUICK=1 step; } ;;
 *) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all"; exit 2 ;;
 esac
