@@ -19,6 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-quick}
+case "$MODE" in quick | full) ;; *) echo "usage: bash bench/gpu_rehearse.sh [quick|full]"; exit 2 ;; esac
 R=build/rehearse
 rm -rf "$R" && mkdir -p "$R"
 export OUT=$R/out

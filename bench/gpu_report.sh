@@ -80,11 +80,17 @@ tests() {
     return 0
 }
 
-# one configuration, ours then PyTorch's, both JSON lines into steps.jsonl
+# one timed run of ssl.h's step / PyTorch's, its JSON line into steps.jsonl
+ours() { timeout 150 build/gpu_step steps=$STEPS "$@" $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"; }
+theirs() {
+    timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS "$@" $TORCH_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 |
+        grep '^{' >> "$OUT/steps.jsonl"
+}
+# one configuration, ours then PyTorch's
 pair() { # label, ssl.h options, torch options
     log "step: $1"
-    timeout 150 build/gpu_step steps=$STEPS $2 $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
-    timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS $3 $TORCH_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+    ours $2
+    theirs $3
 }
 
 step() {
@@ -100,11 +106,10 @@ step() {
             "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 1 --classes 10"
         log "step: ssl.h with the im2col columns rebuilt in the backward (keep_cols=no), beside the default"
         for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
-            timeout 150 build/gpu_step steps=$STEPS keep_cols=no $cfg $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+            ours keep_cols=no $cfg
         done
         log "PyTorch with LARS through _foreach (the update ssl.h runs)"
-        timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS --depth 50 --res 224 --bs 256 --precision bf16 --split 0 --optim lars $TORCH_EXTRA \
-            2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+        theirs --depth 50 --res 224 --bs 256 --precision bf16 --split 0 --optim lars
     fi
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work and GEMM shape (CUDA events)"
@@ -137,7 +142,7 @@ cudnn_phase() {
     for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
                "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
         log "step with cuDNN convolutions: $cfg"
-        timeout 150 build/gpu_step steps=$STEPS conv=cudnn $cfg $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+        ours conv=cudnn $cfg
     done
     timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
