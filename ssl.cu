@@ -289,11 +289,21 @@ extern "C" int ssl_cuda_device_count(void) {
     return n;
 }
 
+extern "C" double ssl_cuda_peak_gbs(int device) {
+    int khz = 0, bits = 0;
+    if (ssl__emu || cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return 2.0 * khz * 1e3 * (bits / 8) / 1e9;
+}
+
 extern "C" int ssl_cuda_describe(int device, char *out, size_t cap) {
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return -1;
-    snprintf(out, cap, "%s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor, p.multiProcessorCount,
-             p.totalGlobalMem / 1073741824.0);
+    snprintf(out, cap, "%s (sm_%d%d, %d SMs, %.1f GiB, %.0f GB/s)", p.name, p.major, p.minor, p.multiProcessorCount,
+             p.totalGlobalMem / 1073741824.0, ssl_cuda_peak_gbs(device));
     return 0;
 }
 

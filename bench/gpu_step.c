@@ -44,7 +44,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, seed, "0", 0, 1LL << 62, "seed"),
     SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
     SSL_OPT_I(bench_cfg, profile, "0", 0, 1, "1: time per kind of work and per GEMM shape (CUDA events)"),
-    SSL_OPT_F(bench_cfg, peak_gbs, "3350", 1, 1e5, "the GPU's memory bandwidth for the profile's % column (H100 SXM: 3350)"),
+    SSL_OPT_F(bench_cfg, peak_gbs, "0", 0, 1e5, "the GPU's memory bandwidth in GB/s for the profile's % column (0: the device's own, from its memory clock and bus width; 3350 in emulation)"),
 };
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
@@ -158,7 +158,8 @@ int main(int argc, char **argv) {
     if (c.profile) {
         printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",
                (long long)c.steps);
-        ssl_cuda_profile_report(stdout, (int)c.steps, c.peak_gbs);
+        double peak = c.peak_gbs > 0 ? c.peak_gbs : ssl_cuda_peak_gbs(0);
+        ssl_cuda_profile_report(stdout, (int)c.steps, peak > 0 ? peak : 3350);
     }
     for (int v = 0; v < 2; v++) {
         ssl_cuda_host_free(u8[v]);

@@ -152,6 +152,10 @@ TEST(gpu_is_visible) {
     CHECK(n > 0, "no CUDA device visible");
     char d[256];
     if (n > 0 && ssl_cuda_describe(0, d, sizeof d) == 0) printf("    device 0: %s\n", d);
+    /* the profile's bandwidth column divides by it: any data-centre GPU
+       since 2016 has 500 GB/s to 10 TB/s */
+    double bw = n > 0 ? ssl_cuda_peak_gbs(0) : 0;
+    CHECK(n <= 0 || (bw > 500 && bw < 10000), "device 0 reports %.0f GB/s of memory bandwidth", bw);
 }
 
 TEST(gpu_rng_matches_host) {
