@@ -63,7 +63,12 @@ tests() {
     for t in $(build/tests-gpu --list | grep '^gpu_'); do
         timeout 90 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; rc=$?
         echo "$t $rc" | tee -a "$OUT/tests-gpu.txt"
-        [ $rc = 0 ] || grep -m4 -E "CHECK|error|off \(|FAIL" "$OUT/tests/$t.log"
+        [ $rc = 0 ] && continue
+        grep -m4 -E "CHECK|error|off \(|FAIL" "$OUT/tests/$t.log"
+        # again with a device sync after every launch: an asynchronous fault
+        # is then reported at the op that caused it, not at a later call
+        SSL_CUDA_SYNC=1 timeout 90 build/tests-gpu "=$t" > "$OUT/tests/$t.sync.log" 2>&1
+        echo "  $t with SSL_CUDA_SYNC=1: exit $?"; grep -m2 -E "CUDA error|CHECK|FAIL" "$OUT/tests/$t.sync.log"
     done
     echo "$(grep -c ' 0$' "$OUT/tests-gpu.txt") of $(wc -l < "$OUT/tests-gpu.txt") gpu_* tests passed" | tee -a "$OUT/report.log"
     # ./train device=cuda and ./probe device=cuda as programs, on the real GPU,
