@@ -185,8 +185,44 @@ static int ssl__strict_free(void *p) {
     return 0;
 }
 
+/* Live device allocations (pointer, size), every mode: ssl_cuda_live_bytes
+   says what the program holds, so a run can show that it stops growing
+   (progressive resolution, evaluation, checkpoints). A process holds tens
+   of them and frees few, so a list searched from its end will do. */
+struct ssl__live {
+    void *p;
+    size_t bytes;
+};
+static ssl__live *ssl__lives;
+static int ssl__nlive, ssl__live_cap;
+static size_t ssl__live_total;
+static void *ssl__live_add(void *p, size_t bytes) {
+    if (ssl__nlive == ssl__live_cap) {
+        ssl__live_cap = ssl__live_cap ? 2 * ssl__live_cap : 64;
+        ssl__lives = (ssl__live *)realloc(ssl__lives, sizeof(ssl__live) * (size_t)ssl__live_cap);
+        if (!ssl__lives) ssl__cuda_die(__FILE__, __LINE__, "allocation list", "out of host memory");
+    }
+    ssl__live l = {p, bytes};
+    ssl__lives[ssl__nlive++] = l;
+    ssl__live_total += bytes;
+    return p;
+}
+static void ssl__live_drop(void *p) {
+    for (int i = ssl__nlive - 1; i >= 0; i--)
+        if (ssl__lives[i].p == p) {
+            ssl__live_total -= ssl__lives[i].bytes;
+            ssl__lives[i] = ssl__lives[--ssl__nlive];
+            return;
+        }
+}
+extern "C" size_t ssl_cuda_live_bytes(void) { return ssl__live_total; }
+
+static void *ssl__malloc_dev(size_t bytes, const char *what);
 extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     if (bytes == 0) bytes = 1;
+    return ssl__live_add(ssl__malloc_dev(bytes, what), bytes);
+}
+static void *ssl__malloc_dev(size_t bytes, const char *what) {
     if (ssl__emu == 2) return ssl__strict_alloc(bytes, what);
     if (ssl__emu) { /* the exact size, 256-byte aligned as cudaMalloc: a read past it is a sanitizer's error */
         void *p = NULL;
@@ -210,6 +246,7 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     return p;
 }
 extern "C" void ssl_cuda_free(void *p) {
+    if (p) ssl__live_drop(p);
     if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
     else if (p) { /* kernels still queued may use it: wait for them (cudaFree's own wait is not a documented promise) */

@@ -1719,6 +1719,10 @@ SSLDEF void ssl_cuda_memset0(void *dst, size_t bytes);
 /* the device's free and total memory (emulation: an 80 GiB device with
    nothing allocated, or SSL_EMU_GPU_MEM bytes when set) */
 SSLDEF void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* bytes of device memory the program holds through ssl_cuda_malloc (plans,
+   weights, optimizer state, scratch; not cuBLAS's or cuDNN's own), in every
+   mode: a run whose figure keeps growing leaks */
+SSLDEF size_t ssl_cuda_live_bytes(void);
 SSLDEF void ssl_cuda_sync(void);
 /* Page-locked host memory: the loader's u8 batches in GPU mode, so their
    copies overlap compute. */

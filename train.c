@@ -610,9 +610,14 @@ int main(int argc, char **argv) {
                 printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%%%s)\n",
                        (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
                        100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, splits);
-                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"elapsed\": %.1f}\n",
+                /* device memory held (a run whose figure keeps growing leaks; -1 on the CPU) and plans made so far */
+                double dev_gb = -1;
+#ifdef SSL_CUDA
+                if (on_gpu) dev_gb = (double)ssl_cuda_live_bytes() / 1e9;
+#endif
+                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"elapsed\": %.1f}\n",
                         (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
-                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, el);
+                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, el);
                 fflush(log);
                 fflush(stdout);
                 sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;

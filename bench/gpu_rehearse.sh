@@ -113,8 +113,14 @@ fi
 # on a small pack, then PyTorch's DataLoader feeding its step on the CPU ----
 PK=$R/e2e.ssl
 ./pack build/data/cifar10/test "$PK" quiet=1 > "$R/pack.txt" 2>&1 || bad "e2e: could not pack build/data/cifar10/test (make test extracts it)"
+# the progressive-resolution run's pack: 3 classes x 8 images (6 steps an epoch at batch 4)
+for c in airplane automobile bird; do
+    mkdir -p "$R/ramp-src/$c" && cp build/data/cifar10/test/$c/000[0-7].jpg "$R/ramp-src/$c/" 2> /dev/null
+done
+./pack "$R/ramp-src" "$R/ramp.ssl" quiet=1 > "$R/pack-ramp.txt" 2>&1 || bad "e2e: could not pack the ramp's 24 images"
 if [ -f "$PK" ]; then
     SSL_CUDA_EMULATE=1 PACK=$PK THREADS="1 2" TORCH_THREADS=$([ "$TORCH" = 1 ] && echo 1) RES="32 24" STEPS=9 \
+        RAMP="16 32 0 2" RAMP_EPOCHS=4 RAMP_PACK=$R/ramp.ssl \
         TRAIN_ARGS="arch=resnet18 stem=cifar bs=4 precision=bf16 width=0.0625 projector=64-64-16" \
         TORCH_ARGS="--device cpu --depth 18 --stem cifar --bs 4 --precision bf16 --projector 64-64-16 --classes 10 --warmup 1 --steps 3" \
         bash bench/gpu_e2e.sh run > "$R/e2e.txt" 2>&1
@@ -125,10 +131,26 @@ if [ -f "$PK" ]; then
     if [ "$TORCH" = 1 ]; then
         n_te=$(count "$E" '"impl": "torch"')
         [ "$n_te" = 2 ] && ok "e2e: 2 PyTorch runs" || bad "e2e: $n_te PyTorch runs, 2 expected (see $R/e2e.txt)"
-        rows=$(count "$OUT/gpu_e2e.md" '^| [0-9]* | 1 | [0-9]* | .* | [0-9.]*x |')
+        rows=$(count "$OUT/gpu_e2e.md" '^| [0-9]* | 1 | [0-9]* | .* | [0-9.]*x |$')
         [ "$rows" = 2 ] && ok "e2e: gpu_e2e.md compares both at 1 thread" || bad "e2e: gpu_e2e.md has $rows rows with a ratio, 2 expected"
     fi
     grep -q '^| 32 | 2 | [0-9]' "$OUT/gpu_e2e.md" 2> /dev/null && ok "e2e: gpu_e2e.md has ssl.h's rows" || bad "e2e: gpu_e2e.md lacks ssl.h's rows"
+    # the ramp: 16, 24, 32 (then 32 again), each with timed records, the
+    # device memory steady while a size lasts, one plan per size
+    python3 - "$E" << 'EOF' && ok "e2e: progressive resolution 16 -> 24 -> 32, one plan per size, memory steady within each" ||
+import json, sys
+x = [json.loads(l) for l in open(sys.argv[1]) if '"ssl.h ramp"' in l]
+assert len(x) == 1, f"{len(x)} ramp lines"
+g = x[0]["by_res"]
+assert [r["res"] for r in g] == [16, 24, 32], [r["res"] for r in g]
+assert all(r["records"] > 0 and r["images_per_s"] > 0 for r in g), g
+assert all(0 < r["dev_gb_min"] == r["dev_gb_max"] for r in g), g
+assert g[0]["dev_gb_max"] < g[1]["dev_gb_min"] < g[2]["dev_gb_min"], g
+assert x[0]["plans"] == 3, x[0]["plans"]
+EOF
+        bad "e2e: the progressive-resolution line is missing or wrong (see $R/e2e.txt and $E)"
+    rows=$(count "$OUT/gpu_e2e.md" '^| \(16\|24\|32\) | [0-9]* | [0-9]* | [0-9-]* | [0-9.x-]* | [0-9.]*-[0-9.]* |$')
+    [ "$rows" = 3 ] && ok "e2e: gpu_e2e.md has the ramp's 3 sizes" || bad "e2e: gpu_e2e.md has $rows ramp rows, 3 expected"
 fi
 
 if [ "$fails" = 0 ]; then

@@ -317,12 +317,20 @@ GPU_TEST(progressive_resolution_plans_once_per_size) {
         float *hv = (float *)ssl_malloc(sizeof(float) * 2 * nv, "views");
         float *v = on_dev ? g_alloc(gpu, 2 * nv) : hv;
         uint32_t labels[N] = {0, 1, 2, 3, 4, 0, 1, 2};
+        size_t live[7];
         for (int s = 0; s < 7; s++) {
             fill(hv, (int64_t)(2 * nv), 40 + (uint64_t)s);
             if (on_dev) g_up(gpu, v, hv, sizeof(float) * 2 * nv);
             int r = res[s];
             CHECK_OK(ssl_train_step(&t, v, v + (size_t)N * r * r * 3, labels, N, r, r, NULL));
             if (s == 5) CHECK_EQ(t.online.plans, 3); /* 16, 24, 32 */
+            live[s] = ssl_cuda_live_bytes();
+        }
+        if (on_dev) { /* device memory grows with a size and never at a second step of one, nor going back to 16 */
+            for (int s = 1; s < 7; s += 2)
+                CHECK(live[s] == live[s - 1], "device memory grew at a second step at %d: %zu -> %zu bytes", res[s], live[s - 1], live[s]);
+            CHECK(live[2] > live[1] && live[4] > live[3], "device memory did not grow with the size: %zu %zu %zu", live[1], live[3], live[5]);
+            CHECK(live[6] == live[5], "device memory changed going back to 16: %zu -> %zu bytes", live[5], live[6]);
         }
         CHECK_EQ(t.online.plans, 4);  /* and back to 16 */
         CHECK_EQ(t.online.allocs, 3); /* 16 -> 24 -> 32 grew the buffers; 16 again fits */

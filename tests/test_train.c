@@ -207,6 +207,10 @@ TEST(train_device_cuda_path_matches_cpu) {
        progress line leaves the split out, the log has -1 */
     CHECK(strstr(out, "epoch 1/1") && !strstr(out, " fwd "), "the GPU progress line shows a split without split=1: %s", out);
     CHECK(log_value(dg, "t_forward") == -1, "t_forward %.4f without split=1 (want -1)", log_value(dg, "t_forward"));
+    /* the device memory held is logged on the device (-1 on the CPU), and one plan was made */
+    CHECK(log_value(dg, "dev_gb") > 0 && log_value(dc, "dev_gb") == -1, "dev_gb %.4f on the device, %.4f on the cpu",
+          log_value(dg, "dev_gb"), log_value(dc, "dev_gb"));
+    CHECK(log_value(dg, "plans") == 1, "plans %.0f after steps at one size", log_value(dg, "plans"));
     /* the device run's checkpoint evaluated on the CPU (resumed at its end) */
     CHECK_EQ(run(&outc, "%s resume=%s device=cpu", t, dg), 0);
     double kg = -1, pg = -1, kc = -2, pc = -2;
