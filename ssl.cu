@@ -102,6 +102,17 @@ static int ssl__emu = 0;
    always: the profile reports them per step (each one drains the GPU's
    queue, and the GPU idles until the host queues more) */
 static long long ssl__waits;
+/* seconds the host spent blocked on the device (the waits above, device
+   syncs, event waits), so that a step's own host time (wall time less
+   this) can be told from the GPU's: ssl_cuda_blocked_s */
+static double ssl__blocked;
+struct ssl__block {
+    double t0;
+    ssl__block() : t0(ssl_now()) {}
+    ~ssl__block() { ssl__blocked += ssl_now() - t0; }
+};
+#define SSL__BLOCKED ssl__block blocked_
+extern "C" double ssl_cuda_blocked_s(void) { return ssl__blocked; }
 
 /* STRICT EMULATION (ssl_cuda_set_emulation(2), SSL_CUDA_EMULATE=2): the
    emulated device memory is mapped PROT_NONE whenever no ssl_cuda_* call is
@@ -250,6 +261,7 @@ extern "C" void ssl_cuda_free(void *p) {
     if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
     else if (p) { /* kernels still queued may use it: wait for them (cudaFree's own wait is not a documented promise) */
+        SSL__BLOCKED;
         SSL_CUDA_CHECK(cudaDeviceSynchronize());
         SSL_CUDA_CHECK(cudaFree(p));
     }
@@ -273,12 +285,14 @@ extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
     SSL__GUARD;
+    SSL__BLOCKED;
     ssl__waits++;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
     SSL__GUARD;
+    SSL__BLOCKED;
     ssl__waits++;
     if (ssl__emu) memcpy(dst, src, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
@@ -297,6 +311,7 @@ extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
     else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 extern "C" void ssl_cuda_sync(void) {
+    SSL__BLOCKED;
     ssl__waits++;
     if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -3009,7 +3024,10 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         sl->host = NULL;
         return 0;
     }
-    SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the descriptors' last copy is done with hdesc */
+    {
+        SSL__BLOCKED;
+        SSL_CUDA_CHECK(cudaEventSynchronize(sl->done)); /* the descriptors' last copy is done with hdesc */
+    }
     if (sl->desc_cap < n) {
         ssl_cuda_host_free(sl->hdesc);
         ssl_cuda_free(sl->ddesc);
@@ -3028,6 +3046,7 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
     sl->host = NULL; /* used: the same pointer later holds other crops */
     /* the crops are on the device when this returns: the caller may reuse
        host_u8 (after a prefetch this wait is over at once) */
+    SSL__BLOCKED;
     SSL_CUDA_CHECK(cudaEventSynchronize(sl->copied));
     return 0;
 }

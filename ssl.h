@@ -1723,6 +1723,11 @@ SSLDEF void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
    weights, optimizer state, scratch; not cuBLAS's or cuDNN's own), in every
    mode: a run whose figure keeps growing leaks */
 SSLDEF size_t ssl_cuda_live_bytes(void);
+/* seconds the host has spent blocked on the device (synchronous copies,
+   syncs, event waits) since the program started: a step's wall time less
+   its share of this is the host's own time (issuing launches, host math),
+   which must stay under the GPU's for the GPU never to wait for the host */
+SSLDEF double ssl_cuda_blocked_s(void);
 SSLDEF void ssl_cuda_sync(void);
 /* Page-locked host memory: the loader's u8 batches in GPU mode, so their
    copies overlap compute. */

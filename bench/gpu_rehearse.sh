@@ -74,6 +74,8 @@ if [ "$TORCH" = 1 ]; then
 fi
 grep -q '^| ssl.h | [0-9.]* | [0-9.]* |' "$OUT/gpu_step.md" 2> /dev/null && ok "step: ImageNet projection for ssl.h at 224 and 160" \
     || bad "step: no ImageNet projection row for ssl.h in gpu_step.md"
+rows=$(count "$OUT/gpu_step.md" '^| \(50\|18\).* | [0-9][0-9.]* |$')
+[ "$rows" -ge 8 ] && ok "step: gpu_step.md has ssl.h's host time on $rows rows" || bad "step: gpu_step.md has ssl.h's host time on $rows rows, 8 or more expected"
 grep -q 'im2col columns rebuilt' "$OUT/gpu_step.md" 2> /dev/null && ok "step: keep_cols=no rows named" || bad "step: no keep_cols=no row in gpu_step.md"
 for p in profile_r50_224_bf16 profile_r18_cifar_bf16; do
     grep -q '^| kind of work' "$OUT/$p.md" 2> /dev/null && grep -q '^| total' "$OUT/$p.md" && ok "step: $p.md has the profile table" \

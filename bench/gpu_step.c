@@ -103,11 +103,11 @@ int main(int argc, char **argv) {
     uint32_t *labels = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (size_t)n, "labels");
     for (int i = 0; i < n; i++) labels[i] = c.classes ? (uint32_t)(i % c.classes) : 0;
 
-    double sum[6] = {0}, best = 1e30, tstart = 0;
+    double sum[6] = {0}, best = 1e30, tstart = 0, blocked0 = 0;
     float loss = 0;
     for (int64_t s = 0; s < c.warmup + c.steps; s++) {
         if (s == c.warmup) {
-            ssl_cuda_sync(), tstart = ssl_now();
+            ssl_cuda_sync(), tstart = ssl_now(), blocked0 = ssl_cuda_blocked_s();
             if (c.profile) ssl_cuda_profile(1);
         }
         for (int v = 0; v < 2; v++)
@@ -135,6 +135,10 @@ int main(int argc, char **argv) {
         if (d[5] < best) best = d[5];
     }
     if (c.profile) ssl_cuda_profile(0); /* before the final wait, which is the benchmark's, not the step's */
+    /* the host's own time a step: issuing it (launches, host math), its
+       wall time less the time it was blocked on the device; near the
+       step's time, the GPU waits for the host (launch-bound) */
+    double host = (ssl_now() - tstart - (ssl_cuda_blocked_s() - blocked0)) / (double)c.steps;
     ssl_cuda_sync();
     /* throughput: first timed step to the device's last operation (split=0
        lets the host run ahead of the GPU, so per-step sums would not be) */
@@ -145,16 +149,17 @@ int main(int argc, char **argv) {
         printf(" = data %.2f + forward %.2f + loss %.2f + backward %.2f + probe/optimizer %.2f", 1e3 * sum[0] / k,
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
     printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
+    printf("host: %.2f ms a step issuing it (%.0f%% of the step; the rest blocked on the device)\n", 1e3 * host, 100 * host / step);
     double act_gb = (double)t.online.slots * t.online.slot_bytes / 1e9, cols_gb = (double)t.online.slots * t.online.cols_bytes / 1e9;
     printf("activations %.2f GB for the two views; im2col columns %s (%.2f GB)\n", act_gb,
            t.online.planned_cols ? "kept from the forward" : "rebuilt in the backward", cols_gb);
     printf("{\"impl\": \"ssl.h%s\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
            "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
-           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f, \"plan_gb\": %.3f}\n",
+           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f, \"plan_gb\": %.3f, \"host_ms\": %.3f}\n",
            strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
            1e3 * step, 1e3 * best,
            1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss,
-           t.online.planned_cols, act_gb, act_gb + 3.0 * t.online.grad_bytes / 1e9);
+           t.online.planned_cols, act_gb, act_gb + 3.0 * t.online.grad_bytes / 1e9, 1e3 * host);
     if (c.profile) {
         printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",
                (long long)c.steps);
