@@ -172,11 +172,14 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 	    -o $@ $< $(LDLIBS)
 
 # with nvcc present, the CUDA backend's emulation tests (its kernels' code
-# run on the host against the CPU reference; no GPU needed) run too
+# run on the host against the CPU reference; no GPU needed) run too, twice:
+# each launch's indices in order, then in a shuffled order (a GPU runs them
+# in none: a kernel whose result depends on the order races there)
 test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu) $(if $(HAVE_CUDNN),$(BUILD)/tests-cudnn)
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
 	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
 	$(if $(NVCC),$(TEST_ENV) $(BUILD)/tests-gpu emu_)
+	$(if $(NVCC),$(TEST_ENV) SSL_EMU_ORDER=shuffle $(BUILD)/tests-gpu emu_)
 	$(if $(HAVE_CUDNN),$(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_)
 	$(if $(NVCC),NO_TORCH=1 bash bench/gpu_rehearse.sh)
 

@@ -671,6 +671,19 @@ struct ssl__prof_gemm : ssl__prof {
 };
 #define SSL__PROF(kind, bytes, flops) ssl__prof prof_(kind, (double)(bytes), (double)(flops))
 
+/* scopes of the caller's own (ssl_cuda_profile_push/pop): the ops inside
+   keep their rows, the scope's row gets the rest of its time */
+static ssl__prof *ssl__user_scopes[16];
+static int ssl__nuser_scopes, ssl__user_scopes_lost;
+extern "C" void ssl_cuda_profile_push(const char *kind) {
+    if (ssl__nuser_scopes == 16) { ssl__user_scopes_lost++; return; }
+    ssl__user_scopes[ssl__nuser_scopes++] = new ssl__prof(kind ? kind : "(unnamed scope)", 0, 0);
+}
+extern "C" void ssl_cuda_profile_pop(void) {
+    if (ssl__user_scopes_lost) { ssl__user_scopes_lost--; return; }
+    if (ssl__nuser_scopes) delete ssl__user_scopes[--ssl__nuser_scopes];
+}
+
 extern "C" void ssl_cuda_profile(int on) {
     if (on) {
         ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
@@ -732,10 +745,45 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
     }
 };
 
+/* The order emulation visits a launch's indices in. A GPU runs them all at
+   once, in no order, so a functor whose index i reads what another index
+   of the same launch writes (a race there) would still pass in emulation's
+   ascending order. SSL_EMU_ORDER=reverse or =shuffle (a fixed permutation,
+   i -> i * a mod n with a coprime to n) runs them otherwise: results that
+   change with it betray such a dependence. */
+static int ssl__emu_order(void) {
+    static int order = -1;
+    if (order < 0) {
+        const char *e = getenv("SSL_EMU_ORDER");
+        order = !e || !*e || !strcmp(e, "forward") ? 0 : !strcmp(e, "reverse") ? 1 : !strcmp(e, "shuffle") ? 2 : -1;
+        if (order < 0) {
+            fprintf(stderr, "ssl.cu: SSL_EMU_ORDER=%s: want forward, reverse or shuffle\n", e);
+            abort();
+        }
+    }
+    return order;
+}
+static int64_t ssl__gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
 struct ssl__cpu : ssl__exec<ssl__cpu> {
     template <class F> void each(const F &f, int64_t n) const {
-        if (n > 0) ssl__launches++;
-        for (int64_t i = 0; i < n; i++) f(i);
+        if (n <= 0) return;
+        ssl__launches++;
+        int order = ssl__emu_order();
+        if (order == 0)
+            for (int64_t i = 0; i < n; i++) f(i);
+        else if (order == 1)
+            for (int64_t i = n - 1; i >= 0; i--) f(i);
+        else {
+            int64_t a = 1000003 % n; /* a stride coprime to n: a permutation of 0..n-1 */
+            while (n > 1 && ssl__gcd64(a, n) != 1) a = (a + 1) % n;
+            for (int64_t j = 0, i = 0; j < n; j++, i = (i + a) % n) f(i);
+        }
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_buf_reserve(b, bytes); }
     void copy(void *dst, const void *src, size_t bytes) const {

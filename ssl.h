@@ -1772,6 +1772,12 @@ SSLDEF double ssl_cuda_busy_take(void);
    shape. Returns the number of kinds. */
 SSLDEF void ssl_cuda_profile(int on);
 SSLDEF int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs);
+/* A row of one's own in the profile, around code being tried (a new loss,
+   say): the device time between push and pop, less the ops inside it, which
+   keep their own rows, under `kind` (a string that outlives the profile: a
+   literal). Pairs nest, up to 16 deep. */
+SSLDEF void ssl_cuda_profile_push(const char *kind);
+SSLDEF void ssl_cuda_profile_pop(void);
 /* Tests: run every ssl_cuda_* op's kernels as host loops on host memory
    (tensors marked SSL_DEV_CUDA), so their index math is checked without a
    GPU. Switch only with no live device buffers. */
