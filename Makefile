@@ -160,7 +160,7 @@ $(BUILD)/data/.cifar-subset: | $(BUILD)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_ENV := SSL_TEST_DATA=$(BUILD)/data SSL_TEST_TMP=$(BUILD)/tmp SSL_FMNIST=/usr/share/datasets/fashion-mnist
 
-$(BUILD)/tests: $(TEST_SRC) tests/test.h tests/model_fixture.h ssl.h | $(BUILD)
+$(BUILD)/tests: $(TEST_SRC) tests/test.h tests/model_fixture.h tests/example_loss.h ssl.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
 
 $(BUILD)/tests-asan: $(TEST_SRC) tests/test.h tests/model_fixture.h ssl.h | $(BUILD)
@@ -212,7 +212,7 @@ $(BUILD)/tests-gpu-asan: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/m
 	    $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(subst $(BUILD)/ssl_cuda.o,$(BUILD)/ssl_cuda_asan.o,$(GPU_LIBS)) $(LDLIBS)
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
-$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h ssl.h $(GPU_DEPS) | $(BUILD)
+$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h tests/example_loss.h ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
 

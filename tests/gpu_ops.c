@@ -550,15 +550,17 @@ GPU_TEST(relu_pool_linear_add) {
     for (int i = 0; i < 14; i++) free_h(hs[i]);
 }
 
-/* the four losses, written on the primitives: value and both gradients */
+#include "example_loss.h"
+/* the four losses, written on the primitives, and the README's example of
+   a loss of one's own: value and both gradients */
 GPU_TEST(losses) {
     int64_t n = 9, d = 13;
     ssl_tensor z1 = g_rand(80, 2, n, d, 0, 0, -1, 1), z2 = g_rand(81, 2, n, d, 0, 0, -1, 1);
     ssl_tensor g1 = g_rand(82, 2, n, d, 0, 0, 0, 1), g2 = g_rand(83, 2, n, d, 0, 0, 0, 1);
     ssl_tensor dz1 = g_tensor(gpu, &z1), dz2 = g_tensor(gpu, &z2), dg1 = g_tensor(gpu, &g1), dg2 = g_tensor(gpu, &g2);
     ssl_buf s0 = {0}, s1 = {0};
-    const char *names[4] = {"simclr", "vicreg", "barlow", "byol"};
-    for (int m = 0; m < 4; m++) {
+    const char *names[5] = {"simclr", "vicreg", "barlow", "byol", "my_loss (README)"};
+    for (int m = 0; m < 5; m++) {
         float l0 = 0, l1 = 0;
         int r0, r1;
         if (m == 0) {
@@ -570,6 +572,9 @@ GPU_TEST(losses) {
         } else if (m == 2) {
             r0 = ssl_barlow_loss(&z1, &z2, SSL_BARLOW_LAMBD, &l0, &g1, &g2, &s0);
             r1 = ssl_barlow_loss(&dz1, &dz2, SSL_BARLOW_LAMBD, &l1, &dg1, &dg2, &s1);
+        } else if (m == 4) {
+            r0 = my_loss(&z1, &z2, 0.15f, 0.5f, &l0, &g1, &g2, &s0);
+            r1 = my_loss(&dz1, &dz2, 0.15f, 0.5f, &l1, &dg1, &dg2, &s1);
         } else {
             r0 = ssl_byol_loss(&z1, &z2, &z2, &z1, &l0, &g1, &g2, &s0);
             r1 = ssl_byol_loss(&dz1, &dz2, &dz2, &dz1, &l1, &dg1, &dg2, &s1);

@@ -564,8 +564,9 @@ TEST(engine_add_gradcheck) {
 }
 
 /* ---- losses ---------------------------------------------------------------- */
+#include "example_loss.h"
 typedef struct {
-    int kind; /* 0 simclr, 1 vicreg, 2 barlow, 3 byol */
+    int kind; /* 0 simclr, 1 vicreg, 2 barlow, 3 byol, 4 the README's my_loss */
     ssl_tensor a, b, c, d; /* z1 z2 (byol: p1 p2 z1 z2) */
     ssl_buf scratch;
 } loss_case;
@@ -575,6 +576,7 @@ static int loss_eval(loss_case *c, float *loss, ssl_tensor *g1, ssl_tensor *g2) 
     case 0: return ssl_simclr_loss(&c->a, &c->b, 0.2f, loss, g1, g2, &c->scratch);
     case 1: return ssl_vicreg_loss(&c->a, &c->b, SSL_VICREG_SIM, SSL_VICREG_STD, SSL_VICREG_COV, loss, g1, g2, &c->scratch);
     case 2: return ssl_barlow_loss(&c->a, &c->b, SSL_BARLOW_LAMBD, loss, g1, g2, &c->scratch);
+    case 4: return my_loss(&c->a, &c->b, 0.2f, 0.5f, loss, g1, g2, &c->scratch);
     default: return ssl_byol_loss(&c->a, &c->b, &c->c, &c->d, loss, g1, g2, &c->scratch);
     }
 }
@@ -585,13 +587,13 @@ static double loss_objective(void *ctx) {
 }
 
 TEST(engine_loss_gradcheck) {
-    static const char *names[] = {"simclr", "vicreg", "barlow", "byol"};
+    static const char *names[] = {"simclr", "vicreg", "barlow", "byol", "my_loss (README)"};
     /* the loss is a float32 scalar: its rounding (~1e-7 |L|) divided by 2h
        dominates the error (it shrinks as h grows from 3e-3 to 3e-2), so h
        is 3e-2, where the h^2 truncation error is still below it.
        Tolerance: 2e-3 of max |grad| (measured: at most 2e-4). */
     const double h = 3e-2, tol = 2e-3;
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < 5; kind++) {
         int n = 8, d = 16;
         loss_case c = {kind};
         float scale = kind == 1 ? 0.7f : 1.0f; /* VICReg: most stds under the hinge */
