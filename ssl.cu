@@ -726,7 +726,29 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
         if (bytes) SSL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
-    void to_dev(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_device(dst, src, bytes); }
+    /* host -> device in stream order, without a wait: through a page-locked
+       staging buffer (a copy from pageable memory would first wait for all
+       work queued before it, draining the GPU), reused only once its last
+       copy is done */
+    void to_dev_async(void *dst, const void *src, size_t bytes) const {
+        static char *stage;
+        static size_t cap;
+        static cudaEvent_t done;
+        if (!bytes) return;
+        if (!done) SSL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+        else {
+            SSL__BLOCKED;
+            SSL_CUDA_CHECK(cudaEventSynchronize(done)); /* the last copy out of stage (long done: its op read back since) */
+        }
+        if (bytes > cap) {
+            if (stage) ssl_cuda_host_free(stage);
+            cap = bytes > 4096 ? bytes : 4096;
+            stage = (char *)ssl_cuda_host_alloc(cap, "host-to-device staging");
+        }
+        memcpy(stage, src, bytes);
+        SSL_CUDA_CHECK(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, 0));
+        SSL_CUDA_CHECK(cudaEventRecord(done, 0));
+    }
     void blas(const char *what, const ssl__blas &g, float alpha, float beta) const {
         const char *bad = ssl__blas_invalid(g);
         if (bad) ssl__cuda_die(__FILE__, __LINE__, what, bad);
@@ -791,7 +813,7 @@ struct ssl__cpu : ssl__exec<ssl__cpu> {
     }
     void zero(void *dst, size_t bytes) const { memset(dst, 0, bytes); }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl__waits++, memcpy(dst, src, bytes); }
-    void to_dev(void *dst, const void *src, size_t bytes) const { ssl__waits++, memcpy(dst, src, bytes); }
+    void to_dev_async(void *dst, const void *src, size_t bytes) const { memcpy(dst, src, bytes); } /* no wait on a GPU either */
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
     void blas(const char *, const ssl__blas &g, float alpha, float beta) const { ssl__blas_emulate(g, alpha, beta, ssl__bf16); }
 };
@@ -1274,7 +1296,7 @@ extern "C" int ssl_cuda_softmax_xent_rows(const ssl_tensor *logits, const int32_
         char *mem = (char *)ssl__tmp(X_, SSL__S_ROWS, tbytes + sizeof(double) * (size_t)(rows + nh));
         int32_t *dt = (int32_t *)mem;
         double *rl = (double *)(mem + tbytes);
-        X_.to_dev(dt, target, sizeof(int32_t) * (size_t)rows);
+        X_.to_dev_async(dt, target, sizeof(int32_t) * (size_t)rows);
         ssl__f_xent f = {logits->data, dt, scale, dlogits ? dlogits->data : NULL, rl, correct ? rl + rows : NULL, c};
         X_.each(f, rows);
         X_.to_host(host, rl, sizeof(double) * (size_t)(rows + nh)); /* the losses and the hits: one wait */
