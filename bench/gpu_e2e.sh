@@ -99,6 +99,20 @@ for r in sorted({x["res"] for x in runs}, reverse=True):
         ratio = f"{o['images_per_s'] / p['images_per_s']:.2f}x" if o and p else "-"
         print(f"| {r} | {t} | {f(o, 'images_per_s')} | {f(o, 'data_wait', True)} | {f(o, 'gpu_busy', True)} | {f(p, 'images_per_s')} | "
               f"{f(p, 'data_wait', True)} | {ratio} |")
+# the fewest loader threads that keep the GPU fed at each resolution: the
+# step waits for data at most 1% of the time, and images/s are within 3% of
+# the best any thread count reached (more threads then buy nothing)
+print()
+for r in sorted({x["res"] for x in runs}, reverse=True):
+    ours = sorted(((x["threads"], x["stats"]) for x in runs if x["impl"] == "ssl.h" and x["res"] == r and x["stats"]["records"]),
+                  key=lambda y: y[0])
+    if not ours:
+        continue
+    best = max(st["images_per_s"] for _, st in ours)
+    fed = [t for t, st in ours if st["data_wait"] <= 0.01 and st["images_per_s"] >= 0.97 * best]
+    print(f"At {r}: " + (f"{fed[0]} loader thread{'s keep' if fed[0] > 1 else ' keeps'} the GPU fed "
+                        f"(waits for data <= 1%, images/s within 3% of the best, {best:.0f})" if fed else
+                        f"no thread count tried ({', '.join(str(t) for t, _ in ours)}) keeps the GPU fed"))
 for x in (x for x in rows if x["impl"] == "ssl.h ramp"):
     a = x["ramp"].split()
     print(f"\nProgressive resolution {a[0]} -> {a[1]} over epochs {a[2]}..{a[3]}, {x['threads']} loader threads "

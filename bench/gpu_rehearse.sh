@@ -137,6 +137,8 @@ if [ -f "$PK" ]; then
         [ "$rows" = 2 ] && ok "e2e: gpu_e2e.md compares both at 1 thread" || bad "e2e: gpu_e2e.md has $rows rows with a ratio, 2 expected"
     fi
     grep -q '^| 32 | 2 | [0-9]' "$OUT/gpu_e2e.md" 2> /dev/null && ok "e2e: gpu_e2e.md has ssl.h's rows" || bad "e2e: gpu_e2e.md lacks ssl.h's rows"
+    grep -q '^At 32: \(.* keeps\? the GPU fed\|no thread count\)' "$OUT/gpu_e2e.md" 2> /dev/null && ok "e2e: gpu_e2e.md names the fewest threads that feed the GPU" ||
+        bad "e2e: gpu_e2e.md lacks the fewest-threads line"
     # the ramp: 16, 24, 32 (then 32 again), each with timed records, the
     # device memory steady while a size lasts, one plan per size
     python3 - "$E" << 'EOF' && ok "e2e: progressive resolution 16 -> 24 -> 32, one plan per size, memory steady within each" ||
