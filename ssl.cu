@@ -75,6 +75,7 @@ static void ssl__cuda_die(const char *file, int line, const char *what, const ch
     } while (0)
 
 static int ssl__sync_launches = -1; /* SSL_CUDA_SYNC=1: synchronize after each launch */
+static double ssl__blocked;          /* seconds the host waited for the device: see ssl__block */
 /* SSL_CUDA_SYNC=1: a fault inside a kernel (ours, cuBLAS's, cuDNN's)
    reported at the call that launched it */
 static void ssl__sync_check(const char *file, int line, const char *what) {
@@ -83,7 +84,9 @@ static void ssl__sync_check(const char *file, int line, const char *what) {
         ssl__sync_launches = s && *s && *s != '0';
     }
     if (!ssl__sync_launches) return;
+    double t0 = ssl_now();
     cudaError_t e = cudaDeviceSynchronize();
+    ssl__blocked += ssl_now() - t0;
     if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
 }
 static void ssl__launch_check(const char *file, int line, const char *what) {
@@ -105,13 +108,19 @@ static long long ssl__waits;
 /* seconds the host spent blocked on the device (the waits above, device
    syncs, event waits), so that a step's own host time (wall time less
    this) can be told from the GPU's: ssl_cuda_blocked_s */
-static double ssl__blocked;
 struct ssl__block {
     double t0;
     ssl__block() : t0(ssl_now()) {}
     ~ssl__block() { ssl__blocked += ssl_now() - t0; }
 };
 #define SSL__BLOCKED ssl__block blocked_
+/* A launch returns in a few microseconds, unless the device's queue of
+   pending launches (about a thousand) is full: then it waits for the GPU,
+   and that is time blocked, not the host's own. */
+static void ssl__launch_waited(double t0, double limit) {
+    double dt = ssl_now() - t0;
+    if (dt > limit) ssl__blocked += dt;
+}
 extern "C" double ssl_cuda_blocked_s(void) { return ssl__blocked; }
 
 /* STRICT EMULATION (ssl_cuda_set_emulation(2), SSL_CUDA_EMULATE=2): the
@@ -328,7 +337,10 @@ extern "C" void *ssl_cuda_host_alloc(size_t bytes, const char *what) {
 }
 extern "C" void ssl_cuda_host_free(void *p) {
     if (ssl__emu) free(p);
-    else if (p) SSL_CUDA_CHECK(cudaFreeHost(p));
+    else if (p) {
+        SSL__BLOCKED; /* cudaFreeHost waits for the whole device */
+        SSL_CUDA_CHECK(cudaFreeHost(p));
+    }
 }
 
 // ---- device info, RNG check ----------------------------------------------------
@@ -600,8 +612,15 @@ static void ssl__prof_fold(void) {
     static double ms[SSL__PROF_MAX];
     /* every scope is closed here (folds happen at depth 0), but the end event
        recorded last may be an outer scope's: wait for all of them */
-    if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
+    if (!ssl__emu) {
+        SSL__BLOCKED;
+        SSL_CUDA_CHECK(cudaDeviceSynchronize());
+    }
     for (int i = 0; i < ssl__prof_n; i++) {
+        if (ssl__prof_recs[i].kind < 0) { /* a scope of the caller's left open across a fold: dropped */
+            ms[i] = 0;
+            continue;
+        }
         float e = 0;
         if (ssl__emu) e = (float)(1e3 * (ssl__prof_recs[i].t1 - ssl__prof_recs[i].t0));
         else SSL_CUDA_CHECK(cudaEventElapsedTime(&e, ssl__prof_ev[2 * i], ssl__prof_ev[2 * i + 1]));
@@ -609,6 +628,7 @@ static void ssl__prof_fold(void) {
     }
     for (int i = 0; i < ssl__prof_n; i++) {
         const ssl__prof_rec *r = &ssl__prof_recs[i];
+        if (r->kind < 0) continue;
         if (r->shape >= 0) ssl__prof_shapes[r->shape].ms += ms[i], ssl__prof_shapes[r->shape].calls++;
         double own = ms[i];
         for (int j = i + 1; j < ssl__prof_n; j++) /* children follow their parent */
@@ -679,12 +699,24 @@ extern "C" void ssl_cuda_profile_push(const char *kind) {
     if (ssl__nuser_scopes == 16) { ssl__user_scopes_lost++; return; }
     ssl__user_scopes[ssl__nuser_scopes++] = new ssl__prof(kind ? kind : "(unnamed scope)", 0, 0);
 }
+/* Scopes of the caller's still open when the profile starts, stops or is
+   reported: dropped (their records skipped, their pops do nothing), and the
+   nesting depth is 0 again, so that a fold never reads an end not yet
+   recorded and a later pop never unbalances the stack. */
+static void ssl__user_scopes_drop(void) {
+    for (int i = 0; i < ssl__nuser_scopes; i++) {
+        ssl__prof *u = ssl__user_scopes[i];
+        if (u->id >= 0) ssl__prof_recs[u->id].kind = -1, u->id = -1;
+    }
+    if (ssl__nuser_scopes) ssl__prof_depth = 0;
+}
 extern "C" void ssl_cuda_profile_pop(void) {
     if (ssl__user_scopes_lost) { ssl__user_scopes_lost--; return; }
     if (ssl__nuser_scopes) delete ssl__user_scopes[--ssl__nuser_scopes];
 }
 
 extern "C" void ssl_cuda_profile(int on) {
+    ssl__user_scopes_drop();
     if (on) {
         ssl__prof_n = ssl__prof_depth = ssl__prof_nkinds = ssl__prof_nshapes = 0;
         ssl__prof_conv_floor = 0;
@@ -715,7 +747,9 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
         ssl__launches++;
         int64_t blocks = (n + 255) / 256;
         if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride covers the rest */
+        double t0 = ssl_now();
         ssl__each_kernel<F><<<(unsigned)blocks, 256>>>(f, n);
+        ssl__launch_waited(t0, 20e-6);
         ssl__launch_check(__FILE__, __LINE__, "ssl__each_kernel");
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_cuda_buf_reserve(b, bytes); }
@@ -753,6 +787,10 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
         const char *bad = ssl__blas_invalid(g);
         if (bad) ssl__cuda_die(__FILE__, __LINE__, what, bad);
         cublasOperation_t oa = g.opa ? CUBLAS_OP_T : CUBLAS_OP_N, ob = g.opb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        struct waited { /* a call past 200 us (its heuristics take a few) waited for a full launch queue */
+            double t0 = ssl_now();
+            ~waited() { ssl__launch_waited(t0, 200e-6); }
+        } w_;
         if (g.ta == SSL_BF16) /* bf16 storage: bf16 operands, fp32 accumulation, C in its own type */
             SSL_CUBLAS_CHECK(cublasGemmEx(ssl__cublas(), oa, ob, g.m, g.n, g.k, &alpha, g.A, CUDA_R_16BF, g.lda, g.B,
                                           CUDA_R_16BF, g.ldb, &beta, g.C, g.tc == SSL_BF16 ? CUDA_R_16BF : CUDA_R_32F,
@@ -802,9 +840,11 @@ struct ssl__cpu : ssl__exec<ssl__cpu> {
         else if (order == 1)
             for (int64_t i = n - 1; i >= 0; i--) f(i);
         else {
-            int64_t a = 1000003 % n; /* a stride coprime to n: a permutation of 0..n-1 */
-            while (n > 1 && ssl__gcd64(a, n) != 1) a = (a + 1) % n;
-            for (int64_t j = 0, i = 0; j < n; j++, i = (i + a) % n) f(i);
+            /* i -> i0 + j*a mod n, a coprime to n near n/phi (never 1 for
+               n > 3, so neighbours are not visited in order), from the middle */
+            int64_t a = (int64_t)((double)n * 0.6180339887498949) | 1;
+            while (n > 1 && ssl__gcd64(a, n) != 1) a += 2;
+            for (int64_t j = 0, i = n / 2; j < n; j++, i = (i + a) % n) f(i);
         }
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_buf_reserve(b, bytes); }
@@ -2186,7 +2226,7 @@ struct ssl__f_bn_stats {
         }
         float g = gamma ? gamma[i] : 1.0f, b = beta ? beta[i] : 0.0f;
         scale[i] = g * invstd[i];
-        shift[i] = b - mean[i] * scale[i];
+        shift[i] = ssl__mul_add(-mean[i], scale[i], b);
     }
 };
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
@@ -3018,7 +3058,10 @@ static void ssl__aug_copy(ssl__aug_slot *sl, const uint8_t *host, size_t bytes) 
 extern "C" int ssl_cuda_prefetch_u8(const uint8_t *host_u8, size_t bytes) {
     if (!host_u8) { /* forget the prefetches not yet used */
         for (int i = 0; i < SSL__AUG_SLOTS; i++) ssl__aug_slots()[i].host = NULL;
-        if (ssl__copy_stream) SSL_CUDA_CHECK(cudaStreamSynchronize(ssl__copy_stream));
+        if (ssl__copy_stream) {
+            SSL__BLOCKED;
+            SSL_CUDA_CHECK(cudaStreamSynchronize(ssl__copy_stream));
+        }
         return 0;
     }
     if (!bytes) return 0;
@@ -3036,6 +3079,7 @@ static int ssl__busy_n, ssl__busy_open;
 static double ssl__busy_s;
 /* adds the finished pairs' times (waiting for the last end) */
 static void ssl__busy_fold(void) {
+    SSL__BLOCKED;
     for (int i = 0; i < ssl__busy_n; i++) {
         float ms = 0;
         SSL_CUDA_CHECK(cudaEventSynchronize(ssl__busy_ev[i][1]));
@@ -3165,6 +3209,7 @@ static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
 
 
 extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
+    ssl__user_scopes_drop();
     ssl__prof_fold();
     int order[SSL__PROF_KINDS];
     double total = 0;
@@ -3180,6 +3225,7 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     fprintf(f, "|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ssl__prof_nkinds; i++) {
         const ssl__prof_kind *q = &ssl__prof_kinds[order[i]];
+        if (!q->calls) continue; /* named by a scope that was dropped */
         double s = q->ms / 1e3, gbs = s > 0 ? q->bytes / s / 1e9 : 0, tf = s > 0 ? q->flops / s / 1e12 : 0;
         char tfs[32] = "-";
         if (q->flops > 0) snprintf(tfs, sizeof tfs, "%.2f", tf);

@@ -1195,9 +1195,22 @@ static inline SSL_HD float ssl__relu(float x) { return x < 0.0f ? 0.0f : x; } /*
    so the first maximum of a window wins and a NaN propagates. */
 static inline SSL_HD int ssl__pool_takes(float best, float v) { return v > best || v != v; }
 static inline SSL_HD float ssl__relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+/* a*b + c with the product rounded before the add, on both devices. nvcc
+   would contract it into one FMA (one rounding) and the host, built with
+   -ffp-contract=off, does not: where the terms cancel (batch norm of an
+   input with a large mean, x*scale ~ -shift) the two results then differ
+   by an ulp of the product, far more than an ulp of the result (seen on
+   an H100 and an H200). */
+static inline SSL_HD float ssl__mul_add(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(__fmul_rn(a, b), c);
+#else
+    return a * b + c;
+#endif
+}
 /* BN as one multiply-add per element: scale = gamma*invstd,
    shift = beta - mean*scale (torch's CPU kernel folds it the same way). */
-static inline SSL_HD float ssl__bn_apply(float x, float scale, float shift) { return x * scale + shift; }
+static inline SSL_HD float ssl__bn_apply(float x, float scale, float shift) { return ssl__mul_add(x, scale, shift); }
 static inline SSL_HD float ssl__bn_running(float run, float batch, float momentum) {
     return (1.0f - momentum) * run + momentum * batch;
 }
@@ -1702,7 +1715,7 @@ SSLDEF int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tenso
 SSLDEF int ssl_cuda_device_count(void);
 SSLDEF int ssl_cuda_describe(int device, char *out, size_t cap);
 /* the device's peak memory bandwidth in GB/s, from its memory clock and bus
-   width (2 transfers a clock): 3352 on an H100 SXM, 4915 on an H200; 0 in
+   width (2 transfers a clock): 3352 on an H100 SXM, 4814 on an H200; 0 in
    emulation or when the device does not say */
 SSLDEF double ssl_cuda_peak_gbs(int device);
 /* Fills out[n] with ssl_rng_uniform draws of stream (seed, 0, i, 0, op) on
@@ -1720,8 +1733,9 @@ SSLDEF void ssl_cuda_memset0(void *dst, size_t bytes);
    nothing allocated, or SSL_EMU_GPU_MEM bytes when set) */
 SSLDEF void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 /* bytes of device memory the program holds through ssl_cuda_malloc (plans,
-   weights, optimizer state, scratch; not cuBLAS's or cuDNN's own), in every
-   mode: a run whose figure keeps growing leaks */
+   weights, optimizer state, scratch; not cuBLAS's or cuDNN's own) on a GPU
+   and in strict emulation (plain emulation keeps scratch buffers in host
+   memory, uncounted): a run whose figure keeps growing leaks */
 SSLDEF size_t ssl_cuda_live_bytes(void);
 /* seconds the host has spent blocked on the device (synchronous copies,
    syncs, event waits) since the program started: a step's wall time less
@@ -5595,7 +5609,7 @@ static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, cons
     for (int64_t i = 0; i < c; i++) {
         float gamma = bn->weight.data ? bn->weight.data[i] : 1.0f, beta = bn->bias.data ? bn->bias.data[i] : 0.0f;
         scale[i] = gamma * invstd->data[i];
-        shift[i] = beta - mean->data[i] * scale[i];
+        shift[i] = ssl__mul_add(-mean->data[i], scale[i], beta);
     }
     j.scale = scale;
     j.shift = shift;

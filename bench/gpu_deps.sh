@@ -24,7 +24,14 @@ copy)
 flags)
     f=""
     if ! pkg-config --exists libturbojpeg 2>/dev/null && [ -f "$D/lib/libturbojpeg.so" ]; then f="$f JPEG_PREFIX=$D"; fi
-    if [ ! -f /usr/include/stb/stb_image.h ] && [ ! -f /usr/include/stb_image.h ] && [ -f "$D/stb/stb_image.h" ]; then
+    if [ ! -f /usr/include/stb/stb_image.h ] && [ ! -f /usr/include/stb_image.h ]; then
+        # without stb_image, ./train, ./pack and ./probe do not compile: a
+        # copy made before this script copied stb_image must fail here, loudly
+        if [ ! -f "$D/stb/stb_image.h" ]; then
+            echo "gpu_deps.sh: this machine has no stb_image.h and $D/stb has none: ./train, ./pack and ./probe will not build (run the prepare step again where the repository is)" >&2
+            echo "$f"
+            exit 1
+        fi
         f="$f STB_PREFIX=$D/stb"
     fi
     echo "$f"

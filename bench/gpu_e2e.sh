@@ -64,10 +64,13 @@ EOF
 run() {
     mkdir -p "$OUT"
     : > "$OUT/e2e.jsonl"
-    flags=$(bash bench/gpu_deps.sh flags build/gpu-e2e/deps)
+    flags=$(bash bench/gpu_deps.sh flags build/gpu-e2e/deps) || exit 1
     [ -n "$flags" ] && echo "== this machine lacks a dependency: building with$flags (copies in build/gpu-e2e/deps)"
     rm -f train pack
-    make -j8 train pack $flags 2>&1 | grep -E "turbojpeg|error"
+    make -j8 train pack $flags > "$OUT/e2e-build.log" 2>&1
+    grep -E "turbojpeg" "$OUT/e2e-build.log"
+    # a failed build must stop here, not after every run has failed
+    [ -x ./train ] && [ -x ./pack ] || { echo "== ./train or ./pack did not build:"; tail -20 "$OUT/e2e-build.log"; exit 1; }
     for r in $RES; do
         for t in $THREADS; do
             d=$(mktemp -d)
@@ -130,6 +133,7 @@ EOF
 # progressive resolution: one run ramped over RAMP, summarized per size
 ramp() {
     set -- $RAMP
+    [ $# -eq 4 ] || { echo "== RAMP='$RAMP': want res_start res_end ramp_start ramp_end"; return 1; }
     local t d
     t=$(echo $THREADS | tr ' ' '\n' | sort -n | tail -1)
     d=$(mktemp -d)

@@ -47,7 +47,7 @@ build() {
       $PY -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cudnn", torch.backends.cudnn.version())'; } \
         2>&1 | tee "$OUT/env.txt"
     # what this machine lacks (libjpeg-turbo, stb_image) from the copies `prepare` made
-    DEPS=$(bash bench/gpu_deps.sh flags build/gpu-data/deps)
+    DEPS=$(bash bench/gpu_deps.sh flags build/gpu-data/deps) # (it warns when a copy it needs is missing)
     [ -n "$DEPS" ] && echo "this machine lacks a dependency: building with$DEPS" | tee -a "$OUT/report.log"
     make -j8 $DEPS train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
     test -x build/tests-gpu && test -x build/gpu_step

@@ -134,11 +134,12 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 6; i++) sum[i] += d[i];
         if (d[5] < best) best = d[5];
     }
-    if (c.profile) ssl_cuda_profile(0); /* before the final wait, which is the benchmark's, not the step's */
     /* the host's own time a step: issuing it (launches, host math), its
        wall time less the time it was blocked on the device; near the
-       step's time, the GPU waits for the host (launch-bound) */
+       step's time, the GPU waits for the host (launch-bound). Taken before
+       the profile stops (which waits for its events). */
     double host = (ssl_now() - tstart - (ssl_cuda_blocked_s() - blocked0)) / (double)c.steps;
+    if (c.profile) ssl_cuda_profile(0); /* before the final wait, which is the benchmark's, not the step's */
     ssl_cuda_sync();
     /* throughput: first timed step to the device's last operation (split=0
        lets the host run ahead of the GPU, so per-step sums would not be) */

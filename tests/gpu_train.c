@@ -250,6 +250,28 @@ GPU_TEST(profile_nested_scopes_counted_once) {
     CHECK(mine >= 0 && mine < 0.25 * (bias + gemm), "the scope's own time %.4f ms includes its layers' %.4f ms", mine, bias + gemm);
     CHECK(strstr(text, "| my layers | 0 | "), "the scope is not one call over the 3 steps:\n%s", text);
     free(text);
+    /* a scope left open when the profile stops is dropped, not read half
+       done; its late pop and a new profile after it keep the books straight */
+    ssl_cuda_profile(1);
+    ssl_cuda_profile_push("left open");
+    CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
+    ssl_cuda_profile(0);
+    text = NULL, len = 0;
+    f = open_memstream(&text, &len);
+    ssl_cuda_profile_report(f, 1, 3350);
+    fclose(f);
+    CHECK(!strstr(text, "left open") && kind_ms(text, "GEMM linear") > 0, "a scope left open was counted:\n%s", text);
+    free(text);
+    ssl_cuda_profile_pop();
+    ssl_cuda_profile(1);
+    CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
+    ssl_cuda_profile(0);
+    text = NULL, len = 0;
+    f = open_memstream(&text, &len);
+    ssl_cuda_profile_report(f, 1, 3350);
+    fclose(f);
+    CHECK(kind_ms(text, "GEMM linear") > 0 && kind_ms(text, "bias (linear, conv)") >= 0, "after a late pop:\n%s", text);
+    free(text);
     ssl_tensor *ds[] = {&dx, &dw, &db, &dy}, *hs[] = {&x, &w, &b, &y};
     for (int i = 0; i < 4; i++) g_release(gpu, ds[i]), free(hs[i]->data);
 }
