@@ -2908,30 +2908,48 @@ static inline SSL_HD void ssl__aug_finish(const ssl__augb &b, const ssl__augd &a
 }
 
 /* The gray sum of the image as contrast finds it, in the CPU's order:
-   per chunk of 1024 pixels, 16 float lanes, the lanes then the tail in
-   double. One thread per (sample, chunk); chunk sums then added in order. */
+   per chunk of 1024 pixels, 16 float lanes (lane l adds pixels l, l + 16,
+   ... of the chunk's whole groups of 16), the lanes then the tail in
+   double; chunk sums then added in order. One thread per (sample, chunk,
+   lane) for the lanes: a thread per chunk ran 1,024 pixels in a row, and
+   the whole augmentation took about 3 ms a call on an H200 whatever the
+   image size (32 or 224 px). Then one per (sample, chunk) adds its lanes
+   and its tail. The same sums in the same order: the same bits. */
+struct ssl__f_aug_graylane {
+    ssl__augb b;
+    const ssl__augd *ad;
+    const uint8_t *src;
+    float *lanes; /* [n][nch][16] */
+    int64_t nch;
+    SSL_HD void operator()(int64_t t) const {
+        int64_t l = t % 16, sq = t / 16, s = sq / nch, q = sq % nch, hw = (int64_t)b.w * b.h, i0 = q * SSL__AUG_CHUNK;
+        const ssl__augd &a = ad[s];
+        if (a.ci >= a.nops) return; /* no contrast */
+        int m = (int)ssl__min64(SSL__AUG_CHUNK, hw - i0);
+        float lane = 0.0f, px[3];
+        for (int i = 0; i + 16 <= m; i += 16) {
+            ssl__aug_load(b, a, src, s, i0 + i + l, px);
+            for (int k = 0; k < a.ci; k++) ssl__aug_op(a, a.ops[k], 0.0f, px);
+            lane += ssl_px_gray(px[0], px[1], px[2]);
+        }
+        lanes[t] = lane;
+    }
+};
 struct ssl__f_aug_graysum {
     ssl__augb b;
     const ssl__augd *ad;
     const uint8_t *src;
-    double *chunk; /* [n][nch] */
+    const float *lanes; /* [n][nch][16] */
+    double *chunk;      /* [n][nch] */
     int64_t nch;
     SSL_HD void operator()(int64_t t) const {
         int64_t s = t / nch, q = t % nch, hw = (int64_t)b.w * b.h, i0 = q * SSL__AUG_CHUNK;
         const ssl__augd &a = ad[s];
         if (a.ci >= a.nops) return; /* no contrast */
-        int m = (int)ssl__min64(SSL__AUG_CHUNK, hw - i0), i = 0;
-        float lane[16];
-        for (int l = 0; l < 16; l++) lane[l] = 0.0f;
+        int m = (int)ssl__min64(SSL__AUG_CHUNK, hw - i0), i = m / 16 * 16;
         float px[3];
-        for (; i + 16 <= m; i += 16)
-            for (int l = 0; l < 16; l++) {
-                ssl__aug_load(b, a, src, s, i0 + i + l, px);
-                for (int k = 0; k < a.ci; k++) ssl__aug_op(a, a.ops[k], 0.0f, px);
-                lane[l] += ssl_px_gray(px[0], px[1], px[2]);
-            }
         double sum = 0;
-        for (int l = 0; l < 16; l++) sum += lane[l];
+        for (int l = 0; l < 16; l++) sum += lanes[t * 16 + l];
         for (; i < m; i++) {
             ssl__aug_load(b, a, src, s, i0 + i, px);
             for (int k = 0; k < a.ci; k++) ssl__aug_op(a, a.ops[k], 0.0f, px);
@@ -3018,16 +3036,26 @@ template <class X>
 static void ssl__augment_run(const X &x, const ssl__augb &b, const ssl__augd *ad, const uint8_t *src, float *out) {
     int64_t hw = (int64_t)b.w * b.h, nch = (hw + SSL__AUG_CHUNK - 1) / SSL__AUG_CHUNK;
     size_t cb = sizeof(double) * (size_t)(b.n * nch), mb = (sizeof(float) * (size_t)b.n + 15) & ~(size_t)15;
-    size_t pb = sizeof(float) * (size_t)(b.n * 3 * hw);
-    char *mem = (char *)ssl__tmp(x, SSL__S_AUG, cb + mb + 2 * pb);
+    size_t lb = sizeof(float) * 16 * (size_t)(b.n * nch), pb = sizeof(float) * (size_t)(b.n * 3 * hw);
+    char *mem = (char *)ssl__tmp(x, SSL__S_AUG, cb + mb + lb + 2 * pb);
     double *chunk = (double *)mem;
-    float *mean_gray = (float *)(mem + cb), *planes = (float *)(mem + cb + mb), *tmp = planes + b.n * 3 * hw;
-    ssl__f_aug_graysum gs = {b, ad, src, chunk, nch};
-    x.each(gs, b.n * nch);
-    ssl__f_aug_mean mg = {b, ad, chunk, mean_gray, nch};
-    x.each(mg, b.n);
-    ssl__f_aug_point pt = {b, ad, src, mean_gray, planes, out};
-    x.each(pt, b.n * hw);
+    float *mean_gray = (float *)(mem + cb), *lanes = (float *)(mem + cb + mb), *planes = (float *)(mem + cb + mb + lb),
+          *tmp = planes + b.n * 3 * hw;
+    { /* the parts as rows of their own in a profile */
+        SSL__PROF("augment: contrast's mean", 0, 0);
+        ssl__f_aug_graylane gl = {b, ad, src, lanes, nch};
+        x.each(gl, b.n * nch * 16);
+        ssl__f_aug_graysum gs = {b, ad, src, lanes, chunk, nch};
+        x.each(gs, b.n * nch);
+        ssl__f_aug_mean mg = {b, ad, chunk, mean_gray, nch};
+        x.each(mg, b.n);
+    }
+    {
+        SSL__PROF("augment: crop, flip, colour", 0, 0);
+        ssl__f_aug_point pt = {b, ad, src, mean_gray, planes, out};
+        x.each(pt, b.n * hw);
+    }
+    SSL__PROF("augment: blur", 0, 0);
     ssl__f_aug_blur_rows br = {b, ad, planes, tmp};
     x.each(br, b.n * 3 * hw);
     ssl__f_aug_blur_cols bc = {b, ad, tmp, out};
