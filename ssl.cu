@@ -2347,6 +2347,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
                           tracked ? bn->running_var.data : NULL, scale, shift, bn->weight.data, bn->bias.data,
                           rows, bn->eps, bn->momentum};
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
+        SSL__PROF("BN statistics (forward)", ssl__bytes(xt), 2.0 * ssl_tensor_numel(xt)); /* a row of its own: its x read */
         const T *xd = (const T *)xt->data;
         ssl__f_bn_part<T> f = {SSL__BNS_MOMENTS, xd, NULL, NULL, NULL, NULL, rows, c, per, part};
         x.each(f, blocks * c);
@@ -2372,8 +2373,8 @@ extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd, ssl_tensor *mask) {
     SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward",
-              ssl__bytes(x) * ((training ? 1 : 0) + 2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0),
-              6.0 * ssl_tensor_numel(x));
+              ssl__bytes(x) * (2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0), /* the statistics' read: their row */
+              4.0 * ssl_tensor_numel(x));
     SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd, mask);););
     return 0;
 }
@@ -2396,7 +2397,11 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     ssl__f_bn_gradfin gf = {training, sums, dweight && dweight->data ? dweight->data : NULL,
                             dbias && dbias->data ? dbias->data : NULL, gam, mean_dy, mean_dy_xhat, bn->weight.data,
                             rows, c};
-    ssl__bn_sums(x, f, part, grp, sums, gf);
+    {
+        double mpass = !relu_y ? 0 : bits ? 1.0 / (8 * sizeof(T)) : 1;
+        SSL__PROF("BN statistics (backward)", ssl__bytes(xt) * (2 + mpass), 4.0 * ssl_tensor_numel(xt));
+        ssl__bn_sums(x, f, part, grp, sums, gf);
+    }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
         SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr), rows * c, xd, dyd,
@@ -2409,8 +2414,8 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias, ssl_tensor *dy_relu) {
     double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
-    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward",
-              ssl__bytes(x) * (2 + mpass + (dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 10.0 * ssl_tensor_numel(x));
+    SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", /* the statistics' pass has a row of its own */
+              ssl__bytes(x) * ((dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 6.0 * ssl_tensor_numel(x));
     SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu);););
     return 0;
 }
