@@ -1531,7 +1531,8 @@ template <class TX, class TC> struct ssl__f_im2col_rows {
 template <class X, class TX, class TC>
 static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, int64_t r0, int64_t nr) {
     int64_t k = g.kh * g.kw * g.ci;
-    SSL__PROF("im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
+    /* the stem's (few channels, by kernel rows) apart from the rest, in the profile */
+    SSL__PROF(g.ci < 8 ? "im2col (stem)" : "im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
     if (g.vec == 8) {
         ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / 8)};
         x.each(f, nr * k / 8);
@@ -3330,7 +3331,7 @@ extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     if (ssl__prof_conv_floor > 0) { /* the GEMM path's convolutions against what an implicit GEMM must move */
         double cols = 0;
         for (int i = 0; i < ssl__prof_nkinds; i++)
-            if (!strcmp(ssl__prof_kinds[i].name, "im2col") || !strcmp(ssl__prof_kinds[i].name, "col2im") ||
+            if (!strncmp(ssl__prof_kinds[i].name, "im2col", 6) || !strcmp(ssl__prof_kinds[i].name, "col2im") ||
                 !strncmp(ssl__prof_kinds[i].name, "GEMM conv ", 10))
                 cols += ssl__prof_kinds[i].bytes;
         fprintf(f, "Convolutions: %.3f GB/step here (im2col, col2im and their GEMMs); as implicit GEMMs (no columns, "
