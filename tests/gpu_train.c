@@ -218,6 +218,14 @@ GPU_TEST(profile_of_a_train_step) {
 }
 
 /* ms per step of a kind in a profile report (-1: absent) */
+/* the profile's report as text into *text (free it) */
+static void report_text(int steps, char **text) {
+    size_t len = 0;
+    *text = NULL;
+    FILE *f = open_memstream(text, &len);
+    ssl_cuda_profile_report(f, steps, 3350);
+    fclose(f);
+}
 static double kind_ms(const char *text, const char *kind) {
     char key[96];
     snprintf(key, sizeof key, "| %s | ", kind);
@@ -239,11 +247,8 @@ GPU_TEST(profile_nested_scopes_counted_once) {
     for (int i = 0; i < 3; i++) CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
     ssl_cuda_profile_pop();
     ssl_cuda_profile(0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    ssl_cuda_profile_report(f, 3, 3350);
-    fclose(f);
+    char *text;
+    report_text(3, &text);
     double mine = kind_ms(text, "my layers"), bias = kind_ms(text, "bias (linear, conv)"), gemm = kind_ms(text, "GEMM linear");
     printf("    3 linear layers 1024x1024x1024 in a scope: the scope's own %.4f ms, bias %.4f ms, GEMM %.4f ms\n", mine, bias, gemm);
     CHECK(bias > 0 && gemm > 0, "the layers' rows are missing: bias %.4f, GEMM %.4f ms", bias, gemm);
@@ -256,20 +261,14 @@ GPU_TEST(profile_nested_scopes_counted_once) {
     ssl_cuda_profile_push("left open");
     CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
     ssl_cuda_profile(0);
-    text = NULL, len = 0;
-    f = open_memstream(&text, &len);
-    ssl_cuda_profile_report(f, 1, 3350);
-    fclose(f);
+    report_text(1, &text);
     CHECK(!strstr(text, "left open") && kind_ms(text, "GEMM linear") > 0, "a scope left open was counted:\n%s", text);
     free(text);
     ssl_cuda_profile_pop();
     ssl_cuda_profile(1);
     CHECK_OK(ssl_linear_forward(&dx, &dw, &db, &dy));
     ssl_cuda_profile(0);
-    text = NULL, len = 0;
-    f = open_memstream(&text, &len);
-    ssl_cuda_profile_report(f, 1, 3350);
-    fclose(f);
+    report_text(1, &text);
     CHECK(kind_ms(text, "GEMM linear") > 0 && kind_ms(text, "bias (linear, conv)") >= 0, "after a late pop:\n%s", text);
     free(text);
     ssl_tensor *ds[] = {&dx, &dw, &db, &dy}, *hs[] = {&x, &w, &b, &y};
