@@ -1504,30 +1504,51 @@ template <class TX, class TC> struct ssl__f_im2col {
         ssl__vio<8>::st(cols + (uint32_t)j * 8, v);
     }
 };
-/* im2col for few channels (ci not a multiple of 8: the stem's 3): work
-   item j is one row's kernel row ky, kw x ci values that lie next to each
-   other in x (one set of divisions for 21 values of a 7x7 stem) */
-template <class TX, class TC> struct ssl__f_im2col_rows {
+/* im2col for few channels (ci not a multiple of 8: the stem's 3). Work item
+   j: 8 consecutive elements of the block's columns taken as one flat array
+   (rows of K), laid on cols' 16-byte boundaries (item 0 starts `head`
+   elements before cols, where the boundary before it lies), so that a warp stores 512 contiguous bytes in 16-byte stores; the first and
+   the last item store the elements they hold inside [0, nr K) one at a
+   time. One set of divisions per item, then the element's (row, ky, kx, c)
+   is advanced by one. A thread per kernel row (kw x ci values, 21 for the
+   7x7 stem) stored 2-byte values 42 bytes apart: each warp store touched 32
+   sectors for 64 bytes, 672 partial-sector writes to L2 for a warp's 1,344
+   bytes where 42 whole ones do (ResNet-50 at 224, batch 256: 0.94 G sector
+   writes a step for 1.9 GB of columns, ~5 ms at L2's ~200 G sectors/s,
+   against 0.4 ms for the bytes at an H200's bandwidth). */
+template <class TX, class TC> struct ssl__f_im2col_flat {
     ssl__cg g;
     const TX *x;
-    TC *cols;
+    TC *cols; /* the block's columns: nr rows of K */
     int64_t r0;
-    ssl__div d_kh;
+    uint32_t total, head; /* nr K; item 0's elements before cols[0] */
+    ssl__div d_k, d_seg, d_ci; /* K, kw ci, ci */
     SSL_HD void operator()(int64_t j) const {
-        uint32_t rl, n, oy, ky = ssl__divmod(d_kh, (uint32_t)j, &rl);
+        int64_t e0 = (int64_t)j * 8 - (int64_t)head, e1 = ssl__min64(e0 + 8, (int64_t)total);
+        uint32_t e = (uint32_t)(e0 < 0 ? 0 : e0), rl, ky, kx, n, oy;
+        uint32_t k = ssl__divmod(d_k, e, &rl), rem = ssl__divmod(d_seg, k, &ky), c = ssl__divmod(d_ci, rem, &kx);
         uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
-        int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix0 = (int)(ox * g.stride) - g.pad;
-        uint32_t seg = (uint32_t)(g.kw * g.ci);
-        TC *out = cols + (uint32_t)j * seg;
-        int row_in = iy >= 0 && iy < g.h;
-        const TX *in = x + ((uint32_t)n * (uint32_t)g.h + (uint32_t)(row_in ? iy : 0)) * (uint32_t)g.w * (uint32_t)g.ci;
-        for (int kx = 0; kx < g.kw; kx++) {
-            int ix = ix0 + kx, ok = row_in && ix >= 0 && ix < g.w;
-            for (int c = 0; c < g.ci; c++) ssl__st(&out[kx * g.ci + c], ok ? ssl__ld(in[(uint32_t)ix * (uint32_t)g.ci + c]) : 0.0f);
+        float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int u = 0; u < 8; u++) { /* unrolled (v stays in registers); elements outside [0, nr K) skipped */
+            if (e0 + u < (int64_t)e || e0 + u >= e1) continue;
+            int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix = (int)(ox * g.stride) - g.pad + (int)kx;
+            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
+                v[u] = ssl__ld(x[(((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci + c]);
+            if (++c < g.ci) continue; /* the next element: channel, then tap, then row */
+            c = 0;
+            if (++kx < g.kw) continue;
+            kx = 0;
+            if (++ky < g.kh) continue;
+            ky = 0;
+            p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + ++rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
         }
+        if (e0 >= 0 && e1 - e0 == 8) ssl__vio<8>::st(cols + e0, v);
+        else
+            for (int u = 0; u < 8; u++)
+                if (e0 + u >= 0 && e0 + u < e1) ssl__st(&cols[e0 + u], v[u]);
     }
 };
-/* cols for rows [r0, r0 + nr): 8-channel groups, or kernel rows for few channels */
+/* cols for rows [r0, r0 + nr): 8-channel groups, or 8 flat elements for few channels */
 template <class X, class TX, class TC>
 static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, int64_t r0, int64_t nr) {
     int64_t k = g.kh * g.kw * g.ci;
@@ -1537,8 +1558,10 @@ static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, 
         ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / 8)};
         x.each(f, nr * k / 8);
     } else {
-        ssl__f_im2col_rows<TX, TC> f = {g, xd, cols, r0, ssl__div_make(g.kh)};
-        x.each(f, nr * g.kh);
+        uint32_t total = (uint32_t)(nr * k), head = (uint32_t)((uintptr_t)cols % 16 / sizeof(TC));
+        ssl__f_im2col_flat<TX, TC> f = {g, xd, cols, r0, total, head, ssl__div_make(k), ssl__div_make(g.kw * g.ci),
+                                        ssl__div_make(g.ci)};
+        x.each(f, (total + head + 7) / 8);
     }
 }
 
@@ -2094,12 +2117,14 @@ template <class T> struct ssl__f_bn_part {
        hoists across a loop of additions: 128K threads x U values is what
        Little's law asks of an H100 (about 2 MB in flight at 3.35 TB/s and
        600 ns; U = 8 gives 2 MB for MOMENTS' 2-byte loads, more for GRAD's
-       three). The additions are those of the one-row loop, in its order,
+       three). MOMENTS reads x alone: U = 16 there keeps 4 MB in flight,
+       what an H200 asks (4.8 TB/s x ~700 ns = 3.4 MB; U = 8 held ~60% of
+       that). The additions are those of the one-row loop, in its order,
        so the sums are the same bits. */
     template <int U> SSL_HD void rows_(int64_t r, int64_t ch, double k, float mu, float is, double &s0, double &s1) const {
         float v[U], g[U];
         for (int u = 0; u < U; u++) v[u] = ssl__ld(x[(r + u) * c + ch]);
-        if (stage == SSL__BNS_MOMENTS) {
+        if (stage == SSL__BNS_MOMENTS || U > 8) { /* U > 8: MOMENTS only (no GRAD code, nor its registers) */
             for (int u = 0; u < U; u++) {
                 double d = (double)v[u] - k;
                 s0 += d, s1 += d * d;
@@ -2120,6 +2145,8 @@ template <class T> struct ssl__f_bn_part {
         int64_t blk = t / c, ch = t % c, r0 = blk * per, r1 = ssl__min64(r0 + per, rows), r = r0;
         double s0 = 0, s1 = 0, k = ssl__ld(x[r0 * c + ch]);
         float mu = stage == SSL__BNS_GRAD ? mean[ch] : 0.0f, is = stage == SSL__BNS_GRAD ? invstd[ch] : 0.0f;
+        if (stage == SSL__BNS_MOMENTS)
+            for (; r + 16 <= r1; r += 16) rows_<16>(r, ch, k, mu, is, s0, s1);
         for (; r + 8 <= r1; r += 8) rows_<8>(r, ch, k, mu, is, s0, s1);
         for (; r < r1; r++) rows_<1>(r, ch, k, mu, is, s0, s1);
         part[(blk * 2) * c + ch] = s0;
@@ -2231,7 +2258,10 @@ struct ssl__f_bn_stats {
     }
 };
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
-template <class T, int V> struct ssl__f_bn_apply { /* V values of one row per work item (c % V == 0) */
+/* V values of one row per work item (c % V == 0); scale and shift loaded as
+   vectors (see ssl__f_bn_dx: as 16 single floats they were 128 L1 cycles a
+   warp against 13 for the data) */
+template <class T, int V> struct ssl__f_bn_apply {
     const T *x;
     const float *scale, *shift;
     const T *res;
@@ -2241,11 +2271,13 @@ template <class T, int V> struct ssl__f_bn_apply { /* V values of one row per wo
     uint8_t *mask; /* V = 8: the ReLU's bits, a byte per work item (NULL: none) */
     SSL_HD void operator()(int64_t j) const {
         uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
-        float v[V], rv[V];
+        float v[V], rv[V], sc[V], sh[V];
         ssl__vio<V>::ld(x + j * V, v);
         if (res) ssl__vio<V>::ld(res + j * V, rv);
+        ssl__vio<V>::ld(scale + k, sc); /* the channels' parameters as vectors too (see ssl__f_bn_dx) */
+        ssl__vio<V>::ld(shift + k, sh);
         for (int e = 0; e < V; e++) {
-            v[e] = ssl__bn_apply(v[e], scale[k + e], shift[k + e]);
+            v[e] = ssl__bn_apply(v[e], sc[e], sh[e]);
             if (res) v[e] += rv[e];
             if (relu) v[e] = ssl__relu(v[e]);
         }
@@ -2271,7 +2303,14 @@ struct ssl__f_bn_gradfin {
         mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows) : 0.0f;
     }
 };
-template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work item (c % V == 0) */
+/* V values of one row per work item (c % V == 0). The channels' five
+   parameters are loaded as vectors like the data: read one float at a time,
+   each of a warp's 40 loads touches 32 floats 32 bytes apart, 8 of L1's
+   128-byte lines, so L1 spent 320 cycles on parameters for every 13 on the
+   16-byte data accesses of a warp's 256 values (at 132 SMs x 1.98 GHz, about
+   0.2 T values/s, 26% of an H200's bandwidth; measured: 34% for the pass and
+   its statistics). As 16-byte vectors: 10 loads of 4 lines, 40 cycles. */
+template <class T, int V> struct ssl__f_bn_dx {
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
@@ -2291,8 +2330,13 @@ template <class T, int V> struct ssl__f_bn_dx { /* V values of one row per work 
             for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
         }
         if (dyr) ssl__vio<V>::st(dyr + j * V, g);
-        for (int e = 0; e < V; e++)
-            g[e] = ssl__bn_grad_input(g[e], xv[e], mean[k + e], invstd[k + e], gam[k + e], mean_dy[k + e], mean_dy_xhat[k + e]);
+        float mu[V], is[V], ga[V], md[V], mdx[V];
+        ssl__vio<V>::ld(mean + k, mu);
+        ssl__vio<V>::ld(invstd + k, is);
+        ssl__vio<V>::ld(gam + k, ga);
+        ssl__vio<V>::ld(mean_dy + k, md);
+        ssl__vio<V>::ld(mean_dy_xhat + k, mdx);
+        for (int e = 0; e < V; e++) g[e] = ssl__bn_grad_input(g[e], xv[e], mu[e], is[e], ga[e], md[e], mdx[e]);
         ssl__vio<V>::st(dx + j * V, g);
     }
 };
@@ -2361,7 +2405,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     }
     const void *rd = res ? res->data : NULL;
     uint8_t *mk = mask ? (uint8_t *)mask->data : NULL;
-    int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data);
+    int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data) && ssl__vec8(c, scale, shift);
     SSL__EACH_V(x, ssl__f_bn_apply, T, v8, rows * c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
                 ssl__div_make(c), relu, mk);
     if (mk && !v8) { /* one value per work item: the mask's bytes from y */
@@ -2405,7 +2449,9 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
-        SSL__EACH_V(x, ssl__f_bn_dx, T, c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr), rows * c, xd, dyd,
+        int v8 = c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr) &&
+                 ssl__vec8(c, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat);
+        SSL__EACH_V(x, ssl__f_bn_dx, T, v8, rows * c, xd, dyd,
                     mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
 }
