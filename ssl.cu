@@ -1504,64 +1504,68 @@ template <class TX, class TC> struct ssl__f_im2col {
         ssl__vio<8>::st(cols + (uint32_t)j * 8, v);
     }
 };
-/* im2col for few channels (ci not a multiple of 8: the stem's 3). Work item
-   j: 8 consecutive elements of the block's columns taken as one flat array
-   (rows of K), laid on cols' 16-byte boundaries (item 0 starts `head`
-   elements before cols, where the boundary before it lies), so that a warp stores 512 contiguous bytes in 16-byte stores; the first and
-   the last item store the elements they hold inside [0, nr K) one at a
-   time. One set of divisions per item, then the element's (row, ky, kx, c)
-   is advanced by one. A thread per kernel row (kw x ci values, 21 for the
-   7x7 stem) stored 2-byte values 42 bytes apart: each warp store touched 32
-   sectors for 64 bytes, 672 partial-sector writes to L2 for a warp's 1,344
-   bytes where 42 whole ones do (ResNet-50 at 224, batch 256: 0.94 G sector
-   writes a step for 1.9 GB of columns, ~5 ms at L2's ~200 G sectors/s,
-   against 0.4 ms for the bytes at an H200's bandwidth). */
-template <class TX, class TC> struct ssl__f_im2col_flat {
+/* im2col for few channels (ci not a multiple of 8: the stem's 3). The
+   block's columns taken as one flat array (rows of K); 32 consecutive work
+   items (a warp) fill 256 consecutive elements, item t's u-th being element
+   256 (t / 32) + 32 u + t % 32, so that each of a warp's 8 stores writes 32
+   consecutive elements (64 bytes of bf16: two whole sectors) and each load
+   reads them from one to three runs of x (a kernel row's kw x ci values lie
+   next to each other in x as in the columns). One set of divisions per
+   item; then (row, ky, j) advances by 32 elements, with j = kx ci + c the
+   offset in the kernel row, bounds-checked without dividing by ci.
+   A thread per kernel row (21 values of the 7x7 stem) stored 2-byte values
+   42 bytes apart: 32 partial sectors per warp store, 672 sector writes to
+   L2 for a warp's 1,344 bytes where 42 whole ones do. ResNet-50 at 224,
+   batch 256, two views: 1.9 G values, ~1.9 G sector writes a step (~11 ms
+   at an H100's ~170 G sectors/s of L2) and ~0.34 L1 wavefronts a value on
+   each side (~2.5 ms). Here: 1/16 of a sector write and ~0.16 wavefronts
+   a value, and ~40 instructions (PTX), ~2 ms at the full issue rate: the
+   bound is now instructions, for 1.9 GB of columns that an H200's
+   bandwidth writes in 0.4 ms. (Estimates; not yet measured.) */
+template <class TX, class TC> struct ssl__f_im2col_few {
     ssl__cg g;
     const TX *x;
     TC *cols; /* the block's columns: nr rows of K */
     int64_t r0;
-    uint32_t total, head; /* nr K; item 0's elements before cols[0] */
-    ssl__div d_k, d_seg, d_ci; /* K, kw ci, ci */
-    SSL_HD void operator()(int64_t j) const {
-        int64_t e0 = (int64_t)j * 8 - (int64_t)head, e1 = ssl__min64(e0 + 8, (int64_t)total);
-        uint32_t e = (uint32_t)(e0 < 0 ? 0 : e0), rl, ky, kx, n, oy;
-        uint32_t k = ssl__divmod(d_k, e, &rl), rem = ssl__divmod(d_seg, k, &ky), c = ssl__divmod(d_ci, rem, &kx);
-        uint32_t p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
-        float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int u = 0; u < 8; u++) { /* unrolled (v stays in registers); elements outside [0, nr K) skipped */
-            if (e0 + u < (int64_t)e || e0 + u >= e1) continue;
-            int iy = (int)(oy * g.stride) - g.pad + (int)ky, ix = (int)(ox * g.stride) - g.pad + (int)kx;
-            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
-                v[u] = ssl__ld(x[(((uint32_t)n * (uint32_t)g.h + (uint32_t)iy) * (uint32_t)g.w + (uint32_t)ix) * (uint32_t)g.ci + c]);
-            if (++c < g.ci) continue; /* the next element: channel, then tap, then row */
-            c = 0;
-            if (++kx < g.kw) continue;
-            kx = 0;
-            if (++ky < g.kh) continue;
-            ky = 0;
-            p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + ++rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
+    uint32_t total, seg; /* nr K; kw ci */
+    ssl__div d_k, d_seg;
+    SSL_HD void operator()(int64_t t) const {
+        uint32_t e = (uint32_t)(t >> 5) * 256u + (uint32_t)(t & 31), rl, ky;
+        if (e >= total) return;
+        uint32_t k = ssl__divmod(d_k, e, &rl), j = ssl__divmod(d_seg, k, &ky);
+        int wc = (int)(g.w * g.ci), iy0, jx0; /* the row's window corner: image row, and (column, channel) offset */
+        const TX *img;
+        row_(rl, &img, &iy0, &jx0);
+        for (int u = 0; u < 8 && e < total; u++, e += 32) {
+            int iy = iy0 + (int)ky, jx = jx0 + (int)j; /* jx: (ix, c) as one offset in x's image row */
+            float v = 0.0f;
+            if (iy >= 0 && iy < g.h && jx >= 0 && jx < wc) v = ssl__ld(img[(uint32_t)iy * (uint32_t)wc + (uint32_t)jx]);
+            ssl__st(&cols[e], v);
+            uint32_t r = rl;
+            for (j += 32; j >= seg; j -= seg)
+                if (++ky == (uint32_t)g.kh) ky = 0, rl++;
+            if (rl != r) row_(rl, &img, &iy0, &jx0);
         }
-        if (e0 >= 0 && e1 - e0 == 8) ssl__vio<8>::st(cols + e0, v);
-        else
-            for (int u = 0; u < 8; u++)
-                if (e0 + u >= 0 && e0 + u < e1) ssl__st(&cols[e0 + u], v[u]);
+    }
+    SSL_HD void row_(uint32_t rl, const TX **img, int *iy0, int *jx0) const {
+        uint32_t n, oy, p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
+        *img = x + (size_t)n * (size_t)(g.h * g.w * g.ci);
+        *iy0 = (int)(oy * g.stride) - g.pad, *jx0 = ((int)(ox * g.stride) - g.pad) * (int)g.ci;
     }
 };
-/* cols for rows [r0, r0 + nr): 8-channel groups, or 8 flat elements for few channels */
+/* cols for rows [r0, r0 + nr): 8-channel groups, or warps of 256 flat elements for few channels */
 template <class X, class TX, class TC>
 static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, int64_t r0, int64_t nr) {
     int64_t k = g.kh * g.kw * g.ci;
-    /* the stem's (few channels, by kernel rows) apart from the rest, in the profile */
+    /* the stem's (few channels, flat) apart from the rest, in the profile */
     SSL__PROF(g.ci < 8 ? "im2col (stem)" : "im2col", (double)nr * k * (sizeof(TC) + (double)sizeof(TX) / (g.kh * g.kw)), 0);
     if (g.vec == 8) {
         ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / 8)};
         x.each(f, nr * k / 8);
     } else {
-        uint32_t total = (uint32_t)(nr * k), head = (uint32_t)((uintptr_t)cols % 16 / sizeof(TC));
-        ssl__f_im2col_flat<TX, TC> f = {g, xd, cols, r0, total, head, ssl__div_make(k), ssl__div_make(g.kw * g.ci),
-                                        ssl__div_make(g.ci)};
-        x.each(f, (total + head + 7) / 8);
+        uint32_t total = (uint32_t)(nr * k), seg = (uint32_t)(g.kw * g.ci);
+        ssl__f_im2col_few<TX, TC> f = {g, xd, cols, r0, total, seg, ssl__div_make(k), ssl__div_make(seg)};
+        x.each(f, ((int64_t)total + 255) / 256 * 32);
     }
 }
 
