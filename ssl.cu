@@ -1527,8 +1527,8 @@ template <class TX, class TC> struct ssl__f_im2col_few {
     const TX *x;
     TC *cols; /* the block's columns: nr rows of K */
     int64_t r0;
-    uint32_t total, seg; /* nr K; kw ci */
-    ssl__div d_k, d_seg;
+    uint32_t total; /* nr K */
+    ssl__div d_k, d_seg; /* K; a kernel row's kw ci */
     SSL_HD void operator()(int64_t t) const {
         uint32_t e = (uint32_t)(t >> 5) * 256u + (uint32_t)(t & 31), rl, ky;
         if (e >= total) return;
@@ -1542,7 +1542,7 @@ template <class TX, class TC> struct ssl__f_im2col_few {
             if (iy >= 0 && iy < g.h && jx >= 0 && jx < wc) v = ssl__ld(img[(uint32_t)iy * (uint32_t)wc + (uint32_t)jx]);
             ssl__st(&cols[e], v);
             uint32_t r = rl;
-            for (j += 32; j >= seg; j -= seg)
+            for (j += 32; j >= d_seg.d; j -= d_seg.d)
                 if (++ky == (uint32_t)g.kh) ky = 0, rl++;
             if (rl != r) row_(rl, &img, &iy0, &jx0);
         }
@@ -1563,8 +1563,8 @@ static void ssl__im2col_x(const X &x, const ssl__cg &g, const TX *xd, TC *cols, 
         ssl__f_im2col<TX, TC> f = {g, xd, cols, r0, ssl__div_make(k / 8)};
         x.each(f, nr * k / 8);
     } else {
-        uint32_t total = (uint32_t)(nr * k), seg = (uint32_t)(g.kw * g.ci);
-        ssl__f_im2col_few<TX, TC> f = {g, xd, cols, r0, total, seg, ssl__div_make(k), ssl__div_make(seg)};
+        uint32_t total = (uint32_t)(nr * k);
+        ssl__f_im2col_few<TX, TC> f = {g, xd, cols, r0, total, ssl__div_make(k), ssl__div_make(g.kw * g.ci)};
         x.each(f, ((int64_t)total + 255) / 256 * 32);
     }
 }
@@ -2278,7 +2278,7 @@ template <class T, int V> struct ssl__f_bn_apply {
         float v[V], rv[V], sc[V], sh[V];
         ssl__vio<V>::ld(x + j * V, v);
         if (res) ssl__vio<V>::ld(res + j * V, rv);
-        ssl__vio<V>::ld(scale + k, sc); /* the channels' parameters as vectors too (see ssl__f_bn_dx) */
+        ssl__vio<V>::ld(scale + k, sc);
         ssl__vio<V>::ld(shift + k, sh);
         for (int e = 0; e < V; e++) {
             v[e] = ssl__bn_apply(v[e], sc[e], sh[e]);

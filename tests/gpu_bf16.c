@@ -118,7 +118,7 @@ GPU_TEST(bf16_conv2d) {
     conv_case(gpu, "bf16 3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 0, 0);
     conv_case(gpu, "bf16 3x3 s2 p1, 24 channels", 2, 10, 9, 24, 5, 3, 2, 1, 1, 0, 0);
     conv_case(gpu, "bf16 3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 0, 0);
-    /* blocked stem: the second block's kept bf16 columns start 6 elements past a 16-byte boundary */
+    /* the stem's im2col in blocks, as in gpu_ops.c's conv2d, from fp32 images into bf16 columns */
     conv_case(gpu, "bf16 7x7 s2 p3 (stem, fp32 images) blocked", 4, 128, 128, 3, 8, 7, 2, 3, 0, 1, 1);
 }
 

@@ -337,7 +337,8 @@ GPU_TEST(conv2d) {
     /* more than one im2col block on the CPU and in emulation (8 MiB) */
     conv_case(gpu, "3x3 s1 p1 blocked", 4, 64, 64, 16, 8, 3, 1, 1, 0, 1);
     /* the stem's im2col in blocks (16,384 rows, 14,266 a block in emulation):
-       the second block's kept columns start 2 floats past a 16-byte boundary */
+       the second block starts at row 14,266, inside an image, and its
+       311,346 elements end 50 into a warp's run of 256 */
     conv_case(gpu, "7x7 s2 p3 (stem) blocked", 4, 128, 128, 3, 8, 7, 2, 3, 0, 0);
 }
 

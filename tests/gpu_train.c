@@ -217,7 +217,6 @@ GPU_TEST(profile_of_a_train_step) {
     ssl_trainer_free(&dev);
 }
 
-/* ms per step of a kind in a profile report (-1: absent) */
 /* the profile's report as text into *text (free it) */
 static void report_text(int steps, char **text) {
     size_t len = 0;
@@ -226,6 +225,7 @@ static void report_text(int steps, char **text) {
     ssl_cuda_profile_report(f, steps, 3350);
     fclose(f);
 }
+/* ms per step of a kind in a profile report (-1: absent) */
 static double kind_ms(const char *text, const char *kind) {
     char key[96];
     snprintf(key, sizeof key, "| %s | ", kind);
