@@ -175,13 +175,22 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 # run on the host against the CPU reference; no GPU needed) run too, twice:
 # each launch's indices in order, then in a shuffled order (a GPU runs them
 # in none: a kernel whose result depends on the order races there)
+# Each suite's output is also kept in build/test-logs; the last line adds
+# up their closing "N passed, N failed" lines (a failing suite stops make
+# before it, its own closing line last).
+TEST_LOGS := $(BUILD)/test-logs
+test: SHELL := /bin/bash
 test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu) $(if $(HAVE_CUDNN),$(BUILD)/tests-cudnn)
-	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
-	$(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests
-	$(if $(NVCC),$(TEST_ENV) $(BUILD)/tests-gpu emu_)
-	$(if $(NVCC),$(TEST_ENV) SSL_EMU_ORDER=shuffle $(BUILD)/tests-gpu emu_)
-	$(if $(HAVE_CUDNN),$(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_)
-	$(if $(NVCC),NO_TORCH=1 bash bench/gpu_rehearse.sh)
+	@rm -rf $(BUILD)/tmp $(TEST_LOGS) && mkdir -p $(BUILD)/tmp $(TEST_LOGS)
+	set -o pipefail; $(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests | tee $(TEST_LOGS)/cpu.log
+	$(if $(NVCC),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu.log)
+	$(if $(NVCC),set -o pipefail; $(TEST_ENV) SSL_EMU_ORDER=shuffle $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu-shuffled.log)
+	$(if $(HAVE_CUDNN),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_ | tee $(TEST_LOGS)/cudnn.log)
+	$(if $(NVCC),set -o pipefail; NO_TORCH=1 bash bench/gpu_rehearse.sh | tee $(TEST_LOGS)/rehearsal.log)
+	@cat $(TEST_LOGS)/*.log | awk '/^([a-z]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$$/ { \
+	    sub(/^[a-z]+: /, ""); p += $$1; f += $$3; s += $$5; n++ } \
+	    END { if (n == 0) { print "make test: no suite closed with a count"; exit 1 } \
+	          printf "make test: %d passed, %d failed, %d skipped\n", p, f, s; exit f > 0 }'
 
 # the GPU session's scripts (bench/gpu_report.sh, bench/gpu_e2e.sh) run here
 # as on the device, emulated and tiny, PyTorch's side on the CPU (build/venv),

@@ -23,8 +23,8 @@ case "$MODE" in quick | full) ;; *) echo "usage: bash bench/gpu_rehearse.sh [qui
 R=build/rehearse
 rm -rf "$R" && mkdir -p "$R"
 export OUT=$R/out
-fails=0
-ok() { echo "rehearsal: ok   $*"; }
+fails=0 passes=0
+ok() { echo "rehearsal: ok   $*"; passes=$((passes + 1)); }
 bad() { echo "rehearsal: FAIL $*"; fails=$((fails + 1)); }
 # count of lines of FILE matching PATTERN (0 when the file is missing)
 count() {
@@ -162,4 +162,5 @@ if [ "$fails" = 0 ]; then
 else
     echo "rehearsal: $fails check(s) failed (outputs and logs in $R)"
 fi
+echo "rehearsal: $passes passed, $fails failed"
 [ "$fails" = 0 ]
