@@ -20,6 +20,11 @@
 #                               each kernel's time, DRAM and SM throughput
 #   bench/gpu_report.sh all     test, then step with QUICK=1 (the full step list
 #                               after the tests would pass a call's 10 minutes)
+#   bench/gpu_report.sh brief   for a short lease (one call, ~8 minutes): build;
+#                               the three headline step pairs (R50 224 and 160,
+#                               R18 CIFAR, bf16 throughput) and their table;
+#                               the two profiles; then gpu_* tests until
+#                               BRIEF_S seconds (default 420) have passed
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -54,6 +59,7 @@ build() {
 }
 
 tests() {
+    local deadline=${1:-0} # SECONDS past which no further test starts (0: none)
     # each gpu_* test in its own process: a CUDA error stops a process (and
     # poisons its context), so one failure must not hide the others
     log "GPU suite, one process per test"
@@ -61,6 +67,7 @@ tests() {
     timeout 120 build/tests-gpu emu_ > "$OUT/tests/emu.log" 2>&1; tail -1 "$OUT/tests/emu.log"
     : > "$OUT/tests-gpu.txt"
     for t in $(build/tests-gpu --list | grep '^gpu_'); do
+        if [ "$deadline" != 0 ] && [ $SECONDS -ge "$deadline" ]; then echo "$t skipped (out of time)" | tee -a "$OUT/report.log"; continue; fi
         timeout 90 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; rc=$?
         echo "$t $rc" | tee -a "$OUT/tests-gpu.txt"
         [ $rc = 0 ] && continue
@@ -74,7 +81,7 @@ tests() {
     # ./train device=cuda and ./probe device=cuda as programs, on the real GPU,
     # against the CPU (needs Fashion-MNIST's t10k file: `prepare` copies it
     # into build/gpu-data, which the device call must carry)
-    if [ -f build/gpu-data/t10k-images-idx3-ubyte.gz ]; then
+    if [ -f build/gpu-data/t10k-images-idx3-ubyte.gz ] && { [ "$deadline" = 0 ] || [ $SECONDS -lt "$deadline" ]; }; then
         log "./train and ./probe on the GPU against the CPU"
         make $DEPS build/tests > /dev/null 2>&1
         rm -rf build/tmp && mkdir -p build/tmp
@@ -122,6 +129,22 @@ step() {
     timeout 150 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     head -30 "$OUT/profile_r50_224_bf16.md"
+}
+
+# the headline pairs, their profiles, then as many tests as time allows
+brief() {
+    : > "$OUT/steps.jsonl"
+    pair "R50 224 bf16 throughput" "depth=50 res=224 bs=256 precision=bf16 split=0" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
+    pair "R50 160 bf16 throughput" "depth=50 res=160 bs=256 precision=bf16 split=0" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
+    pair "R18 CIFAR 32 bf16 throughput" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10" \
+        "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
+    $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
+    log "profile: ssl.h's step by kind of work (CUDA events)"
+    timeout 100 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
+    timeout 60 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 $SSL_EXTRA \
+        > "$OUT/profile_r18_cifar_bf16.md" 2>&1
+    log "brief: steps and profiles done at ${SECONDS}s"
+    tests "${BRIEF_S:-420}"
 }
 
 # cuDNN's convolutions (the issue allows a CUDNN=1 build; the default is
@@ -205,5 +228,6 @@ memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; QUICK=1 step; } ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all"; exit 2 ;;
+brief) build && brief ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all|brief"; exit 2 ;;
 esac
