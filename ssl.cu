@@ -2116,7 +2116,7 @@ enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
    a channel's additions stay those of the one-channel loop, in its order:
    each (block, channel) sum is the same bits for the same blocks. */
 template <class T, int V, int STAGE> struct ssl__f_bn_part {
-    enum { stage = STAGE }; /* a parameter: each stage its own kernel, registers and all */
+    /* STAGE a parameter: each stage its own kernel, registers and all */
     const T *x, *dy;
     const float *mean, *invstd;
     const T *relu_y; /* GRAD: the fused ReLU's mask (NULL: none) */
@@ -2138,45 +2138,45 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
         float v[U][V], g[U][V];
         for (int u = 0; u < U; u++) ssl__vio<V>::ld(x + (r + u) * c + ch, v[u]);
-        if (stage == SSL__BNS_MOMENTS || U > UG) { /* U > UG: MOMENTS only (no GRAD code, nor its registers) */
+        if constexpr (STAGE == SSL__BNS_MOMENTS || U > UG) { /* U > UG: MOMENTS only (no GRAD code, nor its registers) */
             for (int u = 0; u < U; u++)
                 for (int e = 0; e < V; e++) {
                     double d = (double)v[u][e] - (double)k[e];
                     s0[e] += d, s1[e] += d * d;
                 }
-            return;
+        } else {
+            for (int u = 0; u < U; u++) ssl__vio<V>::ld(dy + (r + u) * c + ch, g[u]);
+            if (relu_y) {
+                float m[V];
+                for (int u = 0; u < U; u++) {
+                    ssl__vio<V>::ld(relu_y + (r + u) * c + ch, m);
+                    for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[e], g[u][e]);
+                }
+            } else if (mbits) {
+                for (int u = 0; u < U; u++) {
+                    int byte = V == 8 ? mbits[((r + u) * c + ch) >> 3] : ssl__bit(mbits, (r + u) * c + ch);
+                    for (int e = 0; e < V; e++) g[u][e] = (byte >> e) & 1 ? g[u][e] : 0.0f;
+                }
+            }
+            for (int u = 0; u < U; u++)
+                for (int e = 0; e < V; e++) {
+                    s0[e] += g[u][e];
+                    s1[e] += (double)g[u][e] * ((v[u][e] - mu[e]) * is[e]);
+                }
         }
-        for (int u = 0; u < U; u++) ssl__vio<V>::ld(dy + (r + u) * c + ch, g[u]);
-        if (relu_y) {
-            float m[V];
-            for (int u = 0; u < U; u++) {
-                ssl__vio<V>::ld(relu_y + (r + u) * c + ch, m);
-                for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[e], g[u][e]);
-            }
-        } else if (mbits) {
-            for (int u = 0; u < U; u++) {
-                int byte = V == 8 ? mbits[((r + u) * c + ch) >> 3] : ssl__bit(mbits, (r + u) * c + ch);
-                for (int e = 0; e < V; e++) g[u][e] = (byte >> e) & 1 ? g[u][e] : 0.0f;
-            }
-        }
-        for (int u = 0; u < U; u++)
-            for (int e = 0; e < V; e++) {
-                s0[e] += g[u][e];
-                s1[e] += (double)g[u][e] * ((v[u][e] - mu[e]) * is[e]);
-            }
     }
     SSL_HD void operator()(int64_t t) const {
         int64_t nc = c / V, blk = t / nc, ch = t % nc * V, r0 = blk * per, r1 = ssl__min64(r0 + per, rows), r = r0;
         double s0[V], s1[V];
         float k[V], mu[V], is[V];
-        if (stage == SSL__BNS_MOMENTS) ssl__vio<V>::ld(x + r0 * c + ch, k);
-        if (stage == SSL__BNS_GRAD) ssl__vio<V>::ld(mean + ch, mu), ssl__vio<V>::ld(invstd + ch, is);
+        if (STAGE == SSL__BNS_MOMENTS) ssl__vio<V>::ld(x + r0 * c + ch, k);
+        if (STAGE == SSL__BNS_GRAD) ssl__vio<V>::ld(mean + ch, mu), ssl__vio<V>::ld(invstd + ch, is);
         for (int e = 0; e < V; e++) {
             s0[e] = 0, s1[e] = 0;
-            if (stage != SSL__BNS_GRAD) mu[e] = 0.0f, is[e] = 0.0f;
-            if (stage != SSL__BNS_MOMENTS) k[e] = 0.0f;
+            if (STAGE != SSL__BNS_GRAD) mu[e] = 0.0f, is[e] = 0.0f;
+            if (STAGE != SSL__BNS_MOMENTS) k[e] = 0.0f;
         }
-        if (stage == SSL__BNS_MOMENTS)
+        if (STAGE == SSL__BNS_MOMENTS)
             for (; r + UM <= r1; r += UM) rows_<UM>(r, ch, k, mu, is, s0, s1);
         for (; r + UG <= r1; r += UG) rows_<UG>(r, ch, k, mu, is, s0, s1);
         for (; r < r1; r++) rows_<1>(r, ch, k, mu, is, s0, s1);
@@ -2572,15 +2572,69 @@ static inline SSL_HD uint32_t ssl__pool_winner(const ssl__pg &g, const T *x, int
     *best = b;
     return arg;
 }
-template <class T> struct ssl__f_maxpool {
+/* The winners of output pixel (n, oy, ox), channels ch .. ch + V - 1, as
+   ssl__pool_winner finds each: best[e] its value, pos[e] its place in the
+   window (row << 4 | column). K = 3: the 3x3 window's loads (those inside
+   the image) all issued before the first comparison, so a thread waits
+   for memory once, not once a tap: a loop of dependent taps held the
+   stem's pool at 10% of an H200's bandwidth. K = 0: any window up to 16
+   wide, tap by tap. The same comparisons in the same order: the same
+   winners. */
+template <class T, int V, int K>
+static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best,
+                                            uint8_t *pos) {
+    int wy = oy * g.stride - g.pad, wx = ox * g.stride - g.pad; /* the window's corner, maybe outside */
+    int y0 = wy < 0 ? 0 : wy, x0 = wx < 0 ? 0 : wx, y1 = wy + g.k > g.h ? g.h : wy + g.k, x1 = wx + g.k > g.w ? g.w : wx + g.k;
+    for (int e = 0; e < V; e++) best[e] = -INFINITY, pos[e] = (uint8_t)(((y0 - wy) << 4) | (x0 - wx));
+    if constexpr (K > 0) {
+        float v[K * K][V];
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++)
+                if (wy + a >= y0 && wy + a < y1 && wx + b >= x0 && wx + b < x1)
+                    ssl__vio<V>::ld(x + (((uint32_t)n * g.h + (uint32_t)(wy + a)) * g.w + (uint32_t)(wx + b)) * g.c + ch, v[a * K + b]);
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++)
+                if (wy + a >= y0 && wy + a < y1 && wx + b >= x0 && wx + b < x1)
+                    for (int e = 0; e < V; e++)
+                        if (ssl__pool_takes(best[e], v[a * K + b][e])) best[e] = v[a * K + b][e], pos[e] = (uint8_t)((a << 4) | b);
+    } else {
+        for (int iy = y0; iy < y1; iy++)
+            for (int ix = x0; ix < x1; ix++) {
+                float v[V];
+                ssl__vio<V>::ld(x + (((uint32_t)n * g.h + (uint32_t)iy) * g.w + (uint32_t)ix) * g.c + ch, v);
+                for (int e = 0; e < V; e++)
+                    if (ssl__pool_takes(best[e], v[e])) best[e] = v[e], pos[e] = (uint8_t)(((iy - wy) << 4) | (ix - wx));
+            }
+    }
+}
+/* V channels of one output pixel per work item (V = 8: c % 8 == 0, the
+   tensors 16-byte aligned); d_cv divides by c / V. ARG: the winners'
+   places into arg (one byte a value) instead of their values into y. */
+template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
     ssl__pg g;
     const T *x;
     T *y;
+    uint8_t *arg;
+    ssl__div d_cv;
     SSL_HD void operator()(int64_t i) const {
-        uint32_t o, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &o), ox = ssl__divmod(g.d_ow, o, &q), oy = ssl__divmod(g.d_oh, q, &n);
-        float b;
-        ssl__pool_winner(g, x, (int)n, (int)oy, (int)ox, (int)ch, &b);
-        ssl__st(&y[i], b);
+        uint32_t o, q, n, ch = V * ssl__divmod(d_cv, (uint32_t)i, &o), ox = ssl__divmod(g.d_ow, o, &q), oy = ssl__divmod(g.d_oh, q, &n);
+        float b[V];
+        uint8_t pos[V];
+        ssl__pool_winners<T, V, K>(g, x, (int)n, (int)oy, (int)ox, (int)ch, b, pos);
+        uint32_t at = o * (uint32_t)g.c + ch;
+        if (!ARG) {
+            ssl__vio<V>::st(y + at, b);
+        } else if (V == 8) { /* one 8-byte store */
+            uint64_t w = 0;
+            for (int e = 0; e < V; e++) w |= (uint64_t)pos[e] << (8 * e);
+#ifdef __CUDA_ARCH__
+            *(uint64_t *)(arg + at) = w;
+#else
+            for (int e = 0; e < V; e++) arg[at + e] = (uint8_t)(w >> (8 * e)); /* little-endian, as the GPU's */
+#endif
+        } else {
+            for (int e = 0; e < V; e++) arg[at + e] = pos[e];
+        }
     }
 };
 /* dx element i gathers dy of every window whose winner it is, in output
@@ -2612,55 +2666,84 @@ template <class T> struct ssl__f_maxpool_back {
    per window, 36 per input for the stem's 3x3/2 pool, which kept its
    backward at 5% of the bandwidth on an H200 (12 ms of a ResNet-50 step).
    Here each window's winner is found once and stored as a byte (row and
-   column in the window, 4 bits each); then each input reads its windows'
-   bytes. The same winners, added in the same order: the same bits. */
-template <class T> struct ssl__f_maxpool_arg {
-    ssl__pg g;
-    const T *x;
-    uint8_t *arg;
-    SSL_HD void operator()(int64_t i) const {
-        uint32_t o, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &o), ox = ssl__divmod(g.d_ow, o, &q), oy = ssl__divmod(g.d_oh, q, &n);
-        float b;
-        uint32_t pix = ssl__pool_winner(g, x, (int)n, (int)oy, (int)ox, (int)ch, &b);
-        uint32_t rows, img, wx = ssl__divmod(g.d_w, pix, &rows), wy = ssl__divmod(g.d_h, rows, &img); /* pix's column, row */
-        arg[i] = (uint8_t)(((wy - (oy * g.stride - g.pad)) << 4) | (wx - (ox * g.stride - g.pad)));
-    }
-};
-template <class T> struct ssl__f_maxpool_back_arg {
+   column in the window, 4 bits each: ssl__f_maxpool with ARG); then each
+   input reads its windows' bytes. The same winners, added in the same
+   order: the same bits. V channels of one input pixel per work item; W = 2
+   (a pixel in at most 2 x 2 windows, the stem's 3x3/2): the windows'
+   bytes and gradients all loaded before the first addition (one wait for
+   memory, not one a window); W = 0: any, window by window. */
+template <class T, int V, int W> struct ssl__f_maxpool_back_arg {
     ssl__pg g;
     const uint8_t *arg;
     const T *dy;
     T *dx;
+    ssl__div d_cv;
     SSL_HD void operator()(int64_t i) const {
-        uint32_t pix, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &pix), ix = ssl__divmod(g.d_w, pix, &q), iy = ssl__divmod(g.d_h, q, &n);
+        uint32_t pix, q, n, ch = V * ssl__divmod(d_cv, (uint32_t)i, &pix), ix = ssl__divmod(g.d_w, pix, &q), iy = ssl__divmod(g.d_h, q, &n);
         int ly = (int)iy + g.pad - g.k + 1, lx = (int)ix + g.pad - g.k + 1;
         int oy0 = ly <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(ly + g.stride - 1)),
             ox0 = lx <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(lx + g.stride - 1));
         int oy1 = (int)ssl__div_q(g.d_stride, iy + g.pad), ox1 = (int)ssl__div_q(g.d_stride, ix + g.pad);
         if (oy1 > g.oh - 1) oy1 = g.oh - 1;
         if (ox1 > g.ow - 1) ox1 = g.ow - 1;
-        float v = 0.0f;
-        for (int oy = oy0; oy <= oy1; oy++)
-            for (int ox = ox0; ox <= ox1; ox++) {
-                uint32_t o = (((uint32_t)n * g.oh + oy) * g.ow + ox) * g.c + ch;
-                int a = arg[o];
-                if (oy * g.stride - g.pad + (a >> 4) == (int)iy && ox * g.stride - g.pad + (a & 15) == (int)ix) v += ssl__ld(dy[o]);
-            }
-        ssl__st(&dx[i], v);
+        float v[V];
+        for (int e = 0; e < V; e++) v[e] = 0.0f;
+        if constexpr (W > 0) {
+            float d[W * W][V];
+            uint8_t a[W * W][V];
+            for (int u = 0; u < W; u++)
+                for (int t = 0; t < W; t++)
+                    if (oy0 + u <= oy1 && ox0 + t <= ox1) {
+                        uint32_t o = (((uint32_t)n * g.oh + (uint32_t)(oy0 + u)) * g.ow + (uint32_t)(ox0 + t)) * g.c + ch;
+                        ssl__vio<V>::ld(dy + o, d[u * W + t]);
+                        for (int e = 0; e < V; e++) a[u * W + t][e] = arg[o + e];
+                    }
+            for (int u = 0; u < W; u++)
+                for (int t = 0; t < W; t++)
+                    if (oy0 + u <= oy1 && ox0 + t <= ox1)
+                        for (int e = 0; e < V; e++) {
+                            int p = a[u * W + t][e];
+                            if ((oy0 + u) * g.stride - g.pad + (p >> 4) == (int)iy && (ox0 + t) * g.stride - g.pad + (p & 15) == (int)ix)
+                                v[e] += d[u * W + t][e];
+                        }
+        } else {
+            for (int oy = oy0; oy <= oy1; oy++)
+                for (int ox = ox0; ox <= ox1; ox++) {
+                    uint32_t o = (((uint32_t)n * g.oh + oy) * g.ow + ox) * g.c + ch;
+                    float d[V];
+                    ssl__vio<V>::ld(dy + o, d);
+                    for (int e = 0; e < V; e++) {
+                        int p = arg[o + e];
+                        if (oy * g.stride - g.pad + (p >> 4) == (int)iy && ox * g.stride - g.pad + (p & 15) == (int)ix) v[e] += d[e];
+                    }
+                }
+        }
+        ssl__vio<V>::st(dx + pix * (uint32_t)g.c + ch, v);
     }
 };
+/* the forward (ARG 0) or the winners' places (ARG 1): V = 8 where it can,
+   the 3x3 window's loads up front where k = 3 */
+template <class T, int ARG, class X>
+static void ssl__maxpool_run(const X &x, const ssl__pg &g, const T *xd, T *y, uint8_t *arg, int v8, int64_t outs) {
+    int V = v8 ? 8 : 1;
+    ssl__div d = ssl__div_make(g.c / V);
+    if (v8 && g.k == 3) { ssl__f_maxpool<T, 8, 3, ARG> f = {g, xd, y, arg, d}; x.each(f, outs / 8); }
+    else if (v8) { ssl__f_maxpool<T, 8, 0, ARG> f = {g, xd, y, arg, d}; x.each(f, outs / 8); }
+    else if (g.k == 3) { ssl__f_maxpool<T, 1, 3, ARG> f = {g, xd, y, arg, d}; x.each(f, outs); }
+    else { ssl__f_maxpool<T, 1, 0, ARG> f = {g, xd, y, arg, d}; x.each(f, outs); }
+}
 extern "C" int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y) {
     SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y), 0);
-    SSL__TYPED(x->dtype, T, {
-        ssl__f_maxpool<T> f = {ssl__pg_make(x, y, k, stride, pad), (const T *)x->data, (T *)y->data};
-        SSL__RUN(X_.each(f, ssl_tensor_numel(y)););
-    });
+    int v8 = x->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(x), x->data, y->data);
+    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__maxpool_run<T, 0>(X_, ssl__pg_make(x, y, k, stride, pad), (const T *)x->data,
+                                                                (T *)y->data, (uint8_t *)NULL, v8, ssl_tensor_numel(y));););
     return 0;
 }
 extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                            ssl_tensor *dx) {
     SSL__PROF("pooling", 2.0 * ssl__bytes(x) + ssl__bytes(dy), 0);
     int64_t outs = ssl_tensor_numel(dy);
+    int v8 = x->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(x), x->data, dy->data, dx->data);
     SSL__TYPED(x->dtype, T, {
         ssl__pg g = ssl__pg_make(x, dy, k, stride, pad);
         if (k > 16) { /* the window's position does not fit a byte: find the winners again */
@@ -2669,10 +2752,16 @@ extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor
         } else
             SSL__RUN({
                 uint8_t *arg = (uint8_t *)ssl__tmp(X_, SSL__S_POOL, (size_t)outs);
-                ssl__f_maxpool_arg<T> fa = {g, (const T *)x->data, arg};
-                X_.each(fa, outs);
-                ssl__f_maxpool_back_arg<T> fb = {g, arg, (const T *)dy->data, (T *)dx->data};
-                X_.each(fb, ssl_tensor_numel(x));
+                ssl__maxpool_run<T, 1>(X_, g, (const T *)x->data, (T *)NULL, arg, v8, outs);
+                int two = (k + stride - 1) / stride <= 2; /* an input in at most 2 x 2 windows */
+                int64_t n = ssl_tensor_numel(x);
+                ssl__div d = ssl__div_make(g.c / (v8 ? 8 : 1));
+                const T *dyd = (const T *)dy->data;
+                T *dxd = (T *)dx->data;
+                if (v8 && two) { ssl__f_maxpool_back_arg<T, 8, 2> f = {g, arg, dyd, dxd, d}; X_.each(f, n / 8); }
+                else if (v8) { ssl__f_maxpool_back_arg<T, 8, 0> f = {g, arg, dyd, dxd, d}; X_.each(f, n / 8); }
+                else if (two) { ssl__f_maxpool_back_arg<T, 1, 2> f = {g, arg, dyd, dxd, d}; X_.each(f, n); }
+                else { ssl__f_maxpool_back_arg<T, 1, 0> f = {g, arg, dyd, dxd, d}; X_.each(f, n); }
             });
     });
     return 0;

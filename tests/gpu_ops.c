@@ -500,6 +500,32 @@ GPU_TEST(batchnorm) {
     g_bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0, 0);
 }
 
+/* max pool forward and backward on x (host) and dx (its device copy):
+   3x3/2/1 (the stem's), 2x2/2/0, 3x3/1/1 (an input in up to 3 x 3 windows) */
+static void pool_cases(int gpu, const ssl_tensor *x, const ssl_tensor *dx) {
+    int ks[3][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}};
+    int64_t n = x->dim[0], h = x->dim[1], w = x->dim[2], c = x->dim[3];
+    for (int t = 0; t < 3; t++) {
+        int k = ks[t][0], s = ks[t][1], p = ks[t][2];
+        int64_t oh = ssl_conv_out_size(h, k, s, p), ow = ssl_conv_out_size(w, k, s, p);
+        ssl_tensor py = g_rand(64, 4, n, oh, ow, c, 0, 1), pg = g_rand(65, 4, n, oh, ow, c, -1, 1);
+        ssl_tensor pdx = g_rand(66, 4, n, h, w, c, 0, 1);
+        ssl_tensor dpy = g_tensor(gpu, &py), dpg = g_tensor(gpu, &pg), dpdx = g_tensor(gpu, &pdx);
+        char name[64];
+        snprintf(name, sizeof name, "maxpool %d/%d/%d, %d channels", k, s, p, (int)c);
+        CHECK_OK(ssl_maxpool2d_forward(x, k, s, p, &py));
+        CHECK_OK(ssl_maxpool2d_forward(dx, k, s, p, &dpy));
+        G_CLOSE_T(gpu, name, &dpy, &py, 0, 0);
+        CHECK_OK(ssl_maxpool2d_backward(x, &pg, k, s, p, &pdx));
+        CHECK_OK(ssl_maxpool2d_backward(dx, &dpg, k, s, p, &dpdx));
+        /* same winners (first maximum), same order of additions: exact */
+        snprintf(name, sizeof name, "maxpool %d/%d/%d backward, %d channels", k, s, p, (int)c);
+        G_CLOSE_T(gpu, name, &dpdx, &pdx, 0, 0);
+        g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
+        free_h(&py), free_h(&pg), free_h(&pdx);
+    }
+}
+
 GPU_TEST(relu_pool_linear_add) {
     ssl_tensor x = g_rand(60, 4, 2, 9, 8, 5, -1, 1), y = g_rand(61, 4, 2, 9, 8, 5, 0, 1);
     for (int64_t i = 0; i < ssl_tensor_numel(&x); i++) x.data[i] = roundf(x.data[i] * 4) / 4; /* ties and zeros */
@@ -513,23 +539,14 @@ GPU_TEST(relu_pool_linear_add) {
     CHECK_OK(ssl_relu_backward(&dyv, &dg, &dgx));
     G_CLOSE_T(gpu, "relu backward", &dgx, &gx, 0, 0);
 
-    int ks[2][3] = {{3, 2, 1}, {2, 2, 0}};
-    for (int c = 0; c < 2; c++) {
-        int k = ks[c][0], s = ks[c][1], p = ks[c][2];
-        int oh = ssl_conv_out_size(9, k, s, p), ow = ssl_conv_out_size(8, k, s, p);
-        ssl_tensor py = g_rand(64, 4, 2, oh, ow, 5, 0, 1), pg = g_rand(65, 4, 2, oh, ow, 5, -1, 1);
-        ssl_tensor pdx = g_rand(66, 4, 2, 9, 8, 5, 0, 1);
-        ssl_tensor dpy = g_tensor(gpu, &py), dpg = g_tensor(gpu, &pg), dpdx = g_tensor(gpu, &pdx);
-        CHECK_OK(ssl_maxpool2d_forward(&x, k, s, p, &py));
-        CHECK_OK(ssl_maxpool2d_forward(&dx, k, s, p, &dpy));
-        G_CLOSE_T(gpu, c ? "maxpool 2/2/0" : "maxpool 3/2/1", &dpy, &py, 0, 0);
-        CHECK_OK(ssl_maxpool2d_backward(&x, &pg, k, s, p, &pdx));
-        CHECK_OK(ssl_maxpool2d_backward(&dx, &dpg, k, s, p, &dpdx));
-        /* same winners (first maximum), same order of additions: exact */
-        G_CLOSE_T(gpu, c ? "maxpool 2/2/0 backward" : "maxpool 3/2/1 backward", &dpdx, &pdx, 0, 0);
-        g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
-        free_h(&py), free_h(&pg), free_h(&pdx);
-    }
+    pool_cases(gpu, &x, &dx);
+    /* 16 channels: 8 a work item, 16-byte loads (and the 3x3 window's loads
+       up front, a pixel's 2 x 2 windows' bytes up front in the backward) */
+    ssl_tensor x16 = g_rand(69, 4, 2, 9, 8, 16, -1, 1);
+    for (int64_t i = 0; i < ssl_tensor_numel(&x16); i++) x16.data[i] = roundf(x16.data[i] * 4) / 4;
+    ssl_tensor dx16 = g_tensor(gpu, &x16);
+    pool_cases(gpu, &x16, &dx16);
+    g_release(gpu, &dx16), free_h(&x16);
 
     ssl_tensor ay = g_rand(67, 2, 2, 5, 0, 0, 0, 1), ag = g_rand(68, 2, 2, 5, 0, 0, -1, 1);
     ssl_tensor day = g_tensor(gpu, &ay), dag = g_tensor(gpu, &ag);
