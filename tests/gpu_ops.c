@@ -233,8 +233,12 @@ void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co,
     CMP_ACT("forward", &dyv, &y, MM_A(gpu));
     CHECK_OK(ssl_conv2d_backward(&x, &wt, &gy, stride, pad, with_dx ? &gx : NULL, &gw, bias ? &gb : NULL, &s0));
     CHECK_OK(ssl_conv2d_backward(&dx, &dw, &dgy, stride, pad, with_dx ? &dgx : NULL, &dgw, bias ? &dgb : NULL, &s1));
+    /* dw sums n * oh * ow products: cuBLAS's order and the CPU's differ by
+       rounding that grows like the square root of that count (the blocked
+       stem's 16,384 rows: 3.6e-5 on an H200 for a value of 0.094) */
+    double rows = (double)n * oh * ow, dw_atol = MM_A(gpu) * fmax(1.0, sqrt(rows / 1024.0));
     snprintf(what, sizeof what, "%s dw", name);
-    G_CLOSE_T(gpu, what, &dgw, &gw, MM_A(gpu), kind.dw_rtol > 0 ? kind.dw_rtol : MM_R(gpu));
+    G_CLOSE_T(gpu, what, &dgw, &gw, dw_atol, kind.dw_rtol > 0 ? kind.dw_rtol : MM_R(gpu));
     if (bias) {
         snprintf(what, sizeof what, "%s db", name);
         G_CLOSE_T(gpu, what, &dgb, &gb, MM_A(gpu), MM_R(gpu));
