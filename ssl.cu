@@ -1519,9 +1519,9 @@ template <class TX, class TC> struct ssl__f_im2col {
    batch 256, two views: 1.9 G values, ~1.9 G sector writes a step (~11 ms
    at an H100's ~170 G sectors/s of L2) and ~0.34 L1 wavefronts a value on
    each side (~2.5 ms). Here: 1/16 of a sector write and ~0.16 wavefronts
-   a value, and ~40 instructions (PTX), ~2 ms at the full issue rate, for
-   1.9 GB of columns that an H200's bandwidth writes in 0.4 ms. (Measured
-   3.2 ms, with each load waited for before the next.) */
+   a value, and ~40 instructions (PTX), ~2 ms at the full issue rate: the
+   bound is now instructions, for 1.9 GB of columns that an H200's
+   bandwidth writes in 0.4 ms. (Estimates; not yet measured.) */
 template <class TX, class TC> struct ssl__f_im2col_few {
     ssl__cg g;
     const TX *x;
@@ -1536,23 +1536,16 @@ template <class TX, class TC> struct ssl__f_im2col_few {
         int wc = (int)(g.w * g.ci), iy0, jx0; /* the row's window corner: image row, and (column, channel) offset */
         const TX *img;
         row_(rl, &img, &iy0, &jx0);
-        /* the 8 elements' sources first (index math only), then their 8
-           loads, then the stores: a thread waits for memory once, not 8
-           times in a row (measured with the loads in the loop: 13% of an
-           H200's bandwidth, 3.2 ms of a ResNet-50 step) */
-        const TX *src[8];
-        for (int u = 0; u < 8; u++) {
+        for (int u = 0; u < 8 && e < total; u++, e += 32) {
             int iy = iy0 + (int)ky, jx = jx0 + (int)j; /* jx: (ix, c) as one offset in x's image row */
-            src[u] = e + 32u * (uint32_t)u < total && iy >= 0 && iy < g.h && jx >= 0 && jx < wc
-                         ? img + (uint32_t)iy * (uint32_t)wc + (uint32_t)jx : (const TX *)NULL;
+            float v = 0.0f;
+            if (iy >= 0 && iy < g.h && jx >= 0 && jx < wc) v = ssl__ld(img[(uint32_t)iy * (uint32_t)wc + (uint32_t)jx]);
+            ssl__st(&cols[e], v);
             uint32_t r = rl;
             for (j += 32; j >= d_seg.d; j -= d_seg.d)
                 if (++ky == (uint32_t)g.kh) ky = 0, rl++;
             if (rl != r) row_(rl, &img, &iy0, &jx0);
         }
-        float v[8];
-        for (int u = 0; u < 8; u++) v[u] = src[u] ? ssl__ld(*src[u]) : 0.0f;
-        for (int u = 0; u < 8 && e < total; u++, e += 32) ssl__st(&cols[e], v[u]);
     }
     SSL_HD void row_(uint32_t rl, const TX **img, int *iy0, int *jx0) const {
         uint32_t n, oy, p = ssl__divmod(g.d_ohw, (uint32_t)(r0 + rl), &n), ox = ssl__divmod(g.d_ow, p, &oy);
