@@ -2204,62 +2204,39 @@ template <class T> struct ssl__f_bn_group {
     const T *x;
     double *grp; /* [groups][3][c] */
     int64_t blocks, rows, c, per, G;
-    /* blocks b .. b + 7 (those below b1): every load issued before the
-       first addition, which keeps the additions' order. Block by block,
-       each of the (about sqrt(blocks)) steps waited for its loads: with
-       the 8-channel statistics pass's 4x more blocks that wait made BN's
-       forward statistics slower (11.4 ms a ResNet-50 step against 7.3 on
-       an H200), though the pass itself got faster. */
-    SSL_HD void load8(int64_t b, int64_t b1, int64_t ch, double *S, double *Q, double *k) const {
-        for (int u = 0; u < 8; u++)
-            if (b + u < b1) {
-                S[u] = part[((b + u) * 2) * c + ch], Q[u] = part[((b + u) * 2 + 1) * c + ch];
-                k[u] = stage == SSL__BNS_GRAD ? 0.0 : (double)ssl__ld(x[(b + u) * per * c + ch]);
-            }
-    }
     SSL_HD void operator()(int64_t t) const {
         int64_t g = t / c, ch = t % c, b0 = g * G, b1 = ssl__min64((g + 1) * G, blocks);
-        double a0 = 0, a1 = 0, a2 = 0, S[8] = {0}, Q[8] = {0}, k[8] = {0}; /* (set: GCC cannot see that only loaded ones are read) */
-        for (int64_t b = b0; b < b1; b += 8) {
-            load8(b, b1, ch, S, Q, k);
-            for (int u = 0; u < 8 && b + u < b1; u++) {
-                if (stage == SSL__BNS_GRAD) {
-                    a0 += S[u], a1 += Q[u];
-                    continue;
-                }
-                int64_t r0 = (b + u) * per;
-                double nb = (double)(ssl__min64(r0 + per, rows) - r0);
-                a0 += nb, a1 += nb * k[u] + S[u];
+        double a0 = 0, a1 = 0, a2 = 0;
+        for (int64_t b = b0; b < b1; b++) {
+            double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+            if (stage == SSL__BNS_GRAD) {
+                a0 += S, a1 += Q;
+                continue;
             }
+            int64_t r0 = b * per;
+            double nb = (double)(ssl__min64(r0 + per, rows) - r0);
+            a0 += nb, a1 += nb * (double)ssl__ld(x[r0 * c + ch]) + S;
         }
         if (stage == SSL__BNS_MOMENTS) {
             double mg = a1 / a0;
-            for (int64_t b = b0; b < b1; b += 8) {
-                load8(b, b1, ch, S, Q, k);
-                for (int u = 0; u < 8 && b + u < b1; u++) {
-                    int64_t r0 = (b + u) * per;
-                    double nb = (double)(ssl__min64(r0 + per, rows) - r0), mb = k[u] + S[u] / nb - mg;
-                    a2 += Q[u] - S[u] * S[u] / nb + nb * mb * mb;
-                }
+            for (int64_t b = b0; b < b1; b++) {
+                double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+                int64_t r0 = b * per;
+                double nb = (double)(ssl__min64(r0 + per, rows) - r0), mb = ssl__ld(x[r0 * c + ch]) + S / nb - mg;
+                a2 += Q - S * S / nb + nb * mb * mb;
             }
         }
         grp[(g * 3) * c + ch] = a0, grp[(g * 3 + 1) * c + ch] = a1, grp[(g * 3 + 2) * c + ch] = a2;
     }
 };
-/* per channel over the groups: the sums (GRAD) into sums[2][c] (8 groups'
-   loads at a time, added in order) */
+/* per channel over the groups: the sums (GRAD) into sums[2][c] */
 struct ssl__f_bn_fin {
     const double *grp;
     double *sums;
     int64_t groups, c;
     SSL_HD void operator()(int64_t ch) const {
         double s0 = 0, s1 = 0;
-        for (int64_t g = 0; g < groups; g += 8) {
-            double a[8] = {0}, b[8] = {0};
-            for (int u = 0; u < 8; u++)
-                if (g + u < groups) a[u] = grp[((g + u) * 3) * c + ch], b[u] = grp[((g + u) * 3 + 1) * c + ch];
-            for (int u = 0; u < 8 && g + u < groups; u++) s0 += a[u], s1 += b[u];
-        }
+        for (int64_t g = 0; g < groups; g++) s0 += grp[(g * 3) * c + ch], s1 += grp[(g * 3 + 1) * c + ch];
         sums[ch] = s0;
         sums[c + ch] = s1;
     }
@@ -2274,21 +2251,12 @@ struct ssl__f_bn_moments {
     float *mean;
     int64_t groups, rows, c;
     SSL_HD void operator()(int64_t ch) const {
-        double tot = 0, m2 = 0, n[8] = {0}, s[8] = {0}, q[8] = {0};
-        for (int64_t g = 0; g < groups; g += 8) { /* 8 groups' loads at a time, added in order */
-            for (int u = 0; u < 8; u++)
-                if (g + u < groups) s[u] = grp[((g + u) * 3 + 1) * c + ch];
-            for (int u = 0; u < 8 && g + u < groups; u++) tot += s[u];
-        }
+        double tot = 0, m2 = 0;
+        for (int64_t g = 0; g < groups; g++) tot += grp[(g * 3 + 1) * c + ch];
         double md = tot / rows;
-        for (int64_t g = 0; g < groups; g += 8) { /* each group's squared deviations moved to the channel's mean */
-            for (int u = 0; u < 8; u++)
-                if (g + u < groups)
-                    n[u] = grp[((g + u) * 3) * c + ch], s[u] = grp[((g + u) * 3 + 1) * c + ch], q[u] = grp[((g + u) * 3 + 2) * c + ch];
-            for (int u = 0; u < 8 && g + u < groups; u++) {
-                double d = s[u] / n[u] - md;
-                m2 += q[u] + n[u] * d * d;
-            }
+        for (int64_t g = 0; g < groups; g++) { /* each group's squared deviations moved to the channel's mean */
+            double n = grp[(g * 3) * c + ch], d = grp[(g * 3 + 1) * c + ch] / n - md;
+            m2 += grp[(g * 3 + 2) * c + ch] + n * d * d;
         }
         float mf = (float)md;
         double e = md - (double)mf;
@@ -2693,16 +2661,6 @@ template <class T> struct ssl__f_maxpool_back {
         ssl__st(&dx[i], v);
     }
 };
-/* V winners' bytes (V = 8: one 8-byte load, o a multiple of 8) */
-template <int V> static inline SSL_HD void ssl__pool_ld_arg(const uint8_t *p, uint8_t *a) {
-#ifdef __CUDA_ARCH__
-    if constexpr (V == 8) {
-        uint64_t w = *(const uint64_t *)p;
-        for (int e = 0; e < V; e++) a[e] = (uint8_t)(w >> (8 * e)); /* little-endian */
-    } else
-#endif
-        for (int e = 0; e < V; e++) a[e] = p[e];
-}
 /* The backward in two passes (windows up to 16 wide). The gather above
    finds each of an input's (up to 4) windows' winner again: k*k loads
    per window, 36 per input for the stem's 3x3/2 pool, which kept its
@@ -2738,7 +2696,7 @@ template <class T, int V, int W> struct ssl__f_maxpool_back_arg {
                     if (oy0 + u <= oy1 && ox0 + t <= ox1) {
                         uint32_t o = (((uint32_t)n * g.oh + (uint32_t)(oy0 + u)) * g.ow + (uint32_t)(ox0 + t)) * g.c + ch;
                         ssl__vio<V>::ld(dy + o, d[u * W + t]);
-                        ssl__pool_ld_arg<V>(arg + o, a[u * W + t]);
+                        for (int e = 0; e < V; e++) a[u * W + t][e] = arg[o + e];
                     }
             for (int u = 0; u < W; u++)
                 for (int t = 0; t < W; t++)
