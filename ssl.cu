@@ -2109,12 +2109,14 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
 enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
 /* V channels per thread: 1, or 8 (c % 8 == 0, the tensors and the
    channels' mean and invstd 16-byte aligned) loaded as 16-byte vectors.
-   One value a thread, a warp's load is 64 bytes of a row (bf16) and 8
-   rows ahead is all the registers allow: measured on an H200, 37%
-   (backward) and 32% (forward) of the bandwidth, 20 ms of a ResNet-50
-   step. With 8 channels a thread, each load is 16 bytes, a warp's 512;
-   a channel's additions stay those of the one-channel loop, in its order:
-   each (block, channel) sum is the same bits for the same blocks. */
+   One value a thread, a warp's load is 64 bytes of a row (bf16): measured
+   on an H200, 37% (backward) and 32% (forward) of the bandwidth, 20 ms of
+   a ResNet-50 step. With 8 channels a thread (64K threads, 4x the blocks)
+   the backward's pass went from 13.2 to 11.0 ms, but the forward's from
+   7.3 to 11.4 (and ResNet-18 CIFAR's from 1.8 to 3.4, its backward's from
+   1.9 to 2.2): the forward keeps V = 1. A channel's additions are those
+   of the one-channel loop, in its order: each (block, channel) sum is the
+   same bits for the same blocks. */
 template <class T, int V, int STAGE> struct ssl__f_bn_part {
     /* STAGE a parameter: each stage its own kernel, registers and all */
     const T *x, *dy;
@@ -2415,9 +2417,10 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD> f, doub
 template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
                         int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
-    int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt);
-    int sv8 = training && c % 8 == 0 && ssl__vec8(rows * c, xt->data); /* the statistics pass, 8 channels a thread */
-    int64_t per = ssl__bn_per(rows, c, sv8 ? 8 : 1);
+    /* the statistics pass one channel a thread: 8 a thread (as the
+       backward's) measured slower here on an H200, 11.4 ms a ResNet-50
+       step against 7.3, 3.4 against 1.8 for ResNet-18 CIFAR */
+    int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c, 1);
     int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
                                                      sizeof(float) * 2 * (size_t)c);
@@ -2430,13 +2433,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
         SSL__PROF("BN statistics (forward)", ssl__bytes(xt), 2.0 * ssl_tensor_numel(xt)); /* a row of its own: its x read */
         const T *xd = (const T *)xt->data;
-        if (sv8) {
-            ssl__f_bn_part<T, 8, SSL__BNS_MOMENTS> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
-            x.each(f, blocks * c / 8);
-        } else {
-            ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
-            x.each(f, blocks * c);
-        }
+        ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
+        x.each(f, blocks * c);
         ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
         x.each(gr, groups * c);
         ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};

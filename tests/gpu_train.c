@@ -33,7 +33,10 @@
 #define N 8
 #define S 16
 
-typedef struct { double loss, params; } tol_t;
+/* loss: each step's losses, relative; params: the weights after the steps,
+   elementwise (atol = rtol), or where update > 0 the relative L2 error of
+   their update (bf16, and fp32 on the GPU: see train_step_matches_cpu) */
+typedef struct { double loss, params, update; } tol_t;
 
 static void fill(float *x, int64_t n, uint64_t seed) {
     ssl_rng r = ssl_rng_make(seed, 0, 0, 0, 0);
@@ -85,8 +88,16 @@ static void run(int gpu, int method, int optim, int bf16, int steps, tol_t tol) 
     for (int i = 0; i < N; i++) labels[i] = (uint32_t)(i * 3 % 5);
     const char *m = ssl_method_name(method);
     double worst = 0;
-    float *before = (float *)ssl_malloc(sizeof(float) * (size_t)cpu.online.params.total, "weights before");
-    memcpy(before, cpu.online.params.data, sizeof(float) * (size_t)cpu.online.params.total);
+    /* the three tables' weights before the steps: online, target (BYOL), probe */
+    const ssl_param_table *tabs[3][2] = {{&dev.online.params, &cpu.online.params},
+                                         {dev.has_target ? &dev.target.params : NULL, &cpu.target.params},
+                                         {&dev.probe, &cpu.probe}};
+    float *before[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < 3; k++)
+        if (tabs[k][0]) {
+            before[k] = (float *)ssl_malloc(sizeof(float) * (size_t)tabs[k][1]->total, "weights before");
+            memcpy(before[k], tabs[k][1]->data, sizeof(float) * (size_t)tabs[k][1]->total);
+        }
     for (int step = 0; step < steps; step++) {
         fill(hv, (int64_t)(2 * nv), 100 + (uint64_t)step);
         g_up(gpu, dv, hv, sizeof(float) * 2 * nv);
@@ -104,16 +115,18 @@ static void run(int gpu, int method, int optim, int bf16, int steps, tol_t tol) 
     }
     printf("    %s, %s%s, %d steps: losses within %.2g (relative) of the CPU trainer\n", m, ssl_optim_name(optim),
            bf16 ? ", bf16" : "", steps, worst);
-    if (bf16) {
-        double e = update_error(&dev.online.params, &cpu.online.params, before);
-        printf("      update of the weights within %.3g of the CPU's (relative L2)\n", e);
-        CHECK(e <= tol.params, "%s bf16: the step's update differs from the CPU's by %.3g (relative L2)", m, e);
-    } else {
-        compare_tables("online", &dev.online.params, &cpu.online.params, tol.params);
-        if (dev.has_target) compare_tables("target", &dev.target.params, &cpu.target.params, tol.params);
-        compare_tables("probe", &dev.probe, &cpu.probe, tol.params);
+    const char *tname[3] = {"online", "target", "probe"};
+    for (int k = 0; k < 3; k++) {
+        if (!tabs[k][0]) continue;
+        if (tol.update > 0) {
+            double e = update_error(tabs[k][0], tabs[k][1], before[k]);
+            printf("      %s weights' update within %.3g of the CPU's (relative L2)\n", tname[k], e);
+            CHECK(e <= tol.update, "%s: the %s weights' update differs from the CPU's by %.3g (relative L2)", m, tname[k], e);
+        } else {
+            compare_tables(tname[k], tabs[k][0], tabs[k][1], tol.params);
+        }
+        free(before[k]);
     }
-    free(before);
 
     /* a checkpoint of the GPU trainer, loaded into a new one: the same next step */
     const char *path = test_tmp("gpu_trainer.sslt");
@@ -143,24 +156,27 @@ static void run(int gpu, int method, int optim, int bf16, int steps, tol_t tol) 
     ssl_trainer_free(&cpu);
 }
 
-/* Steps per method: how far the CPU trainer itself stays put when its
-   weights move by about an ulp (each multiplied by 1 + 1e-7 u, u uniform
-   in [-1, 1]; measured on the CPU, 2026-12-04): after 3 steps BYOL's loss
-   moves by 6e-4 and 2,028 weights by more than 1e-3, Barlow's (at 3e-7)
-   by 2e-3 and 6,074 weights. A batch-8 BN channel of near-equal values
-   turns a rounding into a different step. SimCLR and VICReg stay within
-   2e-6 at 1e-7 for 3 steps. So BYOL and Barlow compare 2 steps (their CPU
-   within 3e-4 and 4e-4 at 1e-7): a third would test the conditioning.
-   (On an H200, session 11: BYOL's third step 3e-3 off, 5,106 weights
-   beyond 1e-3; Barlow's 167.) */
+/* In emulation, the weights after three steps elementwise (only the order
+   of some sums differs). On the GPU, the losses of each step within 1e-3,
+   and the update of each table's weights within 10% of the CPU's in L2: at
+   batch 8 the trainer is chaotic at the ulp level. Measured on the CPU
+   alone (2026-12-04), its weights nudged by a factor 1 + 1e-7 u (u uniform
+   in [-1, 1]) move BYOL's third step by 6e-4 in the loss, 2,028 weights by
+   more than 1e-3 and the update by 1.2% in L2; at 3e-7, SimCLR's update by
+   4.7% and VICReg's by 0.8%. (A batch-8 BN channel of near-equal values
+   turns a rounding into a different step.) On an H200 (session 11) the
+   elementwise check failed so for one method of SimCLR, VICReg or SimCLR
+   with LARS (167 weights) and for BYOL (5,106) with every loss within
+   3e-3; a transposed or misplaced operand moves the update by 100% and
+   more. */
 GPU_TEST(train_step_matches_cpu) {
-    tol_t t = G_TOL(gpu, ((tol_t){2e-6, 1e-5}), ((tol_t){1e-3, 1e-3}));
-    for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 0, m == SSL_METHOD_BYOL || m == SSL_METHOD_BARLOW ? 2 : 3, t);
+    tol_t t = G_TOL(gpu, ((tol_t){2e-6, 1e-5, 0}), ((tol_t){1e-3, 0, 0.1}));
+    for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 0, 3, t);
     run(gpu, SSL_METHOD_SIMCLR, SSL_OPTIM_LARS, 0, 3, t);
 }
 
 GPU_TEST(train_step_bf16_close_to_cpu) {
-    tol_t t = {4e-2, 0.4};
+    tol_t t = {4e-2, 0, 0.4};
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
 
