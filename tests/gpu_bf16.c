@@ -152,28 +152,6 @@ GPU_TEST(bf16_batchnorm) {
     g_bn_case(gpu, "bf16 bn eval, 16 channels +relu", g_rand(55, 4, 3, 5, 7, 16, -2, 3), 1, 0, 1, 1);
 }
 
-/* max pool on x (host, bf16 values) and dx (its bf16 copy): the winner is a
-   bf16 value (exact); the backward's sums of up to 4 (stride 2) or 9
-   (stride 1) gradients, one rounding */
-static void bpool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int s, int p) {
-    int64_t n = x->dim[0], h = x->dim[1], w = x->dim[2], c = x->dim[3];
-    int64_t oh = ssl_conv_out_size(h, k, s, p), ow = ssl_conv_out_size(w, k, s, p);
-    ssl_tensor py = g_rand(64, 4, n, oh, ow, c, 0, 1), pg = round_h(g_rand(65, 4, n, oh, ow, c, -1, 1));
-    ssl_tensor pdx = g_rand(66, 4, n, h, w, c, 0, 1);
-    ssl_tensor dpy = b_tensor(gpu, &py), dpg = b_tensor(gpu, &pg), dpdx = b_tensor(gpu, &pdx);
-    char name[64];
-    snprintf(name, sizeof name, "bf16 maxpool %d/%d/%d, %d channels", k, s, p, (int)c);
-    CHECK_OK(ssl_maxpool2d_forward(x, k, s, p, &py));
-    CHECK_OK(ssl_maxpool2d_forward(dx, k, s, p, &dpy));
-    B_CLOSE_T(gpu, name, &dpy, &py, 0, 0);
-    CHECK_OK(ssl_maxpool2d_backward(x, &pg, k, s, p, &pdx));
-    CHECK_OK(ssl_maxpool2d_backward(dx, &dpg, k, s, p, &dpdx));
-    snprintf(name, sizeof name, "bf16 maxpool %d/%d/%d backward, %d channels", k, s, p, (int)c);
-    B_CLOSE_T(gpu, name, &dpdx, &pdx, 0, ULP);
-    g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
-    free_h(&py), free_h(&pg), free_h(&pdx);
-}
-
 GPU_TEST(bf16_relu_pool_add) {
     ssl_tensor x = round_h(g_rand(60, 4, 2, 9, 8, 5, -1, 1)), y = g_rand(61, 4, 2, 9, 8, 5, 0, 1);
     for (int64_t i = 0; i < ssl_tensor_numel(&x); i++) x.data[i] = roundf(x.data[i] * 4) / 4; /* ties and zeros */
@@ -189,14 +167,14 @@ GPU_TEST(bf16_relu_pool_add) {
 
     /* max pool: the winner is a bf16 value (exact); the backward's sums of
        up to four gradients, one rounding */
-    bpool_case(gpu, &x, &dx, 3, 2, 1);
+    g_pool_case(gpu, &x, &dx, 3, 2, 1, 1);
     /* 16 channels: 8 a work item (16-byte loads), each of the kernels' paths */
     ssl_tensor x16 = g_rand(69, 4, 2, 9, 8, 16, -1, 1);
     for (int64_t i = 0; i < ssl_tensor_numel(&x16); i++) x16.data[i] = roundf(x16.data[i] * 4) / 4; /* exact in bf16 */
     ssl_tensor dx16 = b_tensor(gpu, &x16);
-    bpool_case(gpu, &x16, &dx16, 3, 2, 1);
-    bpool_case(gpu, &x16, &dx16, 2, 2, 0);
-    bpool_case(gpu, &x16, &dx16, 3, 1, 1);
+    g_pool_case(gpu, &x16, &dx16, 3, 2, 1, 1);
+    g_pool_case(gpu, &x16, &dx16, 2, 2, 0, 1);
+    g_pool_case(gpu, &x16, &dx16, 3, 1, 1, 1);
     g_release(gpu, &dx16), free_h(&x16);
 
     /* global average pool: bf16 activations in, fp32 features out (the same

@@ -73,6 +73,7 @@ void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training
 typedef struct { int bf16, x_f32, w16; double dw_rtol; } g_conv_kind;
 void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co, int k, int stride, int pad, int bias,
                  int with_dx, g_conv_kind kind);
+void g_pool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int s, int p, int bf16);
 
 /* ssl.cu's check of its row-major -> cuBLAS column-major GEMM mapping
    (largest relative difference over random calls; 1e30: a refused call) */

@@ -504,30 +504,40 @@ GPU_TEST(batchnorm) {
     g_bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0, 0);
 }
 
-/* max pool forward and backward on x (host) and dx (its device copy):
-   3x3/2/1 (the stem's), 2x2/2/0, 3x3/1/1 (an input in up to 3 x 3 windows) */
+/* max pool forward and backward on x (host) and dx (its device copy; bf16
+   when bf16, x's values then exact in bf16): the same winners (first
+   maximum) and the same order of additions, so fp32 is exact; bf16 holds
+   the backward's sums of up to 4 (stride 2) or 9 (stride 1) gradients to
+   one rounding */
+void g_pool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int s, int p, int bf16) {
+    int64_t n = x->dim[0], h = x->dim[1], w = x->dim[2], c = x->dim[3];
+    int64_t oh = ssl_conv_out_size(h, k, s, p), ow = ssl_conv_out_size(w, k, s, p);
+    ssl_tensor (*dev)(int, const ssl_tensor *) = bf16 ? b_tensor : g_tensor;
+    ssl_tensor py = g_rand(64, 4, n, oh, ow, c, 0, 1), pg = g_rand(65, 4, n, oh, ow, c, -1, 1);
+    ssl_tensor pdx = g_rand(66, 4, n, h, w, c, 0, 1);
+    if (bf16) pg = round_h(pg);
+    ssl_tensor dpy = dev(gpu, &py), dpg = dev(gpu, &pg), dpdx = dev(gpu, &pdx);
+    char fwd[64], bwd[64];
+    snprintf(fwd, sizeof fwd, "%smaxpool %d/%d/%d, %d channels", bf16 ? "bf16 " : "", k, s, p, (int)c);
+    snprintf(bwd, sizeof bwd, "%smaxpool %d/%d/%d backward, %d channels", bf16 ? "bf16 " : "", k, s, p, (int)c);
+    CHECK_OK(ssl_maxpool2d_forward(x, k, s, p, &py));
+    CHECK_OK(ssl_maxpool2d_forward(dx, k, s, p, &dpy));
+    CHECK_OK(ssl_maxpool2d_backward(x, &pg, k, s, p, &pdx));
+    CHECK_OK(ssl_maxpool2d_backward(dx, &dpg, k, s, p, &dpdx));
+    if (bf16) {
+        B_CLOSE_T(gpu, fwd, &dpy, &py, 0, 0);
+        B_CLOSE_T(gpu, bwd, &dpdx, &pdx, 0, G_ULP);
+    } else {
+        G_CLOSE_T(gpu, fwd, &dpy, &py, 0, 0);
+        G_CLOSE_T(gpu, bwd, &dpdx, &pdx, 0, 0);
+    }
+    g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
+    free_h(&py), free_h(&pg), free_h(&pdx);
+}
+/* 3x3/2/1 (the stem's), 2x2/2/0, 3x3/1/1 (an input in up to 3 x 3 windows) */
 static void pool_cases(int gpu, const ssl_tensor *x, const ssl_tensor *dx) {
     int ks[3][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}};
-    int64_t n = x->dim[0], h = x->dim[1], w = x->dim[2], c = x->dim[3];
-    for (int t = 0; t < 3; t++) {
-        int k = ks[t][0], s = ks[t][1], p = ks[t][2];
-        int64_t oh = ssl_conv_out_size(h, k, s, p), ow = ssl_conv_out_size(w, k, s, p);
-        ssl_tensor py = g_rand(64, 4, n, oh, ow, c, 0, 1), pg = g_rand(65, 4, n, oh, ow, c, -1, 1);
-        ssl_tensor pdx = g_rand(66, 4, n, h, w, c, 0, 1);
-        ssl_tensor dpy = g_tensor(gpu, &py), dpg = g_tensor(gpu, &pg), dpdx = g_tensor(gpu, &pdx);
-        char name[64];
-        snprintf(name, sizeof name, "maxpool %d/%d/%d, %d channels", k, s, p, (int)c);
-        CHECK_OK(ssl_maxpool2d_forward(x, k, s, p, &py));
-        CHECK_OK(ssl_maxpool2d_forward(dx, k, s, p, &dpy));
-        G_CLOSE_T(gpu, name, &dpy, &py, 0, 0);
-        CHECK_OK(ssl_maxpool2d_backward(x, &pg, k, s, p, &pdx));
-        CHECK_OK(ssl_maxpool2d_backward(dx, &dpg, k, s, p, &dpdx));
-        /* same winners (first maximum), same order of additions: exact */
-        snprintf(name, sizeof name, "maxpool %d/%d/%d backward, %d channels", k, s, p, (int)c);
-        G_CLOSE_T(gpu, name, &dpdx, &pdx, 0, 0);
-        g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
-        free_h(&py), free_h(&pg), free_h(&pdx);
-    }
+    for (int t = 0; t < 3; t++) g_pool_case(gpu, x, dx, ks[t][0], ks[t][1], ks[t][2], 0);
 }
 
 GPU_TEST(relu_pool_linear_add) {
