@@ -2132,9 +2132,10 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
        an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). One channel
        a thread, 128K threads: U = 8 for GRAD's three loads, 16 for
        MOMENTS' one (4 MB of 2-byte loads). Eight channels a thread, 64K
-       threads: U = 2 (GRAD) and 4 (MOMENTS), 4-6 MB of 16-byte loads in
-       what the registers allow (16 double sums a thread). The additions
-       are those of the one-row loop, in its order: the same bits. */
+       threads: U = 2 for GRAD, ~4 MB of 16-byte loads in what the
+       registers allow (16 double sums a thread; U = 4 for MOMENTS, which
+       is not used: see above). The additions are those of the one-row
+       loop, in its order: the same bits. */
     enum { UG = V == 1 ? 8 : 2, UM = V == 1 ? 16 : 4 };
     template <int U>
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
@@ -2407,6 +2408,10 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD> f, doub
     int64_t blocks = (f.rows + f.per - 1) / f.per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     f.part = part;
     x.each(f, blocks * f.c / V);
+    /* a row of its own in the profile: the blocks' sums added up (small
+       launches; how much of the statistics' time they take is the next
+       question, see RESULTS) */
+    SSL__PROF("BN statistics (backward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * f.c), 0);
     ssl__f_bn_group<E> gr = {SSL__BNS_GRAD, part, f.x, grp, blocks, f.rows, f.c, f.per, G};
     x.each(gr, groups * f.c);
     ssl__f_seq<ssl__f_bn_fin, T> fin = {{grp, sums, groups, f.c}, then};
@@ -2435,10 +2440,13 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
         const T *xd = (const T *)xt->data;
         ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
         x.each(f, blocks * c);
-        ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
-        x.each(gr, groups * c);
-        ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};
-        x.each(mo, c);
+        {
+            SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
+            ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
+            x.each(gr, groups * c);
+            ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};
+            x.each(mo, c);
+        }
     } else {
         x.each(st, c);
     }
