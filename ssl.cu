@@ -2556,42 +2556,31 @@ static ssl__pg ssl__pg_make(const ssl_tensor *x, const ssl_tensor *y, int k, int
                  ssl__div_make(y->dim[1]), ssl__div_make(stride)};
     return g;
 }
-/* The winner of output pixel (n, oy, ox), channel ch: as the CPU, the first
-   maximum in window order over the clipped window (padding never wins), the
-   window's first pixel if nothing beats -inf. Returns the input pixel index;
-   *best gets its value. */
-template <class T>
-static inline SSL_HD uint32_t ssl__pool_winner(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best) {
-    int y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad, y1 = y0 + g.k, x1 = x0 + g.k;
-    if (y0 < 0) y0 = 0;
-    if (x0 < 0) x0 = 0;
-    if (y1 > g.h) y1 = g.h;
-    if (x1 > g.w) x1 = g.w;
-    float b = -INFINITY;
-    uint32_t arg = ((uint32_t)n * g.h + y0) * g.w + x0;
-    for (int iy = y0; iy < y1; iy++)
-        for (int ix = x0; ix < x1; ix++) {
-            uint32_t pix = ((uint32_t)n * g.h + iy) * g.w + ix;
-            float v = ssl__ld(x[pix * g.c + ch]);
-            if (ssl__pool_takes(b, v)) b = v, arg = pix;
-        }
-    *best = b;
-    return arg;
+/* the output windows [oy0, oy1] x [ox0, ox1] that cover input pixel (iy, ix) */
+static inline SSL_HD void ssl__pool_windows(const ssl__pg &g, uint32_t iy, uint32_t ix, int *oy0, int *oy1, int *ox0, int *ox1) {
+    int ly = (int)iy + g.pad - g.k + 1, lx = (int)ix + g.pad - g.k + 1;
+    *oy0 = ly <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(ly + g.stride - 1));
+    *ox0 = lx <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(lx + g.stride - 1));
+    *oy1 = (int)ssl__div_q(g.d_stride, iy + g.pad), *ox1 = (int)ssl__div_q(g.d_stride, ix + g.pad);
+    if (*oy1 > g.oh - 1) *oy1 = g.oh - 1;
+    if (*ox1 > g.ow - 1) *ox1 = g.ow - 1;
 }
-/* The winners of output pixel (n, oy, ox), channels ch .. ch + V - 1, as
-   ssl__pool_winner finds each: best[e] its value, pos[e] its place in the
-   window (row << 4 | column). K = 3: the 3x3 window's loads (those inside
-   the image) all issued before the first comparison, so a thread waits
-   for memory once, not once a tap: a loop of dependent taps held the
-   stem's pool at 10% of an H200's bandwidth. K = 0: any window up to 16
-   wide, tap by tap. The same comparisons in the same order: the same
-   winners. */
+/* The winners of output pixel (n, oy, ox), channels ch .. ch + V - 1: as
+   the CPU, the first maximum in window order over the clipped window
+   (padding never wins), the window's first pixel inside the image if
+   nothing beats -inf. best[e] gets its value, pos[e] its place in the
+   window (row << 16 | column; ssl__pool_byte packs it for windows up to 16
+   wide). K = 3: the 3x3 window's loads (those inside the image) all issued
+   before the first comparison, so a thread waits for memory once, not
+   once a tap: a loop of dependent taps held the stem's pool at 10% of an
+   H200's bandwidth. K = 0: any window, tap by tap. The same comparisons
+   in the same order: the same winners. */
 template <class T, int V, int K>
 static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best,
-                                            uint8_t *pos) {
+                                            int *pos) {
     int wy = oy * g.stride - g.pad, wx = ox * g.stride - g.pad; /* the window's corner, maybe outside */
     int y0 = wy < 0 ? 0 : wy, x0 = wx < 0 ? 0 : wx, y1 = wy + g.k > g.h ? g.h : wy + g.k, x1 = wx + g.k > g.w ? g.w : wx + g.k;
-    for (int e = 0; e < V; e++) best[e] = -INFINITY, pos[e] = (uint8_t)(((y0 - wy) << 4) | (x0 - wx));
+    for (int e = 0; e < V; e++) best[e] = -INFINITY, pos[e] = ((y0 - wy) << 16) | (x0 - wx);
     if constexpr (K > 0) {
         float v[K * K][V];
         for (int a = 0; a < K; a++)
@@ -2602,17 +2591,19 @@ static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n,
             for (int b = 0; b < K; b++)
                 if (wy + a >= y0 && wy + a < y1 && wx + b >= x0 && wx + b < x1)
                     for (int e = 0; e < V; e++)
-                        if (ssl__pool_takes(best[e], v[a * K + b][e])) best[e] = v[a * K + b][e], pos[e] = (uint8_t)((a << 4) | b);
+                        if (ssl__pool_takes(best[e], v[a * K + b][e])) best[e] = v[a * K + b][e], pos[e] = (a << 16) | b;
     } else {
         for (int iy = y0; iy < y1; iy++)
             for (int ix = x0; ix < x1; ix++) {
                 float v[V];
                 ssl__vio<V>::ld(x + (((uint32_t)n * g.h + (uint32_t)iy) * g.w + (uint32_t)ix) * g.c + ch, v);
                 for (int e = 0; e < V; e++)
-                    if (ssl__pool_takes(best[e], v[e])) best[e] = v[e], pos[e] = (uint8_t)(((iy - wy) << 4) | (ix - wx));
+                    if (ssl__pool_takes(best[e], v[e])) best[e] = v[e], pos[e] = ((iy - wy) << 16) | (ix - wx);
             }
     }
 }
+/* a window place as the arg byte: row and column, 4 bits each */
+static inline SSL_HD uint32_t ssl__pool_byte(int pos) { return (uint32_t)(((pos >> 16) << 4) | (pos & 15)); }
 /* V channels of one output pixel per work item (V = 8: c % 8 == 0, the
    tensors 16-byte aligned); d_cv divides by c / V. ARG: the winners'
    places into arg (one byte a value) instead of their values into y. */
@@ -2625,21 +2616,21 @@ template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
     SSL_HD void operator()(int64_t i) const {
         uint32_t o, q, n, ch = V * ssl__divmod(d_cv, (uint32_t)i, &o), ox = ssl__divmod(g.d_ow, o, &q), oy = ssl__divmod(g.d_oh, q, &n);
         float b[V];
-        uint8_t pos[V];
+        int pos[V];
         ssl__pool_winners<T, V, K>(g, x, (int)n, (int)oy, (int)ox, (int)ch, b, pos);
         uint32_t at = o * (uint32_t)g.c + ch;
         if (!ARG) {
             ssl__vio<V>::st(y + at, b);
         } else if (V == 8) { /* one 8-byte store */
             uint64_t w = 0;
-            for (int e = 0; e < V; e++) w |= (uint64_t)pos[e] << (8 * e);
+            for (int e = 0; e < V; e++) w |= (uint64_t)ssl__pool_byte(pos[e]) << (8 * e);
 #ifdef __CUDA_ARCH__
             *(uint64_t *)(arg + at) = w;
 #else
             for (int e = 0; e < V; e++) arg[at + e] = (uint8_t)(w >> (8 * e)); /* little-endian, as the GPU's */
 #endif
         } else {
-            for (int e = 0; e < V; e++) arg[at + e] = pos[e];
+            for (int e = 0; e < V; e++) arg[at + e] = (uint8_t)ssl__pool_byte(pos[e]);
         }
     }
 };
@@ -2651,17 +2642,15 @@ template <class T> struct ssl__f_maxpool_back {
     T *dx;
     SSL_HD void operator()(int64_t i) const {
         uint32_t pix, q, n, ch = ssl__divmod(g.d_c, (uint32_t)i, &pix), ix = ssl__divmod(g.d_w, pix, &q), iy = ssl__divmod(g.d_h, q, &n);
-        int ly = (int)iy + g.pad - g.k + 1, lx = (int)ix + g.pad - g.k + 1;
-        int oy0 = ly <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(ly + g.stride - 1)),
-            ox0 = lx <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(lx + g.stride - 1));
-        int oy1 = (int)ssl__div_q(g.d_stride, iy + g.pad), ox1 = (int)ssl__div_q(g.d_stride, ix + g.pad);
-        if (oy1 > g.oh - 1) oy1 = g.oh - 1;
-        if (ox1 > g.ow - 1) ox1 = g.ow - 1;
+        int oy0, oy1, ox0, ox1;
+        ssl__pool_windows(g, iy, ix, &oy0, &oy1, &ox0, &ox1);
         float v = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++)
             for (int ox = ox0; ox <= ox1; ox++) {
                 float b;
-                if (ssl__pool_winner(g, x, (int)n, oy, ox, (int)ch, &b) == pix)
+                int p;
+                ssl__pool_winners<T, 1, 0>(g, x, (int)n, oy, ox, (int)ch, &b, &p);
+                if (oy * g.stride - g.pad + (p >> 16) == (int)iy && ox * g.stride - g.pad + (p & 0xffff) == (int)ix)
                     v += ssl__ld(dy[(((uint32_t)n * g.oh + oy) * g.ow + ox) * g.c + ch]);
             }
         ssl__st(&dx[i], v);
@@ -2686,12 +2675,8 @@ template <class T, int V, int W> struct ssl__f_maxpool_back_arg {
     ssl__div d_cv;
     SSL_HD void operator()(int64_t i) const {
         uint32_t pix, q, n, ch = V * ssl__divmod(d_cv, (uint32_t)i, &pix), ix = ssl__divmod(g.d_w, pix, &q), iy = ssl__divmod(g.d_h, q, &n);
-        int ly = (int)iy + g.pad - g.k + 1, lx = (int)ix + g.pad - g.k + 1;
-        int oy0 = ly <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(ly + g.stride - 1)),
-            ox0 = lx <= 0 ? 0 : (int)ssl__div_q(g.d_stride, (uint32_t)(lx + g.stride - 1));
-        int oy1 = (int)ssl__div_q(g.d_stride, iy + g.pad), ox1 = (int)ssl__div_q(g.d_stride, ix + g.pad);
-        if (oy1 > g.oh - 1) oy1 = g.oh - 1;
-        if (ox1 > g.ow - 1) ox1 = g.ow - 1;
+        int oy0, oy1, ox0, ox1;
+        ssl__pool_windows(g, iy, ix, &oy0, &oy1, &ox0, &ox1);
         float v[V];
         for (int e = 0; e < V; e++) v[e] = 0.0f;
         if constexpr (W > 0) {

@@ -534,10 +534,11 @@ void g_pool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int 
     g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
     free_h(&py), free_h(&pg), free_h(&pdx);
 }
-/* 3x3/2/1 (the stem's), 2x2/2/0, 3x3/1/1 (an input in up to 3 x 3 windows) */
+/* 3x3/2/1 (the stem's), 2x2/2/0, 3x3/1/1 (an input in up to 3 x 3 windows),
+   17x17/1/8 (wider than the winner's byte: the backward's gather) */
 static void pool_cases(int gpu, const ssl_tensor *x, const ssl_tensor *dx) {
-    int ks[3][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}};
-    for (int t = 0; t < 3; t++) g_pool_case(gpu, x, dx, ks[t][0], ks[t][1], ks[t][2], 0);
+    int ks[4][3] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {17, 1, 8}};
+    for (int t = 0; t < 4; t++) g_pool_case(gpu, x, dx, ks[t][0], ks[t][1], ks[t][2], 0);
 }
 
 GPU_TEST(relu_pool_linear_add) {
