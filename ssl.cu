@@ -2131,12 +2131,12 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
        few the compiler hoists across a loop of additions (Little's law:
        an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). One channel
        a thread, 128K threads: U = 8 for GRAD's three loads, 16 for
-       MOMENTS' one (4 MB of 2-byte loads). Eight channels a thread, 64K
-       threads: U = 2 for GRAD, ~4 MB of 16-byte loads in what the
-       registers allow (16 double sums a thread; U = 4 for MOMENTS, which
-       is not used: see above). The additions are those of the one-row
-       loop, in its order: the same bits. */
-    enum { UG = V == 1 ? 8 : 2, UM = V == 1 ? 16 : 4 };
+       MOMENTS' one (4 MB of 2-byte loads). Eight channels a thread (GRAD
+       only, see above), 64K threads: U = 2, ~4 MB of 16-byte loads in what
+       the registers allow (16 double sums a thread). The additions are
+       those of the one-row loop, in its order: the same bits. */
+    static_assert(V == 1 || STAGE == SSL__BNS_GRAD, "the moments pass runs one channel a thread");
+    enum { UG = V == 1 ? 8 : 2, UM = 16 };
     template <int U>
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
         float v[U][V], g[U][V];
