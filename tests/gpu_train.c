@@ -180,6 +180,16 @@ GPU_TEST(train_step_bf16_close_to_cpu) {
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
 
+/* the profile's report as text into *text (free it); the kinds of work it lists */
+static int report_text(int steps, char **text) {
+    size_t len = 0;
+    *text = NULL;
+    FILE *f = open_memstream(text, &len);
+    int kinds = ssl_cuda_profile_report(f, steps, 3350);
+    fclose(f);
+    return kinds;
+}
+
 /* The profile of two device train steps: every kind of work the step does
    is there, calls per step are counted right (ResNet-18 has 20 convolutions,
    two views each), times add up and none is negative (a kind's time
@@ -206,15 +216,13 @@ GPU_TEST(profile_of_a_train_step) {
     for (int s = 0; s < 2; s++) CHECK_OK(ssl_train_step(&dev, dv, dv + nv, labels, N, S, S, NULL));
     ssl_cuda_profile(0); /* waits for the events: the device is done */
     double wall = (ssl_now() - t0) * 1e3 / 2; /* ms per step */
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    int kinds = ssl_cuda_profile_report(f, 2, 3350);
-    fclose(f);
+    char *text;
+    int kinds = report_text(2, &text);
     CHECK(kinds >= 10, "only %d kinds of work recorded", kinds);
     const char *need[] = {"| GEMM conv forward | 40 |", "| GEMM conv weight grad | 40 |", "| im2col |", "| col2im |",
                           "| BN forward (+add, ReLU) |", "| BN backward (ReLU) |", "| optimizer | 2 |", "| loss |",
-                          "| pooling |", "| GEMM (row-major) |"};
+                          "| pooling |", "| BN statistics (forward) |", "| BN statistics (forward): groups, finish |",
+                          "| BN statistics (backward): groups, finish |", "| GEMM (row-major) |"};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) CHECK_CONTAINS(text, need[i]);
     CHECK_CONTAINS(text, "Per step: 2 host waits");
     /* the ms column: none negative, adding up to the total, which fits in
@@ -243,14 +251,6 @@ GPU_TEST(profile_of_a_train_step) {
     ssl_trainer_free(&dev);
 }
 
-/* the profile's report as text into *text (free it) */
-static void report_text(int steps, char **text) {
-    size_t len = 0;
-    *text = NULL;
-    FILE *f = open_memstream(text, &len);
-    ssl_cuda_profile_report(f, steps, 3350);
-    fclose(f);
-}
 /* ms per step of a kind in a profile report (-1: absent) */
 static double kind_ms(const char *text, const char *kind) {
     char key[96];
