@@ -870,6 +870,15 @@ SSLDEF const ssl_batch *ssl_loader_next(ssl_loader *l);
 SSLDEF void ssl_loader_release(ssl_loader *l, const ssl_batch *b);
 SSLDEF int64_t ssl_loader_batches_per_epoch(const ssl_loader *l);
 SSLDEF int64_t ssl_loader_samples_per_epoch(const ssl_loader *l);
+/* Names the epoch that comes after the one started, with its resolution
+   (0: the views' present size), so that the workers go on into its first
+   batches while this epoch's last ones are consumed: the ring is not
+   drained at the epoch boundary. ssl_loader_start_epoch(l, epoch, 0), once
+   every batch of this epoch is released and with that resolution, then
+   goes on with the batches filled; any other start discards them. Returns
+   0 when queued, 1 when not (the views are bigger than the ring's buffers:
+   that start drains the ring and grows them), -1 on error. */
+SSLDEF int ssl_loader_queue_epoch(ssl_loader *l, int epoch, int res);
 /* New output resolution for every view, from the next start_epoch on
    (progressive resolution). */
 SSLDEF int ssl_loader_set_resolution(ssl_loader *l, int res);
@@ -4456,7 +4465,7 @@ SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint6
 
 typedef struct {
     ssl_batch b;
-    int64_t batch;      /* which batch of the epoch it holds, -1 if none */
+    int64_t batch;      /* which stream batch it holds (see ssl__slot_label), -1 if none */
     int filled, ready;
     size_t cap_px;      /* pixels per view it was allocated for */
 } ssl__slot;
@@ -4474,6 +4483,12 @@ struct ssl_loader {
     int epoch, shutdown, paused, in_flight;
     uint32_t *order;
     int64_t count, batches, next_sample, released, next_out, total_samples;
+    /* the queued epoch (ssl_loader_queue_epoch), -1 if none: its batches
+       and samples follow this epoch's in the stream (batches .., and
+       next_sample from total_samples on) */
+    int ahead_epoch, ahead_w[SSL_MAX_VIEWS], ahead_h[SSL_MAX_VIEWS];
+    uint32_t *order_ahead;
+    int64_t slot_base; /* stream batch g is in slot (g + slot_base) % nslots */
     ssl__slot *slots;
     int nslots, nthreads;
     pthread_t *tid;
@@ -4554,7 +4569,7 @@ static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int 
        decide how small the decode may be */
     double need = 0;
     for (int v = 0; v < c->num_views; v++) {
-        prm[v] = ssl_view_draw(&c->views[v], e->width, e->height, c->seed, (uint32_t)l->epoch, id, (uint32_t)v);
+        prm[v] = ssl_view_draw(&c->views[v], e->width, e->height, c->seed, (uint32_t)s->b.epoch, id, (uint32_t)v);
         double sx = (double)s->b.w[v] / prm[v].crop_w, sy = (double)s->b.h[v] / prm[v].crop_h;
         if (sx > need) need = sx;
         if (sy > need) need = sy;
@@ -4616,24 +4631,65 @@ static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int 
     return 0;
 }
 
+/* The stream: this epoch's batches 0 .. batches - 1 and samples 0 ..
+   total_samples - 1, then the queued epoch's, numbered on. Stream sample j
+   is row *row of stream batch (the return) and, in its epoch's order,
+   entry *at (of l->order or, past this epoch, of l->order_ahead). */
+static int64_t ssl__stream_batch(const ssl_loader *l, int64_t j, int64_t *at, int *row) {
+    const int B = l->cfg.batch_size;
+    int ahead = j >= l->total_samples;
+    int64_t k = ahead ? j - l->total_samples : j;
+    if (at) *at = k;
+    if (row) *row = (int)(k % B);
+    return (ahead ? l->batches : 0) + k / B;
+}
+
+static ssl__slot *ssl__slot_of(const ssl_loader *l, int64_t g) { return &l->slots[(g + l->slot_base) % l->nslots]; }
+
+/* Points the ring slot of stream batch g at it (its epoch, index, size and
+   views' sizes), or at nothing when g is past the stream. */
+static void ssl__slot_label(ssl_loader *l, int64_t g) {
+    const int B = l->cfg.batch_size;
+    ssl__slot *s = ssl__slot_of(l, g);
+    int ahead = g >= l->batches;
+    int64_t k = ahead ? g - l->batches : g;
+    if (ahead && (l->ahead_epoch < 0 || k >= l->batches)) {
+        s->batch = -1;
+        return;
+    }
+    s->batch = g;
+    s->b.index = k;
+    s->b.n = (int)((k + 1) * B <= l->total_samples ? B : l->total_samples - k * B);
+    s->b.epoch = ahead ? l->ahead_epoch : l->epoch;
+    for (int v = 0; v < l->cfg.num_views; v++) {
+        s->b.w[v] = ahead ? l->ahead_w[v] : l->cfg.views[v].out_w;
+        s->b.h[v] = ahead ? l->ahead_h[v] : l->cfg.views[v].out_h;
+    }
+}
+
+/* A sample to take: one left in the stream, in a batch the ring has room for. */
+static int ssl__loader_has_work(const ssl_loader *l) {
+    int64_t end = l->ahead_epoch >= 0 ? 2 * l->total_samples : l->total_samples;
+    return !l->paused && l->next_sample < end && ssl__stream_batch(l, l->next_sample, NULL, NULL) < l->released + l->nslots;
+}
+
 static void *ssl__loader_worker(void *arg) {
     void **a = (void **)arg;
     ssl_loader *l = (ssl_loader *)a[0];
     ssl__wscratch *ws = (ssl__wscratch *)a[1];
-    const int B = l->cfg.batch_size;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        while (!l->shutdown &&
-               (l->paused || l->next_sample >= l->total_samples || l->next_sample / B >= l->released + l->nslots))
-            pthread_cond_wait(&l->cv_work, &l->mu);
+        while (!l->shutdown && !ssl__loader_has_work(l)) pthread_cond_wait(&l->cv_work, &l->mu);
         if (l->shutdown) break;
-        int64_t j = l->next_sample++, bi = j / B;
-        ssl__slot *s = &l->slots[bi % l->nslots];
-        uint32_t id = l->order[j];
+        int64_t j = l->next_sample++, at;
+        int row, failures = 0;
+        int64_t g = ssl__stream_batch(l, j, &at, &row);
+        ssl__slot *s = ssl__slot_of(l, g);
+        SSL_ASSERT(s->batch == g, "loader: slot of stream batch %lld holds %lld", (long long)g, (long long)s->batch);
+        uint32_t id = (j < l->total_samples ? l->order : l->order_ahead)[at];
         l->in_flight++;
         pthread_mutex_unlock(&l->mu);
         double t0 = ssl_now();
-        int row = (int)(j % B), failures = 0;
         /* a record that fails is reported once and replaced by another
            sample chosen by the RNG: deterministic, and the epoch goes on */
         uint32_t use = id;
@@ -4647,7 +4703,7 @@ static void *ssl__loader_worker(void *arg) {
                          src[0] ? ")" : "", ssl_last_error());
             }
             pthread_mutex_unlock(&l->mu);
-            ssl_rng r = ssl_rng_make(l->cfg.seed, (uint32_t)l->epoch, id, (uint32_t)attempt, SSL_RNG_REPLACE);
+            ssl_rng r = ssl_rng_make(l->cfg.seed, (uint32_t)s->b.epoch, id, (uint32_t)attempt, SSL_RNG_REPLACE);
             use = ssl_rng_below(&r, (uint32_t)l->pack.h.num_samples);
             SSL_ASSERT(attempt < 64, "loader: 64 replacement samples in a row failed to decode; is the pack corrupt?");
         }
@@ -4673,9 +4729,71 @@ SSLDEF int ssl_loader_set_resolution(ssl_loader *l, int res) {
     return 0;
 }
 
+/* The views' sizes at resolution res (0: as they are now); returns the
+   largest view's pixels. */
+static int ssl__loader_sizes(const ssl_loader *l, int res, int *w, int *h) {
+    int px = 0;
+    for (int v = 0; v < l->cfg.num_views; v++) {
+        w[v] = res ? res : l->cfg.views[v].out_w;
+        h[v] = res ? res : l->cfg.views[v].out_h;
+        if (w[v] * h[v] > px) px = w[v] * h[v];
+    }
+    return px;
+}
+
+SSLDEF int ssl_loader_queue_epoch(ssl_loader *l, int epoch, int res) {
+    if (res && (res < 8 || res > 4096)) return ssl__fail("resolution %d out of range [8, 4096]", res);
+    if (epoch < 0) return ssl__fail("epoch %d is negative", epoch);
+    int w[SSL_MAX_VIEWS] = {0}, h[SSL_MAX_VIEWS] = {0};
+    pthread_mutex_lock(&l->mu);
+    int started = !l->paused, queued = l->ahead_epoch;
+    int fits = ssl__loader_sizes(l, res, w, h) <= l->max_px;
+    pthread_mutex_unlock(&l->mu);
+    if (!started) return ssl__fail("queue epoch %d: start an epoch first", epoch);
+    if (queued >= 0) return ssl__fail("queue epoch %d: epoch %d is queued already", epoch, queued);
+    if (!fits) return 1;
+    /* only this (the consumer's) thread writes the order of the queued
+       epoch, and no worker reads it before ahead_epoch is set */
+    int64_t count;
+    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->order_ahead,
+                    &count);
+    SSL_ASSERT(count == l->count, "loader: epoch %d has %lld samples, not %lld", epoch, (long long)count, (long long)l->count);
+    pthread_mutex_lock(&l->mu);
+    l->ahead_epoch = epoch;
+    memcpy(l->ahead_w, w, sizeof w);
+    memcpy(l->ahead_h, h, sizeof h);
+    /* the slots the ring has room for past this epoch's end are its first batches */
+    for (int64_t g = l->released > l->batches ? l->released : l->batches; g < l->released + l->nslots; g++) ssl__slot_label(l, g);
+    pthread_cond_broadcast(&l->cv_work);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
 SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch) {
     const int B = l->cfg.batch_size;
     pthread_mutex_lock(&l->mu);
+    int w[SSL_MAX_VIEWS] = {0}, h[SSL_MAX_VIEWS] = {0};
+    ssl__loader_sizes(l, l->next_res, w, h);
+    if (l->ahead_epoch == epoch && first_batch == 0 && l->released == l->batches &&
+        !memcmp(w, l->ahead_w, sizeof(int) * l->cfg.num_views) && !memcmp(h, l->ahead_h, sizeof(int) * l->cfg.num_views)) {
+        /* the queued epoch, with every batch of this one released: go on
+           with what the workers have filled of it. Its stream numbers
+           become this epoch's. */
+        uint32_t *o = l->order;
+        l->order = l->order_ahead, l->order_ahead = o;
+        l->epoch = epoch;
+        for (int v = 0; v < l->cfg.num_views; v++) l->cfg.views[v].out_w = w[v], l->cfg.views[v].out_h = h[v];
+        l->next_res = 0;
+        l->next_sample -= l->total_samples;
+        for (int k = 0; k < l->nslots; k++)
+            if (l->slots[k].batch >= 0) l->slots[k].batch -= l->batches;
+        l->slot_base = (l->slot_base + l->batches) % l->nslots;
+        l->released = l->next_out = 0;
+        l->ahead_epoch = -1;
+        pthread_cond_broadcast(&l->cv_work);
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
     l->paused = 1;
     while (l->in_flight > 0) pthread_cond_wait(&l->cv_idle, &l->mu);
     if (l->next_res) {
@@ -4695,24 +4813,20 @@ SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch)
         pthread_mutex_unlock(&l->mu);
         return ssl__fail("start batch %lld out of range (epoch has %lld batches)", (long long)first_batch, (long long)l->batches);
     }
+    /* a queued epoch's batches filled so far are dropped */
+    l->ahead_epoch = -1;
     for (int k = 0; k < l->nslots; k++) {
         ssl__slot *s = &l->slots[k];
         if (grow) ssl__slot_alloc(l, s);
         s->filled = s->ready = 0;
         s->batch = -1;
-        s->b.epoch = epoch;
         s->b.num_views = l->cfg.num_views;
-        for (int v = 0; v < l->cfg.num_views; v++) { s->b.w[v] = l->cfg.views[v].out_w; s->b.h[v] = l->cfg.views[v].out_h; }
     }
     l->next_sample = first_batch * B;
     l->released = l->next_out = first_batch;
+    l->slot_base = 0;
     /* label the slots for the batches about to be filled */
-    for (int64_t b = first_batch; b < first_batch + l->nslots && b < l->batches; b++) {
-        ssl__slot *s = &l->slots[b % l->nslots];
-        s->batch = b;
-        s->b.index = b;
-        s->b.n = (int)((b + 1) * B <= l->total_samples ? B : l->total_samples - b * B);
-    }
+    for (int64_t b = first_batch; b < first_batch + l->nslots && b < l->batches; b++) ssl__slot_label(l, b);
     l->paused = 0;
     pthread_cond_broadcast(&l->cv_work);
     pthread_mutex_unlock(&l->mu);
@@ -4725,7 +4839,7 @@ SSLDEF const ssl_batch *ssl_loader_next(ssl_loader *l) {
         pthread_mutex_unlock(&l->mu);
         return NULL;
     }
-    ssl__slot *s = &l->slots[l->next_out % l->nslots];
+    ssl__slot *s = ssl__slot_of(l, l->next_out);
     SSL_ASSERT(s->batch == l->next_out, "loader: release batches before asking for more than batches_ahead");
     double t0 = ssl_now();
     while (!s->ready) pthread_cond_wait(&l->cv_ready, &l->mu);
@@ -4736,19 +4850,14 @@ SSLDEF const ssl_batch *ssl_loader_next(ssl_loader *l) {
 }
 
 SSLDEF void ssl_loader_release(ssl_loader *l, const ssl_batch *b) {
-    const int B = l->cfg.batch_size;
     pthread_mutex_lock(&l->mu);
     SSL_ASSERT(b->index == l->released && b->epoch == l->epoch, "loader: batches must be released in order");
-    ssl__slot *s = &l->slots[b->index % l->nslots];
+    ssl__slot *s = ssl__slot_of(l, b->index);
     s->ready = s->filled = 0;
     l->released++;
-    /* the slot now waits for batch released + nslots - 1 */
-    int64_t nb = b->index + l->nslots;
-    s->batch = nb < l->batches ? nb : -1;
-    if (nb < l->batches) {
-        s->b.index = nb;
-        s->b.n = (int)((nb + 1) * B <= l->total_samples ? B : l->total_samples - nb * B);
-    }
+    /* the slot now waits for stream batch released + nslots - 1 (of this
+       epoch, or of the queued one) */
+    ssl__slot_label(l, b->index + l->nslots);
     pthread_cond_broadcast(&l->cv_work);
     pthread_mutex_unlock(&l->mu);
 }
@@ -4781,6 +4890,8 @@ SSLDEF ssl_loader *ssl_loader_open(const ssl_loader_config *c) {
         return NULL;
     }
     l->order = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (per ? per : 1), "epoch order");
+    l->order_ahead = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (per ? per : 1), "queued epoch order");
+    l->ahead_epoch = -1;
     l->reported = (uint8_t *)ssl_calloc(l->pack.h.num_samples / 8 + 1, "failure bitset");
     l->nslots = c->batches_ahead > 0 ? c->batches_ahead : 3;
     l->slots = (ssl__slot *)ssl_calloc(sizeof(ssl__slot) * l->nslots, "loader ring");
@@ -4827,6 +4938,7 @@ SSLDEF void ssl_loader_close(ssl_loader *l) {
     free(l->tid);
     free(l->slots);
     free(l->order);
+    free(l->order_ahead);
     free(l->reported);
     ssl_pack_close(&l->pack);
     free(l);

@@ -536,6 +536,13 @@ int main(int argc, char **argv) {
         int r = res_at(&cfg, epoch);
         if (r != cur_res) { ssl_loader_set_resolution(loader, r); cur_res = r; }
         if (ssl_loader_start_epoch(loader, (int)epoch, batch)) { rc = die("loader"); goto done; }
+        /* the workers go on into the next epoch as this one ends: the step
+           does not wait at the boundary (1 = it needs bigger buffers, and
+           that epoch's start drains the ring instead) */
+        if (epoch + 1 < cfg.epochs && ssl_loader_queue_epoch(loader, (int)epoch + 1, res_at(&cfg, epoch + 1)) < 0) {
+            rc = die("loader");
+            goto done;
+        }
         const ssl_batch *b = ssl_loader_next(loader), *nb = NULL;
         for (; b; b = nb ? nb : ssl_loader_next(loader), nb = NULL) {
             ssl_step_stats st;

@@ -2,6 +2,7 @@
    progressive resolution, the uint8 (GPU) output mode. */
 #include "test.h"
 
+#include <sys/select.h>
 #include <sys/stat.h>
 #if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
 #include <turbojpeg.h>
@@ -84,6 +85,18 @@ TEST(loader_each_sample_once_per_epoch_across_ranks) {
     }
 }
 
+/* All the bytes of a batch (views, labels, ids, sizes), hashed. */
+static uint32_t batch_hash(const ssl_batch *b) {
+    uint32_t hb = ssl_crc32(0, b->w, sizeof(int) * b->num_views);
+    for (int v = 0; v < b->num_views; v++) {
+        size_t m = (size_t)b->n * b->w[v] * b->h[v] * 3;
+        if (b->views[v]) hb = ssl_crc32(hb, b->views[v], m * sizeof(float));
+        if (b->views_u8[v]) hb = ssl_crc32(hb, b->views_u8[v], m);
+    }
+    hb = ssl_crc32(hb, b->labels, b->n * sizeof(uint32_t));
+    return ssl_crc32(hb, b->ids, b->n * sizeof(uint64_t));
+}
+
 /* All the bytes of one epoch's batches, hashed. */
 static uint32_t epoch_hash(ssl_loader *l, int epoch, int64_t first, int64_t count, uint32_t *per_batch) {
     CHECK_OK(ssl_loader_start_epoch(l, epoch, first));
@@ -91,14 +104,7 @@ static uint32_t epoch_hash(ssl_loader *l, int epoch, int64_t first, int64_t coun
     const ssl_batch *b;
     int64_t k = 0;
     while ((b = ssl_loader_next(l)) && k < count) {
-        uint32_t hb = 0;
-        for (int v = 0; v < b->num_views; v++) {
-            size_t m = (size_t)b->n * b->w[v] * b->h[v] * 3;
-            if (b->views[v]) hb = ssl_crc32(hb, b->views[v], m * sizeof(float));
-            if (b->views_u8[v]) hb = ssl_crc32(hb, b->views_u8[v], m);
-        }
-        hb = ssl_crc32(hb, b->labels, b->n * sizeof(uint32_t));
-        hb = ssl_crc32(hb, b->ids, b->n * sizeof(uint64_t));
+        uint32_t hb = batch_hash(b);
         if (per_batch) per_batch[k] = hb;
         h = ssl_crc32(h, &hb, 4);
         k++;
@@ -129,6 +135,120 @@ TEST(loader_same_batches_with_1_or_4_threads_and_after_resume) {
     CHECK(s.samples >= 3 * 480 && s.decode_failures == 0, "%lld samples, %lld failures", (long long)s.samples, (long long)s.decode_failures);
     ssl_loader_close(a);
     ssl_loader_close(b);
+}
+
+/* The started epoch's remaining batches: their hashes into per_batch (up
+   to 32), the count returned. */
+static int drain_hashes(ssl_loader *l, uint32_t *per_batch) {
+    const ssl_batch *b;
+    int k = 0;
+    while ((b = ssl_loader_next(l))) {
+        if (k < 32) per_batch[k] = batch_hash(b);
+        k++;
+        ssl_loader_release(l, b);
+    }
+    return k;
+}
+
+/* Waits (up to 10 s) until the loader has decoded `want` samples since it
+   was opened; returns how many it had. */
+static int64_t wait_samples(ssl_loader *l, int64_t want) {
+    int64_t got = 0;
+    for (int k = 0; k < 1000 && (got = ssl_loader_get_stats(l).samples) < want; k++) {
+        struct timeval tv = {0, 10000};
+        select(0, NULL, NULL, NULL, &tv); /* 10 ms */
+    }
+    return got;
+}
+
+static int same_hashes(const uint32_t *a, const uint32_t *b, int n) {
+    for (int k = 0; k < n; k++)
+        if (a[k] != b[k]) return 0;
+    return 1;
+}
+
+/* ssl_loader_queue_epoch: the workers go on into the next epoch while this
+   one's last batches are consumed, and those batches are the ones a fresh
+   start of that epoch gives. Any start other than the queued one (another
+   epoch, another size, before the epoch is consumed) drops them and is
+   still exact. Both with a full last batch and with a partial one. */
+static void queued_epochs(int drop_last) {
+    const char *path = cifar_pack();
+    ssl_loader_config c;
+    ssl_loader_config_init(&c, path, "simclr", 24, 32);
+    c.threads = 2, c.seed = 5, c.drop_last = drop_last;
+    ssl_loader *ref = ssl_loader_open(&c), *l = ssl_loader_open(&c);
+    if (!ref || !l) return;
+    const int B = 32, nb = drop_last ? 15 : 16, per = drop_last ? 480 : 500, slots = c.batches_ahead;
+    uint32_t want[32], got[32];
+
+    CHECK_ERR(ssl_loader_queue_epoch(l, 3, 0), "start an epoch first");
+    CHECK_OK(ssl_loader_start_epoch(l, 2, 0));
+    CHECK_ERR(ssl_loader_queue_epoch(l, 3, 3), "resolution 3 out of range");
+    CHECK_EQ(ssl_loader_queue_epoch(l, 3, 32), 1); /* bigger than the ring's buffers: not queued */
+    CHECK_EQ(ssl_loader_queue_epoch(l, 3, 0), 0);
+    CHECK_ERR(ssl_loader_queue_epoch(l, 4, 0), "epoch 3 is queued already");
+    for (int e = 2; e <= 4; e++) {
+        epoch_hash(ref, e, 0, 100, want);
+        if (e > 2) {
+            CHECK_OK(ssl_loader_start_epoch(l, e, 0));
+            if (e < 4) CHECK_EQ(ssl_loader_queue_epoch(l, e + 1, 0), 0);
+        }
+        CHECK_EQ(drain_hashes(l, got), nb);
+        CHECK(same_hashes(want, got, nb), "drop_last %d: epoch %d's batches differ from a fresh start's", drop_last, e);
+        /* nothing held: the queued epoch's first `slots` batches are filled
+           before it is started */
+        if (e < 4) {
+            int64_t have = wait_samples(l, (int64_t)(e - 1) * per + (int64_t)slots * B);
+            CHECK(have >= (int64_t)(e - 1) * per + (int64_t)slots * B, "drop_last %d: before epoch %d starts, %lld samples decoded, want %lld",
+                  drop_last, e + 1, (long long)have, (long long)((e - 1) * per + slots * B));
+        }
+    }
+    /* going on wasted nothing: three epochs, each sample decoded once */
+    CHECK_EQ(ssl_loader_get_stats(l).samples, 3 * per);
+
+    /* a start other than the queued one: exact all the same */
+    CHECK_EQ(ssl_loader_queue_epoch(l, 5, 0), 0);
+    epoch_hash(ref, 7, 0, 100, want);
+    CHECK_OK(ssl_loader_start_epoch(l, 7, 0));
+    CHECK(drain_hashes(l, got) == nb && same_hashes(want, got, nb), "drop_last %d: epoch 7 after queueing 5", drop_last);
+    /* queued at 16, started at 24 */
+    CHECK_EQ(ssl_loader_queue_epoch(l, 8, 16), 0);
+    epoch_hash(ref, 8, 0, 100, want);
+    CHECK_OK(ssl_loader_start_epoch(l, 8, 0));
+    CHECK(drain_hashes(l, got) == nb && same_hashes(want, got, nb), "drop_last %d: epoch 8 queued at another size", drop_last);
+    /* queued at 16 and started at 16: goes on, at the new size */
+    int64_t before = ssl_loader_get_stats(l).samples;
+    CHECK_EQ(ssl_loader_queue_epoch(l, 9, 16), 0);
+    CHECK_OK(ssl_loader_set_resolution(ref, 16));
+    epoch_hash(ref, 9, 0, 100, want);
+    CHECK_OK(ssl_loader_set_resolution(l, 16));
+    wait_samples(l, before + (int64_t)slots * B);
+    CHECK_OK(ssl_loader_start_epoch(l, 9, 0));
+    const ssl_batch *b = ssl_loader_next(l);
+    CHECK(b && b->w[0] == 16 && b->h[1] == 16, "epoch 9's views: %dx%d", b ? b->w[0] : 0, b ? b->h[1] : 0);
+    got[0] = b ? batch_hash(b) : 0;
+    if (b) ssl_loader_release(l, b);
+    CHECK_EQ(drain_hashes(l, got + 1), nb - 1);
+    CHECK(same_hashes(want, got, nb), "drop_last %d: epoch 9 queued and started at 16", drop_last);
+    CHECK_EQ(ssl_loader_get_stats(l).samples, before + per);
+    /* started before the epoch was consumed: dropped, and exact */
+    CHECK_OK(ssl_loader_start_epoch(l, 10, 0));
+    CHECK_EQ(ssl_loader_queue_epoch(l, 11, 0), 0);
+    b = ssl_loader_next(l);
+    if (b) ssl_loader_release(l, b);
+    epoch_hash(ref, 11, 0, 100, want);
+    CHECK_OK(ssl_loader_start_epoch(l, 11, 0));
+    CHECK(drain_hashes(l, got) == nb && same_hashes(want, got, nb), "drop_last %d: epoch 11 started early", drop_last);
+    /* queued, then closed with workers in it */
+    CHECK_EQ(ssl_loader_queue_epoch(l, 12, 0), 0);
+    ssl_loader_close(ref);
+    ssl_loader_close(l);
+}
+
+TEST(loader_queued_epoch_is_filled_across_the_boundary_and_exact) {
+    queued_epochs(1);
+    queued_epochs(0);
 }
 
 TEST(loader_augmentations_change_per_epoch_for_the_same_sample) {
