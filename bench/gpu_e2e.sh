@@ -17,6 +17,8 @@
 # plans made (one per size).
 #
 # Env: THREADS="1 2 4 8", TORCH_THREADS="4 8", RES="224 160", STEPS=30,
+# TORCH_STEPS=8 and TORCH_WARMUP=2 (its DataLoader delivers ~100 images/s:
+# 30 steps would take over a minute a run),
 # TRAIN_ARGS / TORCH_ARGS (the model; default ResNet-50 bs 256 bf16);
 # RAMP="160 224 0 4" (res_start res_end ramp_start ramp_end, epochs),
 # RAMP_EPOCHS=7, RAMP_PACK (default PACK), RAMP_LOG=3 (steps per record);
@@ -29,6 +31,8 @@ THREADS=${THREADS:-1 2 4 8}
 TORCH_THREADS=${TORCH_THREADS-4 8} # empty: no PyTorch runs
 RES=${RES:-224 160}
 STEPS=${STEPS:-30}
+TORCH_STEPS=${TORCH_STEPS:-8}
+TORCH_WARMUP=${TORCH_WARMUP:-2}
 TRAIN_ARGS=${TRAIN_ARGS:-arch=resnet50 stem=imagenet bs=256 precision=bf16}
 TORCH_ARGS=${TORCH_ARGS:---depth 50 --bs 256 --precision bf16}
 PY=${PY:-python3}
@@ -83,7 +87,7 @@ run() {
         done
         for t in $TORCH_THREADS; do
             echo "== PyTorch res $r, $t DataLoader workers"
-            timeout 240 $PY bench/gpu_e2e_torch.py --pack "$PACK" --threads $t --res $r --steps $STEPS --warmup 5 $TORCH_ARGS \
+            timeout 240 $PY bench/gpu_e2e_torch.py --pack "$PACK" --threads $t --res $r --steps $TORCH_STEPS --warmup $TORCH_WARMUP $TORCH_ARGS \
                 2>&1 | tail -2 | tee /dev/stderr | grep '^{' >> "$OUT/e2e.jsonl"
         done
     done
