@@ -2383,10 +2383,35 @@ static int64_t ssl__bn_group(int64_t blocks) {
     while (G * G < blocks) G++;
     return G;
 }
+/* The statistics passes' blocks scaled by a factor (default 1): for
+   measuring on a GPU the trade between the pass's parallelism and the
+   group and finish launches' serial walks (bench/gpu_report.sh bnsweep).
+   SSL_BN_SPLIT in the environment sets it at the first batch norm; a value
+   outside [1/64, 64] there stops the program with the reason. The sums'
+   last bits depend on the split, nothing else does. */
+static double ssl__bn_split_v = 0;
+extern "C" int ssl_cuda_set_bn_split(double split) {
+    if (!(split >= 1.0 / 64 && split <= 64)) return ssl__fail("BN split %g: want a number in [1/64, 64] (1 is the default)", split);
+    ssl__bn_split_v = split;
+    return 0;
+}
+static double ssl__bn_split(void) {
+    if (ssl__bn_split_v == 0) {
+        const char *e = getenv("SSL_BN_SPLIT");
+        char *end = NULL;
+        double v = e && *e ? strtod(e, &end) : 1.0;
+        if (e && *e && (*end || ssl_cuda_set_bn_split(v))) {
+            fprintf(stderr, "ssl.cu: SSL_BN_SPLIT=%s: want a number in [1/64, 64] (1 is the default)\n", e);
+            exit(2);
+        }
+        ssl__bn_split_v = v;
+    }
+    return ssl__bn_split_v;
+}
 /* rows per block: enough blocks x channels for ~128K threads (V = 1) or
-   64K threads of 8 channels (V = 8) */
+   64K threads of 8 channels (V = 8), times SSL_BN_SPLIT */
 static int64_t ssl__bn_per(int64_t rows, int64_t c, int V) {
-    int64_t blocks = (V == 8 ? 524288 : 131072) / (c > 0 ? c : 1);
+    int64_t blocks = (int64_t)((V == 8 ? 524288 : 131072) * ssl__bn_split()) / (c > 0 ? c : 1);
     if (blocks < 1) blocks = 1;
     if (blocks > rows) blocks = rows;
     return (rows + blocks - 1) / blocks;

@@ -1818,6 +1818,12 @@ SSLDEF void ssl_cuda_set_precision(int bf16);
    in use. */
 SSLDEF int ssl_cuda_set_conv(const char *engine);
 SSLDEF const char *ssl_cuda_conv(void);
+/* Batch norm's statistics passes run over split x the default number of
+   row blocks (1/64 .. 64; 1 is the default; SSL_BN_SPLIT in the
+   environment): a knob for measuring, on a GPU, the pass's parallelism
+   against the serial walks that add the blocks up. Only the sums' last
+   bits change with it. -1 with an error outside that range. */
+SSLDEF int ssl_cuda_set_bn_split(double split);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);

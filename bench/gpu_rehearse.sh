@@ -82,6 +82,14 @@ for p in profile_r50_224_bf16 profile_r18_cifar_bf16; do
         || bad "step: $p.md has no profile table"
 done
 
+# ---- the BN split sweep (after the step phase: its split-1 profiles are
+# the step phase's), one split, ResNet-18 only being what differs ----
+BN_SPLITS=0.25 bash bench/gpu_report.sh bnsweep > "$R/bnsweep.txt" 2>&1
+echo "rehearsal: bnsweep phase exit $?"
+rows=$(count "$OUT/bn_sweep.md" '^| r\(50_224\|18_cifar\) | \(0.25\|1\) | [0-9.]* | [0-9.]* | [0-9.]* | [0-9.]* | [0-9.]* | [0-9.]* |$')
+[ "$rows" = 4 ] && ok "bnsweep: bn_sweep.md has both models at splits 0.25 and 1" \
+    || bad "bnsweep: bn_sweep.md has $rows complete rows, 4 expected (see $R/bnsweep.txt)"
+
 # ---- the test phase: the gpu_* tests cannot run here (each fails at once,
 # no CUDA device); the script must still list one result per test, and the
 # programs' device tests run in strict emulation ----

@@ -16,6 +16,10 @@
 #                               the train-step tests through cuDNN; the step
 #                               with cuDNN convolutions beside the GEMM path
 #                               and PyTorch (into the same steps.jsonl)
+#   bench/gpu_report.sh bnsweep BN statistics' row blocks scaled by SSL_BN_SPLIT
+#                               (BN_SPLITS, default "0.25 0.5 2 4"): both
+#                               profiles at each, BN's rows side by side in
+#                               bn_sweep.md (1 is the default split)
 #   bench/gpu_report.sh ncu     Nsight Compute over one ResNet-18 CIFAR step:
 #                               each kernel's time, DRAM and SM throughput
 #   bench/gpu_report.sh all     test, then step with QUICK=1 (the full step list
@@ -23,7 +27,8 @@
 #   bench/gpu_report.sh brief   for a short lease (one call, ~8 minutes): build;
 #                               the three headline step pairs (R50 224 and 160,
 #                               R18 CIFAR, bf16 throughput) and their table;
-#                               the two profiles; then gpu_* tests until
+#                               the two profiles; a BN sweep over
+#                               BRIEF_BN_SPLITS ("0.25 4"); then gpu_* tests until
 #                               BRIEF_S seconds (default 420) have passed
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
@@ -145,7 +150,48 @@ brief() {
     timeout 60 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
+    [ -n "${BRIEF_BN_SPLITS-0.25 4}" ] && BN_SPLITS=${BRIEF_BN_SPLITS-0.25 4} bn_sweep
     tests "${BRIEF_S:-420}"
+}
+
+# batch norm's statistics: the passes' row blocks scaled by SSL_BN_SPLIT
+# (more blocks: more threads in the pass, longer serial walks in the
+# group and finish launches that add the blocks). Both profiles at each
+# split; the default split's are the profile phase's own files when they
+# are there. A table of BN's rows and the step's device time per split.
+bn_sweep() {
+    mkdir -p "$OUT/bn_sweep"
+    for s in ${BN_SPLITS:-0.25 0.5 2 4}; do
+        log "BN statistics split $s: both profiles"
+        SSL_BN_SPLIT=$s timeout 100 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
+            > "$OUT/bn_sweep/r50_224_$s.md" 2>&1
+        SSL_BN_SPLIT=$s timeout 60 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 \
+            profile=1 $SSL_EXTRA > "$OUT/bn_sweep/r18_cifar_$s.md" 2>&1
+    done
+    [ -f "$OUT/profile_r50_224_bf16.md" ] && cp "$OUT/profile_r50_224_bf16.md" "$OUT/bn_sweep/r50_224_1.md"
+    [ -f "$OUT/profile_r18_cifar_bf16.md" ] && cp "$OUT/profile_r18_cifar_bf16.md" "$OUT/bn_sweep/r18_cifar_1.md"
+    $PY - "$OUT/bn_sweep" <<'PYEOF' | tee "$OUT/bn_sweep.md"
+import glob, json, os, re, sys
+rows = ["BN statistics (forward)", "BN statistics (forward): groups, finish",
+        "BN statistics (backward)", "BN statistics (backward): groups, finish"]
+print("| model | BN split | " + " | ".join(r.replace("BN statistics ", "stats ") + " (ms)" for r in rows) +
+      " | profile's step total (ms) | step ms (best) |")
+print("|---|---|" + "---|" * (len(rows) + 2))
+for model in ("r50_224", "r18_cifar"):
+    files = glob.glob(os.path.join(sys.argv[1], model + "_*.md"))
+    for f in sorted(files, key=lambda f: float(re.search(r"_([0-9.]+)\.md$", f).group(1))):
+        split = re.search(r"_([0-9.]+)\.md$", f).group(1)
+        ms, total, best = {}, "-", "-"
+        for line in open(f, errors="replace"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) > 3 and cells[0] in rows:
+                ms[cells[0]] = cells[2]
+            elif cells and cells[0] == "total" and len(cells) > 2:
+                total = cells[2]
+            elif line.startswith("{") and '"best_ms"' in line:
+                best = f'{json.loads(line)["best_ms"]:.2f}'
+        print(f"| {model} | {split} | " + " | ".join(ms.get(r, "-") for r in rows) + f" | {total} | {best} |")
+PYEOF
 }
 
 # cuDNN's convolutions (the issue allows a CUDNN=1 build; the default is
@@ -224,11 +270,12 @@ prepare() {
 case "$PHASE" in
 prepare) prepare ;;
 ncu) build && ncu_phase ;;
+bnsweep) build && bn_sweep ;;
 cudnn) build && cudnn_phase ;;
 memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; QUICK=1 step; } ;;
 brief) build && brief ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all|brief"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|bnsweep|all|brief"; exit 2 ;;
 esac

@@ -502,6 +502,19 @@ GPU_TEST(batchnorm) {
     /* a mean 1000 times the spread: the device's one-pass (shifted) moments
        against the CPU's two passes */
     g_bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0, 0);
+    /* the statistics over 8 times fewer and 8 times more row blocks
+       (ssl_cuda_set_bn_split, for measuring): the same results */
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(ssl_cuda_set_bn_split(k ? 8.0 : 0.125));
+        char name[64];
+        snprintf(name, sizeof name, "bn NHWC train split %g +residual+relu", k ? 8.0 : 0.125);
+        g_bn_case(gpu, name, g_rand(54, 4, 4, 60, 70, 64, -1, 2), 1, 1, 2, 0);
+        snprintf(name, sizeof name, "bn NHWC train split %g, 16 channels", k ? 8.0 : 0.125);
+        g_bn_case(gpu, name, g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, 1, 0);
+    }
+    CHECK_ERR(ssl_cuda_set_bn_split(0), "want a number in [1/64, 64]");
+    CHECK_ERR(ssl_cuda_set_bn_split(65), "want a number in [1/64, 64]");
+    CHECK_OK(ssl_cuda_set_bn_split(1));
 }
 
 /* max pool forward and backward on x (host) and dx (its device copy; bf16
