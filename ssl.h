@@ -4778,8 +4778,10 @@ SSLDEF int ssl_loader_queue_epoch(ssl_loader *l, int epoch, int res) {
 SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch) {
     const int B = l->cfg.batch_size;
     pthread_mutex_lock(&l->mu);
-    int w[SSL_MAX_VIEWS] = {0}, h[SSL_MAX_VIEWS] = {0};
-    ssl__loader_sizes(l, l->next_res, w, h);
+    /* the views' sizes for this epoch (set_resolution's, or as they are) */
+    int w[SSL_MAX_VIEWS] = {0}, h[SSL_MAX_VIEWS] = {0}, px = ssl__loader_sizes(l, l->next_res, w, h);
+    for (int v = 0; v < l->cfg.num_views; v++) l->cfg.views[v].out_w = w[v], l->cfg.views[v].out_h = h[v];
+    l->next_res = 0;
     if (l->ahead_epoch == epoch && first_batch == 0 && l->released == l->batches &&
         !memcmp(w, l->ahead_w, sizeof(int) * l->cfg.num_views) && !memcmp(h, l->ahead_h, sizeof(int) * l->cfg.num_views)) {
         /* the queued epoch, with every batch of this one released: go on
@@ -4788,8 +4790,6 @@ SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch)
         uint32_t *o = l->order;
         l->order = l->order_ahead, l->order_ahead = o;
         l->epoch = epoch;
-        for (int v = 0; v < l->cfg.num_views; v++) l->cfg.views[v].out_w = w[v], l->cfg.views[v].out_h = h[v];
-        l->next_res = 0;
         l->next_sample -= l->total_samples;
         for (int k = 0; k < l->nslots; k++)
             if (l->slots[k].batch >= 0) l->slots[k].batch -= l->batches;
@@ -4802,13 +4802,6 @@ SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch)
     }
     l->paused = 1;
     while (l->in_flight > 0) pthread_cond_wait(&l->cv_idle, &l->mu);
-    if (l->next_res) {
-        for (int v = 0; v < l->cfg.num_views; v++) l->cfg.views[v].out_w = l->cfg.views[v].out_h = l->next_res;
-        l->next_res = 0;
-    }
-    int px = 0;
-    for (int v = 0; v < l->cfg.num_views; v++)
-        if (l->cfg.views[v].out_w * l->cfg.views[v].out_h > px) px = l->cfg.views[v].out_w * l->cfg.views[v].out_h;
     int grow = px > l->max_px;
     if (grow) l->max_px = px;
     l->epoch = epoch;
