@@ -1724,20 +1724,28 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
    writes them in fp32 directly. */
-static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN */
+/* "mixed" (engine 2) sends cuDNN only the convolutions for which the GEMM
+   path would build im2col columns (the stem, the 3x3s, the strided 1x1
+   downsamples: 20 of ResNet-50's 53); a 1x1 stride-1 convolution's input
+   already is its GEMM's matrix, and cuBLAS takes it directly. cuDNN's
+   calls cost the host ~175 us each (measured on an H200 with cuDNN 9.19:
+   64 ms of host time for a 224 step's 316 calls, against 8.6 ms on the
+   GEMM path), so "mixed" issues 118 of the 316 calls. */
+static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed */
 static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
     ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
     if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
-    if (!strcmp(engine, "cudnn")) {
+    int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : 0;
+    if (e) {
 #ifdef SSL_CUDNN
-        ssl__conv_engine = 1;
+        ssl__conv_engine = e;
         return 0;
 #else
-        return ssl__fail("conv engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
+        return ssl__fail("conv engine %s: this build has no cuDNN (build with make CUDNN=1)", engine);
 #endif
     }
-    return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
+    return ssl__fail("conv engine '%s': expected gemm, cudnn or mixed", engine);
 }
 /* SSL_CONV, read once: an unknown engine, or cudnn without a cuDNN build,
    stops the program with the reason */
@@ -1752,7 +1760,17 @@ static void ssl__conv_env(void) {
 }
 extern "C" const char *ssl_cuda_conv(void) {
     ssl__conv_env();
-    return ssl__conv_engine == 1 ? "cudnn" : "gemm";
+    return ssl__conv_engine == 1 ? "cudnn" : ssl__conv_engine == 2 ? "mixed" : "gemm";
+}
+/* whether the engine in use sends a convolution of this shape to cuDNN
+   outside emulation (same: its input has the type of its GEMM operands) */
+static int ssl__conv_wants_cudnn(const ssl__cg &g, int same) {
+    ssl__conv_env();
+    return ssl__conv_engine == 1 || (ssl__conv_engine == 2 && !(ssl__cg_is_gemm(g) && same));
+}
+extern "C" int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type) {
+    ssl_tensor x = ssl_tensor_make(NULL, 4, 1, 2 * k + 1, 2 * k + 1, 8), w = ssl_tensor_make(NULL, 4, 8, k, k, 8);
+    return ssl__conv_wants_cudnn(ssl__cg_make(&x, &w, stride, pad), same_type);
 }
 
 #ifdef SSL_CUDNN
@@ -1829,6 +1847,18 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
    bf16 tensor-op convolution of the stem's 3 channels), that is said once
    on stderr, with every candidate's status, and the GEMM path takes this
    shape from then on: returns 0. */
+/* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
+   too (what PyTorch's cudnn.benchmark picks from unless deterministic
+   algorithms are asked for): for measuring, as runs are then no longer
+   bit-reproducible (resume, the same seed twice). */
+static int ssl__cudnn_nondet(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("SSL_CUDNN_NONDET");
+        v = e && !strcmp(e, "1");
+    }
+    return v;
+}
 template <class P, class A, class Find>
 static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *what, const Find &find) {
     int *have = &p->have[dir];
@@ -1841,7 +1871,7 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     if (st / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000) n = 0; /* cuDNN 9's 3xxx codes: nothing for this shape */
     else if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet()) &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
             return 1;
@@ -1946,7 +1976,9 @@ static int ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tenso
     return 1;
 }
 /* cuDNN takes this forward / backward (see above) */
-static int ssl__cudnn_takes(const ssl_tensor *b) { return !ssl__emu && !strcmp(ssl_cuda_conv(), "cudnn") && !(b && b->data); }
+static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
+    return !ssl__emu && ssl__conv_wants_cudnn(g, same) && !(b && b->data);
+}
 #endif
 
 /* Tests: the cuDNN plan of one convolution shape, read back through cuDNN's
@@ -2008,7 +2040,7 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
     ssl__conv_env();
 #ifdef SSL_CUDNN
-    if (!cols && ssl__cudnn_takes(b)) {
+    if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype)) {
         int done = 0;
         {
             SSL__GUARD;
@@ -2076,7 +2108,7 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
-    if (!cols && ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
+    if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype)) {
         int done = 0;
         {
             SSL__GUARD;

@@ -116,7 +116,33 @@ if [ "$MODE" = full ]; then
     else
         n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
         [ "$n_cudnn" = 3 ] && ok "cudnn: 3 ssl.h+cudnn results" || bad "cudnn: $n_cudnn ssl.h+cudnn results, 3 expected (see $R/cudnn.txt)"
+        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"')
+        [ "$n_mixed" = 3 ] && ok "cudnn: 3 ssl.h+mixed results" || bad "cudnn: $n_mixed ssl.h+mixed results, 3 expected (see $R/cudnn.txt)"
     fi
+    # ---- brief, the short lease's one call: a cuDNN build where there is
+    # one, each headline step also through cuDNN, the profiles, then tests
+    # (none here: BRIEF_S=1 has passed before they start) ----
+    BRIEF_S=1 BRIEF_BN_SPLITS=0.25 BRIEF_SWEEP_BY=100000 BRIEF_NONDET_BY=100000 bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
+    echo "rehearsal: brief phase exit $?"
+    n_ours=$(count "$J" '"impl": "ssl.h"')
+    [ "$n_ours" = 3 ] && ok "brief: 3 ssl.h results" || bad "brief: $n_ours ssl.h results, 3 expected (see $R/brief.txt)"
+    for p in profile_r50_224_bf16 profile_r18_cifar_bf16; do
+        grep -q '^| total' "$OUT/$p.md" 2> /dev/null && ok "brief: $p.md has the profile table" || bad "brief: $p.md has no profile table"
+    done
+    if grep -q 'CUDNN=1' "$OUT/report.log"; then
+        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
+        n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"')
+        [ "$n_mixed" = 3 ] && [ "$n_cudnn" = 1 ] && [ "$n_nondet" = 1 ] && ok "brief: 3 mixed, 1 cudnn and 1 mixed+nondet results" ||
+            bad "brief: $n_mixed mixed, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 1 and 1 expected (see $R/brief.txt)"
+        grep -q 'non-deterministic algorithms allowed' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the non-deterministic row" ||
+            bad "brief: gpu_step.md has no non-deterministic row"
+        for p in profile_r50_224_bf16_mixed profile_r18_cifar_bf16_mixed; do
+            grep -q '^| total' "$OUT/$p.md" 2> /dev/null && ok "brief: $p.md has the profile table" || bad "brief: $p.md has no profile table"
+        done
+        grep -q 'cuDNN where im2col would be' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the mixed rows" ||
+            bad "brief: gpu_step.md has no mixed row"
+    fi
+    grep -q '^| r50_224 | 0.25 |' "$OUT/bn_sweep.md" 2> /dev/null && ok "brief: the BN sweep at 0.25" || bad "brief: no BN sweep row at 0.25"
 fi
 
 # ---- end to end: ./train device=cuda (emulated) with the loader's GPU mode

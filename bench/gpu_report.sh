@@ -24,12 +24,17 @@
 #                               each kernel's time, DRAM and SM throughput
 #   bench/gpu_report.sh all     test, then step with QUICK=1 (the full step list
 #                               after the tests would pass a call's 10 minutes)
-#   bench/gpu_report.sh brief   for a short lease (one call, ~8 minutes): build;
+#   bench/gpu_report.sh brief   for a short lease (one call, ~8 minutes): build
+#                               (with cuDNN where it is found; WITH_CUDNN=0 not);
 #                               the three headline step pairs (R50 224 and 160,
-#                               R18 CIFAR, bf16 throughput) and their table;
-#                               the two profiles; a BN sweep over
-#                               BRIEF_BN_SPLITS ("0.25 4"); then gpu_* tests until
-#                               BRIEF_S seconds (default 420) have passed
+#                               R18 CIFAR, bf16 throughput), each also through
+#                               cuDNN (conv=mixed, and conv=cudnn at 224), and
+#                               their table; the profiles (GEMM path and mixed);
+#                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
+#                               BRIEF_NONDET_BY seconds (330) have passed; a BN
+#                               sweep over BRIEF_BN_SPLITS ("0.25 4") if under
+#                               BRIEF_SWEEP_BY (300); then gpu_* tests until
+#                               BRIEF_S seconds (420)
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -59,8 +64,25 @@ build() {
     # what this machine lacks (libjpeg-turbo, stb_image) from the copies `prepare` made
     DEPS=$(bash bench/gpu_deps.sh flags build/gpu-data/deps) # (it warns when a copy it needs is missing)
     [ -n "$DEPS" ] && echo "this machine lacks a dependency: building with$DEPS" | tee -a "$OUT/report.log"
-    make -j8 $DEPS train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
+    # WITH_CUDNN=1 (brief's default): a CUDNN=1 build where cuDNN is found.
+    # Its engine is still gemm unless conv=/SSL_CONV names another, so the
+    # default's figures are the default build's.
+    CUDNN_MAKE=""
+    if [ "${WITH_CUDNN:-0}" = 1 ] && cudnn_prefix; then CUDNN_MAKE="CUDNN=1 CUDNN_PREFIX=$CUDNN_PRE"; fi
+    log "make $DEPS $CUDNN_MAKE"
+    make -j8 $DEPS $CUDNN_MAKE train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
     test -x build/tests-gpu && test -x build/gpu_step
+}
+# cuDNN's prefix into CUDNN_PRE: the toolkit's, else the nvidia-cudnn wheel's
+# (PyTorch's); 1 when there is none
+cudnn_prefix() {
+    CUDNN_PRE=/usr/local/cuda
+    if [ ! -f $CUDNN_PRE/include/cudnn.h ]; then
+        CUDNN_PRE=$($PY -c 'import nvidia.cudnn as c; print(c.__path__[0])' 2>/dev/null)
+        [ -n "$CUDNN_PRE" ] && [ ! -e "$CUDNN_PRE/lib/libcudnn.so" ] && [ -e "$CUDNN_PRE/lib/libcudnn.so.9" ] &&
+            ln -sf libcudnn.so.9 "$CUDNN_PRE/lib/libcudnn.so"
+    fi
+    [ -n "$CUDNN_PRE" ] && [ -f "$CUDNN_PRE/include/cudnn.h" ] || { log "no cuDNN headers found"; return 1; }
 }
 
 tests() {
@@ -137,20 +159,38 @@ step() {
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
-# the headline pairs, their profiles, then as many tests as time allows
+# the headline pairs (and, in a cuDNN build, the same steps through cuDNN:
+# mixed for all three, every convolution at 224), their profiles, then
+# what time allows: cuDNN's non-deterministic algorithms at 224, the BN
+# sweep, the gpu_* tests. The most telling first: a call cut at its limit
+# keeps what $OUT holds by then.
 brief() {
     : > "$OUT/steps.jsonl"
-    pair "R50 224 bf16 throughput" "depth=50 res=224 bs=256 precision=bf16 split=0" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
-    pair "R50 160 bf16 throughput" "depth=50 res=160 bs=256 precision=bf16 split=0" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    pair "R18 CIFAR 32 bf16 throughput" "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10" \
-        "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
+    local r224="depth=50 res=224 bs=256 precision=bf16 split=0" r160="depth=50 res=160 bs=256 precision=bf16 split=0"
+    local c32="depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"
+    pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed, all)"; ours conv=mixed $r224; ours conv=cudnn $r224; }
+    pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed)"; ours conv=mixed $r160; }
+    pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
+    # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN"; ours conv=mixed $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
-    log "profile: ssl.h's step by kind of work (CUDA events)"
-    timeout 100 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
-    timeout 60 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 profile=1 $SSL_EXTRA \
-        > "$OUT/profile_r18_cifar_bf16.md" 2>&1
+    log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
+    timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
+    [ -n "$CUDNN_MAKE" ] && timeout 100 build/gpu_step steps=5 conv=mixed $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16_mixed.md" 2>&1
+    timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
+    [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
-    [ -n "${BRIEF_BN_SPLITS-0.25 4}" ] && BN_SPLITS=${BRIEF_BN_SPLITS-0.25 4} bn_sweep
+    if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-330}" ]; then
+        log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
+        SSL_CUDNN_NONDET=1 ours conv=mixed $r224
+        $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
+    fi
+    # the BN sweep only while a call's time allows (BRIEF_SWEEP_BY seconds, default 300)
+    if [ -n "${BRIEF_BN_SPLITS-0.25 4}" ] && [ $SECONDS -lt "${BRIEF_SWEEP_BY:-300}" ]; then
+        BN_SPLITS=${BRIEF_BN_SPLITS-0.25 4} bn_sweep
+    fi
     tests "${BRIEF_S:-420}"
 }
 
@@ -198,16 +238,12 @@ PYEOF
 # to be chosen by these figures): where cuDNN is, build with it, test it,
 # time it beside the GEMM path
 cudnn_phase() {
-    local pre=/usr/local/cuda
-    if [ ! -f $pre/include/cudnn.h ]; then
-        pre=$($PY -c 'import nvidia.cudnn as c; print(c.__path__[0])' 2>/dev/null)
-        [ -n "$pre" ] && [ ! -e "$pre/lib/libcudnn.so" ] && [ -e "$pre/lib/libcudnn.so.9" ] && ln -sf libcudnn.so.9 "$pre/lib/libcudnn.so"
-    fi
-    [ -n "$pre" ] && [ -f "$pre/include/cudnn.h" ] || { log "cudnn: no cuDNN headers found"; return 0; }
+    cudnn_prefix || return 0
+    local pre=$CUDNN_PRE
     log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
     make -j8 $DEPS CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
     mkdir -p "$OUT/tests"
-    for t in gpu_conv2d_cudnn gpu_bf16_conv2d_cudnn; do
+    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_bf16_conv2d_cudnn; do
         timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
     done
     for t in $(build/tests-gpu --list | grep '^gpu_train_step'); do
@@ -216,8 +252,9 @@ cudnn_phase() {
     [ -f "$OUT/steps.jsonl" ] || : > "$OUT/steps.jsonl"
     for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
                "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
-        log "step with cuDNN convolutions: $cfg"
+        log "step with cuDNN convolutions (all, then mixed): $cfg"
         ours conv=cudnn $cfg
+        ours conv=mixed $cfg
     done
     timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
@@ -276,6 +313,6 @@ memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; QUICK=1 step; } ;;
-brief) build && brief ;;
+brief) WITH_CUDNN=${WITH_CUDNN:-1} build && brief ;;
 *) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|bnsweep|all|brief"; exit 2 ;;
 esac

@@ -29,7 +29,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
-    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn", "convolutions: im2col + cuBLAS, or cuDNN (a CUDNN=1 build)"),
+    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn|mixed", "convolutions: im2col + cuBLAS, cuDNN, or cuDNN where im2col would be needed (both a CUDNN=1 build)"),
     SSL_OPT_C(bench_cfg, keep_cols, "auto", "auto|yes|no", "keep the convolutions' im2col columns for the backward (auto: when they fit)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
@@ -65,6 +65,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
         return 1;
     }
+    char csuf[SSL_STR + 16] = ""; /* "+cudnn", "+mixed": the JSON's impl names the engine */
+    if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
+        snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 
@@ -145,7 +148,7 @@ int main(int argc, char **argv) {
        lets the host run ahead of the GPU, so per-step sums would not be) */
     double k = (double)c.steps, step = (ssl_now() - tstart) / k;
     printf("ssl.h%s %s resnet%lld %s-stem %dx%d width %g, 2 views x %d, %s, %s, split=%lld: step %.2f ms (best %.2f)",
-           strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, r, c.width, n, c.precision, dev, (long long)c.split, 1e3 * step, 1e3 * best);
+           csuf, c.method, (long long)c.depth, c.stem, r, r, c.width, n, c.precision, dev, (long long)c.split, 1e3 * step, 1e3 * best);
     if (c.split)
         printf(" = data %.2f + forward %.2f + loss %.2f + backward %.2f + probe/optimizer %.2f", 1e3 * sum[0] / k,
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
@@ -157,7 +160,7 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"ssl.h%s\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
            "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
            "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f, \"plan_gb\": %.3f, \"host_ms\": %.3f}\n",
-           strcmp(c.conv, "cudnn") ? "" : "+cudnn", c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
+           csuf, c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
            1e3 * step, 1e3 * best,
            1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss,
            t.online.planned_cols, act_gb, act_gb + 3.0 * t.online.grad_bytes / 1e9, 1e3 * host);

@@ -21,6 +21,16 @@ def split(r):
     return " / ".join(f"{r[k]:.1f}" for k in ("data_ms", "forward_ms", "loss_ms", "backward_ms", "optim_ms"))
 
 
+def engine(o):
+    """the convolution engine of a non-default ssl.h row ("ssl.h+cudnn", "ssl.h+mixed")"""
+    if not o or o["impl"] == "ssl.h":
+        return ""
+    e = o["impl"].split("+", 1)[1]
+    return {"cudnn": " (ssl.h, cuDNN convolutions)", "mixed": " (ssl.h, cuDNN where im2col would be)",
+            "mixed+nondet": " (ssl.h, cuDNN where im2col would be, non-deterministic algorithms allowed)",
+            "cudnn+nondet": " (ssl.h, cuDNN convolutions, non-deterministic algorithms allowed)"}.get(e, f" (ssl.h, {e})")
+
+
 print(f"GPU: {gpu}\n")
 print("| ResNet | res | batch | precision | timing | ssl.h img/s | PyTorch img/s | ratio | ssl.h step ms (data / fwd / loss / bwd / opt) | PyTorch step ms (same) | ssl.h host ms |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -39,7 +49,7 @@ for k in seen:
     pairs = [(o, base) for o in ours or [None]] + [(mine, t) for t in theirs if t is not base]
     for o, t in pairs:
         ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
-        name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{' (ssl.h with cuDNN)' if o and o['impl'] != 'ssl.h' else ''}"
+        name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{engine(o)}"
         if o and o.get("keep_cols") == 0 and o["impl"] == "ssl.h":
             name += " (im2col columns rebuilt in the backward)"
         tname = "" if not t else (f" ({t['optim']}{', compiled' if t.get('compiled') else ''})")
@@ -61,7 +71,8 @@ thr = {(r["impl"], r["res"]): r["images_per_s"] for r in rows
 if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")
-    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"), ("torch", "PyTorch")):
+    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"),
+                       ("ssl.h+mixed", "ssl.h, cuDNN where im2col would be (mixed)"), ("torch", "PyTorch")):
         if impl not in (i for i, _ in thr):
             continue
         a, b = thr.get((impl, 224)), thr.get((impl, 160))

@@ -354,6 +354,13 @@ TEST(gpu_conv2d_cudnn) {
     gbody_conv2d(1);
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
+/* mixed: cuDNN for the cases with columns, cuBLAS for the 1x1 stride-1 ones */
+TEST(gpu_conv2d_mixed) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("mixed")) { test_skip(ssl_last_error()); return; }
+    gbody_conv2d(1);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
 
 /* The cuDNN build's convolution plans (descriptors), read back through
    cuDNN's own getters, which need no GPU: every ResNet-50 convolution at
@@ -392,18 +399,33 @@ TEST(emu_cudnn_plans_describe_the_convolutions) {
 }
 
 TEST(emu_conv_engine_choice) {
-    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm or cudnn"),
+    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm, cudnn or mixed"),
           "an unknown engine was taken: %s", ssl_last_error());
     CHECK_OK(ssl_cuda_set_conv("gemm"));
     CHECK(!strcmp(ssl_cuda_conv(), "gemm"));
-    if (ssl_cuda_set_conv("cudnn")) {
-        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "refusal does not say how to build it: %s", ssl_last_error());
-        return;
+    /* which convolutions each engine sends to cuDNN: {k, stride, pad, same type} */
+    static const int shapes[6][4] = {{1, 1, 0, 1}, {1, 1, 0, 0}, {1, 2, 0, 1}, {3, 1, 1, 1}, {3, 2, 1, 1}, {7, 2, 3, 0}};
+    static const char *const names[6] = {"1x1", "1x1 of fp32 input", "1x1 stride 2", "3x3", "3x3 stride 2", "stem 7x7"};
+    for (int i = 0; i < 6; i++)
+        CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == 0, "gemm engine: %s to cuDNN",
+              names[i]);
+    for (int e = 0; e < 2; e++) {
+        const char *engine = e ? "mixed" : "cudnn";
+        if (ssl_cuda_set_conv(engine)) {
+            CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL && strstr(ssl_last_error(), engine),
+                  "refusal does not say how to build it: %s", ssl_last_error());
+            CHECK(!strcmp(ssl_cuda_conv(), "gemm"), "a refused engine left %s in use", ssl_cuda_conv());
+            continue;
+        }
+        CHECK(!strcmp(ssl_cuda_conv(), engine));
+        /* cudnn: all; mixed: all but the 1x1 stride-1 convolution whose input is its GEMM's matrix */
+        for (int i = 0; i < 6; i++)
+            CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == (e == 0 || i != 0),
+                  "%s engine: %s %s cuDNN", engine, names[i], e == 0 || i != 0 ? "not sent to" : "sent to");
+        /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
+        if (g_begin(0)) gbody_conv2d(0);
+        CHECK_OK(ssl_cuda_set_conv("gemm"));
     }
-    /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
-    CHECK(!strcmp(ssl_cuda_conv(), "cudnn"));
-    if (g_begin(0)) gbody_conv2d(0);
-    CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
 /* fused: 0 plain; 1 + ReLU; 2 + residual + ReLU. The device runs the fused
