@@ -1728,9 +1728,10 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    path would build im2col columns (the stem, the 3x3s, the strided 1x1
    downsamples: 20 of ResNet-50's 53); a 1x1 stride-1 convolution's input
    already is its GEMM's matrix, and cuBLAS takes it directly. cuDNN's
-   calls cost the host ~175 us each (measured on an H200 with cuDNN 9.19:
-   64 ms of host time for a 224 step's 316 calls, against 8.6 ms on the
-   GEMM path), so "mixed" issues 118 of the 316 calls. */
+   calls cost the host up to ~175 us each (an H200 with cuDNN 9.19: 64 ms
+   of host time for a 224 step's 316 calls, against 8.6 ms on the GEMM
+   path; 56 us a call on ResNet-18 CIFAR; waits for a full launch queue
+   inside cuDNN count as host time), and "mixed" issues 118 of the 316. */
 static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed */
 static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
