@@ -1731,13 +1731,16 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    calls cost the host up to ~175 us each (an H200 with cuDNN 9.19: 64 ms
    of host time for a 224 step's 316 calls, against 8.6 ms on the GEMM
    path; 56 us a call on ResNet-18 CIFAR; waits for a full launch queue
-   inside cuDNN count as host time), and "mixed" issues 118 of the 316. */
-static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed */
+   inside cuDNN count as host time), and "mixed" issues 118 of the 316.
+   "auto" (engine 3) times both for each shape and direction on the step's
+   own calls, as cudnn.benchmark times cuDNN's algorithms, and keeps the
+   faster (see ssl__auto_route). */
+static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed; 3: auto */
 static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
     ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
     if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
-    int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : 0;
+    int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : !strcmp(engine, "auto") ? 3 : 0;
     if (e) {
 #ifdef SSL_CUDNN
         ssl__conv_engine = e;
@@ -1746,7 +1749,7 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
         return ssl__fail("conv engine %s: this build has no cuDNN (build with make CUDNN=1)", engine);
 #endif
     }
-    return ssl__fail("conv engine '%s': expected gemm, cudnn or mixed", engine);
+    return ssl__fail("conv engine '%s': expected gemm, cudnn, mixed or auto", engine);
 }
 /* SSL_CONV, read once: an unknown engine, or cudnn without a cuDNN build,
    stops the program with the reason */
@@ -1761,13 +1764,14 @@ static void ssl__conv_env(void) {
 }
 extern "C" const char *ssl_cuda_conv(void) {
     ssl__conv_env();
-    return ssl__conv_engine == 1 ? "cudnn" : ssl__conv_engine == 2 ? "mixed" : "gemm";
+    static const char *const names[4] = {"gemm", "cudnn", "mixed", "auto"};
+    return names[ssl__conv_engine];
 }
 /* whether the engine in use sends a convolution of this shape to cuDNN
    outside emulation (same: its input has the type of its GEMM operands) */
 static int ssl__conv_wants_cudnn(const ssl__cg &g, int same) {
     ssl__conv_env();
-    return ssl__conv_engine == 1 || (ssl__conv_engine == 2 && !(ssl__cg_is_gemm(g) && same));
+    return ssl__conv_engine == 1 || ssl__conv_engine == 3 || (ssl__conv_engine == 2 && !(ssl__cg_is_gemm(g) && same));
 }
 extern "C" int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type) {
     ssl_tensor x = ssl_tensor_make(NULL, 4, 1, 2 * k + 1, 2 * k + 1, 8), w = ssl_tensor_make(NULL, 4, 8, k, k, 8);
@@ -1801,6 +1805,11 @@ struct ssl__cudnn_plan {
     cudnnConvolutionBwdFilterAlgo_t filter;
     size_t ws[3];
     uint64_t used; /* the least recently used plan makes room when all are taken */
+    /* auto (engine 3), per direction (0 forward, 1 backward): the calls
+       routed so far, the pick (0 not yet; 1 the GEMM path; 2 cuDNN) and
+       the events around the timed GEMM-path and cuDNN calls */
+    int auto_calls[2], pick[2];
+    cudaEvent_t ev[2][4];
 };
 static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
 static int ssl__cudnn_nplans;
@@ -1824,6 +1833,9 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
         SSL_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y));
         SSL_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w));
         SSL_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
+        for (int d = 0; d < 2; d++)
+            for (int i = 0; i < 4; i++)
+                if (p->ev[d][i]) SSL_CUDA_CHECK(cudaEventDestroy(p->ev[d][i]));
     }
     memset(p, 0, sizeof *p);
     p->used = ++ssl__cudnn_clock;
@@ -1980,6 +1992,56 @@ static int ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tenso
 static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
     return !ssl__emu && ssl__conv_wants_cudnn(g, same) && !(b && b->data);
 }
+/* auto: which engine this call of a shape and direction d takes (1 cuDNN,
+   0 the GEMM path), and *timed, the pair of p->ev[d] to record around it
+   (-1: none). Calls 0 and 1 take the GEMM path, 2 and 3 cuDNN; the second
+   of each is timed, so that neither's time has a first call's lazy kernel
+   loading or cuBLAS's first-use work in it. The first call after those
+   whose timed work the GPU has finished (no host wait: until then the
+   GEMM path, untimed) reads the two times and picks the faster for good;
+   a cuDNN with no algorithm for the shape picks the GEMM path
+   (ssl__auto_none). A timed call that finds the GPU idle counts its own
+   launches' host time too, which favours the engine with less of it;
+   later calls find the queue full and pay none. Both engines give the
+   convolution within the tolerances the tests hold each to, so a run's
+   first steps mixing them changes nothing but the last bits. SSL_CONV_LOG=1
+   prints each pick on stderr. Not auto: always cuDNN. */
+static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
+    *timed = -1;
+    if (!p) return 1;
+    if (p->pick[d]) return p->pick[d] == 2;
+    int k = p->auto_calls[d]++;
+    if (k < 4) {
+        if (k == 1 || k == 3) *timed = k == 1 ? 0 : 2;
+        return k >= 2;
+    }
+    cudaError_t q = cudaEventQuery(p->ev[d][3]);
+    if (q == cudaErrorNotReady) return 0;
+    SSL_CUDA_CHECK(q);
+    float tg = 0, tc = 0;
+    SSL_CUDA_CHECK(cudaEventElapsedTime(&tg, p->ev[d][0], p->ev[d][1]));
+    SSL_CUDA_CHECK(cudaEventElapsedTime(&tc, p->ev[d][2], p->ev[d][3]));
+    p->pick[d] = tc < tg ? 2 : 1;
+    const char *e = getenv("SSL_CONV_LOG");
+    if (e && !strcmp(e, "1")) {
+        const int64_t *q = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
+        fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s\n",
+                d ? "backward" : "forward", (long long)q[0], (long long)q[1], (long long)q[2], (long long)q[3], (long long)q[4],
+                (long long)q[5], (long long)q[6], (long long)q[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path");
+    }
+    return p->pick[d] == 2;
+}
+/* the start (end = 0) or end (1) of a timed call (timed: ssl__auto_route's) */
+static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
+    if (!p || timed < 0) return;
+    cudaEvent_t *ev = &p->ev[d][timed + end];
+    if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
+    SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
+}
+/* cuDNN had no algorithm for this direction: the GEMM path from now on */
+static void ssl__auto_none(ssl__cudnn_plan *p, int d) {
+    if (p) p->pick[d] = 1;
+}
 #endif
 
 /* Tests: the cuDNN plan of one convolution shape, read back through cuDNN's
@@ -2041,20 +2103,33 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
     ssl__conv_env();
 #ifdef SSL_CUDNN
+    ssl__cudnn_plan *ap = NULL; /* auto: the shape's plan, and the timed events around the GEMM path below */
+    int atimed = -1;
     if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype)) {
-        int done = 0;
-        {
-            SSL__GUARD;
-            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
-        }
-        if (done) return 0; /* else cuDNN has nothing for this shape: the GEMM path below */
+        int done = 0, timed;
+        ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, y->dtype) : NULL;
+        if (ssl__auto_route(p, 0, &timed)) {
+            ssl__auto_mark(p, 0, timed, 0);
+            {
+                SSL__GUARD;
+                SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
+            }
+            ssl__auto_mark(p, 0, timed, 1);
+            if (done) return 0;
+            ssl__auto_none(p, 0); /* cuDNN has nothing for this shape: the GEMM path below */
+        } else
+            ap = p, atimed = timed;
     }
+    ssl__auto_mark(ap, 0, atimed, 0);
 #endif
     if (ssl__prof_on)
         ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
         SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch, cols ? (TC *)cols->data : (TC *)NULL););
     }););
+#ifdef SSL_CUDNN
+    ssl__auto_mark(ap, 0, atimed, 1);
+#endif
     return 0;
 }
 
@@ -2109,15 +2184,25 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
+    ssl__cudnn_plan *ap = NULL; /* auto: as in the forward */
+    int atimed = -1;
     if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype)) {
-        int done = 0;
-        {
-            SSL__GUARD;
-            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
-                                                              dx_accumulate, dw->data););
-        }
-        if (done) return 0; /* else cuDNN has nothing for this shape: the GEMM path below */
+        int done = 0, timed;
+        ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, dy->dtype) : NULL;
+        if (ssl__auto_route(p, 1, &timed)) {
+            ssl__auto_mark(p, 1, timed, 0);
+            {
+                SSL__GUARD;
+                SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
+                                                                  dx_accumulate, dw->data););
+            }
+            ssl__auto_mark(p, 1, timed, 1);
+            if (done) return 0;
+            ssl__auto_none(p, 1); /* cuDNN has nothing for this shape: the GEMM path below */
+        } else
+            ap = p, atimed = timed;
     }
+    ssl__auto_mark(ap, 1, atimed, 0);
 #endif
     if (ssl__prof_on) {
         ssl__conv_bytes fl = ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(dy->dtype),
@@ -2128,6 +2213,9 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch, cols ? (const TG *)cols->data : (const TG *)NULL););
     }););
+#ifdef SSL_CUDNN
+    ssl__auto_mark(ap, 1, atimed, 1);
+#endif
     return 0;
 }
 

@@ -116,8 +116,9 @@ if [ "$MODE" = full ]; then
     else
         n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
         [ "$n_cudnn" = 3 ] && ok "cudnn: 3 ssl.h+cudnn results" || bad "cudnn: $n_cudnn ssl.h+cudnn results, 3 expected (see $R/cudnn.txt)"
-        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"')
+        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
         [ "$n_mixed" = 3 ] && ok "cudnn: 3 ssl.h+mixed results" || bad "cudnn: $n_mixed ssl.h+mixed results, 3 expected (see $R/cudnn.txt)"
+        [ "$n_auto" = 3 ] && ok "cudnn: 3 ssl.h+auto results" || bad "cudnn: $n_auto ssl.h+auto results, 3 expected (see $R/cudnn.txt)"
     fi
     # ---- brief, the short lease's one call: a cuDNN build where there is
     # one, each headline step also through cuDNN, the profiles, then tests
@@ -131,9 +132,12 @@ if [ "$MODE" = full ]; then
     done
     if grep -q 'CUDNN=1' "$OUT/report.log"; then
         n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
-        n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"')
-        [ "$n_mixed" = 3 ] && [ "$n_cudnn" = 1 ] && [ "$n_nondet" = 1 ] && ok "brief: 3 mixed, 1 cudnn and 1 mixed+nondet results" ||
-            bad "brief: $n_mixed mixed, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 1 and 1 expected (see $R/brief.txt)"
+        n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
+        [ "$n_mixed" = 3 ] && [ "$n_auto" = 3 ] && [ "$n_cudnn" = 1 ] && [ "$n_nondet" = 1 ] &&
+            ok "brief: 3 mixed, 3 auto, 1 cudnn and 1 mixed+nondet results" ||
+            bad "brief: $n_mixed mixed, $n_auto auto, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 3, 1 and 1 expected (see $R/brief.txt)"
+        [ "$(count "$OUT/tests-engines.txt" '^gpu_conv2d_')" = 3 ] && ok "brief: the engines' 3 convolution tests ran first" ||
+            bad "brief: tests-engines.txt lacks the engines' convolution tests"
         grep -q 'non-deterministic algorithms allowed' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the non-deterministic row" ||
             bad "brief: gpu_step.md has no non-deterministic row"
         for p in profile_r50_224_bf16_mixed profile_r18_cifar_bf16_mixed; do

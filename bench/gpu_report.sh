@@ -28,10 +28,11 @@
 #                               (with cuDNN where it is found; WITH_CUDNN=0 not);
 #                               the three headline step pairs (R50 224 and 160,
 #                               R18 CIFAR, bf16 throughput), each also through
-#                               cuDNN (conv=mixed, and conv=cudnn at 224), and
+#                               cuDNN (conv=mixed and auto, and cudnn at 224;
+#                               the engines' convolution tests first), and
 #                               their table; the profiles (GEMM path and mixed);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
-#                               BRIEF_NONDET_BY seconds (330) have passed; a BN
+#                               BRIEF_NONDET_BY seconds (360) have passed; a BN
 #                               sweep over BRIEF_BN_SPLITS ("0.25 4") if under
 #                               BRIEF_SWEEP_BY (300); then gpu_* tests until
 #                               BRIEF_S seconds (420)
@@ -160,21 +161,29 @@ step() {
 }
 
 # the headline pairs (and, in a cuDNN build, the same steps through cuDNN:
-# mixed for all three, every convolution at 224), their profiles, then
-# what time allows: cuDNN's non-deterministic algorithms at 224, the BN
-# sweep, the gpu_* tests. The most telling first: a call cut at its limit
-# keeps what $OUT holds by then.
+# mixed and auto for all three, every convolution at 224), their profiles,
+# then what time allows: cuDNN's non-deterministic algorithms at 224, the
+# BN sweep, the gpu_* tests. The most telling first: a call cut at its
+# limit keeps what $OUT holds by then.
 brief() {
     : > "$OUT/steps.jsonl"
     local r224="depth=50 res=224 bs=256 precision=bf16 split=0" r160="depth=50 res=160 bs=256 precision=bf16 split=0"
     local c32="depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"
+    mkdir -p "$OUT/tests"
+    if [ -n "$CUDNN_MAKE" ]; then # the engines' own convolution tests first: their figures mean nothing if these fail
+        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto; do
+            timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
+        done
+    fi
+    # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed, all)"; ours conv=mixed $r224; ours conv=cudnn $r224; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed, auto, all)"; ours conv=mixed $r224;
+                              SSL_CONV_LOG=1 ours conv=auto $r224; ours conv=cudnn $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed)"; ours conv=mixed $r160; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed, auto)"; ours conv=mixed $r160; SSL_CONV_LOG=1 ours conv=auto $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
     # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN"; ours conv=mixed $c32; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed, auto)"; ours conv=mixed $c32; SSL_CONV_LOG=1 ours conv=auto $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
@@ -182,7 +191,7 @@ brief() {
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
-    if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-330}" ]; then
+    if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
         log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
         SSL_CUDNN_NONDET=1 ours conv=mixed $r224
         $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
@@ -243,7 +252,7 @@ cudnn_phase() {
     log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
     make -j8 $DEPS CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
     mkdir -p "$OUT/tests"
-    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_bf16_conv2d_cudnn; do
+    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_cudnn; do
         timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
     done
     for t in $(build/tests-gpu --list | grep '^gpu_train_step'); do
@@ -252,9 +261,10 @@ cudnn_phase() {
     [ -f "$OUT/steps.jsonl" ] || : > "$OUT/steps.jsonl"
     for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
                "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
-        log "step with cuDNN convolutions (all, then mixed): $cfg"
+        log "step with cuDNN convolutions (all, then mixed, then auto): $cfg"
         ours conv=cudnn $cfg
         ours conv=mixed $cfg
+        SSL_CONV_LOG=1 ours conv=auto $cfg
     done
     timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1

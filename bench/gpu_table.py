@@ -28,7 +28,8 @@ def engine(o):
     e = o["impl"].split("+", 1)[1]
     return {"cudnn": " (ssl.h, cuDNN convolutions)", "mixed": " (ssl.h, cuDNN where im2col would be)",
             "mixed+nondet": " (ssl.h, cuDNN where im2col would be, non-deterministic algorithms allowed)",
-            "cudnn+nondet": " (ssl.h, cuDNN convolutions, non-deterministic algorithms allowed)"}.get(e, f" (ssl.h, {e})")
+            "cudnn+nondet": " (ssl.h, cuDNN convolutions, non-deterministic algorithms allowed)",
+            "auto": " (ssl.h, the faster engine per shape, timed)"}.get(e, f" (ssl.h, {e})")
 
 
 print(f"GPU: {gpu}\n")
@@ -72,7 +73,8 @@ if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")
     for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"),
-                       ("ssl.h+mixed", "ssl.h, cuDNN where im2col would be (mixed)"), ("torch", "PyTorch")):
+                       ("ssl.h+mixed", "ssl.h, cuDNN where im2col would be (mixed)"),
+                       ("ssl.h+auto", "ssl.h, the faster engine per shape (auto)"), ("torch", "PyTorch")):
         if impl not in (i for i, _ in thr):
             continue
         a, b = thr.get((impl, 224)), thr.get((impl, 160))

@@ -361,6 +361,14 @@ TEST(gpu_conv2d_mixed) {
     gbody_conv2d(1);
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
+/* auto: a shape's calls 0-1 take the GEMM path, 2-3 cuDNN, then the pick;
+   the cases run six times over, so each engine and each pick is checked */
+TEST(gpu_conv2d_auto) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("auto")) { test_skip(ssl_last_error()); return; }
+    for (int i = 0; i < 6 && !test_failures(); i++) gbody_conv2d(1);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
 
 /* The cuDNN build's convolution plans (descriptors), read back through
    cuDNN's own getters, which need no GPU: every ResNet-50 convolution at
@@ -399,7 +407,7 @@ TEST(emu_cudnn_plans_describe_the_convolutions) {
 }
 
 TEST(emu_conv_engine_choice) {
-    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm, cudnn or mixed"),
+    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm, cudnn, mixed or auto"),
           "an unknown engine was taken: %s", ssl_last_error());
     CHECK_OK(ssl_cuda_set_conv("gemm"));
     CHECK(!strcmp(ssl_cuda_conv(), "gemm"));
@@ -409,8 +417,8 @@ TEST(emu_conv_engine_choice) {
     for (int i = 0; i < 6; i++)
         CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == 0, "gemm engine: %s to cuDNN",
               names[i]);
-    for (int e = 0; e < 2; e++) {
-        const char *engine = e ? "mixed" : "cudnn";
+    for (int e = 0; e < 3; e++) {
+        const char *engine = e == 0 ? "cudnn" : e == 1 ? "mixed" : "auto";
         if (ssl_cuda_set_conv(engine)) {
             CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL && strstr(ssl_last_error(), engine),
                   "refusal does not say how to build it: %s", ssl_last_error());
@@ -418,10 +426,11 @@ TEST(emu_conv_engine_choice) {
             continue;
         }
         CHECK(!strcmp(ssl_cuda_conv(), engine));
-        /* cudnn: all; mixed: all but the 1x1 stride-1 convolution whose input is its GEMM's matrix */
+        /* cudnn: all; mixed: all but the 1x1 stride-1 convolution whose input is its GEMM's matrix;
+           auto: all (each then timed against the GEMM path on a GPU) */
         for (int i = 0; i < 6; i++)
-            CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == (e == 0 || i != 0),
-                  "%s engine: %s %s cuDNN", engine, names[i], e == 0 || i != 0 ? "not sent to" : "sent to");
+            CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == (e != 1 || i != 0),
+                  "%s engine: %s %s cuDNN", engine, names[i], e != 1 || i != 0 ? "not sent to" : "sent to");
         /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
         if (g_begin(0)) gbody_conv2d(0);
         CHECK_OK(ssl_cuda_set_conv("gemm"));

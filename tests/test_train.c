@@ -173,7 +173,7 @@ TEST(train_bad_conv_engine_is_an_error) {
         test_skip("./train was built without CUDA");
         return;
     }
-    CHECK(rc != 0 && strstr(out, "SSL_CONV=winograd") && strstr(out, "expected gemm, cudnn or mixed"),
+    CHECK(rc != 0 && strstr(out, "SSL_CONV=winograd") && strstr(out, "expected gemm, cudnn, mixed or auto"),
           "bad SSL_CONV: rc %d, %s", rc, out);
     CHECK(!strstr(out, "epoch 1/"), "./train trained with a bad SSL_CONV: %s", out);
     free(out);
