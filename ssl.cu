@@ -2227,30 +2227,20 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
    of the same channel is). Then fin adds the blocks in order
    (deterministic; a different split than the CPU's 32 blocks, so the sums
    can differ in the last bits of a double). */
-/* ptxas (CUDA 13, sm_90) schedules a run of loads into the arithmetic that
-   uses them, one or two loads ahead, however the source orders them: the
-   SASS (bench/ptx_check.py with cuobjdump) showed BN's moments pass
+/* ptxas (CUDA 13, sm_90) may schedule a run of loads into the arithmetic
+   that uses them, one or two loads ahead, however the source orders them:
+   the SASS (bench/ptx_check.py with cuobjdump) showed BN's moments pass
    keeping 2 loads in flight a thread where the source loads 16 rows
-   ahead, and its group/finish walks one or two. The thread then waits a
-   memory latency per couple of loads. ssl__after(v, dep) is v, unchanged
-   (dep is the OR of the run's loaded bits AND a kernel argument `zero`
-   that is always 0, which the compiler cannot know), but depending on
-   every load of the run, so nothing computed from v can start before all
-   of them are issued: ptxas then issues them together. */
-static inline SSL_HD uint64_t ssl__bits(double v) {
-    union { double d; uint64_t u; } a;
-    a.d = v;
-    return a.u;
-}
+   ahead. The thread then waits a memory latency per couple of rows.
+   ssl__after(v, dep) is v, unchanged (dep is the OR of the run's loaded
+   bits AND a kernel argument `zero` that is always 0, which the compiler
+   cannot know), but depending on every load of the run, so nothing
+   computed from v can start before all of them are issued: ptxas then
+   issues them together. */
 static inline SSL_HD uint32_t ssl__bits(float v) {
     union { float f; uint32_t u; } a;
     a.f = v;
     return a.u;
-}
-static inline SSL_HD double ssl__after(double v, uint64_t dep) {
-    union { double d; uint64_t u; } a;
-    a.d = v, a.u |= dep;
-    return a.d;
 }
 static inline SSL_HD float ssl__after(float v, uint32_t dep) {
     union { float f; uint32_t u; } a;
@@ -2361,83 +2351,49 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
    (Chan) mean: a few rows' exact mean is often a tie between two floats,
    and a running mean's last-bit error rounds it the other way (tried: the
    batch-8 train steps then drift from the CPU's 100 times faster). */
+/* (Session 11 loaded 8 blocks ahead in these walks, and the SASS then
+   issued them together; the H200 measured no gain: the forward statistics
+   row went 11.4 -> 12.6 ms. So the walks keep their one-block steps; the
+   profile's "groups, finish" rows time them on their own.) */
 template <class T> struct ssl__f_bn_group {
     int stage;
     const double *part;
     const T *x;
     double *grp; /* [groups][3][c] */
     int64_t blocks, rows, c, per, G;
-    uint64_t zero; /* 0 (see ssl__after; left out of the initializers) */
-    enum { W = 8 };
-    /* blocks b .. b + W - 1 (those below b1): their sums S, Q and (MOMENTS)
-       shift k, all loaded before any is added, which keeps the additions'
-       order; returns their bits & zero, for ssl__after */
-    SSL_HD uint64_t load(int64_t b, int64_t b1, int64_t ch, double *S, double *Q, double *k) const {
-        uint64_t all = 0;
-        for (int u = 0; u < W; u++) {
-            S[u] = Q[u] = k[u] = 0;
-            if (b + u >= b1) continue;
-            S[u] = part[((b + u) * 2) * c + ch], Q[u] = part[((b + u) * 2 + 1) * c + ch];
-            if (stage != SSL__BNS_GRAD) k[u] = (double)ssl__ld(x[(b + u) * per * c + ch]);
-            all |= ssl__bits(S[u]) | ssl__bits(Q[u]) | ssl__bits(k[u]);
-        }
-        return all & zero;
-    }
     SSL_HD void operator()(int64_t t) const {
         int64_t g = t / c, ch = t % c, b0 = g * G, b1 = ssl__min64((g + 1) * G, blocks);
-        double a0 = 0, a1 = 0, a2 = 0, S[W], Q[W], k[W];
-        for (int64_t b = b0; b < b1; b += W) {
-            uint64_t dep = load(b, b1, ch, S, Q, k);
-            a0 = ssl__after(a0, dep), a1 = ssl__after(a1, dep);
-            for (int u = 0; u < W && b + u < b1; u++) {
-                if (stage == SSL__BNS_GRAD) {
-                    a0 += S[u], a1 += Q[u];
-                    continue;
-                }
-                int64_t r0 = (b + u) * per;
-                double nb = (double)(ssl__min64(r0 + per, rows) - r0);
-                a0 += nb, a1 += nb * k[u] + S[u];
+        double a0 = 0, a1 = 0, a2 = 0;
+        for (int64_t b = b0; b < b1; b++) {
+            double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+            if (stage == SSL__BNS_GRAD) {
+                a0 += S, a1 += Q;
+                continue;
             }
+            int64_t r0 = b * per;
+            double nb = (double)(ssl__min64(r0 + per, rows) - r0);
+            a0 += nb, a1 += nb * (double)ssl__ld(x[r0 * c + ch]) + S;
         }
         if (stage == SSL__BNS_MOMENTS) {
             double mg = a1 / a0;
-            for (int64_t b = b0; b < b1; b += W) {
-                a2 = ssl__after(a2, load(b, b1, ch, S, Q, k));
-                for (int u = 0; u < W && b + u < b1; u++) {
-                    int64_t r0 = (b + u) * per;
-                    double nb = (double)(ssl__min64(r0 + per, rows) - r0), mb = k[u] + S[u] / nb - mg;
-                    a2 += Q[u] - S[u] * S[u] / nb + nb * mb * mb;
-                }
+            for (int64_t b = b0; b < b1; b++) {
+                double S = part[(b * 2) * c + ch], Q = part[(b * 2 + 1) * c + ch];
+                int64_t r0 = b * per;
+                double nb = (double)(ssl__min64(r0 + per, rows) - r0), mb = ssl__ld(x[r0 * c + ch]) + S / nb - mg;
+                a2 += Q - S * S / nb + nb * mb * mb;
             }
         }
         grp[(g * 3) * c + ch] = a0, grp[(g * 3 + 1) * c + ch] = a1, grp[(g * 3 + 2) * c + ch] = a2;
     }
 };
-/* groups g .. g + 7 (those below n) of grp's row `row` for channel ch,
-   loaded together; returns their bits & zero (ssl__after) */
-static inline SSL_HD uint64_t ssl__bn_grp8(const double *grp, int64_t g, int64_t n, int row, int64_t c, int64_t ch,
-                                           uint64_t zero, double *v) {
-    uint64_t all = 0;
-    for (int u = 0; u < 8; u++) {
-        v[u] = 0;
-        if (g + u < n) v[u] = grp[((g + u) * 3 + row) * c + ch], all |= ssl__bits(v[u]);
-    }
-    return all & zero;
-}
-/* per channel over the groups: the sums (GRAD) into sums[2][c]; 8 groups'
-   loads at a time, added in order */
+/* per channel over the groups: the sums (GRAD) into sums[2][c] */
 struct ssl__f_bn_fin {
     const double *grp;
     double *sums;
     int64_t groups, c;
-    uint64_t zero; /* 0 (ssl__after) */
     SSL_HD void operator()(int64_t ch) const {
-        double s0 = 0, s1 = 0, a[8], b[8];
-        for (int64_t g = 0; g < groups; g += 8) {
-            uint64_t dep = ssl__bn_grp8(grp, g, groups, 0, c, ch, zero, a) | ssl__bn_grp8(grp, g, groups, 1, c, ch, zero, b);
-            s0 = ssl__after(s0, dep), s1 = ssl__after(s1, dep);
-            for (int u = 0; u < 8 && g + u < groups; u++) s0 += a[u], s1 += b[u];
-        }
+        double s0 = 0, s1 = 0;
+        for (int64_t g = 0; g < groups; g++) s0 += grp[(g * 3) * c + ch], s1 += grp[(g * 3 + 1) * c + ch];
         sums[ch] = s0;
         sums[c + ch] = s1;
     }
@@ -2451,22 +2407,13 @@ struct ssl__f_bn_moments {
     double *sums;
     float *mean;
     int64_t groups, rows, c;
-    uint64_t zero; /* 0 (ssl__after) */
     SSL_HD void operator()(int64_t ch) const {
-        double tot = 0, m2 = 0, n[8], s[8], q[8];
-        for (int64_t g = 0; g < groups; g += 8) {
-            tot = ssl__after(tot, ssl__bn_grp8(grp, g, groups, 1, c, ch, zero, s));
-            for (int u = 0; u < 8 && g + u < groups; u++) tot += s[u];
-        }
+        double tot = 0, m2 = 0;
+        for (int64_t g = 0; g < groups; g++) tot += grp[(g * 3 + 1) * c + ch];
         double md = tot / rows;
-        for (int64_t g = 0; g < groups; g += 8) { /* each group's squared deviations moved to the channel's mean */
-            uint64_t dep = ssl__bn_grp8(grp, g, groups, 0, c, ch, zero, n) | ssl__bn_grp8(grp, g, groups, 1, c, ch, zero, s) |
-                           ssl__bn_grp8(grp, g, groups, 2, c, ch, zero, q);
-            m2 = ssl__after(m2, dep);
-            for (int u = 0; u < 8 && g + u < groups; u++) {
-                double d = s[u] / n[u] - md;
-                m2 += q[u] + n[u] * d * d;
-            }
+        for (int64_t g = 0; g < groups; g++) { /* each group's squared deviations moved to the channel's mean */
+            double n = grp[(g * 3) * c + ch], d = grp[(g * 3 + 1) * c + ch] / n - md;
+            m2 += grp[(g * 3 + 2) * c + ch] + n * d * d;
         }
         float mf = (float)md;
         double e = md - (double)mf;
