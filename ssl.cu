@@ -2016,7 +2016,11 @@ static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
         return k >= 2;
     }
     cudaError_t q = cudaEventQuery(p->ev[d][3]);
-    if (q == cudaErrorNotReady) return 0;
+    if (q == cudaErrorNotReady) { /* not an error, but it can be left as the last one (PyTorch clears it too); every
+                                     launch before this was checked, so nothing else is cleared */
+        (void)cudaGetLastError();
+        return 0;
+    }
     SSL_CUDA_CHECK(q);
     float tg = 0, tc = 0;
     SSL_CUDA_CHECK(cudaEventElapsedTime(&tg, p->ev[d][0], p->ev[d][1]));
