@@ -2000,7 +2000,7 @@ static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
    whose timed work the GPU has finished (no host wait: until then the
    GEMM path, untimed) reads the two times and picks the faster for good;
    a cuDNN with no algorithm for the shape picks the GEMM path
-   (ssl__auto_none). A timed call that finds the GPU idle counts its own
+   (ssl__cudnn_turn). A timed call that finds the GPU idle counts its own
    launches' host time too, which favours the engine with less of it;
    later calls find the queue full and pay none. Both engines give the
    convolution within the tolerances the tests hold each to, so a run's
@@ -2042,9 +2042,24 @@ static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
     if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
     SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
 }
-/* cuDNN had no algorithm for this direction: the GEMM path from now on */
-static void ssl__auto_none(ssl__cudnn_plan *p, int d) {
-    if (p) p->pick[d] = 1;
+/* cuDNN's turn at a convolution that ssl__cudnn_takes, in direction d:
+   run() (cuDNN's call: 1 done, 0 no algorithm for the shape) where the
+   engine (auto: ssl__auto_route) gives it the call, timed when auto asks.
+   1: cuDNN did it. 0: the GEMM path is to, between ssl__auto_mark(*ap,
+   d, *atimed, 0) and (..., 1). */
+template <class Run>
+static int ssl__cudnn_turn(const ssl__cg &g, int dtype, int d, const Run &run, ssl__cudnn_plan **ap, int *atimed) {
+    int timed;
+    ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, dtype) : NULL;
+    if (!ssl__auto_route(p, d, &timed)) {
+        *ap = p, *atimed = timed;
+        return 0;
+    }
+    ssl__auto_mark(p, d, timed, 0);
+    int done = run();
+    ssl__auto_mark(p, d, timed, 1);
+    if (!done && p) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
+    return done;
 }
 #endif
 
@@ -2109,22 +2124,15 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
 #ifdef SSL_CUDNN
     ssl__cudnn_plan *ap = NULL; /* auto: the shape's plan, and the timed events around the GEMM path below */
     int atimed = -1;
-    if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype)) {
-        int done = 0, timed;
-        ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, y->dtype) : NULL;
-        if (ssl__auto_route(p, 0, &timed)) {
-            ssl__auto_mark(p, 0, timed, 0);
-            {
-                SSL__GUARD;
-                SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
-            }
-            ssl__auto_mark(p, 0, timed, 1);
-            if (done) return 0;
-            ssl__auto_none(p, 0); /* cuDNN has nothing for this shape: the GEMM path below */
-        } else
-            ap = p, atimed = timed;
-    }
-    ssl__auto_mark(ap, 0, atimed, 0);
+    if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype) &&
+        ssl__cudnn_turn(g, y->dtype, 0, [&] {
+            int done = 0;
+            SSL__GUARD;
+            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
+            return done;
+        }, &ap, &atimed))
+        return 0;
+    ssl__auto_mark(ap, 0, atimed, 0); /* else the GEMM path below */
 #endif
     if (ssl__prof_on)
         ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
@@ -2190,23 +2198,16 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
 #ifdef SSL_CUDNN
     ssl__cudnn_plan *ap = NULL; /* auto: as in the forward */
     int atimed = -1;
-    if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype)) {
-        int done = 0, timed;
-        ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, dy->dtype) : NULL;
-        if (ssl__auto_route(p, 1, &timed)) {
-            ssl__auto_mark(p, 1, timed, 0);
-            {
-                SSL__GUARD;
-                SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
-                                                                  dx_accumulate, dw->data););
-            }
-            ssl__auto_mark(p, 1, timed, 1);
-            if (done) return 0;
-            ssl__auto_none(p, 1); /* cuDNN has nothing for this shape: the GEMM path below */
-        } else
-            ap = p, atimed = timed;
-    }
-    ssl__auto_mark(ap, 1, atimed, 0);
+    if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype) &&
+        ssl__cudnn_turn(g, dy->dtype, 1, [&] {
+            int done = 0;
+            SSL__GUARD;
+            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
+                                                              dx_accumulate, dw->data););
+            return done;
+        }, &ap, &atimed))
+        return 0;
+    ssl__auto_mark(ap, 1, atimed, 0); /* else the GEMM path below */
 #endif
     if (ssl__prof_on) {
         ssl__conv_bytes fl = ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(dy->dtype),
