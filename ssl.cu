@@ -1918,9 +1918,9 @@ static void *ssl__cudnn_workspace(size_t bytes) {
 
 /* T: the type of x (converted if needed), y and dy */
 /* 0: cuDNN has no usable algorithm for this shape; nothing was done */
-template <class T> static int ssl__cudnn_fwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
+template <class T>
+static int ssl__cudnn_fwd(ssl__cudnn_plan *p, const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, T *y) {
     const ssl__gpu X{};
-    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
     if (!ssl__cudnn_find<cudnnConvolutionFwdAlgoPerf_t>(p, 0, &p->fwd, "cudnnFindConvolutionForwardAlgorithm",
                                                        [&](cudnnConvolutionFwdAlgoPerf_t *perf, int *n) {
                                                            return cudnnFindConvolutionForwardAlgorithm(
@@ -1945,10 +1945,9 @@ template <class T> struct ssl__f_acc_grad { /* dw += g (the cuDNN weight gradien
 /* 0: cuDNN has no usable algorithm for a direction this backward needs;
    nothing was done (the GEMM path then runs the whole backward) */
 template <class T>
-static int ssl__cudnn_bwd(const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx, int acc,
-                          float *dw) {
+static int ssl__cudnn_bwd(ssl__cudnn_plan *p, const ssl__cg &g, const ssl_tensor *x, const ssl_tensor *w, const T *dy, T *dx,
+                          int acc, float *dw) {
     const ssl__gpu X{};
-    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, ssl__dtype_of((const T *)NULL));
     if (dx && !ssl__cudnn_find<cudnnConvolutionBwdDataAlgoPerf_t>(
                   p, 1, &p->data, "cudnnFindConvolutionBackwardDataAlgorithm",
                   [&](cudnnConvolutionBwdDataAlgoPerf_t *perf, int *n) {
@@ -2005,10 +2004,10 @@ static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
    later calls find the queue full and pay none. Both engines give the
    convolution within the tolerances the tests hold each to, so a run's
    first steps mixing them changes nothing but the last bits. SSL_CONV_LOG=1
-   prints each pick on stderr. Not auto: always cuDNN. */
+   prints each pick on stderr. Not auto: always cuDNN (*timed -1). */
 static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
     *timed = -1;
-    if (!p) return 1;
+    if (ssl__conv_engine != 3) return 1;
     if (p->pick[d]) return p->pick[d] == 2;
     int k = p->auto_calls[d]++;
     if (k < 4) {
@@ -2028,10 +2027,10 @@ static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
     p->pick[d] = tc < tg ? 2 : 1;
     const char *e = getenv("SSL_CONV_LOG");
     if (e && !strcmp(e, "1")) {
-        const int64_t *q = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
+        const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
         fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s\n",
-                d ? "backward" : "forward", (long long)q[0], (long long)q[1], (long long)q[2], (long long)q[3], (long long)q[4],
-                (long long)q[5], (long long)q[6], (long long)q[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path");
+                d ? "backward" : "forward", (long long)k[0], (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
+                (long long)k[5], (long long)k[6], (long long)k[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path");
     }
     return p->pick[d] == 2;
 }
@@ -2043,22 +2042,23 @@ static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
     SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
 }
 /* cuDNN's turn at a convolution that ssl__cudnn_takes, in direction d:
-   run() (cuDNN's call: 1 done, 0 no algorithm for the shape) where the
-   engine (auto: ssl__auto_route) gives it the call, timed when auto asks.
-   1: cuDNN did it. 0: the GEMM path is to, between ssl__auto_mark(*ap,
-   d, *atimed, 0) and (..., 1). */
+   run(plan) (cuDNN's call on the shape's plan, looked up once here: 1
+   done, 0 no algorithm for the shape) where the engine (auto:
+   ssl__auto_route) gives it the call, timed when auto asks. 1: cuDNN did
+   it. 0: the GEMM path is to, between ssl__auto_mark(*ap, d, *atimed, 0)
+   and (..., 1). */
 template <class Run>
 static int ssl__cudnn_turn(const ssl__cg &g, int dtype, int d, const Run &run, ssl__cudnn_plan **ap, int *atimed) {
     int timed;
-    ssl__cudnn_plan *p = ssl__conv_engine == 3 ? ssl__cudnn_plan_for(g, dtype) : NULL;
+    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, dtype);
     if (!ssl__auto_route(p, d, &timed)) {
         *ap = p, *atimed = timed;
         return 0;
     }
     ssl__auto_mark(p, d, timed, 0);
-    int done = run();
+    int done = run(p);
     ssl__auto_mark(p, d, timed, 1);
-    if (!done && p) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
+    if (!done && ssl__conv_engine == 3) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
     return done;
 }
 #endif
@@ -2125,10 +2125,10 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     ssl__cudnn_plan *ap = NULL; /* auto: the shape's plan, and the timed events around the GEMM path below */
     int atimed = -1;
     if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype) &&
-        ssl__cudnn_turn(g, y->dtype, 0, [&] {
+        ssl__cudnn_turn(g, y->dtype, 0, [&](ssl__cudnn_plan *p) {
             int done = 0;
             SSL__GUARD;
-            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(g, x, w, (T *)y->data););
+            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(p, g, x, w, (T *)y->data););
             return done;
         }, &ap, &atimed))
         return 0;
@@ -2199,10 +2199,10 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     ssl__cudnn_plan *ap = NULL; /* auto: as in the forward */
     int atimed = -1;
     if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype) &&
-        ssl__cudnn_turn(g, dy->dtype, 1, [&] {
+        ssl__cudnn_turn(g, dy->dtype, 1, [&](ssl__cudnn_plan *p) {
             int done = 0;
             SSL__GUARD;
-            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
+            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(p, g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
                                                               dx_accumulate, dw->data););
             return done;
         }, &ap, &atimed))
