@@ -1751,11 +1751,35 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
     }
     return ssl__fail("conv engine '%s': expected gemm, cudnn, mixed or auto", engine);
 }
-/* SSL_CONV, read once: an unknown engine, or cudnn without a cuDNN build,
-   stops the program with the reason */
+/* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
+   anything else stops the program with the reason (not read as off) */
+static int ssl__env_flag(const char *name) {
+    const char *e = getenv(name);
+    if (!e || !*e || !strcmp(e, "0")) return 0;
+    if (!strcmp(e, "1")) return 1;
+    fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
+    exit(2);
+}
+/* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
+   too (what PyTorch's cudnn.benchmark picks from unless deterministic
+   algorithms are asked for): for measuring, as runs are then no longer
+   bit-reproducible (resume, the same seed twice). SSL_CONV_LOG=1: auto's
+   picks on stderr. */
+#ifdef SSL_CUDNN
+static int ssl__cudnn_nondet, ssl__conv_log;
+#endif
+/* SSL_CONV (and the two switches above), read once: an unknown engine,
+   cudnn without a cuDNN build, or a switch that is not 0 or 1 stops the
+   program with the reason */
 static void ssl__conv_env(void) {
     if (ssl__conv_engine >= 0) return;
     ssl__conv_engine = 0;
+#ifdef SSL_CUDNN
+    ssl__cudnn_nondet = ssl__env_flag("SSL_CUDNN_NONDET");
+    ssl__conv_log = ssl__env_flag("SSL_CONV_LOG");
+#else
+    (void)ssl__env_flag("SSL_CUDNN_NONDET"), (void)ssl__env_flag("SSL_CONV_LOG"); /* checked all the same */
+#endif
     const char *e = getenv("SSL_CONV");
     if (e && *e && ssl_cuda_set_conv(e)) {
         fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
@@ -1860,18 +1884,6 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
    bf16 tensor-op convolution of the stem's 3 channels), that is said once
    on stderr, with every candidate's status, and the GEMM path takes this
    shape from then on: returns 0. */
-/* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
-   too (what PyTorch's cudnn.benchmark picks from unless deterministic
-   algorithms are asked for): for measuring, as runs are then no longer
-   bit-reproducible (resume, the same seed twice). */
-static int ssl__cudnn_nondet(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("SSL_CUDNN_NONDET");
-        v = e && !strcmp(e, "1");
-    }
-    return v;
-}
 template <class P, class A, class Find>
 static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *what, const Find &find) {
     int *have = &p->have[dir];
@@ -1884,7 +1896,7 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     if (st / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000) n = 0; /* cuDNN 9's 3xxx codes: nothing for this shape */
     else if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet()) &&
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet) &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
             return 1;
@@ -2025,8 +2037,7 @@ static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
     SSL_CUDA_CHECK(cudaEventElapsedTime(&tg, p->ev[d][0], p->ev[d][1]));
     SSL_CUDA_CHECK(cudaEventElapsedTime(&tc, p->ev[d][2], p->ev[d][3]));
     p->pick[d] = tc < tg ? 2 : 1;
-    const char *e = getenv("SSL_CONV_LOG");
-    if (e && !strcmp(e, "1")) {
+    if (ssl__conv_log) {
         const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
         fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s\n",
                 d ? "backward" : "forward", (long long)k[0], (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
