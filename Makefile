@@ -238,6 +238,10 @@ $(BUILD)/tests-cudnn: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/mode
 $(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "build/gpu_step needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/gpu_step.c $(GPU_LIBS) $(LDLIBS)
+# batch norm's passes alone, per shape and statistics configuration (bench/gpu_report.sh)
+$(BUILD)/bn_bench: bench/bn_bench.c ssl.h $(GPU_DEPS) | $(BUILD)
+	@test -n "$(NVCC)" || { echo "build/bn_bench needs nvcc (the CUDA toolkit)"; exit 1; }
+	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/bn_bench.c $(GPU_LIBS) $(LDLIBS)
 
 SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
 # the suite, then its GPU tests again under compute-sanitizer memcheck and

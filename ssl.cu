@@ -949,9 +949,10 @@ template <int V> struct ssl__vio {
 /* On the host (emulation) every 16-byte access checks the alignment that a
    GPU's vector load or store needs (a misaligned one is a fault there). */
 #ifndef __CUDA_ARCH__
-static inline void ssl__vio_aligned(const void *p) {
-    if ((uintptr_t)p % 16) {
-        fprintf(stderr, "ssl.cu: 16-byte vector access at %p, which is not 16-byte aligned (a fault on a GPU)\n", p);
+static inline void ssl__vio_aligned(const void *p, int bytes = 16) {
+    if ((uintptr_t)p % bytes) {
+        fprintf(stderr, "ssl.cu: %d-byte vector access at %p, which is not %d-byte aligned (a fault on a GPU)\n", bytes, p,
+                bytes);
         abort();
     }
 }
@@ -1001,6 +1002,45 @@ template <> struct ssl__vio<8> {
 #endif
     }
 };
+/* 2 or 4 consecutive values as one 4-, 8- or 16-byte access (loads only:
+   the batch-norm statistics passes' channels a thread, see
+   ssl_cuda_set_bn_stats); the address aligned to the access */
+template <int V> struct ssl__vio_n {
+    static_assert(V == 2 || V == 4, "2 or 4 values");
+    static SSL_HD void ld(const ssl_bf16 *p, float *v) {
+        uint32_t w[V / 2];
+#ifdef __CUDA_ARCH__
+        if constexpr (V == 2) w[0] = *(const uint32_t *)p;
+        else {
+            uint2 r = *(const uint2 *)p;
+            w[0] = r.x, w[1] = r.y;
+        }
+#else
+        ssl__vio_aligned(p, 2 * V);
+        memcpy(w, p, 2 * V);
+#endif
+        for (int e = 0; e < V / 2; e++) {
+            ssl_bf16 lo = {(uint16_t)(w[e] & 0xffffu)}, hi = {(uint16_t)(w[e] >> 16)};
+            v[2 * e] = ssl_bf16_to_float(lo), v[2 * e + 1] = ssl_bf16_to_float(hi);
+        }
+    }
+    static SSL_HD void ld(const float *p, float *v) {
+#ifdef __CUDA_ARCH__
+        if constexpr (V == 2) {
+            float2 a = *(const float2 *)p;
+            v[0] = a.x, v[1] = a.y;
+        } else {
+            float4 a = *(const float4 *)p;
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+        }
+#else
+        ssl__vio_aligned(p, 4 * V);
+        memcpy(v, p, 4 * V);
+#endif
+    }
+};
+template <> struct ssl__vio<2> : ssl__vio_n<2> {};
+template <> struct ssl__vio<4> : ssl__vio_n<4> {};
 /* 8 values per work item: n a multiple of 8 and every pointer (NULL
    allowed) 16-byte aligned */
 static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL,
@@ -2264,17 +2304,19 @@ static inline SSL_HD float ssl__after(float v, uint32_t dep) {
     return a.f;
 }
 enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
-/* V channels per thread: 1, or 8 (c % 8 == 0, the tensors and the
-   channels' mean and invstd 16-byte aligned) loaded as 16-byte vectors.
+/* V channels per thread: 1, or 2, 4 or 8 (c % 8 == 0, the tensors and the
+   channels' mean and invstd 16-byte aligned) loaded as one vector.
    One value a thread, a warp's load is 64 bytes of a row (bf16): measured
    on an H200, 37% (backward) and 32% (forward) of the bandwidth, 20 ms of
    a ResNet-50 step. With 8 channels a thread (64K threads, 4x the blocks)
    the backward's pass went from 13.2 to 11.0 ms, but the forward's from
    7.3 to 11.4 (and ResNet-18 CIFAR's from 1.8 to 3.4, its backward's from
-   1.9 to 2.2): the forward keeps V = 1. A channel's additions are those
+   1.9 to 2.2): the forward keeps V = 1 (by default: 2 and 4 with the
+   same blocks are there to be measured, ssl_cuda_set_bn_stats). A
+   channel's additions are those
    of the one-channel loop, in its order: each (block, channel) sum is the
    same bits for the same blocks. */
-template <class T, int V, int STAGE> struct ssl__f_bn_part {
+template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
     /* STAGE a parameter: each stage its own kernel, registers and all */
     const T *x, *dy;
     const float *mean, *invstd;
@@ -2283,51 +2325,51 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
     double *part;
     const uint8_t *mbits; /* GRAD: the mask as bits (ssl_batchnorm_forward_mask), instead of relu_y */
     uint32_t zero;        /* 0 (ssl__after; left out of the initializers) */
-    /* rows r .. r + U - 1 of channels ch .. ch + V - 1: all their loads
+    /* rows r .. r + N - 1 of channels ch .. ch + V - 1: all their loads
        issued before any of the (dependent, in-order) double additions, so
-       that each thread has U rows' loads in flight rather than the one or
+       that each thread has N rows' loads in flight rather than the one or
        few the compiler hoists across a loop of additions (Little's law:
-       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). One channel
-       a thread, 128K threads: U = 8 for GRAD's three loads, 16 for
-       MOMENTS' one (4 MB of 2-byte loads). Eight channels a thread (GRAD
-       only, see above), 64K threads: U = 2, ~4 MB of 16-byte loads in what
-       the registers allow (16 double sums a thread). The additions are
-       those of the one-row loop, in its order: the same bits. */
-    static_assert(V == 1 || STAGE == SSL__BNS_GRAD, "the moments pass runs one channel a thread");
-    enum { UG = V == 1 ? 8 : 2, UM = 16 };
-    template <int U>
+       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). The defaults
+       (ssl_cuda_set_bn_stats): one channel a thread and U = 16 rows for the
+       forward's one load, 128K threads, 4 MB of 2-byte loads; eight
+       channels a thread and U = 2 for the backward's loads, 64K threads,
+       ~4 MB of 16-byte loads in what the registers allow (16 double sums a
+       thread). The additions are those of the one-row loop, in its order,
+       whatever V and U: the same bits for the same blocks. */
+    template <int N>
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
-        float v[U][V], g[U][V];
-        for (int u = 0; u < U; u++) ssl__vio<V>::ld(x + (r + u) * c + ch, v[u]);
-        if constexpr (STAGE == SSL__BNS_MOMENTS || U > UG) { /* U > UG: MOMENTS only (no GRAD code, nor its registers) */
-            /* the shift made to depend on all U loads (ssl__after): ptxas
+        float v[N][V], g[N][V];
+        for (int u = 0; u < N; u++) ssl__vio<V>::ld(x + (r + u) * c + ch, v[u]);
+        if constexpr (STAGE == SSL__BNS_MOMENTS) {
+            /* the shift made to depend on all N loads (ssl__after): ptxas
                otherwise interleaved them two at a time with the double
                additions (32 registers); so, all 16 load first (48) */
             float kk[V];
             uint32_t all = 0;
-            for (int u = 0; u < U; u++)
+            for (int u = 0; u < N; u++)
                 for (int e = 0; e < V; e++) all |= ssl__bits(v[u][e]);
             for (int e = 0; e < V; e++) kk[e] = ssl__after(k[e], all & zero);
-            for (int u = 0; u < U; u++)
+            for (int u = 0; u < N; u++)
                 for (int e = 0; e < V; e++) {
                     double d = (double)v[u][e] - (double)kk[e];
                     s0[e] += d, s1[e] += d * d;
                 }
         } else {
-            for (int u = 0; u < U; u++) ssl__vio<V>::ld(dy + (r + u) * c + ch, g[u]);
+            for (int u = 0; u < N; u++) ssl__vio<V>::ld(dy + (r + u) * c + ch, g[u]);
             if (relu_y) {
                 float m[V];
-                for (int u = 0; u < U; u++) {
+                for (int u = 0; u < N; u++) {
                     ssl__vio<V>::ld(relu_y + (r + u) * c + ch, m);
                     for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[e], g[u][e]);
                 }
             } else if (mbits) {
-                for (int u = 0; u < U; u++) {
-                    int byte = V == 8 ? mbits[((r + u) * c + ch) >> 3] : ssl__bit(mbits, (r + u) * c + ch);
+                for (int u = 0; u < N; u++) { /* V bits in one byte: c and ch are multiples of V */
+                    int64_t i = (r + u) * c + ch;
+                    int byte = V == 1 ? ssl__bit(mbits, i) : mbits[i >> 3] >> (i & 7);
                     for (int e = 0; e < V; e++) g[u][e] = (byte >> e) & 1 ? g[u][e] : 0.0f;
                 }
             }
-            for (int u = 0; u < U; u++)
+            for (int u = 0; u < N; u++)
                 for (int e = 0; e < V; e++) {
                     s0[e] += g[u][e];
                     s1[e] += (double)g[u][e] * ((v[u][e] - mu[e]) * is[e]);
@@ -2345,9 +2387,7 @@ template <class T, int V, int STAGE> struct ssl__f_bn_part {
             if (STAGE != SSL__BNS_GRAD) mu[e] = 0.0f, is[e] = 0.0f;
             if (STAGE != SSL__BNS_MOMENTS) k[e] = 0.0f;
         }
-        if (STAGE == SSL__BNS_MOMENTS)
-            for (; r + UM <= r1; r += UM) rows_<UM>(r, ch, k, mu, is, s0, s1);
-        for (; r + UG <= r1; r += UG) rows_<UG>(r, ch, k, mu, is, s0, s1);
+        for (; r + U <= r1; r += U) rows_<U>(r, ch, k, mu, is, s0, s1);
         for (; r < r1; r++) rows_<1>(r, ch, k, mu, is, s0, s1);
         for (int e = 0; e < V; e++) {
             part[(blk * 2) * c + ch + e] = s0[e];
@@ -2587,6 +2627,50 @@ static int64_t ssl__bn_per(int64_t rows, int64_t c, int V) {
     return (rows + blocks - 1) / blocks;
 }
 
+/* The statistics passes' thread shapes: V channels a thread, U rows'
+   loads issued together. A knob for measuring them against each other on
+   a GPU in one run (bench/bn_bench.c), as the split is for the blocks:
+   session 11 tried one shape per device call. The blocks do not depend on
+   it, so neither do the results: every shape gives the same bits.
+   "FVxFU/BVxBU" (forward / backward; default "1x16/8x2"), one of the
+   shapes listed below for each; SSL_BN_STATS in the environment sets it at
+   the first batch norm (an unknown shape there stops the program with the
+   reason). A shape with V > 1 applies where the tensor allows 16-byte
+   vectors (c a multiple of 8, aligned data); otherwise V = 1. */
+struct ssl__bn_vu {
+    int v, u;
+};
+static const ssl__bn_vu ssl__bn_fwd_vus[] = {{1, 16}, {1, 8}, {2, 8}, {2, 16}, {4, 8}};
+static const ssl__bn_vu ssl__bn_bwd_vus[] = {{8, 2}, {8, 4}, {4, 4}, {2, 8}, {1, 8}};
+#define SSL__BN_NVU 5
+static int ssl__bn_fi = -1, ssl__bn_bi = -1; /* indices into the lists; -1: not read yet */
+static int ssl__bn_vu_find(const ssl__bn_vu *l, int v, int u) {
+    for (int i = 0; i < SSL__BN_NVU; i++)
+        if (l[i].v == v && l[i].u == u) return i;
+    return -1;
+}
+#define SSL__BN_STATS_WANT                                                                                       \
+    "want FVxFU/BVxBU, channels a thread x rows ahead for the forward / backward statistics: forward 1x16 "    \
+    "(default), 1x8, 2x8, 2x16 or 4x8; backward 8x2 (default), 8x4, 4x4, 2x8 or 1x8"
+extern "C" int ssl_cuda_set_bn_stats(const char *spec) {
+    int fv, fu, bv, bu, n = 0;
+    if (!spec || !*spec) spec = "1x16/8x2";
+    if (sscanf(spec, "%dx%d/%dx%d%n", &fv, &fu, &bv, &bu, &n) != 4 || spec[n])
+        return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
+    int fi = ssl__bn_vu_find(ssl__bn_fwd_vus, fv, fu), bi = ssl__bn_vu_find(ssl__bn_bwd_vus, bv, bu);
+    if (fi < 0 || bi < 0) return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
+    ssl__bn_fi = fi, ssl__bn_bi = bi;
+    return 0;
+}
+static void ssl__bn_stats_env(void) {
+    if (ssl__bn_fi >= 0) return;
+    const char *e = getenv("SSL_BN_STATS");
+    if (ssl_cuda_set_bn_stats(e)) {
+        fprintf(stderr, "ssl.cu: SSL_BN_STATS=%s: %s\n", e, SSL__BN_STATS_WANT);
+        exit(2);
+    }
+}
+
 /* a(i) then b(i): two per-index steps where the second needs the first's
    result for the same index (a channel's sums, then what uses them), in
    one launch */
@@ -2598,8 +2682,8 @@ template <class A, class B> struct ssl__f_seq {
         b(i);
     }
 };
-template <class X, class E, int V, class T>
-static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD> f, double *part, double *grp, double *sums, const T &then) {
+template <class X, class E, int V, int U, class T>
+static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, double *part, double *grp, double *sums, const T &then) {
     int64_t blocks = (f.rows + f.per - 1) / f.per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     f.part = part;
     x.each(f, blocks * f.c / V);
@@ -2633,8 +2717,22 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
         SSL__PROF("BN statistics (forward)", ssl__bytes(xt), 2.0 * ssl_tensor_numel(xt)); /* a row of its own: its x read */
         const T *xd = (const T *)xt->data;
-        ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
-        x.each(f, blocks * c);
+        ssl__bn_stats_env();
+        int vi = ssl__bn_fi; /* the shape (ssl_cuda_set_bn_stats); V > 1 needs aligned vectors */
+        if (ssl__bn_fwd_vus[vi].v > 1 && !(c % 8 == 0 && ssl__vec8(rows * c, xd))) vi = 0;
+#define SSL__BN_MOM(V, U)                                                                         \
+    {                                                                                             \
+        ssl__f_bn_part<T, V, SSL__BNS_MOMENTS, U> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part}; \
+        x.each(f, blocks * c / V);                                                                \
+    }
+        switch (vi) {
+        case 1: SSL__BN_MOM(1, 8) break;
+        case 2: SSL__BN_MOM(2, 8) break;
+        case 3: SSL__BN_MOM(2, 16) break;
+        case 4: SSL__BN_MOM(4, 8) break;
+        default: SSL__BN_MOM(1, 16)
+        }
+#undef SSL__BN_MOM
         {
             SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
             ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
@@ -2689,13 +2787,20 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     {
         double mpass = !relu_y ? 0 : bits ? 1.0 / (8 * sizeof(T)) : 1;
         SSL__PROF("BN statistics (backward)", ssl__bytes(xt) * (2 + mpass), 4.0 * ssl_tensor_numel(xt));
-        if (sv8) {
-            ssl__f_bn_part<T, 8, SSL__BNS_GRAD> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
-            ssl__bn_sums(x, f, part, grp, sums, gf);
-        } else {
-            ssl__f_bn_part<T, 1, SSL__BNS_GRAD> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
-            ssl__bn_sums(x, f, part, grp, sums, gf);
+        ssl__bn_stats_env();
+#define SSL__BN_GRAD(V, U)                                                                                    \
+    {                                                                                                         \
+        ssl__f_bn_part<T, V, SSL__BNS_GRAD, U> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb}; \
+        ssl__bn_sums(x, f, part, grp, sums, gf);                                                              \
+    }
+        switch (sv8 ? ssl__bn_bi : -1) { /* the shape (ssl_cuda_set_bn_stats); unvectorized: 1x8 */
+        case 0: SSL__BN_GRAD(8, 2) break;
+        case 1: SSL__BN_GRAD(8, 4) break;
+        case 2: SSL__BN_GRAD(4, 4) break;
+        case 3: SSL__BN_GRAD(2, 8) break;
+        default: SSL__BN_GRAD(1, 8)
         }
+#undef SSL__BN_GRAD
     }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
@@ -3664,6 +3769,22 @@ static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
     return ms > 0 ? 10 * 2.0 * s->M * s->N * s->K / (ms / 1e3) / 1e12 : 0;
 }
 
+
+extern "C" int ssl_cuda_profile_kind(const char *kind, double *ms, double *bytes, long long *calls) {
+    ssl__prof_fold();
+    for (int i = 0; i < ssl__prof_nkinds; i++) {
+        const ssl__prof_kind *q = &ssl__prof_kinds[i];
+        if (strcmp(q->name, kind) || !q->calls) continue;
+        if (ms) *ms = q->ms;
+        if (bytes) *bytes = q->bytes;
+        if (calls) *calls = q->calls;
+        return 1;
+    }
+    if (ms) *ms = 0;
+    if (bytes) *bytes = 0;
+    if (calls) *calls = 0;
+    return 0;
+}
 
 extern "C" int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs) {
     ssl__user_scopes_drop();

@@ -1795,6 +1795,10 @@ SSLDEF double ssl_cuda_busy_take(void);
    shape. Returns the number of kinds. */
 SSLDEF void ssl_cuda_profile(int on);
 SSLDEF int ssl_cuda_profile_report(FILE *f, int steps, double peak_gbs);
+/* One kind's totals since ssl_cuda_profile(1): device ms, the bytes it
+   must move at least, and its calls (any may be NULL). 0 when no op of
+   that kind ran. */
+SSLDEF int ssl_cuda_profile_kind(const char *kind, double *ms, double *bytes, long long *calls);
 /* A row of one's own in the profile, around code being tried (a new loss,
    say): the device time between push and pop, less the ops inside it, which
    keep their own rows, under `kind` (a string that outlives the profile: a
@@ -1828,6 +1832,13 @@ SSLDEF const char *ssl_cuda_conv(void);
    against the serial walks that add the blocks up. Only the sums' last
    bits change with it. -1 with an error outside that range. */
 SSLDEF int ssl_cuda_set_bn_split(double split);
+/* The statistics passes' thread shapes, "FVxFU/BVxBU": channels a thread
+   x rows loaded together, forward / backward (default "1x16/8x2"; NULL
+   or "" the default; SSL_BN_STATS in the environment). Forward: 1x16,
+   1x8, 2x8, 2x16, 4x8; backward: 8x2, 8x4, 4x4, 2x8, 1x8. For measuring
+   (bench/bn_bench.c): every shape gives the same bits. -1 with an error
+   naming the shapes otherwise. */
+SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);

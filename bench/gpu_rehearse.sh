@@ -123,7 +123,7 @@ if [ "$MODE" = full ]; then
     # ---- brief, the short lease's one call: a cuDNN build where there is
     # one, each headline step also through cuDNN, the profiles, then tests
     # (none here: BRIEF_S=1 has passed before they start) ----
-    BRIEF_S=1 BRIEF_BN_SPLITS=0.25 BRIEF_SWEEP_BY=100000 BRIEF_NONDET_BY=100000 bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
+    BRIEF_S=1 BRIEF_NONDET_BY=100000 BN_BENCH_ARGS="emulate=1 bs=1 reps=1 splits=1,2 presets=r50_224,r18_32" bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
     echo "rehearsal: brief phase exit $?"
     n_ours=$(count "$J" '"impl": "ssl.h"')
     [ "$n_ours" = 3 ] && ok "brief: 3 ssl.h results" || bad "brief: $n_ours ssl.h results, 3 expected (see $R/brief.txt)"
@@ -146,7 +146,9 @@ if [ "$MODE" = full ]; then
         grep -q 'cuDNN where im2col would be' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the mixed rows" ||
             bad "brief: gpu_step.md has no mixed row"
     fi
-    grep -q '^| r50_224 | 0.25 |' "$OUT/bn_sweep.md" 2> /dev/null && ok "brief: the BN sweep at 0.25" || bad "brief: no BN sweep row at 0.25"
+    rows=$(count "$OUT/bn_bench.md" '^| [1-4]x[0-9]*/[1-8]x[0-9]* | [12] |\( [0-9.]* |\)\{6\} \*\*[0-9.]*\*\* |')
+    [ "$rows" = 20 ] && ok "brief: bn_bench.md has 5 statistics shapes x 2 splits for both presets" ||
+        bad "brief: bn_bench.md has $rows complete configuration rows, 20 expected (see $OUT/bn_bench.err)"
 fi
 
 # ---- end to end: ./train device=cuda (emulated) with the loader's GPU mode

@@ -31,11 +31,12 @@
 #                               cuDNN (conv=mixed and auto, and cudnn at 224;
 #                               the engines' convolution tests first), and
 #                               their table; the profiles (GEMM path and mixed);
+#                               batch norm's passes alone per shape, statistics
+#                               thread shape and split (build/bn_bench,
+#                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
-#                               BRIEF_NONDET_BY seconds (360) have passed; a BN
-#                               sweep over BRIEF_BN_SPLITS ("0.25 4") if under
-#                               BRIEF_SWEEP_BY (300); then gpu_* tests until
-#                               BRIEF_S seconds (420)
+#                               BRIEF_NONDET_BY seconds (360) have passed; then
+#                               gpu_* tests until BRIEF_S seconds (420)
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -71,7 +72,7 @@ build() {
     CUDNN_MAKE=""
     if [ "${WITH_CUDNN:-0}" = 1 ] && cudnn_prefix; then CUDNN_MAKE="CUDNN=1 CUDNN_PREFIX=$CUDNN_PRE"; fi
     log "make $DEPS $CUDNN_MAKE"
-    make -j8 $DEPS $CUDNN_MAKE train pack probe build/tests-gpu build/gpu_step 2>&1 | tail -20 | tee "$OUT/build.log"
+    make -j8 $DEPS $CUDNN_MAKE train pack probe build/tests-gpu build/gpu_step build/bn_bench 2>&1 | tail -20 | tee "$OUT/build.log"
     test -x build/tests-gpu && test -x build/gpu_step
 }
 # cuDNN's prefix into CUDNN_PRE: the toolkit's, else the nvidia-cudnn wheel's
@@ -191,14 +192,15 @@ brief() {
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
+    # batch norm's passes alone on the three steps' shapes, under each
+    # statistics thread shape and split (seconds; it replaces the step-long
+    # BN sweep here, which stays in `bnsweep`)
+    log "bn_bench: batch norm's passes per shape and statistics configuration"
+    timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
         log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
         SSL_CUDNN_NONDET=1 ours conv=mixed $r224
         $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
-    fi
-    # the BN sweep only while a call's time allows (BRIEF_SWEEP_BY seconds, default 300)
-    if [ -n "${BRIEF_BN_SPLITS-0.25 4}" ] && [ $SECONDS -lt "${BRIEF_SWEEP_BY:-300}" ]; then
-        BN_SPLITS=${BRIEF_BN_SPLITS-0.25 4} bn_sweep
     fi
     tests "${BRIEF_S:-420}"
 }

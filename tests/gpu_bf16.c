@@ -350,6 +350,73 @@ GPU_TEST(bf16_relu_masks_same_bits) {
     free_h(&xh), free_h(&gh);
 }
 
+/* The statistics passes' thread shapes (ssl_cuda_set_bn_stats, for
+   measuring them on a GPU in one run) change how a thread walks its
+   (block, channels), not what it adds in which order: every shape gives
+   the default's bits, forward (y, mask, mean, invstd, running stats) and
+   backward (dx, dweight, dbias), fp32 and bf16, with and without the
+   residual. Split 1/64 makes blocks of many rows (the U-row loops and
+   their tails run); c = 24 is a multiple of 8 but not of 16, c = 6 takes
+   the one-channel path whatever the shape. */
+static const char *const stats_shapes[] = {"1x16/8x2", "1x8/8x4", "2x8/4x4", "2x16/2x8", "4x8/1x8"};
+static void stats_shapes_case(int gpu, int n, int h, int w, int c, int bf16, int res) {
+    ssl_tensor x = round_h(g_rand(110, 4, n, h, w, c, -1, 3)), r = round_h(g_rand(111, 4, n, h, w, c, -1, 1));
+    ssl_tensor gy = round_h(g_rand(112, 4, n, h, w, c, -1, 1));
+    int64_t cnt = ssl_tensor_numel(&x), nb = (cnt + 7) / 8;
+    ssl_tensor gam = g_rand(113, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(114, 1, c, 0, 0, 0, -1, 1);
+    ssl_tensor rm = g_rand(115, 1, c, 0, 0, 0, -1, 1), rv = g_rand(116, 1, c, 0, 0, 0, 0.5f, 2);
+    ssl_tensor (*dev)(int, const ssl_tensor *) = bf16 ? b_tensor : g_tensor;
+    ssl_tensor dx = dev(gpu, &x), dr = dev(gpu, &r), dgy = dev(gpu, &gy);
+    float *want[9] = {0};
+    int64_t len[9] = {cnt, c, c, c, c, cnt, c, c, nb};
+    const char *what[9] = {"y", "mean", "invstd", "running mean", "running var", "dx", "dweight", "dbias", "mask"};
+    for (int s = 0; s < 5; s++) {
+        CHECK_OK(ssl_cuda_set_bn_stats(stats_shapes[s]));
+        ssl_batchnorm bn = ssl_batchnorm_default();
+        bn.weight = g_tensor(gpu, &gam), bn.bias = g_tensor(gpu, &bet), bn.running_mean = g_tensor(gpu, &rm),
+        bn.running_var = g_tensor(gpu, &rv);
+        ssl_tensor y = dev(gpu, &x), g = dev(gpu, &x), mean = g_tensor(gpu, &gam), inv = g_tensor(gpu, &gam);
+        ssl_tensor dw = g_tensor(gpu, &gam), db = g_tensor(gpu, &gam);
+        ssl_tensor mask = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, (size_t)(nb + 3) / 4), nb), SSL_U8);
+        mask.device = SSL_DEV_CUDA;
+        CHECK_OK(ssl_batchnorm_forward_mask(&bn, 1, &dx, res ? &dr : NULL, &y, &mean, &inv, &mask));
+        CHECK_OK(ssl_batchnorm_backward_act(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &g, &dw, &db));
+        const ssl_tensor *t[8] = {&y, &mean, &inv, &bn.running_mean, &bn.running_var, &g, &dw, &db};
+        float *got[9];
+        for (int k = 0; k < 8; k++) got[k] = t[k]->dtype == SSL_BF16 ? b_fetch(gpu, t[k]) : g_fetch(gpu, t[k]);
+        got[8] = (float *)ssl_malloc((size_t)nb, "mask");
+        g_down(gpu, got[8], mask.data, (size_t)nb);
+        for (int k = 0; k < 9; k++) {
+            if (!s) { want[k] = got[k]; continue; }
+            size_t bytes = k == 8 ? (size_t)nb : sizeof(float) * (size_t)len[k];
+            CHECK(memcmp(got[k], want[k], bytes) == 0, "%s, c %d, %s%s: %s differs from the default shape's", stats_shapes[s],
+                  c, bf16 ? "bf16" : "fp32", res ? ", residual" : "", what[k]);
+            free(got[k]);
+        }
+        ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &y, &g, &mean, &inv, &dw, &db, &mask};
+        for (int i = 0; i < 11; i++) g_release(gpu, ds[i]);
+    }
+    for (int k = 0; k < 9; k++) free(want[k]);
+    CHECK_OK(ssl_cuda_set_bn_stats(NULL));
+    ssl_tensor *ds[] = {&dx, &dr, &dgy};
+    for (int i = 0; i < 3; i++) g_release(gpu, ds[i]);
+    ssl_tensor *hs[] = {&x, &r, &gy, &gam, &bet, &rm, &rv};
+    for (int i = 0; i < 7; i++) free_h(hs[i]);
+}
+GPU_TEST(bn_stats_shapes_same_bits) {
+    CHECK_OK(ssl_cuda_set_bn_split(1.0 / 64));
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        stats_shapes_case(gpu, 4, 25, 40, 16, bf16, 1);
+        stats_shapes_case(gpu, 2, 30, 37, 24, bf16, bf16);
+        stats_shapes_case(gpu, 3, 9, 11, 6, bf16, 1);
+    }
+    CHECK_OK(ssl_cuda_set_bn_split(1));
+    stats_shapes_case(gpu, 2, 9, 10, 64, 1, 1); /* the default blocks: a few rows each */
+    CHECK_ERR(ssl_cuda_set_bn_stats("2x2/8x2"), "forward 1x16");
+    CHECK_ERR(ssl_cuda_set_bn_stats("1x16"), "want FVxFU/BVxBU");
+    CHECK_ERR(ssl_cuda_set_bn_stats("1x16/8x2 "), "want FVxFU/BVxBU");
+}
+
 /* Every layer kernel with a 16-byte vector path (8 values a thread) takes
    it only where all its pointers are 16-byte aligned; a GPU faults on a
    misaligned vector access, and so does the emulation (ssl__vio_aligned).
