@@ -2506,8 +2506,12 @@ struct ssl__f_bn_stats {
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
 /* V values of one row per work item (c % V == 0); scale and shift loaded as
    vectors (see ssl__f_bn_dx: as 16 single floats they were 128 L1 cycles a
-   warp against 13 for the data) */
-template <class T, int V> struct ssl__f_bn_apply {
+   warp against 13 for the data). R: the same V channels of R consecutive
+   rows per work item, their parameters loaded once (1 by default; 2 and 4
+   to be measured, ssl_cuda_set_bn_rows; the same bits, each value's
+   arithmetic is the same). Work item t: rows (t / (c/V)) R .. + R - 1,
+   channels (t % (c/V)) V .. + V - 1. */
+template <class T, int V, int R = 1> struct ssl__f_bn_apply {
     const T *x;
     const float *scale, *shift;
     const T *res;
@@ -2515,23 +2519,38 @@ template <class T, int V> struct ssl__f_bn_apply {
     ssl__div d_c;
     int relu;
     uint8_t *mask; /* V = 8: the ReLU's bits, a byte per work item (NULL: none) */
-    SSL_HD void operator()(int64_t j) const {
-        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
-        float v[V], rv[V], sc[V], sh[V];
-        ssl__vio<V>::ld(x + j * V, v);
-        if (res) ssl__vio<V>::ld(res + j * V, rv);
+    int64_t rows;  /* R > 1: the last group's rows stop here */
+    SSL_HD void operator()(int64_t t) const {
+        uint32_t r, k;
+        int64_t j0;
+        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
+        else { /* t = g (c/V) + o: rows g R .., channels o V .. */
+            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
+            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
+        }
+        float sc[V], sh[V];
         ssl__vio<V>::ld(scale + k, sc);
         ssl__vio<V>::ld(shift + k, sh);
-        for (int e = 0; e < V; e++) {
-            v[e] = ssl__bn_apply(v[e], sc[e], sh[e]);
-            if (res) v[e] += rv[e];
-            if (relu) v[e] = ssl__relu(v[e]);
+        float v[R][V], rv[R][V] = {}; /* (initialized: the host compiler cannot see res's test repeat) */
+        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
+        for (int u = 0; u < n; u++) {
+            int64_t j = j0 + (int64_t)u * (d_c.d / V);
+            ssl__vio<V>::ld(x + j * V, v[u]);
+            if (res) ssl__vio<V>::ld(res + j * V, rv[u]);
         }
-        ssl__vio<V>::st(y + j * V, v);
-        if (V == 8 && mask) {
-            int b = 0;
-            for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[e]) > 0.0f) << e; /* where the stored y is > 0 */
-            mask[j] = (uint8_t)b;
+        for (int u = 0; u < n; u++) {
+            int64_t j = j0 + (int64_t)u * (d_c.d / V);
+            for (int e = 0; e < V; e++) {
+                v[u][e] = ssl__bn_apply(v[u][e], sc[e], sh[e]);
+                if (res) v[u][e] += rv[u][e];
+                if (relu) v[u][e] = ssl__relu(v[u][e]);
+            }
+            ssl__vio<V>::st(y + j * V, v[u]);
+            if (V == 8 && mask) {
+                int b = 0;
+                for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[u][e]) > 0.0f) << e; /* where the stored y is > 0 */
+                mask[j] = (uint8_t)b;
+            }
         }
     }
 };
@@ -2556,34 +2575,50 @@ struct ssl__f_bn_gradfin {
    16-byte data accesses of a warp's 256 values (at 132 SMs x 1.98 GHz, about
    0.2 T values/s, 26% of an H200's bandwidth; measured: 34% for the pass and
    its statistics). As 16-byte vectors: 10 loads of 4 lines, 40 cycles. */
-template <class T, int V> struct ssl__f_bn_dx {
+template <class T, int V, int R = 1> struct ssl__f_bn_dx {
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
     ssl__div d_c;
     const uint8_t *mbits; /* the mask as bits, instead of relu_y */
     T *dyr;               /* dy through the mask, stored (NULL: not; may be dy) */
-    SSL_HD void operator()(int64_t j) const {
-        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(j * V), &r);
-        float xv[V], g[V], m[V];
-        ssl__vio<V>::ld(x + j * V, xv);
-        ssl__vio<V>::ld(dy + j * V, g);
-        if (relu_y) {
-            ssl__vio<V>::ld(relu_y + j * V, m);
-            for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(m[e], g[e]);
-        } else if (mbits) {
-            int byte = V == 8 ? mbits[j] : ssl__bit(mbits, j);
-            for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
+    int64_t rows;         /* R > 1 (rows a work item, as ssl__f_bn_apply's): the last group's rows stop here */
+    SSL_HD void operator()(int64_t t) const {
+        uint32_t r, k;
+        int64_t j0;
+        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
+        else {
+            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
+            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
         }
-        if (dyr) ssl__vio<V>::st(dyr + j * V, g);
+        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
+        float xv[R][V], g[R][V], m[R][V];
+        int byte[R] = {};
+        for (int u = 0; u < n; u++) { /* every row's loads before the first store (dyr may be dy) */
+            int64_t j = j0 + (int64_t)u * (d_c.d / V);
+            ssl__vio<V>::ld(x + j * V, xv[u]);
+            ssl__vio<V>::ld(dy + j * V, g[u]);
+            if (relu_y) ssl__vio<V>::ld(relu_y + j * V, m[u]);
+            else if (mbits) byte[u] = V == 8 ? mbits[j] : ssl__bit(mbits, j);
+        }
+        for (int u = 0; u < n; u++) {
+            if (relu_y)
+                for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[u][e], g[u][e]);
+            else if (mbits)
+                for (int e = 0; e < V; e++) g[u][e] = (byte[u] >> e) & 1 ? g[u][e] : 0.0f;
+            if (dyr) ssl__vio<V>::st(dyr + (j0 + (int64_t)u * (d_c.d / V)) * V, g[u]);
+        }
         float mu[V], is[V], ga[V], md[V], mdx[V];
         ssl__vio<V>::ld(mean + k, mu);
         ssl__vio<V>::ld(invstd + k, is);
         ssl__vio<V>::ld(gam + k, ga);
         ssl__vio<V>::ld(mean_dy + k, md);
         ssl__vio<V>::ld(mean_dy_xhat + k, mdx);
-        for (int e = 0; e < V; e++) g[e] = ssl__bn_grad_input(g[e], xv[e], mu[e], is[e], ga[e], md[e], mdx[e]);
-        ssl__vio<V>::st(dx + j * V, g);
+        for (int u = 0; u < n; u++) {
+            int64_t j = j0 + (int64_t)u * (d_c.d / V);
+            for (int e = 0; e < V; e++) g[u][e] = ssl__bn_grad_input(g[u][e], xv[u][e], mu[e], is[e], ga[e], md[e], mdx[e]);
+            ssl__vio<V>::st(dx + j * V, g[u]);
+        }
     }
 };
 
@@ -2671,6 +2706,40 @@ static void ssl__bn_stats_env(void) {
     }
 }
 
+/* Batch norm's output and input-gradient passes: R rows of the same V
+   channels a work item, their parameters loaded once (1, the default; 2
+   or 4 to be measured, bench/bn_bench.c). SSL_BN_ROWS in the environment
+   sets it at the first batch norm (another value stops the program with
+   the reason). The same bits whatever R. */
+static int ssl__bn_rows_v = 0;
+extern "C" int ssl_cuda_set_bn_rows(int rows) {
+    if (rows != 1 && rows != 2 && rows != 4) return ssl__fail("BN rows a work item %d: want 1 (the default), 2 or 4", rows);
+    ssl__bn_rows_v = rows;
+    return 0;
+}
+static int ssl__bn_rows(void) {
+    if (!ssl__bn_rows_v) {
+        const char *e = getenv("SSL_BN_ROWS");
+        if (e && *e && ((strcmp(e, "1") && strcmp(e, "2") && strcmp(e, "4")) || ssl_cuda_set_bn_rows(atoi(e)))) {
+            fprintf(stderr, "ssl.cu: SSL_BN_ROWS=%s: want 1 (the default), 2 or 4\n", e);
+            exit(2);
+        }
+        ssl__bn_rows_v = e && *e ? atoi(e) : 1;
+    }
+    return ssl__bn_rows_v;
+}
+/* F<T, 8, R> over rows x c in groups of R rows where 8-value vectors are
+   allowed (v8), else F<T, 1> one value a work item */
+#define SSL__BN_EACH_R(X, F, T, v8, rows, c, ...)                                                \
+    do {                                                                                          \
+        int64_t rows_ = (rows), c_ = (c);                                                         \
+        int R_ = ssl__bn_rows();                                                                  \
+        if (!(v8)) { F<T, 1> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_); }               \
+        else if (R_ == 1) { F<T, 8> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_ / 8); }    \
+        else if (R_ == 2) { F<T, 8, 2> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 1) / 2 * c_ / 8); } \
+        else { F<T, 8, 4> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 3) / 4 * c_ / 8); }   \
+    } while (0)
+
 /* a(i) then b(i): two per-index steps where the second needs the first's
    result for the same index (a channel's sums, then what uses them), in
    one launch */
@@ -2746,8 +2815,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     const void *rd = res ? res->data : NULL;
     uint8_t *mk = mask ? (uint8_t *)mask->data : NULL;
     int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data) && ssl__vec8(c, scale, shift);
-    SSL__EACH_V(x, ssl__f_bn_apply, T, v8, rows * c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
-                ssl__div_make(c), relu, mk);
+    SSL__BN_EACH_R(x, ssl__f_bn_apply, T, v8, rows, c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
+                   ssl__div_make(c), relu, mk);
     if (mk && !v8) { /* one value per work item: the mask's bytes from y */
         ssl__f_mask_of<T> f = {(const T *)y->data, mk, rows * c};
         x.each(f, (rows * c + 7) / 8);
@@ -2806,8 +2875,8 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
         int v8 = c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr) &&
                  ssl__vec8(c, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat);
-        SSL__EACH_V(x, ssl__f_bn_dx, T, v8, rows * c, xd, dyd,
-                    mask, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
+        SSL__BN_EACH_R(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
+                       mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
 }
 

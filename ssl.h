@@ -1839,6 +1839,11 @@ SSLDEF int ssl_cuda_set_bn_split(double split);
    (bench/bn_bench.c): every shape gives the same bits. -1 with an error
    naming the shapes otherwise. */
 SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
+/* Batch norm's output and input-gradient passes: rows of the same 8
+   channels a work item, their parameters loaded once (1, the default; 2
+   or 4; SSL_BN_ROWS in the environment). For measuring; the same bits.
+   -1 with an error otherwise. */
+SSLDEF int ssl_cuda_set_bn_rows(int rows);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);

@@ -5,7 +5,7 @@
    one variant per call (three calls, three variants).
 
      build/bn_bench                       every preset, every shape, the default splits
-     build/bn_bench presets=r18_32 reps=20 splits=0.5,1,2,4
+     build/bn_bench presets=r18_32 reps=20 splits=1,0.5,2,4 rows=2,4
      build/bn_bench emulate=1 bs=2        the program itself on the host (tiny)
 
    For each preset (the batch norms of ResNet-50 at 224 and 160, batch 256,
@@ -22,14 +22,15 @@
 #include "ssl.h"
 
 typedef struct {
-    char presets[SSL_STR], stats[SSL_STR], splits[SSL_STR];
+    char presets[SSL_STR], stats[SSL_STR], splits[SSL_STR], rows[SSL_STR];
     int64_t reps, bs, emulate;
     double peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_S(bench_cfg, presets, "r50_224,r50_160,r18_32", "which steps' batch norms (r50_224, r50_160, r18_32)"),
     SSL_OPT_S(bench_cfg, stats, "all", "statistics thread shapes (FVxFU/BVxBU, comma separated), or all five"),
-    SSL_OPT_S(bench_cfg, splits, "0.5,1,2", "row-block splits (comma separated)"),
+    SSL_OPT_S(bench_cfg, splits, "1,0.5,2", "row-block splits (comma separated; the first is where the rows values are tried)"),
+    SSL_OPT_S(bench_cfg, rows, "2,4", "rows a work item in the output and input-gradient passes, besides 1 (comma separated; at the first shape and split)"),
     SSL_OPT_I(bench_cfg, reps, "5", 1, 1000, "timed calls per shape and pass"),
     SSL_OPT_I(bench_cfg, bs, "0", 0, 1 << 16, "batch size (0: each preset's)"),
     SSL_OPT_I(bench_cfg, emulate, "0", 0, 1, "run ssl.cu's emulation on the host (use a tiny bs)"),
@@ -192,10 +193,23 @@ int main(int argc, char **argv) {
     double splits[8];
     int nsplits = 0;
     for (char *tok = strtok(cfg.splits, ","); tok && nsplits < 8; tok = strtok(NULL, ",")) splits[nsplits++] = atof(tok);
+    int rowsv[8], nrows = 0;
+    for (char *tok = strtok(cfg.rows, ","); tok && nrows < 8; tok = strtok(NULL, ",")) rowsv[nrows++] = atoi(tok);
     for (int i = 0; i < nstats; i++)
         if (ssl_cuda_set_bn_stats(stats[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
     for (int i = 0; i < nsplits; i++)
         if (ssl_cuda_set_bn_split(splits[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
+    for (int i = 0; i < nrows; i++)
+        if (ssl_cuda_set_bn_rows(rowsv[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
+    /* the configurations: every statistics shape at every split (1 row a
+       work item), then each other rows value at the first shape and split */
+    typedef struct { int stat, rows; double split; } conf;
+    conf cf[96];
+    int ncf = 0;
+    for (int i = 0; i < nstats; i++)
+        for (int j = 0; j < nsplits; j++) cf[ncf++] = (conf){i, 1, splits[j]};
+    for (int i = 0; i < nrows; i++)
+        if (rowsv[i] != 1) cf[ncf++] = (conf){0, rowsv[i], splits[0]};
 
     preset ps[3];
     int np = 0;
@@ -228,18 +242,18 @@ int main(int argc, char **argv) {
     for (int pi = 0; pi < np; pi++) {
         const preset *p = &ps[pi];
         printf("## %s, batch %d: batch norm per step (two views), by configuration\n\n", p->name, p->bs);
-        printf("| stats shape | split |");
+        printf("| stats shape | split | rows |");
         for (int k = 0; k < NPASS; k++) printf(" %s ms |", pass_name[k]);
-        printf(" total ms | GB/s of the passes over the tensors |\n|---|---|");
+        printf(" total ms | GB/s of the passes over the tensors |\n|---|---|---|");
         for (int k = 0; k < NPASS + 2; k++) printf("---|");
         printf("\n");
         double best = 1e30;
-        int bi = 0, bj = 0;
-        static double shape_ms[8][8][24][NPASS], shape_gb[24][NPASS];
-        for (int i = 0; i < nstats; i++)
-            for (int j = 0; j < nsplits; j++) {
-                ssl_cuda_set_bn_stats(stats[i]);
-                ssl_cuda_set_bn_split(splits[j]);
+        int bc = 0;
+        static double shape_ms[96][24][NPASS], shape_gb[24][NPASS];
+        for (int ci = 0; ci < ncf; ci++) {
+                ssl_cuda_set_bn_stats(stats[cf[ci].stat]);
+                ssl_cuda_set_bn_split(cf[ci].split);
+                ssl_cuda_set_bn_rows(cf[ci].rows);
                 double tot[NPASS] = {0}, bytes = 0, tensor_ms = 0;
                 /* a warm-up call of each shape first (first-use work out of the timing) */
                 for (int s = 0; s < p->n; s++) {
@@ -250,20 +264,20 @@ int main(int argc, char **argv) {
                     }
                     for (int k = 0; k < NPASS; k++) {
                         double per_step = ms[k] * p->s[s].layers * 2;
-                        tot[k] += per_step, shape_ms[i][j][s][k] = ms[k], shape_gb[s][k] = gb[k];
+                        tot[k] += per_step, shape_ms[ci][s][k] = ms[k], shape_gb[s][k] = gb[k];
                         if (k != F_GROUPS && k != B_GROUPS) bytes += gb[k] * p->s[s].layers * 2, tensor_ms += per_step;
                     }
                 }
                 double all = 0;
                 for (int k = 0; k < NPASS; k++) all += tot[k];
-                printf("| %s | %g |", stats[i], splits[j]);
+                printf("| %s | %g | %d |", stats[cf[ci].stat], cf[ci].split, cf[ci].rows);
                 for (int k = 0; k < NPASS; k++) printf(" %.3f |", tot[k]);
                 printf(" **%.3f** | %.0f (%.0f%%) |\n", all, tensor_ms > 0 ? bytes / (tensor_ms / 1e3) : 0,
                        tensor_ms > 0 ? 100 * bytes / (tensor_ms / 1e3) / peak : 0);
-                if (all < best) best = all, bi = i, bj = j;
-            }
-        printf("\nFastest: %s at split %g, %.3f ms of batch norm a step (the default, 1x16/8x2 at split 1, is the first row at split 1).\n\n",
-               stats[bi], splits[bj], best);
+                if (all < best) best = all, bc = ci;
+        }
+        printf("\nFastest: %s at split %g, %d rows a work item: %.3f ms of batch norm a step (the default is 1x16/8x2 at "
+               "split 1, 1 row).\n\n", stats[cf[bc].stat], cf[bc].split, cf[bc].rows, best);
         printf("Per shape, the fastest configuration (us a call; %% of %.0f GB/s):\n\n", peak);
         printf("| side x side x c | layers/view | kind |");
         for (int k = 0; k < NPASS; k++) printf(" %s |", pass_name[k]);
@@ -275,7 +289,7 @@ int main(int argc, char **argv) {
             printf("| %dx%dx%d | %d | %s |", q->side, q->side, q->c, q->layers,
                    q->kind == PLAIN ? "plain" : q->kind == RELU ? "ReLU" : "+res, ReLU");
             for (int k = 0; k < NPASS; k++) {
-                double m = shape_ms[bi][bj][s][k];
+                double m = shape_ms[bc][s][k];
                 if (k == F_GROUPS || k == B_GROUPS) printf(" %.1f |", 1e3 * m);
                 else printf(" %.1f (%.0f%%) |", 1e3 * m, m > 0 ? 100 * shape_gb[s][k] / (m / 1e3) / peak : 0);
             }

@@ -358,7 +358,10 @@ GPU_TEST(bf16_relu_masks_same_bits) {
    residual. Split 1/64 makes blocks of many rows (the U-row loops and
    their tails run); c = 24 is a multiple of 8 but not of 16, c = 6 takes
    the one-channel path whatever the shape. */
-static const char *const stats_shapes[] = {"1x16/8x2", "1x8/8x4", "2x8/4x4", "2x16/2x8", "4x8/1x8"};
+/* the statistics shapes, then 2 and 4 rows a work item in the output and
+   input-gradient passes (ssl_cuda_set_bn_rows) */
+static const char *const stats_shapes[] = {"1x16/8x2", "1x8/8x4", "2x8/4x4", "2x16/2x8", "4x8/1x8", "1x16/8x2", "1x16/8x2"};
+static const int stats_rows[] = {1, 1, 1, 1, 1, 2, 4};
 static void stats_shapes_case(int gpu, int n, int h, int w, int c, int bf16, int res) {
     ssl_tensor x = round_h(g_rand(110, 4, n, h, w, c, -1, 3)), r = round_h(g_rand(111, 4, n, h, w, c, -1, 1));
     ssl_tensor gy = round_h(g_rand(112, 4, n, h, w, c, -1, 1));
@@ -370,8 +373,9 @@ static void stats_shapes_case(int gpu, int n, int h, int w, int c, int bf16, int
     float *want[9] = {0};
     int64_t len[9] = {cnt, c, c, c, c, cnt, c, c, nb};
     const char *what[9] = {"y", "mean", "invstd", "running mean", "running var", "dx", "dweight", "dbias", "mask"};
-    for (int s = 0; s < 5; s++) {
+    for (int s = 0; s < 7; s++) {
         CHECK_OK(ssl_cuda_set_bn_stats(stats_shapes[s]));
+        CHECK_OK(ssl_cuda_set_bn_rows(stats_rows[s]));
         ssl_batchnorm bn = ssl_batchnorm_default();
         bn.weight = g_tensor(gpu, &gam), bn.bias = g_tensor(gpu, &bet), bn.running_mean = g_tensor(gpu, &rm),
         bn.running_var = g_tensor(gpu, &rv);
@@ -389,8 +393,8 @@ static void stats_shapes_case(int gpu, int n, int h, int w, int c, int bf16, int
         for (int k = 0; k < 9; k++) {
             if (!s) { want[k] = got[k]; continue; }
             size_t bytes = k == 8 ? (size_t)nb : sizeof(float) * (size_t)len[k];
-            CHECK(memcmp(got[k], want[k], bytes) == 0, "%s, c %d, %s%s: %s differs from the default shape's", stats_shapes[s],
-                  c, bf16 ? "bf16" : "fp32", res ? ", residual" : "", what[k]);
+            CHECK(memcmp(got[k], want[k], bytes) == 0, "%s, %d rows a work item, c %d, %s%s: %s differs from the default's",
+                  stats_shapes[s], stats_rows[s], c, bf16 ? "bf16" : "fp32", res ? ", residual" : "", what[k]);
             free(got[k]);
         }
         ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &y, &g, &mean, &inv, &dw, &db, &mask};
@@ -398,6 +402,7 @@ static void stats_shapes_case(int gpu, int n, int h, int w, int c, int bf16, int
     }
     for (int k = 0; k < 9; k++) free(want[k]);
     CHECK_OK(ssl_cuda_set_bn_stats(NULL));
+    CHECK_OK(ssl_cuda_set_bn_rows(1));
     ssl_tensor *ds[] = {&dx, &dr, &dgy};
     for (int i = 0; i < 3; i++) g_release(gpu, ds[i]);
     ssl_tensor *hs[] = {&x, &r, &gy, &gam, &bet, &rm, &rv};
@@ -407,14 +412,15 @@ GPU_TEST(bn_stats_shapes_same_bits) {
     CHECK_OK(ssl_cuda_set_bn_split(1.0 / 64));
     for (int bf16 = 0; bf16 < 2; bf16++) {
         stats_shapes_case(gpu, 4, 25, 40, 16, bf16, 1);
-        stats_shapes_case(gpu, 2, 30, 37, 24, bf16, bf16);
+        stats_shapes_case(gpu, 2, 29, 37, 24, bf16, bf16); /* 2146 rows: a last group of 2 at 4 rows a work item */
         stats_shapes_case(gpu, 3, 9, 11, 6, bf16, 1);
     }
     CHECK_OK(ssl_cuda_set_bn_split(1));
-    stats_shapes_case(gpu, 2, 9, 10, 64, 1, 1); /* the default blocks: a few rows each */
+    stats_shapes_case(gpu, 3, 7, 9, 64, 1, 1); /* the default blocks: a few rows each; 189 rows */
     CHECK_ERR(ssl_cuda_set_bn_stats("2x2/8x2"), "forward 1x16");
     CHECK_ERR(ssl_cuda_set_bn_stats("1x16"), "want FVxFU/BVxBU");
     CHECK_ERR(ssl_cuda_set_bn_stats("1x16/8x2 "), "want FVxFU/BVxBU");
+    CHECK_ERR(ssl_cuda_set_bn_rows(3), "want 1 (the default), 2 or 4");
 }
 
 /* Every layer kernel with a 16-byte vector path (8 values a thread) takes
