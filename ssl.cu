@@ -1802,9 +1802,11 @@ static int ssl__env_flag(const char *name) {
 }
 /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
    too (what PyTorch's cudnn.benchmark picks from unless deterministic
-   algorithms are asked for): for measuring, as runs are then no longer
-   bit-reproducible (resume, the same seed twice). SSL_CONV_LOG=1: auto's
-   picks on stderr. */
+   algorithms are asked for): for measuring; the same call may then give
+   other bits. Even without it, cuDNN's engines are bit-reproducible only
+   within a process: its algorithm (and auto's engine) is picked by timing,
+   so another run (a resume, the same seed twice) may pick another that
+   sums in another order. SSL_CONV_LOG=1: auto's picks on stderr. */
 #ifdef SSL_CUDNN
 static int ssl__cudnn_nondet, ssl__conv_log;
 #endif
@@ -1872,7 +1874,7 @@ struct ssl__cudnn_plan {
     /* auto (engine 3), per direction (0 forward, 1 backward): the calls
        routed so far, the pick (0 not yet; 1 the GEMM path; 2 cuDNN) and
        the events around the timed GEMM-path and cuDNN calls */
-    int auto_calls[2], pick[2];
+    int auto_calls[2], pick[2], retimed[2]; /* retimed: samples taken again (the GPU idle at their start) */
     cudaEvent_t ev[2][4];
 };
 static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
@@ -2051,9 +2053,10 @@ static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
    whose timed work the GPU has finished (no host wait: until then the
    GEMM path, untimed) reads the two times and picks the faster for good;
    a cuDNN with no algorithm for the shape picks the GEMM path
-   (ssl__cudnn_turn). A timed call that finds the GPU idle counts its own
-   launches' host time too, which favours the engine with less of it;
-   later calls find the queue full and pay none. Both engines give the
+   (ssl__cudnn_turn). A timed call that finds the GPU idle would count its
+   own launches' host time too, favouring the engine with less of it
+   (later calls find the queue full and pay none): such a sample is taken
+   again on a later call (ssl__auto_mark). Both engines give the
    convolution within the tolerances the tests hold each to, so a run's
    first steps mixing them changes nothing but the last bits. SSL_CONV_LOG=1
    prints each pick on stderr. Not auto: always cuDNN (*timed -1). */
@@ -2079,18 +2082,35 @@ static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
     p->pick[d] = tc < tg ? 2 : 1;
     if (ssl__conv_log) {
         const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
-        fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s\n",
+        fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s "
+                        "(%d samples retaken%s)\n",
                 d ? "backward" : "forward", (long long)k[0], (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
-                (long long)k[5], (long long)k[6], (long long)k[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path");
+                (long long)k[5], (long long)k[6], (long long)k[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path",
+                p->retimed[d], p->retimed[d] == 8 ? ", the last may hold host time" : "");
     }
     return p->pick[d] == 2;
 }
-/* the start (end = 0) or end (1) of a timed call (timed: ssl__auto_route's) */
+/* the start (end = 0) or end (1) of a timed call (timed: ssl__auto_route's).
+   At the end: if the GPU has already passed the call's start event, it
+   ran out of work while the host was still issuing the call, so the time
+   may hold host time (cuDNN's is up to ~175 us a call, as much as a small
+   convolution's device time, and its algorithm search on the call before
+   drains the queue): the same call number is timed again on a later call,
+   up to 8 times a direction; the sample taken with the queue still busy
+   is pure device time. */
 static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
     if (!p || timed < 0) return;
     cudaEvent_t *ev = &p->ev[d][timed + end];
     if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
     SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
+    if (!end) return;
+    cudaError_t q = cudaEventQuery(p->ev[d][timed]);
+    if (q == cudaErrorNotReady) { /* the GPU was still busy before the start: a clean sample */
+        (void)cudaGetLastError();
+        return;
+    }
+    SSL_CUDA_CHECK(q);
+    if (p->retimed[d] < 8) p->retimed[d]++, p->auto_calls[d]--;
 }
 /* cuDNN's turn at a convolution that ssl__cudnn_takes, in direction d:
    run(plan) (cuDNN's call on the shape's plan, looked up once here: 1

@@ -391,6 +391,13 @@ int main(int argc, char **argv) {
         }
         ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
         printf("device: convolutions through %s\n", ssl_cuda_conv()); /* SSL_CONV checked before any work */
+        if (!strcmp(cfg.keep_cols, "yes") && strcmp(ssl_cuda_conv(), "gemm")) {
+            /* kept columns are the GEMM path's: every convolution that needs them would leave cuDNN */
+            fprintf(stderr, "train: keep_cols=yes keeps im2col columns for the GEMM path, which then takes every convolution "
+                            "that needs them: SSL_CONV=%s would be the GEMM path in name only; use keep_cols=auto or no\n",
+                    ssl_cuda_conv());
+            return 2;
+        }
 #else
         fprintf(stderr, "train: device=cuda: this ./train was built without CUDA (nvcc was not found by make); use device=cpu\n");
         return 1;

@@ -136,7 +136,7 @@ if [ "$MODE" = full ]; then
         [ "$n_mixed" = 3 ] && [ "$n_auto" = 3 ] && [ "$n_cudnn" = 1 ] && [ "$n_nondet" = 1 ] &&
             ok "brief: 3 mixed, 3 auto, 1 cudnn and 1 mixed+nondet results" ||
             bad "brief: $n_mixed mixed, $n_auto auto, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 3, 1 and 1 expected (see $R/brief.txt)"
-        [ "$(count "$OUT/tests-engines.txt" '^gpu_conv2d_')" = 3 ] && ok "brief: the engines' 3 convolution tests ran first" ||
+        [ "$(count "$OUT/tests-engines.txt" '^gpu_\(bf16_\)\?conv2d_')" = 5 ] && ok "brief: the engines' 5 convolution tests ran first" ||
             bad "brief: tests-engines.txt lacks the engines' convolution tests"
         grep -q 'non-deterministic algorithms allowed' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the non-deterministic row" ||
             bad "brief: gpu_step.md has no non-deterministic row"

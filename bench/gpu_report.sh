@@ -172,7 +172,7 @@ brief() {
     local c32="depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"
     mkdir -p "$OUT/tests"
     if [ -n "$CUDNN_MAKE" ]; then # the engines' own convolution tests first: their figures mean nothing if these fail
-        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto; do
+        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
             timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
         done
     fi
@@ -254,7 +254,7 @@ cudnn_phase() {
     log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
     make -j8 $DEPS CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
     mkdir -p "$OUT/tests"
-    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_cudnn; do
+    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_cudnn gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
         timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
     done
     for t in $(build/tests-gpu --list | grep '^gpu_train_step'); do

@@ -65,6 +65,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
         return 1;
     }
+    if (!strcmp(c.keep_cols, "yes") && strcmp(c.conv, "gemm")) { /* as ./train: kept columns are the GEMM path's */
+        fprintf(stderr, "gpu_step: keep_cols=yes sends every convolution that needs im2col to the GEMM path: conv=%s "
+                        "would be the GEMM path in name only; use keep_cols=auto or no\n", c.conv);
+        return 1;
+    }
     char csuf[SSL_STR + 16] = ""; /* "+cudnn", "+mixed": the JSON's impl names the engine */
     if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
         snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");

@@ -133,6 +133,24 @@ TEST(gpu_bf16_conv2d_cudnn) {
     dw_rtol = 0;
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
+/* mixed and auto at bf16, as the step benchmarks run them (auto: six times
+   over, so both engines' calls and the picks are checked) */
+TEST(gpu_bf16_conv2d_mixed) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("mixed")) { test_skip(ssl_last_error()); return; }
+    dw_rtol = ULP;
+    gbody_bf16_conv2d(1);
+    dw_rtol = 0;
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
+TEST(gpu_bf16_conv2d_auto) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("auto")) { test_skip(ssl_last_error()); return; }
+    dw_rtol = ULP;
+    for (int i = 0; i < 6 && !test_failures(); i++) gbody_bf16_conv2d(1);
+    dw_rtol = 0;
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
 
 /* batch norm (fused 0: plain, 1: + ReLU, 2: + residual + ReLU) on bf16
    activations (gpu_ops.c's case with bf16 set): y, dx within one rounding

@@ -344,6 +344,11 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "3x3 s1 p1", 2, 9, 11, 5, 7, 3, 1, 1, 1, 1);
     conv_case(gpu, "7x7 s2 p3 (stem)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
     conv_case(gpu, "1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 1);
+    /* without a bias (which keeps a convolution on the GEMM path under every
+       engine): the 1x1 stride 1 that mixed leaves to cuBLAS, and a 3x3 it
+       gives cuDNN */
+    conv_case(gpu, "1x1 s1 no bias", 3, 5, 7, 8, 9, 1, 1, 0, 0, 1);
+    conv_case(gpu, "3x3 s1 p1 no bias", 2, 9, 11, 8, 7, 3, 1, 1, 0, 1);
     conv_case(gpu, "1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 1);
     conv_case(gpu, "3x3 s2 p1", 2, 10, 9, 4, 5, 3, 2, 1, 1, 1);
     conv_case(gpu, "3x3 s2 p1, 8 channels (8 per work item)", 2, 10, 9, 8, 5, 3, 2, 1, 1, 1);
