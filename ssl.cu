@@ -1935,11 +1935,23 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     int n = 0;
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
     cudnnStatus_t st = find(perf, &n);
-    if (st / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000) n = 0; /* cuDNN 9's 3xxx codes: nothing for this shape */
+    /* the search allocates for itself (cudaMalloc): short of memory, some
+       or all candidates fail, and the runtime may keep the allocation's
+       error as the last one, which the next launch check would report at
+       an unrelated kernel; so it is taken here, and a search that could
+       not allocate at all leaves the shape to the GEMM path (no extra
+       memory) rather than stopping the run */
+    cudaError_t le = cudaGetLastError();
+    if (le != cudaSuccess && le != cudaErrorMemoryAllocation) ssl__cuda_die(__FILE__, __LINE__, what, cudaGetErrorString(le));
+    if (st / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000 || st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
+        n = 0; /* cuDNN 9's 3xxx codes: nothing for this shape */
     else if (st != CUDNN_STATUS_SUCCESS) ssl__cuda_die(__FILE__, __LINE__, what, cudnnGetErrorString(st));
+    size_t fr = 0, tot = 0; /* a workspace of at most half the free memory (and what the one held has): the rest is the run's */
+    SSL_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
     for (int i = 0; i < n; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet) &&
-            (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH)) { /* fp32: never TF32 */
+            (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH) && /* fp32: never TF32 */
+            perf[i].memory <= fr / 2 + ssl__cudnn_ws.cap) {
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
             return 1;
         }
@@ -1947,9 +1959,10 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     int o = snprintf(msg, sizeof msg, "no usable deterministic algorithm for this shape (%s; %d tried:",
                      cudnnGetErrorString(st), n);
     for (int i = 0; i < n && o < (int)sizeof msg; i++)
-        o += snprintf(msg + o, sizeof msg - o, " algo %d %s%s%s;", (int)perf[i].algo, cudnnGetErrorString(perf[i].status),
+        o += snprintf(msg + o, sizeof msg - o, " algo %d %s%s%s%s;", (int)perf[i].algo, cudnnGetErrorString(perf[i].status),
                       perf[i].determinism == CUDNN_DETERMINISTIC ? "" : " non-deterministic",
-                      perf[i].mathType == CUDNN_FMA_MATH || p->req != CUDNN_FMA_MATH ? "" : " not FMA");
+                      perf[i].mathType == CUDNN_FMA_MATH || p->req != CUDNN_FMA_MATH ? "" : " not FMA",
+                      perf[i].memory <= fr / 2 + ssl__cudnn_ws.cap ? "" : " workspace over half the free memory");
     if (o < (int)sizeof msg) snprintf(msg + o, sizeof msg - o, ")");
     static const char *const dirs[3] = {"forward", "input gradient", "weight gradient"};
     const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
