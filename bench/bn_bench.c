@@ -29,7 +29,7 @@ typedef struct {
 static const ssl_opt OPTS[] = {
     SSL_OPT_S(bench_cfg, presets, "r50_224,r50_160,r18_32", "which steps' batch norms (r50_224, r50_160, r18_32)"),
     SSL_OPT_S(bench_cfg, stats, "all", "statistics thread shapes (FVxFU/BVxBU, comma separated), or all five"),
-    SSL_OPT_S(bench_cfg, splits, "1,0.5,2", "row-block splits (comma separated; the first is where the rows values are tried)"),
+    SSL_OPT_S(bench_cfg, splits, "1,0.25,0.5,2,4", "row-block splits (comma separated; the first is where the rows values are tried)"),
     SSL_OPT_S(bench_cfg, rows, "2,4", "rows a work item in the output and input-gradient passes, besides 1 (comma separated; at the first shape and split)"),
     SSL_OPT_I(bench_cfg, reps, "5", 1, 1000, "timed calls per shape and pass"),
     SSL_OPT_I(bench_cfg, bs, "0", 0, 1 << 16, "batch size (0: each preset's)"),
@@ -294,6 +294,25 @@ int main(int argc, char **argv) {
                 else printf(" %.1f (%.0f%%) |", 1e3 * m, m > 0 ? 100 * shape_gb[s][k] / (m / 1e3) / peak : 0);
             }
             printf("\n");
+        }
+        printf("\n");
+        /* per shape: its own fastest configuration against the default
+           (the first configuration), all six passes together */
+        printf("Per shape, its own fastest configuration against the default (us a call, the six passes):\n\n");
+        printf("| side x side x c | kind | default | fastest | stats shape | split | rows |\n|---|---|---|---|---|---|---|\n");
+        for (int s = 0; s < p->n; s++) {
+            const bn_shape *q = &p->s[s];
+            double t0 = 0, tb = 1e30;
+            int cb = 0;
+            for (int ci = 0; ci < ncf; ci++) {
+                double t = 0;
+                for (int k = 0; k < NPASS; k++) t += shape_ms[ci][s][k];
+                if (!ci) t0 = t;
+                if (t < tb) tb = t, cb = ci;
+            }
+            printf("| %dx%dx%d | %s | %.1f | %.1f | %s | %g | %d |\n", q->side, q->side, q->c,
+                   q->kind == PLAIN ? "plain" : q->kind == RELU ? "ReLU" : "+res, ReLU", 1e3 * t0, 1e3 * tb,
+                   stats[cf[cb].stat], cf[cb].split, cf[cb].rows);
         }
         printf("\n");
     }
