@@ -2708,8 +2708,15 @@ static int64_t ssl__bn_per(int64_t rows, int64_t c, int V) {
 struct ssl__bn_vu {
     int v, u;
 };
-static const ssl__bn_vu ssl__bn_fwd_vus[] = {{1, 16}, {1, 8}, {2, 8}, {2, 16}, {4, 8}};
-static const ssl__bn_vu ssl__bn_bwd_vus[] = {{8, 2}, {8, 4}, {4, 4}, {2, 8}, {1, 8}};
+/* (index, V, U): the lists and the kernels launched for them come from
+   these, so a shape's name and its kernel cannot disagree; index 0 is the
+   default */
+#define SSL__BN_FWD_SHAPES(X) X(0, 1, 16) X(1, 1, 8) X(2, 2, 8) X(3, 2, 16) X(4, 4, 8)
+#define SSL__BN_BWD_SHAPES(X) X(0, 8, 2) X(1, 8, 4) X(2, 4, 4) X(3, 2, 8) X(4, 1, 8)
+#define SSL__BN_VU_ITEM(i, V, U) {V, U},
+static const ssl__bn_vu ssl__bn_fwd_vus[] = {SSL__BN_FWD_SHAPES(SSL__BN_VU_ITEM)};
+static const ssl__bn_vu ssl__bn_bwd_vus[] = {SSL__BN_BWD_SHAPES(SSL__BN_VU_ITEM)};
+#undef SSL__BN_VU_ITEM
 #define SSL__BN_NVU 5
 static int ssl__bn_fi = -1, ssl__bn_bi = -1; /* indices into the lists; -1: not read yet */
 static int ssl__bn_vu_find(const ssl__bn_vu *l, int v, int u) {
@@ -2822,18 +2829,13 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
         ssl__bn_stats_env();
         int vi = ssl__bn_fi; /* the shape (ssl_cuda_set_bn_stats); V > 1 needs aligned vectors */
         if (ssl__bn_fwd_vus[vi].v > 1 && !(c % 8 == 0 && ssl__vec8(rows * c, xd))) vi = 0;
-#define SSL__BN_MOM(V, U)                                                                         \
-    {                                                                                             \
-        ssl__f_bn_part<T, V, SSL__BNS_MOMENTS, U> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part}; \
-        x.each(f, blocks * c / V);                                                                \
+#define SSL__BN_MOM(i, V, U)                                                                              \
+    case i: {                                                                                             \
+        ssl__f_bn_part<T, V, SSL__BNS_MOMENTS, U> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};  \
+        x.each(f, blocks * c / V);                                                                        \
+        break;                                                                                            \
     }
-        switch (vi) {
-        case 1: SSL__BN_MOM(1, 8) break;
-        case 2: SSL__BN_MOM(2, 8) break;
-        case 3: SSL__BN_MOM(2, 16) break;
-        case 4: SSL__BN_MOM(4, 8) break;
-        default: SSL__BN_MOM(1, 16)
-        }
+        switch (vi) { SSL__BN_FWD_SHAPES(SSL__BN_MOM) }
 #undef SSL__BN_MOM
         {
             SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
@@ -2890,18 +2892,14 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
         double mpass = !relu_y ? 0 : bits ? 1.0 / (8 * sizeof(T)) : 1;
         SSL__PROF("BN statistics (backward)", ssl__bytes(xt) * (2 + mpass), 4.0 * ssl_tensor_numel(xt));
         ssl__bn_stats_env();
-#define SSL__BN_GRAD(V, U)                                                                                    \
-    {                                                                                                         \
+#define SSL__BN_GRAD(i, V, U)                                                                                 \
+    case i: {                                                                                                 \
         ssl__f_bn_part<T, V, SSL__BNS_GRAD, U> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb}; \
         ssl__bn_sums(x, f, part, grp, sums, gf);                                                              \
+        break;                                                                                                \
     }
-        switch (sv8 ? ssl__bn_bi : -1) { /* the shape (ssl_cuda_set_bn_stats); unvectorized: 1x8 */
-        case 0: SSL__BN_GRAD(8, 2) break;
-        case 1: SSL__BN_GRAD(8, 4) break;
-        case 2: SSL__BN_GRAD(4, 4) break;
-        case 3: SSL__BN_GRAD(2, 8) break;
-        default: SSL__BN_GRAD(1, 8)
-        }
+        /* the shape (ssl_cuda_set_bn_stats); unvectorized, the one-channel 1x8 (index 4) */
+        switch (sv8 ? ssl__bn_bi : 4) { SSL__BN_BWD_SHAPES(SSL__BN_GRAD) }
 #undef SSL__BN_GRAD
     }
     if (dx && dx->data) {
