@@ -127,12 +127,19 @@ if [ "$MODE" = full ]; then
     echo "rehearsal: brief phase exit $?"
     n_ours=$(count "$J" '"impl": "ssl.h"')
     [ "$n_ours" = 3 ] && ok "brief: 3 ssl.h results" || bad "brief: $n_ours ssl.h results, 3 expected (see $R/brief.txt)"
+    n_graph=$(count "$J" '"impl": "ssl.h+graph"')
+    [ "$n_graph" = 3 ] && ok "brief: 3 ssl.h+graph results" || bad "brief: $n_graph ssl.h+graph results, 3 expected (see $R/brief.txt)"
+    grep -q '^gpu_train_step_graphs_same_bits ' "$OUT/tests-engines.txt" 2> /dev/null && ok "brief: the graphs' test ran first" ||
+        bad "brief: tests-engines.txt lacks the graphs' test"
+    grep -q 'CUDA graphs)' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the graph rows" || bad "brief: gpu_step.md has no graph row"
     for p in profile_r50_224_bf16 profile_r18_cifar_bf16; do
         grep -q '^| total' "$OUT/$p.md" 2> /dev/null && ok "brief: $p.md has the profile table" || bad "brief: $p.md has no profile table"
     done
     if grep -q 'CUDNN=1' "$OUT/report.log"; then
         n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
         n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
+        n_graphs=$(count "$J" '"impl": "ssl.h+\(mixed\|cudnn\|auto\)+graph"')
+        [ "$n_graphs" = 5 ] && ok "brief: 5 cuDNN results through graphs" || bad "brief: $n_graphs cuDNN results through graphs, 5 expected"
         [ "$n_mixed" = 3 ] && [ "$n_auto" = 3 ] && [ "$n_cudnn" = 1 ] && [ "$n_nondet" = 1 ] &&
             ok "brief: 3 mixed, 3 auto, 1 cudnn and 1 mixed+nondet results" ||
             bad "brief: $n_mixed mixed, $n_auto auto, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 3, 1 and 1 expected (see $R/brief.txt)"
