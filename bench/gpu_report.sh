@@ -180,24 +180,26 @@ brief() {
     fi
     # CUDA graphs (graph=1): their test first, then each configuration's
     # step once more through graphs, on the GEMM path and (cuDNN's host
-    # time being what graphs remove) through cuDNN
+    # time being what graphs remove) through cuDNN; 6 warm-up steps, so
+    # that the captures (the third step at a size; auto's picks first) are
+    # done before the timed ones
     timeout 90 build/tests-gpu "=gpu_train_step_graphs_same_bits" > "$OUT/tests/graphs.log" 2>&1
     echo "gpu_train_step_graphs_same_bits $?" | tee -a "$OUT/tests-engines.txt"
     # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
-    ours graph=1 $r224
+    ours graph=1 warmup=6 $r224
     [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed, auto, all; mixed and cudnn with graphs)"; ours conv=mixed $r224;
-                              ours conv=mixed graph=1 $r224; SSL_CONV_LOG=1 ours conv=auto $r224; ours conv=cudnn $r224;
-                              ours conv=cudnn graph=1 $r224; }
+                              ours conv=mixed graph=1 warmup=6 $r224; SSL_CONV_LOG=1 ours conv=auto $r224; ours conv=cudnn $r224;
+                              ours conv=cudnn graph=1 warmup=6 $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    ours graph=1 $r160
+    ours graph=1 warmup=6 $r160
     [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed, auto; mixed with graphs)"; ours conv=mixed $r160;
-                              ours conv=mixed graph=1 $r160; SSL_CONV_LOG=1 ours conv=auto $r160; }
+                              ours conv=mixed graph=1 warmup=6 $r160; SSL_CONV_LOG=1 ours conv=auto $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
-    ours graph=1 $c32
+    ours graph=1 warmup=6 $c32
     # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
     [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed, auto; mixed and auto with graphs)"; ours conv=mixed $c32;
-                              ours conv=mixed graph=1 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; ours conv=auto graph=1 $c32; }
+                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; ours conv=auto graph=1 warmup=6 $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
