@@ -121,6 +121,14 @@ static cudaStream_t ssl__cs(void) {
    code, and stops the program naming it (ssl__no_capture). */
 static int ssl__capturing;
 static long long ssl__churn;
+/* a 0/1 switch from the environment: unset or empty is 0; anything but 0 or 1 stops the program */
+static int ssl__env_flag(const char *name) {
+    const char *e = getenv(name);
+    if (!e || !*e || !strcmp(e, "0")) return 0;
+    if (!strcmp(e, "1")) return 1;
+    fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
+    exit(2);
+}
 static void ssl__graphs_drop(void);
 static void ssl__no_capture(const char *what) {
     if (!ssl__capturing) return;
@@ -1031,10 +1039,7 @@ extern "C" void ssl_cuda_set_graphs(int on) {
     ssl__graph_on = on != 0;
 }
 extern "C" int ssl_cuda_graphs(void) {
-    if (ssl__graph_on < 0) {
-        const char *e = getenv("SSL_GRAPH");
-        ssl__graph_on = e && *e && *e != '0';
-    }
+    if (ssl__graph_on < 0) ssl__graph_on = ssl__env_flag("SSL_GRAPH");
     return ssl__graph_on;
 }
 extern "C" void ssl_cuda_graph_stats(long long *captured, long long *replayed, long long *plain, long long *dropped) {
@@ -1061,8 +1066,7 @@ static void ssl__graph_launch(ssl__graph *g) {
         SSL__GUARD;
         for (auto &f : *g->rec) f();
     } else {
-        SSL_CUDA_CHECK(cudaGraphLaunch(g->exec, ssl__cs()));
-        ssl__sync_check(__FILE__, __LINE__, "cudaGraphLaunch");
+        SSL_CUDA_CHECK(cudaGraphLaunch(g->exec, ssl__cs())); /* (graphs are off under SSL_CUDA_SYNC=1) */
     }
 }
 /* fn under capture: 1 and the graph kept in g, or 0 (nothing kept; fn's
@@ -2055,13 +2059,6 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
 }
 /* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
    anything else stops the program with the reason (not read as off) */
-static int ssl__env_flag(const char *name) {
-    const char *e = getenv(name);
-    if (!e || !*e || !strcmp(e, "0")) return 0;
-    if (!strcmp(e, "1")) return 1;
-    fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
-    exit(2);
-}
 /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
    too (what PyTorch's cudnn.benchmark picks from unless deterministic
    algorithms are asked for): for measuring; the same call may then give
