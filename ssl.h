@@ -583,7 +583,7 @@ SSLDEF void ssl_normalize(float *img, int w, int h, const float mean[3], const f
    bit, in fewer passes over the image. */
 SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int h, float in_range,
                                  const float mean[3], const float std[3], ssl_buf *scratch);
-/* Named presets: "simclr", "byol", "crop_gray", "noise"; view index matters for byol
+/* Named presets: "simclr", "byol", "crop_gray", "crop_flip", "noise"; view index matters for byol
    (asymmetric). Returns -1 with an error naming the preset and listing valid ones.
    All: out_res x out_res, ImageNet mean/std, solarize threshold 0.5, blur
    sigma in [0.1, 2.0] with kernel 2*ceil(3 sigma)+1 (SimCLR used 10% of the
@@ -592,6 +592,8 @@ SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int
      byol       jitter 0.8 (0.4, 0.4, 0.2, 0.1), gray 0.2; even views blur 1.0,
                 odd views blur 0.1 and solarize 0.2 (BYOL's T and T')
      crop_gray  crop, flip, gray 0.2 only (FFCV-SSL's cheap recipe)
+     crop_flip  crop and flip only: no colour op (the data work of a
+                supervised baseline, and of bench/gpu_step_torch.py's step)
      noise      the whole image resized (scale 1,1, the image's own ratio), no
                 flip, Gaussian noise p 1.0 with std 0.1 on [0, 1] pixels */
 SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_recipe *out);
@@ -4260,7 +4262,7 @@ static void ssl__recipe_jitter(ssl_view_recipe *r) { /* SimCLR's color distortio
     r->gray_p = 0.2f;
 }
 
-#define SSL__PRESETS "simclr, byol, crop_gray, noise"
+#define SSL__PRESETS "simclr, byol, crop_gray, crop_flip, noise"
 
 SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_recipe *out) {
     if (!name) name = "(null)";
@@ -4276,6 +4278,7 @@ SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_rec
         r.solarize_p = view % 2 == 0 ? 0.0f : 0.2f;
     } else if (!strcmp(name, "crop_gray")) { /* FFCV-SSL's cheap recipe: crop, flip, grayscale */
         r.gray_p = 0.2f;
+    } else if (!strcmp(name, "crop_flip")) { /* crop and flip: the base as it is */
     } else if (!strcmp(name, "noise")) {    /* no crop (whole image, resized), Gaussian noise std 0.1 on [0,1] */
         r.scale_min = r.scale_max = 1.0f;
         r.ratio_min = r.ratio_max = 0.0f;   /* the image's own aspect ratio */

@@ -76,7 +76,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_F(C, end_lr, "0.001", 0, 1, "cosine decays to lr * end_lr"),
     SSL_OPT_I(C, epochs, "100", 0, 1 << 20, "epochs (0: evaluate the initial network)"),
     SSL_OPT_I(C, bs, "256", 2, 1 << 20, "batch size (images; each gives two views)"),
-    SSL_OPT_C(C, views, "simclr", "simclr|byol|crop_gray|noise", "view recipe preset"),
+    SSL_OPT_C(C, views, "simclr", "simclr|byol|crop_gray|crop_flip|noise", "view recipe preset"),
     SSL_OPT_C(C, order, "random", "random|quasi|sequential", "epoch order"),
     SSL_OPT_F(C, scale_min, "-1", -1, 1, "override: RandomResizedCrop min scale (-1 = preset's)"),
     SSL_OPT_F(C, scale_max, "-1", -1, 1, "override: RandomResizedCrop max scale"),

@@ -126,7 +126,10 @@ if [ "$MODE" = full ]; then
     BRIEF_S=1 BRIEF_NONDET_BY=100000 BN_BENCH_ARGS="emulate=1 bs=1 reps=1 splits=1,2 presets=r50_224,r18_32" bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
     echo "rehearsal: brief phase exit $?"
     n_ours=$(count "$J" '"impl": "ssl.h"')
-    [ "$n_ours" = 3 ] && ok "brief: 3 ssl.h results" || bad "brief: $n_ours ssl.h results, 3 expected (see $R/brief.txt)"
+    [ "$n_ours" = 5 ] && ok "brief: 5 ssl.h results (2 of them crop_flip)" || bad "brief: $n_ours ssl.h results, 5 expected (see $R/brief.txt)"
+    n_flip=$(count "$J" '"recipe": "crop_flip"')
+    [ "$n_flip" = 2 ] && grep -q "PyTorch's data work" "$OUT/gpu_step.md" 2> /dev/null && ok "brief: 2 crop_flip results, named in gpu_step.md" ||
+        bad "brief: $n_flip crop_flip results (2 expected), or gpu_step.md does not name them"
     n_graph=$(count "$J" '"impl": "ssl.h+graph"')
     [ "$n_graph" = 3 ] && ok "brief: 3 ssl.h+graph results" || bad "brief: $n_graph ssl.h+graph results, 3 expected (see $R/brief.txt)"
     grep -q '^gpu_train_step_graphs_same_bits ' "$OUT/tests-engines.txt" 2> /dev/null && ok "brief: the graphs' test ran first" ||

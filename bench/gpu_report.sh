@@ -36,6 +36,8 @@
 #                               batch norm's passes alone per shape, statistics
 #                               thread shape and split (build/bn_bench,
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
+#                               R50 224 and R18 CIFAR with PyTorch's data work
+#                               (recipe=crop_flip: flip and normalize only);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
 #                               BRIEF_NONDET_BY seconds (360) have passed; then
 #                               gpu_* tests until BRIEF_S seconds (420)
@@ -212,6 +214,12 @@ brief() {
     # BN sweep here, which stays in `bnsweep`)
     log "bn_bench: batch norm's passes per shape and statistics configuration"
     timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
+    # the same data work as PyTorch's step (crop_flip: flip and normalize, no
+    # colour op; the headline rows apply the whole SimCLR recipe on the GPU)
+    log "step: R50 224 and R18 CIFAR with PyTorch's data work (recipe=crop_flip)"
+    ours recipe=crop_flip $r224
+    ours recipe=crop_flip $c32
+    $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
         log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
         SSL_CUDNN_NONDET=1 ours conv=mixed $r224

@@ -172,11 +172,11 @@ int main(int argc, char **argv) {
            t.online.planned_cols ? "kept from the forward" : "rebuilt in the backward", cols_gb);
     printf("{\"impl\": \"ssl.h%s\", \"method\": \"%s\", \"depth\": %lld, \"stem\": \"%s\", \"res\": %d, \"bs\": %d, \"precision\": \"%s\", "
            "\"split\": %lld, \"step_ms\": %.3f, \"best_ms\": %.3f, \"data_ms\": %.3f, \"forward_ms\": %.3f, \"loss_ms\": %.3f, "
-           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f, \"plan_gb\": %.3f, \"host_ms\": %.3f}\n",
+           "\"backward_ms\": %.3f, \"optim_ms\": %.3f, \"images_per_s\": %.1f, \"loss\": %.5f, \"keep_cols\": %d, \"act_gb\": %.3f, \"plan_gb\": %.3f, \"host_ms\": %.3f, \"recipe\": \"%s\"}\n",
            csuf, c.method, (long long)c.depth, c.stem, r, n, c.precision, (long long)c.split,
            1e3 * step, 1e3 * best,
            1e3 * sum[0] / k, 1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k, n / step, loss,
-           t.online.planned_cols, act_gb, act_gb + 3.0 * t.online.grad_bytes / 1e9, 1e3 * host);
+           t.online.planned_cols, act_gb, act_gb + 3.0 * t.online.grad_bytes / 1e9, 1e3 * host, c.recipe);
     if (c.profile) {
         printf("\nprofile of the %lld timed steps (times per step; GB/s counts the least traffic each op needs):\n\n",
                (long long)c.steps);

@@ -21,6 +21,11 @@ def split(r):
     return " / ".join(f"{r[k]:.1f}" for k in ("data_ms", "forward_ms", "loss_ms", "backward_ms", "optim_ms"))
 
 
+def full(o):
+    """the row's views had the whole SimCLR recipe on the GPU (the default)"""
+    return o.get("recipe", "simclr") == "simclr"
+
+
 def engine(o):
     """the convolution engine of a non-default ssl.h row ("ssl.h+cudnn", "ssl.h+mixed")"""
     if not o or o["impl"] == "ssl.h":
@@ -49,13 +54,15 @@ for k in seen:
     # default (fused SGD, eager); PyTorch's other variants (LARS, compiled)
     # against ssl.h's default only
     base = next((t for t in theirs if t.get("optim", "sgd") == "sgd" and not t.get("compiled")), theirs[0] if theirs else None)
-    mine = next((o for o in ours if o["impl"] == "ssl.h" and o.get("keep_cols") != 0), ours[0] if ours else None)
+    mine = next((o for o in ours if o["impl"] == "ssl.h" and o.get("keep_cols") != 0 and full(o)), ours[0] if ours else None)
     pairs = [(o, base) for o in ours or [None]] + [(mine, t) for t in theirs if t is not base]
     for o, t in pairs:
         ratio = f"{o['images_per_s'] / t['images_per_s']:.2f}x" if o and t else "-"
         name = f"{k[0]}{' CIFAR stem' if k[1] == 'cifar' else ''}{engine(o)}"
         if o and o.get("keep_cols") == 0 and o["impl"] == "ssl.h":
             name += " (im2col columns rebuilt in the backward)"
+        if o and not full(o):  # the same data work as PyTorch's step: flip and normalize
+            name += f" (views: {o['recipe']}, no colour op: PyTorch's data work)" if o["recipe"] == "crop_flip" else f" (views: {o['recipe']})"
         tname = "" if not t else (f" ({t['optim']}{', compiled' if t.get('compiled') else ''})")
         print(f"| {name} | {k[2]} | {k[3]} | {k[4]} | {'split' if k[5] else 'throughput'}{tname} | "
               f"{o['images_per_s'] if o else '-'} | {t['images_per_s'] if t else '-'} | {ratio} | "
@@ -71,7 +78,7 @@ print("\nssl.h host ms: the host's own time a step (issuing launches, host math)
 # it assumes the loader keeps up (bench/gpu_e2e.sh measures whether it does).
 thr = {(r["impl"], r["res"]): r["images_per_s"] for r in rows
        if r["depth"] == 50 and r["stem"] == "imagenet" and r["precision"] == "bf16" and not r["split"]
-       and r.get("optim", "sgd") == "sgd"}
+       and r.get("optim", "sgd") == "sgd" and full(r)}
 if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")

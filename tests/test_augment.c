@@ -693,8 +693,8 @@ TEST(view_draw_determinism_and_rates) {
 }
 
 TEST(view_presets) {
-    const char *names[] = {"simclr", "byol", "crop_gray", "noise"};
-    for (int i = 0; i < 4; i++)
+    const char *names[] = {"simclr", "byol", "crop_gray", "crop_flip", "noise"};
+    for (int i = 0; i < 5; i++)
         for (int v = 0; v < 2; v++) {
             ssl_view_recipe r;
             CHECK_OK(ssl_view_preset(names[i], v, 224, &r));
@@ -718,12 +718,16 @@ TEST(view_presets) {
     CHECK_OK(ssl_view_preset("crop_gray", 0, 224, &r0));
     CHECK(r0.gray_p == 0.2f && r0.jitter_p == 0 && r0.blur_p == 0 && r0.flip_p == 0.5f && r0.scale_min == 0.08f,
           "crop_gray");
+    CHECK_OK(ssl_view_preset("crop_flip", 1, 224, &r0));
+    CHECK(r0.gray_p == 0 && r0.jitter_p == 0 && r0.blur_p == 0 && r0.solarize_p == 0 && r0.noise_p == 0 &&
+              r0.flip_p == 0.5f && r0.scale_min == 0.08f && r0.scale_max == 1.0f,
+          "crop_flip: crop and flip, no colour op");
     CHECK_OK(ssl_view_preset("noise", 0, 224, &r0));
     CHECK(r0.noise_p == 1 && r0.noise_std == 0.1f && r0.jitter_p == 0 && r0.gray_p == 0 && r0.flip_p == 0, "noise");
     ssl_aug_params p = ssl_view_draw(&r0, 500, 375, 1, 0, 0, 0);
     CHECK(p.crop_x == 0 && p.crop_y == 0 && p.crop_w == 500 && p.crop_h == 375 && p.noise_std == 0.1f,
           "noise preset must not crop");
-    CHECK_ERR(ssl_view_preset("simclrr", 0, 224, &r0), "unknown view preset 'simclrr' (valid: simclr, byol, crop_gray, noise)");
+    CHECK_ERR(ssl_view_preset("simclrr", 0, 224, &r0), "unknown view preset 'simclrr' (valid: simclr, byol, crop_gray, crop_flip, noise)");
     CHECK_ERR(ssl_view_preset("simclr", 0, 0, &r0), "output size 0");
     r0.hue = 0.7f;
     CHECK_ERR(ssl_view_recipe_check(&r0), "hue = 0.7");
