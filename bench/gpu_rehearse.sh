@@ -155,6 +155,9 @@ if [ "$MODE" = full ]; then
         done
         grep -q 'cuDNN where im2col would be' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the mixed rows" ||
             bad "brief: gpu_step.md has no mixed row"
+        # (no GPU here: the program is built and run, and says so)
+        [ -x build/cudnn_fusion ] && grep -q 'no CUDA device is visible' "$OUT/cudnn_fusion.err" 2> /dev/null &&
+            ok "brief: build/cudnn_fusion built and run" || bad "brief: build/cudnn_fusion not built or not run (see $OUT/cudnn_fusion.err)"
     fi
     rows=$(count "$OUT/bn_bench.md" '^| [1-4]x[0-9]*/[1-8]x[0-9]* | [0-9.]* | [124] |\( [0-9.]* |\)\{6\} \*\*[0-9.]*\*\* |')
     [ "$rows" = 24 ] && ok "brief: bn_bench.md has 5 statistics shapes x 2 splits and rows 2 and 4, for both presets" ||

@@ -38,6 +38,9 @@
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               R50 224 and R18 CIFAR with PyTorch's data work
 #                               (recipe=crop_flip: flip and normalize only);
+#                               in a cuDNN build, build/cudnn_fusion (does
+#                               cuDNN fuse BN's statistics, scale, shift and
+#                               ReLU into a convolution; FUSION_S=60 s);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
 #                               BRIEF_NONDET_BY seconds (360) have passed; then
 #                               gpu_* tests until BRIEF_S seconds (420)
@@ -77,6 +80,8 @@ build() {
     if [ "${WITH_CUDNN:-0}" = 1 ] && cudnn_prefix; then CUDNN_MAKE="CUDNN=1 CUDNN_PREFIX=$CUDNN_PRE"; fi
     log "make $DEPS $CUDNN_MAKE"
     make -j8 $DEPS $CUDNN_MAKE train pack probe build/tests-gpu build/gpu_step build/bn_bench 2>&1 | tail -20 | tee "$OUT/build.log"
+    # cuDNN's fused convolutions (graph API; its own program, no ssl.h)
+    [ -n "$CUDNN_MAKE" ] && { make $DEPS $CUDNN_MAKE build/cudnn_fusion 2>&1 | tail -3 | tee -a "$OUT/build.log"; }
     test -x build/tests-gpu && test -x build/gpu_step
 }
 # cuDNN's prefix into CUDNN_PRE: the toolkit's, else the nvidia-cudnn wheel's
@@ -220,6 +225,13 @@ brief() {
     ours recipe=crop_flip $r224
     ours recipe=crop_flip $c32
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
+    # does this cuDNN fuse BN's statistics (and its scale, shift and ReLU)
+    # into a convolution here, and at what cost beside the convolution alone
+    if [ -x build/cudnn_fusion ]; then
+        log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats per shape (at most ${FUSION_S:-60}s)"
+        timeout $(( ${FUSION_S:-60} + 30 )) build/cudnn_fusion seconds=${FUSION_S:-60} > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
+        log "cudnn_fusion exit $? at ${SECONDS}s"
+    fi
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
         log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
         SSL_CUDNN_NONDET=1 ours conv=mixed $r224
