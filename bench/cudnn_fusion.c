@@ -498,7 +498,7 @@ int main(int argc, char **argv) {
                              att - 1 == 2 ? "fp32" : "as x");
                 if (ran <= 0) {
                     printf("| %s | %s | %s | 0 / %d | - | - | - | - | %s |\n", p->name, ty ? "fp16" : "bf16", g_names[g], tried,
-                           g_why[0] ? g_why : "no engine configuration");
+                           g_why[0] ? g_why : now_s() >= deadline ? "out of time before a plan ran" : "no engine configuration");
                     free_made();
                     fflush(stdout);
                     continue;
