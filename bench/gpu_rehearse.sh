@@ -71,6 +71,9 @@ if [ "$TORCH" = 1 ]; then
     [ "$rows" -ge 7 ] && ok "step: gpu_step.md has $rows rows with a ratio" || bad "step: gpu_step.md has $rows rows with a ratio, 7 or more expected"
     grep -q '^| PyTorch | [0-9.]* | [0-9.]* |' "$OUT/gpu_step.md" && ok "step: ImageNet projection for PyTorch at 224 and 160" \
         || bad "step: no ImageNet projection row for PyTorch in gpu_step.md"
+    rows=$(count "$OUT/gpu_step.md" '^| ResNet-[0-9].* | \*\*[0-9.]*x\*\* | 1\.[25]x | \(yes\|no\) |$')
+    [ "$rows" = 3 ] && ok "step: gpu_step.md sets the three headline steps against the issue's targets" ||
+        bad "step: gpu_step.md has $rows of the 3 rows against the issue's targets"
 fi
 grep -q '^| ssl.h | [0-9.]* | [0-9.]* |' "$OUT/gpu_step.md" 2> /dev/null && ok "step: ImageNet projection for ssl.h at 224 and 160" \
     || bad "step: no ImageNet projection row for ssl.h in gpu_step.md"

@@ -72,6 +72,32 @@ for k in seen:
 print("\nssl.h host ms: the host's own time a step (issuing launches, host math), the step's wall time less the time "
       "it was blocked on the device. Well under the step time, the GPU rarely waits for launches; near it, CUDA graphs (the graph rows) remove it.")
 
+# Against issue 6's targets: per headline configuration (bf16, throughput
+# timing, the whole SimCLR recipe), the fastest ssl.h variant (engine,
+# graphs) beside PyTorch's default row, with the target ratio. Which
+# variant is fastest is read off the same run, so it is a pick, not a
+# default: the default is what the plain "ssl.h" row measures.
+targets = {(50, "imagenet", 224): 1.2, (50, "imagenet", 160): 1.2, (18, "cifar", 32): 1.5}
+verdict = []
+for (d, stem, res), want in targets.items():
+    rs = [r for r in rows if (r["depth"], r["stem"], r["res"]) == (d, stem, res) and r["precision"] == "bf16" and not r["split"]]
+    t = next((r for r in rs if r["impl"] == "torch" and r.get("optim", "sgd") == "sgd" and not r.get("compiled")), None)
+    mine = [r for r in rs if r["impl"].startswith("ssl.h") and full(r) and r.get("keep_cols") != 0]
+    if not t or not mine:
+        continue
+    plain = next((r for r in mine if r["impl"] == "ssl.h"), None)
+    best = max(mine, key=lambda r: r["images_per_s"])
+    name = engine(best)[2:-1] if best["impl"] != "ssl.h" else "ssl.h (the default: GEMM path, no graphs)"
+    ratio = best["images_per_s"] / t["images_per_s"]
+    dflt = f"{plain['images_per_s'] / t['images_per_s']:.2f}x" if plain else "-"
+    verdict.append(f"| ResNet-{d}{' CIFAR stem' if stem == 'cifar' else ''} at {res} | {t['images_per_s']} | {dflt} | {name} | "
+                   f"{best['images_per_s']} | **{ratio:.2f}x** | {want}x | {'yes' if ratio >= want else 'no'} |")
+if verdict:
+    print("\nAgainst issue 6's targets (bf16, throughput, the whole SimCLR recipe on ssl.h's side):\n")
+    print("| step | PyTorch img/s | ssl.h default / PyTorch | fastest ssl.h variant in this run | its img/s | its ratio | target | met |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(verdict))
+
 # The projection issue 6 asks for: 100 epochs of SimCLR ResNet-50 on
 # ImageNet-1k (1,281,167 images) at the measured step rates (throughput
 # rows, bf16), beside the paper's 35 hours on one A100. The step rate only:
