@@ -320,39 +320,47 @@ GPU_TEST(bf16_relu_masks_same_bits) {
         mask_case(gpu, 16, res);
         mask_case(gpu, 6, res);
     }
-    /* a model's step: the bits-reading backward gives the same gradients */
-    ssl_model_config mc = ssl_model_config_default();
-    mc.depth = 18, mc.cifar_stem = 1, mc.width = 0.125, mc.seed = 5;
-    snprintf(mc.projector, sizeof mc.projector, "64-32");
-    ssl_model m[2];
-    enum { N = 8, S = 16 };
-    ssl_tensor xh = g_rand(97, 4, N, S, S, 3, -1.5f, 1.5f), gh = g_rand(98, 2, N, 32, 0, 0, -1, 1);
-    ssl_tensor xd = g_tensor(gpu, &xh), gd = g_tensor(gpu, &gh);
-    float *grads[2];
-    double bytes[2];
-    ssl_cuda_set_precision(1);
-    for (int k = 0; k < 2; k++) {
-        if (ssl_model_init(&m[k], &mc)) { CHECK(0, "%s", ssl_last_error()); return; }
-        m[k].no_masks = k;
-        CHECK_OK(ssl_model_to_device(&m[k]));
-        CHECK_OK(ssl_model_plan(&m[k], N, S, S, 1));
-        bytes[k] = (double)m[k].slot_bytes;
-        CHECK((m[k].layers[m[k].stem].mask >= 0) == !k, "model %d: stem mask offset %lld", k, (long long)m[k].layers[m[k].stem].mask);
-        CHECK_OK(ssl_model_forward(&m[k], 0, xd.data, 1));
-        CHECK_OK(ssl_model_backward(&m[k], 0, &gd));
-        ssl_params_download(&m[k].params);
-        grads[k] = (float *)ssl_malloc(sizeof(float) * (size_t)m[k].params.total, "grads");
-        ssl_cuda_to_host(grads[k], m[k].params.grad, sizeof(float) * (size_t)m[k].params.total);
+    /* a model's step: the bits-reading backward gives the same gradients;
+       with the ImageNet stem, also the max pool's backward from the
+       winners kept in the forward (planned with the masks) */
+    for (int st = 0; st < 2; st++) {
+        ssl_model_config mc = ssl_model_config_default();
+        mc.depth = 18, mc.cifar_stem = !st, mc.width = 0.125, mc.seed = 5;
+        snprintf(mc.projector, sizeof mc.projector, "64-32");
+        ssl_model m[2];
+        enum { N = 8 };
+        int S = st ? 32 : 16;
+        ssl_tensor xh = g_rand(97, 4, N, S, S, 3, -1.5f, 1.5f), gh = g_rand(98, 2, N, 32, 0, 0, -1, 1);
+        ssl_tensor xd = g_tensor(gpu, &xh), gd = g_tensor(gpu, &gh);
+        float *grads[2];
+        double bytes[2];
+        ssl_cuda_set_precision(1);
+        for (int k = 0; k < 2; k++) {
+            if (ssl_model_init(&m[k], &mc)) { CHECK(0, "%s", ssl_last_error()); return; }
+            m[k].no_masks = k;
+            CHECK_OK(ssl_model_to_device(&m[k]));
+            CHECK_OK(ssl_model_plan(&m[k], N, S, S, 1));
+            bytes[k] = (double)m[k].slot_bytes;
+            CHECK((m[k].layers[m[k].stem].mask >= 0) == !k, "model %d: stem mask offset %lld", k, (long long)m[k].layers[m[k].stem].mask);
+            CHECK((m[k].pool_arg >= 0) == (st && !k), "model %d (%s stem): pool winners' offset %lld", k, st ? "ImageNet" : "CIFAR",
+                  (long long)m[k].pool_arg);
+            CHECK_OK(ssl_model_forward(&m[k], 0, xd.data, 1));
+            CHECK_OK(ssl_model_backward(&m[k], 0, &gd));
+            ssl_params_download(&m[k].params);
+            grads[k] = (float *)ssl_malloc(sizeof(float) * (size_t)m[k].params.total, "grads");
+            ssl_cuda_to_host(grads[k], m[k].params.grad, sizeof(float) * (size_t)m[k].params.total);
+        }
+        ssl_cuda_set_precision(0);
+        printf("    %s stem: activations per slot: %.0f bytes with masks%s, %.0f without (+%.1f%%)\n", st ? "ImageNet" : "CIFAR",
+               bytes[0], st ? " and the pool's winners" : "", bytes[1], 100 * (bytes[0] / bytes[1] - 1));
+        CHECK(memcmp(grads[0], grads[1], sizeof(float) * (size_t)m[0].params.total) == 0,
+              "%s stem: the model's gradients differ between reading masks (and kept winners) and reading outputs",
+              st ? "ImageNet" : "CIFAR");
+        free(grads[0]), free(grads[1]);
+        ssl_model_free(&m[0]), ssl_model_free(&m[1]);
+        g_release(gpu, &xd), g_release(gpu, &gd);
+        free_h(&xh), free_h(&gh);
     }
-    ssl_cuda_set_precision(0);
-    printf("    activations per slot: %.0f bytes with masks, %.0f without (+%.1f%%)\n", bytes[0], bytes[1],
-           100 * (bytes[0] / bytes[1] - 1));
-    CHECK(memcmp(grads[0], grads[1], sizeof(float) * (size_t)m[0].params.total) == 0,
-          "the model's gradients differ between reading masks and reading outputs");
-    free(grads[0]), free(grads[1]);
-    ssl_model_free(&m[0]), ssl_model_free(&m[1]);
-    g_release(gpu, &xd), g_release(gpu, &gd);
-    free_h(&xh), free_h(&gh);
 }
 
 /* The statistics passes' thread shapes (ssl_cuda_set_bn_stats, for
