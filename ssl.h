@@ -1414,7 +1414,8 @@ typedef struct {
     int planned_masks, planned_grads;
     int forward_only;          /* 1: never runs backward (BYOL's target): no activation-gradient buffers */
     int no_masks;              /* GPU plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
-                                  not the 2- or 4-byte output); 1: read the outputs (the same results) */
+                                  not the 2- or 4-byte output) and the stem pool's winners (pool_arg);
+                                  1: read the outputs, find the winners again (the same results) */
     int keep_cols;             /* the convolutions' im2col columns kept from the forward for the backward
                                   (ssl_conv2d_forward_cols: the backward's im2col saved, the same results):
                                   -1 (ssl_model_init's default) on the GPU's GEMM path when the plan with them
