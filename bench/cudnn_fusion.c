@@ -35,7 +35,7 @@
    against the host's sums of the Y it read back. A row says what failed
    where nothing ran.
 
-     build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50]
+     build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50] [types=both|bf16]
 
    Writes a markdown table on stdout; one row per shape, type and graph. */
 #include <cuda_runtime.h>
@@ -386,21 +386,24 @@ static double xin_at(const shape *p, const uint16_t *hx, const float *sc, const 
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50]\n");
+    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50] [types=both|bf16]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     double seconds = 120;
     int plans = 6;
-    const char *which = "all";
+    const char *which = "all", *types = "both";
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "seconds=", 8)) seconds = atof(argv[i] + 8);
         else if (!strncmp(argv[i], "plans=", 6)) plans = atoi(argv[i] + 6);
         else if (!strncmp(argv[i], "shapes=", 7)) which = argv[i] + 7;
+        else if (!strncmp(argv[i], "types=", 6)) types = argv[i] + 6;
         else usage();
     }
-    if (!(seconds > 0) || plans < 1 || (strcmp(which, "all") && strcmp(which, "r18") && strcmp(which, "r50"))) usage();
+    if (!(seconds > 0) || plans < 1 || (strcmp(which, "all") && strcmp(which, "r18") && strcmp(which, "r50")) ||
+        (strcmp(types, "both") && strcmp(types, "bf16")))
+        usage();
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
         fprintf(stderr, "cudnn_fusion: no CUDA device is visible\n");
@@ -436,7 +439,7 @@ int main(int argc, char **argv) {
         if (!strcmp(which, "r50") && strncmp(p->name, "R50", 3)) continue;
         int oh = oh_of(p), ow = ow_of(p);
         size_t nx = (size_t)p->n * p->h * p->w * p->c, nw = (size_t)p->k * p->r * p->s * p->c, ny = (size_t)p->n * oh * ow * p->k;
-        for (int ty = 0; ty < 2; ty++) {
+        for (int ty = 0; ty < (strcmp(types, "bf16") ? 2 : 1); ty++) {
             g_fp16 = ty;
             cudnnDataType_t io = ty ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
             /* host data: x in [-1, 1), w scaled by 1/sqrt(fan-in), scale in [0.5, 1.5), bias in [-0.5, 0.5) */

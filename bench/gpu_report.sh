@@ -40,7 +40,7 @@
 #                               (recipe=crop_flip: flip and normalize only);
 #                               in a cuDNN build, build/cudnn_fusion (does
 #                               cuDNN fuse BN's statistics, scale, shift and
-#                               ReLU into a convolution; FUSION_S=60 s);
+#                               ReLU into a convolution; bf16, FUSION_S=45 s);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
 #                               BRIEF_NONDET_BY seconds (360) have passed; then
 #                               gpu_* tests until BRIEF_S seconds (420)
@@ -228,8 +228,8 @@ brief() {
     # does this cuDNN fuse BN's statistics (and its scale, shift and ReLU)
     # into a convolution here, and at what cost beside the convolution alone
     if [ -x build/cudnn_fusion ]; then
-        log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats per shape (at most ${FUSION_S:-60}s)"
-        timeout $(( ${FUSION_S:-60} + 30 )) build/cudnn_fusion seconds=${FUSION_S:-60} > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
+        log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats, wgrad, sbr+wgrad per shape, bf16 (at most ${FUSION_S:-45}s)"
+        timeout $(( ${FUSION_S:-45} + 30 )) build/cudnn_fusion seconds=${FUSION_S:-45} types=bf16 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
         log "cudnn_fusion exit $? at ${SECONDS}s"
     fi
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
