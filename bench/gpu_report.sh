@@ -229,7 +229,7 @@ brief() {
     # into a convolution here, and at what cost beside the convolution alone
     if [ -x build/cudnn_fusion ]; then
         log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats, wgrad, sbr+wgrad per shape, bf16 (at most ${FUSION_S:-45}s)"
-        timeout $(( ${FUSION_S:-45} + 30 )) build/cudnn_fusion seconds=${FUSION_S:-45} types=bf16 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
+        timeout $(( ${FUSION_S:-45} + 30 )) build/cudnn_fusion seconds=${FUSION_S:-45} types=bf16 plans=3 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
         log "cudnn_fusion exit $? at ${SECONDS}s"
     fi
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
