@@ -211,29 +211,30 @@ static int build(cudnnHandle_t h, const shape *p, int g, cudnnDataType_t io, cud
     SET(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
     SET(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad);
     TRY(cudnnBackendFinalize(conv));
+    /* the forward (X, W -> Y) or the weight gradient (X, dY in Y's tensor -> dW in W's): the same attributes */
+    static const struct {
+        cudnnBackendDescriptorType_t type;
+        cudnnBackendAttributeName_t x, w, y, desc, alpha, beta;
+    } kinds[2] = {{CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+                  {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+                   CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA}};
+    const int kd = is_wgrad(g);
     float alpha = 1.0f, beta = 0.0f;
-    if (is_wgrad(g)) { /* dW (W's tensor) from x (after the prologue) and dy (Y's tensor) */
-        NEW(cop, CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xin);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &Y);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &W);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-        SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-        TRY(cudnnBackendFinalize(cop));
-        ops[nops++] = cop;
-        goto graph;
-    }
-    NEW(cop, CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xin);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &W);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &Y);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-    SET(cop, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+    NEW(cop, kinds[kd].type);
+    SET(cop, kinds[kd].x, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xin);
+    SET(cop, kinds[kd].w, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &W);
+    SET(cop, kinds[kd].y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &Y);
+    SET(cop, kinds[kd].desc, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
+    SET(cop, kinds[kd].alpha, CUDNN_TYPE_FLOAT, 1, &alpha);
+    SET(cop, kinds[kd].beta, CUDNN_TYPE_FLOAT, 1, &beta);
     TRY(cudnnBackendFinalize(cop));
     ops[nops++] = cop;
-    if (g == G_STATS || g == G_SBR || g == G_REDUCE) {
+    if (has_sums(g)) {
         if (tensor(&S, U_SUM, CUDNN_DATA_FLOAT, 1, p->k, 1, 1, false) || tensor(&Q, U_SQ, CUDNN_DATA_FLOAT, 1, p->k, 1, 1, false))
             return -1;
     }
@@ -255,7 +256,6 @@ static int build(cudnnHandle_t h, const shape *p, int g, cudnnDataType_t io, cud
             pointwise(&ops[nops++], CUDNN_POINTWISE_MUL, Y, Y, V4) || reduce_add(&ops[nops++], V4, Q))
             return -1;
     }
-graph:
     NEW(*graph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
     SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
@@ -386,7 +386,7 @@ static double xin_at(const shape *p, const uint16_t *hx, const float *sc, const 
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50] [types=both|bf16]\n");
+    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6 (1-32)] [shapes=all|r18|r50] [types=both|bf16]\n");
     exit(2);
 }
 
@@ -395,13 +395,15 @@ int main(int argc, char **argv) {
     int plans = 6;
     const char *which = "all", *types = "both";
     for (int i = 1; i < argc; i++) {
-        if (!strncmp(argv[i], "seconds=", 8)) seconds = atof(argv[i] + 8);
-        else if (!strncmp(argv[i], "plans=", 6)) plans = atoi(argv[i] + 6);
+        char *end = NULL;
+        if (!strncmp(argv[i], "seconds=", 8)) seconds = strtod(argv[i] + 8, &end);
+        else if (!strncmp(argv[i], "plans=", 6)) plans = (int)strtol(argv[i] + 6, &end, 10);
         else if (!strncmp(argv[i], "shapes=", 7)) which = argv[i] + 7;
         else if (!strncmp(argv[i], "types=", 6)) types = argv[i] + 6;
         else usage();
+        if (end && (end == strchr(argv[i], '=') + 1 || *end)) usage(); /* a number, and nothing after it */
     }
-    if (!(seconds > 0) || plans < 1 || (strcmp(which, "all") && strcmp(which, "r18") && strcmp(which, "r50")) ||
+    if (!(seconds > 0) || plans < 1 || plans > 32 || (strcmp(which, "all") && strcmp(which, "r18") && strcmp(which, "r50")) ||
         (strcmp(types, "both") && strcmp(types, "bf16")))
         usage();
     int ndev = 0;
