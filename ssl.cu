@@ -3291,8 +3291,8 @@ template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
         ssl__pool_winners<T, V, K>(g, x, (int)n, (int)oy, (int)ox, (int)ch, b, pos);
         uint32_t at = o * (uint32_t)g.c + ch;
         if (ARG != 1) ssl__vio<V>::st(y + at, b);
-        if (!ARG) {
-        } else if (V == 8) { /* one 8-byte store */
+        if (!ARG) return;
+        if (V == 8) { /* one 8-byte store */
             uint64_t w = 0;
             for (int e = 0; e < V; e++) w |= (uint64_t)ssl__pool_byte(pos[e]) << (8 * e);
 #ifdef __CUDA_ARCH__

@@ -6569,6 +6569,10 @@ static ssl_tensor ssl__layer_cols(const ssl_model *m, const ssl_layer *L, char *
     int64_t rows = (int64_t)m->n * L->oh * L->ow, k = (int64_t)L->k * L->k * L->cin;
     return ssl_tensor_as(ssl__mmat(m, L->cols >= 0 ? A + L->cols : NULL, rows, k), L->dtype);
 }
+/* the stem pool's winners, a byte per pooled value, in slot memory A (m->pool_arg >= 0) */
+static ssl_tensor ssl__pool_arg(const ssl_model *m, char *A) {
+    return ssl_tensor_as(ssl__mvec(m, A + m->pool_arg, (int64_t)m->n * m->pool_h * m->pool_w * m->layers[m->stem].cout), SSL_U8);
+}
 /* the layer's ReLU bit mask in slot memory A (L->mask >= 0) */
 static ssl_tensor ssl__layer_mask(const ssl_model *m, const ssl_layer *L, char *A) {
     return ssl_tensor_as(ssl__mvec(m, A + L->mask, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8), SSL_U8);
@@ -6665,7 +6669,7 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
     if (m->maxpool) {
         ssl_tensor pooled = ssl__mnhwc(m, S->dtype, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = ssl_tensor_as(ssl__mvec(m, A + (m->pool_arg >= 0 ? m->pool_arg : 0), ssl_tensor_numel(&pooled)), SSL_U8);
+        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
         if (m->pool_arg >= 0 ? ssl_maxpool2d_forward_arg(&last, 3, 2, 1, &pooled, &arg) : ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled))
             return -1;
     }
@@ -6781,7 +6785,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         int o = (a + 1) % 3;
         ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
         ssl_tensor dy = ssl__mnhwc(m, S->dtype, G[a], m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = ssl_tensor_as(ssl__mvec(m, A + (m->pool_arg >= 0 ? m->pool_arg : 0), ssl_tensor_numel(&dy)), SSL_U8);
+        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
         if (m->pool_arg >= 0 ? ssl_maxpool2d_backward_arg(&arg, &dy, 3, 2, 1, &dx) : ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx))
             return -1;
         a = o;
