@@ -121,7 +121,8 @@ static cudaStream_t ssl__cs(void) {
    code, and stops the program naming it (ssl__no_capture). */
 static int ssl__capturing;
 static long long ssl__churn;
-/* a 0/1 switch from the environment: unset or empty is 0; anything but 0 or 1 stops the program */
+/* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
+   anything else stops the program with the reason (not read as off) */
 static int ssl__env_flag(const char *name) {
     const char *e = getenv(name);
     if (!e || !*e || !strcmp(e, "0")) return 0;
@@ -2057,8 +2058,6 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
     }
     return ssl__fail("conv engine '%s': expected gemm, cudnn, mixed or auto", engine);
 }
-/* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
-   anything else stops the program with the reason (not read as off) */
 /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
    too (what PyTorch's cudnn.benchmark picks from unless deterministic
    algorithms are asked for): for measuring; the same call may then give
