@@ -16,9 +16,20 @@
    bf16, has engines for these graphs, and at what cost, is not written
    anywhere we can read without a GPU; this program asks it.
 
-   For each of a few convolution shapes of the headline steps (ResNet-50 at
-   224, batch 256; ResNet-18 CIFAR, batch 512), in bf16 and fp16, and each
-   graph:
+   cuDNN's documentation answers part of it: its pattern engines for these
+   fusions (ConvBNfprop: scale + bias + ReLU + conv + GenStats, and conv +
+   GenStats; ConvBNwgrad) take fp16 tensors only, while ssl.h's step, as
+   the issue's target, is bf16. Its runtime-fused batch norm (NormAddRelu
+   forward, DReluForkDNorm backward) takes bf16. So this program measures
+   two things:
+
+   1. Batch norm through cuDNN (bn_section below, first): the forward with
+      the residual add, ReLU and the ReLU's mask as bits, and the backward
+      after the mask's dReLU, on batch norm shapes of the headline steps,
+      with GB/s beside bench/bn_bench.c's rows for ssl.h's own passes.
+   2. The convolution fusions: for a few convolution shapes of the
+      headline steps (ResNet-50 at 224, batch 256; ResNet-18 CIFAR, batch
+      512), in fp16 then bf16, each graph:
      conv              X -> conv -> Y                      (the baseline)
      conv+stats        ... then GenStats(Y) -> sum, sum of squares
      conv+reduce       ... then Reduction(add) of Y and of Y*Y
@@ -26,18 +37,25 @@
      wgrad             dW from X and dY                    (the baseline)
      sbr+wgrad         dW from relu(X * scale + bias) and dY: the backward
                        then needs no stored normalized tensor
-   it builds the operation graph, asks the heuristics (mode A, then
-   fallback) for engine configurations, finalizes a plan for each (up to
-   PLANS), times each (3 warm-up and 10 timed runs, CUDA events) and keeps
-   the fastest. It checks the fastest plan's results: Y at 512 sampled
-   points (dW at 64) against a double-precision sum on the host (over the
-   prologue's output, for sbr), and every channel's sum and sum of squares
-   against the host's sums of the Y it read back. A row says what failed
-   where nothing ran.
+   For each graph it builds the operation graph, asks the heuristics (mode
+   A, then fallback) for engine configurations, finalizes a plan for each
+   (up to PLANS), times each (3 warm-up and 10 timed runs, CUDA events) and
+   keeps the fastest. It checks the fastest plan's results against the host
+   in double: for the convolutions, Y at 512 sampled points (dW at 64) (over
+   the prologue's output, for sbr) and every channel's sum and sum of
+   squares against the host's sums of the Y it read back; for batch norm,
+   see the checks under its table. A row says what failed where nothing
+   ran.
 
-     build/cudnn_fusion [seconds=120] [plans=6] [shapes=all|r18|r50] [types=both|bf16]
+     build/cudnn_fusion [seconds=120] [plans=6] [only=all|bn|conv]
+                        [shapes=all|r18|r50] [types=both|fp16|bf16]
 
-   Writes a markdown table on stdout; one row per shape, type and graph. */
+   only=all gives batch norm the first half of the seconds; shapes= and
+   types= choose the convolutions' rows (both: each shape in fp16, then in
+   bf16; batch norm is bf16).
+
+   Writes markdown on stdout: a table per part, a row per shape and pass
+   (or type and graph). */
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <math.h>
@@ -270,30 +288,38 @@ typedef struct {
     int aff_h; /* sbr: scale and bias in the tensors' type (scale_h, bias_h), else float */
 } bufs;
 
-/* the variant pack of graph kind g over b's buffers */
-static int varpack(int g, const bufs *b, cudnnBackendDescriptor_t *vp) {
-    int64_t uids[8] = {U_X, U_W, U_Y};
-    void *ptrs[8] = {b->x, b->w, b->y}, *ws = b->ws;
-    int nu = 3;
-    if (has_sums(g)) uids[nu] = U_SUM, ptrs[nu++] = b->sum, uids[nu] = U_SQ, ptrs[nu++] = b->sq;
-    if (is_sbr(g)) {
-        uids[nu] = U_SCALE, ptrs[nu++] = b->aff_h ? b->scale_h : b->scale;
-        uids[nu] = U_BIAS, ptrs[nu++] = b->aff_h ? b->bias_h : b->bias;
-    }
+/* a graph's tensors by unique id and their buffers (device, or host for a
+   by-value scalar), the workspace added when the pack is made */
+typedef struct {
+    int64_t uids[24];
+    void *ptrs[24];
+    int n;
+} io_list;
+static void io_add(io_list *l, int64_t uid, void *ptr) { l->uids[l->n] = uid, l->ptrs[l->n++] = ptr; }
+static int varpack(const io_list *l, void *ws, cudnnBackendDescriptor_t *vp) {
     NEW(*vp, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    SET(*vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, nu, uids);
-    SET(*vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, nu, ptrs);
+    SET(*vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, l->n, l->uids);
+    SET(*vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, l->n, l->ptrs);
     SET(*vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
     TRY(cudnnBackendFinalize(*vp));
     return 0;
+}
+/* the convolution graph kind g's tensors over b's buffers */
+static io_list conv_io(int g, const bufs *b) {
+    io_list l = {{0}, {0}, 0};
+    io_add(&l, U_X, b->x), io_add(&l, U_W, b->w), io_add(&l, U_Y, b->y);
+    if (has_sums(g)) io_add(&l, U_SUM, b->sum), io_add(&l, U_SQ, b->sq);
+    if (is_sbr(g)) io_add(&l, U_SCALE, b->aff_h ? b->scale_h : b->scale), io_add(&l, U_BIAS, b->aff_h ? b->bias_h : b->bias);
+    return l;
 }
 
 /* engine configurations for graph (mode A, then fallback), plans finalized
    (at most plans), each timed; the fastest plan's time into *ms and the
    plan into *best (its workspace fits in b->ws, which only grows). Returns
    the count of plans that ran, or -1. */
-static int tune(cudnnHandle_t h, cudnnBackendDescriptor_t graph, int g, bufs *b, int plans, double deadline, float *ms,
-                cudnnBackendDescriptor_t *best, int *tried) {
+static double g_build_s; /* tune's plan finalizations, seconds (runtime-fused engines compile their kernels there) */
+static int tune(cudnnHandle_t h, cudnnBackendDescriptor_t graph, const io_list *io, void **ws, size_t *ws_cap, int plans,
+                double deadline, float *ms, cudnnBackendDescriptor_t *best, int *tried) {
     cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     int ran = 0;
     *ms = 1e30f, *best = NULL, *tried = 0;
@@ -325,23 +351,25 @@ static int tune(cudnnHandle_t h, cudnnBackendDescriptor_t graph, int g, bufs *b,
             SET(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
             SET(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i]);
             ++*tried;
+            double t0 = now_s();
             cudnnStatus_t fs = cudnnBackendFinalize(plan);
+            g_build_s += now_s() - t0;
             if (fs != CUDNN_STATUS_SUCCESS) {
                 if (!g_why[0]) snprintf(g_why, sizeof g_why, "plan finalize: %s", cudnnGetErrorString(fs));
                 continue;
             }
             int64_t wsz = 0, cnt = 0;
             TRY(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &wsz));
-            if ((size_t)wsz > b->ws_cap) {
+            if ((size_t)wsz > *ws_cap) {
                 void *nw = NULL;
                 if (cudaMalloc(&nw, (size_t)wsz) != cudaSuccess) { /* too big: the next configuration */
                     (void)cudaGetLastError();
                     continue;
                 }
-                if (b->ws) CUDA_OK(cudaFree(b->ws));
-                b->ws = nw, b->ws_cap = (size_t)wsz;
+                if (*ws) CUDA_OK(cudaFree(*ws));
+                *ws = nw, *ws_cap = (size_t)wsz;
             }
-            if (varpack(g, b, &vp)) return -1;
+            if (varpack(io, *ws, &vp)) return -1;
             int ok = 1;
             for (int r = 0; r < 3 && ok; r++) ok = cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS;
             if (!ok || cudaDeviceSynchronize() != cudaSuccess) {
@@ -385,26 +413,330 @@ static double xin_at(const shape *p, const uint16_t *hx, const float *sc, const 
     return form == 2 ? v : from_h(to_h(v));
 }
 
+/* ---- batch norm through cuDNN: NormForward and NormBackward ----
+   cuDNN's runtime-fused batch norm (its documentation's NormAddRelu and
+   DReluForkDNorm patterns) takes bf16 tensors, unlike its convolution
+   fusions (fp16 only). If it moves a tensor nearer the memory's bandwidth
+   than ssl.h's own passes (bench/bn_bench.c on the same shapes), ssl.cu
+   can hand it its batch norms. Per shape of the headline steps:
+     forward    x -> batch norm (training: mean, 1/std, running mean and
+                variance) [+ residual z] -> ReLU -> y, with the ReLU's mask
+                as bits (x > 0, cuDNN's packed BOOLEAN: ssl.h's own layout)
+     backward   dy * mask -> dz [kept where the block has a residual: its
+                gradient] -> batch norm's backward -> dx, dscale, dbias */
+typedef struct { int n, h, w, c, add; const char *name; } bnshape;
+enum { B_X = 40, B_Z, B_Y, B_MASK, B_SCALE, B_BIAS, B_MEAN, B_INV, B_EPS, B_MOM, B_RM, B_RV, B_RM2, B_RV2, B_ZERO,
+       B_DY, B_DZ, B_DX, B_DSCALE, B_DBIAS, B_V1, B_V2 };
+static const char *const bn_forms[3] = {"mask from the ReLU's input", "mask from y", "no mask"};
+
+/* a float passed by value (its pointer in the variant pack is host memory) */
+static int scalar(cudnnBackendDescriptor_t *t, int64_t uid) {
+    int64_t one[4] = {1, 1, 1, 1}, align = 16;
+    cudnnDataType_t dt = CUDNN_DATA_FLOAT;
+    bool byval = true;
+    NEW(*t, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    SET(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
+    SET(*t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, one);
+    SET(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, one);
+    SET(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+    SET(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
+    SET(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval);
+    TRY(cudnnBackendFinalize(*t));
+    return 0;
+}
+static int per_channel(cudnnBackendDescriptor_t *t, int64_t uid, int c) {
+    return tensor(t, uid, CUDNN_DATA_FLOAT, 1, c, 1, 1, false);
+}
+static int op_graph(cudnnHandle_t h, cudnnBackendDescriptor_t *ops, int nops, cudnnBackendDescriptor_t *graph) {
+    NEW(*graph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
+    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+    TRY(cudnnBackendFinalize(*graph));
+    return 0;
+}
+/* the forward; form: where the mask's comparison reads (bn_forms) */
+static int build_bn_fwd(cudnnHandle_t h, const bnshape *p, int form, cudnnDataType_t io, cudnnBackendDescriptor_t *graph) {
+    cudnnBackendDescriptor_t X, Z, Y, M, SC, BI, ME, IV, EP, MO, RM, RV, RM2, RV2, ZE, V1, V2, op, ops[4];
+    int nops = 0;
+    if (tensor(&X, B_X, io, p->n, p->c, p->h, p->w, false) || tensor(&Y, B_Y, io, p->n, p->c, p->h, p->w, false) ||
+        tensor(&V1, B_V1, CUDNN_DATA_FLOAT, p->n, p->c, p->h, p->w, true) || per_channel(&SC, B_SCALE, p->c) ||
+        per_channel(&BI, B_BIAS, p->c) || per_channel(&ME, B_MEAN, p->c) || per_channel(&IV, B_INV, p->c) ||
+        per_channel(&RM, B_RM, p->c) || per_channel(&RV, B_RV, p->c) || per_channel(&RM2, B_RM2, p->c) ||
+        per_channel(&RV2, B_RV2, p->c) || scalar(&EP, B_EPS) || scalar(&MO, B_MOM))
+        return -1;
+    cudnnBackendNormMode_t mode = CUDNN_BATCH_NORM;
+    cudnnBackendNormFwdPhase_t phase = CUDNN_NORM_FWD_TRAINING;
+    NEW(op, CUDNN_BACKEND_OPERATION_NORM_FORWARD_DESCRIPTOR);
+    SET(op, CUDNN_ATTR_OPERATION_NORM_FWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
+    SET(op, CUDNN_ATTR_OPERATION_NORM_FWD_PHASE, CUDNN_TYPE_NORM_FWD_PHASE, 1, &phase);
+    static const cudnnBackendAttributeName_t names[] = {
+        CUDNN_ATTR_OPERATION_NORM_FWD_XDESC, CUDNN_ATTR_OPERATION_NORM_FWD_MEAN_DESC,
+        CUDNN_ATTR_OPERATION_NORM_FWD_INV_VARIANCE_DESC, CUDNN_ATTR_OPERATION_NORM_FWD_SCALE_DESC,
+        CUDNN_ATTR_OPERATION_NORM_FWD_BIAS_DESC, CUDNN_ATTR_OPERATION_NORM_FWD_EPSILON_DESC,
+        CUDNN_ATTR_OPERATION_NORM_FWD_EXP_AVG_FACTOR_DESC, CUDNN_ATTR_OPERATION_NORM_FWD_INPUT_RUNNING_MEAN_DESC,
+        CUDNN_ATTR_OPERATION_NORM_FWD_INPUT_RUNNING_VAR_DESC, CUDNN_ATTR_OPERATION_NORM_FWD_OUTPUT_RUNNING_MEAN_DESC,
+        CUDNN_ATTR_OPERATION_NORM_FWD_OUTPUT_RUNNING_VAR_DESC, CUDNN_ATTR_OPERATION_NORM_FWD_YDESC};
+    cudnnBackendDescriptor_t vals[] = {X, ME, IV, SC, BI, EP, MO, RM, RV, RM2, RV2, V1};
+    for (int i = 0; i < 12; i++) SET(op, names[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &vals[i]);
+    TRY(cudnnBackendFinalize(op));
+    ops[nops++] = op;
+    cudnnBackendDescriptor_t pre = V1;
+    if (p->add) {
+        if (tensor(&Z, B_Z, io, p->n, p->c, p->h, p->w, false) ||
+            tensor(&V2, B_V2, CUDNN_DATA_FLOAT, p->n, p->c, p->h, p->w, true) ||
+            pointwise(&ops[nops++], CUDNN_POINTWISE_ADD, V1, Z, V2))
+            return -1;
+        pre = V2;
+    }
+    if (pointwise(&ops[nops++], CUDNN_POINTWISE_RELU_FWD, pre, NULL, Y)) return -1;
+    if (form < 2 && (tensor(&M, B_MASK, CUDNN_DATA_BOOLEAN, p->n, p->c, p->h, p->w, false) || scalar(&ZE, B_ZERO) ||
+                     pointwise(&ops[nops++], CUDNN_POINTWISE_CMP_GT, form == 0 ? pre : Y, ZE, M)))
+        return -1;
+    return op_graph(h, ops, nops, graph);
+}
+/* the backward: dz = dy * mask (kept where the shape has a residual), then batch norm's */
+static int build_bn_bwd(cudnnHandle_t h, const bnshape *p, cudnnDataType_t io, cudnnBackendDescriptor_t *graph) {
+    cudnnBackendDescriptor_t DY, M, DZ, X, DX, SC, ME, IV, DSC, DBI, op, ops[2];
+    if (tensor(&DY, B_DY, io, p->n, p->c, p->h, p->w, false) ||
+        tensor(&M, B_MASK, CUDNN_DATA_BOOLEAN, p->n, p->c, p->h, p->w, false) ||
+        tensor(&DZ, B_DZ, p->add ? io : CUDNN_DATA_FLOAT, p->n, p->c, p->h, p->w, !p->add) ||
+        tensor(&X, B_X, io, p->n, p->c, p->h, p->w, false) || tensor(&DX, B_DX, io, p->n, p->c, p->h, p->w, false) ||
+        per_channel(&SC, B_SCALE, p->c) || per_channel(&ME, B_MEAN, p->c) || per_channel(&IV, B_INV, p->c) ||
+        per_channel(&DSC, B_DSCALE, p->c) || per_channel(&DBI, B_DBIAS, p->c) ||
+        pointwise(&ops[0], CUDNN_POINTWISE_MUL, DY, M, DZ))
+        return -1;
+    cudnnBackendNormMode_t mode = CUDNN_BATCH_NORM;
+    NEW(op, CUDNN_BACKEND_OPERATION_NORM_BACKWARD_DESCRIPTOR);
+    SET(op, CUDNN_ATTR_OPERATION_NORM_BWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
+    static const cudnnBackendAttributeName_t names[] = {
+        CUDNN_ATTR_OPERATION_NORM_BWD_XDESC, CUDNN_ATTR_OPERATION_NORM_BWD_MEAN_DESC,
+        CUDNN_ATTR_OPERATION_NORM_BWD_INV_VARIANCE_DESC, CUDNN_ATTR_OPERATION_NORM_BWD_DYDESC,
+        CUDNN_ATTR_OPERATION_NORM_BWD_SCALE_DESC, CUDNN_ATTR_OPERATION_NORM_BWD_DSCALE_DESC,
+        CUDNN_ATTR_OPERATION_NORM_BWD_DBIAS_DESC, CUDNN_ATTR_OPERATION_NORM_BWD_DXDESC};
+    cudnnBackendDescriptor_t vals[] = {X, ME, IV, DZ, SC, DSC, DBI, DX};
+    for (int i = 0; i < 8; i++) SET(op, names[i], CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &vals[i]);
+    TRY(cudnnBackendFinalize(op));
+    ops[1] = op;
+    return op_graph(h, ops, 2, graph);
+}
+
+static double peak_gbs(void) {
+    int khz = 0, bits = 0;
+    if (cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, 0) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return 2.0 * khz * 1e3 * (bits / 8) / 1e9;
+}
+static int get_bit(const uint8_t *m, size_t i) { return (m[i >> 3] >> (i & 7)) & 1; }
+
+/* every shape's forward and backward in bf16, until the deadline */
+static void bn_section(cudnnHandle_t h, int plans, double deadline, double seconds) {
+    static const bnshape shapes[] = { /* the most telling first */
+        {512, 32, 32, 64, 0, "R18 CIFAR 32x32x64"},
+        {256, 56, 56, 256, 1, "R50 224 56x56x256 +res"},
+        {256, 56, 56, 64, 0, "R50 224 56x56x64"},
+        {512, 32, 32, 64, 1, "R18 CIFAR 32x32x64 +res"},
+        {256, 14, 14, 1024, 1, "R50 224 14x14x1024 +res"},
+        {512, 8, 8, 256, 0, "R18 CIFAR 8x8x256"},
+        {256, 112, 112, 64, 0, "R50 224 stem 112x112x64"},
+        {512, 4, 4, 512, 1, "R18 CIFAR 4x4x512 +res"},
+    };
+    static float eps = 1e-5f, mom = 0.1f, zero = 0.0f;
+    double peak = peak_gbs();
+    printf("## Batch norm through cuDNN (NormForward / NormBackward, bf16)\n\n");
+    printf("Per call, the fastest of the plans that ran (3 warm-up, 10 timed runs). GB/s: the least traffic (each "
+           "tensor read or written once: x, z, y and the mask's bits forward; dy, the mask, x, dx and dz backward) over "
+           "the time; %% of %.0f GB/s. Compare bench/bn_bench.c's rows for ssl.h's own passes on the same shapes.\n\n",
+           peak);
+    printf("| shape | pass | form | plans ran / tried | plans built, s | ms | GB/s | %% of peak | checks (max error) | note |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    int ns = (int)(sizeof shapes / sizeof shapes[0]);
+    g_fp16 = 0;
+    for (int si = 0; si < ns; si++) {
+        const bnshape *p = &shapes[si];
+        size_t nx = (size_t)p->n * p->h * p->w * p->c, nb = (nx + 7) / 8, C = (size_t)p->c;
+        if (now_s() >= deadline) {
+            printf("| %s | - | - | - | - | - | - | - | - | out of time (seconds=%g) |\n", p->name, seconds);
+            continue;
+        }
+        uint16_t *hx = malloc(2 * nx), *hz = malloc(2 * nx), *hy = malloc(2 * nx), *hdy = malloc(2 * nx);
+        uint8_t *hm = malloc(nb), *hm2 = malloc(nb);
+        float *pc = malloc(4 * 12 * C); /* scale, bias, mean, inv, rm, rv, rm2, rv2, dscale, dbias, host mean, host inv */
+        double *s0 = calloc(C, sizeof(double)), *s1 = calloc(C, sizeof(double));
+        if (!hx || !hz || !hy || !hdy || !hm || !hm2 || !pc || !s0 || !s1) { fprintf(stderr, "cudnn_fusion: out of host memory\n"); exit(1); }
+        float *sc = pc, *bi = pc + C, *me = pc + 2 * C, *iv = pc + 3 * C, *rm = pc + 4 * C, *rv = pc + 5 * C, *rm2 = pc + 6 * C,
+              *rv2 = pc + 7 * C, *dsc = pc + 8 * C, *dbi = pc + 9 * C, *hme = pc + 10 * C, *hiv = pc + 11 * C;
+        /* x with a per-channel offset and spread (as a convolution's output), z and dy in [-1, 1), the mask random */
+        for (size_t i = 0; i < nx; i++) {
+            size_t c = i % C;
+            hx[i] = to_h((2 * urand() - 1) * (0.5f + (float)(c % 7) * 0.25f) + 0.1f * (float)(c % 5));
+            hz[i] = to_h(2 * urand() - 1), hdy[i] = to_h(2 * urand() - 1);
+        }
+        for (size_t i = 0; i < nb; i++) hm[i] = (uint8_t)(urand() * 256);
+        for (size_t c = 0; c < C; c++) sc[c] = 0.5f + urand(), bi[c] = urand() - 0.5f, rm[c] = 0.0f, rv[c] = 1.0f;
+        for (size_t i = 0; i < nx; i++) { double v = from_h(hx[i]); s0[i % C] += v, s1[i % C] += v * v; }
+        double N = (double)nx / C;
+        for (size_t c = 0; c < C; c++) {
+            double m = s0[c] / N, var = s1[c] / N - m * m;
+            hme[c] = (float)m, hiv[c] = (float)(1.0 / sqrt(var + eps));
+            s1[c] = var; /* the biased variance, from here */
+        }
+        void *x = NULL, *z = NULL, *y = NULL, *m = NULL, *dy = NULL, *dz = NULL, *dxv = NULL, *pcd = NULL, *ws = NULL;
+        size_t ws_cap = 0;
+        void **bufs_[] = {&x, &z, &y, &dy, &dz, &dxv};
+        for (int i = 0; i < 6; i++) CUDA_OK(cudaMalloc(bufs_[i], 2 * nx));
+        CUDA_OK(cudaMalloc(&m, nb));
+        CUDA_OK(cudaMalloc(&pcd, 4 * 12 * C));
+        CUDA_OK(cudaMemcpy(x, hx, 2 * nx, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(z, hz, 2 * nx, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dy, hdy, 2 * nx, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(pcd, pc, 4 * 12 * C, cudaMemcpyHostToDevice));
+        float *d = (float *)pcd;
+        for (int pass = 0; pass < 2; pass++) {
+            io_list il = {{0}, {0}, 0};
+            g_build_s = 0;
+            cudnnBackendDescriptor_t graph = NULL, best = NULL, vp = NULL;
+            float ms = 0;
+            int tried = 0, ran = -1, form = 0;
+            g_why[0] = 0;
+            if (pass == 0) {
+                io_add(&il, B_X, x), io_add(&il, B_Y, y), io_add(&il, B_SCALE, d), io_add(&il, B_BIAS, d + C);
+                io_add(&il, B_MEAN, d + 2 * C), io_add(&il, B_INV, d + 3 * C), io_add(&il, B_RM, d + 4 * C);
+                io_add(&il, B_RV, d + 5 * C), io_add(&il, B_RM2, d + 6 * C), io_add(&il, B_RV2, d + 7 * C);
+                io_add(&il, B_EPS, &eps), io_add(&il, B_MOM, &mom);
+                if (p->add) io_add(&il, B_Z, z);
+                for (; form < 3 && ran <= 0; form++) {
+                    io_list f = il;
+                    if (form < 2) io_add(&f, B_MASK, m), io_add(&f, B_ZERO, &zero);
+                    if (form) free_made();
+                    if (build_bn_fwd(h, p, form, CUDNN_DATA_BFLOAT16, &graph) == 0)
+                        ran = tune(h, graph, &f, &ws, &ws_cap, plans, deadline, &ms, &best, &tried);
+                    if (ran > 0) il = f;
+                }
+                form--;
+            } else {
+                /* the backward from the host's mean and 1/std, and a random mask */
+                CUDA_OK(cudaMemcpy(m, hm, nb, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemcpy(d + 2 * C, hme, 4 * C, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemcpy(d + 3 * C, hiv, 4 * C, cudaMemcpyHostToDevice));
+                io_add(&il, B_DY, dy), io_add(&il, B_MASK, m), io_add(&il, B_X, x), io_add(&il, B_DX, dxv);
+                io_add(&il, B_SCALE, d), io_add(&il, B_MEAN, d + 2 * C), io_add(&il, B_INV, d + 3 * C);
+                io_add(&il, B_DSCALE, d + 8 * C), io_add(&il, B_DBIAS, d + 9 * C);
+                if (p->add) io_add(&il, B_DZ, dz);
+                if (build_bn_bwd(h, p, CUDNN_DATA_BFLOAT16, &graph) == 0)
+                    ran = tune(h, graph, &il, &ws, &ws_cap, plans, deadline, &ms, &best, &tried);
+            }
+            const char *pname = pass ? (p->add ? "backward (dReLU, dz kept)" : "backward (dReLU)")
+                                     : (p->add ? "forward (+z, ReLU)" : "forward (ReLU)");
+            if (ran <= 0) {
+                printf("| %s | %s | - | 0 / %d | %.2f | - | - | - | - | %s |\n", p->name, pname, tried, g_build_s,
+                       g_why[0] ? g_why : now_s() >= deadline ? "out of time before a plan ran" : "no engine configuration");
+                free_made();
+                fflush(stdout);
+                continue;
+            }
+            g_why[0] = 0;
+            CUDA_OK(cudaMemset(pass ? dxv : y, 0, 2 * nx));
+            cudnnStatus_t es = varpack(&il, ws, &vp) ? CUDNN_STATUS_BAD_PARAM : cudnnBackendExecute(h, best, vp);
+            CUDA_OK(cudaDeviceSynchronize());
+            CUDA_OK(cudaMemcpy(hy, pass ? dxv : y, 2 * nx, cudaMemcpyDeviceToHost));
+            CUDA_OK(cudaMemcpy(pc, pcd, 4 * 10 * C, cudaMemcpyDeviceToHost)); /* (the host's mean and 1/std stay) */
+            char checks[200];
+            double bytes;
+            if (pass == 0) {
+                /* mean and 1/std against the host's, y at 512 points, every mask bit where the input is not within
+                   1e-3 of 0, the running variance against the unbiased one (PyTorch's) */
+                double em = 0, ei = 0, ey = 0, er = 0;
+                long bad = 0;
+                for (size_t c = 0; c < C; c++) {
+                    double sd = sqrt(s1[c]), vu = s1[c] * N / (N - 1);
+                    em = fmax(em, fabs(me[c] - s0[c] / N) / sd), ei = fmax(ei, fabs(iv[c] * sd - 1.0));
+                    er = fmax(er, fabs(rv2[c] - (0.9 * rv[c] + 0.1 * vu)) / (0.9 * rv[c] + 0.1 * vu));
+                    er = fmax(er, fabs(rm2[c] - (0.9 * rm[c] + 0.1 * s0[c] / N)) / sd);
+                }
+                if (form < 2) CUDA_OK(cudaMemcpy(hm2, m, nb, cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < nx; i++) {
+                    size_t c = i % C;
+                    double pre = (from_h(hx[i]) - s0[c] / N) / sqrt(s1[c] + eps) * sc[c] + bi[c] + (p->add ? from_h(hz[i]) : 0);
+                    if (form < 2 && fabs(pre) > 1e-3 && get_bit(hm2, i) != (pre > 0)) bad++;
+                    if (i % (nx / 512 + 1) == 0) {
+                        double ref = pre > 0 ? pre : 0;
+                        ey = fmax(ey, fabs(from_h(hy[i]) - ref) / (fabs(ref) + 1e-2));
+                    }
+                }
+                snprintf(checks, sizeof checks, "mean %.1e, 1/std %.1e, y %.1e, running stats %.1e, mask %s", em, ei, ey, er,
+                         form < 2 ? (bad ? "WRONG" : "ok") : "-");
+                if (bad) snprintf(checks + strlen(checks), sizeof checks - strlen(checks), " (%ld bits)", bad);
+                bytes = nx * (p->add ? 6.0 : 4.0) + (form < 2 ? nb : 0);
+            } else {
+                /* dbias, dscale per channel; dx at 512 points; dz (kept) at the same points */
+                double *g0 = calloc(C, sizeof(double)), *g1 = calloc(C, sizeof(double)), *a0 = calloc(C, sizeof(double)),
+                       *a1 = calloc(C, sizeof(double));
+                for (size_t i = 0; i < nx; i++) {
+                    size_t c = i % C;
+                    double g = get_bit(hm, i) ? from_h(hdy[i]) : 0, xh = (from_h(hx[i]) - hme[c]) * hiv[c];
+                    g0[c] += g, g1[c] += g * xh, a0[c] += fabs(g), a1[c] += fabs(g * xh);
+                }
+                double eb = 0, es2 = 0, edx = 0, edz = 0;
+                for (size_t c = 0; c < C; c++)
+                    eb = fmax(eb, fabs(dbi[c] - g0[c]) / (a0[c] + 1e-9)), es2 = fmax(es2, fabs(dsc[c] - g1[c]) / (a1[c] + 1e-9));
+                uint16_t *hdz = p->add ? malloc(2 * nx) : NULL;
+                if (hdz) CUDA_OK(cudaMemcpy(hdz, dz, 2 * nx, cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < nx; i += nx / 512 + 1) {
+                    size_t c = i % C;
+                    double g = get_bit(hm, i) ? from_h(hdy[i]) : 0, xh = (from_h(hx[i]) - hme[c]) * hiv[c];
+                    double ref = sc[c] * hiv[c] * (g - g0[c] / N - xh * g1[c] / N);
+                    edx = fmax(edx, fabs(from_h(hy[i]) - ref) / (fabs(ref) + 1e-2 * sc[c] * hiv[c]));
+                    if (hdz) edz = fmax(edz, fabs(from_h(hdz[i]) - g));
+                }
+                free(hdz), free(g0), free(g1), free(a0), free(a1);
+                snprintf(checks, sizeof checks, "dbias %.1e, dscale %.1e, dx %.1e", eb, es2, edx);
+                if (p->add) snprintf(checks + strlen(checks), sizeof checks - strlen(checks), ", dz %.1e", edz);
+                bytes = nx * (p->add ? 8.0 : 6.0) + nb;
+            }
+            double gbs = bytes / (ms * 1e-3) / 1e9;
+            printf("| %s | %s | %s | %d / %d | %.2f | %.4f | %.0f | %.0f%% | %s | %s |\n", p->name, pname,
+                   pass ? "-" : bn_forms[form], ran, tried, g_build_s, ms, gbs, peak > 0 ? 100 * gbs / peak : 0, checks,
+                   es != CUDNN_STATUS_SUCCESS ? cudnnGetErrorString(es) : g_why[0] ? g_why : "");
+            fflush(stdout);
+            free_made();
+        }
+        cudaFree(x), cudaFree(z), cudaFree(y), cudaFree(m), cudaFree(dy), cudaFree(dz), cudaFree(dxv), cudaFree(pcd);
+        if (ws) cudaFree(ws);
+        free(hx), free(hz), free(hy), free(hdy), free(hm), free(hm2), free(pc), free(s0), free(s1);
+    }
+    printf("\nChecks: mean (error over the channel's std), 1/std and the running variance (relative; against "
+           "0.9 old + 0.1 unbiased batch variance; the running mean's error over the std), y at 512 points (over |y| + 1e-2), the mask's bits where the ReLU's "
+           "input is not within 1e-3 of 0; backward from the host's mean and 1/std and a random mask: dbias and dscale "
+           "over the sums of the terms' magnitudes, dx at 512 points (over |dx| + 1e-2 scale/std), dz = dy * mask "
+           "exactly. bf16 values: errors near 2^-8 (4e-3) are the rounding; 1 is wrong.\n\n");
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6 (1-32)] [shapes=all|r18|r50] [types=both|bf16]\n");
+    fprintf(stderr, "usage: build/cudnn_fusion [seconds=120] [plans=6 (1-32)] [shapes=all|r18|r50] [types=both|fp16|bf16] [only=all|bn|conv]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     double seconds = 120;
     int plans = 6;
-    const char *which = "all", *types = "both";
+    const char *which = "all", *types = "both", *only = "all";
     for (int i = 1; i < argc; i++) {
         char *end = NULL;
         if (!strncmp(argv[i], "seconds=", 8)) seconds = strtod(argv[i] + 8, &end);
         else if (!strncmp(argv[i], "plans=", 6)) plans = (int)strtol(argv[i] + 6, &end, 10);
         else if (!strncmp(argv[i], "shapes=", 7)) which = argv[i] + 7;
         else if (!strncmp(argv[i], "types=", 6)) types = argv[i] + 6;
+        else if (!strncmp(argv[i], "only=", 5)) only = argv[i] + 5;
         else usage();
         if (end && (end == strchr(argv[i], '=') + 1 || *end)) usage(); /* a number, and nothing after it */
     }
     if (!(seconds > 0) || plans < 1 || plans > 32 || (strcmp(which, "all") && strcmp(which, "r18") && strcmp(which, "r50")) ||
-        (strcmp(types, "both") && strcmp(types, "bf16")))
+        (strcmp(types, "both") && strcmp(types, "bf16") && strcmp(types, "fp16")) ||
+        (strcmp(only, "all") && strcmp(only, "bn") && strcmp(only, "conv")))
         usage();
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
@@ -429,10 +761,17 @@ int main(int argc, char **argv) {
         {256, 14, 14, 256, 256, 3, 3, 1, 1, "R50 224 stage3 3x3"},
         {512, 4, 4, 512, 512, 3, 3, 1, 1, "R18 CIFAR layer4 3x3"},
     };
-    printf("cuDNN %zu on %s (%d SMs), %s\n\n", cudnnGetVersion(), prop.name, prop.multiProcessorCount,
-           "times per call in ms, the fastest of the plans that ran (3 warm-up, 10 timed runs each)");
-    printf("| shape | type | graph | plans ran / tried | ms | x the plain call | output at sampled points (max err) | sums (max rel. err) | note |\n");
-    printf("|---|---|---|---|---|---|---|---|---|\n");
+    printf("cuDNN %zu on %s (%d SMs)\n\n", cudnnGetVersion(), prop.name, prop.multiProcessorCount);
+    if (strcmp(only, "conv")) bn_section(h, plans, strcmp(only, "bn") ? now_s() + seconds / 2 : deadline, seconds);
+    if (!strcmp(only, "bn")) {
+        cudnnDestroy(h);
+        return 0;
+    }
+    printf("## Convolutions with batch norm's neighbours fused\n\n%s\n\n",
+           "Times per call in ms, the fastest of the plans that ran (3 warm-up, 10 timed runs each).");
+    printf("| shape | type | graph | plans ran / tried | plans built, s | ms | x the plain call | output at sampled points (max err) | "
+           "sums (max rel. err) | note |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int si = 0; si < nshapes; si++) {
@@ -441,7 +780,13 @@ int main(int argc, char **argv) {
         if (!strcmp(which, "r50") && strncmp(p->name, "R50", 3)) continue;
         int oh = oh_of(p), ow = ow_of(p);
         size_t nx = (size_t)p->n * p->h * p->w * p->c, nw = (size_t)p->k * p->r * p->s * p->c, ny = (size_t)p->n * oh * ow * p->k;
-        for (int ty = 0; ty < (strcmp(types, "bf16") ? 2 : 1); ty++) {
+        /* fp16 first: cuDNN's documentation gives its ConvBNfprop and
+           ConvBNwgrad pattern engines fp16 tensors only, so a run cut at
+           seconds= has measured the type that can fuse; bf16 (ssl.h's)
+           after it, for its rows to say whether this cuDNN fuses it at all */
+        int types_n = strcmp(types, "both") ? 1 : 2;
+        for (int ti = 0; ti < types_n; ti++) {
+            int ty = strcmp(types, "bf16") ? (ti == 0) : 0; /* both: fp16, then bf16 */
             g_fp16 = ty;
             cudnnDataType_t io = ty ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
             /* host data: x in [-1, 1), w scaled by 1/sqrt(fan-in), scale in [0.5, 1.5), bias in [-0.5, 0.5) */
@@ -480,7 +825,7 @@ int main(int argc, char **argv) {
             for (int g = 0; g < G_COUNT; g++) {
                 g_why[0] = 0;
                 if (now_s() >= deadline) {
-                    printf("| %s | %s | %s | - | - | - | - | - | out of time (seconds=%g) |\n", p->name, ty ? "fp16" : "bf16",
+                    printf("| %s | %s | %s | - | - | - | - | - | - | out of time (seconds=%g) |\n", p->name, ty ? "fp16" : "bf16",
                            g_names[g], seconds);
                     continue;
                 }
@@ -488,6 +833,7 @@ int main(int argc, char **argv) {
                 float ms = 0;
                 int tried = 0, ran = -1, att = 0;
                 char form[48] = "";
+                g_build_s = 0;
                 /* sbr: scale and bias in float, the prologue's output in the
                    tensors' type; else scale and bias in that type; else the
                    output in float (the first that runs is kept) */
@@ -496,13 +842,16 @@ int main(int argc, char **argv) {
                     cudnnDataType_t aff = att == 1 ? io : CUDNN_DATA_FLOAT, v3 = att == 2 ? CUDNN_DATA_FLOAT : io;
                     b.aff_h = att == 1;
                     if (att) free_made();
-                    if (build(h, p, g, io, aff, v3, &graph) == 0) ran = tune(h, graph, g, &b, plans, deadline, &ms, &best, &tried);
+                    io_list il = conv_io(g, &b);
+                    if (build(h, p, g, io, aff, v3, &graph) == 0)
+                        ran = tune(h, graph, &il, &b.ws, &b.ws_cap, plans, deadline, &ms, &best, &tried);
                 }
                 if (is_sbr(g) && ran > 0)
                     snprintf(form, sizeof form, "; scale, bias %s, prologue out %s", att - 1 == 1 ? "as x" : "fp32",
                              att - 1 == 2 ? "fp32" : "as x");
                 if (ran <= 0) {
-                    printf("| %s | %s | %s | 0 / %d | - | - | - | - | %s |\n", p->name, ty ? "fp16" : "bf16", g_names[g], tried,
+                    printf("| %s | %s | %s | 0 / %d | %.2f | - | - | - | - | %s |\n", p->name, ty ? "fp16" : "bf16", g_names[g], tried,
+                           g_build_s,
                            g_why[0] ? g_why : now_s() >= deadline ? "out of time before a plan ran" : "no engine configuration");
                     free_made();
                     fflush(stdout);
@@ -516,7 +865,8 @@ int main(int argc, char **argv) {
                 CUDA_OK(cudaMemset(is_wgrad(g) ? b.w : b.y, 0, is_wgrad(g) ? 2 * nw : 2 * ny));
                 CUDA_OK(cudaMemset(b.sum, 0, 4 * (size_t)p->k));
                 CUDA_OK(cudaMemset(b.sq, 0, 4 * (size_t)p->k));
-                cudnnStatus_t es = varpack(g, &b, &vp) ? CUDNN_STATUS_BAD_PARAM : cudnnBackendExecute(h, best, vp);
+                io_list il = conv_io(g, &b);
+                cudnnStatus_t es = varpack(&il, b.ws, &vp) ? CUDNN_STATUS_BAD_PARAM : cudnnBackendExecute(h, best, vp);
                 CUDA_OK(cudaDeviceSynchronize());
                 CUDA_OK(cudaMemcpy(hy, b.y, 2 * ny, cudaMemcpyDeviceToHost));
                 CUDA_OK(cudaMemcpy(hdw, b.w, 2 * nw, cudaMemcpyDeviceToHost));
@@ -577,8 +927,8 @@ int main(int argc, char **argv) {
                     snprintf(sums, sizeof sums, "%.2e", serr);
                     free(s0), free(s1), free(sa);
                 }
-                printf("| %s | %s | %s | %d / %d | %.4f | %.2f | %.2e | %s | %s%s |\n", p->name, ty ? "fp16" : "bf16", g_names[g],
-                       ran, tried, ms, base_ms > 0 ? ms / base_ms : 0, yerr, sums,
+                printf("| %s | %s | %s | %d / %d | %.2f | %.4f | %.2f | %.2e | %s | %s%s |\n", p->name, ty ? "fp16" : "bf16",
+                       g_names[g], ran, tried, g_build_s, ms, base_ms > 0 ? ms / base_ms : 0, yerr, sums,
                        es != CUDNN_STATUS_SUCCESS ? cudnnGetErrorString(es) : g_why[0] ? g_why : "", form);
                 fflush(stdout);
                 free_made();
