@@ -3075,6 +3075,406 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, d
     x.each(fin, f.c);
 }
 
+// ---- batch norm through cuDNN (ssl_cuda_set_bn_engine, SSL_BN) ---------------------
+/* "cudnn" hands the training batch norms to cuDNN's graph API: the forward
+   as NormForward (batch norm, training) -> [+ residual] -> ReLU, with the
+   ReLU's mask as bits (CMP_GT; cuDNN's packed BOOLEAN is ssl.h's layout:
+   bit i of the NHWC tensor is bit i % 8 of byte i / 8); the backward as
+   dy * mask -> [dz, kept when the caller wants dy through the ReLU] ->
+   NormBackward. These are the runtime-fused engines its documentation
+   calls NormAddRelu and DReluForkDNorm, which take bf16 and fp32 (its
+   convolution fusions take fp16 only). Why: batch norm is ~40% of a
+   ResNet-50 step at 224 on ssl.h's own passes, at 34-47% of the memory's
+   bandwidth (bench/RESULTS.md); build/cudnn_fusion and bench/bn_bench.c
+   measure both on the same shapes. cuDNN's sums are its own (fp32, not
+   ssl.h's double ones), so the results are the GPU tolerances' close, not
+   the same bits. The running statistics are updated here from cuDNN's mean
+   and 1/std (the unbiased variance, as PyTorch), and the weight and bias
+   gradients added to the caller's (ssl.h accumulates them). What stays on
+   ssl.h's passes: emulation, evaluation, a build without cuDNN, types
+   other than bf16 and fp32, channels not a multiple of 8 (bf16) or 4
+   (fp32), tensors not 16-byte aligned, a batch norm without affine
+   parameters or running statistics, a mask given as the output tensor
+   rather than bits, an input gradient written over dy or x, and a shape
+   for which cuDNN has no engine (said once on stderr). Each shape's plan
+   is built on its first call (the heuristics' first configuration that
+   finalizes; a runtime-fused engine compiles its kernel there, which can
+   take a second or more). */
+static int ssl__bn_engine_v = -1; /* -1: SSL_BN not read yet; 0: ssl.h's passes; 1: cuDNN where it takes the call */
+static long long ssl__cbn_calls;   /* batch norm calls cuDNN did (for the tests) */
+static int ssl__bn_engine_parse(const char *engine) {
+    if (!engine || !*engine || !strcmp(engine, "ssl")) return 0;
+    if (!strcmp(engine, "cudnn")) {
+#ifdef SSL_CUDNN
+        return 1;
+#else
+        return ssl__fail("batch norm engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
+#endif
+    }
+    return ssl__fail("batch norm engine '%s': expected ssl or cudnn", engine);
+}
+static int ssl__bn_engine(void) {
+    if (ssl__bn_engine_v < 0) {
+        const char *e = getenv("SSL_BN");
+        int v = ssl__bn_engine_parse(e);
+        if (v < 0) {
+            fprintf(stderr, "ssl.cu: SSL_BN=%s: %s\n", e, ssl_last_error());
+            exit(2);
+        }
+        ssl__bn_engine_v = v;
+    }
+    return ssl__bn_engine_v;
+}
+extern "C" int ssl_cuda_set_bn_engine(const char *engine) {
+    (void)ssl__bn_engine(); /* a bad SSL_BN is an error even where the program chooses */
+    int v = ssl__bn_engine_parse(engine);
+    if (v < 0) return -1;
+    ssl__graphs_drop(); /* which kernels run changes */
+    ssl__bn_engine_v = v;
+    return 0;
+}
+extern "C" const char *ssl_cuda_bn_engine(void) { return ssl__bn_engine() ? "cudnn" : "ssl"; }
+extern "C" long long ssl_cuda_bn_cudnn_calls(void) { return ssl__cbn_calls; }
+
+/* the running statistics from cuDNN's mean and 1/std: var = 1/invstd^2 -
+   eps is the biased variance it normalized with */
+struct ssl__f_cbn_running {
+    const float *mean, *invstd;
+    float *rmean, *rvar;
+    int64_t rows;
+    float eps, momentum;
+    SSL_HD void operator()(int64_t i) const {
+        double inv = invstd[i], var = 1.0 / (inv * inv) - eps;
+        rmean[i] = ssl__bn_running(rmean[i], mean[i], momentum);
+        rvar[i] = ssl__bn_running(rvar[i], (float)((var > 0 ? var : 0) * rows / (rows - 1)), momentum);
+    }
+};
+/* cuDNN's weight and bias gradients (s[0..c), s[c..2c)) added to the caller's */
+struct ssl__f_cbn_grads {
+    const float *s;
+    float *dw, *db;
+    int64_t c;
+    SSL_HD void operator()(int64_t i) const {
+        if (dw) dw[i] += s[i];
+        if (db) db[i] += s[c + i];
+    }
+};
+
+#ifdef SSL_CUDNN
+/* one batch norm graph, built once per shape and kind */
+enum { SSL__CBN_X = 1, SSL__CBN_Z, SSL__CBN_Y, SSL__CBN_MASK, SSL__CBN_SCALE, SSL__CBN_BIAS, SSL__CBN_MEAN,
+       SSL__CBN_INV, SSL__CBN_EPS, SSL__CBN_ZERO, SSL__CBN_DY, SSL__CBN_DZ, SSL__CBN_DX, SSL__CBN_DSCALE,
+       SSL__CBN_DBIAS, SSL__CBN_V1, SSL__CBN_V2 };
+struct ssl__cbn_plan {
+    int64_t key[9]; /* n, h, w, c, dtype, backward, residual, mask (forward: 1 ReLU, 2 ReLU and mask bits), dz kept */
+    int state;      /* 1 ready; -1 no engine (ssl.h's passes take the shape) */
+    cudnnBackendDescriptor_t plan;
+    std::vector<cudnnBackendDescriptor_t> made; /* the graph's descriptors, kept as long as the plan */
+    size_t ws;
+};
+static std::vector<ssl__cbn_plan> ssl__cbn_plans;
+static ssl_buf ssl__cbn_buf; /* 2c floats: cuDNN's weight and bias gradients */
+/* descriptors in order, the first failure kept (and everything after it skipped) */
+struct ssl__cbn_graph {
+    std::vector<cudnnBackendDescriptor_t> *made;
+    cudnnStatus_t st;
+    char why[160];
+    cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t t) {
+        cudnnBackendDescriptor_t d = NULL;
+        if (!st && (st = cudnnBackendCreateDescriptor(t, &d)) == CUDNN_STATUS_SUCCESS) made->push_back(d);
+        else if (st && !why[0]) snprintf(why, sizeof why, "creating a descriptor: %s", cudnnGetErrorString(st));
+        return d;
+    }
+    void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t, int64_t n, const void *v) {
+        if (!st && (st = cudnnBackendSetAttribute(d, a, t, n, v)) != CUDNN_STATUS_SUCCESS)
+            snprintf(why, sizeof why, "attribute %d: %s", (int)a, cudnnGetErrorString(st));
+    }
+    void desc(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a, cudnnBackendDescriptor_t v) {
+        set(d, a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
+    }
+    void done(cudnnBackendDescriptor_t d, const char *what) {
+        if (!st && (st = cudnnBackendFinalize(d)) != CUDNN_STATUS_SUCCESS)
+            snprintf(why, sizeof why, "%s: %s", what, cudnnGetErrorString(st));
+    }
+    /* an NHWC tensor (n, c, h, w); a host float passed by value when byval */
+    cudnnBackendDescriptor_t tensor(int64_t uid, cudnnDataType_t dt, int64_t n, int64_t c, int64_t h, int64_t w,
+                                    bool virt, bool byval = false) {
+        int64_t dims[4] = {n, c, h, w}, str[4] = {h * w * c, 1, w * c, c}, align = 16;
+        cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+        set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
+        set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+        set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str);
+        set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+        set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
+        set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt);
+        if (byval) set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval);
+        done(t, "a tensor");
+        return t;
+    }
+    cudnnBackendDescriptor_t pointwise(cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                                       cudnnBackendDescriptor_t y) {
+        cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+        cudnnBackendDescriptor_t pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR), op;
+        set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
+        set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec);
+        done(pw, "a pointwise descriptor");
+        op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw);
+        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
+        if (b) desc(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
+        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+        done(op, "a pointwise operation");
+        return op;
+    }
+};
+/* the operation graph of key k (form: the forward mask's comparison on
+   the ReLU's input, 0, or on y, 1), made with handle hd; hd NULL: the
+   operations only (they need no GPU; ssl_cuda_cudnn_bn_check) */
+static cudnnBackendDescriptor_t ssl__cbn_ops(ssl__cbn_graph &b, const int64_t *k, int form, cudnnHandle_t hd) {
+    int64_t n = k[0], h = k[1], w = k[2], c = k[3];
+    cudnnDataType_t io = k[4] == SSL_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, f32 = CUDNN_DATA_FLOAT;
+    cudnnBackendNormMode_t mode = CUDNN_BATCH_NORM;
+    cudnnBackendDescriptor_t ops[4], op, sc = b.tensor(SSL__CBN_SCALE, f32, 1, c, 1, 1, false),
+                                         me = b.tensor(SSL__CBN_MEAN, f32, 1, c, 1, 1, false),
+                                         iv = b.tensor(SSL__CBN_INV, f32, 1, c, 1, 1, false),
+                                         x = b.tensor(SSL__CBN_X, io, n, c, h, w, false);
+    int nops = 0;
+    if (!k[5]) { /* forward */
+        cudnnBackendNormFwdPhase_t phase = CUDNN_NORM_FWD_TRAINING;
+        cudnnBackendDescriptor_t bi = b.tensor(SSL__CBN_BIAS, f32, 1, c, 1, 1, false), eps = b.tensor(SSL__CBN_EPS, f32, 1, 1, 1, 1, false, true),
+                                 v1 = b.tensor(SSL__CBN_V1, f32, n, c, h, w, true), y = b.tensor(SSL__CBN_Y, io, n, c, h, w, false);
+        op = b.make(CUDNN_BACKEND_OPERATION_NORM_FORWARD_DESCRIPTOR);
+        b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
+        b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_PHASE, CUDNN_TYPE_NORM_FWD_PHASE, 1, &phase);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_XDESC, x), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_MEAN_DESC, me);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_INV_VARIANCE_DESC, iv), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_SCALE_DESC, sc);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_BIAS_DESC, bi), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_EPSILON_DESC, eps);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_YDESC, k[7] ? v1 : y); /* no ReLU: batch norm alone writes y */
+        b.done(op, "the NormForward operation");
+        ops[nops++] = op;
+        cudnnBackendDescriptor_t pre = v1;
+        if (k[6]) {
+            cudnnBackendDescriptor_t z = b.tensor(SSL__CBN_Z, io, n, c, h, w, false), v2 = b.tensor(SSL__CBN_V2, f32, n, c, h, w, true);
+            ops[nops++] = b.pointwise(CUDNN_POINTWISE_ADD, v1, z, v2);
+            pre = v2;
+        }
+        if (k[7]) ops[nops++] = b.pointwise(CUDNN_POINTWISE_RELU_FWD, pre, NULL, y);
+        if (k[7] == 2) {
+            cudnnBackendDescriptor_t m = b.tensor(SSL__CBN_MASK, CUDNN_DATA_BOOLEAN, n, c, h, w, false),
+                                     zero = b.tensor(SSL__CBN_ZERO, f32, 1, 1, 1, 1, false, true);
+            ops[nops++] = b.pointwise(CUDNN_POINTWISE_CMP_GT, form ? y : pre, zero, m);
+        }
+    } else { /* backward */
+        cudnnBackendDescriptor_t dy = b.tensor(SSL__CBN_DY, io, n, c, h, w, false), g = dy,
+                                 dx = b.tensor(SSL__CBN_DX, io, n, c, h, w, false),
+                                 ds = b.tensor(SSL__CBN_DSCALE, f32, 1, c, 1, 1, false),
+                                 db = b.tensor(SSL__CBN_DBIAS, f32, 1, c, 1, 1, false);
+        if (k[7]) {
+            cudnnBackendDescriptor_t m = b.tensor(SSL__CBN_MASK, CUDNN_DATA_BOOLEAN, n, c, h, w, false);
+            g = b.tensor(SSL__CBN_DZ, k[8] ? io : f32, n, c, h, w, !k[8]);
+            ops[nops++] = b.pointwise(CUDNN_POINTWISE_MUL, dy, m, g);
+        }
+        op = b.make(CUDNN_BACKEND_OPERATION_NORM_BACKWARD_DESCRIPTOR);
+        b.set(op, CUDNN_ATTR_OPERATION_NORM_BWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_XDESC, x), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_MEAN_DESC, me);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_INV_VARIANCE_DESC, iv), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DYDESC, g);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_SCALE_DESC, sc), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DSCALE_DESC, ds);
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DBIAS_DESC, db), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DXDESC, dx);
+        b.done(op, "the NormBackward operation");
+        ops[nops++] = op;
+    }
+    if (!hd) return NULL;
+    cudnnBackendDescriptor_t graph = b.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
+    b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &hd);
+    b.done(graph, "the operation graph");
+    return graph;
+}
+/* a plan for graph: the heuristics' configurations (mode A, then the
+   fallback list), the first that finalizes with a workspace under 256 MiB */
+static int ssl__cbn_plan_make(ssl__cbn_graph &b, cudnnBackendDescriptor_t graph, ssl__cbn_plan *p) {
+    cudnnHandle_t hd = ssl__cudnn();
+    cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    for (int m = 0; m < 2 && !b.st; m++) {
+        cudnnBackendDescriptor_t heur = b.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR), cfg[8];
+        b.desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
+        b.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[m]);
+        b.done(heur, m ? "the fallback heuristics" : "the heuristics");
+        int64_t got = 0;
+        for (int i = 0; i < 8; i++) cfg[i] = b.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+        if (!b.st && (b.st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 8,
+                                                      &got, cfg)) != CUDNN_STATUS_SUCCESS)
+            snprintf(b.why, sizeof b.why, "the heuristics' results: %s", cudnnGetErrorString(b.st));
+        for (int64_t i = 0; i < got && !b.st; i++) {
+            cudnnBackendDescriptor_t plan = b.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+            b.set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &hd);
+            b.desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg[i]);
+            if (b.st) break;
+            cudnnStatus_t fs = cudnnBackendFinalize(plan);
+            int64_t ws = 0, cnt = 0;
+            if (fs == CUDNN_STATUS_SUCCESS &&
+                cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &ws) ==
+                    CUDNN_STATUS_SUCCESS &&
+                ws <= ((int64_t)256 << 20)) {
+                p->plan = plan, p->ws = (size_t)ws;
+                return 1;
+            }
+            if (!b.why[0]) snprintf(b.why, sizeof b.why, "plan %lld: %s", (long long)i, cudnnGetErrorString(fs));
+        }
+        if (!b.st && !got && !b.why[0]) snprintf(b.why, sizeof b.why, "no engine configuration");
+        if (m == 0 && b.st) b.st = CUDNN_STATUS_SUCCESS; /* then the fallback list */
+    }
+    return 0;
+}
+/* the plan for key k, built on its first call; NULL: ssl.h's passes take it
+   (no engine; or a capture is under way, which a build would spoil) */
+static ssl__cbn_plan *ssl__cbn_plan_for(const int64_t *k) {
+    for (auto &p : ssl__cbn_plans)
+        if (!memcmp(p.key, k, sizeof p.key)) return p.state > 0 ? &p : NULL;
+    ssl__churn++; /* a build: not in a graph (the capture is thrown away) */
+    if (ssl__capturing) return NULL;
+    ssl__cbn_plan p = {};
+    memcpy(p.key, k, sizeof p.key);
+    ssl__cbn_graph b = {&p.made, CUDNN_STATUS_SUCCESS, ""};
+    for (int form = 0; form < (k[5] || k[7] < 2 ? 1 : 2) && p.state <= 0; form++) {
+        if (form) b.st = CUDNN_STATUS_SUCCESS;
+        cudnnBackendDescriptor_t graph = ssl__cbn_ops(b, k, form, ssl__cudnn());
+        p.state = !b.st && ssl__cbn_plan_make(b, graph, &p) ? 1 : -1;
+    }
+    if (p.state > 0) {
+        (void)ssl__cudnn_workspace(p.ws); /* grown now, never inside a capture */
+        (void)ssl_cuda_buf_reserve(&ssl__cbn_buf, sizeof(float) * 2 * (size_t)k[3]);
+    } else {
+        fprintf(stderr, "ssl.cu: cuDNN batch norm (%s, %s, %lldx%lldx%lldx%lld%s%s): %s; ssl.h's own passes take this shape\n",
+                k[5] ? "backward" : "forward", k[4] == SSL_BF16 ? "bf16" : "fp32", (long long)k[0], (long long)k[1],
+                (long long)k[2], (long long)k[3], k[6] ? ", residual" : "", k[7] ? ", ReLU" : "", b.why[0] ? b.why : "no plan");
+        for (auto d : p.made) cudnnBackendDestroyDescriptor(d);
+        p.made.clear();
+    }
+    ssl__cbn_plans.push_back(p);
+    ssl__cbn_plan *q = &ssl__cbn_plans.back();
+    return q->state > 0 ? q : NULL;
+}
+#endif
+/* Tests: batch norm's cuDNN operations for a shape and kind (mask: the
+   forward's 0 plain, 1 ReLU, 2 ReLU and its bits; the backward's 0 plain,
+   1 through the bits), every
+   descriptor made and finalized up to the operation graph, which needs a
+   GPU's handle (so this runs without one). 0: all finalize; 1: a build
+   without cuDNN; -1 with the first failure as the error. */
+extern "C" int ssl_cuda_cudnn_bn_check(int n, int h, int w, int c, int bf16, int backward, int residual, int mask, int keep_dz) {
+#ifdef SSL_CUDNN
+    int64_t k[9] = {n, h, w, c, bf16 ? SSL_BF16 : SSL_F32, backward, residual, mask, keep_dz};
+    std::vector<cudnnBackendDescriptor_t> made;
+    int bad = 0;
+    for (int form = 0; form < (backward || mask < 2 ? 1 : 2) && !bad; form++) {
+        ssl__cbn_graph b = {&made, CUDNN_STATUS_SUCCESS, ""};
+        (void)ssl__cbn_ops(b, k, form, NULL);
+        if (b.st) bad = ssl__fail("cuDNN batch norm (%s, form %d): %s", backward ? "backward" : "forward", form, b.why);
+    }
+    for (auto d : made) cudnnBackendDestroyDescriptor(d);
+    return bad;
+#else
+    (void)n, (void)h, (void)w, (void)c, (void)bf16, (void)backward, (void)residual, (void)mask, (void)keep_dz;
+    return 1;
+#endif
+}
+#ifdef SSL_CUDNN
+/* the shape's key, or 0 where ssl.h's passes must take it */
+static int ssl__cbn_key(const ssl_tensor *x, int64_t *k) {
+    int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
+    if (ssl__emu || ssl__bn_engine() != 1 || (x->dtype != SSL_BF16 && x->dtype != SSL_F32) ||
+        c % (x->dtype == SSL_BF16 ? 8 : 4) || rows < 2 || (uintptr_t)x->data % 16)
+        return 0;
+    int four = x->ndim == 4;
+    k[0] = four ? x->dim[0] : rows, k[1] = four ? x->dim[1] : 1, k[2] = four ? x->dim[2] : 1, k[3] = c, k[4] = x->dtype;
+    return 1;
+}
+static void ssl__cbn_run(const ssl__cbn_plan *p, const int64_t *uids, void *const *ptrs, int n) {
+    cudnnBackendDescriptor_t vp;
+    void *ws = ssl__cudnn_workspace(p->ws);
+    SSL_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
+    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids));
+    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs));
+    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws));
+    SSL_CUDNN_CHECK(cudnnBackendFinalize(vp));
+    double t0 = ssl_now();
+    SSL_CUDNN_CHECK(cudnnBackendExecute(ssl__cudnn(), p->plan, vp));
+    ssl__launch_waited(t0, 20e-6);
+    SSL_CUDNN_CHECK(cudnnBackendDestroyDescriptor(vp));
+    ssl__launches++, ssl__cbn_calls++;
+}
+#endif
+
+/* 1: cuDNN did the forward (see above); 0: ssl.h's passes are to */
+static int ssl__cbn_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *res, int relu,
+                            ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
+#ifdef SSL_CUDNN
+    int64_t k[9];
+    if (!training || !ssl__cbn_key(x, k) || !bn->weight.data || !bn->bias.data || !bn->running_mean.data ||
+        !bn->running_var.data || ((res || mask) && !relu) || !ssl__vec8(8, y->data, res ? res->data : NULL, mask ? mask->data : NULL) ||
+        !ssl__vec8(8, bn->weight.data, bn->bias.data, mean->data, invstd->data))
+        return 0;
+    k[5] = 0, k[6] = res != NULL, k[7] = relu ? (mask ? 2 : 1) : 0, k[8] = 0;
+    ssl__cbn_plan *p = ssl__cbn_plan_for(k);
+    if (!p) return 0;
+    float eps = bn->eps, zero = 0.0f;
+    int64_t uids[9] = {SSL__CBN_X, SSL__CBN_Y, SSL__CBN_SCALE, SSL__CBN_BIAS, SSL__CBN_MEAN, SSL__CBN_INV, SSL__CBN_EPS};
+    void *ptrs[9] = {x->data, y->data, bn->weight.data, bn->bias.data, mean->data, invstd->data, &eps};
+    int n = 7;
+    if (res) uids[n] = SSL__CBN_Z, ptrs[n++] = res->data;
+    if (mask) uids[n] = SSL__CBN_MASK, ptrs[n++] = mask->data, uids[n] = SSL__CBN_ZERO, ptrs[n++] = &zero;
+    /* the least traffic of one pass, as ssl.h's rows count theirs: x (and the residual) read, y (and the bits) written */
+    SSL__PROF("BN forward through cuDNN", ssl__bytes(x) * (2 + (res != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0),
+              4.0 * ssl_tensor_numel(x));
+    ssl__cbn_run(p, uids, ptrs, n);
+    ssl__f_cbn_running f = {mean->data, invstd->data, bn->running_mean.data, bn->running_var.data, ssl_tensor_rows(x),
+                            bn->eps, bn->momentum};
+    ssl__gpu().each(f, k[3]);
+    return 1;
+#else
+    (void)bn, (void)training, (void)x, (void)res, (void)relu, (void)y, (void)mean, (void)invstd, (void)mask;
+    return 0;
+#endif
+}
+/* 1: cuDNN did the backward; 0: ssl.h's passes are to */
+static int ssl__cbn_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *relu_y,
+                             const ssl_tensor *dy, const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
+                             ssl_tensor *dweight, ssl_tensor *dbias, ssl_tensor *dy_relu) {
+#ifdef SSL_CUDNN
+    int64_t k[9];
+    if (!training || !ssl__cbn_key(x, k) || !bn->weight.data || !dx || !dx->data || dx->data == dy->data ||
+        dx->data == x->data || (relu_y && relu_y->dtype != SSL_U8) || (dy_relu && !relu_y) || dy->dtype != x->dtype ||
+        !ssl__vec8(8, dy->data, dx->data, relu_y ? relu_y->data : NULL, dy_relu ? dy_relu->data : NULL) ||
+        !ssl__vec8(8, bn->weight.data, mean->data, invstd->data))
+        return 0;
+    k[5] = 1, k[6] = 0, k[7] = relu_y != NULL, k[8] = dy_relu != NULL;
+    ssl__cbn_plan *p = ssl__cbn_plan_for(k);
+    if (!p) return 0;
+    float *s = (float *)ssl__cbn_buf.p;
+    int64_t c = k[3], uids[9] = {SSL__CBN_X, SSL__CBN_DY, SSL__CBN_DX, SSL__CBN_SCALE, SSL__CBN_MEAN, SSL__CBN_INV,
+                                 SSL__CBN_DSCALE, SSL__CBN_DBIAS};
+    void *ptrs[9] = {x->data, dy->data, dx->data, bn->weight.data, mean->data, invstd->data, s, s + c};
+    int n = 8;
+    if (relu_y) uids[n] = SSL__CBN_MASK, ptrs[n++] = relu_y->data;
+    if (dy_relu) uids[n] = SSL__CBN_DZ, ptrs[n++] = dy_relu->data;
+    /* x and dy read, dx (and dy through the ReLU) written, the bits read */
+    SSL__PROF("BN backward through cuDNN", ssl__bytes(x) * (3 + (dy_relu != NULL)) + (relu_y ? ssl_tensor_numel(x) / 8.0 : 0),
+              6.0 * ssl_tensor_numel(x));
+    ssl__cbn_run(p, uids, ptrs, n);
+    float *dw = dweight && dweight->data ? dweight->data : NULL, *db = dbias && dbias->data ? dbias->data : NULL;
+    if (dw || db) {
+        ssl__f_cbn_grads f = {s, dw, db, c};
+        ssl__gpu().each(f, c);
+    }
+    return 1;
+#else
+    (void)bn, (void)training, (void)x, (void)relu_y, (void)dy, (void)mean, (void)invstd, (void)dx, (void)dweight, (void)dbias,
+        (void)dy_relu;
+    return 0;
+#endif
+}
+
 /* T: the activations' element type */
 template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
@@ -3130,6 +3530,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd, ssl_tensor *mask) {
+    (void)ssl__bn_engine(); /* SSL_BN read (and a bad value refused) at the first batch norm, whatever runs it */
+    if (ssl__cbn_forward(bn, training, x, residual, relu, y, mean, invstd, mask)) return 0; /* (a profile row of its own) */
     SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward",
               ssl__bytes(x) * (2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0), /* the statistics' read: their row */
               4.0 * ssl_tensor_numel(x));
@@ -3184,6 +3586,8 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias, ssl_tensor *dy_relu) {
+    (void)ssl__bn_engine(); /* SSL_BN read (and a bad value refused) at the first batch norm, whatever runs it */
+    if (ssl__cbn_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu)) return 0; /* (its own row) */
     double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
     SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", /* the statistics' pass has a row of its own */
               ssl__bytes(x) * ((dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 6.0 * ssl_tensor_numel(x));

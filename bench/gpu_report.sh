@@ -28,21 +28,23 @@
 #                               (with cuDNN where it is found; WITH_CUDNN=0 not);
 #                               the three headline step pairs (R50 224 and 160,
 #                               R18 CIFAR, bf16 throughput), each also through
-#                               cuDNN (conv=mixed and auto, and cudnn at 224;
-#                               the engines' convolution tests first), and
+#                               cuDNN (conv=mixed; auto on CIFAR; and mixed
+#                               with cuDNN's batch norm, bn=cudnn; the
+#                               engines' convolution and batch norm tests
+#                               first), and
 #                               through CUDA graphs (graph=1, on the GEMM
 #                               path and through cuDNN; their test first), and
 #                               their table; the profiles (GEMM path and mixed);
-#                               batch norm's passes alone per shape, statistics
-#                               thread shape and split (build/bn_bench,
-#                               BN_BENCH_ARGS, into bn_bench.md; seconds);
-#                               R50 224 and R18 CIFAR with PyTorch's data work
-#                               (recipe=crop_flip: flip and normalize only);
 #                               in a cuDNN build, build/cudnn_fusion (cuDNN's
 #                               own batch norm in bf16, beside bn_bench; does
 #                               cuDNN fuse BN's statistics, scale, shift and
 #                               ReLU into a convolution, fp16 then bf16;
-#                               FUSION_S=60 s for both);
+#                               FUSION_S=60 s for both); batch norm's passes
+#                               alone per shape, statistics thread shape and
+#                               split, and through cuDNN (build/bn_bench,
+#                               BN_BENCH_ARGS, into bn_bench.md; seconds);
+#                               R50 224 and R18 CIFAR with PyTorch's data work
+#                               (recipe=crop_flip: flip and normalize only);
 #                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
 #                               BRIEF_NONDET_BY seconds (360) have passed; then
 #                               gpu_* tests until BRIEF_S seconds (420)
@@ -183,7 +185,8 @@ brief() {
     local c32="depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"
     mkdir -p "$OUT/tests"
     if [ -n "$CUDNN_MAKE" ]; then # the engines' own convolution tests first: their figures mean nothing if these fail
-        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
+        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto \
+                 gpu_batchnorm_cudnn gpu_bf16_batchnorm_cudnn gpu_bf16_batchnorm_cudnn_masks gpu_train_step_bf16_bn_cudnn; do
             timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
         done
     fi
@@ -197,18 +200,22 @@ brief() {
     # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
     ours graph=1 warmup=6 $r224
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed, auto, all; mixed and cudnn with graphs)"; ours conv=mixed $r224;
-                              ours conv=mixed graph=1 warmup=6 $r224; SSL_CONV_LOG=1 ours conv=auto $r224; ours conv=cudnn $r224;
-                              ours conv=cudnn graph=1 warmup=6 $r224; }
+    # (cuDNN for every convolution, and auto, at 224 in session 9 and the
+    # full brief; mixed is the cuDNN engine to pick from. bn=cudnn: the
+    # batch norms through cuDNN as well, its tests among the engines')
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed; with graphs; with cuDNN's batch norm, and with graphs)"; ours conv=mixed $r224;
+                              ours conv=mixed graph=1 warmup=6 $r224; ours conv=mixed bn=cudnn $r224;
+                              ours conv=mixed bn=cudnn graph=1 warmup=6 $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
     ours graph=1 warmup=6 $r160
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed, auto; mixed with graphs)"; ours conv=mixed $r160;
-                              ours conv=mixed graph=1 warmup=6 $r160; SSL_CONV_LOG=1 ours conv=auto $r160; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed; with graphs; with cuDNN's batch norm)"; ours conv=mixed $r160;
+                              ours conv=mixed graph=1 warmup=6 $r160; ours conv=mixed bn=cudnn $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
     ours graph=1 warmup=6 $c32
     # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed, auto; mixed and auto with graphs)"; ours conv=mixed $c32;
-                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; ours conv=auto graph=1 warmup=6 $c32; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed, auto; with graphs; with cuDNN's batch norm, and with graphs)"; ours conv=mixed $c32;
+                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; ours conv=auto graph=1 warmup=6 $c32;
+                              ours conv=mixed bn=cudnn $c32; ours conv=mixed bn=cudnn graph=1 warmup=6 $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
@@ -216,17 +223,6 @@ brief() {
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
-    # batch norm's passes alone on the three steps' shapes, under each
-    # statistics thread shape and split (seconds; it replaces the step-long
-    # BN sweep here, which stays in `bnsweep`)
-    log "bn_bench: batch norm's passes per shape and statistics configuration"
-    timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
-    # the same data work as PyTorch's step (crop_flip: flip and normalize, no
-    # colour op; the headline rows apply the whole SimCLR recipe on the GPU)
-    log "step: R50 224 and R18 CIFAR with PyTorch's data work (recipe=crop_flip)"
-    ours recipe=crop_flip $r224
-    ours recipe=crop_flip $c32
-    $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
     # cuDNN's own batch norm (bf16: NormForward with add, ReLU and mask;
     # NormBackward after dReLU) beside bn_bench's rows for ssl.h's; then does
     # it fuse BN's statistics (and its scale, shift and ReLU) into a
@@ -238,6 +234,17 @@ brief() {
         timeout $(( ${FUSION_S:-60} + 40 )) build/cudnn_fusion seconds=${FUSION_S:-60} types=both plans=3 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
         log "cudnn_fusion exit $? at ${SECONDS}s"
     fi
+    # batch norm's passes alone on the three steps' shapes, under each
+    # statistics thread shape and split (seconds; it replaces the step-long
+    # BN sweep here, which stays in `bnsweep`)
+    log "bn_bench: batch norm's passes per shape and statistics configuration"
+    timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
+    # the same data work as PyTorch's step (crop_flip: flip and normalize, no
+    # colour op; the headline rows apply the whole SimCLR recipe on the GPU)
+    log "step: R50 224 and R18 CIFAR with PyTorch's data work (recipe=crop_flip)"
+    ours recipe=crop_flip $r224
+    ours recipe=crop_flip $c32
+    $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
     if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
         log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
         SSL_CUDNN_NONDET=1 ours conv=mixed $r224

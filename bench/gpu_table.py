@@ -27,17 +27,13 @@ def full(o):
 
 
 def engine(o):
-    """the convolution engine of a non-default ssl.h row ("ssl.h+cudnn", "ssl.h+mixed")"""
+    """what a non-default ssl.h row changed ("ssl.h+mixed+bncudnn+graph": its parts, in order)"""
     if not o or o["impl"] == "ssl.h":
         return ""
-    e = o["impl"].split("+", 1)[1]
-    if e == "graph" or e.endswith("+graph"):  # the step's forward and backward as CUDA graphs
-        inner = engine({"impl": "ssl.h+" + e[:-len("+graph")]} if e != "graph" else None)
-        return f" (ssl.h{', ' + inner[9:-1] if inner else ''}, CUDA graphs)"
-    return {"cudnn": " (ssl.h, cuDNN convolutions)", "mixed": " (ssl.h, cuDNN where im2col would be)",
-            "mixed+nondet": " (ssl.h, cuDNN where im2col would be, non-deterministic algorithms allowed)",
-            "cudnn+nondet": " (ssl.h, cuDNN convolutions, non-deterministic algorithms allowed)",
-            "auto": " (ssl.h, the faster engine per shape, timed)"}.get(e, f" (ssl.h, {e})")
+    names = {"cudnn": "cuDNN convolutions", "mixed": "cuDNN where im2col would be",
+             "auto": "the faster engine per shape, timed", "nondet": "non-deterministic algorithms allowed",
+             "bncudnn": "cuDNN batch norm", "graph": "CUDA graphs"}
+    return " (ssl.h, " + ", ".join(names.get(p, p) for p in o["impl"].split("+")[1:]) + ")"
 
 
 print(f"GPU: {gpu}\n")

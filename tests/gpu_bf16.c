@@ -315,6 +315,84 @@ static void mask_case(int gpu, int c, int res) {
     for (int i = 0; i < 7; i++) free_h(hs[i]);
 }
 
+/* The mask path through cuDNN (the trainer's calls: the forward writing
+   the mask's bits, the backward reading them and keeping dy through the
+   ReLU), cuDNN's engine against ssl.h's passes, both on the GPU: the bits
+   are y > 0 and dy_relu is dy where the bit is set, exactly; y and dx
+   within two bf16 roundings (2e-2 absolute where dx cancels); mean, 1/std
+   and the running statistics within 1e-5; the parameter gradients (sums
+   over 240 rows) within 1e-3. Each case must be two cuDNN calls. */
+static void cudnn_mask_case(int c, int res) {
+    ssl_tensor x = round_h(g_rand(97, 4, 4, 6, 10, c, -2, 3)), r = round_h(g_rand(98, 4, 4, 6, 10, c, -1, 1));
+    ssl_tensor gy = round_h(g_rand(99, 4, 4, 6, 10, c, -1, 1));
+    ssl_tensor gam = g_rand(93, 1, c, 0, 0, 0, 0.5f, 1.5f), bet = g_rand(94, 1, c, 0, 0, 0, -1, 1);
+    ssl_tensor rm = g_rand(95, 1, c, 0, 0, 0, -0.5f, 0.5f), rv = g_rand(96, 1, c, 0, 0, 0, 0.5f, 2), zc = g_rand(95, 1, c, 0, 0, 0, 0, 0);
+    int64_t n = ssl_tensor_numel(&x), nb = (n + 7) / 8;
+    float *out[2][9];         /* y, dx, dy_relu, mean, 1/std, dw, db, running mean, running var */
+    uint8_t *bits[2] = {NULL, NULL};
+    long long calls[2] = {0, 0};
+    for (int e = 0; e < 2; e++) {
+        CHECK_OK(ssl_cuda_set_bn_engine(e ? "cudnn" : "ssl"));
+        ssl_batchnorm bn = ssl_batchnorm_default();
+        bn.weight = g_tensor(1, &gam), bn.bias = g_tensor(1, &bet), bn.running_mean = g_tensor(1, &rm),
+        bn.running_var = g_tensor(1, &rv);
+        ssl_tensor dx = b_tensor(1, &x), dr = b_tensor(1, &r), dgy = b_tensor(1, &gy), y = b_tensor(1, &x), g = b_tensor(1, &x),
+                   dyr = b_tensor(1, &x);
+        ssl_tensor mean = g_tensor(1, &zc), inv = g_tensor(1, &zc), dw = g_tensor(1, &zc), db = g_tensor(1, &zc);
+        ssl_tensor mask = ssl_tensor_as(ssl_tensor_vec(g_alloc(1, (size_t)(nb + 3) / 4), nb), SSL_U8);
+        mask.device = SSL_DEV_CUDA;
+        long long c0 = ssl_cuda_bn_cudnn_calls();
+        CHECK_OK(ssl_batchnorm_forward_mask(&bn, 1, &dx, res ? &dr : NULL, &y, &mean, &inv, &mask));
+        CHECK_OK(ssl_batchnorm_backward_ex(&bn, 1, &dx, &mask, &dgy, &mean, &inv, &g, &dw, &db, &dyr));
+        calls[e] = ssl_cuda_bn_cudnn_calls() - c0;
+        out[e][0] = b_fetch(1, &y), out[e][1] = b_fetch(1, &g), out[e][2] = b_fetch(1, &dyr);
+        out[e][3] = g_fetch(1, &mean), out[e][4] = g_fetch(1, &inv), out[e][5] = g_fetch(1, &dw), out[e][6] = g_fetch(1, &db);
+        out[e][7] = g_fetch(1, &bn.running_mean), out[e][8] = g_fetch(1, &bn.running_var);
+        bits[e] = (uint8_t *)ssl_malloc((size_t)nb, "mask");
+        g_down(1, bits[e], mask.data, (size_t)nb);
+        ssl_tensor *ds[] = {&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, &dx, &dr, &dgy, &y, &g, &dyr,
+                            &mean, &inv, &dw, &db, &mask};
+        for (int i = 0; i < 15; i++) g_release(1, ds[i]);
+    }
+    CHECK(calls[0] == 0 && calls[1] == 2, "c %d: %lld and %lld cuDNN calls (want 0 and 2; cuDNN's reason is on stderr)", c,
+          calls[0], calls[1]);
+    int wrong_bits = 0, wrong_dyr = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int bit = (bits[1][i / 8] >> (i % 8)) & 1;
+        wrong_bits += bit != (out[1][0][i] > 0);
+        wrong_dyr += out[1][2][i] != (bit ? gy.data[i] : 0.0f);
+    }
+    CHECK(wrong_bits == 0, "c %d res %d: %d of cuDNN's mask bits differ from its y > 0", c, res, wrong_bits);
+    CHECK(wrong_dyr == 0, "c %d res %d: %d of cuDNN's dy_relu values are not dy * mask", c, res, wrong_dyr);
+    char what[96];
+    static const char *const names[9] = {"y", "dx", "dy_relu", "mean", "invstd", "dweight", "dbias", "running_mean", "running_var"};
+    for (int k = 0; k < 9; k++) {
+        if (k == 2) continue; /* (exact, above) */
+        int64_t m = k < 3 ? n : c;
+        double atol = k == 0 ? 1e-2 : k == 1 ? 2e-2 : k >= 5 && k <= 6 ? 1e-2 : 1e-5;
+        double rtol = k < 2 ? 2 * G_ULP : k >= 5 && k <= 6 ? 1e-3 : 1e-5;
+        snprintf(what, sizeof what, "cuDNN batch norm, %d channels%s: %s", c, res ? " +residual" : "", names[k]);
+        G_CLOSE(what, out[1][k], out[0][k], m, atol, rtol);
+    }
+    for (int e = 0; e < 2; e++) {
+        for (int k = 0; k < 9; k++) free(out[e][k]);
+        free(bits[e]);
+    }
+    ssl_tensor *hs[] = {&x, &r, &gy, &gam, &bet, &rm, &rv, &zc};
+    for (int i = 0; i < 8; i++) free_h(hs[i]);
+}
+TEST(gpu_bf16_batchnorm_cudnn_masks) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_bn_engine("cudnn")) {
+        test_skip(ssl_last_error());
+        return;
+    }
+    for (int c = 16; c <= 64; c *= 4)
+        for (int res = 0; res < 2; res++) cudnn_mask_case(c, res);
+    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
+}
+TEST(gpu_bf16_batchnorm_cudnn) { g_bn_engine_run(gbody_bf16_batchnorm, 1, "bf16"); }
+
 GPU_TEST(bf16_relu_masks_same_bits) {
     for (int res = 0; res < 2; res++) {
         mask_case(gpu, 16, res);

@@ -563,6 +563,75 @@ GPU_TEST(batchnorm) {
     CHECK_OK(ssl_cuda_set_bn_split(1));
 }
 
+/* Batch norm through cuDNN (ssl_cuda_set_bn_engine("cudnn")): the same
+   cases against the CPU at the GPU's tolerances. cuDNN takes the training
+   ones with 16 or 64 channels (the others stay on ssl.h's passes), and
+   their backward where it has no ReLU or reads the mask's bits (here the
+   ReLU's output: ssl.h's passes). A mean 1000 times the spread tests its
+   fp32 sums. */
+void g_bn_engine_run(void (*body)(int), int bf16, const char *what) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_bn_engine("cudnn")) {
+        test_skip(ssl_last_error());
+        return;
+    }
+    long long c0 = ssl_cuda_bn_cudnn_calls();
+    body(1);
+    g_bn_case(1, "bn train large mean, 16 channels +relu", g_rand(57, 4, 4, 9, 11, 16, 999, 1001), 1, 1, 1, bf16);
+    g_bn_case(1, "bn train large mean, 16 channels", g_rand(57, 4, 4, 9, 11, 16, 999, 1001), 1, 1, 0, bf16);
+    long long n = ssl_cuda_bn_cudnn_calls() - c0;
+    CHECK(n > 0, "%s: cuDNN took none of the batch norms (its reason is on stderr)", what);
+    printf("    %s: %lld batch norm calls through cuDNN\n", what, n);
+    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
+}
+TEST(gpu_batchnorm_cudnn) { g_bn_engine_run(gbody_batchnorm, 0, "fp32"); }
+
+/* ssl.cu's cuDNN batch norm graphs, as far as they go without a GPU:
+   every operation of every kind (forward plain, with ReLU, mask and
+   residual; backward plain, through the mask, keeping dz), bf16 and fp32,
+   NHWC and a 2-D (projector) shape, finalizes */
+TEST(emu_cudnn_bn_operations) {
+    int first = ssl_cuda_cudnn_bn_check(2, 4, 4, 16, 1, 0, 0, 2, 0);
+    if (first == 1) {
+        test_skip("this build has no cuDNN (make CUDNN=1)");
+        return;
+    }
+    CHECK(first == 0, "forward: %s", ssl_last_error());
+    int shapes[2][4] = {{8, 7, 5, 64}, {32, 1, 1, 128}}, n = 0;
+    for (int s = 0; s < 2; s++)
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            for (int kind = 0; kind < 7; kind++, n++) {
+                /* forward: plain, ReLU, ReLU + mask, residual + ReLU + mask; backward: plain, mask, mask + dz */
+                static const int kk[7][4] = {{0, 0, 0, 0}, {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 1, 2, 0},
+                                             {1, 0, 0, 0}, {1, 0, 1, 0}, {1, 0, 1, 1}};
+                int *q = shapes[s];
+                CHECK(ssl_cuda_cudnn_bn_check(q[0], q[1], q[2], q[3], bf16, kk[kind][0], kk[kind][1], kk[kind][2], kk[kind][3]) == 0,
+                      "shape %d, %s, kind %d: %s", s, bf16 ? "bf16" : "fp32", kind, ssl_last_error());
+            }
+    printf("    %d batch norm graphs' operations finalize\n", n);
+}
+
+/* the batch norm engine's name and errors; emulation has no cuDNN, so
+   "cudnn" there runs ssl.h's passes and counts no cuDNN call */
+TEST(emu_bn_engine_choice) {
+    CHECK(ssl_cuda_set_bn_engine("fast") != 0 && strstr(ssl_last_error(), "expected ssl or cudnn"),
+          "an unknown engine was taken: %s", ssl_last_error());
+    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
+    CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"));
+    CHECK_OK(ssl_cuda_set_bn_engine(NULL));
+    CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"));
+    if (ssl_cuda_set_bn_engine("cudnn")) {
+        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "the refusal does not say how to build it: %s", ssl_last_error());
+        CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"), "a refused engine left %s in use", ssl_cuda_bn_engine());
+        return;
+    }
+    CHECK(!strcmp(ssl_cuda_bn_engine(), "cudnn"));
+    long long c0 = ssl_cuda_bn_cudnn_calls();
+    if (g_begin(0)) gbody_batchnorm(0);
+    CHECK(ssl_cuda_bn_cudnn_calls() == c0, "emulation counted %lld cuDNN batch norms", ssl_cuda_bn_cudnn_calls() - c0);
+    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
+}
+
 /* max pool forward and backward on x (host) and dx (its device copy; bf16
    when bf16, x's values then exact in bf16): the same winners (first
    maximum) and the same order of additions, so fp32 is exact; bf16 holds
