@@ -3095,7 +3095,8 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, d
    other than bf16 and fp32, channels not a multiple of 8 (bf16) or 4
    (fp32), tensors not 16-byte aligned, a batch norm without affine
    parameters or running statistics, a mask given as the output tensor
-   rather than bits, an input gradient written over dy or x, and a shape
+   rather than bits, y written over x, an input gradient written over dy
+   or x, and a shape
    for which cuDNN has no engine (said once on stderr). Each shape's plan
    is built on its first call (the heuristics' first configuration that
    finalizes; a runtime-fused engine compiles its kernel there, which can
@@ -3412,7 +3413,8 @@ static int ssl__cbn_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x
 #ifdef SSL_CUDNN
     int64_t k[9];
     if (!training || !ssl__cbn_key(x, k) || !bn->weight.data || !bn->bias.data || !bn->running_mean.data ||
-        !bn->running_var.data || ((res || mask) && !relu) || !ssl__vec8(8, y->data, res ? res->data : NULL, mask ? mask->data : NULL) ||
+        !bn->running_var.data || ((res || mask) && !relu) || y->data == x->data ||
+        !ssl__vec8(8, y->data, res ? res->data : NULL, mask ? mask->data : NULL) ||
         !ssl__vec8(8, bn->weight.data, bn->bias.data, mean->data, invstd->data))
         return 0;
     k[5] = 0, k[6] = res != NULL, k[7] = relu ? (mask ? 2 : 1) : 0, k[8] = 0;
