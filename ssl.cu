@@ -3337,11 +3337,18 @@ static ssl__cbn_plan *ssl__cbn_plan_for(const int64_t *k) {
     ssl__cbn_plan p = {};
     memcpy(p.key, k, sizeof p.key);
     ssl__cbn_graph b = {&p.made, CUDNN_STATUS_SUCCESS, ""};
+    static int built;
+    static double built_s;
+    double t0 = ssl_now();
     for (int form = 0; form < (k[5] || k[7] < 2 ? 1 : 2) && p.state <= 0; form++) {
         if (form) b.st = CUDNN_STATUS_SUCCESS;
         cudnnBackendDescriptor_t graph = ssl__cbn_ops(b, k, form, ssl__cudnn());
         p.state = !b.st && ssl__cbn_plan_make(b, graph, &p) ? 1 : -1;
     }
+    built_s += ssl_now() - t0;
+    if (!(++built & (built - 1))) /* 1, 2, 4, 8, ... plans: how long building them takes (kernels compiled at run time) */
+        fprintf(stderr, "ssl.cu: cuDNN batch norm: %d plan%s built in %.1f s (each shape's on its first call)\n", built,
+                built > 1 ? "s" : "", built_s);
     if (p.state > 0) {
         (void)ssl__cudnn_workspace(p.ws); /* grown now, never inside a capture */
         (void)ssl_cuda_buf_reserve(&ssl__cbn_buf, sizeof(float) * 2 * (size_t)k[3]);
