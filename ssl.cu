@@ -3346,7 +3346,8 @@ static ssl__cbn_plan *ssl__cbn_plan_for(const int64_t *k) {
         p.state = !b.st && ssl__cbn_plan_make(b, graph, &p) ? 1 : -1;
     }
     built_s += ssl_now() - t0;
-    if (!(++built & (built - 1))) /* 1, 2, 4, 8, ... plans: how long building them takes (kernels compiled at run time) */
+    built++;
+    if (!(built & (built - 1))) /* 1, 2, 4, 8, ... plans: how long building them takes (kernels compiled at run time) */
         fprintf(stderr, "ssl.cu: cuDNN batch norm: %d plan%s built in %.1f s (each shape's on its first call)\n", built,
                 built > 1 ? "s" : "", built_s);
     if (p.state > 0) {
