@@ -138,9 +138,10 @@ static void free_made(void) {
         }                                                                                              \
     } while (0)
 
-/* an NHWC tensor of logical dims n, c, h, w (a filter: k, c, r, s, KRSC) */
-static int tensor(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, int64_t n, int64_t c, int64_t h,
-                  int64_t w, bool virt) {
+/* an NHWC tensor of logical dims n, c, h, w (a filter: k, c, r, s, KRSC);
+   byval: passed by value (its pointer in the variant pack is host memory) */
+static int tensor_of(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, int64_t n, int64_t c, int64_t h,
+                     int64_t w, bool virt, bool byval) {
     int64_t dims[4] = {n, c, h, w}, str[4] = {h * w * c, 1, w * c, c}, align = 16;
     NEW(*t, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     SET(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
@@ -149,8 +150,13 @@ static int tensor(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, 
     SET(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
     SET(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
     SET(*t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt);
+    if (byval) SET(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval);
     TRY(cudnnBackendFinalize(*t));
     return 0;
+}
+static int tensor(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, int64_t n, int64_t c, int64_t h,
+                  int64_t w, bool virt) {
+    return tensor_of(t, uid, dt, n, c, h, w, virt, false);
 }
 static int pointwise(cudnnBackendDescriptor_t *op, cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x,
                      cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t y) {
@@ -181,6 +187,15 @@ static int reduce_add(cudnnBackendDescriptor_t *op, cudnnBackendDescriptor_t x, 
     SET(*op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
     SET(*op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &r);
     TRY(cudnnBackendFinalize(*op));
+    return 0;
+}
+
+/* the operation graph of ops, on handle h */
+static int op_graph(cudnnHandle_t h, cudnnBackendDescriptor_t *ops, int nops, cudnnBackendDescriptor_t *graph) {
+    NEW(*graph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
+    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
+    TRY(cudnnBackendFinalize(*graph));
     return 0;
 }
 
@@ -274,11 +289,7 @@ static int build(cudnnHandle_t h, const shape *p, int g, cudnnDataType_t io, cud
             pointwise(&ops[nops++], CUDNN_POINTWISE_MUL, Y, Y, V4) || reduce_add(&ops[nops++], V4, Q))
             return -1;
     }
-    NEW(*graph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
-    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
-    TRY(cudnnBackendFinalize(*graph));
-    return 0;
+    return op_graph(h, ops, nops, graph);
 }
 
 /* the device buffers of one shape and type */
@@ -430,30 +441,10 @@ enum { B_X = 40, B_Z, B_Y, B_MASK, B_SCALE, B_BIAS, B_MEAN, B_INV, B_EPS, B_ZERO
        B_DY, B_DZ, B_DX, B_DSCALE, B_DBIAS, B_V1, B_V2 };
 static const char *const bn_forms[3] = {"mask from the ReLU's input", "mask from y", "no mask"};
 
-/* a float passed by value (its pointer in the variant pack is host memory) */
-static int scalar(cudnnBackendDescriptor_t *t, int64_t uid) {
-    int64_t one[4] = {1, 1, 1, 1}, align = 16;
-    cudnnDataType_t dt = CUDNN_DATA_FLOAT;
-    bool byval = true;
-    NEW(*t, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-    SET(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
-    SET(*t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, one);
-    SET(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, one);
-    SET(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
-    SET(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
-    SET(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval);
-    TRY(cudnnBackendFinalize(*t));
-    return 0;
-}
+/* a float passed by value */
+static int scalar(cudnnBackendDescriptor_t *t, int64_t uid) { return tensor_of(t, uid, CUDNN_DATA_FLOAT, 1, 1, 1, 1, false, true); }
 static int per_channel(cudnnBackendDescriptor_t *t, int64_t uid, int c) {
     return tensor(t, uid, CUDNN_DATA_FLOAT, 1, c, 1, 1, false);
-}
-static int op_graph(cudnnHandle_t h, cudnnBackendDescriptor_t *ops, int nops, cudnnBackendDescriptor_t *graph) {
-    NEW(*graph, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
-    SET(*graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h);
-    TRY(cudnnBackendFinalize(*graph));
-    return 0;
 }
 /* the forward; form: where the mask's comparison reads (bn_forms) */
 static int build_bn_fwd(cudnnHandle_t h, const bnshape *p, int form, cudnnDataType_t io, cudnnBackendDescriptor_t *graph) {
