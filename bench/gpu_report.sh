@@ -136,7 +136,7 @@ tests() {
 }
 
 # one timed run of ssl.h's step / PyTorch's, its JSON line into steps.jsonl
-ours() { timeout 150 build/gpu_step steps=$STEPS "$@" $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"; }
+ours() { timeout "${OURS_S:-150}" build/gpu_step steps=$STEPS "$@" $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"; }
 theirs() {
     timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS "$@" $TORCH_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 |
         grep '^{' >> "$OUT/steps.jsonl"
@@ -151,7 +151,7 @@ ours_bn() {
     if [ "$BN_OK" != 1 ]; then log "step: bn=cudnn $* skipped (an earlier bn=cudnn run gave no result)"; return 0; fi
     local n0 t0=$SECONDS
     n0=$(wc -l < "$OUT/steps.jsonl")
-    timeout 90 build/gpu_step steps=$STEPS bn=cudnn "$@" $SSL_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 | grep '^{' >> "$OUT/steps.jsonl"
+    OURS_S=90 ours bn=cudnn "$@"
     [ "$(wc -l < "$OUT/steps.jsonl")" -gt "$n0" ] || BN_OK=0
     log "step: bn=cudnn $* took $((SECONDS - t0)) s$([ "$BN_OK" = 1 ] || echo ', no result: the other bn=cudnn runs are skipped')"
 }
