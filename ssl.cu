@@ -3243,14 +3243,15 @@ static cudnnBackendDescriptor_t ssl__cbn_ops(ssl__cbn_graph &b, const int64_t *k
     if (!k[5]) { /* forward */
         cudnnBackendNormFwdPhase_t phase = CUDNN_NORM_FWD_TRAINING;
         cudnnBackendDescriptor_t bi = b.tensor(SSL__CBN_BIAS, f32, 1, c, 1, 1, false), eps = b.tensor(SSL__CBN_EPS, f32, 1, 1, 1, 1, false, true),
-                                 v1 = b.tensor(SSL__CBN_V1, f32, n, c, h, w, true), y = b.tensor(SSL__CBN_Y, io, n, c, h, w, false);
+                                 y = b.tensor(SSL__CBN_Y, io, n, c, h, w, false),
+                                 v1 = k[7] ? b.tensor(SSL__CBN_V1, f32, n, c, h, w, true) : y; /* no ReLU: batch norm alone writes y */
         op = b.make(CUDNN_BACKEND_OPERATION_NORM_FORWARD_DESCRIPTOR);
         b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
         b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_PHASE, CUDNN_TYPE_NORM_FWD_PHASE, 1, &phase);
         b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_XDESC, x), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_MEAN_DESC, me);
         b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_INV_VARIANCE_DESC, iv), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_SCALE_DESC, sc);
         b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_BIAS_DESC, bi), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_EPSILON_DESC, eps);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_YDESC, k[7] ? v1 : y); /* no ReLU: batch norm alone writes y */
+        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_YDESC, v1);
         b.done(op, "the NormForward operation");
         ops[nops++] = op;
         cudnnBackendDescriptor_t pre = v1;
