@@ -3096,8 +3096,8 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, d
    (fp32), tensors not 16-byte aligned, a batch norm without affine
    parameters or running statistics, a mask given as the output tensor
    rather than bits, y written over x, an input gradient written over dy
-   or x, and a shape
-   for which cuDNN has no engine (said once on stderr). Each shape's plan
+   or x, and a shape for which cuDNN has no engine (said once on stderr).
+   Each shape's plan
    is built on its first call (the heuristics' first configuration that
    finalizes; a runtime-fused engine compiles its kernel there, which can
    take a second or more). */
