@@ -2,8 +2,9 @@
    2 views through the loader with the cumulative recipes crops, +blur,
    +gray, +sol, +jitter; `decode` decodes every record at full size and
    does nothing else (the ceiling); `u8` is the GPU-path output (crops
-   resized to uint8, colour ops left to the GPU).
-     loader_bench PACK RES THREADS RECIPE [IMAGES]
+   resized to uint8, colour ops left to the GPU); `noblur` is jitter less
+   the blur (FFCV-SSL's host recipe, which blurs on the GPU).
+     [WARM=ring|epoch] loader_bench PACK RES THREADS RECIPE [IMAGES]
    Prints one JSON line. */
 #define SSL_IMPLEMENTATION
 #include "../ssl.h"
@@ -16,11 +17,18 @@ static void decode_one(void *c, int64_t i, int w) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: loader_bench PACK RES THREADS decode|crops|blur|gray|sol|jitter|u8 [IMAGES]\n"); return 2; }
+    if (argc < 5) { fprintf(stderr, "usage: loader_bench PACK RES THREADS decode|crops|blur|gray|sol|jitter|noblur|u8 [IMAGES]\n"); return 2; }
     const char *path = argv[1], *recipe = argv[4];
     int res = atoi(argv[2]), threads = atoi(argv[3]);
     int64_t cap = argc > 5 ? atoll(argv[5]) : 0;
     ssl_set_verbosity(0);
+    /* WARM=epoch: the untimed warm-up is a whole pass (every record read
+       once, so every page of the pack's mapping is in place), as
+       bench/ffcv_loader.py times FFCV's second pass; by default it only
+       fills the batch ring */
+    const char *wenv = getenv("WARM");
+    int warm_all = wenv && !strcmp(wenv, "epoch");
+    if (wenv && !warm_all && strcmp(wenv, "ring")) { fprintf(stderr, "WARM=%s: want ring or epoch\n", wenv); return 2; }
     double t0, dt;
     int64_t n;
     if (!strcmp(recipe, "decode")) {
@@ -28,7 +36,7 @@ int main(int argc, char **argv) {
         if (ssl_pack_open(path, &p) != 0) { fprintf(stderr, "%s\n", ssl_last_error()); return 1; }
         n = cap && cap < (int64_t)p.h.num_samples ? cap : (int64_t)p.h.num_samples;
         dec_ctx d = {&p, calloc(threads, sizeof(ssl_buf))};
-        ssl_parallel_for(n < 64 ? n : 64, threads, decode_one, &d); /* warm-up */
+        ssl_parallel_for(warm_all || n < 64 ? n : 64, threads, decode_one, &d); /* warm-up */
         t0 = ssl_now();
         ssl_parallel_for(n, threads, decode_one, &d);
         dt = ssl_now() - t0;
@@ -38,9 +46,10 @@ int main(int argc, char **argv) {
         for (int v = 0; v < 2; v++) {
             ssl_view_recipe *r = &c.views[v];
             int stage = !strcmp(recipe, "crops") || !strcmp(recipe, "u8") ? 0 : !strcmp(recipe, "blur") ? 1
-                        : !strcmp(recipe, "gray") ? 2 : !strcmp(recipe, "sol") ? 3 : !strcmp(recipe, "jitter") ? 4 : -1;
+                        : !strcmp(recipe, "gray") ? 2 : !strcmp(recipe, "sol") ? 3
+                        : !strcmp(recipe, "jitter") || !strcmp(recipe, "noblur") ? 4 : -1;
             if (stage < 0) { fprintf(stderr, "unknown recipe %s\n", recipe); return 2; }
-            r->blur_p = stage >= 1 ? 0.5f : 0;
+            r->blur_p = stage >= 1 && strcmp(recipe, "noblur") ? 0.5f : 0;
             r->gray_p = stage >= 2 ? 0.2f : 0;
             r->solarize_p = stage >= 3 ? 0.2f : 0;
             r->solarize_threshold = 0.5f;
@@ -54,9 +63,10 @@ int main(int argc, char **argv) {
         ssl_loader_start_epoch(l, 0, 0);
         const ssl_batch *b;
         /* warm-up: every slot of the ring filled once (first touch of its
-           pages is a one-time cost, not the steady state) */
+           pages is a one-time cost, not the steady state), or with
+           WARM=epoch the whole of epoch 0 */
         int64_t warm = 0;
-        while (warm < (int64_t)(c.batches_ahead + 1) * c.batch_size && (b = ssl_loader_next(l))) {
+        while ((warm_all || warm < (int64_t)(c.batches_ahead + 1) * c.batch_size) && (b = ssl_loader_next(l))) {
             warm += b->n;
             ssl_loader_release(l, b);
         }
