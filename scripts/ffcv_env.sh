@@ -15,8 +15,6 @@ VENV="$ROOT/build/ffcv-venv"
 PY="$VENV/bin/python"
 check() {
     "$PY" - <<'PYEOF' 2>/dev/null
-import scipy.signal as s
-s.gaussian = getattr(s, "gaussian", None) or s.windows.gaussian
 import cv2, ffcv, numba, torch
 from ffcv.transforms import RandomColorJitter, RandomSolarization
 PYEOF
