@@ -25,6 +25,9 @@ best() { awk -v a=$1 -v b=$2 'BEGIN{print (a > b ? a : b)}'; }  # of two runs: t
 ratio() { awk -v a=$1 -v b=$2 'BEGIN{printf "%.1fx", a/b}'; }
 out=bench/out/ffcv.md
 {
+echo "$(date -u +%F), ssl.h $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $ALL CPUs;" \
+     "$($PY -c 'import ffcv, numba, numpy, torch; print(f"FFCV-SSL {ffcv.__version__}, numba {numba.__version__}, numpy {numpy.__version__}, torch {torch.__version__}")' 2>/dev/null)"
+echo
 echo "**Packing** ($ALL threads / workers; images/s of the writer, the process's start-up left out on both sides; best of two runs)"
 echo
 echo "| dataset | images | stored as | ssl.h ./pack | FFCV-SSL DatasetWriter | ratio | ssl.h file | FFCV file |"
