@@ -17,10 +17,17 @@ static void decode_one(void *c, int64_t i, int w) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: loader_bench PACK RES THREADS decode|crops|blur|gray|sol|jitter|noblur|u8 [IMAGES]\n"); return 2; }
+    const char *usage = "usage: [WARM=ring|epoch] loader_bench PACK RES THREADS decode|crops|blur|gray|sol|jitter|noblur|u8 [IMAGES]\n";
+    if (argc < 5 || argc > 6) { fputs(usage, stderr); return 2; }
     const char *path = argv[1], *recipe = argv[4];
-    int res = atoi(argv[2]), threads = atoi(argv[3]);
-    int64_t cap = argc > 5 ? atoll(argv[5]) : 0;
+    char *e2, *e3, *e5 = "";
+    long res = strtol(argv[2], &e2, 10), threads = strtol(argv[3], &e3, 10);
+    long long capl = argc > 5 ? strtoll(argv[5], &e5, 10) : 0;
+    if (*e2 || res < 1 || res > 4096 || *e3 || threads < 1 || threads > 1024 || *e5 || capl < 0) {
+        fprintf(stderr, "loader_bench: RES must be 1-4096, THREADS 1-1024 and IMAGES 0 or more (0: all)\n%s", usage);
+        return 2;
+    }
+    int64_t cap = capl;
     ssl_set_verbosity(0);
     /* WARM=epoch: the untimed warm-up is a whole pass (every record read
        once, so every page of the pack's mapping is in place), as
