@@ -135,8 +135,16 @@ def main():
     l.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.cmd == "write":
+        if not os.path.isdir(a.root):
+            ap.error(f"--root {a.root}: not a directory (an ImageFolder: ROOT/<class>/<image>)")
+        if a.workers < 1:
+            ap.error("--workers must be 1 or more")
         write(a)
     else:
+        if not os.path.isfile(a.beton):
+            ap.error(f"--beton {a.beton}: no such file (make it with: ffcv_loader.py write)")
+        if a.res < 1 or a.workers < 1 or a.batch < 1:
+            ap.error("--res, --workers and --batch must be 1 or more")
         if a.images < 2 * a.batch:
             ap.error("--images must be at least two batches")
         load(a)
