@@ -17,15 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/data.sh
 PY=$(scripts/ffcv_env.sh | tail -1)
-cc -O3 -march=native -pthread -DSSL_TURBOJPEG -DSSL_LIBJPEG -o build/loader_bench bench/loader_bench.c -lm -lturbojpeg -ljpeg
+build_loader_bench
 ALL=$(nproc)
 IM=${IM:-3000}
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
-best() { awk -v a=$1 -v b=$2 'BEGIN{print (a > b ? a : b)}'; }  # of two runs: this VM's neighbours are noisy
-ratio() { awk -v a=$1 -v b=$2 'BEGIN{printf "%.1fx", a/b}'; }
 out=bench/out/ffcv.md
 {
-echo "$(date -u +%F), ssl.h $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $ALL CPUs;" \
+echo "$(run_header)" \
      "$($PY -c 'import ffcv, numba, numpy, torch; print(f"FFCV-SSL {ffcv.__version__}, numba {numba.__version__}, numpy {numpy.__version__}, torch {torch.__version__}")' 2>/dev/null)"
 echo
 echo "**Packing** ($ALL threads / workers; images/s of the writer, the process's start-up left out on both sides; best of two runs)"
