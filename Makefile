@@ -19,7 +19,29 @@ LDLIBS   += -lm -pthread
 BUILD    := build
 SHARED   ?= ../shared
 
+# ---- set-up on a fresh machine, before anything is detected ---------------
+# make reads this file, remakes build/deps.mk by running
+# scripts/install-deps.sh (a no-op when every package is there), then starts
+# over, so the feature lines below see every library the set-up installed.
+# NO_DEPS=1 skips the set-up and builds with what is installed.
+.DEFAULT_GOAL := all
+DEPS_STAMP := $(BUILD)/deps.mk
+ifneq ($(NO_DEPS),1)
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),all)),)
+-include $(DEPS_STAMP)
+# the first pass, before the set-up: nothing is detected or said yet
+SETUP_PASS := $(if $(wildcard $(DEPS_STAMP)),,yes)
+endif
+endif
+$(DEPS_STAMP): scripts/install-deps.sh
+	@mkdir -p $(BUILD)
+	@bash scripts/install-deps.sh || { echo "[deps] set-up failed; NO_DEPS=1 builds with what is installed" >&2; exit 1; }
+	@echo "# scripts/install-deps.sh found every package; delete this file to check again" > $@
+deps: $(DEPS_STAMP)
+
 # ---- feature detection: one line each ------------------------------------
+# (not on the set-up pass: what it would find is about to change)
+ifeq ($(SETUP_PASS),)
 NVCC := $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
 ifeq ($(NO_CUDA),1)
   NVCC :=
@@ -118,17 +140,29 @@ else
   $(info [ssl.h] MPI         no   (not used yet: multi-node training is not written))
 endif
 
+endif # SETUP_PASS
+
 # ---- programs ------------------------------------------------------------
 PROGRAMS := pack train probe
 all: $(PROGRAMS)
 
-pack: pack.c ssl.h
+# build/features records the compiler, flags and libraries of the last
+# build; every binary depends on it, so a binary is never linked from a
+# different feature set than its neighbours (a library installed or removed
+# since, NO_OPENBLAS=1, ...): the next make rebuilds them all
+FEATURES := $(BUILD)/features
+ifeq ($(SETUP_PASS),)
+FEATURE_LINE := $(CC) $(CFLAGS) $(GPU_CFLAGS) | $(LDLIBS) $(GPU_LIBS)
+$(shell mkdir -p $(BUILD) && (printf '%s\n' '$(FEATURE_LINE)' | cmp -s - $(FEATURES) || printf '%s\n' '$(FEATURE_LINE)' > $(FEATURES)))
+endif
+
+pack: pack.c ssl.h $(FEATURES)
 	$(CC) $(CFLAGS) -o $@ pack.c $(LDLIBS)
 
-train: train.c ssl.h $(GPU_DEPS)
+train: train.c ssl.h $(GPU_DEPS) $(FEATURES)
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -o $@ train.c $(GPU_LIBS) $(LDLIBS)
 
-probe: probe.c ssl.h $(GPU_DEPS)
+probe: probe.c ssl.h $(GPU_DEPS) $(FEATURES)
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -o $@ probe.c $(GPU_LIBS) $(LDLIBS)
 
 # the object is rebuilt when its flags change (CUDNN=1 on or off)
@@ -142,12 +176,6 @@ $(BUILD)/ssl_cuda.o: ssl.cu ssl.h $(BUILD)/.cuda-flags | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-# ---- set-up on a fresh machine --------------------------------------------
-deps: $(BUILD)/.deps
-$(BUILD)/.deps: scripts/install-deps.sh | $(BUILD)
-	bash scripts/install-deps.sh
-	touch $@
-
 # a few hundred real CIFAR-10 JPEGs for the tests (50 per class)
 TESTDATA := $(BUILD)/data/cifar10/test
 $(BUILD)/data/.cifar-subset: | $(BUILD)
@@ -160,14 +188,14 @@ $(BUILD)/data/.cifar-subset: | $(BUILD)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_ENV := SSL_TEST_DATA=$(BUILD)/data SSL_TEST_TMP=$(BUILD)/tmp SSL_FMNIST=/usr/share/datasets/fashion-mnist
 
-$(BUILD)/tests: $(TEST_SRC) tests/test.h tests/model_fixture.h tests/example_loss.h ssl.h | $(BUILD)
+$(BUILD)/tests: $(TEST_SRC) tests/test.h tests/model_fixture.h tests/example_loss.h ssl.h $(FEATURES) | $(BUILD)
 	$(CC) $(CFLAGS) -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
 
-$(BUILD)/tests-asan: $(TEST_SRC) tests/test.h tests/model_fixture.h ssl.h | $(BUILD)
+$(BUILD)/tests-asan: $(TEST_SRC) tests/test.h tests/model_fixture.h ssl.h $(FEATURES) | $(BUILD)
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -I. -Itests -o $@ $(TEST_SRC) $(LDLIBS)
 
-$(BUILD)/%-asan: %.c ssl.h | $(BUILD)
+$(BUILD)/%-asan: %.c ssl.h $(FEATURES) | $(BUILD)
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -o $@ $< $(LDLIBS)
 
@@ -180,7 +208,7 @@ $(BUILD)/%-asan: %.c ssl.h | $(BUILD)
 # before it, its own closing line last).
 TEST_LOGS := $(BUILD)/test-logs
 test: SHELL := /bin/bash
-test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu) $(if $(HAVE_CUDNN),$(BUILD)/tests-cudnn)
+test: $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$(BUILD)/tests-gpu) $(if $(HAVE_CUDNN),$(BUILD)/tests-cudnn)
 	@rm -rf $(BUILD)/tmp $(TEST_LOGS) && mkdir -p $(BUILD)/tmp $(TEST_LOGS)
 	set -o pipefail; $(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests | tee $(TEST_LOGS)/cpu.log
 	$(if $(NVCC),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu.log)
@@ -196,7 +224,7 @@ test: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests
 # as on the device, emulated and tiny, PyTorch's side on the CPU (build/venv),
 # the cuDNN phase included, and their outputs checked (make test runs it
 # without PyTorch and cuDNN)
-rehearse-gpu: $(BUILD)/.deps $(BUILD)/data/.cifar-subset pack train probe
+rehearse-gpu: $(BUILD)/data/.cifar-subset pack train probe
 	bash scripts/pyenv.sh > /dev/null
 	bash bench/gpu_rehearse.sh full
 
@@ -205,7 +233,7 @@ test-export: pack train probe
 	$(BUILD)/venv/bin/python tests/test_export.py
 
 # the same tests, and the programs they run, under ASan + UBSan
-sanitize: $(BUILD)/.deps $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan $(if $(NVCC),$(BUILD)/tests-gpu-asan)
+sanitize: $(BUILD)/data/.cifar-subset $(BUILD)/pack-asan $(BUILD)/train-asan $(BUILD)/probe-asan $(BUILD)/tests-asan $(if $(NVCC),$(BUILD)/tests-gpu-asan)
 	@rm -rf $(BUILD)/tmp && mkdir -p $(BUILD)/tmp
 	$(TEST_ENV) SSL_PACK=$(BUILD)/pack-asan SSL_TRAIN=$(BUILD)/train-asan SSL_PROBE=$(BUILD)/probe-asan \
 	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests-asan
@@ -221,7 +249,7 @@ $(BUILD)/tests-gpu-asan: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/m
 	    $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(subst $(BUILD)/ssl_cuda.o,$(BUILD)/ssl_cuda_asan.o,$(GPU_LIBS)) $(LDLIBS)
 
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu_*.c))
-$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h tests/example_loss.h ssl.h $(GPU_DEPS) | $(BUILD)
+$(BUILD)/tests-gpu: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/model_fixture.h tests/example_loss.h ssl.h $(GPU_DEPS) $(FEATURES) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "make test-gpu needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) $(GPU_LIBS) $(LDLIBS)
 
@@ -265,7 +293,7 @@ FMNIST_CLASSES := T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,B
 DEMO := $(BUILD)/demo
 DEMO_RES := 28
 DEMO_TRAIN := simclr width=0.25 res=$(DEMO_RES) bs=128 epochs=4 warmup=0.5 probe_lr=0.01 views=crop_gray projector=256-128
-demo: $(BUILD)/.deps pack train probe
+demo: pack train probe
 	mkdir -p $(DEMO)
 	./pack $(FMNIST)/train-images-idx3-ubyte.gz $(DEMO)/fmnist-train.ssl classes="$(FMNIST_CLASSES)" force=1
 	./pack $(FMNIST)/t10k-images-idx3-ubyte.gz $(DEMO)/fmnist-test.ssl classes="$(FMNIST_CLASSES)" force=1
