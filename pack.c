@@ -63,8 +63,7 @@ typedef struct {
     const uint8_t **fmap;
     size_t *fsize;
     int64_t *first; /* first sample of each file */
-    uint8_t *idx_px, *idx_lab;
-    int idx_w, idx_h;
+    ssl_idx idx;
     /* classes */
     char **class_names;
     int num_classes;
@@ -298,84 +297,10 @@ static int source_cifar(source *s, const char *files, int hundred) {
     return 0;
 }
 
-/* Whole-file load, inflating gzip (with its CRC and size checked). IDX data
-   sets are small (tens of MB), so they are held in memory. */
-static int load_maybe_gzip(const char *path, uint8_t **out, size_t *n) {
-    uint8_t *b;
-    size_t sz;
-    if (ssl_read_file(path, &b, &sz) != 0) return -1;
-    if (sz < 2 || b[0] != 0x1f || b[1] != 0x8b) {
-        *out = b;
-        *n = sz;
-        return 0;
-    }
-    size_t p = 10;
-    if (sz < 18 || b[2] != 8) { free(b); return ssl__fail("'%s': not a deflate gzip file", path); }
-    int fl = b[3];
-    if (fl & 4) { if (p + 2 > sz) goto bad; p += 2 + (b[p] | b[p + 1] << 8); }
-    if (fl & 8) { while (p < sz && b[p]) p++; p++; }
-    if (fl & 16) { while (p < sz && b[p]) p++; p++; }
-    if (fl & 2) p += 2;
-    if (p + 8 > sz || sz - p > 0x7FFFFFFF) goto bad;
-    int outlen = 0;
-    /* the whole rest, trailer included: stb's inflater reads a little ahead */
-    char *inf = stbi_zlib_decode_noheader_malloc((const char *)b + p, (int)(sz - p), &outlen);
-    if (!inf) goto bad;
-    uint32_t crc = ssl__get32(b + sz - 8), isize = ssl__get32(b + sz - 4);
-    if (ssl_crc32(0, inf, (size_t)outlen) != crc || (uint32_t)outlen != isize) {
-        free(inf);
-        free(b);
-        return ssl__fail("'%s': gzip checksum mismatch (corrupt or truncated)", path);
-    }
-    free(b);
-    *out = (uint8_t *)inf;
-    *n = (size_t)outlen;
-    return 0;
-bad:
-    free(b);
-    return ssl__fail("'%s': corrupt or truncated gzip data", path);
-}
-
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
-
-static int source_idx(source *s, const char *images, const char *labels_opt) {
-    char labels[SSL_STR];
-    if (labels_opt[0]) snprintf(labels, sizeof labels, "%s", labels_opt);
-    else {
-        snprintf(labels, sizeof labels, "%s", images);
-        char *k = strstr(labels, "images-idx3");
-        if (!k) return ssl__fail("cannot guess the labels file of '%s'; pass labels=FILE", images);
-        memcpy(k, "labels-idx1", 11);
-    }
-    uint8_t *im, *lb;
-    size_t ni, nl;
-    if (load_maybe_gzip(images, &im, &ni) != 0) return -1;
-    if (load_maybe_gzip(labels, &lb, &nl) != 0) { free(im); return -1; }
-    if (ni < 16 || im[0] || im[1] || im[2] != 8 || im[3] != 3) {
-        free(im); free(lb);
-        return ssl__fail("'%s' is not an IDX file of uint8 images (magic 0x00000803)", images);
-    }
-    if (nl < 8 || lb[0] || lb[1] || lb[2] != 8 || lb[3] != 1) {
-        free(im); free(lb);
-        return ssl__fail("'%s' is not an IDX file of uint8 labels (magic 0x00000801)", labels);
-    }
-    uint32_t n = be32(im + 4), h = be32(im + 8), w = be32(im + 12);
-    if (w == 0 || h == 0 || w > 65535 || h > 65535 || (uint64_t)n * w * h + 16 != ni) {
-        free(im); free(lb);
-        return ssl__fail("'%s': header says %u images of %ux%u but the file holds %zu bytes", images, n, h, w, ni);
-    }
-    if (be32(lb + 4) != n || nl != 8 + (size_t)n) {
-        free(im); free(lb);
-        return ssl__fail("'%s' holds %u labels for %u images", labels, be32(lb + 4), n);
-    }
-    s->idx_px = im;
-    s->idx_lab = lb;
-    s->idx_w = (int)w;
-    s->idx_h = (int)h;
-    s->n = n;
-    uint8_t mx = 0;
-    for (uint32_t i = 0; i < n; i++) if (lb[8 + i] > mx) mx = lb[8 + i];
-    numeric_classes(s, mx + 1);
+static int source_idx(source *s, const char *images, const char *labels) {
+    if (ssl_idx_load(images, labels, &s->idx) != 0) return -1;
+    s->n = s->idx.n;
+    numeric_classes(s, s->idx.num_classes);
     s->kind = SRC_IDX;
     return 0;
 }
@@ -429,7 +354,7 @@ static void source_close(source *s) {
     free(s->labels);
     for (int f = 0; f < s->nfiles; f++) ssl_unmap_file(s->fmap[f], s->fsize[f]);
     free(s->fmap); free(s->fsize); free(s->first);
-    free(s->idx_px); free(s->idx_lab);
+    ssl_idx_free(&s->idx);
     for (int c = 0; c < s->num_classes; c++) free(s->class_names[c]);
     free(s->class_names);
 }
@@ -493,9 +418,9 @@ static int make_record(pipeline *pp, int64_t i, slot *o, scratch *sc) {
         }
         px = d; w = h = 32; c = 3;
     } else {
-        o->label = s->idx_lab[8 + i];
-        px = s->idx_px + 16 + (size_t)i * s->idx_w * s->idx_h;
-        w = s->idx_w; h = s->idx_h; c = 1;
+        o->label = ssl_idx_label(&s->idx, (uint32_t)i);
+        px = ssl_idx_pixels(&s->idx, (uint32_t)i);
+        w = s->idx.w; h = s->idx.h; c = 1;
     }
     int tc = pp->want_c ? pp->want_c : c;
     int longer = w > h ? w : h;

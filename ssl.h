@@ -439,6 +439,26 @@ SSLDEF int ssl_encode_jpeg(const uint8_t *px, int w, int h, int c, int quality, 
 SSLDEF int ssl_encode_png(const uint8_t *px, int w, int h, int c, ssl_buf *out, size_t *size);
 /* Converts between 1 and 3 channels (ITU-R 601 luma for RGB->gray). */
 SSLDEF void ssl_convert_channels(const uint8_t *src, int w, int h, int sc, uint8_t *dst, int dc);
+/* Reads a whole file, inflating it if it is gzip'd (CRC and size checked). */
+SSLDEF int ssl_read_file_gz(const char *path, uint8_t **out, size_t *n);
+/* An IDX data set as MNIST and Fashion-MNIST ship it (gzip'd or not): n
+   gray images of h x w uint8 pixels and their labels, held in memory. */
+typedef struct {
+    uint8_t *image_file, *label_file; /* the files' bytes, headers included */
+    uint32_t n;
+    int w, h, num_classes; /* num_classes: the largest label + 1 */
+} ssl_idx;
+static inline const uint8_t *ssl_idx_pixels(const ssl_idx *d, uint32_t i) {
+    return d->image_file + 16 + (size_t)i * (size_t)d->w * (size_t)d->h;
+}
+static inline uint32_t ssl_idx_label(const ssl_idx *d, uint32_t i) { return d->label_file[8 + i]; }
+/* labels NULL or "": the images' name with images-idx3 -> labels-idx1. */
+SSLDEF int ssl_idx_load(const char *images, const char *labels, ssl_idx *d);
+SSLDEF void ssl_idx_free(ssl_idx *d);
+/* Packs the first `limit` samples (0 = all) of an IDX data set into `out`
+   as raw gray records, atomically; class_names may be NULL ("0", "1", ...). */
+SSLDEF int ssl_pack_idx(const ssl_idx *d, const char *out, const char *const *class_names, int num_classes,
+                        uint64_t limit);
 
 typedef enum { SSL_FILTER_BOX = 0, SSL_FILTER_BILINEAR = 1 } ssl_filter;
 /* Resamples the box (bx, by, bw, bh) of src (sw x sh x c, row stride
@@ -1547,14 +1567,37 @@ static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float l
     *buf = mom * *buf + d;
     *w -= lr * *buf;
 }
-/* torch.optim.AdamW: decoupled decay, bias-corrected moments. bc1 = 1-b1^t,
-   bc2 = 1-b2^t. */
-static inline SSL_HD void ssl_adamw_update(float *w, float g, float *m, float *v, float lr, float wd, float b1, float b2,
-                                           float eps, float bc1, float bc2) {
-    *w -= lr * wd * *w;
-    *m = b1 * *m + (1 - b1) * g;
-    *v = b2 * *v + (1 - b2) * g * g;
-    *w -= lr * (*m / bc1) / (sqrtf(*v / bc2) + eps);
+/* torch.optim.AdamW (decoupled decay, bias-corrected moments), as its
+   single-tensor loop computes it: the step's scalars are worked out in
+   double and rounded to float once (1 - beta2 from a float beta2 would be
+   off by 1.3e-5 relative), and each element takes torch's operations in
+   torch's order: w *= 1 - lr wd; m = lerp(m, g, 1 - b1);
+   v = v b2 + (1 - b2) g g; w += -(lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),
+   with bc = 1 - b^t at step t (from 1). */
+typedef struct {
+    float decay;        /* 1 - lr wd, for the tensors that decay */
+    float one_minus_b1; /* the lerp weight of the first moment */
+    float b2, one_minus_b2;
+    float step_size;    /* lr / (1 - b1^t) */
+    float bc2_sqrt;     /* sqrt(1 - b2^t) */
+    float eps;
+} ssl_adamw_scalars;
+static inline ssl_adamw_scalars ssl_adamw_at(double lr, double wd, double b1, double b2, double eps, int64_t t) {
+    ssl_adamw_scalars s;
+    s.decay = (float)(1.0 - lr * wd);
+    s.one_minus_b1 = (float)(1.0 - b1);
+    s.b2 = (float)b2;
+    s.one_minus_b2 = (float)(1.0 - b2);
+    s.step_size = (float)(lr / (1.0 - pow(b1, (double)t)));
+    s.bc2_sqrt = (float)sqrt(1.0 - pow(b2, (double)t));
+    s.eps = (float)eps;
+    return s;
+}
+static inline SSL_HD void ssl_adamw_update(float *w, float g, float *m, float *v, int decays, ssl_adamw_scalars s) {
+    if (decays) *w *= s.decay;
+    *m += s.one_minus_b1 * (g - *m); /* torch's lerp for a weight below 0.5 */
+    *v = *v * s.b2 + s.one_minus_b2 * g * g;
+    *w += -s.step_size * *m / (sqrtf(*v) / s.bc2_sqrt + s.eps);
 }
 
 /* ========================================================================
@@ -2874,7 +2917,7 @@ SSLDEF int ssl_pack_writer_add(ssl_pack_writer *w, const void *bytes, size_t siz
     r->crc = ssl_crc32(0, bytes, size);
     w->pos += size;
     if (!path) w->all_have_paths = 0;
-    if (w->all_have_paths) {
+    else if (w->all_have_paths) {
         size_t l = strlen(path) + 1;
         if (w->paths_len + l > w->paths_cap) {
             w->paths_cap = (w->paths_len + l) * 2;
@@ -3046,6 +3089,125 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
     if (c) *c = ic;
     if (format) *format = fmt;
     return 0;
+}
+
+/* ---- gzip'd files and IDX data sets ------------------------------------ */
+
+SSLDEF int ssl_read_file_gz(const char *path, uint8_t **out, size_t *n) {
+    uint8_t *b;
+    size_t sz;
+    if (ssl_read_file(path, &b, &sz) != 0) return -1;
+    if (sz < 2 || b[0] != 0x1f || b[1] != 0x8b) {
+        *out = b;
+        *n = sz;
+        return 0;
+    }
+    /* RFC 1952: a 10-byte header, optional fields by flag, deflate data, then
+       CRC32 and size of the inflated bytes */
+    size_t p = 10;
+    if (sz < 18 || b[2] != 8) { free(b); return ssl__fail("'%s': not a deflate gzip file", path); }
+    int fl = b[3];
+    if (fl & 4) { if (p + 2 > sz) goto bad; p += 2 + (size_t)(b[p] | b[p + 1] << 8); }
+    if (fl & 8) { while (p < sz && b[p]) p++; p++; }
+    if (fl & 16) { while (p < sz && b[p]) p++; p++; }
+    if (fl & 2) p += 2;
+    if (p + 8 > sz || sz - p > 0x7FFFFFFF) goto bad;
+    int outlen = 0;
+    /* the whole rest, trailer included: stb's inflater reads a little ahead */
+    char *inf = stbi_zlib_decode_noheader_malloc((const char *)b + p, (int)(sz - p), &outlen);
+    if (!inf) goto bad;
+    if (ssl_crc32(0, inf, (size_t)outlen) != ssl__get32(b + sz - 8) || (uint32_t)outlen != ssl__get32(b + sz - 4)) {
+        free(inf);
+        free(b);
+        return ssl__fail("'%s': gzip checksum mismatch (corrupt or truncated)", path);
+    }
+    free(b);
+    *out = (uint8_t *)inf;
+    *n = (size_t)outlen;
+    return 0;
+bad:
+    free(b);
+    return ssl__fail("'%s': corrupt or truncated gzip data", path);
+}
+
+static uint32_t ssl__be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+SSLDEF void ssl_idx_free(ssl_idx *d) {
+    free(d->image_file);
+    free(d->label_file);
+    memset(d, 0, sizeof *d);
+}
+
+SSLDEF int ssl_idx_load(const char *images, const char *labels, ssl_idx *d) {
+    memset(d, 0, sizeof *d);
+    char guessed[SSL_STR];
+    if (!labels || !labels[0]) {
+        snprintf(guessed, sizeof guessed, "%s", images);
+        char *k = strstr(guessed, "images-idx3");
+        if (!k) return ssl__fail("cannot guess the labels file of '%s'; pass labels=FILE", images);
+        memcpy(k, "labels-idx1", 11);
+        labels = guessed;
+    }
+    size_t ni, nl;
+    if (ssl_read_file_gz(images, &d->image_file, &ni) != 0) return -1;
+    if (ssl_read_file_gz(labels, &d->label_file, &nl) != 0) { ssl_idx_free(d); return -1; }
+    const uint8_t *im = d->image_file, *lb = d->label_file;
+    if (ni < 16 || im[0] || im[1] || im[2] != 8 || im[3] != 3) {
+        ssl_idx_free(d);
+        return ssl__fail("'%s' is not an IDX file of uint8 images (magic 0x00000803)", images);
+    }
+    if (nl < 8 || lb[0] || lb[1] || lb[2] != 8 || lb[3] != 1) {
+        ssl_idx_free(d);
+        return ssl__fail("'%s' is not an IDX file of uint8 labels (magic 0x00000801)", labels);
+    }
+    uint32_t n = ssl__be32(im + 4), h = ssl__be32(im + 8), w = ssl__be32(im + 12);
+    if (w == 0 || h == 0 || w > 65535 || h > 65535 || (uint64_t)n * w * h + 16 != ni) {
+        ssl_idx_free(d);
+        return ssl__fail("'%s': header says %u images of %ux%u but the file holds %zu bytes", images, n, h, w, ni);
+    }
+    if (ssl__be32(lb + 4) != n || nl != 8 + (size_t)n) {
+        uint32_t claimed = ssl__be32(lb + 4);
+        ssl_idx_free(d);
+        return ssl__fail("'%s' holds %u labels for %u images", labels, claimed, n);
+    }
+    d->n = n;
+    d->w = (int)w;
+    d->h = (int)h;
+    for (uint32_t i = 0; i < n; i++)
+        if ((int)lb[8 + i] + 1 > d->num_classes) d->num_classes = lb[8 + i] + 1;
+    return 0;
+}
+
+SSLDEF int ssl_pack_idx(const ssl_idx *d, const char *out, const char *const *class_names, int num_classes,
+                        uint64_t limit) {
+    if (class_names && num_classes < d->num_classes)
+        return ssl__fail("%d class names for a data set with %d classes", num_classes, d->num_classes);
+    char **numbered = NULL;
+    if (!class_names) {
+        num_classes = d->num_classes;
+        numbered = ssl_malloc(sizeof(char *) * (size_t)(num_classes > 0 ? num_classes : 1), "class names");
+        for (int c = 0; c < num_classes; c++) {
+            numbered[c] = ssl_malloc(12, "class name");
+            snprintf(numbered[c], 12, "%d", c);
+        }
+        class_names = (const char *const *)numbered;
+    }
+    uint64_t n = limit && limit < d->n ? limit : d->n;
+    int rc = -1;
+    ssl_pack_writer *w = ssl_pack_writer_open(out, 1, 0);
+    if (w) {
+        rc = 0;
+        for (uint64_t i = 0; i < n && rc == 0; i++)
+            rc = ssl_pack_writer_add(w, ssl_idx_pixels(d, (uint32_t)i), (size_t)d->w * (size_t)d->h, d->w, d->h, 1,
+                                     SSL_ENC_RAW, ssl_idx_label(d, (uint32_t)i), NULL);
+        if (rc == 0) rc = ssl_pack_writer_finish(w, class_names, num_classes, SSL_STORE_RAW, 0);
+        else ssl_pack_writer_abort(w);
+    }
+    if (numbered) {
+        for (int c = 0; c < num_classes; c++) free(numbered[c]);
+        free(numbered);
+    }
+    return rc;
 }
 
 SSLDEF void ssl_convert_channels(const uint8_t *src, int w, int h, int sc, uint8_t *dst, int dc) {
@@ -7041,7 +7203,7 @@ static double ssl__norm2(const float *x, int64_t n) {
 SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
     const ssl_optim_config *c = &o->c;
     o->step++;
-    float bc1 = (float)(1 - pow(c->beta1, (double)o->step)), bc2 = (float)(1 - pow(c->beta2, (double)o->step));
+    ssl_adamw_scalars as = ssl_adamw_at(lr, c->weight_decay, c->beta1, c->beta2, c->eps, o->step);
     for (int i = 0; i < t->n; i++) {
         const ssl_param *p = &t->p[i];
         if (p->kind == SSL_PARAM_BUFFER) continue;
@@ -7064,8 +7226,7 @@ SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
             for (int64_t k = 0; k < p->numel; k++) ssl_lars_update(&w[k], g[k], &m[k], (float)lr, (float)c->momentum, wd, q);
         } else {
             float *v = o->v + p->offset;
-            for (int64_t k = 0; k < p->numel; k++)
-                ssl_adamw_update(&w[k], g[k], &m[k], &v[k], (float)lr, wd, (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2);
+            for (int64_t k = 0; k < p->numel; k++) ssl_adamw_update(&w[k], g[k], &m[k], &v[k], wd != 0, as);
         }
     }
 }
@@ -7080,7 +7241,6 @@ SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t to
 }
 
 /* ---- 11. Train step, checkpoints -------------------------------------- */
-/* ---- 11. Train step, checkpoints ----------------------------------------- */
 
 static const char *const ssl__method_names[] = {"simclr", "vicreg", "barlow", "byol"};
 SSLDEF const char *ssl_method_name(int method) {

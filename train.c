@@ -1,6 +1,7 @@
 /* train.c - ./train METHOD key=value ...: self-supervised pretraining.
 
      ./train simclr data=train.ssl bs=256 lr=1.0 tau=0.15
+     ./train simclr bs=256 lr=1.0 tau=0.15   (no data=: Fashion-MNIST, packed once into a cache)
      ./train byol data=train.ssl predictor=4096-256 epochs=100
      ./train simclr resume=runs/a            (continues exactly where it stopped)
      ./train help                             (every option)
@@ -338,6 +339,87 @@ static int apply_meta(train_cfg *c, const char *meta) {
     return 0;
 }
 
+/* With no data=, the run trains on Fashion-MNIST as Debian's
+   dataset-fashion-mnist installs it (make deps does), packed once into a
+   cache: $XDG_CACHE_HOME/ssl.h, else ~/.cache/ssl.h. */
+#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
+static const char *const FMNIST_CLASSES[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+static int cache_dir(char *dir, size_t n) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg) snprintf(dir, n, "%s/ssl.h", xdg);
+    else if (home && *home) snprintf(dir, n, "%s/.cache/ssl.h", home);
+    else return ssl__fail("neither XDG_CACHE_HOME nor HOME is set: no cache directory; pass data=PACK");
+    for (char *p = dir + 1; *p; p++) { /* mkdir -p */
+        if (*p != '/') continue;
+        *p = 0;
+        int r = mkdir(dir, 0755);
+        *p = '/';
+        if (r != 0 && errno != EEXIST) return ssl__fail("cannot create '%s': %s", dir, strerror(errno));
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return ssl__fail("cannot create '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
+/* The cached pack of one split ("train" or "t10k"), made when missing or
+   unreadable. */
+static int fmnist_pack(const char *dir, const char *split, char *path, size_t n) {
+    snprintf(path, n, "%s/fashion-mnist-%s.ssl", dir, split);
+    ssl_pack p;
+    if (ssl_pack_open(path, &p) == 0) {
+        ssl_pack_close(&p);
+        return 0;
+    }
+    char images[SSL_STR];
+    snprintf(images, sizeof images, FMNIST_DIR "/%s-images-idx3-ubyte.gz", split);
+    struct stat st;
+    if (stat(images, &st) != 0)
+        return ssl__fail("no data= given and Fashion-MNIST is not installed (%s is missing): "
+                         "apt-get install dataset-fashion-mnist, or pass data=PACK", images);
+    printf("train: packing %s into %s (once)\n", images, path);
+    ssl_idx d;
+    if (ssl_idx_load(images, NULL, &d) != 0) return -1;
+    int r = ssl_pack_idx(&d, path, FMNIST_CLASSES, 10, 0);
+    ssl_idx_free(&d);
+    return r;
+}
+
+/* On the CPU the table's defaults (a full-width ResNet-18, 100 epochs) would
+   take days on Fashion-MNIST; there the default data comes with the demo's
+   small recipe for every option the command line leaves out. */
+static const char *const FMNIST_CPU_RECIPE[][2] = {
+    {"width", "0.25"}, {"res", "28"}, {"epochs", "1"}, {"warmup", "0.5"},
+    {"views", "crop_gray"}, {"projector", "256-128"}, {"probe_lr", "0.01"},
+};
+
+static int given(int argc, char **argv, const char *key) {
+    size_t n = strlen(key);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], key, n) && argv[i][n] == '=') return 1;
+    return 0;
+}
+
+static int default_data(train_cfg *c, int on_gpu, int argc, char **argv) {
+    char dir[SSL_STR - 64];
+    if (cache_dir(dir, sizeof dir) != 0) return -1;
+    if (fmnist_pack(dir, "train", c->data, sizeof c->data) != 0) return -1;
+    if (!c->val[0] && fmnist_pack(dir, "t10k", c->val, sizeof c->val) != 0) return -1;
+    printf("train: no data= given: Fashion-MNIST's 60,000 training images (%s), evaluated on its test split (%s).\n"
+           "       Your own images: ./pack DIR train.ssl, then ./train %s data=train.ssl ...\n",
+           c->data, c->val, c->method);
+    if (on_gpu) return 0;
+    char said[256] = "";
+    for (size_t i = 0; i < sizeof FMNIST_CPU_RECIPE / sizeof FMNIST_CPU_RECIPE[0]; i++) {
+        const char *k = FMNIST_CPU_RECIPE[i][0], *v = FMNIST_CPU_RECIPE[i][1];
+        if (given(argc, argv, k)) continue;
+        if (ssl_config_set(OPTS, NOPTS, c, k, v) != 0) return -1;
+        snprintf(said + strlen(said), sizeof said - strlen(said), " %s=%s", k, v);
+    }
+    if (said[0]) printf("       On the CPU, the small recipe of make demo for what the command leaves out:%s\n", said);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     train_cfg cfg;
     ssl_config_defaults(OPTS, NOPTS, &cfg);
@@ -405,7 +487,7 @@ int main(int argc, char **argv) {
         return 1;
 #endif
     }
-    if (!cfg.data[0]) { fprintf(stderr, "train: data=PACK is required (make one with ./pack)\n"); return 1; }
+    if (!cfg.data[0] && default_data(&cfg, on_gpu, argc, argv) != 0) return die("data");
     int method = ssl_method_parse(cfg.method);
     if (method == SSL_METHOD_BYOL && !cfg.predictor[0]) { /* 4096-(the projector's output) */
         const char *last = strrchr(cfg.projector, '-');
@@ -598,7 +680,8 @@ int main(int argc, char **argv) {
             sum_loss += st.loss, sum_acc += st.probe_acc, nsum++;
             split[0] += st.t_forward, split[1] += st.t_loss, split[2] += st.t_backward, split[3] += st.t_optim;
             int last = batch == per_epoch && epoch == cfg.epochs - 1;
-            if (t.step % cfg.log_every == 0 || last) {
+            /* the run's first step is logged too, so curves start at its initial weights */
+            if (t.step % cfg.log_every == 0 || t.step == at_start + 1 || last) {
                 double now = ssl_now(), ips = imgs / (now - tlast), el = now - t0;
                 /* the share of the time the step waited for the loader (the GPU idle for want of data) */
                 double wait_now = ssl_loader_get_stats(loader).wait_s, waited = (wait_now - wait_last) / (now - tlast);
@@ -631,8 +714,8 @@ int main(int argc, char **argv) {
 #ifdef SSL_CUDA
                 if (on_gpu) dev_gb = (double)ssl_cuda_live_bytes() / 1e9;
 #endif
-                fprintf(log, "{\"epoch\": %lld, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"elapsed\": %.1f}\n",
-                        (long long)epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
+                fprintf(log, "{\"epoch\": %lld, \"epochs_done\": %.4f, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"elapsed\": %.1f}\n",
+                        (long long)epoch, (double)t.step / (double)per_epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
                         split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, el);
                 fflush(log);
                 fflush(stdout);

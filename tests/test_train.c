@@ -43,6 +43,47 @@ TEST(train_refuses_bad_options_before_work) {
     CHECK(stat(test_tmp("run_missing/ckpt.sslt"), &st) != 0, "a failed start wrote a checkpoint");
 }
 
+/* The design card's command, ./train simclr bs=256 lr=1.0 tau=0.15, names
+   no data: the run packs Fashion-MNIST once into the cache
+   (XDG_CACHE_HOME/ssl.h), says so, takes the small CPU recipe for what the
+   command leaves out, and a second run reuses the packs. */
+TEST(train_without_data_packs_fashion_mnist_once) {
+    struct stat st;
+    if (stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) != 0) {
+        test_skip("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+        return;
+    }
+    const char *t = test_bin("SSL_TRAIN", "./train"), *cache = test_tmp("xdg_cache");
+    char *out;
+    /* one step, so that no evaluation runs; res and width as TINY's */
+    const char *cmd = "rm -rf %s/run && XDG_CACHE_HOME=%s %s simclr bs=64 lr=1.0 tau=0.15 max_steps=1 width=0.125 res=16 "
+                      "threads=1 loader_threads=1 device=cpu out=%s/run";
+    int rc = run(&out, cmd, cache, cache, t, cache);
+    CHECK(rc == 0, "exit %d: %s", rc, out);
+    CHECK_CONTAINS(out, "no data= given: Fashion-MNIST");
+    CHECK_CONTAINS(out, "packing /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+    CHECK_CONTAINS(out, "ssl.h/fashion-mnist-train.ssl");
+    CHECK_CONTAINS(out, "./pack DIR train.ssl");
+    /* the recipe fills what the command left out, never what it gave */
+    CHECK_CONTAINS(out, "epochs=1");
+    CHECK(!strstr(out, "width=0.25") && !strstr(out, "res=28"), "the recipe overrode given options: %s", out);
+    free(out);
+    char path[SSL_STR + 64];
+    snprintf(path, sizeof path, "%s/ssl.h/fashion-mnist-train.ssl", cache);
+    ssl_pack p;
+    CHECK_OK(ssl_pack_open(path, &p));
+    if (p.map) {
+        CHECK_EQ(p.h.num_samples, 60000);
+        CHECK_EQ(p.h.num_classes, 10);
+        CHECK_EQ(p.index[0].width, 28);
+        ssl_pack_close(&p);
+    }
+    rc = run(&out, cmd, cache, cache, t, cache);
+    CHECK(rc == 0, "second run: exit %d", rc);
+    CHECK(!strstr(out, "packing "), "the second run packed again: %s", out);
+    free(out);
+}
+
 static uint32_t file_crc(const char *path) {
     uint8_t *b;
     size_t n;
