@@ -9,14 +9,19 @@ if [ $# -lt 1 ]; then echo "usage: scripts/plot.sh LOG.jsonl [OUT.png] [LOG2.jso
 log=$1; out=${2:-${log%.jsonl}.png}; shift; [ $# -gt 0 ] && shift
 command -v gnuplot >/dev/null || { echo "plot.sh: gnuplot not found (apt-get install gnuplot-nox)" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-# pull epoch, step, loss, probe_acc, elapsed out of the step lines
+# pull epochs done, step, loss, probe_acc, elapsed out of the step lines
 extract() {
     awk '
     function field(name,   m) {
         if (match($0, "\"" name "\": *-?[0-9.eE+-]+")) { m = substr($0, RSTART, RLENGTH); sub(/^[^:]*: */, "", m); return m }
         return "nan"
     }
-    /"step":/ && /"loss":/ && !/"eval"/ { print field("epoch"), field("step"), field("loss"), field("probe_acc"), field("elapsed") }
+    # x: epochs done, fractional (step / steps per epoch); logs without the
+    # field fall back to the whole epoch
+    /"step":/ && /"loss":/ && !/"eval"/ {
+        x = field("epochs_done"); if (x == "nan") x = field("epoch")
+        print x, field("step"), field("loss"), field("probe_acc"), field("elapsed")
+    }
     ' "$1"
 }
 extract "$log" > "$tmp/0.tsv"
@@ -34,9 +39,9 @@ set terminal pngcairo size 1200,800 font ",10"
 set output '$out'
 set multiplot layout 2,2 title "ssl.h training: $(basename "$log")"
 set grid
-set xlabel 'epoch'; set ylabel 'training loss'; plot $(plots 1 3)
-set xlabel 'wall-clock (s)'; set ylabel 'training loss'; plot $(plots 5 3)
-set xlabel 'epoch'; set ylabel 'online probe top-1'; set yrange [0:1]; plot $(plots 1 4)
+set xlabel 'epochs'; set xrange [0:*]; set ylabel 'training loss'; plot $(plots 1 3)
+set xlabel 'wall-clock (s)'; set xrange [0:*]; set ylabel 'training loss'; plot $(plots 5 3)
+set xlabel 'epochs'; set xrange [0:*]; set ylabel 'online probe top-1'; set yrange [0:1]; plot $(plots 1 4)
 set xlabel 'wall-clock (s)'; set ylabel 'online probe top-1'; plot $(plots 5 4)
 unset multiplot
 GP
