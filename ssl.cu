@@ -4007,7 +4007,8 @@ struct ssl__f_opt_apply {
     const float *q; /* LARS */
     float *w, *g, *m, *v;
     int kind;
-    float lr, mom, b1, b2, eps, bc1, bc2, weight_decay;
+    float lr, mom, weight_decay;
+    ssl_adamw_scalars adamw;
     SSL_HD void operator()(int64_t i) const {
         ssl__opt_chunk c = ch[i / SSL__OPT_CHUNK];
         int64_t j = i % SSL__OPT_CHUNK;
@@ -4016,7 +4017,7 @@ struct ssl__f_opt_apply {
         float wd = ts[c.tensor].decays ? weight_decay : 0.0f;
         if (kind == SSL_OPTIM_SGD) ssl_sgd_update(&w[k], g[k], &m[k], lr, mom, wd);
         else if (kind == SSL_OPTIM_LARS) ssl_lars_update(&w[k], g[k], &m[k], lr, mom, wd, q[c.tensor]);
-        else ssl_adamw_update(&w[k], g[k], &m[k], &v[k], lr, wd, b1, b2, eps, bc1, bc2);
+        else ssl_adamw_update(&w[k], g[k], &m[k], &v[k], wd != 0, adamw);
     }
 };
 
@@ -4100,9 +4101,8 @@ template <class X> static void ssl__optim_run(const X &x, ssl_optimizer *o, ssl_
         x.each(ft, t->n);
     }
     o->step++;
-    float bc1 = (float)(1 - pow(c->beta1, (double)o->step)), bc2 = (float)(1 - pow(c->beta2, (double)o->step));
-    ssl__f_opt_apply fa = {dc, dt, q, t->data, t->grad, o->m, o->v, c->kind, (float)lr, (float)c->momentum,
-                           (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2, wd};
+    ssl__f_opt_apply fa = {dc, dt, q, t->data, t->grad, o->m, o->v, c->kind, (float)lr, (float)c->momentum, wd,
+                           ssl_adamw_at(lr, c->weight_decay, c->beta1, c->beta2, c->eps, o->step)};
     x.each(fa, l.nch * SSL__OPT_CHUNK);
 }
 

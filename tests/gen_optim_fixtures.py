@@ -1,5 +1,6 @@
 """Optimizer fixtures: three steps of SGD (momentum), LARS and AdamW as
-PyTorch computes them, on a weight matrix, a bias and a BN weight, with
+PyTorch computes them, on weight matrices (one all zero, one of large
+magnitude), a bias and a BN weight, with
 biases and 1-d parameters excluded from weight decay (and from LARS
 adaptation), as the VICReg / Barlow Twins reference code does.
 
@@ -23,10 +24,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 import sslt  # noqa: E402
 
 torch.manual_seed(0)
-shapes = {"w": (8, 5), "b": (8,), "bn": (8,)}
+# w: a weight; b, bn: excluded from decay and LARS; z: an all-zero weight
+# (LARS's fallback trust ratio of 1); big: a weight and gradients of large
+# magnitude (1e3 and 1e2), where a rounding of the step's scalars shows most
+shapes = {"w": (8, 5), "b": (8,), "bn": (8,), "z": (4, 3), "big": (6, 4)}
 init = {k: torch.randn(*s, dtype=torch.float64).float() for k, s in shapes.items()}
 init["bn"] = init["bn"].abs() + 0.5
-grads = [{k: torch.randn(*s).float() * (0.1 if k == "w" else 1.0) for k, s in shapes.items()} for _ in range(3)]
+init["z"] = torch.zeros(shapes["z"])
+init["big"] = init["big"] * 1e3
+grad_scale = {"w": 0.1, "b": 1.0, "bn": 1.0, "z": 0.1, "big": 100.0}
+grads = [{k: torch.randn(*s).float() * grad_scale[k] for k, s in shapes.items()} for _ in range(3)]
 lrs = [0.1, 0.05, 0.2]
 WD, MOM, ETA = 0.01, 0.9, 0.001
 out = {}
@@ -56,7 +63,8 @@ def run(make_opt, name):
 
 
 def groups(p):
-    return [{"params": [p["w"]], "weight_decay": WD}, {"params": [p["b"], p["bn"]], "weight_decay": 0.0}]
+    return [{"params": [p["w"], p["z"], p["big"]], "weight_decay": WD},
+            {"params": [p["b"], p["bn"]], "weight_decay": 0.0}]
 
 
 run(lambda p: torch.optim.SGD(groups(p), lr=0.1, momentum=MOM), "sgd")
