@@ -857,6 +857,7 @@ int main(int argc, char **argv) {
     }
     g_on_gpu = 0;
 #endif
+    if (!g_on_gpu && *ssl_blas_warning()) fprintf(stderr, "probe: warning: %s\n", ssl_blas_warning());
     char trains[SSL_STR], evals[SSL_STR], modes[SSL_STR], ks[SSL_STR];
     char *tr[MAX_PAIRS], *ev[MAX_PAIRS], *md[8], *kk[MAX_K];
     snprintf(trains, sizeof trains, "%s", cfg.train);

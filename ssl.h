@@ -38,6 +38,48 @@
                         checkpoints
       12. Evaluation    kNN, linear and MLP probes, safetensors export
 
+   USAGE. A whole program that trains SimCLR on a pack made by ./pack (make
+   test extracts and compiles it, so it stays true):
+
+       #define SSL_IMPLEMENTATION
+       #include "ssl.h"
+
+       int main(void) {
+           ssl_loader_config lc; // SimCLR's two views, 32x32 crops, 256 images a batch
+           ssl_loader_config_init(&lc, "train.ssl", "simclr", 32, 256);
+           ssl_loader *l = ssl_loader_open(&lc);
+           if (!l) return fprintf(stderr, "%s\n", ssl_last_error()), 1;
+
+           ssl_model_config mc = ssl_model_config_default(); // ResNet-18
+           mc.cifar_stem = 1;
+           snprintf(mc.projector, sizeof mc.projector, "2048-2048-128");
+           ssl_train_config tc = ssl_train_config_default(SSL_METHOD_SIMCLR); // LARS, tau 0.15
+           int epochs = 10;
+           int64_t per_epoch = (int64_t)ssl_loader_pack(l)->h.num_samples / 256;
+           tc.total_steps = epochs * per_epoch; // warmup, then cosine over the run
+           ssl_trainer t;
+           if (ssl_trainer_init(&t, &mc, &tc)) return fprintf(stderr, "%s\n", ssl_last_error()), 1;
+
+           for (int e = 0; e < epochs; e++) {
+               ssl_loader_start_epoch(l, e, 0);
+               for (const ssl_batch *b; (b = ssl_loader_next(l)); ssl_loader_release(l, b)) {
+                   ssl_step_stats st;
+                   if (ssl_train_step(&t, b->views[0], b->views[1], b->labels, b->n, b->h[0], b->w[0], &st))
+                       return fprintf(stderr, "%s\n", ssl_last_error()), 1; // e.g. a NaN loss
+                   printf("step %lld loss %.4f\n", (long long)t.step, st.loss);
+               }
+           }
+           ssl_trainer_save(&t, "ckpt.sslt", "", NULL, 0);
+           ssl_trainer_free(&t);
+           ssl_loader_close(l);
+           return 0;
+       }
+
+   To try a loss of your own, edit section 9 (each loss is a short function
+   on public primitives that run on either device) and call yours in
+   ssl_train_step's `switch (c->method)` in section 11. ./train is this
+   program with the config table, logging, checkpoints and evaluation.
+
    ERRORS. On bad external input (a file, a config value, an image) a
    function returns a negative number or NULL and leaves a message readable
    with ssl_last_error() (per thread). Broken internal invariants and CUDA
@@ -1050,6 +1092,12 @@ SSLDEF void ssl_gemm(int transA, int transB, int M, int N, int K, float alpha, c
    sgemm's speed (bench/RESULTS.md), so ./train and the CPU benchmark
    print it. */
 SSLDEF const char *ssl_blas_kernels(void);
+/* "" when the GEMM kernels suit the CPU; otherwise a line saying that
+   OpenBLAS fell back to its pre-AVX2 kernels (it picks them by CPU model,
+   and an unknown model gets its oldest) on a CPU with AVX2, and what to
+   set. Its AVX2 kernels are about 3x faster on a small ResNet's GEMM
+   shapes (bench/RESULTS.md). */
+SSLDEF const char *ssl_blas_warning(void);
 /* The loops ssl_gemm falls back to (public so tests can compare). */
 SSLDEF void ssl_gemm_loops(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                            const float *B, int ldb, float beta, float *C, int ldc);
@@ -1961,6 +2009,7 @@ SSLDEF int ssl_cuda_emulation(void);
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -5329,6 +5378,30 @@ SSLDEF const char *ssl_blas_kernels(void) {
 #ifdef SSL_OPENBLAS
     static char s[96];
     snprintf(s, sizeof s, "%.60s%s", openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE)" : "");
+    return s;
+#else
+    return "";
+#endif
+}
+
+SSLDEF const char *ssl_blas_warning(void) {
+#if defined(SSL_OPENBLAS) && defined(__x86_64__) && defined(__GNUC__)
+    /* OpenBLAS's x86-64 cores without AVX2 kernels */
+    static const char *const old_cores[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai",
+                                            "coppermine", "northwood", "banias", "opteron", "barcelona", "bobcat",
+                                            "athlon", "nano", "sandybridge", "bulldozer", "unknown"};
+    static char s[400];
+    const char *core = openblas_get_corename(), *forced = getenv("OPENBLAS_CORETYPE");
+    int old = 0;
+    for (size_t i = 0; i < sizeof old_cores / sizeof old_cores[0]; i++)
+        if (!strncasecmp(core, old_cores[i], strlen(old_cores[i]))) old = 1;
+    __builtin_cpu_init();
+    if (!old || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return "";
+    snprintf(s, sizeof s,
+             "OpenBLAS runs its %.40s kernels (%s) on a CPU with AVX2%s: its GEMMs are about 3x slower than they "
+             "could be. Run with OPENBLAS_CORETYPE=Haswell (any AVX2 CPU) in the environment.",
+             core, forced ? "OPENBLAS_CORETYPE in the environment asks for them" : "it did not recognise this CPU model",
+             __builtin_cpu_supports("avx512f") ? " and AVX-512" : "");
     return s;
 #else
     return "";

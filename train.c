@@ -462,6 +462,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cfg.device, "auto")) printf("device: %s (device=auto)\n", on_gpu ? "cuda" : "cpu");
     if (!on_gpu && *ssl_blas_kernels())
         printf("device: OpenBLAS kernels %s\n", ssl_blas_kernels());
+    if (!on_gpu && *ssl_blas_warning()) fprintf(stderr, "train: warning: %s\n", ssl_blas_warning());
     if (on_gpu) {
 #ifdef SSL_CUDA
         /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */

@@ -202,3 +202,39 @@ TEST(resample_basics) {
     CHECK_NEAR(r8[7], 250, 1e-4);
     ssl_buf_free(&scratch);
 }
+
+/* The usage example at the top of ssl.h is a whole program: extracted
+   (the lines indented 7 spaces after "USAGE.", up to the next paragraph)
+   and compiled against this ssl.h, so that it cannot drift from the API. */
+TEST(usage_example_in_ssl_h_compiles) {
+    uint8_t *h;
+    size_t n;
+    CHECK_OK(ssl_read_file("ssl.h", &h, &n));
+    if (!h) return;
+    const char *start = strstr((const char *)h, "   USAGE.");
+    CHECK(start != NULL, "ssl.h has no USAGE block");
+    if (!start) { free(h); return; }
+    const char *src = test_tmp("usage.c");
+    FILE *f = fopen(src, "w");
+    CHECK(f != NULL, "cannot write %s", src);
+    int lines = 0;
+    const char *p = strchr(start, '\n') + 1;
+    while (f && *p) { /* skip the block's own text, then take the code */
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        int code = len >= 7 && !strncmp(p, "       ", 7), blank = len == 0;
+        if (!code && !blank && lines > 0) break; /* the next paragraph */
+        if (code) fprintf(f, "%.*s\n", (int)(len - 7), p + 7), lines++;
+        else if (blank && lines > 0) fputc('\n', f);
+        if (!e) break;
+        p = e + 1;
+    }
+    if (f) fclose(f);
+    free(h);
+    CHECK(lines >= 20, "only %d lines of code in the USAGE block", lines);
+    char *out;
+    int rc = test_runf(&out, NULL, "cc -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers "
+                                    "-I. -c %s -o %s 2>&1", src, test_tmp("usage.o"));
+    CHECK(rc == 0, "the USAGE example does not compile: %s", out);
+    free(out);
+}

@@ -84,6 +84,33 @@ TEST(train_without_data_packs_fashion_mnist_once) {
     free(out);
 }
 
+/* OpenBLAS on its pre-AVX2 kernels (here forced through OPENBLAS_CORETYPE,
+   as an unrecognised CPU model gets them) on a CPU with AVX2: ./train says
+   so at start-up, with what to set. */
+TEST(train_warns_when_openblas_runs_old_kernels) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        test_skip("this CPU has no AVX2");
+        return;
+    }
+#endif
+    const char *t = test_bin("SSL_TRAIN", "./train");
+    char *out;
+    run(&out, "OPENBLAS_CORETYPE=Prescott %s simclr data=%s " TINY " max_steps=1 out=%s", t, tiny_data(), test_tmp("run_blas"));
+    if (!strstr(out, "OpenBLAS kernels")) {
+        free(out);
+        test_skip("./train was built without OpenBLAS");
+        return;
+    }
+    CHECK_CONTAINS(out, "OpenBLAS runs its Prescott kernels");
+    CHECK_CONTAINS(out, "OPENBLAS_CORETYPE=Haswell");
+    free(out);
+    run(&out, "OPENBLAS_CORETYPE=Haswell %s simclr data=%s " TINY " max_steps=1 out=%s", t, tiny_data(), test_tmp("run_blas"));
+    CHECK(!strstr(out, "kernels are") && !strstr(out, "OpenBLAS runs its"), "warned on AVX2 kernels: %s", out);
+    free(out);
+}
+
 static uint32_t file_crc(const char *path) {
     uint8_t *b;
     size_t n;
