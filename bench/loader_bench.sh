@@ -17,13 +17,16 @@ build_loader_bench
 ALL=$(nproc)
 IM_OURS=${IM_OURS:-3000}; IM_TV=${IM_TV:-600}
 ours() { WARM=epoch build/loader_bench "$@"; }
-tv() { $PY bench/torchvision_loader.py "$@"; }
+# the torchvision side: TV_PIPELINE=official (transforms with PIL's blur, as
+# VICReg and solo-learn run it; the default) or v2 (transforms.v2, 23-tap blur)
+TV_PIPELINE=${TV_PIPELINE:-official}
+tv() { $PY bench/torchvision_loader.py --pipeline $TV_PIPELINE "$@"; }
 rate2() { local a b; a=$(field "$("$@")" images_per_s); b=$(field "$("$@")" images_per_s); best $a $b | awk '{printf "%d", $1}'; }
 # a / b against a bound: "yes" or "no"
 met() { awk -v a=$1 -v b=$2 -v op=$3 -v x=$4 'BEGIN{r = a / b; print ((op == ">=" ? r >= x : r <= x) ? "yes" : "no")}'; }
 declare -A O1 OA T1 TA  # images/s by recipe: ssl.h and torchvision, 1 thread and all
 out=bench/out/loader.md
-echo "$(run_header) $($PY -c 'import torch, torchvision, PIL; print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}")')" | tee $out
+echo "$(run_header) $($PY -c 'import torch, torchvision, PIL; print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}")'), torchvision pipeline $TV_PIPELINE" | tee $out
 for ds in imagenette cifar10; do
     if [ $ds = imagenette ]; then pack=build/bench-imagenette-auto.ssl; root=$D/imagenette/train; res=224; n=$IM_OURS; ntv=$IM_TV
     else pack=build/bench-cifar10-train.ssl; root=$D/cifar10/train; res=32; n=$((IM_OURS * 5)); ntv=$((IM_TV * 5)); fi
