@@ -1,10 +1,12 @@
-# ssl.h - build, tests, demo.
+# ssl.h - build, tests, demo. Every goal but clean first installs the
+# Debian packages the project needs (scripts/install-deps.sh).
 #
 #   make            ./pack ./train ./probe (CUDA when nvcc is found)
-#   make test       the CPU test suite (installs missing Debian packages first)
+#   make test       the CPU test suite
 #   make sanitize   the same tests under ASan + UBSan
 #   make test-gpu   the GPU suite (needs an NVIDIA GPU)
-#   make demo       pack Fashion-MNIST and show what is in it
+#   make demo       pack Fashion-MNIST, train SimCLR on it, probe the result
+#   make fuzz       libFuzzer over every reader of outside input
 #
 # Optional features, each found automatically and each with an opt-out:
 #   NO_CUDA=1 NO_TURBOJPEG=1 NO_OPENBLAS=1 NO_NCCL=1 NO_MPI=1
@@ -261,6 +263,10 @@ $(BUILD)/tests-cudnn: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/mode
 	$(CC) $(CFLAGS) -ffp-contract=off $(GPU_CFLAGS) -I. -Itests -o $@ $(GPU_TEST_SRC) \
 	    $(subst $(BUILD)/ssl_cuda.o,$(BUILD)/ssl_cuda_cudnn.o,$(GPU_LIBS)) -L$(CUDNN_CHECK_PREFIX)/lib -L$(CUDNN_CHECK_PREFIX)/lib64 \
 	    -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib64 -lcudnn $(LDLIBS)
+
+# sgemm at the demo network's shapes, to compare OpenBLAS's kernel choices
+$(BUILD)/blas_bench: bench/blas_bench.c ssl.h $(FEATURES) | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ bench/blas_bench.c $(LDLIBS)
 
 # the GPU step benchmark (bench/gpu_report.sh; emulate=1 runs it here)
 $(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)

@@ -1,6 +1,6 @@
-/* The README's example of a loss of one's own ("Trying a loss of your
-   own"): SimCLR plus a weighted alignment term (the mean squared distance
-   between the two views' embeddings), written on ssl.h's public functions
+/* The README's example of a loss of one's own ("Edit a loss"): SimCLR
+   plus a weighted alignment term (the mean squared distance between the
+   two views' embeddings), written on ssl.h's public functions
    only, so it runs wherever the tensors are, CPU or GPU. Tested as the
    README shows it: gradients by finite differences (test_engine.c), the
    device against the CPU (gpu_ops.c). */
