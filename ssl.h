@@ -1095,7 +1095,7 @@ SSLDEF const char *ssl_blas_kernels(void);
 /* "" when the GEMM kernels suit the CPU; otherwise a line saying that
    OpenBLAS fell back to its pre-AVX2 kernels (it picks them by CPU model,
    and an unknown model gets its oldest) on a CPU with AVX2, and what to
-   set. Its AVX2 kernels are about 3x faster on a small ResNet's GEMM
+   set. Its AVX2 kernels are 2-3x faster on a small ResNet's GEMM
    shapes (bench/RESULTS.md). */
 SSLDEF const char *ssl_blas_warning(void);
 /* The loops ssl_gemm falls back to (public so tests can compare). */
@@ -5398,7 +5398,7 @@ SSLDEF const char *ssl_blas_warning(void) {
     __builtin_cpu_init();
     if (!old || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return "";
     snprintf(s, sizeof s,
-             "OpenBLAS runs its %.40s kernels (%s) on a CPU with AVX2%s: its GEMMs are about 3x slower than they "
+             "OpenBLAS runs its %.40s kernels (%s) on a CPU with AVX2%s: its GEMMs are 2-3x slower than they "
              "could be. Run with OPENBLAS_CORETYPE=Haswell (any AVX2 CPU) in the environment.",
              core, forced ? "OPENBLAS_CORETYPE in the environment asks for them" : "it did not recognise this CPU model",
              __builtin_cpu_supports("avx512f") ? " and AVX-512" : "");
