@@ -1860,20 +1860,6 @@ SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
    or 4; SSL_BN_ROWS in the environment). For measuring; the same bits.
    -1 with an error otherwise. */
 SSLDEF int ssl_cuda_set_bn_rows(int rows);
-/* Training batch norms through cuDNN's graph API ("cudnn": its fused
-   batch norm engines, forward with the residual, ReLU and mask bits,
-   backward after the mask; a build with make CUDNN=1) or ssl.h's own
-   passes ("ssl", the default). cuDNN's sums are its own, so results agree
-   to the GPU tolerances, not bit for bit; evaluation, emulation and the
-   shapes cuDNN has no engine for stay on ssl.h's passes (ssl.cu's
-   comment lists them). SSL_BN in the environment sets it at the first
-   batch norm; an unknown value there, or cudnn without cuDNN, stops the
-   program with the reason. -1 with an error otherwise.
-   ssl_cuda_bn_engine() names the one in use; ssl_cuda_bn_cudnn_calls()
-   counts the batch norm calls cuDNN has done. */
-SSLDEF int ssl_cuda_set_bn_engine(const char *engine);
-SSLDEF const char *ssl_cuda_bn_engine(void);
-SSLDEF long long ssl_cuda_bn_cudnn_calls(void);
 /* CUDA graphs: ssl_cuda_graph_run(key, key_bytes, fn, ctx) runs fn(ctx)
    (it returns 0, or -1 with an error), a stretch of device work that
    neither waits for the device nor reads a value back, as a CUDA graph:

@@ -390,8 +390,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
-        printf("device: convolutions through %s; batch norm through %s%s\n", ssl_cuda_conv(), /* SSL_CONV, SSL_BN checked before any work */
-               !strcmp(ssl_cuda_bn_engine(), "cudnn") ? "cuDNN (SSL_BN=cudnn)" : "ssl.h's passes",
+        printf("device: convolutions through %s%s\n", ssl_cuda_conv(), /* SSL_CONV checked before any work */
                ssl_cuda_graphs() ? "; forward and backward as CUDA graphs (SSL_GRAPH=1)" : "");
         if (!strcmp(cfg.keep_cols, "yes") && strcmp(ssl_cuda_conv(), "gemm")) {
             /* kept columns are the GEMM path's: every convolution that needs them would leave cuDNN */

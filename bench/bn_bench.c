@@ -17,17 +17,14 @@
    `reps` times under the profiler; the profile's rows give each pass's
    device time. Per step is per shape's time x its layers x 2 views. The
    bytes are the profile's (each tensor read or written once: the least
-   each pass must move). In a CUDNN=1 build on a GPU a last configuration,
-   "cuDNN", runs the batch norms through cuDNN's fused engines
-   (ssl_cuda_set_bn_engine; cudnn=0 leaves it out): its forward and
-   backward are one call each, in the "fwd out" and "bwd dx" columns.
+   each pass must move).
    Writes markdown to stdout. */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
 
 typedef struct {
     char presets[SSL_STR], stats[SSL_STR], splits[SSL_STR], rows[SSL_STR];
-    int64_t reps, bs, emulate, cudnn;
+    int64_t reps, bs, emulate;
     double peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
@@ -38,7 +35,6 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, reps, "5", 1, 1000, "timed calls per shape and pass"),
     SSL_OPT_I(bench_cfg, bs, "0", 0, 1 << 16, "batch size (0: each preset's)"),
     SSL_OPT_I(bench_cfg, emulate, "0", 0, 1, "run ssl.cu's emulation on the host (use a tiny bs)"),
-    SSL_OPT_I(bench_cfg, cudnn, "1", 0, 1, "1: a last configuration through cuDNN's fused batch norm (a CUDNN=1 build, on a GPU)"),
     SSL_OPT_F(bench_cfg, peak_gbs, "0", 0, 1e5, "memory bandwidth for the % column (0: the device's own)"),
 };
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
@@ -208,20 +204,13 @@ int main(int argc, char **argv) {
         if (ssl_cuda_set_bn_rows(rowsv[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
     /* the configurations: every statistics shape at every split (1 row a
        work item), then each other rows value at the first shape and split */
-    typedef struct { int stat, rows; double split; int cudnn; } conf;
+    typedef struct { int stat, rows; double split; } conf;
     conf cf[96];
     int ncf = 0;
     for (int i = 0; i < nstats; i++)
-        for (int j = 0; j < nsplits; j++) cf[ncf++] = (conf){i, 1, splits[j], 0};
+        for (int j = 0; j < nsplits; j++) cf[ncf++] = (conf){i, 1, splits[j]};
     for (int i = 0; i < nrows; i++)
-        if (rowsv[i] != 1) cf[ncf++] = (conf){0, rowsv[i], splits[0], 0};
-    /* then cuDNN's fused batch norm (ssl_cuda_set_bn_engine), in a CUDNN=1
-       build on a GPU (emulation would run ssl.h's passes under its name) */
-    if (cfg.cudnn && !cfg.emulate) {
-        if (ssl_cuda_set_bn_engine("cudnn") == 0) cf[ncf++] = (conf){0, 1, splits[0], 1};
-        else fprintf(stderr, "bn_bench: no cuDNN row: %s\n", ssl_last_error());
-        ssl_cuda_set_bn_engine("ssl");
-    }
+        if (rowsv[i] != 1) cf[ncf++] = (conf){0, rowsv[i], splits[0]};
 
     preset ps[3];
     int np = 0;
@@ -266,7 +255,6 @@ int main(int argc, char **argv) {
                 ssl_cuda_set_bn_stats(stats[cf[ci].stat]);
                 ssl_cuda_set_bn_split(cf[ci].split);
                 ssl_cuda_set_bn_rows(cf[ci].rows);
-                ssl_cuda_set_bn_engine(cf[ci].cudnn ? "cudnn" : "ssl");
                 double tot[NPASS] = {0}, bytes = 0, tensor_ms = 0;
                 /* a warm-up call of each shape first (first-use work out of the timing) */
                 for (int s = 0; s < p->n; s++) {
@@ -283,14 +271,14 @@ int main(int argc, char **argv) {
                 }
                 double all = 0;
                 for (int k = 0; k < NPASS; k++) all += tot[k];
-                printf("| %s | %g | %d |", cf[ci].cudnn ? "cuDNN" : stats[cf[ci].stat], cf[ci].split, cf[ci].rows);
+                printf("| %s | %g | %d |", stats[cf[ci].stat], cf[ci].split, cf[ci].rows);
                 for (int k = 0; k < NPASS; k++) printf(" %.3f |", tot[k]);
                 printf(" **%.3f** | %.0f (%.0f%%) |\n", all, tensor_ms > 0 ? bytes / (tensor_ms / 1e3) : 0,
                        tensor_ms > 0 ? 100 * bytes / (tensor_ms / 1e3) / peak : 0);
                 if (all < best) best = all, bc = ci;
         }
         printf("\nFastest: %s at split %g, %d rows a work item: %.3f ms of batch norm a step (the default is 1x16/8x2 at "
-               "split 1, 1 row).\n\n", cf[bc].cudnn ? "cuDNN" : stats[cf[bc].stat], cf[bc].split, cf[bc].rows, best);
+               "split 1, 1 row).\n\n", stats[cf[bc].stat], cf[bc].split, cf[bc].rows, best);
         printf("Per shape, the fastest configuration (us a call; %% of %.0f GB/s):\n\n", peak);
         printf("| side x side x c | layers/view | kind |");
         for (int k = 0; k < NPASS; k++) printf(" %s |", pass_name[k]);
@@ -325,7 +313,7 @@ int main(int argc, char **argv) {
             }
             printf("| %dx%dx%d | %s | %.1f | %.1f | %s | %g | %d |\n", q->side, q->side, q->c,
                    q->kind == PLAIN ? "plain" : q->kind == RELU ? "ReLU" : "+res, ReLU", 1e3 * t0, 1e3 * tb,
-                   cf[cb].cudnn ? "cuDNN" : stats[cf[cb].stat], cf[cb].split, cf[cb].rows);
+                   stats[cf[cb].stat], cf[cb].split, cf[cb].rows);
         }
         printf("\n");
     }

@@ -142,19 +142,13 @@ if [ "$MODE" = full ]; then
         n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
         n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
         n_graphs=$(count "$J" '"impl": "ssl.h+\(mixed\|cudnn\|auto\)+graph"')
-        n_bn=$(count "$J" '"impl": "ssl.h+mixed+bncudnn\(+graph\)\?"')
         [ "$n_graphs" = 3 ] && ok "brief: 3 cuDNN results through graphs" || bad "brief: $n_graphs cuDNN results through graphs, 3 expected"
         grep -q 'CUDA graphs)' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the graph rows" || bad "brief: gpu_step.md has no graph row"
         [ "$n_mixed" = 3 ] && [ "$n_auto" = 1 ] && [ "$n_cudnn" = 0 ] && [ "$n_nondet" = 1 ] &&
             ok "brief: 3 mixed, 1 auto, no cudnn and 1 mixed+nondet results" ||
             bad "brief: $n_mixed mixed, $n_auto auto, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 1, 0 and 1 expected (see $R/brief.txt)"
-        [ "$n_bn" = 5 ] && grep -q 'cuDNN batch norm' "$OUT/gpu_step.md" 2> /dev/null &&
-            ok "brief: 5 results with cuDNN's batch norm (2 through graphs), named in gpu_step.md" ||
-            bad "brief: $n_bn results with cuDNN's batch norm (5 expected), or gpu_step.md does not name them"
         [ "$(count "$OUT/tests-engines.txt" '^gpu_\(bf16_\)\?conv2d_')" = 5 ] && ok "brief: the engines' 5 convolution tests ran first" ||
             bad "brief: tests-engines.txt lacks the engines' convolution tests"
-        [ "$(count "$OUT/tests-engines.txt" '^gpu_.*\(batchnorm_cudnn\|bn_cudnn\)')" = 4 ] && ok "brief: cuDNN batch norm's 4 tests ran first" ||
-            bad "brief: tests-engines.txt lacks cuDNN batch norm's tests"
         grep -q 'non-deterministic algorithms allowed' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the non-deterministic row" ||
             bad "brief: gpu_step.md has no non-deterministic row"
         for p in profile_r50_224_bf16_mixed profile_r18_cifar_bf16_mixed; do

@@ -28,10 +28,8 @@
 #                               (with cuDNN where it is found; WITH_CUDNN=0 not);
 #                               the three headline step pairs (R50 224 and 160,
 #                               R18 CIFAR, bf16 throughput), each also through
-#                               cuDNN (conv=mixed; auto on CIFAR; and mixed
-#                               with cuDNN's batch norm, bn=cudnn; the
-#                               engines' convolution and batch norm tests
-#                               first), and
+#                               cuDNN (conv=mixed; auto on CIFAR; the
+#                               engines' convolution tests first), and
 #                               through CUDA graphs (graph=1, with mixed;
 #                               their test first), and
 #                               their table; the profiles (GEMM path and mixed);
@@ -41,7 +39,7 @@
 #                               ReLU into a convolution, fp16 then bf16;
 #                               FUSION_S=50 s for both); batch norm's passes
 #                               alone per shape, statistics thread shape and
-#                               split, and through cuDNN (build/bn_bench,
+#                               split (build/bn_bench,
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               R50 224 and R18 CIFAR with PyTorch's data work
 #                               (recipe=crop_flip: flip and normalize only);
@@ -141,20 +139,6 @@ theirs() {
     timeout 150 $PY bench/gpu_step_torch.py --steps $STEPS "$@" $TORCH_EXTRA 2>&1 | tee -a "$OUT/step.log" | tail -1 |
         grep '^{' >> "$OUT/steps.jsonl"
 }
-# ours with cuDNN's batch norm (bn=cudnn): its plans are built in each
-# process's first steps, and a runtime-fused engine compiles its kernel
-# then, for an unknown time (build/cudnn_fusion reports it). So a shorter
-# limit, and after one that gave no result (too slow, or a failure) the
-# rest are skipped: the brief's other parts must not wait on them.
-BN_OK=1
-ours_bn() {
-    if [ "$BN_OK" != 1 ]; then log "step: bn=cudnn $* skipped (an earlier bn=cudnn run gave no result)"; return 0; fi
-    local n0 t0=$SECONDS
-    n0=$(wc -l < "$OUT/steps.jsonl")
-    OURS_S=90 ours bn=cudnn "$@"
-    [ "$(wc -l < "$OUT/steps.jsonl")" -gt "$n0" ] || BN_OK=0
-    log "step: bn=cudnn $* took $((SECONDS - t0)) s$([ "$BN_OK" = 1 ] || echo ', no result: the other bn=cudnn runs are skipped')"
-}
 # one configuration, ours then PyTorch's
 pair() { # label, ssl.h options, torch options
     log "step: $1"
@@ -202,16 +186,6 @@ brief() {
         for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
             timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
         done
-        # cuDNN's batch norm: each shape's plan is built (a kernel compiled)
-        # on its first call, for a time nobody has measured yet; a test over
-        # 45 s says that is too slow for this call: the rest of these tests
-        # and the bn=cudnn rows are skipped
-        for t in gpu_batchnorm_cudnn gpu_bf16_batchnorm_cudnn gpu_bf16_batchnorm_cudnn_masks gpu_train_step_bf16_bn_cudnn; do
-            if [ "$BN_OK" != 1 ]; then echo "$t skipped (cuDNN's batch norm plans build too slowly)" | tee -a "$OUT/tests-engines.txt"; continue; fi
-            local t0=$SECONDS
-            timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $? ($((SECONDS - t0)) s)" | tee -a "$OUT/tests-engines.txt"
-            [ $((SECONDS - t0)) -le 45 ] || { BN_OK=0; log "$t took $((SECONDS - t0)) s: the bn=cudnn tests and rows after it are skipped"; }
-        done
     fi
     # CUDA graphs (graph=1): their test first, then each configuration's
     # step once more through graphs on the mixed engine (cuDNN's host time
@@ -223,20 +197,17 @@ brief() {
     echo "gpu_train_step_graphs_same_bits $?" | tee -a "$OUT/tests-engines.txt"
     # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
-    # (cuDNN for every convolution, and auto, at 224 in session 9 and the
-    # full brief; mixed is the cuDNN engine to pick from. bn=cudnn: the
-    # batch norms through cuDNN as well, its tests among the engines')
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed; with graphs; with cuDNN's batch norm, and with graphs)"; ours conv=mixed $r224;
-                              ours conv=mixed graph=1 warmup=6 $r224; ours_bn conv=mixed $r224;
-                              ours_bn conv=mixed graph=1 warmup=6 $r224; }
+    # (cuDNN for every convolution, and auto, at 224 in the full brief;
+    # mixed is the cuDNN engine to pick from)
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed; with graphs)"; ours conv=mixed $r224;
+                              ours conv=mixed graph=1 warmup=6 $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed; with graphs; with cuDNN's batch norm)"; ours conv=mixed $r160;
-                              ours conv=mixed graph=1 warmup=6 $r160; ours_bn conv=mixed $r160; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed; with graphs)"; ours conv=mixed $r160;
+                              ours conv=mixed graph=1 warmup=6 $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
     # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed and auto; mixed with graphs; with cuDNN's batch norm, and with graphs)"; ours conv=mixed $c32;
-                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32;
-                              ours_bn conv=mixed $c32; ours_bn conv=mixed graph=1 warmup=6 $c32; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed and auto; mixed with graphs)"; ours conv=mixed $c32;
+                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
@@ -244,14 +215,12 @@ brief() {
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
-    # cuDNN's own batch norm (bf16: NormForward with add, ReLU and mask;
-    # NormBackward after dReLU) beside bn_bench's rows for ssl.h's; then does
-    # it fuse BN's statistics (and its scale, shift and ReLU) into a
+    # does cuDNN fuse BN's statistics (and its scale, shift and ReLU) into a
     # convolution, and at what cost beside the convolution alone (fp16 then
     # bf16 per shape: its documentation gives those pattern engines fp16
     # tensors only; bf16's rows say whether it fuses ssl.h's type at all)
     if [ -x build/cudnn_fusion ]; then
-        log "cudnn_fusion: batch norm through cuDNN, then conv, conv+stats, conv+reduce, sbr+conv+stats, wgrad, sbr+wgrad per shape (at most ${FUSION_S:-50}s)"
+        log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats, wgrad, sbr+wgrad per shape (at most ${FUSION_S:-50}s)"
         timeout $(( ${FUSION_S:-50} + 40 )) build/cudnn_fusion seconds=${FUSION_S:-50} types=both plans=3 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
         log "cudnn_fusion exit $? at ${SECONDS}s"
     fi

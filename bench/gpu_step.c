@@ -21,7 +21,7 @@
 
 typedef struct {
     char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR],
-        keep_cols[SSL_STR], bn[SSL_STR];
+        keep_cols[SSL_STR];
     int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile, graph;
     double width, peak_gbs;
 } bench_cfg;
@@ -30,7 +30,6 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
     SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn|mixed|auto", "convolutions: im2col + cuBLAS, cuDNN, cuDNN where im2col would be needed, or the faster per shape as timed (the last three a CUDNN=1 build)"),
-    SSL_OPT_C(bench_cfg, bn, "ssl", "ssl|cudnn", "training batch norms: ssl.h's own passes, or cuDNN's fused batch norm (a CUDNN=1 build; as SSL_BN)"),
     SSL_OPT_C(bench_cfg, keep_cols, "auto", "auto|yes|no", "keep the convolutions' im2col columns for the backward (auto: when they fit)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
@@ -67,10 +66,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
         return 1;
     }
-    if (ssl_cuda_set_bn_engine(c.bn)) {
-        fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
-        return 1;
-    }
     if (!strcmp(c.keep_cols, "yes") && strcmp(c.conv, "gemm")) { /* as ./train: kept columns are the GEMM path's */
         fprintf(stderr, "gpu_step: keep_cols=yes sends every convolution that needs im2col to the GEMM path: conv=%s "
                         "would be the GEMM path in name only; use keep_cols=auto or no\n", c.conv);
@@ -80,7 +75,6 @@ int main(int argc, char **argv) {
     char csuf[SSL_STR + 32] = ""; /* "+cudnn", "+mixed", "+graph": the JSON's impl names the engine */
     if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
         snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");
-    if (!strcmp(ssl_cuda_bn_engine(), "cudnn")) snprintf(csuf + strlen(csuf), sizeof csuf - strlen(csuf), "+bncudnn");
     if (ssl_cuda_graphs()) snprintf(csuf + strlen(csuf), sizeof csuf - strlen(csuf), "+graph");
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);

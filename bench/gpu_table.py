@@ -27,12 +27,12 @@ def full(o):
 
 
 def engine(o):
-    """what a non-default ssl.h row changed ("ssl.h+mixed+bncudnn+graph": its parts, in order)"""
+    """what a non-default ssl.h row changed ("ssl.h+mixed+graph": its parts, in order)"""
     if not o or o["impl"] == "ssl.h":
         return ""
     names = {"cudnn": "cuDNN convolutions", "mixed": "cuDNN where im2col would be",
              "auto": "the faster engine per shape, timed", "nondet": "non-deterministic algorithms allowed",
-             "bncudnn": "cuDNN batch norm", "graph": "CUDA graphs"}
+             "graph": "CUDA graphs"}
     return " (ssl.h, " + ", ".join(names.get(p, p) for p in o["impl"].split("+")[1:]) + ")"
 
 

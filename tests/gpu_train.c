@@ -180,26 +180,6 @@ GPU_TEST(train_step_bf16_close_to_cpu) {
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
 
-/* The trainer with batch norm through cuDNN (a CUDNN=1 build): bf16 at
-   width 1/8 has 8-64 channels, which cuDNN takes (the forward with its
-   mask, the backward reading it); held to the bf16 trainer's closeness to
-   the CPU, and the checkpoint's next step the same bits (run's last part:
-   cuDNN's batch norm must be deterministic for that). */
-TEST(gpu_train_step_bf16_bn_cudnn) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_bn_engine("cudnn")) {
-        test_skip(ssl_last_error());
-        return;
-    }
-    long long c0 = ssl_cuda_bn_cudnn_calls();
-    tol_t t = {4e-2, 0, 0.4};
-    for (int m = 0; m < 4; m++) run(1, m, SSL_OPTIM_SGD, 1, 1, t);
-    long long n = ssl_cuda_bn_cudnn_calls() - c0;
-    CHECK(n > 0, "cuDNN took none of the trainer's batch norms (its reason is on stderr)");
-    printf("    %lld batch norm calls through cuDNN\n", n);
-    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
-}
-
 /* the profile's report as text into *text (free it); the kinds of work it lists */
 static int report_text(int steps, char **text) {
     size_t len = 0;
