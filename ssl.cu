@@ -48,8 +48,6 @@
 #include "ssl.h"
 
 #include <cublas_v2.h>
-#include <functional>
-#include <vector>
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <signal.h>
@@ -100,27 +98,6 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
     ssl__sync_check(file, line, what);
 }
 
-// ---- the compute stream --------------------------------------------------------
-/* All of ssl.cu's device work (its kernels, copies, cuBLAS's and cuDNN's
-   calls) goes in order on one stream of its own, created blocking, so the
-   legacy default stream's synchronous calls (cudaMemcpy, cudaMemset) still
-   wait for it as they waited for the work they shared the legacy stream
-   with. Unlike the legacy stream, this one can be captured into a CUDA
-   graph (ssl_cuda_graph_run). */
-static cudaStream_t ssl__cs_stream;
-static cudaStream_t ssl__cs(void) {
-    if (!ssl__cs_stream) SSL_CUDA_CHECK(cudaStreamCreate(&ssl__cs_stream));
-    return ssl__cs_stream;
-}
-/* CUDA graphs (ssl_cuda_graph_run, below). ssl__capturing: a graph is
-   being captured (recorded, in emulation). ssl__churn counts what a graph
-   must not hold and what changes the device memory a graph may point
-   into: allocations, frees, cuDNN's algorithm searches, auto's timed
-   calls; a function is captured only after a run of it that changed
-   nothing of this. A host wait inside a capture is a bug of the captured
-   code, and stops the program naming it (ssl__no_capture). */
-static int ssl__capturing;
-static long long ssl__churn;
 /* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
    anything else stops the program with the reason (not read as off) */
 static int ssl__env_flag(const char *name) {
@@ -129,14 +106,6 @@ static int ssl__env_flag(const char *name) {
     if (!strcmp(e, "1")) return 1;
     fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
     exit(2);
-}
-static void ssl__graphs_drop(void);
-static void ssl__no_capture(const char *what) {
-    if (!ssl__capturing) return;
-    fprintf(stderr, "ssl.cu: %s inside a CUDA graph capture: the function given to ssl_cuda_graph_run waits for the "
-                    "device, which a graph cannot hold (SSL_GRAPH=0 runs without graphs)\n", what);
-    fflush(stderr);
-    abort();
 }
 
 // ---- memory ------------------------------------------------------------------
@@ -287,7 +256,6 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     return ssl__live_add(ssl__malloc_dev(bytes, what), bytes);
 }
 static void *ssl__malloc_dev(size_t bytes, const char *what) {
-    ssl__churn++;
     if (ssl__emu == 2) return ssl__strict_alloc(bytes, what);
     if (ssl__emu) { /* the exact size, 256-byte aligned as cudaMalloc: a read past it is a sanitizer's error */
         void *p = NULL;
@@ -310,18 +278,8 @@ static void *ssl__malloc_dev(size_t bytes, const char *what) {
     if (e != cudaSuccess) ssl__cuda_die(__FILE__, __LINE__, what ? what : "cudaMalloc", cudaGetErrorString(e));
     return p;
 }
-/* frees asked for inside a capture, done after it (a free waits for the device) */
-static void *ssl__frees_later[64];
-static int ssl__nfrees_later;
 extern "C" void ssl_cuda_free(void *p) {
     if (!p) return;
-    ssl__churn++;
-    ssl__graphs_drop(); /* a graph may point into it */
-    if (ssl__capturing && !ssl__emu) {
-        if (ssl__nfrees_later == 64) ssl__no_capture("a 65th free");
-        ssl__frees_later[ssl__nfrees_later++] = p;
-        return;
-    }
     ssl__live_drop(p);
     if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
@@ -331,13 +289,8 @@ extern "C" void ssl_cuda_free(void *p) {
         SSL_CUDA_CHECK(cudaFree(p));
     }
 }
-/* host scratch (emulation's): its growth frees the old buffer, as on the device */
-static void *ssl__host_reserve(ssl_buf *b, size_t bytes) {
-    if (bytes > b->cap) ssl__churn++, ssl__graphs_drop();
-    return ssl_buf_reserve(b, bytes);
-}
 extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
-    if (ssl__emu == 1) return ssl__host_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
+    if (ssl__emu == 1) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
     if (bytes > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < bytes) cap *= 2;
@@ -349,7 +302,6 @@ extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
 }
 extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
     if (ssl__emu == 1) {
-        if (b->p) ssl__churn++, ssl__graphs_drop();
         ssl_buf_free(b);
         return;
     }
@@ -358,7 +310,6 @@ extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
     b->cap = 0;
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
-    ssl__no_capture("ssl_cuda_to_device");
     SSL__GUARD;
     SSL__BLOCKED;
     ssl__waits++;
@@ -366,7 +317,6 @@ extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
-    ssl__no_capture("ssl_cuda_to_host (a value read back)");
     SSL__GUARD;
     SSL__BLOCKED;
     ssl__waits++;
@@ -382,13 +332,11 @@ extern "C" void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     SSL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
-    ssl__no_capture("ssl_cuda_memset0");
     SSL__GUARD;
     if (ssl__emu) memset(dst, 0, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 extern "C" void ssl_cuda_sync(void) {
-    ssl__no_capture("ssl_cuda_sync");
     SSL__BLOCKED;
     ssl__waits++;
     if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
@@ -449,7 +397,7 @@ __global__ void ssl__rng_uniform_kernel(uint64_t seed, uint32_t op, float *out, 
 
 extern "C" int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int n) {
     float *d = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)n, "RNG check");
-    ssl__rng_uniform_kernel<<<(n + 255) / 256, 256, 0, ssl__cs()>>>(seed, op, d, n);
+    ssl__rng_uniform_kernel<<<(n + 255) / 256, 256>>>(seed, op, d, n);
     ssl__launch_check(__FILE__, __LINE__, "ssl__rng_uniform_kernel");
     ssl_cuda_to_host(out, d, sizeof(float) * (size_t)n);
     ssl_cuda_free(d);
@@ -457,20 +405,13 @@ extern "C" int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int 
 }
 
 // ---- executors ---------------------------------------------------------------
-extern "C" void ssl_cuda_set_emulation(int on) {
-    ssl__graphs_drop();
-    ssl__emu = on == 2 ? 2 : on != 0;
-}
+extern "C" void ssl_cuda_set_emulation(int on) { ssl__emu = on == 2 ? 2 : on != 0; }
 extern "C" int ssl_cuda_emulation(void) { return ssl__emu; }
 
 static cublasHandle_t ssl__cublas(void) {
     static cublasHandle_t h = NULL;
     if (!h) {
         SSL_CUBLAS_CHECK(cublasCreate(&h));
-        /* on ssl.cu's stream, with a workspace of its own (32 MiB, cuBLAS's advice
-           for Hopper), so that a captured GEMM never allocates one */
-        SSL_CUBLAS_CHECK(cublasSetStream(h, ssl__cs()));
-        SSL_CUBLAS_CHECK(cublasSetWorkspace(h, ssl_cuda_malloc((size_t)32 << 20, "cuBLAS workspace"), (size_t)32 << 20));
         /* fp32 means fp32: no TF32 tensor-core rounding, no reduced-precision
            split-K reductions */
         SSL_CUBLAS_CHECK(cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
@@ -488,10 +429,7 @@ static cublasHandle_t ssl__cublas(void) {
    kernels: at least bf16's precision). Emulation rounds the same values to
    bf16 (nearest even) and multiplies in fp32 on the host. */
 static int ssl__bf16 = 0;
-extern "C" void ssl_cuda_set_precision(int bf16) {
-    ssl__graphs_drop();
-    ssl__bf16 = bf16 != 0;
-}
+extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
 extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
 
 /* ---- GEMM calls: row-major in ssl.h, column-major in cuBLAS ----
@@ -737,13 +675,13 @@ struct ssl__prof {
                 SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id]));
                 SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id + 1]));
             }
-            SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id], ssl__cs()));
+            SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id], 0));
         }
     }
     ~ssl__prof() {
         if (id < 0) return;
         if (ssl__emu) ssl__prof_recs[id].t1 = ssl_now();
-        else SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id + 1], ssl__cs()));
+        else SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id + 1], 0));
         ssl__prof_depth--;
     }
 };
@@ -827,16 +765,16 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
         int64_t blocks = (n + 255) / 256;
         if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride covers the rest */
         double t0 = ssl_now();
-        ssl__each_kernel<F><<<(unsigned)blocks, 256, 0, ssl__cs()>>>(f, n);
+        ssl__each_kernel<F><<<(unsigned)blocks, 256>>>(f, n);
         ssl__launch_waited(t0, 20e-6);
         ssl__launch_check(__FILE__, __LINE__, "ssl__each_kernel");
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_cuda_buf_reserve(b, bytes); }
     void copy(void *dst, const void *src, size_t bytes) const {
-        if (bytes && dst != src) SSL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ssl__cs()));
+        if (bytes && dst != src) SSL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
     }
     void zero(void *dst, size_t bytes) const {
-        if (bytes) SSL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ssl__cs()));
+        if (bytes) SSL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     /* host -> device in stream order, without a wait: through a page-locked
@@ -844,8 +782,7 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
        work queued before it, draining the GPU), reused only once its last
        copy is done */
     void to_dev_async(void *dst, const void *src, size_t bytes) const {
-        ssl__no_capture("a host array sent in stream order (to_dev_async)");
-        static char *stage;
+            static char *stage;
         static size_t cap;
         static cudaEvent_t done;
         if (!bytes) return;
@@ -860,8 +797,8 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
             stage = (char *)ssl_cuda_host_alloc(cap, "host-to-device staging");
         }
         memcpy(stage, src, bytes);
-        SSL_CUDA_CHECK(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, ssl__cs()));
-        SSL_CUDA_CHECK(cudaEventRecord(done, ssl__cs()));
+        SSL_CUDA_CHECK(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, 0));
+        SSL_CUDA_CHECK(cudaEventRecord(done, 0));
     }
     void blas(const char *what, const ssl__blas &g, float alpha, float beta) const {
         const char *bad = ssl__blas_invalid(g);
@@ -925,50 +862,27 @@ template <class F> static void ssl__cpu_loop(const F &f, int64_t n) {
         for (int64_t j = 0, i = n / 2; j < n; j++, i = (i + a) % n) f(i);
     }
 }
-/* Emulation's CUDA graph: while one is recorded (ssl__emu_rec), the
-   executor keeps each piece of work (a copy of the functor with its
-   arguments, the GEMM call, the copy) instead of doing it, as a capture
-   keeps kernel nodes; a replay does them in order. So a replay does what
-   a graph would: the arguments and pointers of the capture, whatever the
-   host has changed since. */
-static std::vector<std::function<void()>> *ssl__emu_rec;
 struct ssl__cpu : ssl__exec<ssl__cpu> {
     template <class F> void each(const F &f, int64_t n) const {
         if (n <= 0) return;
         ssl__launches++;
-        if (ssl__emu_rec) {
-            F fc = f;
-            ssl__emu_rec->push_back([fc, n]() { ssl__cpu_loop(fc, n); });
-            return;
-        }
         ssl__cpu_loop(f, n);
     }
-    void *scratch(ssl_buf *b, size_t bytes) const { return ssl__host_reserve(b, bytes); }
+    void *scratch(ssl_buf *b, size_t bytes) const { return ssl_buf_reserve(b, bytes); }
     void copy(void *dst, const void *src, size_t bytes) const {
-        if (!bytes || dst == src) return;
-        if (ssl__emu_rec) ssl__emu_rec->push_back([dst, src, bytes]() { memmove(dst, src, bytes); });
-        else memmove(dst, src, bytes);
+        if (bytes && dst != src) memmove(dst, src, bytes);
     }
     void zero(void *dst, size_t bytes) const {
-        if (ssl__emu_rec) ssl__emu_rec->push_back([dst, bytes]() { memset(dst, 0, bytes); });
-        else memset(dst, 0, bytes);
+        memset(dst, 0, bytes);
     }
     void to_host(void *dst, const void *src, size_t bytes) const {
-        ssl__no_capture("a value read back to the host");
         ssl__waits++, memcpy(dst, src, bytes);
     }
     void to_dev_async(void *dst, const void *src, size_t bytes) const { /* no wait on a GPU either */
-        ssl__no_capture("a host array sent in stream order (to_dev_async)");
         memcpy(dst, src, bytes);
     }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
     void blas(const char *, const ssl__blas &g, float alpha, float beta) const {
-        if (ssl__emu_rec) {
-            ssl__blas gc = g;
-            int bf = ssl__bf16;
-            ssl__emu_rec->push_back([gc, alpha, beta, bf]() { ssl__blas_emulate(gc, alpha, beta, bf); });
-            return;
-        }
         ssl__blas_emulate(g, alpha, beta, ssl__bf16);
     }
 };
@@ -988,157 +902,6 @@ enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_W2, SS
 static ssl_buf ssl__scr[2][SSL__S_COUNT];
 static void *ssl__tmp(const ssl__gpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[0][which], bytes); }
 static void *ssl__tmp(const ssl__cpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[1][which], bytes); }
-
-// ---- CUDA graphs ---------------------------------------------------------------
-/* ssl_cuda_graph_run(key, fn, ctx) runs fn(ctx), a stretch of device work
-   (a trainer's forward of both views, its backward), as a CUDA graph: one
-   launch for its hundreds of kernels, GEMMs and cuDNN calls, so the host's
-   per-call time (cuBLAS's heuristics, cuDNN's ~60-180 us a call) is paid
-   once, at the capture, not at every step. Per key (the caller's bytes:
-   what fn's pointers and sizes depend on):
-     - fn runs as usual until a run of it changes nothing a graph cannot
-       hold (ssl__churn: no allocation, free, cuDNN search or auto timing);
-     - the next call captures fn (relaxed mode, ssl.cu's stream), and
-       launches the graph; later calls launch it again;
-     - a capture that churned anyway (it should not) is thrown away and fn
-       runs as usual, so nothing is lost but that call's host time.
-   A graph replays the capture's kernels with the capture's arguments: fn
-   must take everything that changes between calls from device memory (a
-   learning rate, a random seed: not here), and the host state fn leaves
-   (the model's input pointer) must be what its replays need. Any device
-   free drops every graph (one may point into the memory); so do the
-   knobs that change which kernels run (engine, BN shapes, precision). Off
-   while profiling (every op records events) and under SSL_CUDA_SYNC=1.
-   SSL_GRAPH=1 or ssl_cuda_set_graphs(1) turns graphs on. */
-#define SSL__GRAPHS 16
-#define SSL__GRAPH_KEY 128
-struct ssl__graph {
-    unsigned char key[SSL__GRAPH_KEY];
-    size_t key_bytes;
-    int state; /* 0 free, 1 run (churned), 2 run clean (capture next), 3 captured, 4 capture failed: never again */
-    uint64_t used;
-    cudaGraphExec_t exec;
-    std::vector<std::function<void()>> *rec; /* emulation's */
-};
-static ssl__graph ssl__graphs[SSL__GRAPHS];
-static uint64_t ssl__graph_clock, ssl__graph_gen;
-static int ssl__graph_on = -1;
-static long long ssl__graph_n[4]; /* captures, replays, runs without a graph, captures thrown away */
-static void ssl__graph_clear(ssl__graph *g) {
-    if (g->exec) (void)cudaGraphExecDestroy(g->exec); /* one in flight is freed when it completes */
-    delete g->rec;
-    memset(g->key, 0, sizeof g->key);
-    g->key_bytes = 0, g->state = 0, g->used = 0, g->exec = NULL, g->rec = NULL;
-}
-static void ssl__graphs_drop(void) {
-    ssl__graph_gen++;
-    for (int i = 0; i < SSL__GRAPHS; i++)
-        if (ssl__graphs[i].state) ssl__graph_clear(&ssl__graphs[i]);
-}
-extern "C" void ssl_cuda_set_graphs(int on) {
-    ssl__graphs_drop();
-    ssl__graph_on = on != 0;
-}
-extern "C" int ssl_cuda_graphs(void) {
-    if (ssl__graph_on < 0) ssl__graph_on = ssl__env_flag("SSL_GRAPH");
-    return ssl__graph_on;
-}
-extern "C" void ssl_cuda_graph_stats(long long *captured, long long *replayed, long long *plain, long long *dropped) {
-    if (captured) *captured = ssl__graph_n[0];
-    if (replayed) *replayed = ssl__graph_n[1];
-    if (plain) *plain = ssl__graph_n[2];
-    if (dropped) *dropped = ssl__graph_n[3];
-}
-static ssl__graph *ssl__graph_for(const void *key, size_t bytes) {
-    ssl__graph *lru = &ssl__graphs[0];
-    for (int i = 0; i < SSL__GRAPHS; i++) {
-        ssl__graph *g = &ssl__graphs[i];
-        if (g->state && g->key_bytes == bytes && !memcmp(g->key, key, bytes)) return g;
-        if (!g->state ? lru->state != 0 : lru->state && g->used < lru->used) lru = g;
-    }
-    ssl__graph_clear(lru);
-    memcpy(lru->key, key, bytes);
-    lru->key_bytes = bytes, lru->state = 1;
-    return lru;
-}
-static void ssl__graph_launch(ssl__graph *g) {
-    ssl__graph_n[1]++;
-    if (ssl__emu) {
-        SSL__GUARD;
-        for (auto &f : *g->rec) f();
-    } else {
-        SSL_CUDA_CHECK(cudaGraphLaunch(g->exec, ssl__cs())); /* (graphs are off under SSL_CUDA_SYNC=1) */
-    }
-}
-/* fn under capture: 1 and the graph kept in g, or 0 (nothing kept; fn's
-   work not done) */
-static int ssl__graph_capture(ssl__graph *g, int (*fn)(void *), void *ctx, int *r) {
-    long long c0 = ssl__churn;
-    uint64_t gen = ssl__graph_gen;
-    cudaGraph_t graph = NULL;
-    std::vector<std::function<void()>> *rec = NULL;
-    const char *why = NULL;
-    if (ssl__emu) ssl__emu_rec = rec = new std::vector<std::function<void()>>();
-    else SSL_CUDA_CHECK(cudaStreamBeginCapture(ssl__cs(), cudaStreamCaptureModeRelaxed));
-    ssl__capturing = 1;
-    *r = fn(ctx);
-    ssl__capturing = 0;
-    ssl__emu_rec = NULL;
-    if (!ssl__emu) {
-        cudaError_t e = cudaStreamEndCapture(ssl__cs(), &graph);
-        if (e != cudaSuccess) (void)cudaGetLastError(), why = cudaGetErrorString(e), graph = NULL;
-    }
-    for (int i = 0, n = ssl__nfrees_later; i < n; i++) ssl_cuda_free(ssl__frees_later[i]);
-    ssl__nfrees_later = 0;
-    int ok = !*r && !why && ssl__churn == c0 && ssl__graph_gen == gen;
-    cudaGraphExec_t exec = NULL;
-    if (ok && !ssl__emu) {
-        cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-        if (e != cudaSuccess) (void)cudaGetLastError(), why = cudaGetErrorString(e), exec = NULL, ok = 0;
-    }
-    if (graph) (void)cudaGraphDestroy(graph);
-    if (!ok) {
-        delete rec;
-        if (why) { /* not the churn: the stream could not be captured; fn runs without a graph from now on */
-            fprintf(stderr, "ssl.cu: a CUDA graph could not be made (%s); that part of the step runs without one\n", why);
-            if (ssl__graph_gen == gen) g->state = 4;
-        }
-        return 0;
-    }
-    g->exec = exec, g->rec = rec, g->state = 3;
-    ssl__graph_n[0]++;
-    return 1;
-}
-extern "C" int ssl_cuda_graph_run(const void *key, size_t key_bytes, int (*fn)(void *), void *ctx) {
-    if (!ssl_cuda_graphs() || ssl__prof_on || ssl__capturing || key_bytes > SSL__GRAPH_KEY || (!ssl__emu && ssl__sync_on())) {
-        ssl__graph_n[2]++;
-        return fn(ctx);
-    }
-    ssl__graph *g = ssl__graph_for(key, key_bytes);
-    g->used = ++ssl__graph_clock;
-    if (g->state == 3) {
-        ssl__graph_launch(g);
-        return 0;
-    }
-    int r;
-    uint64_t gen = ssl__graph_gen;
-    if (g->state == 2) {
-        if (ssl__graph_capture(g, fn, ctx, &r)) {
-            ssl__graph_launch(g);
-            return 0;
-        }
-        if (r) return r; /* fn failed: its error stands (nothing of it ran) */
-        ssl__graph_n[3]++;
-        if (ssl__graph_gen != gen) g = NULL; /* the graphs were dropped meanwhile, g's entry with them */
-    }
-    /* without a graph; clean (nothing churned, no graph dropped): captured next time */
-    long long c0 = ssl__churn;
-    gen = ssl__graph_gen;
-    ssl__graph_n[2]++;
-    r = fn(ctx);
-    if (g && ssl__graph_gen == gen && g->state != 4) g->state = !r && ssl__churn == c0 ? 2 : 1;
-    return r;
-}
 
 static inline SSL_HD int64_t ssl__min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -2044,7 +1807,6 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
 static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed; 3: auto */
 static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
-    ssl__graphs_drop(); /* which kernels run changes */
     ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
     if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
     int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : !strcmp(engine, "auto") ? 3 : 0;
@@ -2114,7 +1876,6 @@ static cudnnHandle_t ssl__cudnn(void) {
     static cudnnHandle_t h = NULL;
     if (!h) {
         SSL_CUDNN_CHECK(cudnnCreate(&h));
-        SSL_CUDNN_CHECK(cudnnSetStream(h, ssl__cs())); /* ssl.cu's stream, as the rest */
     }
     return h;
 }
@@ -2150,7 +1911,6 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
             return &ssl__cudnn_plans[i];
         }
     ssl__cudnn_plan *p;
-    ssl__churn++; /* a new shape: its searches are to come */
     if (ssl__cudnn_nplans < SSL__CUDNN_PLANS) p = &ssl__cudnn_plans[ssl__cudnn_nplans++];
     else { /* a long run through many shapes (progressive resolution, last batches, evaluation): the least
               recently used plan is dropped (found again if its shape comes back) */
@@ -2193,8 +1953,6 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     int *have = &p->have[dir];
     size_t *ws = &p->ws[dir];
     if (*have) return *have > 0;
-    ssl__churn++;
-    if (ssl__capturing) return 0; /* a search allocates and waits: not in a graph (the capture is thrown away) */
     P perf[16];
     int n = 0;
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
@@ -2341,8 +2099,6 @@ static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
     *timed = -1;
     if (ssl__conv_engine != 3) return 1;
     if (p->pick[d]) return p->pick[d] == 2;
-    ssl__churn++; /* not decided yet: timed calls, events */
-    if (ssl__capturing) return 0; /* (the capture is thrown away) */
     int k = p->auto_calls[d]++;
     if (k < 4) {
         if (k == 1 || k == 3) *timed = k == 1 ? 0 : 2;
@@ -2381,7 +2137,7 @@ static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
     if (!p || timed < 0) return;
     cudaEvent_t *ev = &p->ev[d][timed + end];
     if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
-    SSL_CUDA_CHECK(cudaEventRecord(*ev, ssl__cs()));
+    SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
     if (!end) return;
     cudaError_t q = cudaEventQuery(p->ev[d][timed]);
     if (q == cudaErrorNotReady) { /* the GPU was still busy before the start: a clean sample */
@@ -2408,7 +2164,7 @@ static int ssl__cudnn_turn(const ssl__cg &g, int dtype, int d, const Run &run, s
     ssl__auto_mark(p, d, timed, 0);
     int done = run(p);
     ssl__auto_mark(p, d, timed, 1);
-    if (!done && ssl__conv_engine == 3 && !ssl__capturing) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
+    if (!done && ssl__conv_engine == 3) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
     return done;
 }
 #endif
@@ -2935,7 +2691,6 @@ static int64_t ssl__bn_group(int64_t blocks) {
    last bits depend on the split, nothing else does. */
 static double ssl__bn_split_v = 0;
 extern "C" int ssl_cuda_set_bn_split(double split) {
-    ssl__graphs_drop(); /* which kernels run changes */
     if (!(split >= 1.0 / 64 && split <= 64)) return ssl__fail("BN split %g: want a number in [1/64, 64] (1 is the default)", split);
     ssl__bn_split_v = split;
     return 0;
@@ -2995,7 +2750,6 @@ static int ssl__bn_vu_find(const ssl__bn_vu *l, int v, int u) {
     "want FVxFU/BVxBU, channels a thread x rows ahead for the forward / backward statistics: forward 1x16 "    \
     "(default), 1x8, 2x8, 2x16 or 4x8; backward 8x2 (default), 8x4, 4x4, 2x8 or 1x8"
 extern "C" int ssl_cuda_set_bn_stats(const char *spec) {
-    ssl__graphs_drop(); /* which kernels run changes */
     int fv, fu, bv, bu, n = 0;
     if (!spec || !*spec) spec = "1x16/8x2";
     if (sscanf(spec, "%dx%d/%dx%d%n", &fv, &fu, &bv, &bu, &n) != 4 || spec[n])
@@ -3021,7 +2775,6 @@ static void ssl__bn_stats_env(void) {
    the reason). The same bits whatever R. */
 static int ssl__bn_rows_v = 0;
 extern "C" int ssl_cuda_set_bn_rows(int rows) {
-    ssl__graphs_drop(); /* which kernels run changes */
     if (rows != 1 && rows != 2 && rows != 4) return ssl__fail("BN rows a work item %d: want 1 (the default), 2 or 4", rows);
     ssl__bn_rows_v = rows;
     return 0;
@@ -4054,10 +3807,10 @@ extern "C" void ssl_cuda_busy_mark(int end) {
     if (!end) {
         if (ssl__busy_open) return; /* a second begin: the first one stands */
         if (ssl__busy_n == SSL__BUSY_MAX) ssl__busy_fold();
-        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][0], ssl__cs()));
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][0], 0));
         ssl__busy_open = 1;
     } else if (ssl__busy_open) {
-        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][1], ssl__cs()));
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][1], 0));
         ssl__busy_n++, ssl__busy_open = 0;
     }
 }
@@ -4101,13 +3854,13 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         sl->desc_cap = n;
     }
     for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &sl->hdesc[s]);
-    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, ssl__cs()));
-    SSL_CUDA_CHECK(cudaStreamWaitEvent(ssl__cs(), sl->copied, 0));
+    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, 0));
+    SSL_CUDA_CHECK(cudaStreamWaitEvent(0, sl->copied, 0));
     { /* after the wait for the copy: the scope times the kernels only */
         SSL__PROF("augment (GPU data)", (double)src_bytes * 9, 0); /* u8 read, float planes written and read twice, out */
         ssl__augment_run(ssl__gpu{}, b, sl->ddesc, sl->dsrc, out);
     }
-    SSL_CUDA_CHECK(cudaEventRecord(sl->done, ssl__cs()));
+    SSL_CUDA_CHECK(cudaEventRecord(sl->done, 0));
     sl->host = NULL; /* used: the same pointer later holds other crops */
     /* the crops are on the device when this returns: the caller may reuse
        host_u8 (after a prefetch this wait is over at once) */
@@ -4141,13 +3894,13 @@ static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
     SSL_CUDA_CHECK(cudaEventCreate(&e0));
     SSL_CUDA_CHECK(cudaEventCreate(&e1));
     for (int pass = 0; pass < 2; pass++) { /* a warm-up call, then ten timed */
-        if (pass) SSL_CUDA_CHECK(cudaEventRecord(e0, ssl__cs()));
+        if (pass) SSL_CUDA_CHECK(cudaEventRecord(e0, 0));
         int reps = pass ? 10 : 1;
         if (s->tab == SSL_F32) ssl__prof_gemm_run<float, float>(s, mem, reps);
         else if (s->tc == SSL_F32) ssl__prof_gemm_run<ssl_bf16, float>(s, mem, reps);
         else ssl__prof_gemm_run<ssl_bf16, ssl_bf16>(s, mem, reps);
     }
-    SSL_CUDA_CHECK(cudaEventRecord(e1, ssl__cs()));
+    SSL_CUDA_CHECK(cudaEventRecord(e1, 0));
     SSL_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));

@@ -1860,24 +1860,6 @@ SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
    or 4; SSL_BN_ROWS in the environment). For measuring; the same bits.
    -1 with an error otherwise. */
 SSLDEF int ssl_cuda_set_bn_rows(int rows);
-/* CUDA graphs: ssl_cuda_graph_run(key, key_bytes, fn, ctx) runs fn(ctx)
-   (it returns 0, or -1 with an error), a stretch of device work that
-   neither waits for the device nor reads a value back, as a CUDA graph:
-   after a run of fn that allocated, freed and searched nothing, the next
-   call with the same key (up to 128 bytes: every pointer and size fn's
-   work depends on) captures it, and later calls launch that graph, one
-   launch in place of fn's hundreds. A graph replays the capture's kernels
-   with the capture's arguments and pointers. Any device free, and the
-   knobs above, drop every graph. Off while profiling and under
-   SSL_CUDA_SYNC=1, and by default: SSL_GRAPH=1 in the environment or
-   ssl_cuda_set_graphs(1) turns graphs on (the trainer's forward and
-   backward go through them then). ssl_cuda_graph_stats: graphs captured,
-   graph launches, runs of fn without one, captures thrown away (any may
-   be NULL). */
-SSLDEF void ssl_cuda_set_graphs(int on);
-SSLDEF int ssl_cuda_graphs(void);
-SSLDEF int ssl_cuda_graph_run(const void *key, size_t key_bytes, int (*fn)(void *ctx), void *ctx);
-SSLDEF void ssl_cuda_graph_stats(long long *captured, long long *replayed, long long *plain, long long *dropped);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);
@@ -7268,60 +7250,6 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     return 0;
 }
 
-/* The step's two stretches of device work, each one CUDA graph when
-   graphs are on (ssl_cuda_graph_run): both views' forward (and BYOL's
-   target's), and both views' backward (into zeroed gradients). Neither
-   reads a value back; the loss, the probe and the optimizer, which do or
-   whose arguments change every step (the learning rate), run between
-   and after them as usual. */
-typedef struct {
-    ssl_trainer *t;
-    const float *views[2];
-    ssl_tensor zt0, d[2];
-} ssl__step_ctx;
-static int ssl__step_forward(void *ctx) {
-    ssl__step_ctx *c = (ssl__step_ctx *)ctx;
-    ssl_trainer *t = c->t;
-    for (int v = 0; v < 2; v++) {
-        if (ssl_model_forward(&t->online, v, c->views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, c->views[v], 1)))
-            return -1;
-        if (t->has_target && v == 0) {
-            ssl_tensor o = ssl_model_output(&t->target, 0);
-            if (ssl_copy(&c->zt0, &o)) return -1;
-        }
-    }
-    return 0;
-}
-static int ssl__step_backward(void *ctx) {
-    ssl__step_ctx *c = (ssl__step_ctx *)ctx;
-    ssl_trainer *t = c->t;
-    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->online.params.grad, t->online.params.total), t->c.device);
-    if (ssl_fill(&gall, 0.0f)) return -1;
-    return ssl_model_backward(&t->online, 0, &c->d[0]) || ssl_model_backward(&t->online, 1, &c->d[1]) ? -1 : 0;
-}
-/* part 1 (forward) or 2 (backward): through a graph on the GPU, keyed by
-   everything its work points at or is sized by (the plans' counts stand
-   for the buffers a plan places) */
-static int ssl__step_part(ssl_trainer *t, int part, ssl__step_ctx *c, int n, int h, int w, int (*fn)(void *)) {
-#ifdef SSL_CUDA
-    if (t->c.device == SSL_DEV_CUDA) {
-        struct {
-            int64_t part, n, h, w, plans[2];
-            const void *p[8];
-        } key;
-        memset(&key, 0, sizeof key);
-        key.part = part, key.n = n, key.h = h, key.w = w;
-        key.plans[0] = t->online.plans, key.plans[1] = t->has_target ? t->target.plans : -1;
-        const void *p[8] = {t, c->views[0], c->views[1], c->zt0.data, c->d[0].data, c->d[1].data, t->online.act,
-                            t->has_target ? t->target.act : NULL};
-        memcpy(key.p, p, sizeof p);
-        return ssl_cuda_graph_run(&key, sizeof key, fn, c);
-    }
-#endif
-    (void)t, (void)part, (void)n, (void)h, (void)w;
-    return fn(c);
-}
-
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
                           int w, ssl_step_stats *st) {
     ssl_step_stats local;
@@ -7344,10 +7272,15 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     }
     ssl_tensor zt0 = ssl_tensor_on(ssl_tensor_mat(t->zt, n, t->has_target ? t->target.out_dim : 0), dev);
     /* forward: each view its own pass, so its own BN batch statistics */
-    ssl__step_ctx sc;
-    memset(&sc, 0, sizeof sc);
-    sc.t = t, sc.views[0] = v1, sc.views[1] = v2, sc.zt0 = zt0;
-    if (ssl__step_part(t, 1, &sc, n, h, w, ssl__step_forward)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    const float *views[2] = {v1, v2};
+    for (int v = 0; v < 2; v++) {
+        if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, views[v], 1)))
+            return ssl__fail_ctx("step %lld", (long long)t->step);
+        if (t->has_target && v == 0) {
+            ssl_tensor o = ssl_model_output(&t->target, 0);
+            if (ssl_copy(&zt0, &o)) return ssl__fail_ctx("step %lld", (long long)t->step);
+        }
+    }
     ssl__trainer_sync(t);
     double t1 = ssl_now();
 
@@ -7381,8 +7314,10 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
                          ssl_method_name(c->method), isnan(loss) ? "nan" : "inf");
     double t2 = ssl_now();
 
-    sc.d[0] = d1, sc.d[1] = d2;
-    if (ssl__step_part(t, 2, &sc, n, h, w, ssl__step_backward)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->online.params.grad, t->online.params.total), dev);
+    ssl_fill(&gall, 0.0f);
+    if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
+        return ssl__fail_ctx("step %lld", (long long)t->step);
     ssl__trainer_sync(t);
     double t3 = ssl_now();
 

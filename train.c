@@ -390,8 +390,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
-        printf("device: convolutions through %s%s\n", ssl_cuda_conv(), /* SSL_CONV checked before any work */
-               ssl_cuda_graphs() ? "; forward and backward as CUDA graphs (SSL_GRAPH=1)" : "");
+        printf("device: convolutions through %s\n", ssl_cuda_conv()); /* SSL_CONV checked before any work */
         if (!strcmp(cfg.keep_cols, "yes") && strcmp(ssl_cuda_conv(), "gemm")) {
             /* kept columns are the GEMM path's: every convolution that needs them would leave cuDNN */
             fprintf(stderr, "train: keep_cols=yes keeps im2col columns for the GEMM path, which then takes every convolution "

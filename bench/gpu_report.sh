@@ -30,11 +30,8 @@
 #                               R18 CIFAR, bf16 throughput), each also through
 #                               cuDNN (conv=mixed; auto on CIFAR; the
 #                               engines' convolution tests first), and
-#                               through CUDA graphs (graph=1, with mixed;
-#                               their test first), and
 #                               their table; the profiles (GEMM path and mixed);
-#                               in a cuDNN build, build/cudnn_fusion (cuDNN's
-#                               own batch norm in bf16, beside bn_bench; does
+#                               in a cuDNN build, build/cudnn_fusion (does
 #                               cuDNN fuse BN's statistics, scale, shift and
 #                               ReLU into a convolution, fp16 then bf16;
 #                               FUSION_S=50 s for both); batch norm's passes
@@ -187,27 +184,17 @@ brief() {
             timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
         done
     fi
-    # CUDA graphs (graph=1): their test first, then each configuration's
-    # step once more through graphs on the mixed engine (cuDNN's host time
-    # is what graphs remove; on the GEMM path the host was 6-9% of the step
-    # in session 9, and the full `step` phase has those rows); 6 warm-up
-    # steps, so that the captures (the third step at a size) are done
-    # before the timed ones
-    timeout 90 build/tests-gpu "=gpu_train_step_graphs_same_bits" > "$OUT/tests/graphs.log" 2>&1
-    echo "gpu_train_step_graphs_same_bits $?" | tee -a "$OUT/tests-engines.txt"
     # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
     # (cuDNN for every convolution, and auto, at 224 in the full brief;
     # mixed is the cuDNN engine to pick from)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed; with graphs)"; ours conv=mixed $r224;
-                              ours conv=mixed graph=1 warmup=6 $r224; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed)"; ours conv=mixed $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed; with graphs)"; ours conv=mixed $r160;
-                              ours conv=mixed graph=1 warmup=6 $r160; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed)"; ours conv=mixed $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
     # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed and auto; mixed with graphs)"; ours conv=mixed $c32;
-                              ours conv=mixed graph=1 warmup=6 $c32; SSL_CONV_LOG=1 ours conv=auto $c32; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed and auto)"; ours conv=mixed $c32;
+                              SSL_CONV_LOG=1 ours conv=auto $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1

@@ -22,7 +22,7 @@
 typedef struct {
     char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR],
         keep_cols[SSL_STR];
-    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile, graph;
+    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile;
     double width, peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
@@ -43,7 +43,6 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, classes, "1000", 0, 100000, "online probe classes (0 = no probe)"),
     SSL_OPT_I(bench_cfg, seed, "0", 0, 1LL << 62, "seed"),
     SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
-    SSL_OPT_I(bench_cfg, graph, "0", 0, 1, "1: the step's forward and backward as CUDA graphs (ssl_cuda_graph_run; as SSL_GRAPH=1)"),
     SSL_OPT_I(bench_cfg, profile, "0", 0, 1, "1: time per kind of work and per GEMM shape (CUDA events)"),
     SSL_OPT_F(bench_cfg, peak_gbs, "0", 0, 1e5, "the GPU's memory bandwidth in GB/s for the profile's % column (0: the device's own, from its memory clock and bus width; 3350 in emulation)"),
 };
@@ -71,11 +70,9 @@ int main(int argc, char **argv) {
                         "would be the GEMM path in name only; use keep_cols=auto or no\n", c.conv);
         return 1;
     }
-    if (c.graph || ssl_cuda_graphs()) ssl_cuda_set_graphs(1);
-    char csuf[SSL_STR + 32] = ""; /* "+cudnn", "+mixed", "+graph": the JSON's impl names the engine */
+    char csuf[SSL_STR + 32] = ""; /* "+cudnn", "+mixed": the JSON's impl names the engine */
     if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
         snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");
-    if (ssl_cuda_graphs()) snprintf(csuf + strlen(csuf), sizeof csuf - strlen(csuf), "+graph");
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 
@@ -162,11 +159,6 @@ int main(int argc, char **argv) {
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
     printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
     printf("host: %.2f ms a step issuing it (%.0f%% of the step; the rest blocked on the device)\n", 1e3 * host, 100 * host / step);
-    if (ssl_cuda_graphs()) {
-        long long gc, gl, gp, gd;
-        ssl_cuda_graph_stats(&gc, &gl, &gp, &gd);
-        printf("CUDA graphs: %lld captured, %lld launched, %lld parts run without one, %lld captures thrown away\n", gc, gl, gp, gd);
-    }
     double act_gb = (double)t.online.slots * t.online.slot_bytes / 1e9, cols_gb = (double)t.online.slots * t.online.cols_bytes / 1e9;
     printf("activations %.2f GB for the two views; im2col columns %s (%.2f GB)\n", act_gb,
            t.online.planned_cols ? "kept from the forward" : "rebuilt in the backward", cols_gb);
