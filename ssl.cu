@@ -98,16 +98,6 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
     ssl__sync_check(file, line, what);
 }
 
-/* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
-   anything else stops the program with the reason (not read as off) */
-static int ssl__env_flag(const char *name) {
-    const char *e = getenv(name);
-    if (!e || !*e || !strcmp(e, "0")) return 0;
-    if (!strcmp(e, "1")) return 1;
-    fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
-    exit(2);
-}
-
 // ---- memory ------------------------------------------------------------------
 /* In emulation (ssl_cuda_set_emulation) "device" memory is host memory and
    copies are memcpy, so whole GPU code paths (the trainer's included) run
@@ -1793,55 +1783,29 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
    writes them in fp32 directly. */
-/* "mixed" (engine 2) sends cuDNN only the convolutions for which the GEMM
-   path would build im2col columns (the stem, the 3x3s, the strided 1x1
-   downsamples: 20 of ResNet-50's 53); a 1x1 stride-1 convolution's input
-   already is its GEMM's matrix, and cuBLAS takes it directly. cuDNN's
-   calls cost the host up to ~175 us each (an H200 with cuDNN 9.19: 64 ms
-   of host time for a 224 step's 316 calls, against 8.6 ms on the GEMM
-   path; 56 us a call on ResNet-18 CIFAR; waits for a full launch queue
-   inside cuDNN count as host time), and "mixed" issues 118 of the 316.
-   "auto" (engine 3) times both for each shape and direction on the step's
-   own calls, as cudnn.benchmark times cuDNN's algorithms, and keeps the
-   faster (see ssl__auto_route). */
-static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed; 3: auto */
+static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN */
 static void ssl__conv_env(void);
 extern "C" int ssl_cuda_set_conv(const char *engine) {
     ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
     if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
-    int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : !strcmp(engine, "auto") ? 3 : 0;
-    if (e) {
+    if (!strcmp(engine, "cudnn")) {
 #ifdef SSL_CUDNN
-        ssl__conv_engine = e;
+        ssl__conv_engine = 1;
         return 0;
 #else
-        return ssl__fail("conv engine %s: this build has no cuDNN (build with make CUDNN=1)", engine);
+        return ssl__fail("conv engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
 #endif
     }
-    return ssl__fail("conv engine '%s': expected gemm, cudnn, mixed or auto", engine);
+    return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
 }
-/* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
-   too (what PyTorch's cudnn.benchmark picks from unless deterministic
-   algorithms are asked for): for measuring; the same call may then give
-   other bits. Even without it, cuDNN's engines are bit-reproducible only
-   within a process: its algorithm (and auto's engine) is picked by timing,
-   so another run (a resume, the same seed twice) may pick another that
-   sums in another order. SSL_CONV_LOG=1: auto's picks on stderr. */
-#ifdef SSL_CUDNN
-static int ssl__cudnn_nondet, ssl__conv_log;
-#endif
-/* SSL_CONV (and the two switches above), read once: an unknown engine,
-   cudnn without a cuDNN build, or a switch that is not 0 or 1 stops the
-   program with the reason */
+/* cuDNN's engine is bit-reproducible only within a process: its algorithm
+   is picked by timing, so another run (a resume, the same seed twice) may
+   pick another that sums in another order. SSL_CONV, read once: an
+   unknown engine, or cudnn without a cuDNN build, stops the program with
+   the reason */
 static void ssl__conv_env(void) {
     if (ssl__conv_engine >= 0) return;
     ssl__conv_engine = 0;
-#ifdef SSL_CUDNN
-    ssl__cudnn_nondet = ssl__env_flag("SSL_CUDNN_NONDET");
-    ssl__conv_log = ssl__env_flag("SSL_CONV_LOG");
-#else
-    (void)ssl__env_flag("SSL_CUDNN_NONDET"), (void)ssl__env_flag("SSL_CONV_LOG"); /* checked all the same */
-#endif
     const char *e = getenv("SSL_CONV");
     if (e && *e && ssl_cuda_set_conv(e)) {
         fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
@@ -1850,18 +1814,13 @@ static void ssl__conv_env(void) {
 }
 extern "C" const char *ssl_cuda_conv(void) {
     ssl__conv_env();
-    static const char *const names[4] = {"gemm", "cudnn", "mixed", "auto"};
+    static const char *const names[2] = {"gemm", "cudnn"};
     return names[ssl__conv_engine];
 }
-/* whether the engine in use sends a convolution of this shape to cuDNN
-   outside emulation (same: its input has the type of its GEMM operands) */
-static int ssl__conv_wants_cudnn(const ssl__cg &g, int same) {
+/* whether the engine in use sends convolutions to cuDNN outside emulation */
+static int ssl__conv_wants_cudnn(void) {
     ssl__conv_env();
-    return ssl__conv_engine == 1 || ssl__conv_engine == 3 || (ssl__conv_engine == 2 && !(ssl__cg_is_gemm(g) && same));
-}
-extern "C" int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type) {
-    ssl_tensor x = ssl_tensor_make(NULL, 4, 1, 2 * k + 1, 2 * k + 1, 8), w = ssl_tensor_make(NULL, 4, 8, k, k, 8);
-    return ssl__conv_wants_cudnn(ssl__cg_make(&x, &w, stride, pad), same_type);
+    return ssl__conv_engine == 1;
 }
 
 #ifdef SSL_CUDNN
@@ -1893,11 +1852,6 @@ struct ssl__cudnn_plan {
     cudnnConvolutionBwdFilterAlgo_t filter;
     size_t ws[3];
     uint64_t used; /* the least recently used plan makes room when all are taken */
-    /* auto (engine 3), per direction (0 forward, 1 backward): the calls
-       routed so far, the pick (0 not yet; 1 the GEMM path; 2 cuDNN) and
-       the events around the timed GEMM-path and cuDNN calls */
-    int auto_calls[2], pick[2], retimed[2]; /* retimed: samples taken again (the GPU idle at their start) */
-    cudaEvent_t ev[2][4];
 };
 static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
 static int ssl__cudnn_nplans;
@@ -1921,9 +1875,6 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
         SSL_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y));
         SSL_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w));
         SSL_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
-        for (int d = 0; d < 2; d++)
-            for (int i = 0; i < 4; i++)
-                if (p->ev[d][i]) SSL_CUDA_CHECK(cudaEventDestroy(p->ev[d][i]));
     }
     memset(p, 0, sizeof *p);
     p->used = ++ssl__cudnn_clock;
@@ -1971,7 +1922,7 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     size_t fr = 0, tot = 0; /* a workspace of at most half the free memory (and what the one held has): the rest is the run's */
     SSL_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet) &&
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH) && /* fp32: never TF32 */
             perf[i].memory <= fr / 2 + ssl__cudnn_ws.cap) {
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
@@ -2077,95 +2028,8 @@ static int ssl__cudnn_bwd(ssl__cudnn_plan *p, const ssl__cg &g, const ssl_tensor
     return 1;
 }
 /* cuDNN takes this forward / backward (see above) */
-static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
-    return !ssl__emu && ssl__conv_wants_cudnn(g, same) && !(b && b->data);
-}
-/* auto: which engine this call of a shape and direction d takes (1 cuDNN,
-   0 the GEMM path), and *timed, the pair of p->ev[d] to record around it
-   (-1: none). Calls 0 and 1 take the GEMM path, 2 and 3 cuDNN; the second
-   of each is timed, so that neither's time has a first call's lazy kernel
-   loading or cuBLAS's first-use work in it. The first call after those
-   whose timed work the GPU has finished (no host wait: until then the
-   GEMM path, untimed) reads the two times and picks the faster for good;
-   a cuDNN with no algorithm for the shape picks the GEMM path
-   (ssl__cudnn_turn). A timed call that finds the GPU idle would count its
-   own launches' host time too, favouring the engine with less of it
-   (later calls find the queue full and pay none): such a sample is taken
-   again on a later call (ssl__auto_mark). Both engines give the
-   convolution within the tolerances the tests hold each to, so a run's
-   first steps mixing them changes nothing but the last bits. SSL_CONV_LOG=1
-   prints each pick on stderr. Not auto: always cuDNN (*timed -1). */
-static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
-    *timed = -1;
-    if (ssl__conv_engine != 3) return 1;
-    if (p->pick[d]) return p->pick[d] == 2;
-    int k = p->auto_calls[d]++;
-    if (k < 4) {
-        if (k == 1 || k == 3) *timed = k == 1 ? 0 : 2;
-        return k >= 2;
-    }
-    cudaError_t q = cudaEventQuery(p->ev[d][3]);
-    if (q == cudaErrorNotReady) { /* not an error, but it can be left as the last one (PyTorch clears it too); every
-                                     launch before this was checked, so nothing else is cleared */
-        (void)cudaGetLastError();
-        return 0;
-    }
-    SSL_CUDA_CHECK(q);
-    float tg = 0, tc = 0;
-    SSL_CUDA_CHECK(cudaEventElapsedTime(&tg, p->ev[d][0], p->ev[d][1]));
-    SSL_CUDA_CHECK(cudaEventElapsedTime(&tc, p->ev[d][2], p->ev[d][3]));
-    p->pick[d] = tc < tg ? 2 : 1;
-    if (ssl__conv_log) {
-        const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
-        fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s "
-                        "(%d samples retaken%s)\n",
-                d ? "backward" : "forward", (long long)k[0], (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
-                (long long)k[5], (long long)k[6], (long long)k[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path",
-                p->retimed[d], p->retimed[d] == 8 ? ", the last may hold host time" : "");
-    }
-    return p->pick[d] == 2;
-}
-/* the start (end = 0) or end (1) of a timed call (timed: ssl__auto_route's).
-   At the end: if the GPU has already passed the call's start event, it
-   ran out of work while the host was still issuing the call, so the time
-   may hold host time (cuDNN's is up to ~175 us a call, as much as a small
-   convolution's device time, and its algorithm search on the call before
-   drains the queue): the same call number is timed again on a later call,
-   up to 8 times a direction; the sample taken with the queue still busy
-   is pure device time. */
-static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
-    if (!p || timed < 0) return;
-    cudaEvent_t *ev = &p->ev[d][timed + end];
-    if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
-    SSL_CUDA_CHECK(cudaEventRecord(*ev, 0));
-    if (!end) return;
-    cudaError_t q = cudaEventQuery(p->ev[d][timed]);
-    if (q == cudaErrorNotReady) { /* the GPU was still busy before the start: a clean sample */
-        (void)cudaGetLastError();
-        return;
-    }
-    SSL_CUDA_CHECK(q);
-    if (p->retimed[d] < 8) p->retimed[d]++, p->auto_calls[d]--;
-}
-/* cuDNN's turn at a convolution that ssl__cudnn_takes, in direction d:
-   run(plan) (cuDNN's call on the shape's plan, looked up once here: 1
-   done, 0 no algorithm for the shape) where the engine (auto:
-   ssl__auto_route) gives it the call, timed when auto asks. 1: cuDNN did
-   it. 0: the GEMM path is to, between ssl__auto_mark(*ap, d, *atimed, 0)
-   and (..., 1). */
-template <class Run>
-static int ssl__cudnn_turn(const ssl__cg &g, int dtype, int d, const Run &run, ssl__cudnn_plan **ap, int *atimed) {
-    int timed;
-    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, dtype);
-    if (!ssl__auto_route(p, d, &timed)) {
-        *ap = p, *atimed = timed;
-        return 0;
-    }
-    ssl__auto_mark(p, d, timed, 0);
-    int done = run(p);
-    ssl__auto_mark(p, d, timed, 1);
-    if (!done && ssl__conv_engine == 3) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
-    return done;
+static int ssl__cudnn_takes(const ssl_tensor *b) {
+    return !ssl__emu && ssl__conv_wants_cudnn() && !(b && b->data);
 }
 #endif
 
@@ -2228,26 +2092,18 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
     if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
     ssl__conv_env();
 #ifdef SSL_CUDNN
-    ssl__cudnn_plan *ap = NULL; /* auto: the shape's plan, and the timed events around the GEMM path below */
-    int atimed = -1;
-    if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype) &&
-        ssl__cudnn_turn(g, y->dtype, 0, [&](ssl__cudnn_plan *p) {
-            int done = 0;
-            SSL__GUARD;
-            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(p, g, x, w, (T *)y->data););
-            return done;
-        }, &ap, &atimed))
-        return 0;
-    ssl__auto_mark(ap, 0, atimed, 0); /* else the GEMM path below */
+    if (!cols && ssl__cudnn_takes(b)) {
+        int done = 0;
+        SSL__GUARD;
+        SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(ssl__cudnn_plan_for(g, y->dtype), g, x, w, (T *)y->data););
+        if (done) return 0; /* else cuDNN has no algorithm for the shape: the GEMM path below */
+    }
 #endif
     if (ssl__prof_on)
         ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
         SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch, cols ? (TC *)cols->data : (TC *)NULL););
     }););
-#ifdef SSL_CUDNN
-    ssl__auto_mark(ap, 0, atimed, 1);
-#endif
     return 0;
 }
 
@@ -2302,18 +2158,13 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
-    ssl__cudnn_plan *ap = NULL; /* auto: as in the forward */
-    int atimed = -1;
-    if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype) &&
-        ssl__cudnn_turn(g, dy->dtype, 1, [&](ssl__cudnn_plan *p) {
-            int done = 0;
-            SSL__GUARD;
-            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(p, g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
-                                                              dx_accumulate, dw->data););
-            return done;
-        }, &ap, &atimed))
-        return 0;
-    ssl__auto_mark(ap, 1, atimed, 0); /* else the GEMM path below */
+    if (!cols && ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
+        int done = 0;
+        SSL__GUARD;
+        SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(ssl__cudnn_plan_for(g, dy->dtype), g, x, w, (const T *)dy->data,
+                                                          dx ? (T *)dx->data : (T *)NULL, dx_accumulate, dw->data););
+        if (done) return 0; /* else the GEMM path below */
+    }
 #endif
     if (ssl__prof_on) {
         ssl__conv_bytes fl = ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(dy->dtype),
@@ -2324,9 +2175,6 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch, cols ? (const TG *)cols->data : (const TG *)NULL););
     }););
-#ifdef SSL_CUDNN
-    ssl__auto_mark(ap, 1, atimed, 1);
-#endif
     return 0;
 }
 

@@ -1830,12 +1830,8 @@ SSLDEF void ssl_cuda_set_emulation(int on);
    GEMMs on bf16 operands; GEMMs on fp32 tensors get bf16 operands (tensor
    cores, FAST_16BF); accumulation, weights, statistics and losses fp32. */
 SSLDEF void ssl_cuda_set_precision(int bf16);
-/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default),
-   "cudnn" (cuDNN's kernels; a build with make CUDNN=1), "mixed" (cuDNN
-   where the GEMM path would build im2col columns, cuBLAS directly for the
-   1x1 stride-1 convolutions: a third of cuDNN's calls and their host
-   time) or "auto" (each shape and direction timed both ways on its first
-   calls, then the faster; SSL_CONV_LOG=1 prints the picks). -1 with an
+/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default) or
+   "cudnn" (cuDNN's kernels; a build with make CUDNN=1). -1 with an
    error otherwise. SSL_CONV in the environment sets it at the first convolution
    or call of these two; an unknown value there (or cudnn without a CUDNN=1
    build) stops the program with the reason. ssl_cuda_conv() names the one

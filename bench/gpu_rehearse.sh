@@ -119,14 +119,11 @@ if [ "$MODE" = full ]; then
     else
         n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
         [ "$n_cudnn" = 3 ] && ok "cudnn: 3 ssl.h+cudnn results" || bad "cudnn: $n_cudnn ssl.h+cudnn results, 3 expected (see $R/cudnn.txt)"
-        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
-        [ "$n_mixed" = 3 ] && ok "cudnn: 3 ssl.h+mixed results" || bad "cudnn: $n_mixed ssl.h+mixed results, 3 expected (see $R/cudnn.txt)"
-        [ "$n_auto" = 3 ] && ok "cudnn: 3 ssl.h+auto results" || bad "cudnn: $n_auto ssl.h+auto results, 3 expected (see $R/cudnn.txt)"
     fi
     # ---- brief, the short lease's one call: a cuDNN build where there is
     # one, each headline step also through cuDNN, the profiles, then tests
     # (none here: BRIEF_S=1 has passed before they start) ----
-    BRIEF_S=1 BRIEF_NONDET_BY=100000 BN_BENCH_ARGS="emulate=1 bs=1 reps=1 splits=1,2 presets=r50_224,r18_32" bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
+    BRIEF_S=1 BN_BENCH_ARGS="emulate=1 bs=1 reps=1 splits=1,2 presets=r50_224,r18_32" bash bench/gpu_report.sh brief > "$R/brief.txt" 2>&1
     echo "rehearsal: brief phase exit $?"
     n_ours=$(count "$J" '"impl": "ssl.h"')
     [ "$n_ours" = 5 ] && ok "brief: 5 ssl.h results (2 of them crop_flip)" || bad "brief: $n_ours ssl.h results, 5 expected (see $R/brief.txt)"
@@ -137,20 +134,15 @@ if [ "$MODE" = full ]; then
         grep -q '^| total' "$OUT/$p.md" 2> /dev/null && ok "brief: $p.md has the profile table" || bad "brief: $p.md has no profile table"
     done
     if grep -q 'CUDNN=1' "$OUT/report.log"; then
-        n_mixed=$(count "$J" '"impl": "ssl.h+mixed"') n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
-        n_nondet=$(count "$J" '"impl": "ssl.h+mixed+nondet"') n_auto=$(count "$J" '"impl": "ssl.h+auto"')
-        [ "$n_mixed" = 3 ] && [ "$n_auto" = 1 ] && [ "$n_cudnn" = 0 ] && [ "$n_nondet" = 1 ] &&
-            ok "brief: 3 mixed, 1 auto, no cudnn and 1 mixed+nondet results" ||
-            bad "brief: $n_mixed mixed, $n_auto auto, $n_cudnn cudnn and $n_nondet mixed+nondet results, 3, 1, 0 and 1 expected (see $R/brief.txt)"
-        [ "$(count "$OUT/tests-engines.txt" '^gpu_\(bf16_\)\?conv2d_')" = 5 ] && ok "brief: the engines' 5 convolution tests ran first" ||
-            bad "brief: tests-engines.txt lacks the engines' convolution tests"
-        grep -q 'non-deterministic algorithms allowed' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the non-deterministic row" ||
-            bad "brief: gpu_step.md has no non-deterministic row"
-        for p in profile_r50_224_bf16_mixed profile_r18_cifar_bf16_mixed; do
+        n_cudnn=$(count "$J" '"impl": "ssl.h+cudnn"')
+        [ "$n_cudnn" = 3 ] && ok "brief: 3 cudnn results" || bad "brief: $n_cudnn cudnn results, 3 expected (see $R/brief.txt)"
+        [ "$(count "$OUT/tests-engines.txt" '^gpu_\(bf16_\)\?conv2d_cudnn')" = 2 ] && ok "brief: cuDNN's 2 convolution tests ran first" ||
+            bad "brief: tests-engines.txt lacks cuDNN's convolution tests"
+        for p in profile_r50_224_bf16_cudnn profile_r18_cifar_bf16_cudnn; do
             grep -q '^| total' "$OUT/$p.md" 2> /dev/null && ok "brief: $p.md has the profile table" || bad "brief: $p.md has no profile table"
         done
-        grep -q 'cuDNN where im2col would be' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the mixed rows" ||
-            bad "brief: gpu_step.md has no mixed row"
+        grep -q 'cuDNN convolutions' "$OUT/gpu_step.md" 2> /dev/null && ok "brief: gpu_step.md names the cuDNN rows" ||
+            bad "brief: gpu_step.md has no cuDNN row"
         # (no GPU here: the program is built and run, and says so)
         [ -x build/cudnn_fusion ] && grep -q 'no CUDA device is visible' "$OUT/cudnn_fusion.err" 2> /dev/null &&
             ok "brief: build/cudnn_fusion built and run" || bad "brief: build/cudnn_fusion not built or not run (see $OUT/cudnn_fusion.err)"

@@ -28,9 +28,9 @@
 #                               (with cuDNN where it is found; WITH_CUDNN=0 not);
 #                               the three headline step pairs (R50 224 and 160,
 #                               R18 CIFAR, bf16 throughput), each also through
-#                               cuDNN (conv=mixed; auto on CIFAR; the
-#                               engines' convolution tests first), and
-#                               their table; the profiles (GEMM path and mixed);
+#                               cuDNN (conv=cudnn; its convolution tests
+#                               first), and their table; the profiles (GEMM
+#                               path and cuDNN);
 #                               in a cuDNN build, build/cudnn_fusion (does
 #                               cuDNN fuse BN's statistics, scale, shift and
 #                               ReLU into a convolution, fp16 then bf16;
@@ -40,9 +40,7 @@
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               R50 224 and R18 CIFAR with PyTorch's data work
 #                               (recipe=crop_flip: flip and normalize only);
-#                               mixed with SSL_CUDNN_NONDET=1 at 224 if under
-#                               BRIEF_NONDET_BY seconds (360) have passed; then
-#                               gpu_* tests until BRIEF_S seconds (420)
+#                               then gpu_* tests until BRIEF_S seconds (420)
 #   bench/gpu_report.sh prepare (here, not on the device) copies the data the
 #                               program tests need into build/gpu-data: pass
 #                               carry=["build/gpu-data"] to the device call
@@ -169,10 +167,9 @@ step() {
     head -30 "$OUT/profile_r50_224_bf16.md"
 }
 
-# the headline pairs (and, in a cuDNN build, the same steps through cuDNN:
-# mixed and auto for all three, every convolution at 224), their profiles,
-# then what time allows: cuDNN's non-deterministic algorithms at 224, the
-# BN sweep, the gpu_* tests. The most telling first: a call cut at its
+# the headline pairs (and, in a cuDNN build, the same steps through
+# cuDNN), their profiles, then what time allows: the BN passes alone, the
+# gpu_* tests. The most telling first: a call cut at its
 # limit keeps what $OUT holds by then.
 brief() {
     : > "$OUT/steps.jsonl"
@@ -180,27 +177,22 @@ brief() {
     local c32="depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"
     mkdir -p "$OUT/tests"
     if [ -n "$CUDNN_MAKE" ]; then # the engines' own convolution tests first: their figures mean nothing if these fail
-        for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
+        for t in gpu_conv2d_cudnn gpu_bf16_conv2d_cudnn; do
             timeout 60 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-engines.txt"
         done
     fi
-    # auto's picks (SSL_CONV_LOG=1) go to step.log with the rest
     pair "R50 224 bf16 throughput" "$r224" "--depth 50 --res 224 --bs 256 --precision bf16 --split 0"
-    # (cuDNN for every convolution, and auto, at 224 in the full brief;
-    # mixed is the cuDNN engine to pick from)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN (mixed)"; ours conv=mixed $r224; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 224 through cuDNN"; ours conv=cudnn $r224; }
     pair "R50 160 bf16 throughput" "$r160" "--depth 50 --res 160 --bs 256 --precision bf16 --split 0"
-    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN (mixed)"; ours conv=mixed $r160; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R50 160 through cuDNN"; ours conv=cudnn $r160; }
     pair "R18 CIFAR 32 bf16 throughput" "$c32" "--depth 18 --stem cifar --res 32 --bs 512 --precision bf16 --split 0 --classes 10"
-    # (ResNet-18 has no 1x1 stride-1 convolution: mixed is all of them)
-    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN (mixed and auto)"; ours conv=mixed $c32;
-                              SSL_CONV_LOG=1 ours conv=auto $c32; }
+    [ -n "$CUDNN_MAKE" ] && { log "step: R18 CIFAR through cuDNN"; ours conv=cudnn $c32; }
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" | tee "$OUT/gpu_step.md"
     log "profile: ssl.h's step by kind of work (CUDA events), at ${SECONDS}s"
     timeout 100 build/gpu_step steps=5 $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16.md" 2>&1
-    [ -n "$CUDNN_MAKE" ] && timeout 100 build/gpu_step steps=5 conv=mixed $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16_mixed.md" 2>&1
+    [ -n "$CUDNN_MAKE" ] && timeout 100 build/gpu_step steps=5 conv=cudnn $r224 profile=1 $SSL_EXTRA > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
-    [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=mixed $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_mixed.md" 2>&1
+    [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=cudnn $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_cudnn.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
     # does cuDNN fuse BN's statistics (and its scale, shift and ReLU) into a
     # convolution, and at what cost beside the convolution alone (fp16 then
@@ -222,11 +214,6 @@ brief() {
     ours recipe=crop_flip $r224
     ours recipe=crop_flip $c32
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
-    if [ -n "$CUDNN_MAKE" ] && [ $SECONDS -lt "${BRIEF_NONDET_BY:-360}" ]; then
-        log "step: R50 224, mixed, cuDNN's non-deterministic algorithms allowed (as PyTorch's cudnn.benchmark)"
-        SSL_CUDNN_NONDET=1 ours conv=mixed $r224
-        $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
-    fi
     tests "${BRIEF_S:-420}"
 }
 
@@ -279,7 +266,7 @@ cudnn_phase() {
     log "cudnn: build with CUDNN=1 CUDNN_PREFIX=$pre"
     make -j8 $DEPS CUDNN=1 CUDNN_PREFIX="$pre" build/tests-gpu build/gpu_step 2>&1 | tail -5 | tee -a "$OUT/build.log"
     mkdir -p "$OUT/tests"
-    for t in gpu_conv2d_cudnn gpu_conv2d_mixed gpu_conv2d_auto gpu_bf16_conv2d_cudnn gpu_bf16_conv2d_mixed gpu_bf16_conv2d_auto; do
+    for t in gpu_conv2d_cudnn gpu_bf16_conv2d_cudnn; do
         timeout 120 build/tests-gpu "=$t" > "$OUT/tests/$t.log" 2>&1; echo "$t $?" | tee -a "$OUT/tests-gpu.txt"
     done
     for t in $(build/tests-gpu --list | grep '^gpu_train_step'); do
@@ -288,10 +275,8 @@ cudnn_phase() {
     [ -f "$OUT/steps.jsonl" ] || : > "$OUT/steps.jsonl"
     for cfg in "depth=50 res=224 bs=256 precision=bf16 split=0" "depth=50 res=160 bs=256 precision=bf16 split=0" \
                "depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10"; do
-        log "step with cuDNN convolutions (all, then mixed, then auto): $cfg"
+        log "step with cuDNN convolutions: $cfg"
         ours conv=cudnn $cfg
-        ours conv=mixed $cfg
-        SSL_CONV_LOG=1 ours conv=auto $cfg
     done
     timeout 150 build/gpu_step steps=5 conv=cudnn depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
         > "$OUT/profile_r50_224_bf16_cudnn.md" 2>&1

@@ -29,7 +29,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
-    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn|mixed|auto", "convolutions: im2col + cuBLAS, cuDNN, cuDNN where im2col would be needed, or the faster per shape as timed (the last three a CUDNN=1 build)"),
+    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn", "convolutions: im2col + cuBLAS, or cuDNN (a CUDNN=1 build)"),
     SSL_OPT_C(bench_cfg, keep_cols, "auto", "auto|yes|no", "keep the convolutions' im2col columns for the backward (auto: when they fit)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
@@ -70,9 +70,8 @@ int main(int argc, char **argv) {
                         "would be the GEMM path in name only; use keep_cols=auto or no\n", c.conv);
         return 1;
     }
-    char csuf[SSL_STR + 32] = ""; /* "+cudnn", "+mixed": the JSON's impl names the engine */
-    if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
-        snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");
+    char csuf[SSL_STR + 32] = ""; /* "+cudnn": the JSON's impl names the engine */
+    if (strcmp(c.conv, "gemm")) snprintf(csuf, sizeof csuf, "+%s", c.conv);
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 

@@ -27,11 +27,10 @@ def full(o):
 
 
 def engine(o):
-    """what a non-default ssl.h row changed ("ssl.h+mixed+nondet": its parts, in order)"""
+    """what a non-default ssl.h row changed ("ssl.h+cudnn": its parts, in order)"""
     if not o or o["impl"] == "ssl.h":
         return ""
-    names = {"cudnn": "cuDNN convolutions", "mixed": "cuDNN where im2col would be",
-             "auto": "the faster engine per shape, timed", "nondet": "non-deterministic algorithms allowed"}
+    names = {"cudnn": "cuDNN convolutions"}
     return " (ssl.h, " + ", ".join(names.get(p, p) for p in o["impl"].split("+")[1:]) + ")"
 
 
@@ -103,9 +102,7 @@ thr = {(r["impl"], r["res"]): r["images_per_s"] for r in rows
 if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")
-    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"),
-                       ("ssl.h+mixed", "ssl.h, cuDNN where im2col would be (mixed)"),
-                       ("ssl.h+auto", "ssl.h, the faster engine per shape (auto)"), ("torch", "PyTorch")):
+    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"), ("torch", "PyTorch")):
         if impl not in (i for i, _ in thr):
             continue
         a, b = thr.get((impl, 224)), thr.get((impl, 160))

@@ -85,10 +85,6 @@ int64_t ssl_cuda_fastdiv_selftest(int64_t trials, uint64_t seed);
 /* ssl.cu's check of one convolution shape's cuDNN plan through cuDNN's
    getters (0: right; -1: wrong, see ssl_last_error; 1: no cuDNN built in) */
 int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, int k, int stride, int pad, int bf16);
-/* whether the convolution engine in use sends a k x k convolution of this
-   stride and padding to cuDNN on a GPU (same_type: its input is of its
-   GEMM operands' type, as all but the stem's fp32 images are at bf16) */
-int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type);
 
 /* tolerance pairs per mode: (emulation, GPU fp32) */
 #define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))

@@ -259,7 +259,7 @@ void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co,
     /* the columns kept from the forward for the backward: the same bits as
        rebuilding them, on the host and on the device (dw, db accumulated
        onto the same starting values again). Kept columns always take the
-       GEMM path; on a GPU with another engine (cudnn, mixed, auto) the runs
+       GEMM path; on a GPU with the cudnn engine the runs
        above may not have, so the device's side is compared there only
        under gemm (the same cases' gpu_conv2d / gpu_bf16_conv2d run).
        Emulation has no cuDNN: always compared. */
@@ -345,8 +345,7 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "7x7 s2 p3 (stem)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
     conv_case(gpu, "1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 1);
     /* without a bias (which keeps a convolution on the GEMM path under every
-       engine): the 1x1 stride 1 that mixed leaves to cuBLAS, and a 3x3 it
-       gives cuDNN */
+       engine): a 1x1 stride 1 and a 3x3 that cudnn gives cuDNN */
     conv_case(gpu, "1x1 s1 no bias", 3, 5, 7, 8, 9, 1, 1, 0, 0, 1);
     conv_case(gpu, "3x3 s1 p1 no bias", 2, 9, 11, 8, 7, 3, 1, 1, 0, 1);
     conv_case(gpu, "1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 1);
@@ -367,21 +366,6 @@ TEST(gpu_conv2d_cudnn) {
     if (!g_begin(1)) return;
     if (ssl_cuda_set_conv("cudnn")) { test_skip(ssl_last_error()); return; }
     gbody_conv2d(1);
-    CHECK_OK(ssl_cuda_set_conv("gemm"));
-}
-/* mixed: cuDNN for the cases with columns, cuBLAS for the 1x1 stride-1 ones */
-TEST(gpu_conv2d_mixed) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_conv("mixed")) { test_skip(ssl_last_error()); return; }
-    gbody_conv2d(1);
-    CHECK_OK(ssl_cuda_set_conv("gemm"));
-}
-/* auto: a shape's calls 0-1 take the GEMM path, 2-3 cuDNN, then the pick;
-   the cases run six times over, so each engine and each pick is checked */
-TEST(gpu_conv2d_auto) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_conv("auto")) { test_skip(ssl_last_error()); return; }
-    for (int i = 0; i < 6 && !test_failures(); i++) gbody_conv2d(1);
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
@@ -421,35 +405,21 @@ TEST(emu_cudnn_plans_describe_the_convolutions) {
     printf("    %d shapes' cuDNN plans as the GEMM path's geometry\n", checked);
 }
 
+/* the convolution engine's names and errors; emulation has no cuDNN and
+   keeps the GEMM path under cudnn */
 TEST(emu_conv_engine_choice) {
-    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm, cudnn, mixed or auto"),
+    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm or cudnn"),
           "an unknown engine was taken: %s", ssl_last_error());
     CHECK_OK(ssl_cuda_set_conv("gemm"));
     CHECK(!strcmp(ssl_cuda_conv(), "gemm"));
-    /* which convolutions each engine sends to cuDNN: {k, stride, pad, same type} */
-    static const int shapes[6][4] = {{1, 1, 0, 1}, {1, 1, 0, 0}, {1, 2, 0, 1}, {3, 1, 1, 1}, {3, 2, 1, 1}, {7, 2, 3, 0}};
-    static const char *const names[6] = {"1x1", "1x1 of fp32 input", "1x1 stride 2", "3x3", "3x3 stride 2", "stem 7x7"};
-    for (int i = 0; i < 6; i++)
-        CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == 0, "gemm engine: %s to cuDNN",
-              names[i]);
-    for (int e = 0; e < 3; e++) {
-        const char *engine = e == 0 ? "cudnn" : e == 1 ? "mixed" : "auto";
-        if (ssl_cuda_set_conv(engine)) {
-            CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL && strstr(ssl_last_error(), engine),
-                  "refusal does not say how to build it: %s", ssl_last_error());
-            CHECK(!strcmp(ssl_cuda_conv(), "gemm"), "a refused engine left %s in use", ssl_cuda_conv());
-            continue;
-        }
-        CHECK(!strcmp(ssl_cuda_conv(), engine));
-        /* cudnn: all; mixed: all but the 1x1 stride-1 convolution whose input is its GEMM's matrix;
-           auto: all (each then timed against the GEMM path on a GPU) */
-        for (int i = 0; i < 6; i++)
-            CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == (e != 1 || i != 0),
-                  "%s engine: %s %s cuDNN", engine, names[i], e != 1 || i != 0 ? "not sent to" : "sent to");
-        /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
-        if (g_begin(0)) gbody_conv2d(0);
-        CHECK_OK(ssl_cuda_set_conv("gemm"));
+    if (ssl_cuda_set_conv("cudnn")) {
+        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "the refusal does not say how to build it: %s", ssl_last_error());
+        CHECK(!strcmp(ssl_cuda_conv(), "gemm"), "a refused engine left %s in use", ssl_cuda_conv());
+        return;
     }
+    CHECK(!strcmp(ssl_cuda_conv(), "cudnn"));
+    if (g_begin(0)) gbody_conv2d(0);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
 /* fused: 0 plain; 1 + ReLU; 2 + residual + ReLU. The device runs the fused
