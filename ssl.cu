@@ -968,10 +968,9 @@ template <int V> struct ssl__vio {
 /* On the host (emulation) every 16-byte access checks the alignment that a
    GPU's vector load or store needs (a misaligned one is a fault there). */
 #ifndef __CUDA_ARCH__
-static inline void ssl__vio_aligned(const void *p, int bytes = 16) {
-    if ((uintptr_t)p % bytes) {
-        fprintf(stderr, "ssl.cu: %d-byte vector access at %p, which is not %d-byte aligned (a fault on a GPU)\n", bytes, p,
-                bytes);
+static inline void ssl__vio_aligned(const void *p) {
+    if ((uintptr_t)p % 16) {
+        fprintf(stderr, "ssl.cu: 16-byte vector access at %p, which is not 16-byte aligned (a fault on a GPU)\n", p);
         abort();
     }
 }
@@ -1021,45 +1020,6 @@ template <> struct ssl__vio<8> {
 #endif
     }
 };
-/* 2 or 4 consecutive values as one 4-, 8- or 16-byte access (loads only:
-   the batch-norm statistics passes' channels a thread, see
-   ssl_cuda_set_bn_stats); the address aligned to the access */
-template <int V> struct ssl__vio_n {
-    static_assert(V == 2 || V == 4, "2 or 4 values");
-    static SSL_HD void ld(const ssl_bf16 *p, float *v) {
-        uint32_t w[V / 2];
-#ifdef __CUDA_ARCH__
-        if constexpr (V == 2) w[0] = *(const uint32_t *)p;
-        else {
-            uint2 r = *(const uint2 *)p;
-            w[0] = r.x, w[1] = r.y;
-        }
-#else
-        ssl__vio_aligned(p, 2 * V);
-        memcpy(w, p, 2 * V);
-#endif
-        for (int e = 0; e < V / 2; e++) {
-            ssl_bf16 lo = {(uint16_t)(w[e] & 0xffffu)}, hi = {(uint16_t)(w[e] >> 16)};
-            v[2 * e] = ssl_bf16_to_float(lo), v[2 * e + 1] = ssl_bf16_to_float(hi);
-        }
-    }
-    static SSL_HD void ld(const float *p, float *v) {
-#ifdef __CUDA_ARCH__
-        if constexpr (V == 2) {
-            float2 a = *(const float2 *)p;
-            v[0] = a.x, v[1] = a.y;
-        } else {
-            float4 a = *(const float4 *)p;
-            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
-        }
-#else
-        ssl__vio_aligned(p, 4 * V);
-        memcpy(v, p, 4 * V);
-#endif
-    }
-};
-template <> struct ssl__vio<2> : ssl__vio_n<2> {};
-template <> struct ssl__vio<4> : ssl__vio_n<4> {};
 /* 8 values per work item: n a multiple of 8 and every pointer (NULL
    allowed) 16-byte aligned */
 static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL,
@@ -2207,18 +2167,13 @@ static inline SSL_HD float ssl__after(float v, uint32_t dep) {
     return a.f;
 }
 enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
-/* V channels per thread: 1, or 2, 4 or 8 (c % 8 == 0, the tensors and the
-   channels' mean and invstd 16-byte aligned) loaded as one vector.
-   One value a thread, a warp's load is 64 bytes of a row (bf16): measured
-   on an H200, 37% (backward) and 32% (forward) of the bandwidth, 20 ms of
-   a ResNet-50 step. With 8 channels a thread (64K threads, 4x the blocks)
-   the backward's pass went from 13.2 to 11.0 ms, but the forward's from
-   7.3 to 11.4 (and ResNet-18 CIFAR's from 1.8 to 3.4, its backward's from
-   1.9 to 2.2): the forward keeps V = 1 (by default: 2 and 4 with the
-   same blocks are there to be measured, ssl_cuda_set_bn_stats). A
-   channel's additions are those
-   of the one-channel loop, in its order: each (block, channel) sum is the
-   same bits for the same blocks. */
+/* V channels per thread: 1, or 8 (c % 8 == 0, the tensors and the
+   channels' mean and invstd 16-byte aligned) loaded as one vector. With 8
+   channels a thread (64K threads, 4x the blocks) the backward's pass got
+   faster on an H200 and the forward's slower (bench/RESULTS.md, "The GPU,
+   measured"), so the backward takes 8 and the forward 1. A channel's
+   additions are those of the one-channel loop, in its order: each
+   (block, channel) sum is the same bits for the same blocks. */
 template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
     /* STAGE a parameter: each stage its own kernel, registers and all */
     const T *x, *dy;
@@ -2232,13 +2187,13 @@ template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
        issued before any of the (dependent, in-order) double additions, so
        that each thread has N rows' loads in flight rather than the one or
        few the compiler hoists across a loop of additions (Little's law:
-       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). The defaults
-       (ssl_cuda_set_bn_stats): one channel a thread and U = 16 rows for the
-       forward's one load, 128K threads, 4 MB of 2-byte loads; eight
+       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns): one channel a
+       thread and U = 16 rows for the forward's one load, 128K threads, 4 MB of 2-byte loads; eight
        channels a thread and U = 2 for the backward's loads, 64K threads,
        ~4 MB of 16-byte loads in what the registers allow (16 double sums a
-       thread). The additions are those of the one-row loop, in its order,
-       whatever V and U: the same bits for the same blocks. */
+       thread; U = 8 where the backward takes one channel a thread). The
+       additions are those of the one-row loop, in its order, whatever V
+       and U: the same bits for the same blocks. */
     template <int N>
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
         float v[N][V], g[N][V];
@@ -2409,12 +2364,8 @@ struct ssl__f_bn_stats {
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
 /* V values of one row per work item (c % V == 0); scale and shift loaded as
    vectors (see ssl__f_bn_dx: as 16 single floats they were 128 L1 cycles a
-   warp against 13 for the data). R: the same V channels of R consecutive
-   rows per work item, their parameters loaded once (1 by default; 2 and 4
-   to be measured, ssl_cuda_set_bn_rows; the same bits, each value's
-   arithmetic is the same). Work item t: rows (t / (c/V)) R .. + R - 1,
-   channels (t % (c/V)) V .. + V - 1. */
-template <class T, int V, int R = 1> struct ssl__f_bn_apply {
+   warp against 13 for the data). */
+template <class T, int V> struct ssl__f_bn_apply {
     const T *x;
     const float *scale, *shift;
     const T *res;
@@ -2422,38 +2373,24 @@ template <class T, int V, int R = 1> struct ssl__f_bn_apply {
     ssl__div d_c;
     int relu;
     uint8_t *mask; /* V = 8: the ReLU's bits, a byte per work item (NULL: none) */
-    int64_t rows;  /* R > 1: the last group's rows stop here */
     SSL_HD void operator()(int64_t t) const {
-        uint32_t r, k;
-        int64_t j0;
-        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
-        else { /* t = g (c/V) + o: rows g R .., channels o V .. */
-            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
-            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
-        }
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(t * V), &r);
         float sc[V], sh[V];
         ssl__vio<V>::ld(scale + k, sc);
         ssl__vio<V>::ld(shift + k, sh);
-        float v[R][V], rv[R][V] = {}; /* (initialized: the host compiler cannot see res's test repeat) */
-        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            ssl__vio<V>::ld(x + j * V, v[u]);
-            if (res) ssl__vio<V>::ld(res + j * V, rv[u]);
+        float v[V], rv[V] = {}; /* (initialized: the host compiler cannot see res's test repeat) */
+        ssl__vio<V>::ld(x + t * V, v);
+        if (res) ssl__vio<V>::ld(res + t * V, rv);
+        for (int e = 0; e < V; e++) {
+            v[e] = ssl__bn_apply(v[e], sc[e], sh[e]);
+            if (res) v[e] += rv[e];
+            if (relu) v[e] = ssl__relu(v[e]);
         }
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            for (int e = 0; e < V; e++) {
-                v[u][e] = ssl__bn_apply(v[u][e], sc[e], sh[e]);
-                if (res) v[u][e] += rv[u][e];
-                if (relu) v[u][e] = ssl__relu(v[u][e]);
-            }
-            ssl__vio<V>::st(y + j * V, v[u]);
-            if (V == 8 && mask) {
-                int b = 0;
-                for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[u][e]) > 0.0f) << e; /* where the stored y is > 0 */
-                mask[j] = (uint8_t)b;
-            }
+        ssl__vio<V>::st(y + t * V, v);
+        if (V == 8 && mask) {
+            int b = 0;
+            for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[e]) > 0.0f) << e; /* where the stored y is > 0 */
+            mask[t] = (uint8_t)b;
         }
     }
 };
@@ -2478,50 +2415,34 @@ struct ssl__f_bn_gradfin {
    16-byte data accesses of a warp's 256 values (at 132 SMs x 1.98 GHz, about
    0.2 T values/s, 26% of an H200's bandwidth; measured: 34% for the pass and
    its statistics). As 16-byte vectors: 10 loads of 4 lines, 40 cycles. */
-template <class T, int V, int R = 1> struct ssl__f_bn_dx {
+template <class T, int V> struct ssl__f_bn_dx {
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
     ssl__div d_c;
     const uint8_t *mbits; /* the mask as bits, instead of relu_y */
     T *dyr;               /* dy through the mask, stored (NULL: not; may be dy) */
-    int64_t rows;         /* R > 1 (rows a work item, as ssl__f_bn_apply's): the last group's rows stop here */
     SSL_HD void operator()(int64_t t) const {
-        uint32_t r, k;
-        int64_t j0;
-        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
-        else {
-            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
-            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
-        }
-        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
-        float xv[R][V], g[R][V], m[R][V];
-        int byte[R] = {};
-        for (int u = 0; u < n; u++) { /* every row's loads before the first store (dyr may be dy) */
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            ssl__vio<V>::ld(x + j * V, xv[u]);
-            ssl__vio<V>::ld(dy + j * V, g[u]);
-            if (relu_y) ssl__vio<V>::ld(relu_y + j * V, m[u]);
-            else if (mbits) byte[u] = V == 8 ? mbits[j] : ssl__bit(mbits, j);
-        }
-        for (int u = 0; u < n; u++) {
-            if (relu_y)
-                for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[u][e], g[u][e]);
-            else if (mbits)
-                for (int e = 0; e < V; e++) g[u][e] = (byte[u] >> e) & 1 ? g[u][e] : 0.0f;
-            if (dyr) ssl__vio<V>::st(dyr + (j0 + (int64_t)u * (d_c.d / V)) * V, g[u]);
-        }
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(t * V), &r);
+        float xv[V], g[V], m[V];
+        int byte = 0;
+        ssl__vio<V>::ld(x + t * V, xv); /* every load before the first store (dyr may be dy) */
+        ssl__vio<V>::ld(dy + t * V, g);
+        if (relu_y) ssl__vio<V>::ld(relu_y + t * V, m);
+        else if (mbits) byte = V == 8 ? mbits[t] : ssl__bit(mbits, t);
+        if (relu_y)
+            for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(m[e], g[e]);
+        else if (mbits)
+            for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
+        if (dyr) ssl__vio<V>::st(dyr + t * V, g);
         float mu[V], is[V], ga[V], md[V], mdx[V];
         ssl__vio<V>::ld(mean + k, mu);
         ssl__vio<V>::ld(invstd + k, is);
         ssl__vio<V>::ld(gam + k, ga);
         ssl__vio<V>::ld(mean_dy + k, md);
         ssl__vio<V>::ld(mean_dy_xhat + k, mdx);
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            for (int e = 0; e < V; e++) g[u][e] = ssl__bn_grad_input(g[u][e], xv[u][e], mu[e], is[e], ga[e], md[e], mdx[e]);
-            ssl__vio<V>::st(dx + j * V, g[u]);
-        }
+        for (int e = 0; e < V; e++) g[e] = ssl__bn_grad_input(g[e], xv[e], mu[e], is[e], ga[e], md[e], mdx[e]);
+        ssl__vio<V>::st(dx + t * V, g);
     }
 };
 
@@ -2531,123 +2452,22 @@ static int64_t ssl__bn_group(int64_t blocks) {
     while (G * G < blocks) G++;
     return G;
 }
-/* The statistics passes' blocks scaled by a factor (default 1): for
-   measuring on a GPU the trade between the pass's parallelism and the
-   group and finish launches' serial walks (bench/gpu_report.sh bnsweep).
-   SSL_BN_SPLIT in the environment sets it at the first batch norm; a value
-   outside [1/64, 64] there stops the program with the reason. The sums'
-   last bits depend on the split, nothing else does. */
-static double ssl__bn_split_v = 0;
-extern "C" int ssl_cuda_set_bn_split(double split) {
-    if (!(split >= 1.0 / 64 && split <= 64)) return ssl__fail("BN split %g: want a number in [1/64, 64] (1 is the default)", split);
-    ssl__bn_split_v = split;
-    return 0;
-}
-static double ssl__bn_split(void) {
-    if (ssl__bn_split_v == 0) {
-        const char *e = getenv("SSL_BN_SPLIT");
-        char *end = NULL;
-        double v = e && *e ? strtod(e, &end) : 1.0;
-        if (e && *e && (*end || ssl_cuda_set_bn_split(v))) {
-            fprintf(stderr, "ssl.cu: SSL_BN_SPLIT=%s: want a number in [1/64, 64] (1 is the default)\n", e);
-            exit(2);
-        }
-        ssl__bn_split_v = v;
-    }
-    return ssl__bn_split_v;
-}
 /* rows per block: enough blocks x channels for ~128K threads (V = 1) or
-   64K threads of 8 channels (V = 8), times SSL_BN_SPLIT */
+   64K threads of 8 channels (V = 8) */
 static int64_t ssl__bn_per(int64_t rows, int64_t c, int V) {
-    int64_t blocks = (int64_t)((V == 8 ? 524288 : 131072) * ssl__bn_split()) / (c > 0 ? c : 1);
+    int64_t blocks = (V == 8 ? 524288 : 131072) / (c > 0 ? c : 1);
     if (blocks < 1) blocks = 1;
     if (blocks > rows) blocks = rows;
     return (rows + blocks - 1) / blocks;
 }
 
-/* The statistics passes' thread shapes: V channels a thread, U rows'
-   loads issued together. A knob for measuring them against each other on
-   a GPU in one run (bench/bn_bench.c), as the split is for the blocks:
-   session 11 tried one shape per device call. The blocks do not depend on
-   it, so neither do the results: every shape gives the same bits.
-   "FVxFU/BVxBU" (forward / backward; default "1x16/8x2"), one of the
-   shapes listed below for each; SSL_BN_STATS in the environment sets it at
-   the first batch norm (an unknown shape there stops the program with the
-   reason). A shape with V > 1 applies where the tensor allows 16-byte
-   vectors (c a multiple of 8, aligned data); otherwise V = 1. */
-struct ssl__bn_vu {
-    int v, u;
-};
-/* (index, V, U): the lists and the kernels launched for them come from
-   these, so a shape's name and its kernel cannot disagree; index 0 is the
-   default */
-#define SSL__BN_FWD_SHAPES(X) X(0, 1, 16) X(1, 1, 8) X(2, 2, 8) X(3, 2, 16) X(4, 4, 8)
-#define SSL__BN_BWD_SHAPES(X) X(0, 8, 2) X(1, 8, 4) X(2, 4, 4) X(3, 2, 8) X(4, 1, 8)
-#define SSL__BN_VU_ITEM(i, V, U) {V, U},
-static const ssl__bn_vu ssl__bn_fwd_vus[] = {SSL__BN_FWD_SHAPES(SSL__BN_VU_ITEM)};
-static const ssl__bn_vu ssl__bn_bwd_vus[] = {SSL__BN_BWD_SHAPES(SSL__BN_VU_ITEM)};
-#undef SSL__BN_VU_ITEM
-#define SSL__BN_NVU 5
-static int ssl__bn_fi = -1, ssl__bn_bi = -1; /* indices into the lists; -1: not read yet */
-static int ssl__bn_vu_find(const ssl__bn_vu *l, int v, int u) {
-    for (int i = 0; i < SSL__BN_NVU; i++)
-        if (l[i].v == v && l[i].u == u) return i;
-    return -1;
-}
-#define SSL__BN_STATS_WANT                                                                                       \
-    "want FVxFU/BVxBU, channels a thread x rows ahead for the forward / backward statistics: forward 1x16 "    \
-    "(default), 1x8, 2x8, 2x16 or 4x8; backward 8x2 (default), 8x4, 4x4, 2x8 or 1x8"
-extern "C" int ssl_cuda_set_bn_stats(const char *spec) {
-    int fv, fu, bv, bu, n = 0;
-    if (!spec || !*spec) spec = "1x16/8x2";
-    if (sscanf(spec, "%dx%d/%dx%d%n", &fv, &fu, &bv, &bu, &n) != 4 || spec[n])
-        return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
-    int fi = ssl__bn_vu_find(ssl__bn_fwd_vus, fv, fu), bi = ssl__bn_vu_find(ssl__bn_bwd_vus, bv, bu);
-    if (fi < 0 || bi < 0) return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
-    ssl__bn_fi = fi, ssl__bn_bi = bi;
-    return 0;
-}
-static void ssl__bn_stats_env(void) {
-    if (ssl__bn_fi >= 0) return;
-    const char *e = getenv("SSL_BN_STATS");
-    if (ssl_cuda_set_bn_stats(e)) {
-        fprintf(stderr, "ssl.cu: SSL_BN_STATS=%s: %s\n", e, SSL__BN_STATS_WANT);
-        exit(2);
-    }
-}
-
-/* Batch norm's output and input-gradient passes: R rows of the same V
-   channels a work item, their parameters loaded once (1, the default; 2
-   or 4 to be measured, bench/bn_bench.c). SSL_BN_ROWS in the environment
-   sets it at the first batch norm (another value stops the program with
-   the reason). The same bits whatever R. */
-static int ssl__bn_rows_v = 0;
-extern "C" int ssl_cuda_set_bn_rows(int rows) {
-    if (rows != 1 && rows != 2 && rows != 4) return ssl__fail("BN rows a work item %d: want 1 (the default), 2 or 4", rows);
-    ssl__bn_rows_v = rows;
-    return 0;
-}
-static int ssl__bn_rows(void) {
-    if (!ssl__bn_rows_v) {
-        const char *e = getenv("SSL_BN_ROWS");
-        if (e && *e && ((strcmp(e, "1") && strcmp(e, "2") && strcmp(e, "4")) || ssl_cuda_set_bn_rows(atoi(e)))) {
-            fprintf(stderr, "ssl.cu: SSL_BN_ROWS=%s: want 1 (the default), 2 or 4\n", e);
-            exit(2);
-        }
-        ssl__bn_rows_v = e && *e ? atoi(e) : 1;
-    }
-    return ssl__bn_rows_v;
-}
-/* F<T, 8, R> over rows x c in groups of R rows where 8-value vectors are
-   allowed (v8), else F<T, 1> one value a work item */
-#define SSL__BN_EACH_R(X, F, T, v8, rows, c, ...)                                                \
+/* F<T, 8> over rows x c where 8-value vectors are allowed (v8), else
+   F<T, 1> one value a work item */
+#define SSL__BN_EACH(X, F, T, v8, rows, c, ...)                                                 \
     do {                                                                                          \
-        int64_t rows_ = (rows), c_ = (c);                                                         \
-        int R_ = ssl__bn_rows();                                                                  \
-        if (!(v8)) { F<T, 1> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_); }               \
-        else if (R_ == 1) { F<T, 8> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_ / 8); }    \
-        else if (R_ == 2) { F<T, 8, 2> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 1) / 2 * c_ / 8); } \
-        else { F<T, 8, 4> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 3) / 4 * c_ / 8); }   \
+        int64_t n_ = (rows) * (c);                                                                \
+        if (!(v8)) { F<T, 1> f_ = {__VA_ARGS__}; (X).each(f_, n_); }                              \
+        else { F<T, 8> f_ = {__VA_ARGS__}; (X).each(f_, n_ / 8); }                                \
     } while (0)
 
 /* a(i) then b(i): two per-index steps where the second needs the first's
@@ -2696,17 +2516,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
         SSL__PROF("BN statistics (forward)", ssl__bytes(xt), 2.0 * ssl_tensor_numel(xt)); /* a row of its own: its x read */
         const T *xd = (const T *)xt->data;
-        ssl__bn_stats_env();
-        int vi = ssl__bn_fi; /* the shape (ssl_cuda_set_bn_stats); V > 1 needs aligned vectors */
-        if (ssl__bn_fwd_vus[vi].v > 1 && !(c % 8 == 0 && ssl__vec8(rows * c, xd))) vi = 0;
-#define SSL__BN_MOM(i, V, U)                                                                              \
-    case i: {                                                                                             \
-        ssl__f_bn_part<T, V, SSL__BNS_MOMENTS, U> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};  \
-        x.each(f, blocks * c / V);                                                                        \
-        break;                                                                                            \
-    }
-        switch (vi) { SSL__BN_FWD_SHAPES(SSL__BN_MOM) }
-#undef SSL__BN_MOM
+        ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS, 16> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
+        x.each(f, blocks * c);
         {
             SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
             ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
@@ -2720,8 +2531,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     const void *rd = res ? res->data : NULL;
     uint8_t *mk = mask ? (uint8_t *)mask->data : NULL;
     int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data) && ssl__vec8(c, scale, shift);
-    SSL__BN_EACH_R(x, ssl__f_bn_apply, T, v8, rows, c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
-                   ssl__div_make(c), relu, mk);
+    SSL__BN_EACH(x, ssl__f_bn_apply, T, v8, rows, c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
+                 ssl__div_make(c), relu, mk);
     if (mk && !v8) { /* one value per work item: the mask's bytes from y */
         ssl__f_mask_of<T> f = {(const T *)y->data, mk, rows * c};
         x.each(f, (rows * c + 7) / 8);
@@ -2761,23 +2572,21 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     {
         double mpass = !relu_y ? 0 : bits ? 1.0 / (8 * sizeof(T)) : 1;
         SSL__PROF("BN statistics (backward)", ssl__bytes(xt) * (2 + mpass), 4.0 * ssl_tensor_numel(xt));
-        ssl__bn_stats_env();
-#define SSL__BN_GRAD(i, V, U)                                                                                 \
-    case i: {                                                                                                 \
-        ssl__f_bn_part<T, V, SSL__BNS_GRAD, U> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb}; \
-        ssl__bn_sums(x, f, part, grp, sums, gf);                                                              \
-        break;                                                                                                \
-    }
-        /* the shape (ssl_cuda_set_bn_stats); unvectorized, the one-channel 1x8 (index 4) */
-        switch (sv8 ? ssl__bn_bi : 4) { SSL__BN_BWD_SHAPES(SSL__BN_GRAD) }
-#undef SSL__BN_GRAD
+        /* 8 channels a thread where the tensors allow 16-byte vectors, else one */
+        if (sv8) {
+            ssl__f_bn_part<T, 8, SSL__BNS_GRAD, 2> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
+            ssl__bn_sums(x, f, part, grp, sums, gf);
+        } else {
+            ssl__f_bn_part<T, 1, SSL__BNS_GRAD, 8> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
+            ssl__bn_sums(x, f, part, grp, sums, gf);
+        }
     }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
         int v8 = c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr) &&
                  ssl__vec8(c, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat);
-        SSL__BN_EACH_R(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
-                       mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
+        SSL__BN_EACH(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
+                     mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
 }
 

@@ -1838,24 +1838,6 @@ SSLDEF void ssl_cuda_set_precision(int bf16);
    in use. */
 SSLDEF int ssl_cuda_set_conv(const char *engine);
 SSLDEF const char *ssl_cuda_conv(void);
-/* Batch norm's statistics passes run over split x the default number of
-   row blocks (1/64 .. 64; 1 is the default; SSL_BN_SPLIT in the
-   environment): a knob for measuring, on a GPU, the pass's parallelism
-   against the serial walks that add the blocks up. Only the sums' last
-   bits change with it. -1 with an error outside that range. */
-SSLDEF int ssl_cuda_set_bn_split(double split);
-/* The statistics passes' thread shapes, "FVxFU/BVxBU": channels a thread
-   x rows loaded together, forward / backward (default "1x16/8x2"; NULL
-   or "" the default; SSL_BN_STATS in the environment). Forward: 1x16,
-   1x8, 2x8, 2x16, 4x8; backward: 8x2, 8x4, 4x4, 2x8, 1x8. For measuring
-   (bench/bn_bench.c): every shape gives the same bits. -1 with an error
-   naming the shapes otherwise. */
-SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
-/* Batch norm's output and input-gradient passes: rows of the same 8
-   channels a work item, their parameters loaded once (1, the default; 2
-   or 4; SSL_BN_ROWS in the environment). For measuring; the same bits.
-   -1 with an error otherwise. */
-SSLDEF int ssl_cuda_set_bn_rows(int rows);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);

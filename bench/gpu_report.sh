@@ -16,10 +16,6 @@
 #                               the train-step tests through cuDNN; the step
 #                               with cuDNN convolutions beside the GEMM path
 #                               and PyTorch (into the same steps.jsonl)
-#   bench/gpu_report.sh bnsweep BN statistics' row blocks scaled by SSL_BN_SPLIT
-#                               (BN_SPLITS, default "0.25 0.5 2 4"): both
-#                               profiles at each, BN's rows side by side in
-#                               bn_sweep.md (1 is the default split)
 #   bench/gpu_report.sh ncu     Nsight Compute over one ResNet-18 CIFAR step:
 #                               each kernel's time, DRAM and SM throughput
 #   bench/gpu_report.sh all     test, then step with QUICK=1 (the full step list
@@ -35,8 +31,7 @@
 #                               cuDNN fuse BN's statistics, scale, shift and
 #                               ReLU into a convolution, fp16 then bf16;
 #                               FUSION_S=50 s for both); batch norm's passes
-#                               alone per shape, statistics thread shape and
-#                               split (build/bn_bench,
+#                               alone per shape (build/bn_bench,
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               R50 224 and R18 CIFAR with PyTorch's data work
 #                               (recipe=crop_flip: flip and normalize only);
@@ -203,10 +198,8 @@ brief() {
         timeout $(( ${FUSION_S:-50} + 40 )) build/cudnn_fusion seconds=${FUSION_S:-50} types=both plans=3 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
         log "cudnn_fusion exit $? at ${SECONDS}s"
     fi
-    # batch norm's passes alone on the three steps' shapes, under each
-    # statistics thread shape and split (seconds; it replaces the step-long
-    # BN sweep here, which stays in `bnsweep`)
-    log "bn_bench: batch norm's passes per shape and statistics configuration"
+    # batch norm's passes alone on the three steps' shapes (seconds)
+    log "bn_bench: batch norm's passes per shape"
     timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
     # the same data work as PyTorch's step (crop_flip: flip and normalize, no
     # colour op; the headline rows apply the whole SimCLR recipe on the GPU)
@@ -215,46 +208,6 @@ brief() {
     ours recipe=crop_flip $c32
     $PY bench/gpu_table.py "$OUT/steps.jsonl" "$(head -1 "$OUT/env.txt")" > "$OUT/gpu_step.md"
     tests "${BRIEF_S:-420}"
-}
-
-# batch norm's statistics: the passes' row blocks scaled by SSL_BN_SPLIT
-# (more blocks: more threads in the pass, longer serial walks in the
-# group and finish launches that add the blocks). Both profiles at each
-# split; the default split's are the profile phase's own files when they
-# are there. A table of BN's rows and the step's device time per split.
-bn_sweep() {
-    mkdir -p "$OUT/bn_sweep"
-    for s in ${BN_SPLITS:-0.25 0.5 2 4}; do
-        log "BN statistics split $s: both profiles"
-        SSL_BN_SPLIT=$s timeout 100 build/gpu_step steps=5 depth=50 res=224 bs=256 precision=bf16 split=0 profile=1 $SSL_EXTRA \
-            > "$OUT/bn_sweep/r50_224_$s.md" 2>&1
-        SSL_BN_SPLIT=$s timeout 60 build/gpu_step steps=5 depth=18 stem=cifar res=32 bs=512 precision=bf16 split=0 classes=10 \
-            profile=1 $SSL_EXTRA > "$OUT/bn_sweep/r18_cifar_$s.md" 2>&1
-    done
-    [ -f "$OUT/profile_r50_224_bf16.md" ] && cp "$OUT/profile_r50_224_bf16.md" "$OUT/bn_sweep/r50_224_1.md"
-    [ -f "$OUT/profile_r18_cifar_bf16.md" ] && cp "$OUT/profile_r18_cifar_bf16.md" "$OUT/bn_sweep/r18_cifar_1.md"
-    $PY - "$OUT/bn_sweep" <<'PYEOF' | tee "$OUT/bn_sweep.md"
-import glob, json, os, re, sys
-rows = ["BN statistics (forward)", "BN statistics (forward): groups, finish",
-        "BN statistics (backward)", "BN statistics (backward): groups, finish"]
-print("| model | BN split | " + " | ".join(r.replace("BN statistics ", "stats ") + " (ms)" for r in rows) +
-      " | profile's step total (ms) | step ms (best) |")
-print("|---|---|" + "---|" * (len(rows) + 2))
-for model in ("r50_224", "r18_cifar"):
-    files = glob.glob(os.path.join(sys.argv[1], model + "_*.md"))
-    for f in sorted(files, key=lambda f: float(re.search(r"_([0-9.]+)\.md$", f).group(1))):
-        split = re.search(r"_([0-9.]+)\.md$", f).group(1)
-        ms, total, best = {}, "-", "-"
-        for line in open(f, errors="replace"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) > 3 and cells[0] in rows:
-                ms[cells[0]] = cells[2]
-            elif cells and cells[0] == "total" and len(cells) > 2:
-                total = cells[2]
-            elif line.startswith("{") and '"best_ms"' in line:
-                best = f'{json.loads(line)["best_ms"]:.2f}'
-        print(f"| {model} | {split} | " + " | ".join(ms.get(r, "-") for r in rows) + f" | {total} | {best} |")
-PYEOF
 }
 
 # cuDNN's convolutions (the issue allows a CUDNN=1 build; the default is
@@ -329,12 +282,11 @@ prepare() {
 case "$PHASE" in
 prepare) prepare ;;
 ncu) build && ncu_phase ;;
-bnsweep) build && bn_sweep ;;
 cudnn) build && cudnn_phase ;;
 memcheck) build && memcheck ;;
 test) build && tests ;;
 step) build && step ;;
 all) build && { tests; QUICK=1 step; } ;;
 brief) WITH_CUDNN=${WITH_CUDNN:-1} build && brief ;;
-*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|bnsweep|all|brief"; exit 2 ;;
+*) echo "usage: bench/gpu_report.sh prepare|test|memcheck|step|cudnn|ncu|all|brief"; exit 2 ;;
 esac

@@ -177,17 +177,6 @@ TEST(train_bad_conv_engine_is_an_error) {
           "bad SSL_CONV: rc %d, %s", rc, out);
     CHECK(!strstr(out, "epoch 1/"), "./train trained with a bad SSL_CONV: %s", out);
     free(out);
-    /* batch norm's measuring knobs: a shape or rows value it does not have stops it, naming what it takes */
-    rc = run(&out, "rm -rf %s && SSL_BN_STATS=3x3/8x2 SSL_CUDA_EMULATE=2 %s simclr data=%s " TINY " epochs=1 device=cuda out=%s",
-             d, t, data, d);
-    CHECK(rc != 0 && strstr(out, "SSL_BN_STATS=3x3/8x2") && strstr(out, "want FVxFU/BVxBU") && !strstr(out, "epoch 1/"),
-          "bad SSL_BN_STATS: rc %d, %s", rc, out);
-    free(out);
-    rc = run(&out, "rm -rf %s && SSL_BN_ROWS=8 SSL_CUDA_EMULATE=2 %s simclr data=%s " TINY " epochs=1 device=cuda out=%s", d, t,
-             data, d);
-    CHECK(rc != 0 && strstr(out, "SSL_BN_ROWS=8") && strstr(out, "want 1 (the default), 2 or 4") && !strstr(out, "epoch 1/"),
-          "bad SSL_BN_ROWS: rc %d, %s", rc, out);
-    free(out);
 }
 
 TEST(train_device_cuda_path_matches_cpu) {
