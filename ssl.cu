@@ -2684,9 +2684,8 @@ static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n,
 /* a window place as the arg byte: row and column, 4 bits each */
 static inline SSL_HD uint32_t ssl__pool_byte(int pos) { return (uint32_t)(((pos >> 16) << 4) | (pos & 15)); }
 /* V channels of one output pixel per work item (V = 8: c % 8 == 0, the
-   tensors 16-byte aligned); d_cv divides by c / V. ARG 0: the winners'
-   values into y; 1: their places into arg (one byte a value) instead; 2:
-   both (ssl_maxpool2d_forward_arg). */
+   tensors 16-byte aligned); d_cv divides by c / V. ARG: the winners'
+   places into arg (one byte a value) instead of their values into y. */
 template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
     ssl__pg g;
     const T *x;
@@ -2699,9 +2698,9 @@ template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
         int pos[V];
         ssl__pool_winners<T, V, K>(g, x, (int)n, (int)oy, (int)ox, (int)ch, b, pos);
         uint32_t at = o * (uint32_t)g.c + ch;
-        if (ARG != 1) ssl__vio<V>::st(y + at, b);
-        if (!ARG) return;
-        if (V == 8) { /* one 8-byte store */
+        if (!ARG) {
+            ssl__vio<V>::st(y + at, b);
+        } else if (V == 8) { /* one 8-byte store */
             uint64_t w = 0;
             for (int e = 0; e < V; e++) w |= (uint64_t)ssl__pool_byte(pos[e]) << (8 * e);
 #ifdef __CUDA_ARCH__
@@ -2840,23 +2839,6 @@ extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor
     });
     return 0;
 }
-extern "C" int ssl_cuda_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg) {
-    SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y) + (double)ssl_tensor_numel(y), 0);
-    int v8 = x->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(x), x->data, y->data) && ((uintptr_t)arg->data & 7) == 0;
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__maxpool_run<T, 2>(X_, ssl__pg_make(x, y, k, stride, pad), (const T *)x->data,
-                                                                (T *)y->data, (uint8_t *)arg->data, v8, ssl_tensor_numel(y));););
-    return 0;
-}
-extern "C" int ssl_cuda_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                               ssl_tensor *dx) {
-    SSL__PROF("pooling", ssl__bytes(dx) + ssl__bytes(dy) + (double)ssl_tensor_numel(dy), 0);
-    int v8 = dx->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(dx), dy->data, dx->data) && ((uintptr_t)arg->data & 7) == 0;
-    SSL__TYPED(dx->dtype, T, SSL__RUN(ssl__maxpool_from_arg(X_, ssl__pg_make(dx, dy, k, stride, pad), (const uint8_t *)arg->data,
-                                                            (const T *)dy->data, (T *)dx->data, v8, k, stride,
-                                                            ssl_tensor_numel(dx));););
-    return 0;
-}
-
 /* (n, c) per thread: a float running sum in pixel order, as the CPU */
 template <class TX, class TY> struct ssl__f_avgpool {
     const TX *x;

@@ -1180,15 +1180,6 @@ SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tens
 SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
 SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                   ssl_tensor *dx);
-/* GPU storage (as the BN masks): the forward also keeping each output
-   value's winner as a byte in arg (its place in its window, row << 4 |
-   column, so k <= 16; SSL_U8, one byte per value of y), and the backward
-   reading those bytes instead of finding the winners again in x: one pass
-   over x fewer. The same values, bit for bit, as the two above (dx: the
-   forward's x's shape). ResNet GPU plans use them for the stem's pool. */
-SSLDEF int ssl_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg);
-SSLDEF int ssl_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                      ssl_tensor *dx);
 
 /* Global average pool: x [N,H,W,C] -> y [N,C] (or [N,1,1,C]). */
 SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
@@ -1406,7 +1397,6 @@ typedef struct {
     /* plan */
     int n, h, w, slots, act_dtype; /* act_dtype: the backbone's activations */
     int64_t slot_bytes, grad_bytes, pool, feat; /* pool/feat: byte offsets */
-    int64_t pool_arg;          /* GPU training plans: the stem pool's winners, a byte a value (-1: none) */
     int64_t pool_h, pool_w, last_h, last_w, last_c;
     char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
@@ -1414,8 +1404,7 @@ typedef struct {
     int planned_masks, planned_grads;
     int forward_only;          /* 1: never runs backward (BYOL's target): no activation-gradient buffers */
     int no_masks;              /* GPU plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
-                                  not the 2- or 4-byte output) and the stem pool's winners (pool_arg);
-                                  1: read the outputs, find the winners again (the same results) */
+                                  not the 2- or 4-byte output); 1: read the outputs (the same results) */
     int keep_cols;             /* the convolutions' im2col columns kept from the forward for the backward
                                   (ssl_conv2d_forward_cols: the backward's im2col saved, the same results):
                                   -1 (ssl_model_init's default) on the GPU's GEMM path when the plan with them
@@ -1723,9 +1712,6 @@ SSLDEF int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl
 SSLDEF int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
 SSLDEF int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                        ssl_tensor *dx);
-SSLDEF int ssl_cuda_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg);
-SSLDEF int ssl_cuda_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                           ssl_tensor *dx);
 SSLDEF int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx);
 SSLDEF int ssl_cuda_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y);
@@ -5912,32 +5898,6 @@ SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int
     return 0;
 }
 
-/* the winners' bytes: SSL_U8, one per value of y, on the GPU; k fits a nibble */
-static int ssl__pool_arg_check(const char *op, const ssl_tensor *arg, const ssl_tensor *y, const char *yn, int k) {
-    if (!arg || !arg->data) return ssl__fail("%s: no arg given", op);
-    if (k > 16) return ssl__fail("%s: kernel %d: a window's place is kept in 4 bits a coordinate (kernel at most 16)", op, k);
-    if (arg->dtype != SSL_U8 || ssl_tensor_numel(arg) != ssl_tensor_numel(y))
-        return ssl__fail("%s: arg must be SSL_U8 with one byte per value of %s (%lld)", op, yn, (long long)ssl_tensor_numel(y));
-    if (arg->device != SSL_DEV_CUDA)
-        return ssl__fail("%s: the winners' bytes are GPU storage; the CPU finds the winners again (ssl_maxpool2d_backward)", op);
-    return 0;
-}
-SSLDEF int ssl_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg) {
-    if (ssl__pool_check(__func__, x, y, "y", k, stride, pad) || ssl__pool_arg_check(__func__, arg, y, "y", k)) return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y, arg), x);
-    if (dev < 0 || SSL__SAME_DTYPE(__func__, x, y)) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_forward_arg(x, k, stride, pad, y, arg));
-    return ssl__fail("%s: the tensors must be on the GPU", __func__);
-}
-SSLDEF int ssl_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                      ssl_tensor *dx) {
-    if (ssl__pool_check(__func__, dx, dy, "dy", k, stride, pad) || ssl__pool_arg_check(__func__, arg, dy, "dy", k)) return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, dy, dx, arg), dx);
-    if (dev < 0 || SSL__SAME_DTYPE(__func__, dy, dx)) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_backward_arg(arg, dy, k, stride, pad, dx));
-    return ssl__fail("%s: the tensors must be on the GPU", __func__);
-}
-
 /* ---- global average pool ---- */
 static int ssl__avgpool_check(const char *op, const ssl_tensor *x, const char *xn, const ssl_tensor *y, const char *yn) {
     if (x->ndim != 4) return ssl__bad_shapes(op, "expected NHWC", xn, x, NULL, NULL);
@@ -6419,13 +6379,10 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     if (S->oh < 1 || S->ow < 1) return ssl__fail("model plan: input %dx%d is too small for the stem", h, w);
     ssl__plan_mask(m, S, &off);
     int64_t cur = S->ybn, ch = S->oh, cw = S->ow;
-    m->pool_arg = -1;
     if (m->maxpool) {
         m->pool_h = ssl_conv_out_size(ch, 3, 2, 1), m->pool_w = ssl_conv_out_size(cw, 3, 2, 1);
         int64_t pn = (int64_t)n * m->pool_h * m->pool_w * S->cout;
         m->pool = ssl__plan_take(&off, pn, dt);
-        /* its winners for the backward, where the BN masks are kept (ssl_maxpool2d_forward_arg) */
-        m->pool_arg = m->dev == SSL_DEV_CUDA && !m->no_masks && !m->forward_only ? ssl__plan_take(&off, pn, SSL_U8) : -1;
         if (pn * (int64_t)ssl_dtype_size(dt) > maxact) maxact = pn * (int64_t)ssl_dtype_size(dt);
         cur = m->pool, ch = m->pool_h, cw = m->pool_w;
     }
@@ -6529,10 +6486,6 @@ static ssl_tensor ssl__layer_cols(const ssl_model *m, const ssl_layer *L, char *
     int64_t rows = (int64_t)m->n * L->oh * L->ow, k = (int64_t)L->k * L->k * L->cin;
     return ssl_tensor_as(ssl__mmat(m, L->cols >= 0 ? A + L->cols : NULL, rows, k), L->dtype);
 }
-/* the stem pool's winners, a byte per pooled value, in slot memory A (m->pool_arg >= 0) */
-static ssl_tensor ssl__pool_arg(const ssl_model *m, char *A) {
-    return ssl_tensor_as(ssl__mvec(m, A + m->pool_arg, (int64_t)m->n * m->pool_h * m->pool_w * m->layers[m->stem].cout), SSL_U8);
-}
 /* the layer's ReLU bit mask in slot memory A (L->mask >= 0) */
 static ssl_tensor ssl__layer_mask(const ssl_model *m, const ssl_layer *L, char *A) {
     return ssl_tensor_as(ssl__mvec(m, A + L->mask, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8), SSL_U8);
@@ -6629,9 +6582,7 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
     if (m->maxpool) {
         ssl_tensor pooled = ssl__mnhwc(m, S->dtype, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
-        if (m->pool_arg >= 0 ? ssl_maxpool2d_forward_arg(&last, 3, 2, 1, &pooled, &arg) : ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled))
-            return -1;
+        if (ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled)) return -1;
     }
     for (int b = 0; b < m->nblocks; b++) {
         const ssl_block *B = &m->blocks[b];
@@ -6745,9 +6696,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         int o = (a + 1) % 3;
         ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
         ssl_tensor dy = ssl__mnhwc(m, S->dtype, G[a], m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
-        if (m->pool_arg >= 0 ? ssl_maxpool2d_backward_arg(&arg, &dy, 3, 2, 1, &dx) : ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx))
-            return -1;
+        if (ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx)) return -1;
         a = o;
     }
     return ssl__layer_backward(m, S, slot, G[a], G[a], NULL);

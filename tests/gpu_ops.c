@@ -551,21 +551,6 @@ void g_pool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int 
         G_CLOSE_T(gpu, fwd, &dpy, &py, 0, 0);
         G_CLOSE_T(gpu, bwd, &dpdx, &pdx, 0, 0);
     }
-    if (k <= 16) { /* the winners kept as bytes in the forward (GPU plans): the same y and dx, bit for bit */
-        int64_t no = n * oh * ow * c;
-        ssl_tensor arg = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, (size_t)(no + 3) / 4), no), SSL_U8);
-        arg.device = SSL_DEV_CUDA;
-        ssl_tensor ay = dev(gpu, &pdx), adx = dev(gpu, &pdx);
-        ay = ssl_tensor_as(ssl_tensor_on(ssl_tensor_nhwc(ay.data, n, oh, ow, c), ay.device), ay.dtype); /* (x's size: room enough) */
-        CHECK_OK(ssl_maxpool2d_forward_arg(dx, k, s, p, &ay, &arg));
-        CHECK_OK(ssl_maxpool2d_backward_arg(&arg, &dpg, k, s, p, &adx));
-        float *(*fetch)(int, const ssl_tensor *) = bf16 ? b_fetch : g_fetch;
-        float *y0 = fetch(gpu, &dpy), *y1 = fetch(gpu, &ay), *d0 = fetch(gpu, &dpdx), *d1 = fetch(gpu, &adx);
-        CHECK(!memcmp(y0, y1, sizeof(float) * (size_t)no), "%s: y differs when the winners are kept", fwd);
-        CHECK(!memcmp(d0, d1, sizeof(float) * (size_t)ssl_tensor_numel(dx)), "%s: dx differs from the kept winners", bwd);
-        free(y0), free(y1), free(d0), free(d1);
-        g_free(gpu, arg.data), g_release(gpu, &ay), g_release(gpu, &adx);
-    }
     g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
     free_h(&py), free_h(&pg), free_h(&pdx);
 }
@@ -598,23 +583,6 @@ GPU_TEST(relu_pool_linear_add) {
     pool_cases(gpu, &x16, &dx16);
     g_release(gpu, &dx16), free_h(&x16);
 
-    { /* the kept winners' errors: a byte each, on the GPU, a window that fits 4 bits a coordinate */
-        ssl_tensor py = g_rand(64, 4, 2, 5, 4, 5, 0, 1), dpy = g_tensor(gpu, &py);
-        ssl_tensor arg = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, 64), 200), SSL_U8), wide = arg, host = arg, fl = arg;
-        arg.device = wide.device = fl.device = SSL_DEV_CUDA;
-        wide.dim[0] = 199, fl.dtype = SSL_F32;
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &wide), "one byte per value of y (200)");
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &fl), "arg must be SSL_U8");
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, NULL), "no arg given");
-        host.device = SSL_DEV_CPU;
-        CHECK_ERR(ssl_maxpool2d_backward_arg(&host, &dpy, 3, 2, 1, &dx), "GPU storage");
-        ssl_tensor py17 = g_rand(64, 4, 2, 9, 8, 5, 0, 1), dpy17 = g_tensor(gpu, &py17);
-        ssl_tensor arg17 = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, 180), 720), SSL_U8);
-        arg17.device = SSL_DEV_CUDA;
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 17, 1, 8, &dpy17, &arg17), "kernel at most 16");
-        CHECK_OK(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &arg));
-        g_free(gpu, arg.data), g_free(gpu, arg17.data), g_release(gpu, &dpy), g_release(gpu, &dpy17), free_h(&py), free_h(&py17);
-    }
     ssl_tensor ay = g_rand(67, 2, 2, 5, 0, 0, 0, 1), ag = g_rand(68, 2, 2, 5, 0, 0, -1, 1);
     ssl_tensor day = g_tensor(gpu, &ay), dag = g_tensor(gpu, &ag);
     CHECK_OK(ssl_avgpool_forward(&x, &ay));
