@@ -238,18 +238,10 @@ $(BUILD)/tests-cudnn: $(GPU_TEST_SRC) tests/test.h tests/gpu_common.h tests/mode
 $(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "build/gpu_step needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/gpu_step.c $(GPU_LIBS) $(LDLIBS)
-# batch norm's passes alone, per shape and statistics configuration (bench/gpu_report.sh)
+# batch norm's passes alone, per shape (bench/gpu_report.sh)
 $(BUILD)/bn_bench: bench/bn_bench.c ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "build/bn_bench needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/bn_bench.c $(GPU_LIBS) $(LDLIBS)
-
-# does cuDNN fuse BN's statistics and its scale, shift and ReLU into a
-# convolution on this GPU (graph API; bench/gpu_report.sh brief): no ssl.h in it
-$(BUILD)/cudnn_fusion: bench/cudnn_fusion.c | $(BUILD)
-	@test -n "$(HAVE_CUDNN)" || { echo "build/cudnn_fusion needs cuDNN's headers ($(CUDNN_CHECK_PREFIX)/include/cudnn.h; CUDNN_PREFIX=DIR)"; exit 1; }
-	$(CC) $(CFLAGS) -Wno-deprecated-declarations -I$(CUDA_HOME)/include -I$(CUDNN_CHECK_PREFIX)/include -o $@ bench/cudnn_fusion.c \
-	    -L$(CUDA_HOME)/lib64 -L$(CUDNN_CHECK_PREFIX)/lib -L$(CUDNN_CHECK_PREFIX)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
-	    -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib64 -lcudnn -lcudart -lm
 
 SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
 # the suite, then its GPU tests again under compute-sanitizer memcheck and

@@ -26,11 +26,7 @@
 #                               R18 CIFAR, bf16 throughput), each also through
 #                               cuDNN (conv=cudnn; its convolution tests
 #                               first), and their table; the profiles (GEMM
-#                               path and cuDNN);
-#                               in a cuDNN build, build/cudnn_fusion (does
-#                               cuDNN fuse BN's statistics, scale, shift and
-#                               ReLU into a convolution, fp16 then bf16;
-#                               FUSION_S=50 s for both); batch norm's passes
+#                               path and cuDNN); batch norm's passes
 #                               alone per shape (build/bn_bench,
 #                               BN_BENCH_ARGS, into bn_bench.md; seconds);
 #                               R50 224 and R18 CIFAR with PyTorch's data work
@@ -72,8 +68,6 @@ build() {
     if [ "${WITH_CUDNN:-0}" = 1 ] && cudnn_prefix; then CUDNN_MAKE="CUDNN=1 CUDNN_PREFIX=$CUDNN_PRE"; fi
     log "make $DEPS $CUDNN_MAKE"
     make -j8 $DEPS $CUDNN_MAKE train pack probe build/tests-gpu build/gpu_step build/bn_bench 2>&1 | tail -20 | tee "$OUT/build.log"
-    # cuDNN's fused convolutions (graph API; its own program, no ssl.h)
-    [ -n "$CUDNN_MAKE" ] && { make $DEPS $CUDNN_MAKE build/cudnn_fusion 2>&1 | tail -3 | tee -a "$OUT/build.log"; }
     test -x build/tests-gpu && test -x build/gpu_step
 }
 # cuDNN's prefix into CUDNN_PRE: the toolkit's, else the nvidia-cudnn wheel's
@@ -189,15 +183,6 @@ brief() {
     timeout 60 build/gpu_step steps=5 $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16.md" 2>&1
     [ -n "$CUDNN_MAKE" ] && timeout 60 build/gpu_step steps=5 conv=cudnn $c32 profile=1 $SSL_EXTRA > "$OUT/profile_r18_cifar_bf16_cudnn.md" 2>&1
     log "brief: steps and profiles done at ${SECONDS}s"
-    # does cuDNN fuse BN's statistics (and its scale, shift and ReLU) into a
-    # convolution, and at what cost beside the convolution alone (fp16 then
-    # bf16 per shape: its documentation gives those pattern engines fp16
-    # tensors only; bf16's rows say whether it fuses ssl.h's type at all)
-    if [ -x build/cudnn_fusion ]; then
-        log "cudnn_fusion: conv, conv+stats, conv+reduce, sbr+conv+stats, wgrad, sbr+wgrad per shape (at most ${FUSION_S:-50}s)"
-        timeout $(( ${FUSION_S:-50} + 40 )) build/cudnn_fusion seconds=${FUSION_S:-50} types=both plans=3 > "$OUT/cudnn_fusion.md" 2> "$OUT/cudnn_fusion.err"
-        log "cudnn_fusion exit $? at ${SECONDS}s"
-    fi
     # batch norm's passes alone on the three steps' shapes (seconds)
     log "bn_bench: batch norm's passes per shape"
     timeout 90 build/bn_bench $BN_BENCH_ARGS > "$OUT/bn_bench.md" 2> "$OUT/bn_bench.err"; log "bn_bench exit $? at ${SECONDS}s"
