@@ -33,13 +33,13 @@ else
   $(info [ssl.h] CUDA        no   (nvcc not found: CPU-only build))
 endif
 
-# CUDNN=1: cuDNN's convolutions as well, on request (SSL_CONV=cudnn or
+# CUDNN=1: cuDNN's convolutions as well, on request (conv=cudnn or
 # ssl_cuda_set_conv); CUDNN_PREFIX=DIR for a cuDNN outside the toolkit
 # (DIR/include, DIR/lib), e.g. the nvidia-cudnn wheel's folder
 ifneq ($(NVCC),)
 ifeq ($(CUDNN),1)
   CUDNN_PREFIX ?= $(CUDA_HOME)
-  $(info [ssl.h] cuDNN       yes  ($(CUDNN_PREFIX); convolutions through cuDNN when SSL_CONV=cudnn))
+  $(info [ssl.h] cuDNN       yes  ($(CUDNN_PREFIX); convolutions through cuDNN when conv=cudnn))
   NVCC_DEFS += -DSSL_CUDNN -I$(CUDNN_PREFIX)/include
   GPU_LIBS  += -L$(CUDNN_PREFIX)/lib -L$(CUDNN_PREFIX)/lib64 -Wl,-rpath,$(CUDNN_PREFIX)/lib -Wl,-rpath,$(CUDNN_PREFIX)/lib64 -lcudnn
 else

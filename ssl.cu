@@ -37,10 +37,26 @@
 //
 // ERRORS. Every CUDA and cuBLAS call and every launch is checked; a failure
 // stops with file, line, the call and the library's own error string.
-// SSL_CUDA_SYNC=1 in the environment synchronizes after every launch so an
-// asynchronous fault is reported at the kernel that caused it. Out of GPU
-// memory stops with how much was asked, for what, how much is free, and the
-// advice to use a smaller batch.
+// Out of GPU memory stops with how much was asked, for what, how much is
+// free, and the advice to use a smaller batch.
+//
+// CHOICES. What changes results or speed (precision, the convolution
+// engine, kept im2col columns) is set through ssl_cuda_set_* by the
+// programs, from their option tables (conv=, precision=, keep_cols=), so
+// it is printed, logged and checkpointed with the run. The environment
+// only debugs and tests; these variables are the whole list:
+//   SSL_CUDA_SYNC=1        synchronize after every launch and library call,
+//                          so an asynchronous fault is reported at the call
+//                          that caused it
+//   SSL_CUDA_EMULATE=1|2   (./train, ./probe with device=cuda) run the GPU
+//                          code path on the host: 1 plain, 2 strict (host
+//                          code touching device memory faults at once)
+//   SSL_EMU_ORDER=forward|reverse|shuffle   the order emulation visits a
+//                          launch's indices in (a race shows as a change)
+//   SSL_EMU_GPU_MEM=BYTES  the device memory emulation reports (default
+//                          80 GiB)
+//   SSL_EMU_GPU_BLOCKS=1   emulation cuts im2col into the GPU's blocks, not
+//                          the CPU's (bench/traffic.py's bookkeeping)
 //
 // Build: nvcc -arch=sm_90 -c ssl.cu (the Makefile does this when it finds
 // nvcc).
@@ -1726,7 +1742,7 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
 }
 
 // ---- cuDNN convolutions (a CUDNN=1 build, on request) ------------------------
-/* ssl_cuda_set_conv("cudnn") (or SSL_CONV=cudnn in the environment) routes
+/* ssl_cuda_set_conv("cudnn") (the programs' conv=cudnn) routes
    the GPU's convolutions to cuDNN's kernels, which read the input where it
    is (implicit GEMM and the like: no im2col buffer, no col2im): forward,
    input gradient and weight gradient through cudnnConvolutionForward,
@@ -1738,16 +1754,17 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    stays on the GEMM path: emulation (cuDNN needs a GPU), biased
    convolutions, an input gradient of another type than dy, and a shape
    and direction for which cuDNN has no usable deterministic algorithm
-   (said once on stderr; before session 7 that stopped the program). An input of
-   another type than the output (the stem's fp32 images) is converted first.
+   (said once on stderr). An input of another type than the output (the
+   stem's fp32 images) is converted first.
    Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
    writes them in fp32 directly. */
-static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN */
-static void ssl__conv_env(void);
+/* cuDNN's engine is bit-reproducible only within a process: its algorithm
+   is picked by timing, so another run (a resume, the same seed twice) may
+   pick another that sums in another order. */
+static int ssl__conv_engine = 0; /* 0: GEMM; 1: cuDNN */
 extern "C" int ssl_cuda_set_conv(const char *engine) {
-    ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
-    if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
+    if (!engine || !strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
     if (!strcmp(engine, "cudnn")) {
 #ifdef SSL_CUDNN
         ssl__conv_engine = 1;
@@ -1758,29 +1775,9 @@ extern "C" int ssl_cuda_set_conv(const char *engine) {
     }
     return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
 }
-/* cuDNN's engine is bit-reproducible only within a process: its algorithm
-   is picked by timing, so another run (a resume, the same seed twice) may
-   pick another that sums in another order. SSL_CONV, read once: an
-   unknown engine, or cudnn without a cuDNN build, stops the program with
-   the reason */
-static void ssl__conv_env(void) {
-    if (ssl__conv_engine >= 0) return;
-    ssl__conv_engine = 0;
-    const char *e = getenv("SSL_CONV");
-    if (e && *e && ssl_cuda_set_conv(e)) {
-        fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
-        exit(2);
-    }
-}
 extern "C" const char *ssl_cuda_conv(void) {
-    ssl__conv_env();
     static const char *const names[2] = {"gemm", "cudnn"};
     return names[ssl__conv_engine];
-}
-/* whether the engine in use sends convolutions to cuDNN outside emulation */
-static int ssl__conv_wants_cudnn(void) {
-    ssl__conv_env();
-    return ssl__conv_engine == 1;
 }
 
 #ifdef SSL_CUDNN
@@ -1989,7 +1986,7 @@ static int ssl__cudnn_bwd(ssl__cudnn_plan *p, const ssl__cg &g, const ssl_tensor
 }
 /* cuDNN takes this forward / backward (see above) */
 static int ssl__cudnn_takes(const ssl_tensor *b) {
-    return !ssl__emu && ssl__conv_wants_cudnn() && !(b && b->data);
+    return !ssl__emu && ssl__conv_engine == 1 && !(b && b->data);
 }
 #endif
 
@@ -2050,7 +2047,6 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
                                        int pad, ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
-    ssl__conv_env();
 #ifdef SSL_CUDNN
     if (!cols && ssl__cudnn_takes(b)) {
         int done = 0;

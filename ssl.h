@@ -14,6 +14,11 @@
        SSL_CUDA        link the CUDA backend from ssl.cu
        SSL_STATIC      make every public function static
 
+   Every choice that changes what is computed or how fast is an option of
+   the programs' config tables (section 1), never the environment. The few
+   environment variables debug and test the CUDA backend; ssl.cu's top
+   comment lists them.
+
    TABLE OF CONTENTS (sections appear in this order, in the order data flows)
        1. Basics        errors, allocation, timing, logging, progress, CRC32,
                         thread pool, the config table, tensor files (SSLT)
@@ -1816,12 +1821,12 @@ SSLDEF void ssl_cuda_set_emulation(int on);
    GEMMs on bf16 operands; GEMMs on fp32 tensors get bf16 operands (tensor
    cores, FAST_16BF); accumulation, weights, statistics and losses fp32. */
 SSLDEF void ssl_cuda_set_precision(int bf16);
-/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default) or
-   "cudnn" (cuDNN's kernels; a build with make CUDNN=1). -1 with an
-   error otherwise. SSL_CONV in the environment sets it at the first convolution
-   or call of these two; an unknown value there (or cudnn without a CUDNN=1
-   build) stops the program with the reason. ssl_cuda_conv() names the one
-   in use. */
+/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default; NULL
+   too) or "cudnn" (cuDNN's kernels; a build with make CUDNN=1; its
+   algorithms are picked by timing, so its results are bit-reproducible
+   only within a process). -1 with an error naming what is accepted
+   otherwise. The programs set it from their conv= option.
+   ssl_cuda_conv() names the one in use. */
 SSLDEF int ssl_cuda_set_conv(const char *engine);
 SSLDEF const char *ssl_cuda_conv(void);
 SSLDEF int ssl_cuda_precision(void);

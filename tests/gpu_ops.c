@@ -360,7 +360,7 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "7x7 s2 p3 (stem) blocked", 4, 128, 128, 3, 8, 7, 2, 3, 0, 0);
 }
 
-/* The same cases through cuDNN (a CUDNN=1 build; SSL_CONV=cudnn): fp32
+/* The same cases through cuDNN (a CUDNN=1 build; conv=cudnn): fp32
    with FMA math, so the GPU's fp32 tolerances. */
 TEST(gpu_conv2d_cudnn) {
     if (!g_begin(1)) return;

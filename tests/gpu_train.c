@@ -180,6 +180,20 @@ GPU_TEST(train_step_bf16_close_to_cpu) {
     for (int m = 0; m < 4; m++) run(gpu, m, SSL_OPTIM_SGD, 1, 1, t);
 }
 
+/* The trainer with its convolutions through cuDNN (conv=cudnn, a CUDNN=1
+   build; skipped otherwise), held to the same closeness to the CPU as
+   the GEMM path, in fp32 and bf16 */
+TEST(gpu_train_step_cudnn) {
+    if (!g_begin(1)) return;
+    if (ssl_cuda_set_conv("cudnn")) {
+        test_skip(ssl_last_error());
+        return;
+    }
+    gbody_train_step_matches_cpu(1);
+    gbody_train_step_bf16_close_to_cpu(1);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
+}
+
 /* the profile's report as text into *text (free it); the kinds of work it lists */
 static int report_text(int steps, char **text) {
     size_t len = 0;
