@@ -2955,8 +2955,7 @@ struct ssl__f_opt_norms {
         part[2 * i + 1] = un;
     }
 };
-/* per tensor: the trust ratio eta ||w|| / ||g + wd w||, 1 if either is 0 or
-   the tensor is excluded */
+/* per tensor: the trust ratio (ssl_lars_trust), 1 if the tensor is excluded */
 struct ssl__f_opt_trust {
     const ssl__opt_tensor *ts;
     const double *part;
@@ -2965,11 +2964,9 @@ struct ssl__f_opt_trust {
     SSL_HD void operator()(int64_t t) const {
         float r = 1.0f;
         if (ts[t].decays) {
-            double wn = 0, un = 0;
-            for (int64_t c = ts[t].first; c < ts[t].first + ts[t].count; c++) wn += part[2 * c], un += part[2 * c + 1];
-            wn = sqrt(wn);
-            un = sqrt(un);
-            if (wn > 0 && un > 0) r = (float)(eta * wn / un);
+            double wsq = 0, usq = 0;
+            for (int64_t c = ts[t].first; c < ts[t].first + ts[t].count; c++) wsq += part[2 * c], usq += part[2 * c + 1];
+            r = ssl_lars_trust(eta, wsq, usq);
         }
         q[t] = r;
     }

@@ -1535,6 +1535,13 @@ static inline SSL_HD void ssl_sgd_update(float *w, float g, float *buf, float lr
     *buf = mom * *buf + d;
     *w -= lr * *buf;
 }
+/* LARS's trust ratio of a tensor from its sums of squares, w_sq = ||w||^2
+   and u_sq = ||g + wd w||^2 (in double): eta ||w|| / ||g + wd w||, 1 if
+   either is 0. Excluded tensors (biases, BN) take 1 without calling it. */
+static inline SSL_HD float ssl_lars_trust(double eta, double w_sq, double u_sq) {
+    double wn = sqrt(w_sq), un = sqrt(u_sq);
+    return wn > 0 && un > 0 ? (float)(eta * wn / un) : 1.0f;
+}
 /* LARS: d = (g + wd*w) * q with q the tensor's trust ratio (1 when excluded) */
 static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float lr, float mom, float wd, float q) {
     float d = (g + wd * *w) * q;
@@ -6932,12 +6939,6 @@ SSLDEF void ssl_optim_free(ssl_optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-static double ssl__norm2(const float *x, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s);
-}
-
 SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
     const ssl_optim_config *c = &o->c;
     o->step++;
@@ -6952,14 +6953,12 @@ SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
         } else if (c->kind == SSL_OPTIM_LARS) {
             float q = 1.0f;
             if (ssl_param_decays(p)) {
-                /* trust ratio eta * ||w|| / ||g + wd w||, 1 if either is 0 */
-                double wn = ssl__norm2(w, p->numel), un = 0;
+                double wsq = 0, usq = 0;
                 for (int64_t k = 0; k < p->numel; k++) {
                     double d = (double)g[k] + (double)wd * w[k];
-                    un += d * d;
+                    wsq += (double)w[k] * w[k], usq += d * d;
                 }
-                un = sqrt(un);
-                if (wn > 0 && un > 0) q = (float)(c->eta * wn / un);
+                q = ssl_lars_trust(c->eta, wsq, usq);
             }
             for (int64_t k = 0; k < p->numel; k++) ssl_lars_update(&w[k], g[k], &m[k], (float)lr, (float)c->momentum, wd, q);
         } else {
