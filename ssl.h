@@ -1521,10 +1521,15 @@ typedef struct {
     void *dtab;              /* on the GPU: the parameter table's chunk table and LARS scratch */
 } ssl_optimizer;
 SSLDEF const char *ssl_optim_name(int kind);
+/* The state lives where the table does (ssl_params_to_device first for
+   the GPU). */
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
 SSLDEF void ssl_optim_free(ssl_optimizer *o);
-/* One update of every trainable tensor with learning rate lr. */
-SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+/* One update of every trainable tensor with learning rate lr, on the
+   table's device. -1 with an error if the optimizer's state and the table
+   are on different devices, or the table is on a GPU this build cannot
+   reach. */
+SSLDEF int ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
 /* base_lr (already scaled by batch/256 if wanted) at `step`: linear warmup
    from 0 over warmup steps, then cosine decay to base_lr * end_ratio. */
 SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio);
@@ -6920,6 +6925,12 @@ SSLDEF const char *ssl_optim_name(int kind) {
 }
 
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t) {
+#ifdef SSL_CUDA
+    if (t->dev) {
+        ssl_cuda_optim_init(o, c, t);
+        return;
+    }
+#endif
     memset(o, 0, sizeof *o);
     o->c = *c;
     o->n = t->total;
@@ -6939,7 +6950,18 @@ SSLDEF void ssl_optim_free(ssl_optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+SSLDEF int ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+    if (o->dev != t->dev)
+        return ssl__fail("ssl_optim_step: the optimizer's state is on the %s and the parameters on the %s (make the optimizer "
+                         "after ssl_params_to_device)", o->dev ? "GPU" : "CPU", t->dev ? "GPU" : "CPU");
+    if (o->n != t->total)
+        return ssl__fail("ssl_optim_step: optimizer made for %lld floats, the table has %lld", (long long)o->n,
+                         (long long)t->total);
+#ifdef SSL_CUDA
+    if (t->dev) return ssl_cuda_optim_step(o, t, lr);
+#else
+    if (t->dev) return ssl__no_cuda(__func__);
+#endif
     const ssl_optim_config *c = &o->c;
     o->step++;
     float bc1 = (float)(1 - pow(c->beta1, (double)o->step)), bc2 = (float)(1 - pow(c->beta2, (double)o->step));
@@ -6967,6 +6989,7 @@ SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
                 ssl_adamw_update(&w[k], g[k], &m[k], &v[k], (float)lr, wd, (float)c->beta1, (float)c->beta2, (float)c->eps, bc1, bc2);
         }
     }
+    return 0;
 }
 
 SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio) {
@@ -7040,11 +7063,11 @@ static int ssl__trainer_to_device(ssl_trainer *t) {
     if (ssl_model_to_device(&t->online) || (t->has_target && ssl_model_to_device(&t->target)))
         return ssl__fail_ctx("trainer");
     ssl_optim_free(&t->opt);
-    ssl_cuda_optim_init(&t->opt, &t->c.optim, &t->online.params);
+    ssl_optim_init(&t->opt, &t->c.optim, &t->online.params);
     if (t->probe.n) {
         if (ssl_params_to_device(&t->probe)) return -1;
         ssl_optim_free(&t->probe_opt);
-        ssl_cuda_optim_init(&t->probe_opt, &t->c.probe_optim, &t->probe);
+        ssl_optim_init(&t->probe_opt, &t->c.probe_optim, &t->probe);
     }
     return 0;
 #else
@@ -7125,17 +7148,6 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* The optimizer step wherever the table lives. */
-static void ssl__optim_step_on(ssl_optimizer *o, ssl_param_table *p, double lr) {
-#ifdef SSL_CUDA
-    if (p->dev) {
-        ssl_cuda_optim_step(o, p, lr);
-        return;
-    }
-#endif
-    ssl_optim_step(o, p, lr);
-}
-
 /* The online probe on detached features of both views: cross-entropy
    over the 2N rows of logits (both views' labels), top-1 before the update
    counted in the same pass, then its own optimizer step. */
@@ -7177,8 +7189,7 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     }
     st->probe_loss = loss;
     st->probe_acc = (float)correct / (float)(2 * n);
-    ssl__optim_step_on(&t->probe_opt, &t->probe, t->c.probe_lr);
-    return 0;
+    return ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
 }
 
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
@@ -7254,7 +7265,7 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
 
     if (t->probe.n && labels && ssl__probe_step(t, labels, n, st)) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->lr = ssl_lr_at(c->lr, t->step, c->warmup_steps, c->total_steps, c->end_ratio);
-    ssl__optim_step_on(&t->opt, &t->online.params, st->lr);
+    if (ssl_optim_step(&t->opt, &t->online.params, st->lr)) return ssl__fail_ctx("step %lld", (long long)t->step);
     if (t->has_target) {
         /* tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k = steps done */
         double k = (double)t->step, K = (double)(c->total_steps > 0 ? c->total_steps : 1);
