@@ -1548,15 +1548,13 @@ template <class TX, class TC> struct ssl__f_im2col {
    next to each other in x as in the columns). One set of divisions per
    item; then (row, ky, j) advances by 32 elements, with j = kx ci + c the
    offset in the kernel row, bounds-checked without dividing by ci.
-   A thread per kernel row (21 values of the 7x7 stem) stored 2-byte values
-   42 bytes apart: 32 partial sectors per warp store, 672 sector writes to
-   L2 for a warp's 1,344 bytes where 42 whole ones do. ResNet-50 at 224,
-   batch 256, two views: 1.9 G values, ~1.9 G sector writes a step (~11 ms
-   at an H100's ~170 G sectors/s of L2) and ~0.34 L1 wavefronts a value on
-   each side (~2.5 ms). Here: 1/16 of a sector write and ~0.16 wavefronts
-   a value, and ~40 instructions (PTX), ~2 ms at the full issue rate: the
-   bound is now instructions, for 1.9 GB of columns that an H200's
-   bandwidth writes in 0.4 ms. (Estimates; not yet measured.) */
+   Why: a thread per kernel row (21 values of the 7x7 stem) would store
+   2-byte values 42 bytes apart, 32 partial sectors per warp store, 672
+   sector writes to L2 for a warp's 1,344 bytes where 42 whole ones do
+   (ResNet-50 at 224, batch 256, two views: ~1.9 G sector writes a step,
+   ~11 ms at an H100's ~170 G sectors/s of L2). Here: 1/16 of a sector
+   write and ~0.16 L1 wavefronts a value, ~40 instructions (PTX), so the
+   bound is instructions. */
 template <class TX, class TC> struct ssl__f_im2col_few {
     ssl__cg g;
     const TX *x;
@@ -2261,10 +2259,9 @@ template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
    (Chan) mean: a few rows' exact mean is often a tie between two floats,
    and a running mean's last-bit error rounds it the other way (tried: the
    batch-8 train steps then drift from the CPU's 100 times faster). */
-/* (Session 11 loaded 8 blocks ahead in these walks, and the SASS then
-   issued them together; the H200 measured no gain: the forward statistics
-   row went 11.4 -> 12.6 ms. So the walks keep their one-block steps; the
-   profile's "groups, finish" rows time them on their own.) */
+/* The walks take one block a step: loading 8 blocks ahead measured no
+   gain on an H200 (bench/RESULTS.md, "The GPU, measured"); the profile's
+   "groups, finish" rows time them on their own. */
 template <class T> struct ssl__f_bn_group {
     int stage;
     const double *part;
@@ -2497,8 +2494,8 @@ template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
                         int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
     /* the statistics pass one channel a thread: 8 a thread (as the
-       backward's) measured slower here on an H200, 11.4 ms a ResNet-50
-       step against 7.3, 3.4 against 1.8 for ResNet-18 CIFAR */
+       backward's) measured slower here (bench/RESULTS.md, "The GPU,
+       measured") */
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c, 1);
     int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
@@ -2647,8 +2644,8 @@ static inline SSL_HD void ssl__pool_windows(const ssl__pg &g, uint32_t iy, uint3
    window (row << 16 | column; ssl__pool_byte packs it for windows up to 16
    wide). K = 3: the 3x3 window's loads (those inside the image) all issued
    before the first comparison, so a thread waits for memory once, not
-   once a tap: a loop of dependent taps held the stem's pool at 10% of an
-   H200's bandwidth. K = 0: any window, tap by tap. The same comparisons
+   once a tap (a loop of dependent taps is latency-bound; the measured
+   pool rows are in bench/RESULTS.md). K = 0: any window, tap by tap. The same comparisons
    in the same order: the same winners. */
 template <class T, int V, int K>
 static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best,
@@ -2733,9 +2730,8 @@ template <class T> struct ssl__f_maxpool_back {
 };
 /* The backward in two passes (windows up to 16 wide). The gather above
    finds each of an input's (up to 4) windows' winner again: k*k loads
-   per window, 36 per input for the stem's 3x3/2 pool, which kept its
-   backward at 5% of the bandwidth on an H200 (12 ms of a ResNet-50 step).
-   Here each window's winner is found once and stored as a byte (row and
+   per window, 36 per input for the stem's 3x3/2 pool (a few per cent of
+   the bandwidth: bench/RESULTS.md). Here each window's winner is found once and stored as a byte (row and
    column in the window, 4 bits each: ssl__f_maxpool with ARG); then each
    input reads its windows' bytes. The same winners, added in the same
    order: the same bits. V channels of one input pixel per work item; W = 2
@@ -3166,10 +3162,9 @@ static inline SSL_HD void ssl__aug_finish(const ssl__augb &b, const ssl__augd &a
    per chunk of 1024 pixels, 16 float lanes (lane l adds pixels l, l + 16,
    ... of the chunk's whole groups of 16), the lanes then the tail in
    double; chunk sums then added in order. One thread per (sample, chunk,
-   lane) for the lanes: a thread per chunk ran 1,024 pixels in a row, and
-   the whole augmentation took about 3 ms a call on an H200 whatever the
-   image size (32 or 224 px). Then one per (sample, chunk) adds its lanes
-   and its tail. The same sums in the same order: the same bits. */
+   lane) for the lanes, so that no thread walks 1,024 pixels in a row
+   (that serial walk set the augmentation's time whatever the image size).
+   Then one per (sample, chunk) adds its lanes and its tail. The same sums in the same order: the same bits. */
 struct ssl__f_aug_graylane {
     ssl__augb b;
     const ssl__augd *ad;

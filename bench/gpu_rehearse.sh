@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A rehearsal of the GPU session, on a machine without a GPU: the phases of
+# A rehearsal of the GPU measurements, on a machine without a GPU: the phases of
 # bench/gpu_report.sh and bench/gpu_e2e.sh run here as they will run on the
 # device, with ssl.h's side through ssl.cu's emulation at tiny sizes
 # (width 1/16, batch 2-4, one timed step) and PyTorch's side on the CPU
 # (build/venv; left out where there is no torch). Then it checks what they
 # wrote: every JSON line each phase must produce, the tables built from
-# them, the profiles, the end-to-end rows. Device minutes are few (30 a
-# session, the machine released 30 s after a call), so a script that
-# breaks on the device costs a session's measurements; this finds it here.
+# them, the profiles, the end-to-end rows. Device minutes are few, so a
+# script that breaks on the device costs the measurements it was to take;
+# this finds it here.
 # The figures it produces are of emulation and mean nothing.
 #
 #   bash bench/gpu_rehearse.sh          step, e2e and test phases

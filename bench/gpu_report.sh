@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a session with a GPU should run, in as few device calls as
+# Everything to run on a machine with a GPU, in as few device calls as
 # possible, each phase well inside the device's 10-minute command limit:
 #
 #   bench/gpu_report.sh test    build; the GPU suite (emu_*, then each gpu_*
@@ -107,7 +107,7 @@ tests() {
     # into build/gpu-data, which the device call must carry)
     if [ -f build/gpu-data/t10k-images-idx3-ubyte.gz ] && { [ "$deadline" = 0 ] || [ $SECONDS -lt "$deadline" ]; }; then
         log "./train and ./probe on the GPU against the CPU"
-        # (its output kept: on the device in session 11 it did not build, and /dev/null said nothing why)
+        # (its output kept: a failed build must say why)
         make $DEPS build/tests > "$OUT/build-tests.log" 2>&1 || { echo "build/tests did not build:"; tail -5 "$OUT/build-tests.log"; return 0; }
         rm -rf build/tmp && mkdir -p build/tmp
         SSL_TEST_REAL_GPU=$REAL_GPU SSL_FMNIST=build/gpu-data SSL_TEST_TMP=build/tmp SSL_TEST_DATA=build/data \

@@ -164,8 +164,8 @@ static void run(int gpu, int method, int optim, int bf16, int steps, tol_t tol) 
    in [-1, 1]) move BYOL's third step by 6e-4 in the loss, 2,028 weights by
    more than 1e-3 and the update by 1.2% in L2; at 3e-7, SimCLR's update by
    4.7% and VICReg's by 0.8%. (A batch-8 BN channel of near-equal values
-   turns a rounding into a different step.) On an H200 (session 11) the
-   elementwise check failed so for one method of SimCLR, VICReg or SimCLR
+   turns a rounding into a different step.) On an H200 the elementwise
+   check failed so for one method of SimCLR, VICReg or SimCLR
    with LARS (167 weights) and for BYOL (5,106) with every loss within
    3e-3; a transposed or misplaced operand moves the update by 100% and
    more. */
