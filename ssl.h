@@ -1449,7 +1449,8 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout);
 SSLDEF int64_t ssl_model_num_weights(const ssl_model *m);
 
 /* Parameter i in torch's layout: conv weights OHWI -> OIHW, others as they
-   are. src is in ours (NULL: the value); dst gets numel floats. */
+   are. src is in ours (NULL: the value; for a table on the GPU its host
+   copy, which ssl_params_download fills); dst gets numel floats. */
 SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst);
 /* And back: torch's layout into ours. */
 SSLDEF void ssl_params_from_torch(const ssl_param_table *t, int i, const float *src, float *dst);
@@ -6721,7 +6722,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
 
 SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst) {
     const ssl_param *p = &t->p[i];
-    if (!src) src = ssl_param_data(t, i);
+    if (!src) src = ssl_params_host(t) + p->offset; /* never device memory */
     if (p->kind == SSL_PARAM_WEIGHT && p->ndim == 4)
         ssl_conv_weight_to_torch(src, dst, (int)p->shape[0], (int)p->shape[3], (int)p->shape[1], (int)p->shape[2]);
     else
