@@ -57,13 +57,13 @@ else
   $(info [ssl.h] CUDA        no   (nvcc not found: CPU-only build))
 endif
 
-# CUDNN=1: cuDNN's convolutions as well, on request (SSL_CONV=cudnn or
+# CUDNN=1: cuDNN's convolutions as well, on request (conv=cudnn or
 # ssl_cuda_set_conv); CUDNN_PREFIX=DIR for a cuDNN outside the toolkit
 # (DIR/include, DIR/lib), e.g. the nvidia-cudnn wheel's folder
 ifneq ($(NVCC),)
 ifeq ($(CUDNN),1)
   CUDNN_PREFIX ?= $(CUDA_HOME)
-  $(info [ssl.h] cuDNN       yes  ($(CUDNN_PREFIX); convolutions through cuDNN when SSL_CONV=cudnn))
+  $(info [ssl.h] cuDNN       yes  ($(CUDNN_PREFIX); convolutions through cuDNN when conv=cudnn))
   NVCC_DEFS += -DSSL_CUDNN -I$(CUDNN_PREFIX)/include
   GPU_LIBS  += -L$(CUDNN_PREFIX)/lib -L$(CUDNN_PREFIX)/lib64 -Wl,-rpath,$(CUDNN_PREFIX)/lib -Wl,-rpath,$(CUDNN_PREFIX)/lib64 -lcudnn
 else
@@ -215,7 +215,7 @@ test: $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$
 	set -o pipefail; $(TEST_ENV) SSL_LEARN=1 SSL_PACK=./pack SSL_TRAIN=./train SSL_PROBE=./probe $(BUILD)/tests | tee $(TEST_LOGS)/cpu.log
 	$(if $(NVCC),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu.log)
 	$(if $(NVCC),set -o pipefail; $(TEST_ENV) SSL_EMU_ORDER=shuffle $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu-shuffled.log)
-	$(if $(HAVE_CUDNN),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_ emu_conv_engine emu_bn_engine | tee $(TEST_LOGS)/cudnn.log)
+	$(if $(HAVE_CUDNN),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_ emu_conv_engine | tee $(TEST_LOGS)/cudnn.log)
 	$(if $(NVCC),set -o pipefail; NO_TORCH=1 bash bench/gpu_rehearse.sh | tee $(TEST_LOGS)/rehearsal.log)
 	@cat $(TEST_LOGS)/*.log | awk '/^([a-z]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$$/ { \
 	    sub(/^[a-z]+: /, ""); p += $$1; f += $$3; s += $$5; n++ } \
@@ -272,18 +272,10 @@ $(BUILD)/blas_bench: bench/blas_bench.c ssl.h $(FEATURES) | $(BUILD)
 $(BUILD)/gpu_step: bench/gpu_step.c ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "build/gpu_step needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/gpu_step.c $(GPU_LIBS) $(LDLIBS)
-# batch norm's passes alone, per shape and statistics configuration (bench/gpu_report.sh)
+# batch norm's passes alone, per shape (bench/gpu_report.sh)
 $(BUILD)/bn_bench: bench/bn_bench.c ssl.h $(GPU_DEPS) | $(BUILD)
 	@test -n "$(NVCC)" || { echo "build/bn_bench needs nvcc (the CUDA toolkit)"; exit 1; }
 	$(CC) $(CFLAGS) $(GPU_CFLAGS) -I. -o $@ bench/bn_bench.c $(GPU_LIBS) $(LDLIBS)
-
-# does cuDNN fuse BN's statistics and its scale, shift and ReLU into a
-# convolution on this GPU (graph API; bench/gpu_report.sh brief): no ssl.h in it
-$(BUILD)/cudnn_fusion: bench/cudnn_fusion.c | $(BUILD)
-	@test -n "$(HAVE_CUDNN)" || { echo "build/cudnn_fusion needs cuDNN's headers ($(CUDNN_CHECK_PREFIX)/include/cudnn.h; CUDNN_PREFIX=DIR)"; exit 1; }
-	$(CC) $(CFLAGS) -Wno-deprecated-declarations -I$(CUDA_HOME)/include -I$(CUDNN_CHECK_PREFIX)/include -o $@ bench/cudnn_fusion.c \
-	    -L$(CUDA_HOME)/lib64 -L$(CUDNN_CHECK_PREFIX)/lib -L$(CUDNN_CHECK_PREFIX)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
-	    -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib -Wl,-rpath,$(CUDNN_CHECK_PREFIX)/lib64 -lcudnn -lcudart -lm
 
 SANITIZER ?= $(CUDA_HOME)/bin/compute-sanitizer
 # the suite, then its GPU tests again under compute-sanitizer memcheck and

@@ -84,7 +84,7 @@ typedef struct {
     double val;
     int64_t patience, probe_seed;
     int64_t res, batch, threads, limit;
-    char device[SSL_STR], out[SSL_STR];
+    char device[SSL_STR], conv[SSL_STR], out[SSL_STR];
     int cache;
     char export_[SSL_STR], dump[SSL_STR];
     int64_t dump_n;
@@ -122,6 +122,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, threads, "0", 0, 1024, "feature extraction workers (0 = all cores)"),
     SSL_OPT_I(C, limit, "0", 0, 1LL << 40, "use only the first N images of each pack (0 = all)"),
     SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where features are extracted (auto: the GPU when there is one)"),
+    SSL_OPT_C(C, conv, "gemm", "gemm|cudnn", "GPU: convolutions through im2col + cuBLAS, or cuDNN's kernels (a make CUDNN=1 build)"),
     SSL_OPT_S(C, out, "runs/probe", "output directory: probe.json, cache/"),
     SSL_OPT_B(C, cache, "1", "reuse features cached in OUT/cache (keyed by backbone, pack and res)"),
     {"export", SSL_OPT_STR, "", 0, 0, NULL, "write the backbone as torchvision-named safetensors to this file", offsetof(C, export_)},
@@ -849,6 +850,10 @@ int main(int argc, char **argv) {
             return 1;
         }
         ssl_cuda_set_precision(0); /* fp32: features within rounding of the CPU's (the cache is shared) */
+        if (ssl_cuda_set_conv(cfg.conv)) {
+            fprintf(stderr, "probe: conv=%s: %s\n", cfg.conv, ssl_last_error());
+            return 2;
+        }
     }
 #else
     if (g_on_gpu) {

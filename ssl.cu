@@ -37,10 +37,26 @@
 //
 // ERRORS. Every CUDA and cuBLAS call and every launch is checked; a failure
 // stops with file, line, the call and the library's own error string.
-// SSL_CUDA_SYNC=1 in the environment synchronizes after every launch so an
-// asynchronous fault is reported at the kernel that caused it. Out of GPU
-// memory stops with how much was asked, for what, how much is free, and the
-// advice to use a smaller batch.
+// Out of GPU memory stops with how much was asked, for what, how much is
+// free, and the advice to use a smaller batch.
+//
+// CHOICES. What changes results or speed (precision, the convolution
+// engine, kept im2col columns) is set through ssl_cuda_set_* by the
+// programs, from their option tables (conv=, precision=, keep_cols=), so
+// it is printed, logged and checkpointed with the run. The environment
+// only debugs and tests; these variables are the whole list:
+//   SSL_CUDA_SYNC=1        synchronize after every launch and library call,
+//                          so an asynchronous fault is reported at the call
+//                          that caused it
+//   SSL_CUDA_EMULATE=1|2   (./train, ./probe with device=cuda) run the GPU
+//                          code path on the host: 1 plain, 2 strict (host
+//                          code touching device memory faults at once)
+//   SSL_EMU_ORDER=forward|reverse|shuffle   the order emulation visits a
+//                          launch's indices in (a race shows as a change)
+//   SSL_EMU_GPU_MEM=BYTES  the device memory emulation reports (default
+//                          80 GiB)
+//   SSL_EMU_GPU_BLOCKS=1   emulation cuts im2col into the GPU's blocks, not
+//                          the CPU's (bench/traffic.py's bookkeeping)
 //
 // Build: nvcc -arch=sm_90 -c ssl.cu (the Makefile does this when it finds
 // nvcc).
@@ -48,8 +64,6 @@
 #include "ssl.h"
 
 #include <cublas_v2.h>
-#include <functional>
-#include <vector>
 #include <cuda_runtime.h>
 #include <limits.h>
 #include <signal.h>
@@ -98,45 +112,6 @@ static void ssl__launch_check(const char *file, int line, const char *what) {
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) ssl__cuda_die(file, line, what, cudaGetErrorString(e));
     ssl__sync_check(file, line, what);
-}
-
-// ---- the compute stream --------------------------------------------------------
-/* All of ssl.cu's device work (its kernels, copies, cuBLAS's and cuDNN's
-   calls) goes in order on one stream of its own, created blocking, so the
-   legacy default stream's synchronous calls (cudaMemcpy, cudaMemset) still
-   wait for it as they waited for the work they shared the legacy stream
-   with. Unlike the legacy stream, this one can be captured into a CUDA
-   graph (ssl_cuda_graph_run). */
-static cudaStream_t ssl__cs_stream;
-static cudaStream_t ssl__cs(void) {
-    if (!ssl__cs_stream) SSL_CUDA_CHECK(cudaStreamCreate(&ssl__cs_stream));
-    return ssl__cs_stream;
-}
-/* CUDA graphs (ssl_cuda_graph_run, below). ssl__capturing: a graph is
-   being captured (recorded, in emulation). ssl__churn counts what a graph
-   must not hold and what changes the device memory a graph may point
-   into: allocations, frees, cuDNN's algorithm searches, auto's timed
-   calls; a function is captured only after a run of it that changed
-   nothing of this. A host wait inside a capture is a bug of the captured
-   code, and stops the program naming it (ssl__no_capture). */
-static int ssl__capturing;
-static long long ssl__churn;
-/* A 0/1 switch from the environment: unset, empty or 0 is 0, 1 is 1;
-   anything else stops the program with the reason (not read as off) */
-static int ssl__env_flag(const char *name) {
-    const char *e = getenv(name);
-    if (!e || !*e || !strcmp(e, "0")) return 0;
-    if (!strcmp(e, "1")) return 1;
-    fprintf(stderr, "ssl.cu: %s=%s: want 0 or 1\n", name, e);
-    exit(2);
-}
-static void ssl__graphs_drop(void);
-static void ssl__no_capture(const char *what) {
-    if (!ssl__capturing) return;
-    fprintf(stderr, "ssl.cu: %s inside a CUDA graph capture: the function given to ssl_cuda_graph_run waits for the "
-                    "device, which a graph cannot hold (SSL_GRAPH=0 runs without graphs)\n", what);
-    fflush(stderr);
-    abort();
 }
 
 // ---- memory ------------------------------------------------------------------
@@ -287,7 +262,6 @@ extern "C" void *ssl_cuda_malloc(size_t bytes, const char *what) {
     return ssl__live_add(ssl__malloc_dev(bytes, what), bytes);
 }
 static void *ssl__malloc_dev(size_t bytes, const char *what) {
-    ssl__churn++;
     if (ssl__emu == 2) return ssl__strict_alloc(bytes, what);
     if (ssl__emu) { /* the exact size, 256-byte aligned as cudaMalloc: a read past it is a sanitizer's error */
         void *p = NULL;
@@ -310,18 +284,8 @@ static void *ssl__malloc_dev(size_t bytes, const char *what) {
     if (e != cudaSuccess) ssl__cuda_die(__FILE__, __LINE__, what ? what : "cudaMalloc", cudaGetErrorString(e));
     return p;
 }
-/* frees asked for inside a capture, done after it (a free waits for the device) */
-static void *ssl__frees_later[64];
-static int ssl__nfrees_later;
 extern "C" void ssl_cuda_free(void *p) {
     if (!p) return;
-    ssl__churn++;
-    ssl__graphs_drop(); /* a graph may point into it */
-    if (ssl__capturing && !ssl__emu) {
-        if (ssl__nfrees_later == 64) ssl__no_capture("a 65th free");
-        ssl__frees_later[ssl__nfrees_later++] = p;
-        return;
-    }
     ssl__live_drop(p);
     if (ssl__emu == 2 && ssl__strict_free(p)) return;
     if (ssl__emu) free(p);
@@ -331,13 +295,8 @@ extern "C" void ssl_cuda_free(void *p) {
         SSL_CUDA_CHECK(cudaFree(p));
     }
 }
-/* host scratch (emulation's): its growth frees the old buffer, as on the device */
-static void *ssl__host_reserve(ssl_buf *b, size_t bytes) {
-    if (bytes > b->cap) ssl__churn++, ssl__graphs_drop();
-    return ssl_buf_reserve(b, bytes);
-}
 extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
-    if (ssl__emu == 1) return ssl__host_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
+    if (ssl__emu == 1) return ssl_buf_reserve(b, bytes); /* emulation: host memory (do not switch with live buffers) */
     if (bytes > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < bytes) cap *= 2;
@@ -349,7 +308,6 @@ extern "C" void *ssl_cuda_buf_reserve(ssl_buf *b, size_t bytes) {
 }
 extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
     if (ssl__emu == 1) {
-        if (b->p) ssl__churn++, ssl__graphs_drop();
         ssl_buf_free(b);
         return;
     }
@@ -358,7 +316,6 @@ extern "C" void ssl_cuda_buf_free(ssl_buf *b) {
     b->cap = 0;
 }
 extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
-    ssl__no_capture("ssl_cuda_to_device");
     SSL__GUARD;
     SSL__BLOCKED;
     ssl__waits++;
@@ -366,7 +323,6 @@ extern "C" void ssl_cuda_to_device(void *dst, const void *src, size_t bytes) {
     else if (bytes) SSL_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 extern "C" void ssl_cuda_to_host(void *dst, const void *src, size_t bytes) {
-    ssl__no_capture("ssl_cuda_to_host (a value read back)");
     SSL__GUARD;
     SSL__BLOCKED;
     ssl__waits++;
@@ -382,13 +338,11 @@ extern "C" void ssl_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     SSL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 extern "C" void ssl_cuda_memset0(void *dst, size_t bytes) {
-    ssl__no_capture("ssl_cuda_memset0");
     SSL__GUARD;
     if (ssl__emu) memset(dst, 0, bytes);
     else if (bytes) SSL_CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 extern "C" void ssl_cuda_sync(void) {
-    ssl__no_capture("ssl_cuda_sync");
     SSL__BLOCKED;
     ssl__waits++;
     if (!ssl__emu) SSL_CUDA_CHECK(cudaDeviceSynchronize());
@@ -449,7 +403,7 @@ __global__ void ssl__rng_uniform_kernel(uint64_t seed, uint32_t op, float *out, 
 
 extern "C" int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int n) {
     float *d = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)n, "RNG check");
-    ssl__rng_uniform_kernel<<<(n + 255) / 256, 256, 0, ssl__cs()>>>(seed, op, d, n);
+    ssl__rng_uniform_kernel<<<(n + 255) / 256, 256>>>(seed, op, d, n);
     ssl__launch_check(__FILE__, __LINE__, "ssl__rng_uniform_kernel");
     ssl_cuda_to_host(out, d, sizeof(float) * (size_t)n);
     ssl_cuda_free(d);
@@ -457,20 +411,13 @@ extern "C" int ssl_cuda_rng_uniform(uint64_t seed, uint32_t op, float *out, int 
 }
 
 // ---- executors ---------------------------------------------------------------
-extern "C" void ssl_cuda_set_emulation(int on) {
-    ssl__graphs_drop();
-    ssl__emu = on == 2 ? 2 : on != 0;
-}
+extern "C" void ssl_cuda_set_emulation(int on) { ssl__emu = on == 2 ? 2 : on != 0; }
 extern "C" int ssl_cuda_emulation(void) { return ssl__emu; }
 
 static cublasHandle_t ssl__cublas(void) {
     static cublasHandle_t h = NULL;
     if (!h) {
         SSL_CUBLAS_CHECK(cublasCreate(&h));
-        /* on ssl.cu's stream, with a workspace of its own (32 MiB, cuBLAS's advice
-           for Hopper), so that a captured GEMM never allocates one */
-        SSL_CUBLAS_CHECK(cublasSetStream(h, ssl__cs()));
-        SSL_CUBLAS_CHECK(cublasSetWorkspace(h, ssl_cuda_malloc((size_t)32 << 20, "cuBLAS workspace"), (size_t)32 << 20));
         /* fp32 means fp32: no TF32 tensor-core rounding, no reduced-precision
            split-K reductions */
         SSL_CUBLAS_CHECK(cublasSetMathMode(h, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
@@ -488,10 +435,7 @@ static cublasHandle_t ssl__cublas(void) {
    kernels: at least bf16's precision). Emulation rounds the same values to
    bf16 (nearest even) and multiplies in fp32 on the host. */
 static int ssl__bf16 = 0;
-extern "C" void ssl_cuda_set_precision(int bf16) {
-    ssl__graphs_drop();
-    ssl__bf16 = bf16 != 0;
-}
+extern "C" void ssl_cuda_set_precision(int bf16) { ssl__bf16 = bf16 != 0; }
 extern "C" int ssl_cuda_precision(void) { return ssl__bf16; }
 
 /* ---- GEMM calls: row-major in ssl.h, column-major in cuBLAS ----
@@ -737,13 +681,13 @@ struct ssl__prof {
                 SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id]));
                 SSL_CUDA_CHECK(cudaEventCreate(&ssl__prof_ev[2 * id + 1]));
             }
-            SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id], ssl__cs()));
+            SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id], 0));
         }
     }
     ~ssl__prof() {
         if (id < 0) return;
         if (ssl__emu) ssl__prof_recs[id].t1 = ssl_now();
-        else SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id + 1], ssl__cs()));
+        else SSL_CUDA_CHECK(cudaEventRecord(ssl__prof_ev[2 * id + 1], 0));
         ssl__prof_depth--;
     }
 };
@@ -827,16 +771,16 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
         int64_t blocks = (n + 255) / 256;
         if (blocks > (1 << 20)) blocks = 1 << 20; /* grid-stride covers the rest */
         double t0 = ssl_now();
-        ssl__each_kernel<F><<<(unsigned)blocks, 256, 0, ssl__cs()>>>(f, n);
+        ssl__each_kernel<F><<<(unsigned)blocks, 256>>>(f, n);
         ssl__launch_waited(t0, 20e-6);
         ssl__launch_check(__FILE__, __LINE__, "ssl__each_kernel");
     }
     void *scratch(ssl_buf *b, size_t bytes) const { return ssl_cuda_buf_reserve(b, bytes); }
     void copy(void *dst, const void *src, size_t bytes) const {
-        if (bytes && dst != src) SSL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ssl__cs()));
+        if (bytes && dst != src) SSL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
     }
     void zero(void *dst, size_t bytes) const {
-        if (bytes) SSL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, ssl__cs()));
+        if (bytes) SSL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, 0));
     }
     void to_host(void *dst, const void *src, size_t bytes) const { ssl_cuda_to_host(dst, src, bytes); }
     /* host -> device in stream order, without a wait: through a page-locked
@@ -844,8 +788,7 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
        work queued before it, draining the GPU), reused only once its last
        copy is done */
     void to_dev_async(void *dst, const void *src, size_t bytes) const {
-        ssl__no_capture("a host array sent in stream order (to_dev_async)");
-        static char *stage;
+            static char *stage;
         static size_t cap;
         static cudaEvent_t done;
         if (!bytes) return;
@@ -860,8 +803,8 @@ struct ssl__gpu : ssl__exec<ssl__gpu> {
             stage = (char *)ssl_cuda_host_alloc(cap, "host-to-device staging");
         }
         memcpy(stage, src, bytes);
-        SSL_CUDA_CHECK(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, ssl__cs()));
-        SSL_CUDA_CHECK(cudaEventRecord(done, ssl__cs()));
+        SSL_CUDA_CHECK(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, 0));
+        SSL_CUDA_CHECK(cudaEventRecord(done, 0));
     }
     void blas(const char *what, const ssl__blas &g, float alpha, float beta) const {
         const char *bad = ssl__blas_invalid(g);
@@ -925,50 +868,27 @@ template <class F> static void ssl__cpu_loop(const F &f, int64_t n) {
         for (int64_t j = 0, i = n / 2; j < n; j++, i = (i + a) % n) f(i);
     }
 }
-/* Emulation's CUDA graph: while one is recorded (ssl__emu_rec), the
-   executor keeps each piece of work (a copy of the functor with its
-   arguments, the GEMM call, the copy) instead of doing it, as a capture
-   keeps kernel nodes; a replay does them in order. So a replay does what
-   a graph would: the arguments and pointers of the capture, whatever the
-   host has changed since. */
-static std::vector<std::function<void()>> *ssl__emu_rec;
 struct ssl__cpu : ssl__exec<ssl__cpu> {
     template <class F> void each(const F &f, int64_t n) const {
         if (n <= 0) return;
         ssl__launches++;
-        if (ssl__emu_rec) {
-            F fc = f;
-            ssl__emu_rec->push_back([fc, n]() { ssl__cpu_loop(fc, n); });
-            return;
-        }
         ssl__cpu_loop(f, n);
     }
-    void *scratch(ssl_buf *b, size_t bytes) const { return ssl__host_reserve(b, bytes); }
+    void *scratch(ssl_buf *b, size_t bytes) const { return ssl_buf_reserve(b, bytes); }
     void copy(void *dst, const void *src, size_t bytes) const {
-        if (!bytes || dst == src) return;
-        if (ssl__emu_rec) ssl__emu_rec->push_back([dst, src, bytes]() { memmove(dst, src, bytes); });
-        else memmove(dst, src, bytes);
+        if (bytes && dst != src) memmove(dst, src, bytes);
     }
     void zero(void *dst, size_t bytes) const {
-        if (ssl__emu_rec) ssl__emu_rec->push_back([dst, bytes]() { memset(dst, 0, bytes); });
-        else memset(dst, 0, bytes);
+        memset(dst, 0, bytes);
     }
     void to_host(void *dst, const void *src, size_t bytes) const {
-        ssl__no_capture("a value read back to the host");
         ssl__waits++, memcpy(dst, src, bytes);
     }
     void to_dev_async(void *dst, const void *src, size_t bytes) const { /* no wait on a GPU either */
-        ssl__no_capture("a host array sent in stream order (to_dev_async)");
         memcpy(dst, src, bytes);
     }
     /* the very call the GPU makes, carried out by ssl__blas_emulate */
     void blas(const char *, const ssl__blas &g, float alpha, float beta) const {
-        if (ssl__emu_rec) {
-            ssl__blas gc = g;
-            int bf = ssl__bf16;
-            ssl__emu_rec->push_back([gc, alpha, beta, bf]() { ssl__blas_emulate(gc, alpha, beta, bf); });
-            return;
-        }
         ssl__blas_emulate(g, alpha, beta, ssl__bf16);
     }
 };
@@ -988,157 +908,6 @@ enum { SSL__S_SUM, SSL__S_ROWS, SSL__S_VEC, SSL__S_CONV, SSL__S_W, SSL__S_W2, SS
 static ssl_buf ssl__scr[2][SSL__S_COUNT];
 static void *ssl__tmp(const ssl__gpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[0][which], bytes); }
 static void *ssl__tmp(const ssl__cpu &x, int which, size_t bytes) { return x.scratch(&ssl__scr[1][which], bytes); }
-
-// ---- CUDA graphs ---------------------------------------------------------------
-/* ssl_cuda_graph_run(key, fn, ctx) runs fn(ctx), a stretch of device work
-   (a trainer's forward of both views, its backward), as a CUDA graph: one
-   launch for its hundreds of kernels, GEMMs and cuDNN calls, so the host's
-   per-call time (cuBLAS's heuristics, cuDNN's ~60-180 us a call) is paid
-   once, at the capture, not at every step. Per key (the caller's bytes:
-   what fn's pointers and sizes depend on):
-     - fn runs as usual until a run of it changes nothing a graph cannot
-       hold (ssl__churn: no allocation, free, cuDNN search or auto timing);
-     - the next call captures fn (relaxed mode, ssl.cu's stream), and
-       launches the graph; later calls launch it again;
-     - a capture that churned anyway (it should not) is thrown away and fn
-       runs as usual, so nothing is lost but that call's host time.
-   A graph replays the capture's kernels with the capture's arguments: fn
-   must take everything that changes between calls from device memory (a
-   learning rate, a random seed: not here), and the host state fn leaves
-   (the model's input pointer) must be what its replays need. Any device
-   free drops every graph (one may point into the memory); so do the
-   knobs that change which kernels run (engine, BN shapes, precision). Off
-   while profiling (every op records events) and under SSL_CUDA_SYNC=1.
-   SSL_GRAPH=1 or ssl_cuda_set_graphs(1) turns graphs on. */
-#define SSL__GRAPHS 16
-#define SSL__GRAPH_KEY 128
-struct ssl__graph {
-    unsigned char key[SSL__GRAPH_KEY];
-    size_t key_bytes;
-    int state; /* 0 free, 1 run (churned), 2 run clean (capture next), 3 captured, 4 capture failed: never again */
-    uint64_t used;
-    cudaGraphExec_t exec;
-    std::vector<std::function<void()>> *rec; /* emulation's */
-};
-static ssl__graph ssl__graphs[SSL__GRAPHS];
-static uint64_t ssl__graph_clock, ssl__graph_gen;
-static int ssl__graph_on = -1;
-static long long ssl__graph_n[4]; /* captures, replays, runs without a graph, captures thrown away */
-static void ssl__graph_clear(ssl__graph *g) {
-    if (g->exec) (void)cudaGraphExecDestroy(g->exec); /* one in flight is freed when it completes */
-    delete g->rec;
-    memset(g->key, 0, sizeof g->key);
-    g->key_bytes = 0, g->state = 0, g->used = 0, g->exec = NULL, g->rec = NULL;
-}
-static void ssl__graphs_drop(void) {
-    ssl__graph_gen++;
-    for (int i = 0; i < SSL__GRAPHS; i++)
-        if (ssl__graphs[i].state) ssl__graph_clear(&ssl__graphs[i]);
-}
-extern "C" void ssl_cuda_set_graphs(int on) {
-    ssl__graphs_drop();
-    ssl__graph_on = on != 0;
-}
-extern "C" int ssl_cuda_graphs(void) {
-    if (ssl__graph_on < 0) ssl__graph_on = ssl__env_flag("SSL_GRAPH");
-    return ssl__graph_on;
-}
-extern "C" void ssl_cuda_graph_stats(long long *captured, long long *replayed, long long *plain, long long *dropped) {
-    if (captured) *captured = ssl__graph_n[0];
-    if (replayed) *replayed = ssl__graph_n[1];
-    if (plain) *plain = ssl__graph_n[2];
-    if (dropped) *dropped = ssl__graph_n[3];
-}
-static ssl__graph *ssl__graph_for(const void *key, size_t bytes) {
-    ssl__graph *lru = &ssl__graphs[0];
-    for (int i = 0; i < SSL__GRAPHS; i++) {
-        ssl__graph *g = &ssl__graphs[i];
-        if (g->state && g->key_bytes == bytes && !memcmp(g->key, key, bytes)) return g;
-        if (!g->state ? lru->state != 0 : lru->state && g->used < lru->used) lru = g;
-    }
-    ssl__graph_clear(lru);
-    memcpy(lru->key, key, bytes);
-    lru->key_bytes = bytes, lru->state = 1;
-    return lru;
-}
-static void ssl__graph_launch(ssl__graph *g) {
-    ssl__graph_n[1]++;
-    if (ssl__emu) {
-        SSL__GUARD;
-        for (auto &f : *g->rec) f();
-    } else {
-        SSL_CUDA_CHECK(cudaGraphLaunch(g->exec, ssl__cs())); /* (graphs are off under SSL_CUDA_SYNC=1) */
-    }
-}
-/* fn under capture: 1 and the graph kept in g, or 0 (nothing kept; fn's
-   work not done) */
-static int ssl__graph_capture(ssl__graph *g, int (*fn)(void *), void *ctx, int *r) {
-    long long c0 = ssl__churn;
-    uint64_t gen = ssl__graph_gen;
-    cudaGraph_t graph = NULL;
-    std::vector<std::function<void()>> *rec = NULL;
-    const char *why = NULL;
-    if (ssl__emu) ssl__emu_rec = rec = new std::vector<std::function<void()>>();
-    else SSL_CUDA_CHECK(cudaStreamBeginCapture(ssl__cs(), cudaStreamCaptureModeRelaxed));
-    ssl__capturing = 1;
-    *r = fn(ctx);
-    ssl__capturing = 0;
-    ssl__emu_rec = NULL;
-    if (!ssl__emu) {
-        cudaError_t e = cudaStreamEndCapture(ssl__cs(), &graph);
-        if (e != cudaSuccess) (void)cudaGetLastError(), why = cudaGetErrorString(e), graph = NULL;
-    }
-    for (int i = 0, n = ssl__nfrees_later; i < n; i++) ssl_cuda_free(ssl__frees_later[i]);
-    ssl__nfrees_later = 0;
-    int ok = !*r && !why && ssl__churn == c0 && ssl__graph_gen == gen;
-    cudaGraphExec_t exec = NULL;
-    if (ok && !ssl__emu) {
-        cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-        if (e != cudaSuccess) (void)cudaGetLastError(), why = cudaGetErrorString(e), exec = NULL, ok = 0;
-    }
-    if (graph) (void)cudaGraphDestroy(graph);
-    if (!ok) {
-        delete rec;
-        if (why) { /* not the churn: the stream could not be captured; fn runs without a graph from now on */
-            fprintf(stderr, "ssl.cu: a CUDA graph could not be made (%s); that part of the step runs without one\n", why);
-            if (ssl__graph_gen == gen) g->state = 4;
-        }
-        return 0;
-    }
-    g->exec = exec, g->rec = rec, g->state = 3;
-    ssl__graph_n[0]++;
-    return 1;
-}
-extern "C" int ssl_cuda_graph_run(const void *key, size_t key_bytes, int (*fn)(void *), void *ctx) {
-    if (!ssl_cuda_graphs() || ssl__prof_on || ssl__capturing || key_bytes > SSL__GRAPH_KEY || (!ssl__emu && ssl__sync_on())) {
-        ssl__graph_n[2]++;
-        return fn(ctx);
-    }
-    ssl__graph *g = ssl__graph_for(key, key_bytes);
-    g->used = ++ssl__graph_clock;
-    if (g->state == 3) {
-        ssl__graph_launch(g);
-        return 0;
-    }
-    int r;
-    uint64_t gen = ssl__graph_gen;
-    if (g->state == 2) {
-        if (ssl__graph_capture(g, fn, ctx, &r)) {
-            ssl__graph_launch(g);
-            return 0;
-        }
-        if (r) return r; /* fn failed: its error stands (nothing of it ran) */
-        ssl__graph_n[3]++;
-        if (ssl__graph_gen != gen) g = NULL; /* the graphs were dropped meanwhile, g's entry with them */
-    }
-    /* without a graph; clean (nothing churned, no graph dropped): captured next time */
-    long long c0 = ssl__churn;
-    gen = ssl__graph_gen;
-    ssl__graph_n[2]++;
-    r = fn(ctx);
-    if (g && ssl__graph_gen == gen && g->state != 4) g->state = !r && ssl__churn == c0 ? 2 : 1;
-    return r;
-}
 
 static inline SSL_HD int64_t ssl__min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -1215,10 +984,9 @@ template <int V> struct ssl__vio {
 /* On the host (emulation) every 16-byte access checks the alignment that a
    GPU's vector load or store needs (a misaligned one is a fault there). */
 #ifndef __CUDA_ARCH__
-static inline void ssl__vio_aligned(const void *p, int bytes = 16) {
-    if ((uintptr_t)p % bytes) {
-        fprintf(stderr, "ssl.cu: %d-byte vector access at %p, which is not %d-byte aligned (a fault on a GPU)\n", bytes, p,
-                bytes);
+static inline void ssl__vio_aligned(const void *p) {
+    if ((uintptr_t)p % 16) {
+        fprintf(stderr, "ssl.cu: 16-byte vector access at %p, which is not 16-byte aligned (a fault on a GPU)\n", p);
         abort();
     }
 }
@@ -1268,45 +1036,6 @@ template <> struct ssl__vio<8> {
 #endif
     }
 };
-/* 2 or 4 consecutive values as one 4-, 8- or 16-byte access (loads only:
-   the batch-norm statistics passes' channels a thread, see
-   ssl_cuda_set_bn_stats); the address aligned to the access */
-template <int V> struct ssl__vio_n {
-    static_assert(V == 2 || V == 4, "2 or 4 values");
-    static SSL_HD void ld(const ssl_bf16 *p, float *v) {
-        uint32_t w[V / 2];
-#ifdef __CUDA_ARCH__
-        if constexpr (V == 2) w[0] = *(const uint32_t *)p;
-        else {
-            uint2 r = *(const uint2 *)p;
-            w[0] = r.x, w[1] = r.y;
-        }
-#else
-        ssl__vio_aligned(p, 2 * V);
-        memcpy(w, p, 2 * V);
-#endif
-        for (int e = 0; e < V / 2; e++) {
-            ssl_bf16 lo = {(uint16_t)(w[e] & 0xffffu)}, hi = {(uint16_t)(w[e] >> 16)};
-            v[2 * e] = ssl_bf16_to_float(lo), v[2 * e + 1] = ssl_bf16_to_float(hi);
-        }
-    }
-    static SSL_HD void ld(const float *p, float *v) {
-#ifdef __CUDA_ARCH__
-        if constexpr (V == 2) {
-            float2 a = *(const float2 *)p;
-            v[0] = a.x, v[1] = a.y;
-        } else {
-            float4 a = *(const float4 *)p;
-            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
-        }
-#else
-        ssl__vio_aligned(p, 4 * V);
-        memcpy(v, p, 4 * V);
-#endif
-    }
-};
-template <> struct ssl__vio<2> : ssl__vio_n<2> {};
-template <> struct ssl__vio<4> : ssl__vio_n<4> {};
 /* 8 values per work item: n a multiple of 8 and every pointer (NULL
    allowed) 16-byte aligned */
 static int ssl__vec8(int64_t n, const void *a, const void *b = NULL, const void *c = NULL, const void *d = NULL,
@@ -1819,15 +1548,13 @@ template <class TX, class TC> struct ssl__f_im2col {
    next to each other in x as in the columns). One set of divisions per
    item; then (row, ky, j) advances by 32 elements, with j = kx ci + c the
    offset in the kernel row, bounds-checked without dividing by ci.
-   A thread per kernel row (21 values of the 7x7 stem) stored 2-byte values
-   42 bytes apart: 32 partial sectors per warp store, 672 sector writes to
-   L2 for a warp's 1,344 bytes where 42 whole ones do. ResNet-50 at 224,
-   batch 256, two views: 1.9 G values, ~1.9 G sector writes a step (~11 ms
-   at an H100's ~170 G sectors/s of L2) and ~0.34 L1 wavefronts a value on
-   each side (~2.5 ms). Here: 1/16 of a sector write and ~0.16 wavefronts
-   a value, and ~40 instructions (PTX), ~2 ms at the full issue rate: the
-   bound is now instructions, for 1.9 GB of columns that an H200's
-   bandwidth writes in 0.4 ms. (Estimates; not yet measured.) */
+   Why: a thread per kernel row (21 values of the 7x7 stem) would store
+   2-byte values 42 bytes apart, 32 partial sectors per warp store, 672
+   sector writes to L2 for a warp's 1,344 bytes where 42 whole ones do
+   (ResNet-50 at 224, batch 256, two views: ~1.9 G sector writes a step,
+   ~11 ms at an H100's ~170 G sectors/s of L2). Here: 1/16 of a sector
+   write and ~0.16 L1 wavefronts a value, ~40 instructions (PTX), so the
+   bound is instructions. */
 template <class TX, class TC> struct ssl__f_im2col_few {
     ssl__cg g;
     const TX *x;
@@ -2013,7 +1740,7 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
 }
 
 // ---- cuDNN convolutions (a CUDNN=1 build, on request) ------------------------
-/* ssl_cuda_set_conv("cudnn") (or SSL_CONV=cudnn in the environment) routes
+/* ssl_cuda_set_conv("cudnn") (the programs' conv=cudnn) routes
    the GPU's convolutions to cuDNN's kernels, which read the input where it
    is (implicit GEMM and the like: no im2col buffer, no col2im): forward,
    input gradient and weight gradient through cudnnConvolutionForward,
@@ -2025,81 +1752,30 @@ static void ssl__conv_fwd(const X &x, const ssl__cg &g, const TX *xd, const ssl_
    stays on the GEMM path: emulation (cuDNN needs a GPU), biased
    convolutions, an input gradient of another type than dy, and a shape
    and direction for which cuDNN has no usable deterministic algorithm
-   (said once on stderr; before session 7 that stopped the program). An input of
-   another type than the output (the stem's fp32 images) is converted first.
+   (said once on stderr). An input of another type than the output (the
+   stem's fp32 images) is converted first.
    Weight gradients of bf16 convolutions come out of cuDNN in bf16 and are
    added to the fp32 gradient (as PyTorch's autocast does); the GEMM path
    writes them in fp32 directly. */
-/* "mixed" (engine 2) sends cuDNN only the convolutions for which the GEMM
-   path would build im2col columns (the stem, the 3x3s, the strided 1x1
-   downsamples: 20 of ResNet-50's 53); a 1x1 stride-1 convolution's input
-   already is its GEMM's matrix, and cuBLAS takes it directly. cuDNN's
-   calls cost the host up to ~175 us each (an H200 with cuDNN 9.19: 64 ms
-   of host time for a 224 step's 316 calls, against 8.6 ms on the GEMM
-   path; 56 us a call on ResNet-18 CIFAR; waits for a full launch queue
-   inside cuDNN count as host time), and "mixed" issues 118 of the 316.
-   "auto" (engine 3) times both for each shape and direction on the step's
-   own calls, as cudnn.benchmark times cuDNN's algorithms, and keeps the
-   faster (see ssl__auto_route). */
-static int ssl__conv_engine = -1; /* -1: SSL_CONV not read yet; 0: GEMM; 1: cuDNN; 2: mixed; 3: auto */
-static void ssl__conv_env(void);
+/* cuDNN's engine is bit-reproducible only within a process: its algorithm
+   is picked by timing, so another run (a resume, the same seed twice) may
+   pick another that sums in another order. */
+static int ssl__conv_engine = 0; /* 0: GEMM; 1: cuDNN */
 extern "C" int ssl_cuda_set_conv(const char *engine) {
-    ssl__graphs_drop(); /* which kernels run changes */
-    ssl__conv_env(); /* a bad SSL_CONV is an error even where the program chooses the engine itself */
-    if (!strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
-    int e = !strcmp(engine, "cudnn") ? 1 : !strcmp(engine, "mixed") ? 2 : !strcmp(engine, "auto") ? 3 : 0;
-    if (e) {
+    if (!engine || !strcmp(engine, "gemm")) { ssl__conv_engine = 0; return 0; }
+    if (!strcmp(engine, "cudnn")) {
 #ifdef SSL_CUDNN
-        ssl__conv_engine = e;
+        ssl__conv_engine = 1;
         return 0;
 #else
-        return ssl__fail("conv engine %s: this build has no cuDNN (build with make CUDNN=1)", engine);
+        return ssl__fail("conv engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
 #endif
     }
-    return ssl__fail("conv engine '%s': expected gemm, cudnn, mixed or auto", engine);
-}
-/* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms may be picked
-   too (what PyTorch's cudnn.benchmark picks from unless deterministic
-   algorithms are asked for): for measuring; the same call may then give
-   other bits. Even without it, cuDNN's engines are bit-reproducible only
-   within a process: its algorithm (and auto's engine) is picked by timing,
-   so another run (a resume, the same seed twice) may pick another that
-   sums in another order. SSL_CONV_LOG=1: auto's picks on stderr. */
-#ifdef SSL_CUDNN
-static int ssl__cudnn_nondet, ssl__conv_log;
-#endif
-/* SSL_CONV (and the two switches above), read once: an unknown engine,
-   cudnn without a cuDNN build, or a switch that is not 0 or 1 stops the
-   program with the reason */
-static void ssl__conv_env(void) {
-    if (ssl__conv_engine >= 0) return;
-    ssl__conv_engine = 0;
-#ifdef SSL_CUDNN
-    ssl__cudnn_nondet = ssl__env_flag("SSL_CUDNN_NONDET");
-    ssl__conv_log = ssl__env_flag("SSL_CONV_LOG");
-#else
-    (void)ssl__env_flag("SSL_CUDNN_NONDET"), (void)ssl__env_flag("SSL_CONV_LOG"); /* checked all the same */
-#endif
-    const char *e = getenv("SSL_CONV");
-    if (e && *e && ssl_cuda_set_conv(e)) {
-        fprintf(stderr, "ssl.cu: SSL_CONV=%s: %s\n", e, ssl_last_error());
-        exit(2);
-    }
+    return ssl__fail("conv engine '%s': expected gemm or cudnn", engine);
 }
 extern "C" const char *ssl_cuda_conv(void) {
-    ssl__conv_env();
-    static const char *const names[4] = {"gemm", "cudnn", "mixed", "auto"};
+    static const char *const names[2] = {"gemm", "cudnn"};
     return names[ssl__conv_engine];
-}
-/* whether the engine in use sends a convolution of this shape to cuDNN
-   outside emulation (same: its input has the type of its GEMM operands) */
-static int ssl__conv_wants_cudnn(const ssl__cg &g, int same) {
-    ssl__conv_env();
-    return ssl__conv_engine == 1 || ssl__conv_engine == 3 || (ssl__conv_engine == 2 && !(ssl__cg_is_gemm(g) && same));
-}
-extern "C" int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type) {
-    ssl_tensor x = ssl_tensor_make(NULL, 4, 1, 2 * k + 1, 2 * k + 1, 8), w = ssl_tensor_make(NULL, 4, 8, k, k, 8);
-    return ssl__conv_wants_cudnn(ssl__cg_make(&x, &w, stride, pad), same_type);
 }
 
 #ifdef SSL_CUDNN
@@ -2114,7 +1790,6 @@ static cudnnHandle_t ssl__cudnn(void) {
     static cudnnHandle_t h = NULL;
     if (!h) {
         SSL_CUDNN_CHECK(cudnnCreate(&h));
-        SSL_CUDNN_CHECK(cudnnSetStream(h, ssl__cs())); /* ssl.cu's stream, as the rest */
     }
     return h;
 }
@@ -2132,11 +1807,6 @@ struct ssl__cudnn_plan {
     cudnnConvolutionBwdFilterAlgo_t filter;
     size_t ws[3];
     uint64_t used; /* the least recently used plan makes room when all are taken */
-    /* auto (engine 3), per direction (0 forward, 1 backward): the calls
-       routed so far, the pick (0 not yet; 1 the GEMM path; 2 cuDNN) and
-       the events around the timed GEMM-path and cuDNN calls */
-    int auto_calls[2], pick[2], retimed[2]; /* retimed: samples taken again (the GPU idle at their start) */
-    cudaEvent_t ev[2][4];
 };
 static ssl__cudnn_plan ssl__cudnn_plans[SSL__CUDNN_PLANS];
 static int ssl__cudnn_nplans;
@@ -2150,7 +1820,6 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
             return &ssl__cudnn_plans[i];
         }
     ssl__cudnn_plan *p;
-    ssl__churn++; /* a new shape: its searches are to come */
     if (ssl__cudnn_nplans < SSL__CUDNN_PLANS) p = &ssl__cudnn_plans[ssl__cudnn_nplans++];
     else { /* a long run through many shapes (progressive resolution, last batches, evaluation): the least
               recently used plan is dropped (found again if its shape comes back) */
@@ -2161,9 +1830,6 @@ static ssl__cudnn_plan *ssl__cudnn_plan_for(const ssl__cg &g, int dtype) {
         SSL_CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->y));
         SSL_CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->w));
         SSL_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
-        for (int d = 0; d < 2; d++)
-            for (int i = 0; i < 4; i++)
-                if (p->ev[d][i]) SSL_CUDA_CHECK(cudaEventDestroy(p->ev[d][i]));
     }
     memset(p, 0, sizeof *p);
     p->used = ++ssl__cudnn_clock;
@@ -2193,8 +1859,6 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     int *have = &p->have[dir];
     size_t *ws = &p->ws[dir];
     if (*have) return *have > 0;
-    ssl__churn++;
-    if (ssl__capturing) return 0; /* a search allocates and waits: not in a graph (the capture is thrown away) */
     P perf[16];
     int n = 0;
     SSL_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, p->req)); /* another direction may have changed it */
@@ -2213,7 +1877,7 @@ static int ssl__cudnn_find(ssl__cudnn_plan *p, int dir, A *algo, const char *wha
     size_t fr = 0, tot = 0; /* a workspace of at most half the free memory (and what the one held has): the rest is the run's */
     SSL_CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
     for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && (perf[i].determinism == CUDNN_DETERMINISTIC || ssl__cudnn_nondet) &&
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
             (p->req != CUDNN_FMA_MATH || perf[i].mathType == CUDNN_FMA_MATH) && /* fp32: never TF32 */
             perf[i].memory <= fr / 2 + ssl__cudnn_ws.cap) {
             *algo = perf[i].algo, *ws = perf[i].memory, p->math[dir] = perf[i].mathType, *have = 1;
@@ -2319,97 +1983,8 @@ static int ssl__cudnn_bwd(ssl__cudnn_plan *p, const ssl__cg &g, const ssl_tensor
     return 1;
 }
 /* cuDNN takes this forward / backward (see above) */
-static int ssl__cudnn_takes(const ssl_tensor *b, const ssl__cg &g, int same) {
-    return !ssl__emu && ssl__conv_wants_cudnn(g, same) && !(b && b->data);
-}
-/* auto: which engine this call of a shape and direction d takes (1 cuDNN,
-   0 the GEMM path), and *timed, the pair of p->ev[d] to record around it
-   (-1: none). Calls 0 and 1 take the GEMM path, 2 and 3 cuDNN; the second
-   of each is timed, so that neither's time has a first call's lazy kernel
-   loading or cuBLAS's first-use work in it. The first call after those
-   whose timed work the GPU has finished (no host wait: until then the
-   GEMM path, untimed) reads the two times and picks the faster for good;
-   a cuDNN with no algorithm for the shape picks the GEMM path
-   (ssl__cudnn_turn). A timed call that finds the GPU idle would count its
-   own launches' host time too, favouring the engine with less of it
-   (later calls find the queue full and pay none): such a sample is taken
-   again on a later call (ssl__auto_mark). Both engines give the
-   convolution within the tolerances the tests hold each to, so a run's
-   first steps mixing them changes nothing but the last bits. SSL_CONV_LOG=1
-   prints each pick on stderr. Not auto: always cuDNN (*timed -1). */
-static int ssl__auto_route(ssl__cudnn_plan *p, int d, int *timed) {
-    *timed = -1;
-    if (ssl__conv_engine != 3) return 1;
-    if (p->pick[d]) return p->pick[d] == 2;
-    ssl__churn++; /* not decided yet: timed calls, events */
-    if (ssl__capturing) return 0; /* (the capture is thrown away) */
-    int k = p->auto_calls[d]++;
-    if (k < 4) {
-        if (k == 1 || k == 3) *timed = k == 1 ? 0 : 2;
-        return k >= 2;
-    }
-    cudaError_t q = cudaEventQuery(p->ev[d][3]);
-    if (q == cudaErrorNotReady) { /* not an error, but it can be left as the last one (PyTorch clears it too); every
-                                     launch before this was checked, so nothing else is cleared */
-        (void)cudaGetLastError();
-        return 0;
-    }
-    SSL_CUDA_CHECK(q);
-    float tg = 0, tc = 0;
-    SSL_CUDA_CHECK(cudaEventElapsedTime(&tg, p->ev[d][0], p->ev[d][1]));
-    SSL_CUDA_CHECK(cudaEventElapsedTime(&tc, p->ev[d][2], p->ev[d][3]));
-    p->pick[d] = tc < tg ? 2 : 1;
-    if (ssl__conv_log) {
-        const int64_t *k = p->key; /* n, h, w, ci, co, kh, kw, stride, pad, dtype */
-        fprintf(stderr, "ssl.cu: auto: %s of %lldx%lldx%lldx%lld -> %lld %lldx%lld/%lld: GEMM path %.3f ms, cuDNN %.3f ms: %s "
-                        "(%d samples retaken%s)\n",
-                d ? "backward" : "forward", (long long)k[0], (long long)k[1], (long long)k[2], (long long)k[3], (long long)k[4],
-                (long long)k[5], (long long)k[6], (long long)k[7], tg, tc, p->pick[d] == 2 ? "cuDNN" : "GEMM path",
-                p->retimed[d], p->retimed[d] == 8 ? ", the last may hold host time" : "");
-    }
-    return p->pick[d] == 2;
-}
-/* the start (end = 0) or end (1) of a timed call (timed: ssl__auto_route's).
-   At the end: if the GPU has already passed the call's start event, it
-   ran out of work while the host was still issuing the call, so the time
-   may hold host time (cuDNN's is up to ~175 us a call, as much as a small
-   convolution's device time, and its algorithm search on the call before
-   drains the queue): the same call number is timed again on a later call,
-   up to 8 times a direction; the sample taken with the queue still busy
-   is pure device time. */
-static void ssl__auto_mark(ssl__cudnn_plan *p, int d, int timed, int end) {
-    if (!p || timed < 0) return;
-    cudaEvent_t *ev = &p->ev[d][timed + end];
-    if (!*ev) SSL_CUDA_CHECK(cudaEventCreate(ev));
-    SSL_CUDA_CHECK(cudaEventRecord(*ev, ssl__cs()));
-    if (!end) return;
-    cudaError_t q = cudaEventQuery(p->ev[d][timed]);
-    if (q == cudaErrorNotReady) { /* the GPU was still busy before the start: a clean sample */
-        (void)cudaGetLastError();
-        return;
-    }
-    SSL_CUDA_CHECK(q);
-    if (p->retimed[d] < 8) p->retimed[d]++, p->auto_calls[d]--;
-}
-/* cuDNN's turn at a convolution that ssl__cudnn_takes, in direction d:
-   run(plan) (cuDNN's call on the shape's plan, looked up once here: 1
-   done, 0 no algorithm for the shape) where the engine (auto:
-   ssl__auto_route) gives it the call, timed when auto asks. 1: cuDNN did
-   it. 0: the GEMM path is to, between ssl__auto_mark(*ap, d, *atimed, 0)
-   and (..., 1). */
-template <class Run>
-static int ssl__cudnn_turn(const ssl__cg &g, int dtype, int d, const Run &run, ssl__cudnn_plan **ap, int *atimed) {
-    int timed;
-    ssl__cudnn_plan *p = ssl__cudnn_plan_for(g, dtype);
-    if (!ssl__auto_route(p, d, &timed)) {
-        *ap = p, *atimed = timed;
-        return 0;
-    }
-    ssl__auto_mark(p, d, timed, 0);
-    int done = run(p);
-    ssl__auto_mark(p, d, timed, 1);
-    if (!done && ssl__conv_engine == 3 && !ssl__capturing) p->pick[d] = 1; /* cuDNN has nothing for this shape: the GEMM path from now on */
-    return done;
+static int ssl__cudnn_takes(const ssl_tensor *b) {
+    return !ssl__emu && ssl__conv_engine == 1 && !(b && b->data);
 }
 #endif
 
@@ -2470,28 +2045,19 @@ extern "C" int ssl_cuda_conv2d_forward(const ssl_tensor *x, const ssl_tensor *w,
                                        int pad, ssl_tensor *y, ssl_buf *scratch, ssl_tensor *cols) {
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (cols && (uintptr_t)cols->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* im2col's 16-byte stores */
-    ssl__conv_env();
 #ifdef SSL_CUDNN
-    ssl__cudnn_plan *ap = NULL; /* auto: the shape's plan, and the timed events around the GEMM path below */
-    int atimed = -1;
-    if (!cols && ssl__cudnn_takes(b, g, x->dtype == y->dtype) &&
-        ssl__cudnn_turn(g, y->dtype, 0, [&](ssl__cudnn_plan *p) {
-            int done = 0;
-            SSL__GUARD;
-            SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(p, g, x, w, (T *)y->data););
-            return done;
-        }, &ap, &atimed))
-        return 0;
-    ssl__auto_mark(ap, 0, atimed, 0); /* else the GEMM path below */
+    if (!cols && ssl__cudnn_takes(b)) {
+        int done = 0;
+        SSL__GUARD;
+        SSL__TYPED(y->dtype, T, done = ssl__cudnn_fwd<T>(ssl__cudnn_plan_for(g, y->dtype), g, x, w, (T *)y->data););
+        if (done) return 0; /* else cuDNN has no algorithm for the shape: the GEMM path below */
+    }
 #endif
     if (ssl__prof_on)
         ssl__prof_conv_floor += ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(y->dtype), 0, 0).fwd;
     SSL__TYPED(x->dtype, TX, SSL__TYPED(y->dtype, TC, {
         SSL__RUN(ssl__conv_fwd(X_, g, (const TX *)x->data, w, b, (TC *)y->data, scratch, cols ? (TC *)cols->data : (TC *)NULL););
     }););
-#ifdef SSL_CUDNN
-    ssl__auto_mark(ap, 0, atimed, 1);
-#endif
     return 0;
 }
 
@@ -2546,18 +2112,13 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
     ssl__cg g = ssl__cg_make(x, w, stride, pad);
     if (dx && (uintptr_t)dx->data % 16) g.vec = 1, g.vshift = 0, g.d_cv = ssl__div_make(g.ci); /* col2im: 16-byte accesses need it aligned */
 #ifdef SSL_CUDNN
-    ssl__cudnn_plan *ap = NULL; /* auto: as in the forward */
-    int atimed = -1;
-    if (!cols && ssl__cudnn_takes(db, g, x->dtype == dy->dtype) && (!dx || dx->dtype == dy->dtype) &&
-        ssl__cudnn_turn(g, dy->dtype, 1, [&](ssl__cudnn_plan *p) {
-            int done = 0;
-            SSL__GUARD;
-            SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(p, g, x, w, (const T *)dy->data, dx ? (T *)dx->data : (T *)NULL,
-                                                              dx_accumulate, dw->data););
-            return done;
-        }, &ap, &atimed))
-        return 0;
-    ssl__auto_mark(ap, 1, atimed, 0); /* else the GEMM path below */
+    if (!cols && ssl__cudnn_takes(db) && (!dx || dx->dtype == dy->dtype)) {
+        int done = 0;
+        SSL__GUARD;
+        SSL__TYPED(dy->dtype, T, done = ssl__cudnn_bwd<T>(ssl__cudnn_plan_for(g, dy->dtype), g, x, w, (const T *)dy->data,
+                                                          dx ? (T *)dx->data : (T *)NULL, dx_accumulate, dw->data););
+        if (done) return 0; /* else the GEMM path below */
+    }
 #endif
     if (ssl__prof_on) {
         ssl__conv_bytes fl = ssl__conv_floor(g, ssl_dtype_size(x->dtype), ssl_dtype_size(dy->dtype),
@@ -2568,9 +2129,6 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
         SSL__RUN(ssl__conv_bwd(X_, g, (const TX *)x->data, w, (const TG *)dy->data, dx ? (TX *)dx->data : (TX *)NULL,
                                dx_accumulate, dw->data, db, scratch, cols ? (const TG *)cols->data : (const TG *)NULL););
     }););
-#ifdef SSL_CUDNN
-    ssl__auto_mark(ap, 1, atimed, 1);
-#endif
     return 0;
 }
 
@@ -2603,18 +2161,13 @@ static inline SSL_HD float ssl__after(float v, uint32_t dep) {
     return a.f;
 }
 enum { SSL__BNS_GRAD, SSL__BNS_MOMENTS };
-/* V channels per thread: 1, or 2, 4 or 8 (c % 8 == 0, the tensors and the
-   channels' mean and invstd 16-byte aligned) loaded as one vector.
-   One value a thread, a warp's load is 64 bytes of a row (bf16): measured
-   on an H200, 37% (backward) and 32% (forward) of the bandwidth, 20 ms of
-   a ResNet-50 step. With 8 channels a thread (64K threads, 4x the blocks)
-   the backward's pass went from 13.2 to 11.0 ms, but the forward's from
-   7.3 to 11.4 (and ResNet-18 CIFAR's from 1.8 to 3.4, its backward's from
-   1.9 to 2.2): the forward keeps V = 1 (by default: 2 and 4 with the
-   same blocks are there to be measured, ssl_cuda_set_bn_stats). A
-   channel's additions are those
-   of the one-channel loop, in its order: each (block, channel) sum is the
-   same bits for the same blocks. */
+/* V channels per thread: 1, or 8 (c % 8 == 0, the tensors and the
+   channels' mean and invstd 16-byte aligned) loaded as one vector. With 8
+   channels a thread (64K threads, 4x the blocks) the backward's pass got
+   faster on an H200 and the forward's slower (bench/RESULTS.md, "The GPU,
+   measured"), so the backward takes 8 and the forward 1. A channel's
+   additions are those of the one-channel loop, in its order: each
+   (block, channel) sum is the same bits for the same blocks. */
 template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
     /* STAGE a parameter: each stage its own kernel, registers and all */
     const T *x, *dy;
@@ -2628,13 +2181,13 @@ template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
        issued before any of the (dependent, in-order) double additions, so
        that each thread has N rows' loads in flight rather than the one or
        few the compiler hoists across a loop of additions (Little's law:
-       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns). The defaults
-       (ssl_cuda_set_bn_stats): one channel a thread and U = 16 rows for the
-       forward's one load, 128K threads, 4 MB of 2-byte loads; eight
+       an H200 wants ~3.4 MB in flight, 4.8 TB/s x ~700 ns): one channel a
+       thread and U = 16 rows for the forward's one load, 128K threads, 4 MB of 2-byte loads; eight
        channels a thread and U = 2 for the backward's loads, 64K threads,
        ~4 MB of 16-byte loads in what the registers allow (16 double sums a
-       thread). The additions are those of the one-row loop, in its order,
-       whatever V and U: the same bits for the same blocks. */
+       thread; U = 8 where the backward takes one channel a thread). The
+       additions are those of the one-row loop, in its order, whatever V
+       and U: the same bits for the same blocks. */
     template <int N>
     SSL_HD void rows_(int64_t r, int64_t ch, const float *k, const float *mu, const float *is, double *s0, double *s1) const {
         float v[N][V], g[N][V];
@@ -2706,10 +2259,9 @@ template <class T, int V, int STAGE, int U> struct ssl__f_bn_part {
    (Chan) mean: a few rows' exact mean is often a tie between two floats,
    and a running mean's last-bit error rounds it the other way (tried: the
    batch-8 train steps then drift from the CPU's 100 times faster). */
-/* (Session 11 loaded 8 blocks ahead in these walks, and the SASS then
-   issued them together; the H200 measured no gain: the forward statistics
-   row went 11.4 -> 12.6 ms. So the walks keep their one-block steps; the
-   profile's "groups, finish" rows time them on their own.) */
+/* The walks take one block a step: loading 8 blocks ahead measured no
+   gain on an H200 (bench/RESULTS.md, "The GPU, measured"); the profile's
+   "groups, finish" rows time them on their own. */
 template <class T> struct ssl__f_bn_group {
     int stage;
     const double *part;
@@ -2805,12 +2357,8 @@ struct ssl__f_bn_stats {
 /* y = BN(x) (+ residual) (then ReLU): the fused output pass */
 /* V values of one row per work item (c % V == 0); scale and shift loaded as
    vectors (see ssl__f_bn_dx: as 16 single floats they were 128 L1 cycles a
-   warp against 13 for the data). R: the same V channels of R consecutive
-   rows per work item, their parameters loaded once (1 by default; 2 and 4
-   to be measured, ssl_cuda_set_bn_rows; the same bits, each value's
-   arithmetic is the same). Work item t: rows (t / (c/V)) R .. + R - 1,
-   channels (t % (c/V)) V .. + V - 1. */
-template <class T, int V, int R = 1> struct ssl__f_bn_apply {
+   warp against 13 for the data). */
+template <class T, int V> struct ssl__f_bn_apply {
     const T *x;
     const float *scale, *shift;
     const T *res;
@@ -2818,38 +2366,24 @@ template <class T, int V, int R = 1> struct ssl__f_bn_apply {
     ssl__div d_c;
     int relu;
     uint8_t *mask; /* V = 8: the ReLU's bits, a byte per work item (NULL: none) */
-    int64_t rows;  /* R > 1: the last group's rows stop here */
     SSL_HD void operator()(int64_t t) const {
-        uint32_t r, k;
-        int64_t j0;
-        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
-        else { /* t = g (c/V) + o: rows g R .., channels o V .. */
-            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
-            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
-        }
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(t * V), &r);
         float sc[V], sh[V];
         ssl__vio<V>::ld(scale + k, sc);
         ssl__vio<V>::ld(shift + k, sh);
-        float v[R][V], rv[R][V] = {}; /* (initialized: the host compiler cannot see res's test repeat) */
-        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            ssl__vio<V>::ld(x + j * V, v[u]);
-            if (res) ssl__vio<V>::ld(res + j * V, rv[u]);
+        float v[V], rv[V] = {}; /* (initialized: the host compiler cannot see res's test repeat) */
+        ssl__vio<V>::ld(x + t * V, v);
+        if (res) ssl__vio<V>::ld(res + t * V, rv);
+        for (int e = 0; e < V; e++) {
+            v[e] = ssl__bn_apply(v[e], sc[e], sh[e]);
+            if (res) v[e] += rv[e];
+            if (relu) v[e] = ssl__relu(v[e]);
         }
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            for (int e = 0; e < V; e++) {
-                v[u][e] = ssl__bn_apply(v[u][e], sc[e], sh[e]);
-                if (res) v[u][e] += rv[u][e];
-                if (relu) v[u][e] = ssl__relu(v[u][e]);
-            }
-            ssl__vio<V>::st(y + j * V, v[u]);
-            if (V == 8 && mask) {
-                int b = 0;
-                for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[u][e]) > 0.0f) << e; /* where the stored y is > 0 */
-                mask[j] = (uint8_t)b;
-            }
+        ssl__vio<V>::st(y + t * V, v);
+        if (V == 8 && mask) {
+            int b = 0;
+            for (int e = 0; e < V; e++) b |= (ssl__stored(y, v[e]) > 0.0f) << e; /* where the stored y is > 0 */
+            mask[t] = (uint8_t)b;
         }
     }
 };
@@ -2874,50 +2408,34 @@ struct ssl__f_bn_gradfin {
    16-byte data accesses of a warp's 256 values (at 132 SMs x 1.98 GHz, about
    0.2 T values/s, 26% of an H200's bandwidth; measured: 34% for the pass and
    its statistics). As 16-byte vectors: 10 loads of 4 lines, 40 cycles. */
-template <class T, int V, int R = 1> struct ssl__f_bn_dx {
+template <class T, int V> struct ssl__f_bn_dx {
     const T *x, *dy, *relu_y;
     const float *mean, *invstd, *gam, *mean_dy, *mean_dy_xhat;
     T *dx;
     ssl__div d_c;
     const uint8_t *mbits; /* the mask as bits, instead of relu_y */
     T *dyr;               /* dy through the mask, stored (NULL: not; may be dy) */
-    int64_t rows;         /* R > 1 (rows a work item, as ssl__f_bn_apply's): the last group's rows stop here */
     SSL_HD void operator()(int64_t t) const {
-        uint32_t r, k;
-        int64_t j0;
-        if constexpr (R == 1) k = ssl__divmod(d_c, (uint32_t)(t * V), &r), j0 = t;
-        else {
-            uint32_t g, o = ssl__divmod(d_c, (uint32_t)(t * V), &g);
-            k = o, r = g * R, j0 = ((int64_t)r * d_c.d + k) / V;
-        }
-        int n = R == 1 ? 1 : (int)ssl__min64(R, rows - r);
-        float xv[R][V], g[R][V], m[R][V];
-        int byte[R] = {};
-        for (int u = 0; u < n; u++) { /* every row's loads before the first store (dyr may be dy) */
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            ssl__vio<V>::ld(x + j * V, xv[u]);
-            ssl__vio<V>::ld(dy + j * V, g[u]);
-            if (relu_y) ssl__vio<V>::ld(relu_y + j * V, m[u]);
-            else if (mbits) byte[u] = V == 8 ? mbits[j] : ssl__bit(mbits, j);
-        }
-        for (int u = 0; u < n; u++) {
-            if (relu_y)
-                for (int e = 0; e < V; e++) g[u][e] = ssl__relu_grad(m[u][e], g[u][e]);
-            else if (mbits)
-                for (int e = 0; e < V; e++) g[u][e] = (byte[u] >> e) & 1 ? g[u][e] : 0.0f;
-            if (dyr) ssl__vio<V>::st(dyr + (j0 + (int64_t)u * (d_c.d / V)) * V, g[u]);
-        }
+        uint32_t r, k = ssl__divmod(d_c, (uint32_t)(t * V), &r);
+        float xv[V], g[V], m[V];
+        int byte = 0;
+        ssl__vio<V>::ld(x + t * V, xv); /* every load before the first store (dyr may be dy) */
+        ssl__vio<V>::ld(dy + t * V, g);
+        if (relu_y) ssl__vio<V>::ld(relu_y + t * V, m);
+        else if (mbits) byte = V == 8 ? mbits[t] : ssl__bit(mbits, t);
+        if (relu_y)
+            for (int e = 0; e < V; e++) g[e] = ssl__relu_grad(m[e], g[e]);
+        else if (mbits)
+            for (int e = 0; e < V; e++) g[e] = (byte >> e) & 1 ? g[e] : 0.0f;
+        if (dyr) ssl__vio<V>::st(dyr + t * V, g);
         float mu[V], is[V], ga[V], md[V], mdx[V];
         ssl__vio<V>::ld(mean + k, mu);
         ssl__vio<V>::ld(invstd + k, is);
         ssl__vio<V>::ld(gam + k, ga);
         ssl__vio<V>::ld(mean_dy + k, md);
         ssl__vio<V>::ld(mean_dy_xhat + k, mdx);
-        for (int u = 0; u < n; u++) {
-            int64_t j = j0 + (int64_t)u * (d_c.d / V);
-            for (int e = 0; e < V; e++) g[u][e] = ssl__bn_grad_input(g[u][e], xv[u][e], mu[e], is[e], ga[e], md[e], mdx[e]);
-            ssl__vio<V>::st(dx + j * V, g[u]);
-        }
+        for (int e = 0; e < V; e++) g[e] = ssl__bn_grad_input(g[e], xv[e], mu[e], is[e], ga[e], md[e], mdx[e]);
+        ssl__vio<V>::st(dx + t * V, g);
     }
 };
 
@@ -2927,126 +2445,22 @@ static int64_t ssl__bn_group(int64_t blocks) {
     while (G * G < blocks) G++;
     return G;
 }
-/* The statistics passes' blocks scaled by a factor (default 1): for
-   measuring on a GPU the trade between the pass's parallelism and the
-   group and finish launches' serial walks (bench/gpu_report.sh bnsweep).
-   SSL_BN_SPLIT in the environment sets it at the first batch norm; a value
-   outside [1/64, 64] there stops the program with the reason. The sums'
-   last bits depend on the split, nothing else does. */
-static double ssl__bn_split_v = 0;
-extern "C" int ssl_cuda_set_bn_split(double split) {
-    ssl__graphs_drop(); /* which kernels run changes */
-    if (!(split >= 1.0 / 64 && split <= 64)) return ssl__fail("BN split %g: want a number in [1/64, 64] (1 is the default)", split);
-    ssl__bn_split_v = split;
-    return 0;
-}
-static double ssl__bn_split(void) {
-    if (ssl__bn_split_v == 0) {
-        const char *e = getenv("SSL_BN_SPLIT");
-        char *end = NULL;
-        double v = e && *e ? strtod(e, &end) : 1.0;
-        if (e && *e && (*end || ssl_cuda_set_bn_split(v))) {
-            fprintf(stderr, "ssl.cu: SSL_BN_SPLIT=%s: want a number in [1/64, 64] (1 is the default)\n", e);
-            exit(2);
-        }
-        ssl__bn_split_v = v;
-    }
-    return ssl__bn_split_v;
-}
 /* rows per block: enough blocks x channels for ~128K threads (V = 1) or
-   64K threads of 8 channels (V = 8), times SSL_BN_SPLIT */
+   64K threads of 8 channels (V = 8) */
 static int64_t ssl__bn_per(int64_t rows, int64_t c, int V) {
-    int64_t blocks = (int64_t)((V == 8 ? 524288 : 131072) * ssl__bn_split()) / (c > 0 ? c : 1);
+    int64_t blocks = (V == 8 ? 524288 : 131072) / (c > 0 ? c : 1);
     if (blocks < 1) blocks = 1;
     if (blocks > rows) blocks = rows;
     return (rows + blocks - 1) / blocks;
 }
 
-/* The statistics passes' thread shapes: V channels a thread, U rows'
-   loads issued together. A knob for measuring them against each other on
-   a GPU in one run (bench/bn_bench.c), as the split is for the blocks:
-   session 11 tried one shape per device call. The blocks do not depend on
-   it, so neither do the results: every shape gives the same bits.
-   "FVxFU/BVxBU" (forward / backward; default "1x16/8x2"), one of the
-   shapes listed below for each; SSL_BN_STATS in the environment sets it at
-   the first batch norm (an unknown shape there stops the program with the
-   reason). A shape with V > 1 applies where the tensor allows 16-byte
-   vectors (c a multiple of 8, aligned data); otherwise V = 1. */
-struct ssl__bn_vu {
-    int v, u;
-};
-/* (index, V, U): the lists and the kernels launched for them come from
-   these, so a shape's name and its kernel cannot disagree; index 0 is the
-   default */
-#define SSL__BN_FWD_SHAPES(X) X(0, 1, 16) X(1, 1, 8) X(2, 2, 8) X(3, 2, 16) X(4, 4, 8)
-#define SSL__BN_BWD_SHAPES(X) X(0, 8, 2) X(1, 8, 4) X(2, 4, 4) X(3, 2, 8) X(4, 1, 8)
-#define SSL__BN_VU_ITEM(i, V, U) {V, U},
-static const ssl__bn_vu ssl__bn_fwd_vus[] = {SSL__BN_FWD_SHAPES(SSL__BN_VU_ITEM)};
-static const ssl__bn_vu ssl__bn_bwd_vus[] = {SSL__BN_BWD_SHAPES(SSL__BN_VU_ITEM)};
-#undef SSL__BN_VU_ITEM
-#define SSL__BN_NVU 5
-static int ssl__bn_fi = -1, ssl__bn_bi = -1; /* indices into the lists; -1: not read yet */
-static int ssl__bn_vu_find(const ssl__bn_vu *l, int v, int u) {
-    for (int i = 0; i < SSL__BN_NVU; i++)
-        if (l[i].v == v && l[i].u == u) return i;
-    return -1;
-}
-#define SSL__BN_STATS_WANT                                                                                       \
-    "want FVxFU/BVxBU, channels a thread x rows ahead for the forward / backward statistics: forward 1x16 "    \
-    "(default), 1x8, 2x8, 2x16 or 4x8; backward 8x2 (default), 8x4, 4x4, 2x8 or 1x8"
-extern "C" int ssl_cuda_set_bn_stats(const char *spec) {
-    ssl__graphs_drop(); /* which kernels run changes */
-    int fv, fu, bv, bu, n = 0;
-    if (!spec || !*spec) spec = "1x16/8x2";
-    if (sscanf(spec, "%dx%d/%dx%d%n", &fv, &fu, &bv, &bu, &n) != 4 || spec[n])
-        return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
-    int fi = ssl__bn_vu_find(ssl__bn_fwd_vus, fv, fu), bi = ssl__bn_vu_find(ssl__bn_bwd_vus, bv, bu);
-    if (fi < 0 || bi < 0) return ssl__fail("BN statistics shape \"%s\": " SSL__BN_STATS_WANT, spec);
-    ssl__bn_fi = fi, ssl__bn_bi = bi;
-    return 0;
-}
-static void ssl__bn_stats_env(void) {
-    if (ssl__bn_fi >= 0) return;
-    const char *e = getenv("SSL_BN_STATS");
-    if (ssl_cuda_set_bn_stats(e)) {
-        fprintf(stderr, "ssl.cu: SSL_BN_STATS=%s: %s\n", e, SSL__BN_STATS_WANT);
-        exit(2);
-    }
-}
-
-/* Batch norm's output and input-gradient passes: R rows of the same V
-   channels a work item, their parameters loaded once (1, the default; 2
-   or 4 to be measured, bench/bn_bench.c). SSL_BN_ROWS in the environment
-   sets it at the first batch norm (another value stops the program with
-   the reason). The same bits whatever R. */
-static int ssl__bn_rows_v = 0;
-extern "C" int ssl_cuda_set_bn_rows(int rows) {
-    ssl__graphs_drop(); /* which kernels run changes */
-    if (rows != 1 && rows != 2 && rows != 4) return ssl__fail("BN rows a work item %d: want 1 (the default), 2 or 4", rows);
-    ssl__bn_rows_v = rows;
-    return 0;
-}
-static int ssl__bn_rows(void) {
-    if (!ssl__bn_rows_v) {
-        const char *e = getenv("SSL_BN_ROWS");
-        if (e && *e && ((strcmp(e, "1") && strcmp(e, "2") && strcmp(e, "4")) || ssl_cuda_set_bn_rows(atoi(e)))) {
-            fprintf(stderr, "ssl.cu: SSL_BN_ROWS=%s: want 1 (the default), 2 or 4\n", e);
-            exit(2);
-        }
-        ssl__bn_rows_v = e && *e ? atoi(e) : 1;
-    }
-    return ssl__bn_rows_v;
-}
-/* F<T, 8, R> over rows x c in groups of R rows where 8-value vectors are
-   allowed (v8), else F<T, 1> one value a work item */
-#define SSL__BN_EACH_R(X, F, T, v8, rows, c, ...)                                                \
+/* F<T, 8> over rows x c where 8-value vectors are allowed (v8), else
+   F<T, 1> one value a work item */
+#define SSL__BN_EACH(X, F, T, v8, rows, c, ...)                                                 \
     do {                                                                                          \
-        int64_t rows_ = (rows), c_ = (c);                                                         \
-        int R_ = ssl__bn_rows();                                                                  \
-        if (!(v8)) { F<T, 1> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_); }               \
-        else if (R_ == 1) { F<T, 8> f_ = {__VA_ARGS__, rows_}; (X).each(f_, rows_ * c_ / 8); }    \
-        else if (R_ == 2) { F<T, 8, 2> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 1) / 2 * c_ / 8); } \
-        else { F<T, 8, 4> f_ = {__VA_ARGS__, rows_}; (X).each(f_, (rows_ + 3) / 4 * c_ / 8); }   \
+        int64_t n_ = (rows) * (c);                                                                \
+        if (!(v8)) { F<T, 1> f_ = {__VA_ARGS__}; (X).each(f_, n_); }                              \
+        else { F<T, 8> f_ = {__VA_ARGS__}; (X).each(f_, n_ / 8); }                                \
     } while (0)
 
 /* a(i) then b(i): two per-index steps where the second needs the first's
@@ -3075,424 +2489,13 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, d
     x.each(fin, f.c);
 }
 
-// ---- batch norm through cuDNN (ssl_cuda_set_bn_engine, SSL_BN) ---------------------
-/* "cudnn" hands the training batch norms to cuDNN's graph API: the forward
-   as NormForward (batch norm, training) -> [+ residual] -> ReLU, with the
-   ReLU's mask as bits (CMP_GT; cuDNN's packed BOOLEAN is ssl.h's layout:
-   bit i of the NHWC tensor is bit i % 8 of byte i / 8); the backward as
-   dy * mask -> [dz, kept when the caller wants dy through the ReLU] ->
-   NormBackward. These are the runtime-fused engines its documentation
-   calls NormAddRelu and DReluForkDNorm, which take bf16 and fp32 (its
-   convolution fusions take fp16 only). Why: batch norm is ~40% of a
-   ResNet-50 step at 224 on ssl.h's own passes, at 34-47% of the memory's
-   bandwidth (bench/RESULTS.md); build/cudnn_fusion and bench/bn_bench.c
-   measure both on the same shapes. cuDNN's sums are its own (fp32, not
-   ssl.h's double ones), so the results are the GPU tolerances' close, not
-   the same bits. The running statistics are updated here from cuDNN's mean
-   and 1/std (the unbiased variance, as PyTorch), and the weight and bias
-   gradients added to the caller's (ssl.h accumulates them). What stays on
-   ssl.h's passes: emulation, evaluation, a build without cuDNN, types
-   other than bf16 and fp32, channels not a multiple of 8 (bf16) or 4
-   (fp32), tensors not 16-byte aligned, a batch norm without affine
-   parameters or running statistics, a mask given as the output tensor
-   rather than bits, y written over x, an input gradient written over dy
-   or x, and a shape for which cuDNN has no engine (said once on stderr).
-   Each shape's plan
-   is built on its first call (the heuristics' first configuration that
-   finalizes; a runtime-fused engine compiles its kernel there, which can
-   take a second or more). */
-static int ssl__bn_engine_v = -1; /* -1: SSL_BN not read yet; 0: ssl.h's passes; 1: cuDNN where it takes the call */
-static long long ssl__cbn_calls;   /* batch norm calls cuDNN did (for the tests) */
-static int ssl__bn_engine_parse(const char *engine) {
-    if (!engine || !*engine || !strcmp(engine, "ssl")) return 0;
-    if (!strcmp(engine, "cudnn")) {
-#ifdef SSL_CUDNN
-        return 1;
-#else
-        return ssl__fail("batch norm engine cudnn: this build has no cuDNN (build with make CUDNN=1)");
-#endif
-    }
-    return ssl__fail("batch norm engine '%s': expected ssl or cudnn", engine);
-}
-static int ssl__bn_engine(void) {
-    if (ssl__bn_engine_v < 0) {
-        const char *e = getenv("SSL_BN");
-        int v = ssl__bn_engine_parse(e);
-        if (v < 0) {
-            fprintf(stderr, "ssl.cu: SSL_BN=%s: %s\n", e, ssl_last_error());
-            exit(2);
-        }
-        ssl__bn_engine_v = v;
-    }
-    return ssl__bn_engine_v;
-}
-extern "C" int ssl_cuda_set_bn_engine(const char *engine) {
-    (void)ssl__bn_engine(); /* a bad SSL_BN is an error even where the program chooses */
-    int v = ssl__bn_engine_parse(engine);
-    if (v < 0) return -1;
-    ssl__graphs_drop(); /* which kernels run changes */
-    ssl__bn_engine_v = v;
-    return 0;
-}
-extern "C" const char *ssl_cuda_bn_engine(void) { return ssl__bn_engine() ? "cudnn" : "ssl"; }
-extern "C" long long ssl_cuda_bn_cudnn_calls(void) { return ssl__cbn_calls; }
-
-/* the running statistics from cuDNN's mean and 1/std: var = 1/invstd^2 -
-   eps is the biased variance it normalized with */
-struct ssl__f_cbn_running {
-    const float *mean, *invstd;
-    float *rmean, *rvar;
-    int64_t rows;
-    float eps, momentum;
-    SSL_HD void operator()(int64_t i) const {
-        double inv = invstd[i], var = 1.0 / (inv * inv) - eps;
-        rmean[i] = ssl__bn_running(rmean[i], mean[i], momentum);
-        rvar[i] = ssl__bn_running(rvar[i], (float)((var > 0 ? var : 0) * rows / (rows - 1)), momentum);
-    }
-};
-/* cuDNN's weight and bias gradients (s[0..c), s[c..2c)) added to the caller's */
-struct ssl__f_cbn_grads {
-    const float *s;
-    float *dw, *db;
-    int64_t c;
-    SSL_HD void operator()(int64_t i) const {
-        if (dw) dw[i] += s[i];
-        if (db) db[i] += s[c + i];
-    }
-};
-
-#ifdef SSL_CUDNN
-/* one batch norm graph, built once per shape and kind */
-enum { SSL__CBN_X = 1, SSL__CBN_Z, SSL__CBN_Y, SSL__CBN_MASK, SSL__CBN_SCALE, SSL__CBN_BIAS, SSL__CBN_MEAN,
-       SSL__CBN_INV, SSL__CBN_EPS, SSL__CBN_ZERO, SSL__CBN_DY, SSL__CBN_DZ, SSL__CBN_DX, SSL__CBN_DSCALE,
-       SSL__CBN_DBIAS, SSL__CBN_V1, SSL__CBN_V2 };
-struct ssl__cbn_plan {
-    int64_t key[9]; /* n, h, w, c, dtype, backward, residual, mask (forward: 1 ReLU, 2 ReLU and mask bits), dz kept */
-    int state;      /* 1 ready; -1 no engine (ssl.h's passes take the shape) */
-    cudnnBackendDescriptor_t plan;
-    std::vector<cudnnBackendDescriptor_t> made; /* the graph's descriptors, kept as long as the plan */
-    size_t ws;
-};
-static std::vector<ssl__cbn_plan> ssl__cbn_plans;
-static ssl_buf ssl__cbn_buf; /* 2c floats: cuDNN's weight and bias gradients */
-/* descriptors in order, the first failure kept (and everything after it skipped) */
-struct ssl__cbn_graph {
-    std::vector<cudnnBackendDescriptor_t> *made;
-    cudnnStatus_t st;
-    char why[160];
-    cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t t) {
-        cudnnBackendDescriptor_t d = NULL;
-        if (!st && (st = cudnnBackendCreateDescriptor(t, &d)) == CUDNN_STATUS_SUCCESS) made->push_back(d);
-        else if (st && !why[0]) snprintf(why, sizeof why, "creating a descriptor: %s", cudnnGetErrorString(st));
-        return d;
-    }
-    void set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t, int64_t n, const void *v) {
-        if (!st && (st = cudnnBackendSetAttribute(d, a, t, n, v)) != CUDNN_STATUS_SUCCESS)
-            snprintf(why, sizeof why, "attribute %d: %s", (int)a, cudnnGetErrorString(st));
-    }
-    void desc(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t a, cudnnBackendDescriptor_t v) {
-        set(d, a, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &v);
-    }
-    void done(cudnnBackendDescriptor_t d, const char *what) {
-        if (!st && (st = cudnnBackendFinalize(d)) != CUDNN_STATUS_SUCCESS)
-            snprintf(why, sizeof why, "%s: %s", what, cudnnGetErrorString(st));
-    }
-    /* an NHWC tensor (n, c, h, w); a host float passed by value when byval */
-    cudnnBackendDescriptor_t tensor(int64_t uid, cudnnDataType_t dt, int64_t n, int64_t c, int64_t h, int64_t w,
-                                    bool virt, bool byval = false) {
-        int64_t dims[4] = {n, c, h, w}, str[4] = {h * w * c, 1, w * c, c}, align = 16;
-        cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-        set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt);
-        set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
-        set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str);
-        set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
-        set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
-        set(t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt);
-        if (byval) set(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval);
-        done(t, "a tensor");
-        return t;
-    }
-    cudnnBackendDescriptor_t pointwise(cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
-                                       cudnnBackendDescriptor_t y) {
-        cudnnDataType_t prec = CUDNN_DATA_FLOAT;
-        cudnnBackendDescriptor_t pw = make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR), op;
-        set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
-        set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec);
-        done(pw, "a pointwise descriptor");
-        op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw);
-        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
-        if (b) desc(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
-        desc(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
-        done(op, "a pointwise operation");
-        return op;
-    }
-};
-/* the operation graph of key k (form: the forward mask's comparison on
-   the ReLU's input, 0, or on y, 1), made with handle hd; hd NULL: the
-   operations only (they need no GPU; ssl_cuda_cudnn_bn_check) */
-static cudnnBackendDescriptor_t ssl__cbn_ops(ssl__cbn_graph &b, const int64_t *k, int form, cudnnHandle_t hd) {
-    int64_t n = k[0], h = k[1], w = k[2], c = k[3];
-    cudnnDataType_t io = k[4] == SSL_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, f32 = CUDNN_DATA_FLOAT;
-    cudnnBackendNormMode_t mode = CUDNN_BATCH_NORM;
-    cudnnBackendDescriptor_t ops[4], op, sc = b.tensor(SSL__CBN_SCALE, f32, 1, c, 1, 1, false),
-                                         me = b.tensor(SSL__CBN_MEAN, f32, 1, c, 1, 1, false),
-                                         iv = b.tensor(SSL__CBN_INV, f32, 1, c, 1, 1, false),
-                                         x = b.tensor(SSL__CBN_X, io, n, c, h, w, false);
-    int nops = 0;
-    if (!k[5]) { /* forward */
-        cudnnBackendNormFwdPhase_t phase = CUDNN_NORM_FWD_TRAINING;
-        cudnnBackendDescriptor_t bi = b.tensor(SSL__CBN_BIAS, f32, 1, c, 1, 1, false), eps = b.tensor(SSL__CBN_EPS, f32, 1, 1, 1, 1, false, true),
-                                 y = b.tensor(SSL__CBN_Y, io, n, c, h, w, false),
-                                 v1 = k[7] ? b.tensor(SSL__CBN_V1, f32, n, c, h, w, true) : y; /* no ReLU: batch norm alone writes y */
-        op = b.make(CUDNN_BACKEND_OPERATION_NORM_FORWARD_DESCRIPTOR);
-        b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
-        b.set(op, CUDNN_ATTR_OPERATION_NORM_FWD_PHASE, CUDNN_TYPE_NORM_FWD_PHASE, 1, &phase);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_XDESC, x), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_MEAN_DESC, me);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_INV_VARIANCE_DESC, iv), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_SCALE_DESC, sc);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_BIAS_DESC, bi), b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_EPSILON_DESC, eps);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_FWD_YDESC, v1);
-        b.done(op, "the NormForward operation");
-        ops[nops++] = op;
-        cudnnBackendDescriptor_t pre = v1;
-        if (k[6]) {
-            cudnnBackendDescriptor_t z = b.tensor(SSL__CBN_Z, io, n, c, h, w, false), v2 = b.tensor(SSL__CBN_V2, f32, n, c, h, w, true);
-            ops[nops++] = b.pointwise(CUDNN_POINTWISE_ADD, v1, z, v2);
-            pre = v2;
-        }
-        if (k[7]) ops[nops++] = b.pointwise(CUDNN_POINTWISE_RELU_FWD, pre, NULL, y);
-        if (k[7] == 2) {
-            cudnnBackendDescriptor_t m = b.tensor(SSL__CBN_MASK, CUDNN_DATA_BOOLEAN, n, c, h, w, false),
-                                     zero = b.tensor(SSL__CBN_ZERO, f32, 1, 1, 1, 1, false, true);
-            ops[nops++] = b.pointwise(CUDNN_POINTWISE_CMP_GT, form ? y : pre, zero, m);
-        }
-    } else { /* backward */
-        cudnnBackendDescriptor_t dy = b.tensor(SSL__CBN_DY, io, n, c, h, w, false), g = dy,
-                                 dx = b.tensor(SSL__CBN_DX, io, n, c, h, w, false),
-                                 ds = b.tensor(SSL__CBN_DSCALE, f32, 1, c, 1, 1, false),
-                                 db = b.tensor(SSL__CBN_DBIAS, f32, 1, c, 1, 1, false);
-        if (k[7]) {
-            cudnnBackendDescriptor_t m = b.tensor(SSL__CBN_MASK, CUDNN_DATA_BOOLEAN, n, c, h, w, false);
-            g = b.tensor(SSL__CBN_DZ, k[8] ? io : f32, n, c, h, w, !k[8]);
-            ops[nops++] = b.pointwise(CUDNN_POINTWISE_MUL, dy, m, g);
-        }
-        op = b.make(CUDNN_BACKEND_OPERATION_NORM_BACKWARD_DESCRIPTOR);
-        b.set(op, CUDNN_ATTR_OPERATION_NORM_BWD_MODE, CUDNN_TYPE_NORM_MODE, 1, &mode);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_XDESC, x), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_MEAN_DESC, me);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_INV_VARIANCE_DESC, iv), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DYDESC, g);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_SCALE_DESC, sc), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DSCALE_DESC, ds);
-        b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DBIAS_DESC, db), b.desc(op, CUDNN_ATTR_OPERATION_NORM_BWD_DXDESC, dx);
-        b.done(op, "the NormBackward operation");
-        ops[nops++] = op;
-    }
-    if (!hd) return NULL;
-    cudnnBackendDescriptor_t graph = b.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, nops, ops);
-    b.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &hd);
-    b.done(graph, "the operation graph");
-    return graph;
-}
-/* a plan for graph: the heuristics' configurations (mode A, then the
-   fallback list), the first that finalizes with a workspace under 256 MiB */
-static int ssl__cbn_plan_make(ssl__cbn_graph &b, cudnnBackendDescriptor_t graph, ssl__cbn_plan *p) {
-    cudnnHandle_t hd = ssl__cudnn();
-    cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-    for (int m = 0; m < 2 && !b.st; m++) {
-        cudnnBackendDescriptor_t heur = b.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR), cfg[8];
-        b.desc(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
-        b.set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[m]);
-        b.done(heur, m ? "the fallback heuristics" : "the heuristics");
-        int64_t got = 0;
-        for (int i = 0; i < 8; i++) cfg[i] = b.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-        if (!b.st && (b.st = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 8,
-                                                      &got, cfg)) != CUDNN_STATUS_SUCCESS)
-            snprintf(b.why, sizeof b.why, "the heuristics' results: %s", cudnnGetErrorString(b.st));
-        for (int64_t i = 0; i < got && !b.st; i++) {
-            cudnnBackendDescriptor_t plan = b.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-            b.set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &hd);
-            b.desc(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg[i]);
-            if (b.st) break;
-            cudnnStatus_t fs = cudnnBackendFinalize(plan);
-            int64_t ws = 0, cnt = 0;
-            if (fs == CUDNN_STATUS_SUCCESS &&
-                cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &ws) ==
-                    CUDNN_STATUS_SUCCESS &&
-                ws <= ((int64_t)256 << 20)) {
-                p->plan = plan, p->ws = (size_t)ws;
-                return 1;
-            }
-            if (!b.why[0]) snprintf(b.why, sizeof b.why, "plan %lld: %s", (long long)i, cudnnGetErrorString(fs));
-        }
-        if (!b.st && !got && !b.why[0]) snprintf(b.why, sizeof b.why, "no engine configuration");
-        if (m == 0 && b.st) b.st = CUDNN_STATUS_SUCCESS; /* then the fallback list */
-    }
-    return 0;
-}
-/* the plan for key k, built on its first call; NULL: ssl.h's passes take it
-   (no engine; or a capture is under way, which a build would spoil) */
-static ssl__cbn_plan *ssl__cbn_plan_for(const int64_t *k) {
-    for (auto &p : ssl__cbn_plans)
-        if (!memcmp(p.key, k, sizeof p.key)) return p.state > 0 ? &p : NULL;
-    ssl__churn++; /* a build: not in a graph (the capture is thrown away) */
-    if (ssl__capturing) return NULL;
-    ssl__cbn_plan p = {};
-    memcpy(p.key, k, sizeof p.key);
-    ssl__cbn_graph b = {&p.made, CUDNN_STATUS_SUCCESS, ""};
-    static int built;
-    static double built_s;
-    double t0 = ssl_now();
-    for (int form = 0; form < (k[5] || k[7] < 2 ? 1 : 2) && p.state <= 0; form++) {
-        if (form) b.st = CUDNN_STATUS_SUCCESS;
-        cudnnBackendDescriptor_t graph = ssl__cbn_ops(b, k, form, ssl__cudnn());
-        p.state = !b.st && ssl__cbn_plan_make(b, graph, &p) ? 1 : -1;
-    }
-    built_s += ssl_now() - t0;
-    built++;
-    if (!(built & (built - 1))) /* 1, 2, 4, 8, ... plans: how long building them takes (kernels compiled at run time) */
-        fprintf(stderr, "ssl.cu: cuDNN batch norm: %d plan%s built in %.1f s (each shape's on its first call)\n", built,
-                built > 1 ? "s" : "", built_s);
-    if (p.state > 0) {
-        (void)ssl__cudnn_workspace(p.ws); /* grown now, never inside a capture */
-        (void)ssl_cuda_buf_reserve(&ssl__cbn_buf, sizeof(float) * 2 * (size_t)k[3]);
-    } else {
-        fprintf(stderr, "ssl.cu: cuDNN batch norm (%s, %s, %lldx%lldx%lldx%lld%s%s): %s; ssl.h's own passes take this shape\n",
-                k[5] ? "backward" : "forward", k[4] == SSL_BF16 ? "bf16" : "fp32", (long long)k[0], (long long)k[1],
-                (long long)k[2], (long long)k[3], k[6] ? ", residual" : "", k[7] ? ", ReLU" : "", b.why[0] ? b.why : "no plan");
-        for (auto d : p.made) cudnnBackendDestroyDescriptor(d);
-        p.made.clear();
-    }
-    ssl__cbn_plans.push_back(p);
-    ssl__cbn_plan *q = &ssl__cbn_plans.back();
-    return q->state > 0 ? q : NULL;
-}
-#endif
-/* Tests: batch norm's cuDNN operations for a shape and kind (mask: the
-   forward's 0 plain, 1 ReLU, 2 ReLU and its bits; the backward's 0 plain,
-   1 through the bits), every
-   descriptor made and finalized up to the operation graph, which needs a
-   GPU's handle (so this runs without one). 0: all finalize; 1: a build
-   without cuDNN; -1 with the first failure as the error. */
-extern "C" int ssl_cuda_cudnn_bn_check(int n, int h, int w, int c, int bf16, int backward, int residual, int mask, int keep_dz) {
-#ifdef SSL_CUDNN
-    int64_t k[9] = {n, h, w, c, bf16 ? SSL_BF16 : SSL_F32, backward, residual, mask, keep_dz};
-    std::vector<cudnnBackendDescriptor_t> made;
-    int bad = 0;
-    for (int form = 0; form < (backward || mask < 2 ? 1 : 2) && !bad; form++) {
-        ssl__cbn_graph b = {&made, CUDNN_STATUS_SUCCESS, ""};
-        (void)ssl__cbn_ops(b, k, form, NULL);
-        if (b.st) bad = ssl__fail("cuDNN batch norm (%s, form %d): %s", backward ? "backward" : "forward", form, b.why);
-    }
-    for (auto d : made) cudnnBackendDestroyDescriptor(d);
-    return bad;
-#else
-    (void)n, (void)h, (void)w, (void)c, (void)bf16, (void)backward, (void)residual, (void)mask, (void)keep_dz;
-    return 1;
-#endif
-}
-#ifdef SSL_CUDNN
-/* the shape's key, or 0 where ssl.h's passes must take it */
-static int ssl__cbn_key(const ssl_tensor *x, int64_t *k) {
-    int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
-    if (ssl__emu || ssl__bn_engine() != 1 || (x->dtype != SSL_BF16 && x->dtype != SSL_F32) ||
-        c % (x->dtype == SSL_BF16 ? 8 : 4) || rows < 2 || (uintptr_t)x->data % 16)
-        return 0;
-    int four = x->ndim == 4;
-    k[0] = four ? x->dim[0] : rows, k[1] = four ? x->dim[1] : 1, k[2] = four ? x->dim[2] : 1, k[3] = c, k[4] = x->dtype;
-    return 1;
-}
-static void ssl__cbn_run(const ssl__cbn_plan *p, const int64_t *uids, void *const *ptrs, int n) {
-    cudnnBackendDescriptor_t vp;
-    void *ws = ssl__cudnn_workspace(p->ws);
-    SSL_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp));
-    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids));
-    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs));
-    SSL_CUDNN_CHECK(cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws));
-    SSL_CUDNN_CHECK(cudnnBackendFinalize(vp));
-    double t0 = ssl_now();
-    SSL_CUDNN_CHECK(cudnnBackendExecute(ssl__cudnn(), p->plan, vp));
-    ssl__launch_waited(t0, 20e-6);
-    SSL_CUDNN_CHECK(cudnnBackendDestroyDescriptor(vp));
-    ssl__launches++, ssl__cbn_calls++;
-}
-#endif
-
-/* 1: cuDNN did the forward (see above); 0: ssl.h's passes are to */
-static int ssl__cbn_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *res, int relu,
-                            ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
-#ifdef SSL_CUDNN
-    int64_t k[9];
-    if (!training || !ssl__cbn_key(x, k) || !bn->weight.data || !bn->bias.data || !bn->running_mean.data ||
-        !bn->running_var.data || ((res || mask) && !relu) || y->data == x->data ||
-        !ssl__vec8(8, y->data, res ? res->data : NULL, mask ? mask->data : NULL) ||
-        !ssl__vec8(8, bn->weight.data, bn->bias.data, mean->data, invstd->data))
-        return 0;
-    k[5] = 0, k[6] = res != NULL, k[7] = relu ? (mask ? 2 : 1) : 0, k[8] = 0;
-    ssl__cbn_plan *p = ssl__cbn_plan_for(k);
-    if (!p) return 0;
-    float eps = bn->eps, zero = 0.0f;
-    int64_t uids[9] = {SSL__CBN_X, SSL__CBN_Y, SSL__CBN_SCALE, SSL__CBN_BIAS, SSL__CBN_MEAN, SSL__CBN_INV, SSL__CBN_EPS};
-    void *ptrs[9] = {x->data, y->data, bn->weight.data, bn->bias.data, mean->data, invstd->data, &eps};
-    int n = 7;
-    if (res) uids[n] = SSL__CBN_Z, ptrs[n++] = res->data;
-    if (mask) uids[n] = SSL__CBN_MASK, ptrs[n++] = mask->data, uids[n] = SSL__CBN_ZERO, ptrs[n++] = &zero;
-    /* the least traffic of one pass, as ssl.h's rows count theirs: x (and the residual) read, y (and the bits) written */
-    SSL__PROF("BN forward through cuDNN", ssl__bytes(x) * (2 + (res != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0),
-              4.0 * ssl_tensor_numel(x));
-    ssl__cbn_run(p, uids, ptrs, n);
-    ssl__f_cbn_running f = {mean->data, invstd->data, bn->running_mean.data, bn->running_var.data, ssl_tensor_rows(x),
-                            bn->eps, bn->momentum};
-    ssl__gpu().each(f, k[3]);
-    return 1;
-#else
-    (void)bn, (void)training, (void)x, (void)res, (void)relu, (void)y, (void)mean, (void)invstd, (void)mask;
-    return 0;
-#endif
-}
-/* 1: cuDNN did the backward; 0: ssl.h's passes are to */
-static int ssl__cbn_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x, const ssl_tensor *relu_y,
-                             const ssl_tensor *dy, const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx,
-                             ssl_tensor *dweight, ssl_tensor *dbias, ssl_tensor *dy_relu) {
-#ifdef SSL_CUDNN
-    int64_t k[9];
-    if (!training || !ssl__cbn_key(x, k) || !bn->weight.data || !dx || !dx->data || dx->data == dy->data ||
-        dx->data == x->data || (relu_y && relu_y->dtype != SSL_U8) || (dy_relu && !relu_y) || dy->dtype != x->dtype ||
-        !ssl__vec8(8, dy->data, dx->data, relu_y ? relu_y->data : NULL, dy_relu ? dy_relu->data : NULL) ||
-        !ssl__vec8(8, bn->weight.data, mean->data, invstd->data))
-        return 0;
-    k[5] = 1, k[6] = 0, k[7] = relu_y != NULL, k[8] = dy_relu != NULL;
-    ssl__cbn_plan *p = ssl__cbn_plan_for(k);
-    if (!p) return 0;
-    float *s = (float *)ssl__cbn_buf.p;
-    int64_t c = k[3], uids[9] = {SSL__CBN_X, SSL__CBN_DY, SSL__CBN_DX, SSL__CBN_SCALE, SSL__CBN_MEAN, SSL__CBN_INV,
-                                 SSL__CBN_DSCALE, SSL__CBN_DBIAS};
-    void *ptrs[9] = {x->data, dy->data, dx->data, bn->weight.data, mean->data, invstd->data, s, s + c};
-    int n = 8;
-    if (relu_y) uids[n] = SSL__CBN_MASK, ptrs[n++] = relu_y->data;
-    if (dy_relu) uids[n] = SSL__CBN_DZ, ptrs[n++] = dy_relu->data;
-    /* x and dy read, dx (and dy through the ReLU) written, the bits read */
-    SSL__PROF("BN backward through cuDNN", ssl__bytes(x) * (3 + (dy_relu != NULL)) + (relu_y ? ssl_tensor_numel(x) / 8.0 : 0),
-              6.0 * ssl_tensor_numel(x));
-    ssl__cbn_run(p, uids, ptrs, n);
-    float *dw = dweight && dweight->data ? dweight->data : NULL, *db = dbias && dbias->data ? dbias->data : NULL;
-    if (dw || db) {
-        ssl__f_cbn_grads f = {s, dw, db, c};
-        ssl__gpu().each(f, c);
-    }
-    return 1;
-#else
-    (void)bn, (void)training, (void)x, (void)relu_y, (void)dy, (void)mean, (void)invstd, (void)dx, (void)dweight, (void)dbias,
-        (void)dy_relu;
-    return 0;
-#endif
-}
-
 /* T: the activations' element type */
 template <class T, class X>
 static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
                         int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
     /* the statistics pass one channel a thread: 8 a thread (as the
-       backward's) measured slower here on an H200, 11.4 ms a ResNet-50
-       step against 7.3, 3.4 against 1.8 for ResNet-18 CIFAR */
+       backward's) measured slower here (bench/RESULTS.md, "The GPU,
+       measured") */
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt), per = ssl__bn_per(rows, c, 1);
     int64_t blocks = (rows + per - 1) / per, G = ssl__bn_group(blocks), groups = (blocks + G - 1) / G;
     char *mem = (char *)ssl__tmp(x, SSL__S_VEC, sizeof(double) * (size_t)((blocks + 1) * 2 * c + groups * 3 * c) +
@@ -3506,17 +2509,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     if (training) { /* one pass over x for the moments, then per channel mean, invstd, running stats, scale/shift */
         SSL__PROF("BN statistics (forward)", ssl__bytes(xt), 2.0 * ssl_tensor_numel(xt)); /* a row of its own: its x read */
         const T *xd = (const T *)xt->data;
-        ssl__bn_stats_env();
-        int vi = ssl__bn_fi; /* the shape (ssl_cuda_set_bn_stats); V > 1 needs aligned vectors */
-        if (ssl__bn_fwd_vus[vi].v > 1 && !(c % 8 == 0 && ssl__vec8(rows * c, xd))) vi = 0;
-#define SSL__BN_MOM(i, V, U)                                                                              \
-    case i: {                                                                                             \
-        ssl__f_bn_part<T, V, SSL__BNS_MOMENTS, U> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};  \
-        x.each(f, blocks * c / V);                                                                        \
-        break;                                                                                            \
-    }
-        switch (vi) { SSL__BN_FWD_SHAPES(SSL__BN_MOM) }
-#undef SSL__BN_MOM
+        ssl__f_bn_part<T, 1, SSL__BNS_MOMENTS, 16> f = {xd, NULL, NULL, NULL, NULL, rows, c, per, part};
+        x.each(f, blocks * c);
         {
             SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
             ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
@@ -3530,8 +2524,8 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
     const void *rd = res ? res->data : NULL;
     uint8_t *mk = mask ? (uint8_t *)mask->data : NULL;
     int v8 = c % 8 == 0 && ssl__vec8(rows * c, xt->data, rd, y->data) && ssl__vec8(c, scale, shift);
-    SSL__BN_EACH_R(x, ssl__f_bn_apply, T, v8, rows, c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
-                   ssl__div_make(c), relu, mk);
+    SSL__BN_EACH(x, ssl__f_bn_apply, T, v8, rows, c, (const T *)xt->data, scale, shift, (const T *)rd, (T *)y->data,
+                 ssl__div_make(c), relu, mk);
     if (mk && !v8) { /* one value per work item: the mask's bytes from y */
         ssl__f_mask_of<T> f = {(const T *)y->data, mk, rows * c};
         x.each(f, (rows * c + 7) / 8);
@@ -3541,8 +2535,6 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
                                           const ssl_tensor *residual, int relu, ssl_tensor *y, ssl_tensor *mean,
                                           ssl_tensor *invstd, ssl_tensor *mask) {
-    (void)ssl__bn_engine(); /* SSL_BN read (and a bad value refused) at the first batch norm, whatever runs it */
-    if (ssl__cbn_forward(bn, training, x, residual, relu, y, mean, invstd, mask)) return 0; /* (a profile row of its own) */
     SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward",
               ssl__bytes(x) * (2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0), /* the statistics' read: their row */
               4.0 * ssl_tensor_numel(x));
@@ -3573,23 +2565,21 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
     {
         double mpass = !relu_y ? 0 : bits ? 1.0 / (8 * sizeof(T)) : 1;
         SSL__PROF("BN statistics (backward)", ssl__bytes(xt) * (2 + mpass), 4.0 * ssl_tensor_numel(xt));
-        ssl__bn_stats_env();
-#define SSL__BN_GRAD(i, V, U)                                                                                 \
-    case i: {                                                                                                 \
-        ssl__f_bn_part<T, V, SSL__BNS_GRAD, U> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb}; \
-        ssl__bn_sums(x, f, part, grp, sums, gf);                                                              \
-        break;                                                                                                \
-    }
-        /* the shape (ssl_cuda_set_bn_stats); unvectorized, the one-channel 1x8 (index 4) */
-        switch (sv8 ? ssl__bn_bi : 4) { SSL__BN_BWD_SHAPES(SSL__BN_GRAD) }
-#undef SSL__BN_GRAD
+        /* 8 channels a thread where the tensors allow 16-byte vectors, else one */
+        if (sv8) {
+            ssl__f_bn_part<T, 8, SSL__BNS_GRAD, 2> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
+            ssl__bn_sums(x, f, part, grp, sums, gf);
+        } else {
+            ssl__f_bn_part<T, 1, SSL__BNS_GRAD, 8> f = {xd, dyd, mean->data, invstd->data, mask, rows, c, per, NULL, mb};
+            ssl__bn_sums(x, f, part, grp, sums, gf);
+        }
     }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
         int v8 = c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr) &&
                  ssl__vec8(c, mean->data, invstd->data, gam, mean_dy, mean_dy_xhat);
-        SSL__BN_EACH_R(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
-                       mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
+        SSL__BN_EACH(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
+                     mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
 }
 
@@ -3597,8 +2587,6 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
                                            const ssl_tensor *relu_y, const ssl_tensor *dy, const ssl_tensor *mean,
                                            const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
                                            ssl_tensor *dbias, ssl_tensor *dy_relu) {
-    (void)ssl__bn_engine(); /* SSL_BN read (and a bad value refused) at the first batch norm, whatever runs it */
-    if (ssl__cbn_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu)) return 0; /* (its own row) */
     double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
     SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", /* the statistics' pass has a row of its own */
               ssl__bytes(x) * ((dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 6.0 * ssl_tensor_numel(x));
@@ -3656,8 +2644,8 @@ static inline SSL_HD void ssl__pool_windows(const ssl__pg &g, uint32_t iy, uint3
    window (row << 16 | column; ssl__pool_byte packs it for windows up to 16
    wide). K = 3: the 3x3 window's loads (those inside the image) all issued
    before the first comparison, so a thread waits for memory once, not
-   once a tap: a loop of dependent taps held the stem's pool at 10% of an
-   H200's bandwidth. K = 0: any window, tap by tap. The same comparisons
+   once a tap (a loop of dependent taps is latency-bound; the measured
+   pool rows are in bench/RESULTS.md). K = 0: any window, tap by tap. The same comparisons
    in the same order: the same winners. */
 template <class T, int V, int K>
 static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n, int oy, int ox, int ch, float *best,
@@ -3689,9 +2677,8 @@ static inline SSL_HD void ssl__pool_winners(const ssl__pg &g, const T *x, int n,
 /* a window place as the arg byte: row and column, 4 bits each */
 static inline SSL_HD uint32_t ssl__pool_byte(int pos) { return (uint32_t)(((pos >> 16) << 4) | (pos & 15)); }
 /* V channels of one output pixel per work item (V = 8: c % 8 == 0, the
-   tensors 16-byte aligned); d_cv divides by c / V. ARG 0: the winners'
-   values into y; 1: their places into arg (one byte a value) instead; 2:
-   both (ssl_maxpool2d_forward_arg). */
+   tensors 16-byte aligned); d_cv divides by c / V. ARG: the winners'
+   places into arg (one byte a value) instead of their values into y. */
 template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
     ssl__pg g;
     const T *x;
@@ -3704,9 +2691,9 @@ template <class T, int V, int K, int ARG> struct ssl__f_maxpool {
         int pos[V];
         ssl__pool_winners<T, V, K>(g, x, (int)n, (int)oy, (int)ox, (int)ch, b, pos);
         uint32_t at = o * (uint32_t)g.c + ch;
-        if (ARG != 1) ssl__vio<V>::st(y + at, b);
-        if (!ARG) return;
-        if (V == 8) { /* one 8-byte store */
+        if (!ARG) {
+            ssl__vio<V>::st(y + at, b);
+        } else if (V == 8) { /* one 8-byte store */
             uint64_t w = 0;
             for (int e = 0; e < V; e++) w |= (uint64_t)ssl__pool_byte(pos[e]) << (8 * e);
 #ifdef __CUDA_ARCH__
@@ -3743,9 +2730,8 @@ template <class T> struct ssl__f_maxpool_back {
 };
 /* The backward in two passes (windows up to 16 wide). The gather above
    finds each of an input's (up to 4) windows' winner again: k*k loads
-   per window, 36 per input for the stem's 3x3/2 pool, which kept its
-   backward at 5% of the bandwidth on an H200 (12 ms of a ResNet-50 step).
-   Here each window's winner is found once and stored as a byte (row and
+   per window, 36 per input for the stem's 3x3/2 pool (a few per cent of
+   the bandwidth: bench/RESULTS.md). Here each window's winner is found once and stored as a byte (row and
    column in the window, 4 bits each: ssl__f_maxpool with ARG); then each
    input reads its windows' bytes. The same winners, added in the same
    order: the same bits. V channels of one input pixel per work item; W = 2
@@ -3845,23 +2831,6 @@ extern "C" int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor
     });
     return 0;
 }
-extern "C" int ssl_cuda_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg) {
-    SSL__PROF("pooling", ssl__bytes(x) + ssl__bytes(y) + (double)ssl_tensor_numel(y), 0);
-    int v8 = x->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(x), x->data, y->data) && ((uintptr_t)arg->data & 7) == 0;
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__maxpool_run<T, 2>(X_, ssl__pg_make(x, y, k, stride, pad), (const T *)x->data,
-                                                                (T *)y->data, (uint8_t *)arg->data, v8, ssl_tensor_numel(y));););
-    return 0;
-}
-extern "C" int ssl_cuda_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                               ssl_tensor *dx) {
-    SSL__PROF("pooling", ssl__bytes(dx) + ssl__bytes(dy) + (double)ssl_tensor_numel(dy), 0);
-    int v8 = dx->dim[3] % 8 == 0 && ssl__vec8(ssl_tensor_numel(dx), dy->data, dx->data) && ((uintptr_t)arg->data & 7) == 0;
-    SSL__TYPED(dx->dtype, T, SSL__RUN(ssl__maxpool_from_arg(X_, ssl__pg_make(dx, dy, k, stride, pad), (const uint8_t *)arg->data,
-                                                            (const T *)dy->data, (T *)dx->data, v8, k, stride,
-                                                            ssl_tensor_numel(dx));););
-    return 0;
-}
-
 /* (n, c) per thread: a float running sum in pixel order, as the CPU */
 template <class TX, class TY> struct ssl__f_avgpool {
     const TX *x;
@@ -3982,8 +2951,7 @@ struct ssl__f_opt_norms {
         part[2 * i + 1] = un;
     }
 };
-/* per tensor: the trust ratio eta ||w|| / ||g + wd w||, 1 if either is 0 or
-   the tensor is excluded */
+/* per tensor: the trust ratio (ssl_lars_trust), 1 if the tensor is excluded */
 struct ssl__f_opt_trust {
     const ssl__opt_tensor *ts;
     const double *part;
@@ -3992,11 +2960,9 @@ struct ssl__f_opt_trust {
     SSL_HD void operator()(int64_t t) const {
         float r = 1.0f;
         if (ts[t].decays) {
-            double wn = 0, un = 0;
-            for (int64_t c = ts[t].first; c < ts[t].first + ts[t].count; c++) wn += part[2 * c], un += part[2 * c + 1];
-            wn = sqrt(wn);
-            un = sqrt(un);
-            if (wn > 0 && un > 0) r = (float)(eta * wn / un);
+            double wsq = 0, usq = 0;
+            for (int64_t c = ts[t].first; c < ts[t].first + ts[t].count; c++) wsq += part[2 * c], usq += part[2 * c + 1];
+            r = ssl_lars_trust(eta, wsq, usq);
         }
         q[t] = r;
     }
@@ -4196,10 +3162,9 @@ static inline SSL_HD void ssl__aug_finish(const ssl__augb &b, const ssl__augd &a
    per chunk of 1024 pixels, 16 float lanes (lane l adds pixels l, l + 16,
    ... of the chunk's whole groups of 16), the lanes then the tail in
    double; chunk sums then added in order. One thread per (sample, chunk,
-   lane) for the lanes: a thread per chunk ran 1,024 pixels in a row, and
-   the whole augmentation took about 3 ms a call on an H200 whatever the
-   image size (32 or 224 px). Then one per (sample, chunk) adds its lanes
-   and its tail. The same sums in the same order: the same bits. */
+   lane) for the lanes, so that no thread walks 1,024 pixels in a row
+   (that serial walk set the augmentation's time whatever the image size).
+   Then one per (sample, chunk) adds its lanes and its tail. The same sums in the same order: the same bits. */
 struct ssl__f_aug_graylane {
     ssl__augb b;
     const ssl__augd *ad;
@@ -4469,10 +3434,10 @@ extern "C" void ssl_cuda_busy_mark(int end) {
     if (!end) {
         if (ssl__busy_open) return; /* a second begin: the first one stands */
         if (ssl__busy_n == SSL__BUSY_MAX) ssl__busy_fold();
-        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][0], ssl__cs()));
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][0], 0));
         ssl__busy_open = 1;
     } else if (ssl__busy_open) {
-        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][1], ssl__cs()));
+        SSL_CUDA_CHECK(cudaEventRecord(ssl__busy_ev[ssl__busy_n][1], 0));
         ssl__busy_n++, ssl__busy_open = 0;
     }
 }
@@ -4516,13 +3481,13 @@ extern "C" int ssl_cuda_augment_u8(const uint8_t *host_u8, const ssl_aug_params 
         sl->desc_cap = n;
     }
     for (int s = 0; s < n; s++) ssl__augd_make(&params[s], w, h, &sl->hdesc[s]);
-    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, ssl__cs()));
-    SSL_CUDA_CHECK(cudaStreamWaitEvent(ssl__cs(), sl->copied, 0));
+    SSL_CUDA_CHECK(cudaMemcpyAsync(sl->ddesc, sl->hdesc, sizeof(ssl__augd) * (size_t)n, cudaMemcpyHostToDevice, 0));
+    SSL_CUDA_CHECK(cudaStreamWaitEvent(0, sl->copied, 0));
     { /* after the wait for the copy: the scope times the kernels only */
         SSL__PROF("augment (GPU data)", (double)src_bytes * 9, 0); /* u8 read, float planes written and read twice, out */
         ssl__augment_run(ssl__gpu{}, b, sl->ddesc, sl->dsrc, out);
     }
-    SSL_CUDA_CHECK(cudaEventRecord(sl->done, ssl__cs()));
+    SSL_CUDA_CHECK(cudaEventRecord(sl->done, 0));
     sl->host = NULL; /* used: the same pointer later holds other crops */
     /* the crops are on the device when this returns: the caller may reuse
        host_u8 (after a prefetch this wait is over at once) */
@@ -4556,13 +3521,13 @@ static double ssl__prof_gemm_alone(const ssl__prof_shape *s) {
     SSL_CUDA_CHECK(cudaEventCreate(&e0));
     SSL_CUDA_CHECK(cudaEventCreate(&e1));
     for (int pass = 0; pass < 2; pass++) { /* a warm-up call, then ten timed */
-        if (pass) SSL_CUDA_CHECK(cudaEventRecord(e0, ssl__cs()));
+        if (pass) SSL_CUDA_CHECK(cudaEventRecord(e0, 0));
         int reps = pass ? 10 : 1;
         if (s->tab == SSL_F32) ssl__prof_gemm_run<float, float>(s, mem, reps);
         else if (s->tc == SSL_F32) ssl__prof_gemm_run<ssl_bf16, float>(s, mem, reps);
         else ssl__prof_gemm_run<ssl_bf16, ssl_bf16>(s, mem, reps);
     }
-    SSL_CUDA_CHECK(cudaEventRecord(e1, ssl__cs()));
+    SSL_CUDA_CHECK(cudaEventRecord(e1, 0));
     SSL_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     SSL_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));

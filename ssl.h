@@ -14,6 +14,11 @@
        SSL_CUDA        link the CUDA backend from ssl.cu
        SSL_STATIC      make every public function static
 
+   Every choice that changes what is computed or how fast is an option of
+   the programs' config tables (section 1), never the environment. The few
+   environment variables debug and test the CUDA backend; ssl.cu's top
+   comment lists them.
+
    TABLE OF CONTENTS (sections appear in this order, in the order data flows)
        1. Basics        errors, allocation, timing, logging, progress, CRC32,
                         thread pool, the config table, tensor files (SSLT)
@@ -1248,15 +1253,6 @@ SSLDEF int ssl_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl_tens
 SSLDEF int ssl_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
 SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                   ssl_tensor *dx);
-/* GPU storage (as the BN masks): the forward also keeping each output
-   value's winner as a byte in arg (its place in its window, row << 4 |
-   column, so k <= 16; SSL_U8, one byte per value of y), and the backward
-   reading those bytes instead of finding the winners again in x: one pass
-   over x fewer. The same values, bit for bit, as the two above (dx: the
-   forward's x's shape). ResNet GPU plans use them for the stem's pool. */
-SSLDEF int ssl_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg);
-SSLDEF int ssl_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                      ssl_tensor *dx);
 
 /* Global average pool: x [N,H,W,C] -> y [N,C] (or [N,1,1,C]). */
 SSLDEF int ssl_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
@@ -1474,7 +1470,6 @@ typedef struct {
     /* plan */
     int n, h, w, slots, act_dtype; /* act_dtype: the backbone's activations */
     int64_t slot_bytes, grad_bytes, pool, feat; /* pool/feat: byte offsets */
-    int64_t pool_arg;          /* GPU training plans: the stem pool's winners, a byte a value (-1: none) */
     int64_t pool_h, pool_w, last_h, last_w, last_c;
     char *act, *grads;         /* slots * slot_bytes; 3 * grad_bytes */
     size_t act_cap, grads_cap;
@@ -1482,8 +1477,7 @@ typedef struct {
     int planned_masks, planned_grads;
     int forward_only;          /* 1: never runs backward (BYOL's target): no activation-gradient buffers */
     int no_masks;              /* GPU plans keep each ReLU's mask as bits (the backward reads 1 bit a value,
-                                  not the 2- or 4-byte output) and the stem pool's winners (pool_arg);
-                                  1: read the outputs, find the winners again (the same results) */
+                                  not the 2- or 4-byte output); 1: read the outputs (the same results) */
     int keep_cols;             /* the convolutions' im2col columns kept from the forward for the backward
                                   (ssl_conv2d_forward_cols: the backward's im2col saved, the same results):
                                   -1 (ssl_model_init's default) on the GPU's GEMM path when the plan with them
@@ -1523,7 +1517,8 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout);
 SSLDEF int64_t ssl_model_num_weights(const ssl_model *m);
 
 /* Parameter i in torch's layout: conv weights OHWI -> OIHW, others as they
-   are. src is in ours (NULL: the value); dst gets numel floats. */
+   are. src is in ours (NULL: the value; for a table on the GPU its host
+   copy, which ssl_params_download fills); dst gets numel floats. */
 SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst);
 /* And back: torch's layout into ours. */
 SSLDEF void ssl_params_from_torch(const ssl_param_table *t, int i, const float *src, float *dst);
@@ -1595,10 +1590,15 @@ typedef struct {
     void *dtab;              /* on the GPU: the parameter table's chunk table and LARS scratch */
 } ssl_optimizer;
 SSLDEF const char *ssl_optim_name(int kind);
+/* The state lives where the table does (ssl_params_to_device first for
+   the GPU). */
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t);
 SSLDEF void ssl_optim_free(ssl_optimizer *o);
-/* One update of every trainable tensor with learning rate lr. */
-SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
+/* One update of every trainable tensor with learning rate lr, on the
+   table's device. -1 with an error if the optimizer's state and the table
+   are on different devices, or the table is on a GPU this build cannot
+   reach. */
+SSLDEF int ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr);
 /* base_lr (already scaled by batch/256 if wanted) at `step`: linear warmup
    from 0 over warmup steps, then cosine decay to base_lr * end_ratio. */
 SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio);
@@ -1608,6 +1608,13 @@ static inline SSL_HD void ssl_sgd_update(float *w, float g, float *buf, float lr
     float d = g + wd * *w;
     *buf = mom * *buf + d;
     *w -= lr * *buf;
+}
+/* LARS's trust ratio of a tensor from its sums of squares, w_sq = ||w||^2
+   and u_sq = ||g + wd w||^2 (in double): eta ||w|| / ||g + wd w||, 1 if
+   either is 0. Excluded tensors (biases, BN) take 1 without calling it. */
+static inline SSL_HD float ssl_lars_trust(double eta, double w_sq, double u_sq) {
+    double wn = sqrt(w_sq), un = sqrt(u_sq);
+    return wn > 0 && un > 0 ? (float)(eta * wn / un) : 1.0f;
 }
 /* LARS: d = (g + wd*w) * q with q the tensor's trust ratio (1 when excluded) */
 static inline SSL_HD void ssl_lars_update(float *w, float g, float *buf, float lr, float mom, float wd, float q) {
@@ -1814,9 +1821,6 @@ SSLDEF int ssl_cuda_relu_backward(const ssl_tensor *y, const ssl_tensor *dy, ssl
 SSLDEF int ssl_cuda_maxpool2d_forward(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y);
 SSLDEF int ssl_cuda_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int k, int stride, int pad,
                                        ssl_tensor *dx);
-SSLDEF int ssl_cuda_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg);
-SSLDEF int ssl_cuda_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                           ssl_tensor *dx);
 SSLDEF int ssl_cuda_avgpool_forward(const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_avgpool_backward(const ssl_tensor *dy, ssl_tensor *dx);
 SSLDEF int ssl_cuda_linear_forward(const ssl_tensor *x, const ssl_tensor *w, const ssl_tensor *b, ssl_tensor *y);
@@ -1921,68 +1925,14 @@ SSLDEF void ssl_cuda_set_emulation(int on);
    GEMMs on bf16 operands; GEMMs on fp32 tensors get bf16 operands (tensor
    cores, FAST_16BF); accumulation, weights, statistics and losses fp32. */
 SSLDEF void ssl_cuda_set_precision(int bf16);
-/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default),
-   "cudnn" (cuDNN's kernels; a build with make CUDNN=1), "mixed" (cuDNN
-   where the GEMM path would build im2col columns, cuBLAS directly for the
-   1x1 stride-1 convolutions: a third of cuDNN's calls and their host
-   time) or "auto" (each shape and direction timed both ways on its first
-   calls, then the faster; SSL_CONV_LOG=1 prints the picks). -1 with an
-   error otherwise. SSL_CONV in the environment sets it at the first convolution
-   or call of these two; an unknown value there (or cudnn without a CUDNN=1
-   build) stops the program with the reason. ssl_cuda_conv() names the one
-   in use. */
+/* Convolutions on the GPU: "gemm" (im2col + cuBLAS, the default; NULL
+   too) or "cudnn" (cuDNN's kernels; a build with make CUDNN=1; its
+   algorithms are picked by timing, so its results are bit-reproducible
+   only within a process). -1 with an error naming what is accepted
+   otherwise. The programs set it from their conv= option.
+   ssl_cuda_conv() names the one in use. */
 SSLDEF int ssl_cuda_set_conv(const char *engine);
 SSLDEF const char *ssl_cuda_conv(void);
-/* Batch norm's statistics passes run over split x the default number of
-   row blocks (1/64 .. 64; 1 is the default; SSL_BN_SPLIT in the
-   environment): a knob for measuring, on a GPU, the pass's parallelism
-   against the serial walks that add the blocks up. Only the sums' last
-   bits change with it. -1 with an error outside that range. */
-SSLDEF int ssl_cuda_set_bn_split(double split);
-/* The statistics passes' thread shapes, "FVxFU/BVxBU": channels a thread
-   x rows loaded together, forward / backward (default "1x16/8x2"; NULL
-   or "" the default; SSL_BN_STATS in the environment). Forward: 1x16,
-   1x8, 2x8, 2x16, 4x8; backward: 8x2, 8x4, 4x4, 2x8, 1x8. For measuring
-   (bench/bn_bench.c): every shape gives the same bits. -1 with an error
-   naming the shapes otherwise. */
-SSLDEF int ssl_cuda_set_bn_stats(const char *spec);
-/* Batch norm's output and input-gradient passes: rows of the same 8
-   channels a work item, their parameters loaded once (1, the default; 2
-   or 4; SSL_BN_ROWS in the environment). For measuring; the same bits.
-   -1 with an error otherwise. */
-SSLDEF int ssl_cuda_set_bn_rows(int rows);
-/* Training batch norms through cuDNN's graph API ("cudnn": its fused
-   batch norm engines, forward with the residual, ReLU and mask bits,
-   backward after the mask; a build with make CUDNN=1) or ssl.h's own
-   passes ("ssl", the default). cuDNN's sums are its own, so results agree
-   to the GPU tolerances, not bit for bit; evaluation, emulation and the
-   shapes cuDNN has no engine for stay on ssl.h's passes (ssl.cu's
-   comment lists them). SSL_BN in the environment sets it at the first
-   batch norm; an unknown value there, or cudnn without cuDNN, stops the
-   program with the reason. -1 with an error otherwise.
-   ssl_cuda_bn_engine() names the one in use; ssl_cuda_bn_cudnn_calls()
-   counts the batch norm calls cuDNN has done. */
-SSLDEF int ssl_cuda_set_bn_engine(const char *engine);
-SSLDEF const char *ssl_cuda_bn_engine(void);
-SSLDEF long long ssl_cuda_bn_cudnn_calls(void);
-/* CUDA graphs: ssl_cuda_graph_run(key, key_bytes, fn, ctx) runs fn(ctx)
-   (it returns 0, or -1 with an error), a stretch of device work that
-   neither waits for the device nor reads a value back, as a CUDA graph:
-   after a run of fn that allocated, freed and searched nothing, the next
-   call with the same key (up to 128 bytes: every pointer and size fn's
-   work depends on) captures it, and later calls launch that graph, one
-   launch in place of fn's hundreds. A graph replays the capture's kernels
-   with the capture's arguments and pointers. Any device free, and the
-   knobs above, drop every graph. Off while profiling and under
-   SSL_CUDA_SYNC=1, and by default: SSL_GRAPH=1 in the environment or
-   ssl_cuda_set_graphs(1) turns graphs on (the trainer's forward and
-   backward go through them then). ssl_cuda_graph_stats: graphs captured,
-   graph launches, runs of fn without one, captures thrown away (any may
-   be NULL). */
-SSLDEF void ssl_cuda_set_graphs(int on);
-SSLDEF int ssl_cuda_graphs(void);
-SSLDEF int ssl_cuda_graph_run(const void *key, size_t key_bytes, int (*fn)(void *ctx), void *ctx);
-SSLDEF void ssl_cuda_graph_stats(long long *captured, long long *replayed, long long *plain, long long *dropped);
 SSLDEF int ssl_cuda_precision(void);
 /* target = a * target + b * online over n floats (BYOL's EMA) */
 SSLDEF int ssl_cuda_ema(float *target, const float *online, int64_t n, float a, float b);
@@ -6201,32 +6151,6 @@ SSLDEF int ssl_maxpool2d_backward(const ssl_tensor *x, const ssl_tensor *dy, int
     return 0;
 }
 
-/* the winners' bytes: SSL_U8, one per value of y, on the GPU; k fits a nibble */
-static int ssl__pool_arg_check(const char *op, const ssl_tensor *arg, const ssl_tensor *y, const char *yn, int k) {
-    if (!arg || !arg->data) return ssl__fail("%s: no arg given", op);
-    if (k > 16) return ssl__fail("%s: kernel %d: a window's place is kept in 4 bits a coordinate (kernel at most 16)", op, k);
-    if (arg->dtype != SSL_U8 || ssl_tensor_numel(arg) != ssl_tensor_numel(y))
-        return ssl__fail("%s: arg must be SSL_U8 with one byte per value of %s (%lld)", op, yn, (long long)ssl_tensor_numel(y));
-    if (arg->device != SSL_DEV_CUDA)
-        return ssl__fail("%s: the winners' bytes are GPU storage; the CPU finds the winners again (ssl_maxpool2d_backward)", op);
-    return 0;
-}
-SSLDEF int ssl_maxpool2d_forward_arg(const ssl_tensor *x, int k, int stride, int pad, ssl_tensor *y, ssl_tensor *arg) {
-    if (ssl__pool_check(__func__, x, y, "y", k, stride, pad) || ssl__pool_arg_check(__func__, arg, y, "y", k)) return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, x, y, arg), x);
-    if (dev < 0 || SSL__SAME_DTYPE(__func__, x, y)) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_forward_arg(x, k, stride, pad, y, arg));
-    return ssl__fail("%s: the tensors must be on the GPU", __func__);
-}
-SSLDEF int ssl_maxpool2d_backward_arg(const ssl_tensor *arg, const ssl_tensor *dy, int k, int stride, int pad,
-                                      ssl_tensor *dx) {
-    if (ssl__pool_check(__func__, dx, dy, "dy", k, stride, pad) || ssl__pool_arg_check(__func__, arg, dy, "dy", k)) return -1;
-    int dev = SSL__IDX32(__func__, SSL__DEVICE_BF16(__func__, dy, dx, arg), dx);
-    if (dev < 0 || SSL__SAME_DTYPE(__func__, dy, dx)) return -1;
-    SSL__ON_GPU(dev, ssl_cuda_maxpool2d_backward_arg(arg, dy, k, stride, pad, dx));
-    return ssl__fail("%s: the tensors must be on the GPU", __func__);
-}
-
 /* ---- global average pool ---- */
 static int ssl__avgpool_check(const char *op, const ssl_tensor *x, const char *xn, const ssl_tensor *y, const char *yn) {
     if (x->ndim != 4) return ssl__bad_shapes(op, "expected NHWC", xn, x, NULL, NULL);
@@ -6708,13 +6632,10 @@ SSLDEF int ssl_model_plan(ssl_model *m, int n, int h, int w, int slots) {
     if (S->oh < 1 || S->ow < 1) return ssl__fail("model plan: input %dx%d is too small for the stem", h, w);
     ssl__plan_mask(m, S, &off);
     int64_t cur = S->ybn, ch = S->oh, cw = S->ow;
-    m->pool_arg = -1;
     if (m->maxpool) {
         m->pool_h = ssl_conv_out_size(ch, 3, 2, 1), m->pool_w = ssl_conv_out_size(cw, 3, 2, 1);
         int64_t pn = (int64_t)n * m->pool_h * m->pool_w * S->cout;
         m->pool = ssl__plan_take(&off, pn, dt);
-        /* its winners for the backward, where the BN masks are kept (ssl_maxpool2d_forward_arg) */
-        m->pool_arg = m->dev == SSL_DEV_CUDA && !m->no_masks && !m->forward_only ? ssl__plan_take(&off, pn, SSL_U8) : -1;
         if (pn * (int64_t)ssl_dtype_size(dt) > maxact) maxact = pn * (int64_t)ssl_dtype_size(dt);
         cur = m->pool, ch = m->pool_h, cw = m->pool_w;
     }
@@ -6818,10 +6739,6 @@ static ssl_tensor ssl__layer_cols(const ssl_model *m, const ssl_layer *L, char *
     int64_t rows = (int64_t)m->n * L->oh * L->ow, k = (int64_t)L->k * L->k * L->cin;
     return ssl_tensor_as(ssl__mmat(m, L->cols >= 0 ? A + L->cols : NULL, rows, k), L->dtype);
 }
-/* the stem pool's winners, a byte per pooled value, in slot memory A (m->pool_arg >= 0) */
-static ssl_tensor ssl__pool_arg(const ssl_model *m, char *A) {
-    return ssl_tensor_as(ssl__mvec(m, A + m->pool_arg, (int64_t)m->n * m->pool_h * m->pool_w * m->layers[m->stem].cout), SSL_U8);
-}
 /* the layer's ReLU bit mask in slot memory A (L->mask >= 0) */
 static ssl_tensor ssl__layer_mask(const ssl_model *m, const ssl_layer *L, char *A) {
     return ssl_tensor_as(ssl__mvec(m, A + L->mask, ((int64_t)m->n * L->oh * L->ow * L->cout + 7) / 8), SSL_U8);
@@ -6918,9 +6835,7 @@ SSLDEF int ssl_model_forward(ssl_model *m, int slot, const float *x, int trainin
     ssl_tensor last = ssl__layer_y(m, S, A + S->ybn);
     if (m->maxpool) {
         ssl_tensor pooled = ssl__mnhwc(m, S->dtype, A + m->pool, m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
-        if (m->pool_arg >= 0 ? ssl_maxpool2d_forward_arg(&last, 3, 2, 1, &pooled, &arg) : ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled))
-            return -1;
+        if (ssl_maxpool2d_forward(&last, 3, 2, 1, &pooled)) return -1;
     }
     for (int b = 0; b < m->nblocks; b++) {
         const ssl_block *B = &m->blocks[b];
@@ -7034,9 +6949,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
         int o = (a + 1) % 3;
         ssl_tensor x = ssl__layer_y(m, S, A + S->ybn), dx = ssl__layer_y(m, S, G[o]);
         ssl_tensor dy = ssl__mnhwc(m, S->dtype, G[a], m->n, m->pool_h, m->pool_w, S->cout);
-        ssl_tensor arg = m->pool_arg >= 0 ? ssl__pool_arg(m, A) : ssl_tensor_vec(NULL, 0);
-        if (m->pool_arg >= 0 ? ssl_maxpool2d_backward_arg(&arg, &dy, 3, 2, 1, &dx) : ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx))
-            return -1;
+        if (ssl_maxpool2d_backward(&x, &dy, 3, 2, 1, &dx)) return -1;
         a = o;
     }
     return ssl__layer_backward(m, S, slot, G[a], G[a], NULL);
@@ -7044,7 +6957,7 @@ SSLDEF int ssl_model_backward(ssl_model *m, int slot, const ssl_tensor *dout) {
 
 SSLDEF void ssl_params_to_torch(const ssl_param_table *t, int i, const float *src, float *dst) {
     const ssl_param *p = &t->p[i];
-    if (!src) src = ssl_param_data(t, i);
+    if (!src) src = ssl_params_host(t) + p->offset; /* never device memory */
     if (p->kind == SSL_PARAM_WEIGHT && p->ndim == 4)
         ssl_conv_weight_to_torch(src, dst, (int)p->shape[0], (int)p->shape[3], (int)p->shape[1], (int)p->shape[2]);
     else
@@ -7248,6 +7161,12 @@ SSLDEF const char *ssl_optim_name(int kind) {
 }
 
 SSLDEF void ssl_optim_init(ssl_optimizer *o, const ssl_optim_config *c, const ssl_param_table *t) {
+#ifdef SSL_CUDA
+    if (t->dev) {
+        ssl_cuda_optim_init(o, c, t);
+        return;
+    }
+#endif
     memset(o, 0, sizeof *o);
     o->c = *c;
     o->n = t->total;
@@ -7267,13 +7186,18 @@ SSLDEF void ssl_optim_free(ssl_optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-static double ssl__norm2(const float *x, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s);
-}
-
-SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+SSLDEF int ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
+    if (o->dev != t->dev)
+        return ssl__fail("ssl_optim_step: the optimizer's state is on the %s and the parameters on the %s (make the optimizer "
+                         "after ssl_params_to_device)", o->dev ? "GPU" : "CPU", t->dev ? "GPU" : "CPU");
+    if (o->n != t->total)
+        return ssl__fail("ssl_optim_step: optimizer made for %lld floats, the table has %lld", (long long)o->n,
+                         (long long)t->total);
+#ifdef SSL_CUDA
+    if (t->dev) return ssl_cuda_optim_step(o, t, lr);
+#else
+    if (t->dev) return ssl__no_cuda(__func__);
+#endif
     const ssl_optim_config *c = &o->c;
     o->step++;
     ssl_adamw_scalars as = ssl_adamw_at(lr, c->weight_decay, c->beta1, c->beta2, c->eps, o->step);
@@ -7287,14 +7211,12 @@ SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
         } else if (c->kind == SSL_OPTIM_LARS) {
             float q = 1.0f;
             if (ssl_param_decays(p)) {
-                /* trust ratio eta * ||w|| / ||g + wd w||, 1 if either is 0 */
-                double wn = ssl__norm2(w, p->numel), un = 0;
+                double wsq = 0, usq = 0;
                 for (int64_t k = 0; k < p->numel; k++) {
                     double d = (double)g[k] + (double)wd * w[k];
-                    un += d * d;
+                    wsq += (double)w[k] * w[k], usq += d * d;
                 }
-                un = sqrt(un);
-                if (wn > 0 && un > 0) q = (float)(c->eta * wn / un);
+                q = ssl_lars_trust(c->eta, wsq, usq);
             }
             for (int64_t k = 0; k < p->numel; k++) ssl_lars_update(&w[k], g[k], &m[k], (float)lr, (float)c->momentum, wd, q);
         } else {
@@ -7302,6 +7224,7 @@ SSLDEF void ssl_optim_step(ssl_optimizer *o, ssl_param_table *t, double lr) {
             for (int64_t k = 0; k < p->numel; k++) ssl_adamw_update(&w[k], g[k], &m[k], &v[k], wd != 0, as);
         }
     }
+    return 0;
 }
 
 SSLDEF double ssl_lr_at(double base_lr, int64_t step, int64_t warmup, int64_t total, double end_ratio) {
@@ -7374,11 +7297,11 @@ static int ssl__trainer_to_device(ssl_trainer *t) {
     if (ssl_model_to_device(&t->online) || (t->has_target && ssl_model_to_device(&t->target)))
         return ssl__fail_ctx("trainer");
     ssl_optim_free(&t->opt);
-    ssl_cuda_optim_init(&t->opt, &t->c.optim, &t->online.params);
+    ssl_optim_init(&t->opt, &t->c.optim, &t->online.params);
     if (t->probe.n) {
         if (ssl_params_to_device(&t->probe)) return -1;
         ssl_optim_free(&t->probe_opt);
-        ssl_cuda_optim_init(&t->probe_opt, &t->c.probe_optim, &t->probe);
+        ssl_optim_init(&t->probe_opt, &t->c.probe_optim, &t->probe);
     }
     return 0;
 #else
@@ -7459,17 +7382,6 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* The optimizer step wherever the table lives. */
-static void ssl__optim_step_on(ssl_optimizer *o, ssl_param_table *p, double lr) {
-#ifdef SSL_CUDA
-    if (p->dev) {
-        ssl_cuda_optim_step(o, p, lr);
-        return;
-    }
-#endif
-    ssl_optim_step(o, p, lr);
-}
-
 /* The online probe on detached features of both views: cross-entropy
    over the 2N rows of logits (both views' labels), top-1 before the update
    counted in the same pass, then its own optimizer step. */
@@ -7511,62 +7423,7 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     }
     st->probe_loss = loss;
     st->probe_acc = (float)correct / (float)(2 * n);
-    ssl__optim_step_on(&t->probe_opt, &t->probe, t->c.probe_lr);
-    return 0;
-}
-
-/* The step's two stretches of device work, each one CUDA graph when
-   graphs are on (ssl_cuda_graph_run): both views' forward (and BYOL's
-   target's), and both views' backward (into zeroed gradients). Neither
-   reads a value back; the loss, the probe and the optimizer, which do or
-   whose arguments change every step (the learning rate), run between
-   and after them as usual. */
-typedef struct {
-    ssl_trainer *t;
-    const float *views[2];
-    ssl_tensor zt0, d[2];
-} ssl__step_ctx;
-static int ssl__step_forward(void *ctx) {
-    ssl__step_ctx *c = (ssl__step_ctx *)ctx;
-    ssl_trainer *t = c->t;
-    for (int v = 0; v < 2; v++) {
-        if (ssl_model_forward(&t->online, v, c->views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, c->views[v], 1)))
-            return -1;
-        if (t->has_target && v == 0) {
-            ssl_tensor o = ssl_model_output(&t->target, 0);
-            if (ssl_copy(&c->zt0, &o)) return -1;
-        }
-    }
-    return 0;
-}
-static int ssl__step_backward(void *ctx) {
-    ssl__step_ctx *c = (ssl__step_ctx *)ctx;
-    ssl_trainer *t = c->t;
-    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->online.params.grad, t->online.params.total), t->c.device);
-    if (ssl_fill(&gall, 0.0f)) return -1;
-    return ssl_model_backward(&t->online, 0, &c->d[0]) || ssl_model_backward(&t->online, 1, &c->d[1]) ? -1 : 0;
-}
-/* part 1 (forward) or 2 (backward): through a graph on the GPU, keyed by
-   everything its work points at or is sized by (the plans' counts stand
-   for the buffers a plan places) */
-static int ssl__step_part(ssl_trainer *t, int part, ssl__step_ctx *c, int n, int h, int w, int (*fn)(void *)) {
-#ifdef SSL_CUDA
-    if (t->c.device == SSL_DEV_CUDA) {
-        struct {
-            int64_t part, n, h, w, plans[2];
-            const void *p[8];
-        } key;
-        memset(&key, 0, sizeof key);
-        key.part = part, key.n = n, key.h = h, key.w = w;
-        key.plans[0] = t->online.plans, key.plans[1] = t->has_target ? t->target.plans : -1;
-        const void *p[8] = {t, c->views[0], c->views[1], c->zt0.data, c->d[0].data, c->d[1].data, t->online.act,
-                            t->has_target ? t->target.act : NULL};
-        memcpy(key.p, p, sizeof p);
-        return ssl_cuda_graph_run(&key, sizeof key, fn, c);
-    }
-#endif
-    (void)t, (void)part, (void)n, (void)h, (void)w;
-    return fn(c);
+    return ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
 }
 
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
@@ -7591,10 +7448,15 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     }
     ssl_tensor zt0 = ssl_tensor_on(ssl_tensor_mat(t->zt, n, t->has_target ? t->target.out_dim : 0), dev);
     /* forward: each view its own pass, so its own BN batch statistics */
-    ssl__step_ctx sc;
-    memset(&sc, 0, sizeof sc);
-    sc.t = t, sc.views[0] = v1, sc.views[1] = v2, sc.zt0 = zt0;
-    if (ssl__step_part(t, 1, &sc, n, h, w, ssl__step_forward)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    const float *views[2] = {v1, v2};
+    for (int v = 0; v < 2; v++) {
+        if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, views[v], 1)))
+            return ssl__fail_ctx("step %lld", (long long)t->step);
+        if (t->has_target && v == 0) {
+            ssl_tensor o = ssl_model_output(&t->target, 0);
+            if (ssl_copy(&zt0, &o)) return ssl__fail_ctx("step %lld", (long long)t->step);
+        }
+    }
     ssl__trainer_sync(t);
     double t1 = ssl_now();
 
@@ -7628,14 +7490,16 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
                          ssl_method_name(c->method), isnan(loss) ? "nan" : "inf");
     double t2 = ssl_now();
 
-    sc.d[0] = d1, sc.d[1] = d2;
-    if (ssl__step_part(t, 2, &sc, n, h, w, ssl__step_backward)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    ssl_tensor gall = ssl_tensor_on(ssl_tensor_vec(t->online.params.grad, t->online.params.total), dev);
+    ssl_fill(&gall, 0.0f);
+    if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
+        return ssl__fail_ctx("step %lld", (long long)t->step);
     ssl__trainer_sync(t);
     double t3 = ssl_now();
 
     if (t->probe.n && labels && ssl__probe_step(t, labels, n, st)) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->lr = ssl_lr_at(c->lr, t->step, c->warmup_steps, c->total_steps, c->end_ratio);
-    ssl__optim_step_on(&t->opt, &t->online.params, st->lr);
+    if (ssl_optim_step(&t->opt, &t->online.params, st->lr)) return ssl__fail_ctx("step %lld", (long long)t->step);
     if (t->has_target) {
         /* tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k = steps done */
         double k = (double)t->step, K = (double)(c->total_steps > 0 ? c->total_steps : 1);

@@ -43,7 +43,7 @@ typedef struct {
     double scale_min, scale_max, flip_p, jitter_p, gray_p, blur_p, solarize_p, noise_p;
     int64_t res, res_start, res_end, ramp_start, ramp_end;
     int64_t seed, threads, loader_threads;
-    char device[SSL_STR], precision[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
+    char device[SSL_STR], precision[SSL_STR], conv[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
     int64_t ckpt_every, log_every, max_steps, split;
     char probe_optim[SSL_STR];
     double probe_lr;
@@ -97,6 +97,7 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(C, loader_threads, "0", 0, 1024, "loader worker threads (0 = all cores)"),
     SSL_OPT_C(C, device, "auto", "auto|cpu|cuda", "where the step runs (auto: the GPU when there is one)"),
     SSL_OPT_C(C, precision, "bf16", "bf16|fp32", "GPU: bf16 activations and GEMM operands (fp32 weights and statistics), or fp32 throughout"),
+    SSL_OPT_C(C, conv, "gemm", "gemm|cudnn", "GPU: convolutions through im2col + cuBLAS, or cuDNN's kernels (a make CUDNN=1 build; bit-reproducible only within a process: its algorithms are picked by timing)"),
     SSL_OPT_C(C, keep_cols, "auto", "auto|yes|no", "GPU: keep the convolutions' im2col columns from forward to backward (no im2col in the backward; auto: when the plan fits in 3/4 of the GPU's memory)"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
@@ -473,14 +474,15 @@ int main(int argc, char **argv) {
             return 1;
         }
         ssl_cuda_set_precision(!strcmp(cfg.precision, "bf16"));
-        printf("device: convolutions through %s; batch norm through %s%s\n", ssl_cuda_conv(), /* SSL_CONV, SSL_BN checked before any work */
-               !strcmp(ssl_cuda_bn_engine(), "cudnn") ? "cuDNN (SSL_BN=cudnn)" : "ssl.h's passes",
-               ssl_cuda_graphs() ? "; forward and backward as CUDA graphs (SSL_GRAPH=1)" : "");
-        if (!strcmp(cfg.keep_cols, "yes") && strcmp(ssl_cuda_conv(), "gemm")) {
+        if (ssl_cuda_set_conv(cfg.conv)) {
+            fprintf(stderr, "train: conv=%s: %s\n", cfg.conv, ssl_last_error());
+            return 2;
+        }
+        if (!strcmp(cfg.keep_cols, "yes") && strcmp(cfg.conv, "gemm")) {
             /* kept columns are the GEMM path's: every convolution that needs them would leave cuDNN */
             fprintf(stderr, "train: keep_cols=yes keeps im2col columns for the GEMM path, which then takes every convolution "
-                            "that needs them: SSL_CONV=%s would be the GEMM path in name only; use keep_cols=auto or no\n",
-                    ssl_cuda_conv());
+                            "that needs them: conv=%s would be the GEMM path in name only; use keep_cols=auto or no\n",
+                    cfg.conv);
             return 2;
         }
 #else

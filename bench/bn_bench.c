@@ -1,44 +1,34 @@
 /* bn_bench.c - batch norm's passes alone on a GPU, on the shapes of the
-   benchmark steps, under each of the statistics passes' thread shapes and
-   row splits: what each pass takes and how near the memory's bandwidth it
-   runs, so that one short device call measures what session 11 measured
-   one variant per call (three calls, three variants).
+   benchmark steps: what each pass takes and how near the memory's
+   bandwidth it runs, per shape, in one short device call.
 
-     build/bn_bench                       every preset, every shape, the default splits
-     build/bn_bench presets=r18_32 reps=20 splits=1,0.5,2,4 rows=2,4
+     build/bn_bench                       every preset, every shape
+     build/bn_bench presets=r18_32 reps=20
      build/bn_bench emulate=1 bs=2        the program itself on the host (tiny)
 
    For each preset (the batch norms of ResNet-50 at 224 and 160, batch 256,
    and ResNet-18 with the CIFAR stem at 32, batch 512, bf16 activations, as
    bench/gpu_step.c runs them: training, the ReLU's mask as bits, the
-   residual added in the last batch norm of each block) and for each
-   configuration (a thread shape of ssl_cuda_set_bn_stats, a split of
-   ssl_cuda_set_bn_split), every layer shape's forward and backward run
+   residual added in the last batch norm of each block), every layer
+   shape's forward and backward run
    `reps` times under the profiler; the profile's rows give each pass's
    device time. Per step is per shape's time x its layers x 2 views. The
    bytes are the profile's (each tensor read or written once: the least
-   each pass must move). In a CUDNN=1 build on a GPU a last configuration,
-   "cuDNN", runs the batch norms through cuDNN's fused engines
-   (ssl_cuda_set_bn_engine; cudnn=0 leaves it out): its forward and
-   backward are one call each, in the "fwd out" and "bwd dx" columns.
+   each pass must move).
    Writes markdown to stdout. */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
 
 typedef struct {
-    char presets[SSL_STR], stats[SSL_STR], splits[SSL_STR], rows[SSL_STR];
-    int64_t reps, bs, emulate, cudnn;
+    char presets[SSL_STR];
+    int64_t reps, bs, emulate;
     double peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_S(bench_cfg, presets, "r50_224,r50_160,r18_32", "which steps' batch norms (r50_224, r50_160, r18_32)"),
-    SSL_OPT_S(bench_cfg, stats, "all", "statistics thread shapes (FVxFU/BVxBU, comma separated), or all five"),
-    SSL_OPT_S(bench_cfg, splits, "1,0.25,0.5,2,4", "row-block splits (comma separated; the first is where the rows values are tried)"),
-    SSL_OPT_S(bench_cfg, rows, "2,4", "rows a work item in the output and input-gradient passes, besides 1 (comma separated; at the first shape and split)"),
     SSL_OPT_I(bench_cfg, reps, "5", 1, 1000, "timed calls per shape and pass"),
     SSL_OPT_I(bench_cfg, bs, "0", 0, 1 << 16, "batch size (0: each preset's)"),
     SSL_OPT_I(bench_cfg, emulate, "0", 0, 1, "run ssl.cu's emulation on the host (use a tiny bs)"),
-    SSL_OPT_I(bench_cfg, cudnn, "1", 0, 1, "1: a last configuration through cuDNN's fused batch norm (a CUDNN=1 build, on a GPU)"),
     SSL_OPT_F(bench_cfg, peak_gbs, "0", 0, 1e5, "memory bandwidth for the % column (0: the device's own)"),
 };
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
@@ -186,43 +176,6 @@ int main(int argc, char **argv) {
     char dev[256] = "emulation on the host";
     if (!cfg.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 
-    /* the configurations */
-    char stats[8][SSL_STR];
-    int nstats = 0;
-    if (!strcmp(cfg.stats, "all")) {
-        const char *all[] = {"1x16/8x2", "1x8/8x4", "2x8/4x4", "2x16/2x8", "4x8/1x8"};
-        for (int i = 0; i < 5; i++) snprintf(stats[nstats++], SSL_STR, "%s", all[i]);
-    } else {
-        for (char *tok = strtok(cfg.stats, ","); tok && nstats < 8; tok = strtok(NULL, ",")) snprintf(stats[nstats++], SSL_STR, "%s", tok);
-    }
-    double splits[8];
-    int nsplits = 0;
-    for (char *tok = strtok(cfg.splits, ","); tok && nsplits < 8; tok = strtok(NULL, ",")) splits[nsplits++] = atof(tok);
-    int rowsv[8], nrows = 0;
-    for (char *tok = strtok(cfg.rows, ","); tok && nrows < 8; tok = strtok(NULL, ",")) rowsv[nrows++] = atoi(tok);
-    for (int i = 0; i < nstats; i++)
-        if (ssl_cuda_set_bn_stats(stats[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
-    for (int i = 0; i < nsplits; i++)
-        if (ssl_cuda_set_bn_split(splits[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
-    for (int i = 0; i < nrows; i++)
-        if (ssl_cuda_set_bn_rows(rowsv[i])) { fprintf(stderr, "bn_bench: %s\n", ssl_last_error()); return 1; }
-    /* the configurations: every statistics shape at every split (1 row a
-       work item), then each other rows value at the first shape and split */
-    typedef struct { int stat, rows; double split; int cudnn; } conf;
-    conf cf[96];
-    int ncf = 0;
-    for (int i = 0; i < nstats; i++)
-        for (int j = 0; j < nsplits; j++) cf[ncf++] = (conf){i, 1, splits[j], 0};
-    for (int i = 0; i < nrows; i++)
-        if (rowsv[i] != 1) cf[ncf++] = (conf){0, rowsv[i], splits[0], 0};
-    /* then cuDNN's fused batch norm (ssl_cuda_set_bn_engine), in a CUDNN=1
-       build on a GPU (emulation would run ssl.h's passes under its name) */
-    if (cfg.cudnn && !cfg.emulate) {
-        if (ssl_cuda_set_bn_engine("cudnn") == 0) cf[ncf++] = (conf){0, 1, splits[0], 1};
-        else fprintf(stderr, "bn_bench: no cuDNN row: %s\n", ssl_last_error());
-        ssl_cuda_set_bn_engine("ssl");
-    }
-
     preset ps[3];
     int np = 0;
     for (char *tok = strtok(cfg.presets, ","); tok && np < 3; tok = strtok(NULL, ",")) {
@@ -253,45 +206,33 @@ int main(int argc, char **argv) {
            dev, peak, (int)cfg.reps);
     for (int pi = 0; pi < np; pi++) {
         const preset *p = &ps[pi];
-        printf("## %s, batch %d: batch norm per step (two views), by configuration\n\n", p->name, p->bs);
-        printf("| stats shape | split | rows |");
+        printf("## %s, batch %d: batch norm per step (two views)\n\n", p->name, p->bs);
+        printf("|");
         for (int k = 0; k < NPASS; k++) printf(" %s ms |", pass_name[k]);
-        printf(" total ms | GB/s of the passes over the tensors |\n|---|---|---|");
+        printf(" total ms | GB/s of the passes over the tensors |\n|");
         for (int k = 0; k < NPASS + 2; k++) printf("---|");
         printf("\n");
-        double best = 1e30;
-        int bc = 0;
-        static double shape_ms[96][24][NPASS], shape_gb[24][NPASS];
-        for (int ci = 0; ci < ncf; ci++) {
-                ssl_cuda_set_bn_stats(stats[cf[ci].stat]);
-                ssl_cuda_set_bn_split(cf[ci].split);
-                ssl_cuda_set_bn_rows(cf[ci].rows);
-                ssl_cuda_set_bn_engine(cf[ci].cudnn ? "cudnn" : "ssl");
-                double tot[NPASS] = {0}, bytes = 0, tensor_ms = 0;
-                /* a warm-up call of each shape first (first-use work out of the timing) */
-                for (int s = 0; s < p->n; s++) {
-                    double ms[NPASS], gb[NPASS];
-                    if (run_shape(&b, p->bs, &p->s[s], 1, ms, gb) || run_shape(&b, p->bs, &p->s[s], (int)cfg.reps, ms, gb)) {
-                        fprintf(stderr, "bn_bench: %s\n", ssl_last_error());
-                        return 1;
-                    }
-                    for (int k = 0; k < NPASS; k++) {
-                        double per_step = ms[k] * p->s[s].layers * 2;
-                        tot[k] += per_step, shape_ms[ci][s][k] = ms[k], shape_gb[s][k] = gb[k];
-                        if (k != F_GROUPS && k != B_GROUPS) bytes += gb[k] * p->s[s].layers * 2, tensor_ms += per_step;
-                    }
-                }
-                double all = 0;
-                for (int k = 0; k < NPASS; k++) all += tot[k];
-                printf("| %s | %g | %d |", cf[ci].cudnn ? "cuDNN" : stats[cf[ci].stat], cf[ci].split, cf[ci].rows);
-                for (int k = 0; k < NPASS; k++) printf(" %.3f |", tot[k]);
-                printf(" **%.3f** | %.0f (%.0f%%) |\n", all, tensor_ms > 0 ? bytes / (tensor_ms / 1e3) : 0,
-                       tensor_ms > 0 ? 100 * bytes / (tensor_ms / 1e3) / peak : 0);
-                if (all < best) best = all, bc = ci;
+        static double shape_ms[24][NPASS], shape_gb[24][NPASS];
+        double tot[NPASS] = {0}, bytes = 0, tensor_ms = 0;
+        /* a warm-up call of each shape first (first-use work out of the timing) */
+        for (int s = 0; s < p->n; s++) {
+            if (run_shape(&b, p->bs, &p->s[s], 1, shape_ms[s], shape_gb[s]) ||
+                run_shape(&b, p->bs, &p->s[s], (int)cfg.reps, shape_ms[s], shape_gb[s])) {
+                fprintf(stderr, "bn_bench: %s\n", ssl_last_error());
+                return 1;
+            }
+            for (int k = 0; k < NPASS; k++) {
+                double per_step = shape_ms[s][k] * p->s[s].layers * 2;
+                tot[k] += per_step;
+                if (k != F_GROUPS && k != B_GROUPS) bytes += shape_gb[s][k] * p->s[s].layers * 2, tensor_ms += per_step;
+            }
         }
-        printf("\nFastest: %s at split %g, %d rows a work item: %.3f ms of batch norm a step (the default is 1x16/8x2 at "
-               "split 1, 1 row).\n\n", cf[bc].cudnn ? "cuDNN" : stats[cf[bc].stat], cf[bc].split, cf[bc].rows, best);
-        printf("Per shape, the fastest configuration (us a call; %% of %.0f GB/s):\n\n", peak);
+        double all = 0;
+        printf("|");
+        for (int k = 0; k < NPASS; k++) printf(" %.3f |", tot[k]), all += tot[k];
+        printf(" **%.3f** | %.0f (%.0f%%) |\n\n", all, tensor_ms > 0 ? bytes / (tensor_ms / 1e3) : 0,
+               tensor_ms > 0 ? 100 * bytes / (tensor_ms / 1e3) / peak : 0);
+        printf("Per shape (us a call; %% of %.0f GB/s):\n\n", peak);
         printf("| side x side x c | layers/view | kind |");
         for (int k = 0; k < NPASS; k++) printf(" %s |", pass_name[k]);
         printf("\n|---|---|---|");
@@ -302,30 +243,11 @@ int main(int argc, char **argv) {
             printf("| %dx%dx%d | %d | %s |", q->side, q->side, q->c, q->layers,
                    q->kind == PLAIN ? "plain" : q->kind == RELU ? "ReLU" : "+res, ReLU");
             for (int k = 0; k < NPASS; k++) {
-                double m = shape_ms[bc][s][k];
+                double m = shape_ms[s][k];
                 if (k == F_GROUPS || k == B_GROUPS) printf(" %.1f |", 1e3 * m);
                 else printf(" %.1f (%.0f%%) |", 1e3 * m, m > 0 ? 100 * shape_gb[s][k] / (m / 1e3) / peak : 0);
             }
             printf("\n");
-        }
-        printf("\n");
-        /* per shape: its own fastest configuration against the default
-           (the first configuration), all six passes together */
-        printf("Per shape, its own fastest configuration against the default (us a call, the six passes):\n\n");
-        printf("| side x side x c | kind | default | fastest | stats shape | split | rows |\n|---|---|---|---|---|---|---|\n");
-        for (int s = 0; s < p->n; s++) {
-            const bn_shape *q = &p->s[s];
-            double t0 = 0, tb = 1e30;
-            int cb = 0;
-            for (int ci = 0; ci < ncf; ci++) {
-                double t = 0;
-                for (int k = 0; k < NPASS; k++) t += shape_ms[ci][s][k];
-                if (!ci) t0 = t;
-                if (t < tb) tb = t, cb = ci;
-            }
-            printf("| %dx%dx%d | %s | %.1f | %.1f | %s | %g | %d |\n", q->side, q->side, q->c,
-                   q->kind == PLAIN ? "plain" : q->kind == RELU ? "ReLU" : "+res, ReLU", 1e3 * t0, 1e3 * tb,
-                   cf[cb].cudnn ? "cuDNN" : stats[cf[cb].stat], cf[cb].split, cf[cb].rows);
         }
         printf("\n");
     }

@@ -2,8 +2,8 @@
 # Does the step wait for data at epoch boundaries? bench/boundary_bench.c on
 # the Imagenette val pack (3,925 images: 15 batches of 256 an epoch, as in
 # bench/gpu_e2e.sh), a consumer standing in for the GPU step (it sleeps for
-# the step's time: 105 ms at 224 and 59 ms at 160, the H200 step of session
-# 11), with the next epoch queued or not. Writes bench/out/boundary.md.
+# the step's time: 105 ms at 224 and 59 ms at 160, the measured H200 step in
+# bench/RESULTS.md), with the next epoch queued or not. Writes bench/out/boundary.md.
 #   Env: THREADS (default: all cores), EPOCHS=4, STEPS="224:105 160:59"
 set -euo pipefail
 cd "$(dirname "$0")/.."

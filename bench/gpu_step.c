@@ -21,16 +21,15 @@
 
 typedef struct {
     char method[SSL_STR], precision[SSL_STR], stem[SSL_STR], projector[SSL_STR], recipe[SSL_STR], conv[SSL_STR],
-        keep_cols[SSL_STR], bn[SSL_STR];
-    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile, graph;
+        keep_cols[SSL_STR];
+    int64_t depth, bs, res, steps, warmup, split, emulate, classes, seed, profile;
     double width, peak_gbs;
 } bench_cfg;
 static const ssl_opt OPTS[] = {
     SSL_OPT_C(bench_cfg, method, "simclr", "simclr|vicreg|barlow|byol", "the loss"),
     SSL_OPT_C(bench_cfg, precision, "bf16", "bf16|fp32", "bf16: activations and GEMM operands"),
     SSL_OPT_C(bench_cfg, stem, "imagenet", "imagenet|cifar", "ResNet stem"),
-    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn|mixed|auto", "convolutions: im2col + cuBLAS, cuDNN, cuDNN where im2col would be needed, or the faster per shape as timed (the last three a CUDNN=1 build)"),
-    SSL_OPT_C(bench_cfg, bn, "ssl", "ssl|cudnn", "training batch norms: ssl.h's own passes, or cuDNN's fused batch norm (a CUDNN=1 build; as SSL_BN)"),
+    SSL_OPT_C(bench_cfg, conv, "gemm", "gemm|cudnn", "convolutions: im2col + cuBLAS, or cuDNN (a CUDNN=1 build)"),
     SSL_OPT_C(bench_cfg, keep_cols, "auto", "auto|yes|no", "keep the convolutions' im2col columns for the backward (auto: when they fit)"),
     SSL_OPT_S(bench_cfg, projector, "2048-2048-128", "projector widths"),
     SSL_OPT_S(bench_cfg, recipe, "simclr", "view recipe (ssl_view_preset)"),
@@ -44,7 +43,6 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_I(bench_cfg, classes, "1000", 0, 100000, "online probe classes (0 = no probe)"),
     SSL_OPT_I(bench_cfg, seed, "0", 0, 1LL << 62, "seed"),
     SSL_OPT_F(bench_cfg, width, "1", 0.01, 8, "ResNet width multiplier"),
-    SSL_OPT_I(bench_cfg, graph, "0", 0, 1, "1: the step's forward and backward as CUDA graphs (ssl_cuda_graph_run; as SSL_GRAPH=1)"),
     SSL_OPT_I(bench_cfg, profile, "0", 0, 1, "1: time per kind of work and per GEMM shape (CUDA events)"),
     SSL_OPT_F(bench_cfg, peak_gbs, "0", 0, 1e5, "the GPU's memory bandwidth in GB/s for the profile's % column (0: the device's own, from its memory clock and bus width; 3350 in emulation)"),
 };
@@ -67,21 +65,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
         return 1;
     }
-    if (ssl_cuda_set_bn_engine(c.bn)) {
-        fprintf(stderr, "gpu_step: %s\n", ssl_last_error());
-        return 1;
-    }
     if (!strcmp(c.keep_cols, "yes") && strcmp(c.conv, "gemm")) { /* as ./train: kept columns are the GEMM path's */
         fprintf(stderr, "gpu_step: keep_cols=yes sends every convolution that needs im2col to the GEMM path: conv=%s "
                         "would be the GEMM path in name only; use keep_cols=auto or no\n", c.conv);
         return 1;
     }
-    if (c.graph || ssl_cuda_graphs()) ssl_cuda_set_graphs(1);
-    char csuf[SSL_STR + 32] = ""; /* "+cudnn", "+mixed", "+graph": the JSON's impl names the engine */
-    if (strcmp(c.conv, "gemm")) /* SSL_CUDNN_NONDET=1: cuDNN's non-deterministic algorithms allowed too */
-        snprintf(csuf, sizeof csuf, "+%s%s", c.conv, getenv("SSL_CUDNN_NONDET") && !strcmp(getenv("SSL_CUDNN_NONDET"), "1") ? "+nondet" : "");
-    if (!strcmp(ssl_cuda_bn_engine(), "cudnn")) snprintf(csuf + strlen(csuf), sizeof csuf - strlen(csuf), "+bncudnn");
-    if (ssl_cuda_graphs()) snprintf(csuf + strlen(csuf), sizeof csuf - strlen(csuf), "+graph");
+    char csuf[SSL_STR + 32] = ""; /* "+cudnn": the JSON's impl names the engine */
+    if (strcmp(c.conv, "gemm")) snprintf(csuf, sizeof csuf, "+%s", c.conv);
     char dev[256] = "emulation on the host";
     if (!c.emulate) ssl_cuda_describe(0, dev, sizeof dev);
 
@@ -168,11 +158,6 @@ int main(int argc, char **argv) {
                1e3 * sum[1] / k, 1e3 * sum[2] / k, 1e3 * sum[3] / k, 1e3 * sum[4] / k);
     printf("  -> %.0f images/s (%.0f views/s); last loss %.4f\n", n / step, 2 * n / step, loss);
     printf("host: %.2f ms a step issuing it (%.0f%% of the step; the rest blocked on the device)\n", 1e3 * host, 100 * host / step);
-    if (ssl_cuda_graphs()) {
-        long long gc, gl, gp, gd;
-        ssl_cuda_graph_stats(&gc, &gl, &gp, &gd);
-        printf("CUDA graphs: %lld captured, %lld launched, %lld parts run without one, %lld captures thrown away\n", gc, gl, gp, gd);
-    }
     double act_gb = (double)t.online.slots * t.online.slot_bytes / 1e9, cols_gb = (double)t.online.slots * t.online.cols_bytes / 1e9;
     printf("activations %.2f GB for the two views; im2col columns %s (%.2f GB)\n", act_gb,
            t.online.planned_cols ? "kept from the forward" : "rebuilt in the backward", cols_gb);

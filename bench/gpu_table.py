@@ -27,12 +27,10 @@ def full(o):
 
 
 def engine(o):
-    """what a non-default ssl.h row changed ("ssl.h+mixed+bncudnn+graph": its parts, in order)"""
+    """what a non-default ssl.h row changed ("ssl.h+cudnn": its parts, in order)"""
     if not o or o["impl"] == "ssl.h":
         return ""
-    names = {"cudnn": "cuDNN convolutions", "mixed": "cuDNN where im2col would be",
-             "auto": "the faster engine per shape, timed", "nondet": "non-deterministic algorithms allowed",
-             "bncudnn": "cuDNN batch norm", "graph": "CUDA graphs"}
+    names = {"cudnn": "cuDNN convolutions"}
     return " (ssl.h, " + ", ".join(names.get(p, p) for p in o["impl"].split("+")[1:]) + ")"
 
 
@@ -66,11 +64,11 @@ for k in seen:
               f"{o['host_ms'] if o and 'host_ms' in o else '-'} |")
 
 print("\nssl.h host ms: the host's own time a step (issuing launches, host math), the step's wall time less the time "
-      "it was blocked on the device. Well under the step time, the GPU rarely waits for launches; near it, CUDA graphs (the graph rows) remove it.")
+      "it was blocked on the device. Well under the step time, the GPU rarely waits for launches.")
 
 # Against issue 6's targets: per headline configuration (bf16, throughput
-# timing, the whole SimCLR recipe), the fastest ssl.h variant (engine,
-# graphs) beside PyTorch's default row, with the target ratio. Which
+# timing, the whole SimCLR recipe), the fastest ssl.h variant (engine)
+# beside PyTorch's default row, with the target ratio. Which
 # variant is fastest is read off the same run, so it is a pick, not a
 # default: the default is what the plain "ssl.h" row measures.
 targets = {(50, "imagenet", 224): 1.2, (50, "imagenet", 160): 1.2, (18, "cifar", 32): 1.5}
@@ -83,7 +81,7 @@ for (d, stem, res), want in targets.items():
         continue
     plain = next((r for r in mine if r["impl"] == "ssl.h"), None)
     best = max(mine, key=lambda r: r["images_per_s"])
-    name = engine(best)[2:-1] if best["impl"] != "ssl.h" else "ssl.h (the default: GEMM path, no graphs)"
+    name = engine(best)[2:-1] if best["impl"] != "ssl.h" else "ssl.h (the default: GEMM path)"
     ratio = best["images_per_s"] / t["images_per_s"]
     dflt = f"{plain['images_per_s'] / t['images_per_s']:.2f}x" if plain else "-"
     verdict.append(f"| ResNet-{d}{' CIFAR stem' if stem == 'cifar' else ''} at {res} | {t['images_per_s']} | {dflt} | {name} | "
@@ -104,10 +102,7 @@ thr = {(r["impl"], r["res"]): r["images_per_s"] for r in rows
 if thr:
     print("\n| 100 epochs of ImageNet-1k, SimCLR ResNet-50, one GPU | hours at 224 | hours at 160 | the paper's schedule (160 to 224) |")
     print("|---|---|---|---|")
-    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"),
-                       ("ssl.h+mixed", "ssl.h, cuDNN where im2col would be (mixed)"),
-                       ("ssl.h+auto", "ssl.h, the faster engine per shape (auto)"), ("ssl.h+graph", "ssl.h, CUDA graphs"),
-                       ("ssl.h+mixed+graph", "ssl.h, mixed, CUDA graphs"), ("torch", "PyTorch")):
+    for impl, name in (("ssl.h", "ssl.h"), ("ssl.h+cudnn", "ssl.h, cuDNN convolutions"), ("torch", "PyTorch")):
         if impl not in (i for i, _ in thr):
             continue
         a, b = thr.get((impl, 224)), thr.get((impl, 160))

@@ -43,8 +43,8 @@ for f in re.split(r"\n(?=\.visible \.entry|\.entry|\.weak \.entry)", ptx):
 # per hot kernel, its global loads and the longest run of them issued
 # before a floating-point instruction. A run of 1-2 in a loop that loads U
 # rows ahead in the source means ptxas interleaved the loads with the
-# arithmetic (session 13 found the BN moments pass so: 2 loads in flight a
-# thread where the source asked for 16).
+# arithmetic (the BN moments pass was so before ssl__after: 2 loads in
+# flight a thread where the source asked for 16).
 cuobjdump = os.environ.get("CUOBJDUMP") or next(
     (p for p in ("cuobjdump", "/usr/local/cuda/bin/cuobjdump", "build/sass-tools/nvidia/cu13/bin/cuobjdump")
      if subprocess.run(["sh", "-c", f"command -v {p}"], capture_output=True).returncode == 0), None)

@@ -65,11 +65,6 @@ double b_close(const char *file, int line, int gpu, const char *what, const ssl_
    the activations stored as bf16 (inputs rounded first, y and dx held to
    one rounding). Frees x. (gpu_ops.c) */
 void g_bn_case(int gpu, const char *name, ssl_tensor x, int affine, int training, int fused, int bf16);
-/* body(1) (a GPU_TEST's body of g_bn_case calls) with batch norm through
-   cuDNN (a CUDNN=1 build; skipped otherwise), then a mean 1000 times the
-   spread at 16 channels; cuDNN must have taken some of the calls
-   (gpu_ops.c) */
-void g_bn_engine_run(void (*body)(int), int bf16, const char *what);
 
 /* a convolution forward and backward on the device against the CPU
    (gpu_ops.c): fp32, or bf16 activations (x_f32: fp32 images, as the
@@ -90,15 +85,6 @@ int64_t ssl_cuda_fastdiv_selftest(int64_t trials, uint64_t seed);
 /* ssl.cu's check of one convolution shape's cuDNN plan through cuDNN's
    getters (0: right; -1: wrong, see ssl_last_error; 1: no cuDNN built in) */
 int ssl_cuda_cudnn_plan_check(int n, int h, int w, int ci, int co, int k, int stride, int pad, int bf16);
-/* ssl.cu's cuDNN batch norm operations for a shape and kind (mask:
-   forward 0 plain, 1 ReLU, 2 ReLU + bits; backward 0 plain, 1 bits), made and
-   finalized up to the operation graph (which needs a GPU): 0 all
-   finalize; -1 the first failure, see ssl_last_error; 1 no cuDNN */
-int ssl_cuda_cudnn_bn_check(int n, int h, int w, int c, int bf16, int backward, int residual, int mask, int keep_dz);
-/* whether the convolution engine in use sends a k x k convolution of this
-   stride and padding to cuDNN on a GPU (same_type: its input is of its
-   GEMM operands' type, as all but the stem's fp32 images are at bf16) */
-int ssl_cuda_conv_uses_cudnn(int k, int stride, int pad, int same_type);
 
 /* tolerance pairs per mode: (emulation, GPU fp32) */
 #define G_TOL(gpu, emu_tol, gpu_tol) ((gpu) ? (gpu_tol) : (emu_tol))

@@ -259,7 +259,7 @@ void g_conv_case(int gpu, const char *name, int n, int h, int w, int ci, int co,
     /* the columns kept from the forward for the backward: the same bits as
        rebuilding them, on the host and on the device (dw, db accumulated
        onto the same starting values again). Kept columns always take the
-       GEMM path; on a GPU with another engine (cudnn, mixed, auto) the runs
+       GEMM path; on a GPU with the cudnn engine the runs
        above may not have, so the device's side is compared there only
        under gemm (the same cases' gpu_conv2d / gpu_bf16_conv2d run).
        Emulation has no cuDNN: always compared. */
@@ -345,8 +345,7 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "7x7 s2 p3 (stem)", 2, 13, 15, 3, 4, 7, 2, 3, 0, 1);
     conv_case(gpu, "1x1 s1 (GEMM)", 3, 5, 7, 6, 9, 1, 1, 0, 1, 1);
     /* without a bias (which keeps a convolution on the GEMM path under every
-       engine): the 1x1 stride 1 that mixed leaves to cuBLAS, and a 3x3 it
-       gives cuDNN */
+       engine): a 1x1 stride 1 and a 3x3 that cudnn gives cuDNN */
     conv_case(gpu, "1x1 s1 no bias", 3, 5, 7, 8, 9, 1, 1, 0, 0, 1);
     conv_case(gpu, "3x3 s1 p1 no bias", 2, 9, 11, 8, 7, 3, 1, 1, 0, 1);
     conv_case(gpu, "1x1 s2 (downsample)", 2, 9, 7, 6, 8, 1, 2, 0, 0, 1);
@@ -361,27 +360,12 @@ GPU_TEST(conv2d) {
     conv_case(gpu, "7x7 s2 p3 (stem) blocked", 4, 128, 128, 3, 8, 7, 2, 3, 0, 0);
 }
 
-/* The same cases through cuDNN (a CUDNN=1 build; SSL_CONV=cudnn): fp32
+/* The same cases through cuDNN (a CUDNN=1 build; conv=cudnn): fp32
    with FMA math, so the GPU's fp32 tolerances. */
 TEST(gpu_conv2d_cudnn) {
     if (!g_begin(1)) return;
     if (ssl_cuda_set_conv("cudnn")) { test_skip(ssl_last_error()); return; }
     gbody_conv2d(1);
-    CHECK_OK(ssl_cuda_set_conv("gemm"));
-}
-/* mixed: cuDNN for the cases with columns, cuBLAS for the 1x1 stride-1 ones */
-TEST(gpu_conv2d_mixed) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_conv("mixed")) { test_skip(ssl_last_error()); return; }
-    gbody_conv2d(1);
-    CHECK_OK(ssl_cuda_set_conv("gemm"));
-}
-/* auto: a shape's calls 0-1 take the GEMM path, 2-3 cuDNN, then the pick;
-   the cases run six times over, so each engine and each pick is checked */
-TEST(gpu_conv2d_auto) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_conv("auto")) { test_skip(ssl_last_error()); return; }
-    for (int i = 0; i < 6 && !test_failures(); i++) gbody_conv2d(1);
     CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
@@ -421,35 +405,21 @@ TEST(emu_cudnn_plans_describe_the_convolutions) {
     printf("    %d shapes' cuDNN plans as the GEMM path's geometry\n", checked);
 }
 
+/* the convolution engine's names and errors; emulation has no cuDNN and
+   keeps the GEMM path under cudnn */
 TEST(emu_conv_engine_choice) {
-    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm, cudnn, mixed or auto"),
+    CHECK(ssl_cuda_set_conv("winograd") != 0 && strstr(ssl_last_error(), "expected gemm or cudnn"),
           "an unknown engine was taken: %s", ssl_last_error());
     CHECK_OK(ssl_cuda_set_conv("gemm"));
     CHECK(!strcmp(ssl_cuda_conv(), "gemm"));
-    /* which convolutions each engine sends to cuDNN: {k, stride, pad, same type} */
-    static const int shapes[6][4] = {{1, 1, 0, 1}, {1, 1, 0, 0}, {1, 2, 0, 1}, {3, 1, 1, 1}, {3, 2, 1, 1}, {7, 2, 3, 0}};
-    static const char *const names[6] = {"1x1", "1x1 of fp32 input", "1x1 stride 2", "3x3", "3x3 stride 2", "stem 7x7"};
-    for (int i = 0; i < 6; i++)
-        CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == 0, "gemm engine: %s to cuDNN",
-              names[i]);
-    for (int e = 0; e < 3; e++) {
-        const char *engine = e == 0 ? "cudnn" : e == 1 ? "mixed" : "auto";
-        if (ssl_cuda_set_conv(engine)) {
-            CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL && strstr(ssl_last_error(), engine),
-                  "refusal does not say how to build it: %s", ssl_last_error());
-            CHECK(!strcmp(ssl_cuda_conv(), "gemm"), "a refused engine left %s in use", ssl_cuda_conv());
-            continue;
-        }
-        CHECK(!strcmp(ssl_cuda_conv(), engine));
-        /* cudnn: all; mixed: all but the 1x1 stride-1 convolution whose input is its GEMM's matrix;
-           auto: all (each then timed against the GEMM path on a GPU) */
-        for (int i = 0; i < 6; i++)
-            CHECK(ssl_cuda_conv_uses_cudnn(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]) == (e != 1 || i != 0),
-                  "%s engine: %s %s cuDNN", engine, names[i], e != 1 || i != 0 ? "not sent to" : "sent to");
-        /* a CUDNN=1 build: emulation has no cuDNN and keeps the GEMM path */
-        if (g_begin(0)) gbody_conv2d(0);
-        CHECK_OK(ssl_cuda_set_conv("gemm"));
+    if (ssl_cuda_set_conv("cudnn")) {
+        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "the refusal does not say how to build it: %s", ssl_last_error());
+        CHECK(!strcmp(ssl_cuda_conv(), "gemm"), "a refused engine left %s in use", ssl_cuda_conv());
+        return;
     }
+    CHECK(!strcmp(ssl_cuda_conv(), "cudnn"));
+    if (g_begin(0)) gbody_conv2d(0);
+    CHECK_OK(ssl_cuda_set_conv("gemm"));
 }
 
 /* fused: 0 plain; 1 + ReLU; 2 + residual + ReLU. The device runs the fused
@@ -543,93 +513,15 @@ GPU_TEST(batchnorm) {
     /* rows * c above 131072 * 8: blocks of 9 rows, so the partial sums take
        their 8-rows-at-once path, then a row alone, and a shorter last block */
     g_bn_case(gpu, "bn NHWC train 9-row blocks +residual+relu", g_rand(54, 4, 4, 60, 70, 64, -1, 2), 1, 1, 2, 0);
+    /* 33,280 rows of 64 channels: forward blocks of 17 rows (the 16-row
+       loads, then a row alone), backward blocks of 5 (two 2-row loads, then
+       a row alone) */
+    g_bn_case(gpu, "bn NHWC train 17-row blocks +residual+relu", g_rand(57, 4, 8, 65, 64, 64, -1, 2), 1, 1, 2, 0);
     /* 16 channels: 8 values per work item */
     for (int fused = 0; fused < 3; fused++) g_bn_case(gpu, "bn NHWC train 16 channels", g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, fused, 0);
     /* a mean 1000 times the spread: the device's one-pass (shifted) moments
        against the CPU's two passes */
     g_bn_case(gpu, "bn NHWC train large mean", g_rand(54, 4, 8, 33, 35, 3, 999, 1001), 1, 1, 0, 0);
-    /* the statistics over 8 times fewer and 8 times more row blocks
-       (ssl_cuda_set_bn_split, for measuring): the same results */
-    for (int k = 0; k < 2; k++) {
-        CHECK_OK(ssl_cuda_set_bn_split(k ? 8.0 : 0.125));
-        char name[64];
-        snprintf(name, sizeof name, "bn NHWC train split %g +residual+relu", k ? 8.0 : 0.125);
-        g_bn_case(gpu, name, g_rand(54, 4, 4, 60, 70, 64, -1, 2), 1, 1, 2, 0);
-        snprintf(name, sizeof name, "bn NHWC train split %g, 16 channels", k ? 8.0 : 0.125);
-        g_bn_case(gpu, name, g_rand(56, 4, 3, 5, 7, 16, -2, 3), 1, 1, 1, 0);
-    }
-    CHECK_ERR(ssl_cuda_set_bn_split(0), "want a number in [1/64, 64]");
-    CHECK_ERR(ssl_cuda_set_bn_split(65), "want a number in [1/64, 64]");
-    CHECK_OK(ssl_cuda_set_bn_split(1));
-}
-
-/* Batch norm through cuDNN (ssl_cuda_set_bn_engine("cudnn")): the same
-   cases against the CPU at the GPU's tolerances. cuDNN takes the training
-   ones with 16 or 64 channels (the others stay on ssl.h's passes), and
-   their backward where it has no ReLU or reads the mask's bits (here the
-   ReLU's output: ssl.h's passes). A mean 1000 times the spread tests its
-   fp32 sums. */
-void g_bn_engine_run(void (*body)(int), int bf16, const char *what) {
-    if (!g_begin(1)) return;
-    if (ssl_cuda_set_bn_engine("cudnn")) {
-        test_skip(ssl_last_error());
-        return;
-    }
-    long long c0 = ssl_cuda_bn_cudnn_calls();
-    body(1);
-    g_bn_case(1, "bn train large mean, 16 channels +relu", g_rand(57, 4, 4, 9, 11, 16, 999, 1001), 1, 1, 1, bf16);
-    g_bn_case(1, "bn train large mean, 16 channels", g_rand(57, 4, 4, 9, 11, 16, 999, 1001), 1, 1, 0, bf16);
-    long long n = ssl_cuda_bn_cudnn_calls() - c0;
-    CHECK(n > 0, "%s: cuDNN took none of the batch norms (its reason is on stderr)", what);
-    printf("    %s: %lld batch norm calls through cuDNN\n", what, n);
-    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
-}
-TEST(gpu_batchnorm_cudnn) { g_bn_engine_run(gbody_batchnorm, 0, "fp32"); }
-
-/* ssl.cu's cuDNN batch norm graphs, as far as they go without a GPU:
-   every operation of every kind (forward plain, with ReLU, mask and
-   residual; backward plain, through the mask, keeping dz), bf16 and fp32,
-   NHWC and a 2-D (projector) shape, finalizes */
-TEST(emu_cudnn_bn_operations) {
-    int first = ssl_cuda_cudnn_bn_check(2, 4, 4, 16, 1, 0, 0, 2, 0);
-    if (first == 1) {
-        test_skip("this build has no cuDNN (make CUDNN=1)");
-        return;
-    }
-    CHECK(first == 0, "forward: %s", ssl_last_error());
-    int shapes[2][4] = {{8, 7, 5, 64}, {32, 1, 1, 128}}, n = 0;
-    for (int s = 0; s < 2; s++)
-        for (int bf16 = 0; bf16 < 2; bf16++)
-            for (int kind = 0; kind < 7; kind++, n++) {
-                /* forward: plain, ReLU, ReLU + mask, residual + ReLU + mask; backward: plain, mask, mask + dz */
-                static const int kk[7][4] = {{0, 0, 0, 0}, {0, 0, 1, 0}, {0, 0, 2, 0}, {0, 1, 2, 0},
-                                             {1, 0, 0, 0}, {1, 0, 1, 0}, {1, 0, 1, 1}};
-                int *q = shapes[s];
-                CHECK(ssl_cuda_cudnn_bn_check(q[0], q[1], q[2], q[3], bf16, kk[kind][0], kk[kind][1], kk[kind][2], kk[kind][3]) == 0,
-                      "shape %d, %s, kind %d: %s", s, bf16 ? "bf16" : "fp32", kind, ssl_last_error());
-            }
-    printf("    %d batch norm graphs' operations finalize\n", n);
-}
-
-/* the batch norm engine's name and errors; emulation has no cuDNN, so
-   "cudnn" there runs ssl.h's passes and counts no cuDNN call */
-TEST(emu_bn_engine_choice) {
-    CHECK(ssl_cuda_set_bn_engine("fast") != 0 && strstr(ssl_last_error(), "expected ssl or cudnn"),
-          "an unknown engine was taken: %s", ssl_last_error());
-    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
-    CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"));
-    CHECK_OK(ssl_cuda_set_bn_engine(NULL));
-    CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"));
-    if (ssl_cuda_set_bn_engine("cudnn")) {
-        CHECK(strstr(ssl_last_error(), "CUDNN=1") != NULL, "the refusal does not say how to build it: %s", ssl_last_error());
-        CHECK(!strcmp(ssl_cuda_bn_engine(), "ssl"), "a refused engine left %s in use", ssl_cuda_bn_engine());
-        return;
-    }
-    CHECK(!strcmp(ssl_cuda_bn_engine(), "cudnn"));
-    long long c0 = ssl_cuda_bn_cudnn_calls();
-    if (g_begin(0)) gbody_batchnorm(0);
-    CHECK(ssl_cuda_bn_cudnn_calls() == c0, "emulation counted %lld cuDNN batch norms", ssl_cuda_bn_cudnn_calls() - c0);
-    CHECK_OK(ssl_cuda_set_bn_engine("ssl"));
 }
 
 /* max pool forward and backward on x (host) and dx (its device copy; bf16
@@ -658,21 +550,6 @@ void g_pool_case(int gpu, const ssl_tensor *x, const ssl_tensor *dx, int k, int 
     } else {
         G_CLOSE_T(gpu, fwd, &dpy, &py, 0, 0);
         G_CLOSE_T(gpu, bwd, &dpdx, &pdx, 0, 0);
-    }
-    if (k <= 16) { /* the winners kept as bytes in the forward (GPU plans): the same y and dx, bit for bit */
-        int64_t no = n * oh * ow * c;
-        ssl_tensor arg = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, (size_t)(no + 3) / 4), no), SSL_U8);
-        arg.device = SSL_DEV_CUDA;
-        ssl_tensor ay = dev(gpu, &pdx), adx = dev(gpu, &pdx);
-        ay = ssl_tensor_as(ssl_tensor_on(ssl_tensor_nhwc(ay.data, n, oh, ow, c), ay.device), ay.dtype); /* (x's size: room enough) */
-        CHECK_OK(ssl_maxpool2d_forward_arg(dx, k, s, p, &ay, &arg));
-        CHECK_OK(ssl_maxpool2d_backward_arg(&arg, &dpg, k, s, p, &adx));
-        float *(*fetch)(int, const ssl_tensor *) = bf16 ? b_fetch : g_fetch;
-        float *y0 = fetch(gpu, &dpy), *y1 = fetch(gpu, &ay), *d0 = fetch(gpu, &dpdx), *d1 = fetch(gpu, &adx);
-        CHECK(!memcmp(y0, y1, sizeof(float) * (size_t)no), "%s: y differs when the winners are kept", fwd);
-        CHECK(!memcmp(d0, d1, sizeof(float) * (size_t)ssl_tensor_numel(dx)), "%s: dx differs from the kept winners", bwd);
-        free(y0), free(y1), free(d0), free(d1);
-        g_free(gpu, arg.data), g_release(gpu, &ay), g_release(gpu, &adx);
     }
     g_release(gpu, &dpy), g_release(gpu, &dpg), g_release(gpu, &dpdx);
     free_h(&py), free_h(&pg), free_h(&pdx);
@@ -706,23 +583,6 @@ GPU_TEST(relu_pool_linear_add) {
     pool_cases(gpu, &x16, &dx16);
     g_release(gpu, &dx16), free_h(&x16);
 
-    { /* the kept winners' errors: a byte each, on the GPU, a window that fits 4 bits a coordinate */
-        ssl_tensor py = g_rand(64, 4, 2, 5, 4, 5, 0, 1), dpy = g_tensor(gpu, &py);
-        ssl_tensor arg = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, 64), 200), SSL_U8), wide = arg, host = arg, fl = arg;
-        arg.device = wide.device = fl.device = SSL_DEV_CUDA;
-        wide.dim[0] = 199, fl.dtype = SSL_F32;
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &wide), "one byte per value of y (200)");
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &fl), "arg must be SSL_U8");
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, NULL), "no arg given");
-        host.device = SSL_DEV_CPU;
-        CHECK_ERR(ssl_maxpool2d_backward_arg(&host, &dpy, 3, 2, 1, &dx), "GPU storage");
-        ssl_tensor py17 = g_rand(64, 4, 2, 9, 8, 5, 0, 1), dpy17 = g_tensor(gpu, &py17);
-        ssl_tensor arg17 = ssl_tensor_as(ssl_tensor_vec(g_alloc(gpu, 180), 720), SSL_U8);
-        arg17.device = SSL_DEV_CUDA;
-        CHECK_ERR(ssl_maxpool2d_forward_arg(&dx, 17, 1, 8, &dpy17, &arg17), "kernel at most 16");
-        CHECK_OK(ssl_maxpool2d_forward_arg(&dx, 3, 2, 1, &dpy, &arg));
-        g_free(gpu, arg.data), g_free(gpu, arg17.data), g_release(gpu, &dpy), g_release(gpu, &dpy17), free_h(&py), free_h(&py17);
-    }
     ssl_tensor ay = g_rand(67, 2, 2, 5, 0, 0, 0, 1), ag = g_rand(68, 2, 2, 5, 0, 0, -1, 1);
     ssl_tensor day = g_tensor(gpu, &ay), dag = g_tensor(gpu, &ag);
     CHECK_OK(ssl_avgpool_forward(&x, &ay));

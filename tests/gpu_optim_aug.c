@@ -23,6 +23,7 @@ static void optim_case(int gpu, int kind) {
     make_table(&t);
     size_t bytes = sizeof(float) * (size_t)t.total;
     ssl_param_table dt = t; /* same table, values on the mode's side */
+    dt.dev = SSL_DEV_CUDA;
     dt.data = g_alloc(gpu, (size_t)t.total);
     dt.grad = g_alloc(gpu, (size_t)t.total);
     g_up(gpu, dt.data, t.data, bytes);
@@ -30,7 +31,8 @@ static void optim_case(int gpu, int kind) {
     c.kind = kind, c.momentum = 0.9, c.weight_decay = 1e-2, c.eta = 0.001, c.beta1 = 0.9, c.beta2 = 0.999, c.eps = 1e-8;
     ssl_optimizer o, dgo;
     ssl_optim_init(&o, &c, &t);
-    ssl_cuda_optim_init(&dgo, &c, &dt);
+    ssl_optim_init(&dgo, &c, &dt); /* on the table's device */
+    CHECK_EQ(dgo.dev, SSL_DEV_CUDA);
     ssl_rng r = ssl_rng_make(123, (uint32_t)kind, 0, 0, 0);
     float *got = (float *)ssl_malloc(bytes, "params back");
     for (int step = 0; step < 3; step++) {
@@ -40,7 +42,7 @@ static void optim_case(int gpu, int kind) {
         g_up(gpu, dt.grad, t.grad, bytes);
         double lr = 0.1 * (step + 1);
         ssl_optim_step(&o, &t, lr);
-        CHECK_OK(ssl_cuda_optim_step(&dgo, &dt, lr));
+        CHECK_OK(ssl_optim_step(&dgo, &dt, lr));
         g_down(gpu, got, dt.data, bytes);
         char what[64];
         snprintf(what, sizeof what, "%s step %d weights", ssl_optim_name(kind), step + 1);
@@ -51,9 +53,13 @@ static void optim_case(int gpu, int kind) {
         G_CLOSE(what, got, o.m, t.total, G_TOL(gpu, 1e-7, 1e-6), G_TOL(gpu, 1e-6, 1e-5));
     }
     CHECK_EQ(dgo.step, 3);
+    /* an optimizer made for the host table refuses the device table, and the other way round */
+    CHECK_ERR(ssl_optim_step(&o, &dt, 0.1), "state is on the CPU and the parameters on the GPU");
+    CHECK_ERR(ssl_optim_step(&dgo, &t, 0.1), "state is on the GPU and the parameters on the CPU");
+    CHECK_EQ(dgo.step, 3);
     free(got);
     ssl_optim_free(&o);
-    ssl_cuda_optim_free(&dgo);
+    ssl_optim_free(&dgo);
     g_free(gpu, dt.data);
     g_free(gpu, dt.grad);
     ssl_params_free(&t);

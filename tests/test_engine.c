@@ -962,6 +962,19 @@ TEST(engine_gpu_tensor_without_cuda) {
     /* mixing devices is refused on any build */
     ssl_tensor cpu = ssl_tensor_nhwc(buf, 1, 4, 4, 2);
     CHECK_ERR(ssl_relu_forward(&cpu, &x), "different devices");
+    /* the optimizer on a table marked as the GPU's */
+    ssl_param_table t = {0};
+    int64_t shape[1] = {8};
+    ssl_params_add(&t, "fc.weight", SSL_PARAM_WEIGHT, 1, shape);
+    ssl_params_alloc(&t);
+    ssl_optim_config oc = {SSL_OPTIM_LARS, 0.9, 1e-4, 0.001, 0.9, 0.999, 1e-8};
+    ssl_optimizer o;
+    ssl_optim_init(&o, &oc, &t);
+    t.dev = o.dev = SSL_DEV_CUDA;
+    CHECK_ERR(ssl_optim_step(&o, &t, 0.1), "ssl_optim_step: tensor is on the GPU but ssl.h was built without CUDA");
+    t.dev = o.dev = SSL_DEV_CPU;
+    ssl_optim_free(&o);
+    ssl_params_free(&t);
     ssl_buf_free(&scratch);
 #endif
 }
