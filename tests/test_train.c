@@ -58,6 +58,7 @@ TEST(train_without_data_packs_fashion_mnist_once) {
     /* one step, so that no evaluation runs; res and width as TINY's */
     const char *cmd = "rm -rf %s/run && XDG_CACHE_HOME=%s %s simclr bs=64 lr=1.0 tau=0.15 max_steps=1 width=0.125 res=16 "
                       "threads=1 loader_threads=1 device=cpu out=%s/run";
+    run(NULL, "rm -rf %s", cache); /* a cache left by an earlier run of the suite */
     int rc = run(&out, cmd, cache, cache, t, cache);
     CHECK(rc == 0, "exit %d: %s", rc, out);
     CHECK_CONTAINS(out, "no data= given: Fashion-MNIST");
