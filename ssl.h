@@ -2346,17 +2346,23 @@ static int ssl__config_kv(const ssl_opt *t, int n, void *cfg, const char *arg, i
 SSLDEF int ssl_config_load_file(const ssl_opt *t, int n, void *cfg, const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return ssl__fail("cannot open config file '%s': %s", path, strerror(errno));
-    char line[SSL_STR + 256];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
+    /* lines are read whole: a line is an option or a comment as a whole,
+       never cut into pieces that parse on their own */
+    enum { max_line = SSL_STR + 255 };
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
-        char *s = line, *e;
-        while (*s == ' ' || *s == '\t') s++;
-        e = s + strlen(s);
+        if (memchr(line, 0, (size_t)len)) { rc = ssl__fail("NUL byte in the line"); break; }
+        char *s = line, *e = line + len;
         while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
-        if (!*s || *s == '#') continue;
+        while (*s == ' ' || *s == '\t') s++;
+        if (!*s || *s == '#') continue; /* comments of any length */
+        if (e - s > max_line) { rc = ssl__fail("line of %lld characters, over the limit of %d", (long long)(e - s), max_line); break; }
         /* allow "key = value" */
-        char kv[SSL_STR + 256];
+        char kv[max_line + 2];
         char *eq = strchr(s, '=');
         if (eq) {
             char *ke = eq;
@@ -2367,13 +2373,11 @@ SSLDEF int ssl_config_load_file(const ssl_opt *t, int n, void *cfg, const char *
         } else {
             snprintf(kv, sizeof kv, "%s", s);
         }
-        if (ssl__config_kv(t, n, cfg, kv, 1) != 0) {
-            fclose(f);
-            return ssl__fail_ctx("%s:%d", path, lineno);
-        }
+        if (ssl__config_kv(t, n, cfg, kv, 1) != 0) { rc = -1; break; }
     }
+    free(line);
     fclose(f);
-    return 0;
+    return rc ? ssl__fail_ctx("%s:%d", path, lineno) : 0;
 }
 
 static int ssl__config_kv(const ssl_opt *t, int n, void *cfg, const char *arg, int depth) {
@@ -2729,14 +2733,21 @@ SSLDEF int ssl_pack_open(const char *path, ssl_pack *p) {
     if (h->page_size == 0) SSL__PBAD("page size is 0");
     if (h->num_classes == 0 && h->num_samples > 0) SSL__PBAD("no classes but %llu samples", (unsigned long long)h->num_samples);
     /* regions: header | records [data_offset, index_offset) | index | strings */
-    if (h->data_offset < SSL_PACK_HEADER_SIZE || h->data_offset > h->index_offset || h->index_offset % 8 != 0)
-        SSL__PBAD("bad data/index offsets (%llu, %llu)", (unsigned long long)h->data_offset, (unsigned long long)h->index_offset);
+    if (h->data_offset < SSL_PACK_HEADER_SIZE || h->data_offset > h->index_offset || h->index_offset > fsize ||
+        h->index_offset % 8 != 0)
+        SSL__PBAD("bad data/index offsets (%llu, %llu) for a file of %llu bytes", (unsigned long long)h->data_offset,
+                  (unsigned long long)h->index_offset, (unsigned long long)fsize);
     if (h->num_samples > (fsize - h->index_offset) / sizeof(ssl_pack_rec))
         SSL__PBAD("index of %llu entries does not fit in the file", (unsigned long long)h->num_samples);
     uint64_t index_end = h->index_offset + h->num_samples * sizeof(ssl_pack_rec);
     if (h->strings_offset != index_end || h->strings_size > fsize - h->strings_offset ||
         h->strings_offset + h->strings_size != fsize)
         SSL__PBAD("bad string table (offset %llu, size %llu)", (unsigned long long)h->strings_offset,
+                  (unsigned long long)h->strings_size);
+    /* each class name takes at least its NUL: a count the table cannot hold
+       is refused before anything is sized by it */
+    if (h->num_classes > h->strings_size)
+        SSL__PBAD("%u classes, but the string table of %llu bytes cannot name them", h->num_classes,
                   (unsigned long long)h->strings_size);
     if (ssl_crc32(0, b + h->index_offset, index_end - h->index_offset) != h->index_crc) SSL__PBAD("index checksum mismatch (corrupt index)");
     if (ssl_crc32(0, b + h->strings_offset, h->strings_size) != h->strings_crc) SSL__PBAD("string table checksum mismatch");
@@ -2763,7 +2774,7 @@ SSLDEF int ssl_pack_open(const char *path, ssl_pack *p) {
     if (h->strings_size && se[-1] != 0) SSL__PBAD("string table is not NUL-terminated");
     for (const char *q = s; q < se; q++) have += (*q == 0);
     if (have != need) SSL__PBAD("string table holds %llu strings, expected %llu", (unsigned long long)have, (unsigned long long)need);
-    p->class_names = (const char **)ssl_malloc(sizeof(char *) * (h->num_classes + 1), "class names");
+    p->class_names = (const char **)ssl_malloc(sizeof(char *) * ((size_t)h->num_classes + 1), "class names");
     for (uint32_t c = 0; c < h->num_classes; c++) {
         p->class_names[c] = s;
         s += strlen(s) + 1;
@@ -3004,6 +3015,16 @@ static tjhandle ssl__tj(int compress) {
     }
     return h;
 }
+/* Fails with TurboJPEG's message, and drops the thread's handle: after an
+   error it may be left part-way through a header (libjpeg-turbo 2.1 does
+   not reset it), and every later image on the thread would then fail. */
+static int ssl__tj_fail(int compress, const char *what) {
+    tjhandle h = ssl__tj(compress);
+    ssl__fail("%s: %s", what, tjGetErrorStr2(h));
+    tjDestroy(h);
+    pthread_setspecific(ssl__tj_key[compress], NULL);
+    return -1;
+}
 #endif
 
 static int ssl__sniff(const uint8_t *b, size_t n) {
@@ -3029,7 +3050,7 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
     if (fmt == SSL_FMT_JPEG) {
         int sub, cs;
         if (tjDecompressHeader3(ssl__tj(0), b, (unsigned long)n, &iw, &ih, &sub, &cs) != 0)
-            return ssl__fail("not a readable JPEG: %s", tjGetErrorStr2(ssl__tj(0)));
+            return ssl__tj_fail(0, "not a readable JPEG");
         ic = cs == TJCS_GRAY ? 1 : 3;
     } else
 #endif
@@ -3072,8 +3093,7 @@ SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *
         if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, iw, 0, ih,
                           oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0) {
             /* warnings (e.g. extraneous bytes) still produce an image */
-            if (tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-                return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
+            if (tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING) return ssl__tj_fail(0, "JPEG decode failed");
         }
         *w = iw; *h = ih; *c = oc;
         return 0;
@@ -3126,7 +3146,7 @@ SSLDEF int ssl_encode_jpeg(const uint8_t *px, int w, int h, int c, int quality, 
     unsigned long len = cap;
     if (tjCompress2(ssl__tj(1), px, w, 0, h, c == 1 ? TJPF_GRAY : TJPF_RGB, &dst, &len,
                     c == 1 ? TJSAMP_GRAY : TJSAMP_420, quality, TJFLAG_NOREALLOC) != 0)
-        return ssl__fail("JPEG encode failed: %s", tjGetErrorStr2(ssl__tj(1)));
+        return ssl__tj_fail(1, "JPEG encode failed");
     *size = len;
     return 0;
 #else
@@ -4370,7 +4390,7 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
         if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
                           oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
             tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-            return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
+            return ssl__tj_fail(0, "JPEG decode failed");
         *w = sw; *h = sh; *c = oc;
         return 0;
     }
@@ -8113,8 +8133,15 @@ SSLDEF int ssl_safetensors_read(const char *path, ssl_tfile *f) {
                 if (e->dtype < 0) SSL__SBAD("tensor '%s': unsupported dtype '%s'", key, dt);
                 if (!have_off || b0 > b1 || b1 > dsize) SSL__SBAD("tensor '%s': data_offsets [%llu, %llu] outside the %llu data bytes", key,
                                                                   (unsigned long long)b0, (unsigned long long)b1, (unsigned long long)dsize);
-                uint64_t numel = 1;
-                for (int d = 0; d < e->ndim; d++) numel *= (uint64_t)e->dims[d];
+                /* the shape's product is checked as it is formed (the limit
+                   of SSLT files): a product past 2^64 would wrap to a small
+                   size that matches the bytes */
+                uint64_t numel = 1, lim = (uint64_t)1 << 40;
+                for (int d = 0; d < e->ndim; d++) {
+                    uint64_t v = (uint64_t)e->dims[d];
+                    if (v > lim || (v && numel > lim / v)) SSL__SBAD("tensor '%s': absurd shape", key);
+                    numel *= v;
+                }
                 if (numel * ssl_dtype_size(e->dtype) != b1 - b0) SSL__SBAD("tensor '%s': %llu bytes for its shape", key, (unsigned long long)(b1 - b0));
                 e->data = data + b0;
                 e->nbytes = b1 - b0;
