@@ -416,19 +416,25 @@ SSLDEF uint64_t ssl_pack_writer_bytes(const ssl_pack_writer *w);
 
 /* ========================================================================
    4. Decode
-   Owns: turning bytes into pixels and back. JPEG goes through
-   libjpeg-turbo when the build has it (SSL_TURBOJPEG), stb_image otherwise;
-   every other format through stb_image. Pixels are uint8, interleaved
+   Owns: turning bytes into pixels and back. Three formats are read: JPEG
+   through libjpeg-turbo when the build has it (SSL_TURBOJPEG), stb_image
+   otherwise (its tables checked first, ssl__jpeg_check); PNG and BMP through
+   stb_image, built for those alone. Every path refuses an image over
+   SSL_MAX_PIXELS from its header, before it allocates. Pixels are uint8, interleaved
    (HWC), 1 or 3 channels. The resampler here is PIL's separable algorithm
    (box for area shrinking, triangle for antialiased bilinear), which is what
    torchvision's antialiased resize computes.
    ======================================================================== */
 #define SSL_MAX_PIXELS (1u << 28) /* an image header claiming more is refused */
-typedef enum { SSL_FMT_UNKNOWN = 0, SSL_FMT_JPEG, SSL_FMT_PNG, SSL_FMT_OTHER } ssl_format;
+typedef enum { SSL_FMT_UNKNOWN = 0, SSL_FMT_JPEG, SSL_FMT_PNG, SSL_FMT_OTHER /* BMP */ } ssl_format;
 
 /* Reads only the header: format, size, channels (1 or 3 after conversion;
-   alpha is dropped). Refuses empty input and absurd sizes. */
+   alpha is dropped). Refuses empty input, formats other than JPEG, PNG and
+   BMP (by their first bytes), and absurd sizes. */
 SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int *format);
+/* Checks a JPEG's Huffman tables and the scans that use them (before stb_image
+   sees it, in builds without libjpeg-turbo). */
+SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n);
 /* Decodes to want_c channels (0 = keep: 1 for gray sources, else 3) into
    out (grown as needed). */
 SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *w, int *h, int *c);
@@ -904,6 +910,12 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
 SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
                              double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
                              int *sh);
+/* The same for a pack record whose index says the image is full_w x
+   full_h: an image of any other size is refused from its header, before
+   anything is decoded (the loader maps crop boxes with the index's size). */
+SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
+                                    int *ox, int *oy, int *sw, int *sh);
 
 
 /* ========================================================================
@@ -2969,8 +2981,16 @@ out:
 
 /* ---- 4. Decode ---------------------------------------------------------- */
 
+/* stb_image is built for the formats ssl.h reads and no others: PNG and BMP,
+   and JPEG only where libjpeg-turbo is missing (then after ssl__jpeg_check).
+   Each format compiled in is code a hostile file can reach. */
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_NO_STDIO_UNUSED
+#define STBI_NO_STDIO
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#ifndef SSL_TURBOJPEG
+#define STBI_ONLY_JPEG
+#endif
 #define STBI_MAX_DIMENSIONS (1 << 24)
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
@@ -3027,10 +3047,78 @@ static int ssl__tj_fail(int compress, const char *what) {
 }
 #endif
 
+/* The format from the first bytes; only these are handed to a decoder. */
 static int ssl__sniff(const uint8_t *b, size_t n) {
     if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return SSL_FMT_JPEG;
     if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return SSL_FMT_PNG;
-    return SSL_FMT_OTHER;
+    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return SSL_FMT_OTHER; /* BMP */
+    return SSL_FMT_UNKNOWN;
+}
+
+/* Walks a JPEG's markers the way stb_image's reader does: fill bytes and
+   junk between segments skipped, a scan's entropy-coded data running to
+   the next marker that is not a restart. Checks the two things Debian's
+   stb_image 2.27 trusts: a Huffman table's 16 code counts sum to at most
+   256 (it writes past its table otherwise), and a scan uses only tables
+   defined before it (it reads tables it never filled otherwise). A scan
+   uses DC tables unless it is a progressive AC or DC-refinement scan, AC
+   tables unless it is a progressive DC scan. Segments that run past the
+   end are refused; where the data ends, so does the walk. */
+SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
+    size_t i = 1;
+    if (n < 2 || b[0] != 0xFF) return ssl__fail("not a JPEG (no start marker)");
+    while (i < n && b[i] == 0xFF) i++;
+    if (i >= n || b[i] != 0xD8) return ssl__fail("not a JPEG (no start marker)");
+    i++;
+    unsigned defined = 0; /* bit 4 * class + id: DC 0-3, AC 4-7 */
+    int frame = 0, progressive = 0;
+    for (;;) {
+        while (i < n && b[i] != 0xFF) i++;
+        while (i < n && b[i] == 0xFF) i++;
+        if (i >= n) return 0;
+        int m = b[i++];
+        if (m == 0xD9) return 0;
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue; /* no segment */
+        if (n - i < 2) return ssl__fail("JPEG marker %02X: truncated", m);
+        size_t len = (size_t)b[i] << 8 | b[i + 1];
+        if (len < 2 || len > n - i) return ssl__fail("JPEG marker %02X: segment of %zu bytes runs past the end", m, len);
+        const uint8_t *q = b + i + 2, *qe = b + i + len;
+        i += len;
+        if (m == 0xC4) {
+            while (q < qe) {
+                if (qe - q < 17) return ssl__fail("JPEG Huffman table: truncated");
+                int tc = q[0] >> 4, th = q[0] & 15, codes = 0;
+                if (tc > 1 || th > 3) return ssl__fail("JPEG Huffman table: class %d, id %d", tc, th);
+                for (int k = 1; k <= 16; k++) codes += q[k];
+                if (codes > 256) return ssl__fail("JPEG Huffman table with %d codes (at most 256)", codes);
+                if (qe - q < 17 + codes) return ssl__fail("JPEG Huffman table: truncated");
+                defined |= 1u << (4 * tc + th);
+                q += 17 + codes;
+            }
+        } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
+            frame = 1, progressive = m == 0xC2;
+        } else if (m == 0xDA) {
+            int ns = q < qe ? q[0] : 0;
+            if (ns < 1 || ns > 4 || qe - q < 1 + 2 * ns + 3) return ssl__fail("JPEG scan header: bad length");
+            int ss = q[1 + 2 * ns], ah = q[3 + 2 * ns] >> 4;
+            int dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss > 0;
+            for (int k = 0; k < ns; k++) {
+                int td = q[2 + 2 * k] >> 4, ta = q[2 + 2 * k] & 15;
+                if ((dc && (td > 3 || !(defined >> td & 1))) || (ac && (ta > 3 || !(defined >> (4 + ta) & 1))))
+                    return ssl__fail("JPEG scan uses a Huffman table that is not defined before it%s",
+                                     frame ? "" : " (no frame header either)");
+            }
+            /* entropy-coded data: stuffed zeros and restarts are part of it */
+            while (i < n) {
+                if (b[i] != 0xFF) { i++; continue; }
+                size_t j = i + 1;
+                while (j < n && b[j] == 0xFF) j++;
+                if (j >= n) return 0;
+                if (b[j] == 0x00 || (b[j] >= 0xD0 && b[j] <= 0xD7)) { i = j + 1; continue; }
+                break;
+            }
+        }
+    }
 }
 
 SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int *format) {
@@ -3038,6 +3126,7 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
     if (n == 0) return ssl__fail("empty file (0 bytes)");
     if (n > 0x7FFFFFFF) return ssl__fail("image file over 2 GiB");
     int fmt = ssl__sniff(b, n), iw = 0, ih = 0, ic = 0;
+    if (fmt == SSL_FMT_UNKNOWN) return ssl__fail("not a recognised image (JPEG, PNG or BMP)");
     if (fmt == SSL_FMT_PNG && n >= 24) {
         /* PNG's size sits at a fixed place: check it before any decoder
            allocates for it (stb's own refusal names no size) */
@@ -3055,6 +3144,9 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
     } else
 #endif
     {
+#ifndef SSL_TURBOJPEG
+        if (fmt == SSL_FMT_JPEG && ssl__jpeg_check(b, n) != 0) return -1;
+#endif
         if (!stbi_info_from_memory(b, (int)n, &iw, &ih, &ic))
             return ssl__fail("not a recognised image (%s)", stbi_failure_reason());
         ic = ic <= 2 ? 1 : 3;
@@ -4372,11 +4464,19 @@ SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r) {
 
 /* ---- 6. Loader ---------------------------------------------------------- */
 
-SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
-                               int *h, int *c) {
+/* An image's size against the size its pack index gives (0, 0: any). */
+static int ssl__size_is(int iw, int ih, int full_w, int full_h) {
+    if (full_w && (iw != full_w || ih != full_h))
+        return ssl__fail("the image is %dx%d but the index says %dx%d", iw, ih, full_w, full_h);
+    return 0;
+}
+
+static int ssl__decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, int full_w, int full_h,
+                                ssl_buf *out, int *w, int *h, int *c) {
 #ifdef SSL_TURBOJPEG
     int iw, ih, ic, fmt;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
+    if (ssl__size_is(iw, ih, full_w, full_h) != 0) return -1;
     if (fmt == SSL_FMT_JPEG) {
         /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need
            (the header is parsed once: this is the loader's hot path) */
@@ -4397,7 +4497,13 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
 #endif
     (void)need_w;
     (void)need_h;
-    return ssl_decode(buf, n, want_c, out, w, h, c);
+    if (ssl_decode(buf, n, want_c, out, w, h, c) != 0) return -1;
+    return ssl__size_is(*w, *h, full_w, full_h);
+}
+
+SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
+                               int *h, int *c) {
+    return ssl__decode_at_least(buf, n, want_c, need_w, need_h, 0, 0, out, w, h, c);
 }
 
 #if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
@@ -4444,12 +4550,20 @@ static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
 /* The decode of ssl_decode_region; libjpeg errors longjmp out of it. 1: CMYK
    (left to TurboJPEG). */
 static __attribute__((noinline)) int ssl__jd_run(ssl__jdec *d, const uint8_t *buf, size_t n, int want_c, int need_w,
-                                                 int need_h, double x0, double y0, double x1, double y1, ssl_buf *out,
-                                                 int *w, int *h, int *c, int *ox, int *oy, int *sw, int *sh) {
+                                                 int need_h, double x0, double y0, double x1, double y1, int full_w,
+                                                 int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                                                 int *sw, int *sh) {
     struct jpeg_decompress_struct *ci = &d->ci;
     jpeg_mem_src(ci, buf, (unsigned long)n);
     jpeg_read_header(ci, TRUE);
     int iw = (int)ci->image_width, ih = (int)ci->image_height;
+    /* the checks ssl_image_info makes, before anything is allocated */
+    int over = (uint64_t)iw * (uint64_t)ih > SSL_MAX_PIXELS;
+    if (over || ssl__size_is(iw, ih, full_w, full_h) != 0) {
+        jpeg_abort_decompress(ci);
+        if (over) ssl__fail("image header claims %dx%d pixels, over the limit of %u pixels", iw, ih, SSL_MAX_PIXELS);
+        return -1;
+    }
     if (ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK) {
         jpeg_abort_decompress(ci);
         return 1;
@@ -4490,6 +4604,12 @@ static __attribute__((noinline)) int ssl__jd_run(ssl__jdec *d, const uint8_t *bu
 SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
                              double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
                              int *sh) {
+    return ssl__decode_region_sized(buf, n, want_c, need_w, need_h, x0, y0, x1, y1, 0, 0, out, w, h, c, ox, oy, sw, sh);
+}
+
+SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
+                                    int *ox, int *oy, int *sw, int *sh) {
 #if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
     const uint8_t *b = (const uint8_t *)buf;
     if (n > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && (want_c == 1 || want_c == 3)) {
@@ -4498,12 +4618,14 @@ SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, 
             jpeg_abort_decompress(&d->ci);
             return ssl__fail("JPEG decode failed: %s", d->err.msg);
         }
-        if (ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, out, w, h, c, ox, oy, sw, sh) == 0) return 0;
+        int rc = ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h, c, ox, oy,
+                             sw, sh);
+        if (rc <= 0) return rc;
     }
 #else
     (void)x0, (void)y0, (void)x1, (void)y1;
 #endif
-    if (ssl_decode_at_least(buf, n, want_c, need_w, need_h, out, w, h, c) != 0) return -1;
+    if (ssl__decode_at_least(buf, n, want_c, need_w, need_h, full_w, full_h, out, w, h, c) != 0) return -1;
     *ox = *oy = 0, *sw = *w, *sh = *h;
     return 0;
 }
@@ -4683,10 +4805,9 @@ static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int 
             x0 = fmin(x0, prm[v].crop_x), y0 = fmin(y0, prm[v].crop_y);
             x1 = fmax(x1, prm[v].crop_x + prm[v].crop_w), y1 = fmax(y1, prm[v].crop_y + prm[v].crop_h);
         }
-        if (ssl_decode_region(rec, nbytes, 3, nw, nh, x0, y0, x1, y1, &ws->dec, &w, &h, &ch, &ox, &oy, &sw, &sh) != 0)
+        if (ssl__decode_region_sized(rec, nbytes, 3, nw, nh, x0, y0, x1, y1, e->width, e->height, &ws->dec, &w, &h, &ch,
+                                     &ox, &oy, &sw, &sh) != 0)
             return ssl__fail_ctx("sample %u", id);
-        if (sw > (int)e->width || sh > (int)e->height)
-            return ssl__fail("sample %u: decoded %dx%d, larger than the index's %ux%u", id, sw, sh, e->width, e->height);
         px = (const uint8_t *)ws->dec.p;
     } else {
         if (ssl_pack_decode(&l->pack, id, 3, &ws->dec, &w, &h, &ch) != 0) return -1;
