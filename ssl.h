@@ -425,7 +425,10 @@ SSLDEF uint64_t ssl_pack_writer_bytes(const ssl_pack_writer *w);
    (box for area shrinking, triangle for antialiased bilinear), which is what
    torchvision's antialiased resize computes.
    ======================================================================== */
-#define SSL_MAX_PIXELS (1u << 28) /* an image header claiming more is refused */
+/* an image header claiming more pixels is refused (a build may lower it) */
+#ifndef SSL_MAX_PIXELS
+#define SSL_MAX_PIXELS (1u << 28)
+#endif
 typedef enum { SSL_FMT_UNKNOWN = 0, SSL_FMT_JPEG, SSL_FMT_PNG, SSL_FMT_OTHER /* BMP */ } ssl_format;
 
 /* Reads only the header: format, size, channels (1 or 3 after conversion;
@@ -3017,32 +3020,38 @@ out:
 
 #ifdef SSL_TURBOJPEG
 #include <turbojpeg.h>
-/* One decompressor and one compressor per thread, destroyed at thread exit. */
-static pthread_key_t ssl__tj_key[2];
+/* One compressor per thread, destroyed at thread exit. Decompressors are
+   made per image (0.3 us): libjpeg keeps the tables an image defines for
+   the next one (abbreviated streams), so a reused one would decode a JPEG
+   that lacks its own tables with an earlier image's, and an image's
+   result, or its refusal, would depend on what the thread decoded before. */
+static pthread_key_t ssl__tj_key;
 static pthread_once_t ssl__tj_once = PTHREAD_ONCE_INIT;
 static void ssl__tj_destroy(void *h) { if (h) tjDestroy((tjhandle)h); }
-static void ssl__tj_keys(void) {
-    pthread_key_create(&ssl__tj_key[0], ssl__tj_destroy);
-    pthread_key_create(&ssl__tj_key[1], ssl__tj_destroy);
-}
-static tjhandle ssl__tj(int compress) {
+static void ssl__tj_keys(void) { pthread_key_create(&ssl__tj_key, ssl__tj_destroy); }
+static tjhandle ssl__tjc(void) {
     pthread_once(&ssl__tj_once, ssl__tj_keys);
-    tjhandle h = (tjhandle)pthread_getspecific(ssl__tj_key[compress]);
+    tjhandle h = (tjhandle)pthread_getspecific(ssl__tj_key);
     if (!h) {
-        h = compress ? tjInitCompress() : tjInitDecompress();
-        SSL_ASSERT(h, "libjpeg-turbo: cannot create a handle");
-        pthread_setspecific(ssl__tj_key[compress], h);
+        h = tjInitCompress();
+        SSL_ASSERT(h, "libjpeg-turbo: cannot create a compressor");
+        pthread_setspecific(ssl__tj_key, h);
     }
     return h;
 }
-/* Fails with TurboJPEG's message, and drops the thread's handle: after an
-   error it may be left part-way through a header (libjpeg-turbo 2.1 does
-   not reset it), and every later image on the thread would then fail. */
-static int ssl__tj_fail(int compress, const char *what) {
-    tjhandle h = ssl__tj(compress);
+static tjhandle ssl__tjd(void) {
+    tjhandle h = tjInitDecompress();
+    SSL_ASSERT(h, "libjpeg-turbo: cannot create a decompressor");
+    return h;
+}
+/* Fails with TurboJPEG's message and destroys the handle (the thread's
+   compressor is made anew on its next use: after an error a handle may be
+   left part-way through, and libjpeg-turbo 2.1 does not reset it). */
+static int ssl__tj_fail(tjhandle h, const char *what) {
     ssl__fail("%s: %s", what, tjGetErrorStr2(h));
     tjDestroy(h);
-    pthread_setspecific(ssl__tj_key[compress], NULL);
+    pthread_once(&ssl__tj_once, ssl__tj_keys);
+    if (h == pthread_getspecific(ssl__tj_key)) pthread_setspecific(ssl__tj_key, NULL);
     return -1;
 }
 #endif
@@ -3138,8 +3147,10 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
 #ifdef SSL_TURBOJPEG
     if (fmt == SSL_FMT_JPEG) {
         int sub, cs;
-        if (tjDecompressHeader3(ssl__tj(0), b, (unsigned long)n, &iw, &ih, &sub, &cs) != 0)
-            return ssl__tj_fail(0, "not a readable JPEG");
+        tjhandle tj = ssl__tjd();
+        if (tjDecompressHeader3(tj, b, (unsigned long)n, &iw, &ih, &sub, &cs) != 0)
+            return ssl__tj_fail(tj, "not a readable JPEG");
+        tjDestroy(tj);
         ic = cs == TJCS_GRAY ? 1 : 3;
     } else
 #endif
@@ -3182,11 +3193,12 @@ SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *
 #ifdef SSL_TURBOJPEG
     if (fmt == SSL_FMT_JPEG) {
         uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)iw * ih * oc);
-        if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, iw, 0, ih,
-                          oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0) {
-            /* warnings (e.g. extraneous bytes) still produce an image */
-            if (tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING) return ssl__tj_fail(0, "JPEG decode failed");
-        }
+        tjhandle tj = ssl__tjd();
+        /* warnings (e.g. extraneous bytes) still produce an image */
+        if (tjDecompress2(tj, (const uint8_t *)buf, (unsigned long)n, dst, iw, 0, ih, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+            tjGetErrorCode(tj) != TJERR_WARNING)
+            return ssl__tj_fail(tj, "JPEG decode failed");
+        tjDestroy(tj);
         *w = iw; *h = ih; *c = oc;
         return 0;
     }
@@ -3236,9 +3248,9 @@ SSLDEF int ssl_encode_jpeg(const uint8_t *px, int w, int h, int c, int quality, 
     unsigned long cap = tjBufSize(w, h, c == 1 ? TJSAMP_GRAY : TJSAMP_420);
     uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, cap);
     unsigned long len = cap;
-    if (tjCompress2(ssl__tj(1), px, w, 0, h, c == 1 ? TJPF_GRAY : TJPF_RGB, &dst, &len,
+    if (tjCompress2(ssl__tjc(), px, w, 0, h, c == 1 ? TJPF_GRAY : TJPF_RGB, &dst, &len,
                     c == 1 ? TJSAMP_GRAY : TJSAMP_420, quality, TJFLAG_NOREALLOC) != 0)
-        return ssl__tj_fail(1, "JPEG encode failed");
+        return ssl__tj_fail(ssl__tjc(), "JPEG encode failed");
     *size = len;
     return 0;
 #else
@@ -4487,10 +4499,11 @@ static int ssl__decode_at_least(const void *buf, size_t n, int want_c, int need_
         }
         int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
         uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
-        if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
-                          oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
-            tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-            return ssl__tj_fail(0, "JPEG decode failed");
+        tjhandle tj = ssl__tjd();
+        if (tjDecompress2(tj, (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+            tjGetErrorCode(tj) != TJERR_WARNING)
+            return ssl__tj_fail(tj, "JPEG decode failed");
+        tjDestroy(tj);
         *w = sw; *h = sh; *c = oc;
         return 0;
     }
@@ -4521,7 +4534,9 @@ static void ssl__jerr_exit(j_common_ptr ci) {
 }
 static void ssl__jerr_quiet(j_common_ptr ci, int level) { (void)ci, (void)level; } /* warnings: decode goes on */
 
-/* One libjpeg decompressor per thread (its pools are reused). */
+/* Per thread, the error manager and the decompressor's memory; the
+   decompressor itself is created and destroyed around each image (see
+   ssl__tjd). */
 static pthread_key_t ssl__jd_key;
 static pthread_once_t ssl__jd_once = PTHREAD_ONCE_INIT;
 typedef struct {
@@ -4530,7 +4545,7 @@ typedef struct {
 } ssl__jdec;
 static void ssl__jd_destroy(void *p) {
     ssl__jdec *d = (ssl__jdec *)p;
-    if (d) jpeg_destroy_decompress(&d->ci), free(d);
+    free(d);
 }
 static void ssl__jd_keys(void) { pthread_key_create(&ssl__jd_key, ssl__jd_destroy); }
 static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
@@ -4541,7 +4556,6 @@ static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
         d->ci.err = jpeg_std_error(&d->err.mgr);
         d->err.mgr.error_exit = ssl__jerr_exit;
         d->err.mgr.emit_message = ssl__jerr_quiet;
-        jpeg_create_decompress(&d->ci);
         pthread_setspecific(ssl__jd_key, d);
     }
     return d;
@@ -4614,12 +4628,14 @@ SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int n
     const uint8_t *b = (const uint8_t *)buf;
     if (n > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && (want_c == 1 || want_c == 3)) {
         ssl__jdec *volatile d = ssl__jd();
+        jpeg_create_decompress(&d->ci);
         if (setjmp(d->err.jump)) {
-            jpeg_abort_decompress(&d->ci);
+            jpeg_destroy_decompress(&d->ci);
             return ssl__fail("JPEG decode failed: %s", d->err.msg);
         }
         int rc = ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h, c, ox, oy,
                              sw, sh);
+        jpeg_destroy_decompress(&d->ci);
         if (rc <= 0) return rc;
     }
 #else

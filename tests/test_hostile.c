@@ -254,6 +254,42 @@ TEST(hostile_bad_jpeg_does_not_poison_the_next_on_its_thread) {
     free(j);
 }
 
+/* The JPEG without its DQT segments (quantization tables), in a new buffer. */
+static uint8_t *jpeg_without_dqt(const uint8_t *b, size_t n, size_t *out_n) {
+    uint8_t *o = malloc(n);
+    size_t i = 2, k = 2;
+    memcpy(o, b, 2);
+    while (i + 4 <= n && b[i] == 0xFF && b[i + 1] != 0xDA) {
+        size_t len = 2 + ((size_t)b[i + 2] << 8 | b[i + 3]);
+        if (b[i + 1] != 0xDB) memcpy(o + k, b + i, len), k += len;
+        i += len;
+    }
+    memcpy(o + k, b + i, n - i);
+    *out_n = k + n - i;
+    return o;
+}
+
+TEST(hostile_jpeg_without_its_tables_never_borrows_an_earlier_ones) {
+    /* libjpeg keeps the tables one image defines for the next: a JPEG
+       without quantization tables decoded with those of the JPEG decoded
+       before it on the thread, and failed on a fresh thread (pack verify
+       passed records that training's workers then replaced) */
+    size_t n, sn;
+    uint8_t *j = make_jpeg(40, 30, &n), *s = jpeg_without_dqt(j, n, &sn);
+    CHECK(sn < n, "no DQT segment removed");
+    ssl_buf out = {0, 0};
+    int w, h, c, ox, oy, sw, sh;
+    CHECK_OK(ssl_decode(j, n, 3, &out, &w, &h, &c));
+    CHECK_ERR(ssl_decode(s, sn, 3, &out, &w, &h, &c), "decode failed");
+    CHECK_OK(ssl_decode_at_least(j, n, 3, 8, 8, &out, &w, &h, &c));
+    CHECK_ERR(ssl_decode_at_least(s, sn, 3, 8, 8, &out, &w, &h, &c), "decode failed");
+    CHECK_OK(ssl_decode_region(j, n, 3, 8, 8, 0, 0, 8, 8, &out, &w, &h, &c, &ox, &oy, &sw, &sh));
+    CHECK_ERR(ssl_decode_region(s, sn, 3, 8, 8, 0, 0, 8, 8, &out, &w, &h, &c, &ox, &oy, &sw, &sh), "decode failed");
+    ssl_buf_free(&out);
+    free(s);
+    free(j);
+}
+
 TEST(hostile_safetensors_shape_product_past_2_64) {
     const char *js = "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}";
     uint8_t b[256];
