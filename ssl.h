@@ -3186,22 +3186,46 @@ SSLDEF void ssl_convert_channels(const uint8_t *src, int w, int h, int sc, uint8
     }
 }
 
+#ifdef SSL_TURBOJPEG
+static int ssl__jpeg_lib(const uint8_t *b, size_t n, int want_c, int need_w, int need_h, double x0, double y0, double x1,
+                         double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                         int *sw, int *sh);
+
+/* A JPEG whose header said iw x ih, decoded at the smallest scale k/8
+   (k = 1..8) that still covers need_w x need_h, to oc channels. Through
+   libjpeg's API where the build has it: TurboJPEG reports an error that
+   follows a warning as a warning (libjpeg-turbo 2.1), so a decode that
+   stopped part-way would pass for a whole image. CMYK JPEGs, and builds
+   without libjpeg's headers, go through TurboJPEG, into a zeroed buffer
+   (the rows an error leaves are then at least the same every time). */
+static int ssl__jpeg_scaled(const uint8_t *b, size_t n, int iw, int ih, int oc, int need_w, int need_h, ssl_buf *out,
+                            int *w, int *h, int *c) {
+    int ox, oy, sw, sh;
+    int rc = ssl__jpeg_lib(b, n, oc, need_w, need_h, 0, 0, iw, ih, iw, ih, out, w, h, c, &ox, &oy, &sw, &sh);
+    if (rc <= 0) return rc;
+    int num = 8;
+    for (int k = 1; k < 8; k++)
+        if ((iw * k + 7) / 8 >= need_w && (ih * k + 7) / 8 >= need_h) { num = k; break; }
+    sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8;
+    uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
+    memset(dst, 0, (size_t)sw * sh * oc);
+    tjhandle tj = ssl__tjd();
+    /* warnings (e.g. extraneous bytes) still produce an image */
+    if (tjDecompress2(tj, b, (unsigned long)n, dst, sw, 0, sh, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+        tjGetErrorCode(tj) != TJERR_WARNING)
+        return ssl__tj_fail(tj, "JPEG decode failed");
+    tjDestroy(tj);
+    *w = sw; *h = sh; *c = oc;
+    return 0;
+}
+#endif
+
 SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *w, int *h, int *c) {
     int iw = 0, ih = 0, ic = 0, fmt = 0;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
     int oc = want_c ? want_c : ic;
 #ifdef SSL_TURBOJPEG
-    if (fmt == SSL_FMT_JPEG) {
-        uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)iw * ih * oc);
-        tjhandle tj = ssl__tjd();
-        /* warnings (e.g. extraneous bytes) still produce an image */
-        if (tjDecompress2(tj, (const uint8_t *)buf, (unsigned long)n, dst, iw, 0, ih, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
-            tjGetErrorCode(tj) != TJERR_WARNING)
-            return ssl__tj_fail(tj, "JPEG decode failed");
-        tjDestroy(tj);
-        *w = iw; *h = ih; *c = oc;
-        return 0;
-    }
+    if (fmt == SSL_FMT_JPEG) return ssl__jpeg_scaled((const uint8_t *)buf, n, iw, ih, oc, iw, ih, out, w, h, c);
 #endif
     int sw, sh, sc;
     uint8_t *px = stbi_load_from_memory((const uint8_t *)buf, (int)n, &sw, &sh, &sc, oc);
@@ -4486,27 +4510,11 @@ static int ssl__size_is(int iw, int ih, int full_w, int full_h) {
 static int ssl__decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, int full_w, int full_h,
                                 ssl_buf *out, int *w, int *h, int *c) {
 #ifdef SSL_TURBOJPEG
-    int iw, ih, ic, fmt;
+    int iw = 0, ih = 0, ic = 0, fmt = 0;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
     if (ssl__size_is(iw, ih, full_w, full_h) != 0) return -1;
-    if (fmt == SSL_FMT_JPEG) {
-        /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need
-           (the header is parsed once: this is the loader's hot path) */
-        int num = 8;
-        for (int k = 1; k < 8; k++) {
-            int sw = (iw * k + 7) / 8, sh = (ih * k + 7) / 8;
-            if (sw >= need_w && sh >= need_h) { num = k; break; }
-        }
-        int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
-        uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
-        tjhandle tj = ssl__tjd();
-        if (tjDecompress2(tj, (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
-            tjGetErrorCode(tj) != TJERR_WARNING)
-            return ssl__tj_fail(tj, "JPEG decode failed");
-        tjDestroy(tj);
-        *w = sw; *h = sh; *c = oc;
-        return 0;
-    }
+    if (fmt == SSL_FMT_JPEG)
+        return ssl__jpeg_scaled((const uint8_t *)buf, n, iw, ih, want_c ? want_c : ic, need_w, need_h, out, w, h, c);
 #endif
     (void)need_w;
     (void)need_h;
@@ -4621,11 +4629,13 @@ SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, 
     return ssl__decode_region_sized(buf, n, want_c, need_w, need_h, x0, y0, x1, y1, 0, 0, out, w, h, c, ox, oy, sw, sh);
 }
 
-SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
-                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
-                                    int *ox, int *oy, int *sw, int *sh) {
-#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
-    const uint8_t *b = (const uint8_t *)buf;
+#ifdef SSL_TURBOJPEG
+/* ssl__jd_run with a fresh decompressor; 1 where it does not apply (not a
+   JPEG, CMYK, want_c not 1 or 3, or a build without libjpeg's headers). */
+static int ssl__jpeg_lib(const uint8_t *b, size_t n, int want_c, int need_w, int need_h, double x0, double y0, double x1,
+                         double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                         int *sw, int *sh) {
+#ifdef SSL_LIBJPEG
     if (n > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && (want_c == 1 || want_c == 3)) {
         ssl__jdec *volatile d = ssl__jd();
         jpeg_create_decompress(&d->ci);
@@ -4636,8 +4646,23 @@ SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int n
         int rc = ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h, c, ox, oy,
                              sw, sh);
         jpeg_destroy_decompress(&d->ci);
-        if (rc <= 0) return rc;
+        return rc;
     }
+#else
+    (void)b, (void)n, (void)want_c, (void)need_w, (void)need_h, (void)x0, (void)y0, (void)x1, (void)y1;
+    (void)full_w, (void)full_h, (void)out, (void)w, (void)h, (void)c, (void)ox, (void)oy, (void)sw, (void)sh;
+#endif
+    return 1;
+}
+#endif
+
+SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
+                                    int *ox, int *oy, int *sw, int *sh) {
+#ifdef SSL_TURBOJPEG
+    int rc = ssl__jpeg_lib((const uint8_t *)buf, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h,
+                           c, ox, oy, sw, sh);
+    if (rc <= 0) return rc;
 #else
     (void)x0, (void)y0, (void)x1, (void)y1;
 #endif
