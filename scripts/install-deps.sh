@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ssl.h needs, if they are missing. Called by
-# `make test` and `make demo`, so on a fresh machine those two commands are
-# all the set-up there is.
+# `make test` and `make demo` (and with --fuzz by `make fuzz`), so on a fresh
+# machine those commands are all the set-up there is.
 set -euo pipefail
 need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
+# --fuzz: also clang and its libFuzzer runtime (make fuzz)
+if [ "${1:-}" = --fuzz ]; then need+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
