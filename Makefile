@@ -276,7 +276,8 @@ FUZZ         ?= pack,image,image_stb,sslt,safetensors,config
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_COMMA   := ,
 FUZZ_CFLAGS  := -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=undefined -DSSL_MAX_PIXELS='(1u << 18)' -pthread -I. -Itests/fuzz
+                -fno-sanitize-recover=undefined \
+                -DSSL_MAX_PIXELS='(1u << 18)' -pthread -I. -Itests/fuzz
 FUZZ_JPEG    := -DSSL_TURBOJPEG -DSSL_LIBJPEG
 FUZZ_LIBS    := -lm -pthread
 FUZZ_JPEG_LIBS := -lturbojpeg -ljpeg

@@ -417,11 +417,12 @@ SSLDEF uint64_t ssl_pack_writer_bytes(const ssl_pack_writer *w);
 /* ========================================================================
    4. Decode
    Owns: turning bytes into pixels and back. Three formats are read: JPEG
-   through libjpeg-turbo when the build has it (SSL_TURBOJPEG), stb_image
-   otherwise (its tables checked first, ssl__jpeg_check); PNG and BMP through
-   stb_image, built for those alone. Every path refuses an image over
-   SSL_MAX_PIXELS from its header, before it allocates. Pixels are uint8, interleaved
-   (HWC), 1 or 3 channels. The resampler here is PIL's separable algorithm
+   through libjpeg-turbo when the build has it (SSL_TURBOJPEG; its libjpeg
+   API with SSL_LIBJPEG, a fresh decompressor per image), stb_image
+   otherwise (its tables checked first, ssl__jpeg_check); PNG and BMP
+   through stb_image, built for those alone. Every path refuses an image
+   over SSL_MAX_PIXELS from its header, before it allocates. Pixels are
+   uint8, interleaved (HWC), 1 or 3 channels. The resampler here is PIL's separable algorithm
    (box for area shrinking, triangle for antialiased bilinear), which is what
    torchvision's antialiased resize computes.
    ======================================================================== */
@@ -2995,6 +2996,9 @@ out:
 #define STBI_ONLY_JPEG
 #endif
 #define STBI_MAX_DIMENSIONS (1 << 24)
+/* stb's user-facing failure strings: its terse ones can quote a file's
+   bytes (an unknown PNG chunk's type) into the message */
+#define STBI_FAILURE_USERMSG
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
 #if defined(__GNUC__)
@@ -3130,6 +3134,25 @@ SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
     }
 }
 
+/* Walks a PNG's chunks the way stb_image does (length, type, data, CRC;
+   to IEND or the end of the data) and refuses an empty IDAT chunk before
+   any image data: stb_image 2.27 then copies 0 bytes to a null pointer,
+   which is undefined (and stops the sanitizer builds). */
+static int ssl__png_check(const uint8_t *b, size_t n) {
+    size_t i = 8;
+    int data = 0;
+    while (n - i >= 12) {
+        uint32_t len = (uint32_t)b[i] << 24 | (uint32_t)b[i + 1] << 16 | (uint32_t)b[i + 2] << 8 | b[i + 3];
+        if (!memcmp(b + i + 4, "IEND", 4) || len > n - i - 12) return 0;
+        if (!memcmp(b + i + 4, "IDAT", 4)) {
+            if (len == 0 && !data) return ssl__fail("PNG: an empty IDAT chunk before any image data");
+            data = 1;
+        }
+        i += 12 + (size_t)len;
+    }
+    return 0;
+}
+
 SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int *format) {
     const uint8_t *b = (const uint8_t *)buf;
     if (n == 0) return ssl__fail("empty file (0 bytes)");
@@ -3158,6 +3181,7 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
 #ifndef SSL_TURBOJPEG
         if (fmt == SSL_FMT_JPEG && ssl__jpeg_check(b, n) != 0) return -1;
 #endif
+        if (fmt == SSL_FMT_PNG && ssl__png_check(b, n) != 0) return -1;
         if (!stbi_info_from_memory(b, (int)n, &iw, &ih, &ic))
             return ssl__fail("not a recognised image (%s)", stbi_failure_reason());
         ic = ic <= 2 ? 1 : 3;

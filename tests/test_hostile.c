@@ -415,6 +415,31 @@ TEST(hostile_formats_outside_jpeg_png_bmp_are_refused) {
     free(j);
 }
 
+TEST(hostile_png_empty_idat_before_any_data) {
+    /* stb_image 2.27 copies an empty first IDAT chunk to a null pointer
+       (undefined; the sanitizer builds stop there) */
+    uint8_t px[4 * 3 * 3] = {0};
+    ssl_buf png = {0, 0};
+    size_t n;
+    CHECK_OK(ssl_encode_png(px, 4, 3, 3, &png, &n));
+    const uint8_t *p = png.p;
+    size_t idat = 8;
+    while (idat + 8 <= n && memcmp(p + idat + 4, "IDAT", 4))
+        idat += 12 + ((size_t)p[idat] << 24 | (size_t)p[idat + 1] << 16 | (size_t)p[idat + 2] << 8 | p[idat + 3]);
+    CHECK(idat + 8 <= n, "no IDAT chunk");
+    uint8_t *b = malloc(n + 12);
+    memcpy(b, p, idat);
+    memcpy(b + idat, "\0\0\0\0IDAT", 8);
+    put32(b + idat + 8, 0); /* CRC, unchecked */
+    memcpy(b + idat + 12, p + idat, n - idat);
+    int w, h, c;
+    CHECK_ERR(ssl_image_info(b, n + 12, &w, &h, &c, NULL), "empty IDAT");
+    /* after the data, an empty IDAT is harmless and allowed */
+    CHECK_OK(ssl_image_info(p, n, &w, &h, &c, NULL));
+    free(b);
+    ssl_buf_free(&png);
+}
+
 TEST(hostile_jpeg_tables_checked_before_stb) {
     /* valid JPEGs pass: baseline colour, gray, progressive, CIFAR's */
     size_t n;
