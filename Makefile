@@ -286,9 +286,9 @@ $(FUZZ_DIR)/.deps: scripts/install-deps.sh
 	bash scripts/install-deps.sh --fuzz
 	@mkdir -p $(FUZZ_DIR) && touch $@
 
-$(FUZZ_DIR)/fuzz_image_stb: tests/fuzz/fuzz_image.c tests/fuzz/fuzz.h tests/fuzz/stb-ignore.txt ssl.h $(FUZZ_DIR)/.deps
+$(FUZZ_DIR)/fuzz_image_stb: tests/fuzz/fuzz_image.c tests/fuzz/fuzz.h tests/fuzz/stb-ignore.txt ssl.h | $(FUZZ_DIR)/.deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize-ignorelist=tests/fuzz/stb-ignore.txt -o $@ $< $(FUZZ_LIBS)
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h ssl.h $(FUZZ_DIR)/.deps
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h ssl.h | $(FUZZ_DIR)/.deps
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_JPEG) -o $@ $< $(FUZZ_LIBS) $(FUZZ_JPEG_LIBS)
 
 fuzz: SHELL := /bin/bash
