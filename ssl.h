@@ -3073,17 +3073,20 @@ static int ssl__sniff(const uint8_t *b, size_t n) {
    the next marker that is not a restart. Checks the two things Debian's
    stb_image 2.27 trusts: a Huffman table's 16 code counts sum to at most
    256 (it writes past its table otherwise), and a scan uses only tables
-   defined before it (it reads tables it never filled otherwise). A scan
-   uses DC tables unless it is a progressive AC or DC-refinement scan, AC
-   tables unless it is a progressive DC scan. Segments that run past the
-   end are refused; where the data ends, so does the walk. */
+   defined before it (it reads tables it never filled otherwise: Huffman
+   tables out of bounds, quantization tables as uninitialised memory that
+   ends up in the pixels). A scan uses DC tables unless it is a progressive
+   AC or DC-refinement scan, AC tables unless it is a progressive DC scan,
+   and the quantization table of every component of the frame. Segments
+   that run past the end are refused; where the data ends, so does the
+   walk. */
 SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
     size_t i = 1;
     if (n < 2 || b[0] != 0xFF) return ssl__fail("not a JPEG (no start marker)");
     while (i < n && b[i] == 0xFF) i++;
     if (i >= n || b[i] != 0xD8) return ssl__fail("not a JPEG (no start marker)");
     i++;
-    unsigned defined = 0; /* bit 4 * class + id: DC 0-3, AC 4-7 */
+    unsigned defined = 0, quant = 0, quant_used = 0; /* Huffman: bit 4 * class + id; quantization: bit id */
     int frame = 0, progressive = 0;
     for (;;) {
         while (i < n && b[i] != 0xFF) i++;
@@ -3108,9 +3111,21 @@ SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
                 defined |= 1u << (4 * tc + th);
                 q += 17 + codes;
             }
+        } else if (m == 0xDB) {
+            while (q < qe) {
+                int pq = q[0] >> 4, tq = q[0] & 15;
+                if (pq > 1 || tq > 3 || qe - q < 1 + 64 * (pq + 1)) return ssl__fail("JPEG quantization table: bad header");
+                quant |= 1u << tq;
+                q += 1 + 64 * (pq + 1);
+            }
         } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
             frame = 1, progressive = m == 0xC2;
+            int nf = qe - q >= 6 ? q[5] : 0;
+            if (qe - q < 6 + 3 * nf) return ssl__fail("JPEG frame header: bad length");
+            quant_used = 0;
+            for (int k = 0; k < nf; k++) quant_used |= 1u << (q[8 + 3 * k] & 15);
         } else if (m == 0xDA) {
+            if (quant_used & ~quant) return ssl__fail("JPEG scan uses a quantization table that is not defined before it");
             int ns = q < qe ? q[0] : 0;
             if (ns < 1 || ns > 4 || qe - q < 1 + 2 * ns + 3) return ssl__fail("JPEG scan header: bad length");
             int ss = q[1 + 2 * ns], ah = q[3 + 2 * ns] >> 4;
