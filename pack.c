@@ -364,9 +364,10 @@ static int source_idx(source *s, const char *images, const char *labels_opt) {
         free(im); free(lb);
         return ssl__fail("'%s': header says %u images of %ux%u but the file holds %zu bytes", images, n, h, w, ni);
     }
-    if (be32(lb + 4) != n || nl != 8 + (size_t)n) {
+    uint32_t nlab = be32(lb + 4);
+    if (nlab != n || nl != 8 + (size_t)n) {
         free(im); free(lb);
-        return ssl__fail("'%s' holds %u labels for %u images", labels, be32(lb + 4), n);
+        return ssl__fail("'%s' holds %u labels for %u images", labels, nlab, n);
     }
     s->idx_px = im;
     s->idx_lab = lb;

@@ -328,6 +328,21 @@ TEST(hostile_jpeg_error_after_a_warning_is_an_error) {
 }
 #endif
 
+TEST(hostile_idx_labels_that_do_not_match_the_images) {
+    /* ./pack named the label count in its error after freeing the labels */
+    uint8_t im[16 + 2 * 2 * 2] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2};
+    uint8_t lb[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 0, 1};
+    char images[SSL_STR], labels[SSL_STR];
+    snprintf(images, sizeof images, "%s", test_tmp("hostile-images-idx3-ubyte"));
+    snprintf(labels, sizeof labels, "%s", test_tmp("hostile-labels-idx1-ubyte"));
+    CHECK_OK(test_write(images, im, sizeof im));
+    CHECK_OK(test_write(labels, lb, sizeof lb));
+    char *out = NULL;
+    CHECK_EQ(run_pack(&out, "%s %s labels=%s force=1", images, test_tmp("hostile-idx.ssl"), labels), 1);
+    CHECK_CONTAINS(out, "holds 3 labels for 2 images");
+    free(out);
+}
+
 TEST(hostile_safetensors_shape_product_past_2_64) {
     const char *js = "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}";
     uint8_t b[256];
