@@ -3156,13 +3156,14 @@ SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
 static int ssl__png_check(const uint8_t *b, size_t n) {
     size_t i = 8;
     int data = 0;
-    while (n - i >= 12) {
+    while (n - i >= 8) { /* a chunk's length and type (its CRC may be cut off) */
         uint32_t len = (uint32_t)b[i] << 24 | (uint32_t)b[i + 1] << 16 | (uint32_t)b[i + 2] << 8 | b[i + 3];
-        if (!memcmp(b + i + 4, "IEND", 4) || len > n - i - 12) return 0;
+        if (!memcmp(b + i + 4, "IEND", 4)) return 0;
         if (!memcmp(b + i + 4, "IDAT", 4)) {
             if (len == 0 && !data) return ssl__fail("PNG: an empty IDAT chunk before any image data");
             data = 1;
         }
+        if ((size_t)len > n - i - 8 || (size_t)len + 12 > n - i) return 0;
         i += 12 + (size_t)len;
     }
     return 0;
