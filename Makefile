@@ -4,6 +4,7 @@
 #   make            ./pack ./train ./probe (CUDA when nvcc is found)
 #   make test       the CPU test suite
 #   make sanitize   the same tests under ASan + UBSan
+#   make fuzz       each file reader under libFuzzer, FUZZ_SECONDS each (clang)
 #   make test-gpu   the GPU suite (needs an NVIDIA GPU)
 #   make demo       pack Fashion-MNIST, train SimCLR on it, probe the result
 #   make fuzz       libFuzzer over every reader of outside input
@@ -285,6 +286,54 @@ test-gpu: $(BUILD)/tests-gpu
 	$(SANITIZER) --tool memcheck --leak-check full --target-processes application-only --error-exitcode 1 $(BUILD)/tests-gpu gpu_
 	$(SANITIZER) --tool initcheck --target-processes application-only --error-exitcode 1 $(BUILD)/tests-gpu gpu_
 
+# ---- fuzzing -------------------------------------------------------------
+# make fuzz: one libFuzzer harness per reader (tests/fuzz/fuzz_*.c: pack,
+# image, image_stb, sslt, safetensors, config), built with clang and
+# ASan + UBSan, each run FUZZ_SECONDS (default 30) from its committed seed
+# corpus (tests/fuzz/corpus/<name>; what it finds grows a copy under
+# build/fuzz/<name>/corpus). A crash leaves its input in build/fuzz/<name>/
+# and stops make; such inputs become tests (tests/fixtures/hostile/).
+# image_stb is the image harness without libjpeg-turbo (JPEG through
+# stb_image; UBSan's shift checks are off in stb's code, stb-ignore.txt). FUZZ=pack,config picks harnesses. Images are capped at 2^18
+# pixels there, so that the fuzzer does not spend its time on big decodes.
+FUZZ_SECONDS ?= 30
+FUZZ_CC      ?= clang
+FUZZ         ?= pack,image,image_stb,sslt,safetensors,config
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_COMMA   := ,
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined \
+                -DSSL_MAX_PIXELS='(1u << 18)' -pthread -I. -Itests/fuzz
+FUZZ_JPEG    := -DSSL_TURBOJPEG -DSSL_LIBJPEG
+FUZZ_LIBS    := -lm -pthread
+FUZZ_JPEG_LIBS := -lturbojpeg -ljpeg
+
+$(FUZZ_DIR)/.deps: scripts/install-deps.sh
+	bash scripts/install-deps.sh --fuzz
+	@mkdir -p $(FUZZ_DIR) && touch $@
+
+$(FUZZ_DIR)/fuzz_image_stb: tests/fuzz/fuzz_image.c tests/fuzz/fuzz.h tests/fuzz/stb-ignore.txt ssl.h | $(FUZZ_DIR)/.deps
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize-ignorelist=tests/fuzz/stb-ignore.txt -o $@ $< $(FUZZ_LIBS)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h ssl.h | $(FUZZ_DIR)/.deps
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_JPEG) -o $@ $< $(FUZZ_LIBS) $(FUZZ_JPEG_LIBS)
+
+fuzz: SHELL := /bin/bash
+fuzz: $(addprefix $(FUZZ_DIR)/fuzz_,$(subst $(FUZZ_COMMA), ,$(FUZZ)))
+	@set -e; for h in $(subst $(FUZZ_COMMA), ,$(FUZZ)); do \
+	    mkdir -p $(FUZZ_DIR)/$$h/corpus; cp -n tests/fuzz/corpus/$$h/* $(FUZZ_DIR)/$$h/corpus/ 2>/dev/null || true; \
+	    echo "== fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 $(FUZZ_DIR)/fuzz_$$h $(FUZZ_DIR)/$$h/corpus \
+	        -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2560 -max_len=65536 -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/$$h/ 2> $(FUZZ_DIR)/$$h/log.txt \
+	        || { tail -60 $(FUZZ_DIR)/$$h/log.txt; echo "fuzz_$$h: crash input kept in $(FUZZ_DIR)/$$h/"; exit 1; }; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|peak_rss_mb)' $(FUZZ_DIR)/$$h/log.txt || true; \
+	done
+
+# the seed corpora (tests/fuzz/corpus), rewritten from tests/fuzz/make_seeds.c
+fuzz-seeds: tests/fuzz/make_seeds.c ssl.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $(BUILD)/make_seeds tests/fuzz/make_seeds.c $(LDLIBS)
+	$(BUILD)/make_seeds
+
 # ---- demo ----------------------------------------------------------------
 FMNIST := /usr/share/datasets/fashion-mnist
 FMNIST_CLASSES := T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot
@@ -312,4 +361,4 @@ demo: pack train probe
 clean:
 	rm -rf $(BUILD) $(PROGRAMS)
 
-.PHONY: all deps test test-export sanitize test-gpu rehearse-gpu demo clean
+.PHONY: all deps test test-export sanitize test-gpu rehearse-gpu demo clean fuzz fuzz-seeds

@@ -463,19 +463,29 @@ SSLDEF uint64_t ssl_pack_writer_bytes(const ssl_pack_writer *w);
 
 /* ========================================================================
    4. Decode
-   Owns: turning bytes into pixels and back. JPEG goes through
-   libjpeg-turbo when the build has it (SSL_TURBOJPEG), stb_image otherwise;
-   every other format through stb_image. Pixels are uint8, interleaved
-   (HWC), 1 or 3 channels. The resampler here is PIL's separable algorithm
+   Owns: turning bytes into pixels and back. Three formats are read: JPEG
+   through libjpeg-turbo when the build has it (SSL_TURBOJPEG; its libjpeg
+   API with SSL_LIBJPEG, a fresh decompressor per image), stb_image
+   otherwise (its tables checked first, ssl__jpeg_check); PNG and BMP
+   through stb_image, built for those alone. Every path refuses an image
+   over SSL_MAX_PIXELS from its header, before it allocates. Pixels are
+   uint8, interleaved (HWC), 1 or 3 channels. The resampler here is PIL's separable algorithm
    (box for area shrinking, triangle for antialiased bilinear), which is what
    torchvision's antialiased resize computes.
    ======================================================================== */
-#define SSL_MAX_PIXELS (1u << 28) /* an image header claiming more is refused */
-typedef enum { SSL_FMT_UNKNOWN = 0, SSL_FMT_JPEG, SSL_FMT_PNG, SSL_FMT_OTHER } ssl_format;
+/* an image header claiming more pixels is refused (a build may lower it) */
+#ifndef SSL_MAX_PIXELS
+#define SSL_MAX_PIXELS (1u << 28)
+#endif
+typedef enum { SSL_FMT_UNKNOWN = 0, SSL_FMT_JPEG, SSL_FMT_PNG, SSL_FMT_OTHER /* BMP */ } ssl_format;
 
 /* Reads only the header: format, size, channels (1 or 3 after conversion;
-   alpha is dropped). Refuses empty input and absurd sizes. */
+   alpha is dropped). Refuses empty input, formats other than JPEG, PNG and
+   BMP (by their first bytes), and absurd sizes. */
 SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int *format);
+/* Checks a JPEG's Huffman tables and the scans that use them (before stb_image
+   sees it, in builds without libjpeg-turbo). */
+SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n);
 /* Decodes to want_c channels (0 = keep: 1 for gray sources, else 3) into
    out (grown as needed). */
 SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *w, int *h, int *c);
@@ -971,6 +981,12 @@ SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w
 SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
                              double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
                              int *sh);
+/* The same for a pack record whose index says the image is full_w x
+   full_h: an image of any other size is refused from its header, before
+   anything is decoded (the loader maps crop boxes with the index's size). */
+SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
+                                    int *ox, int *oy, int *sw, int *sh);
 
 
 /* ========================================================================
@@ -2388,17 +2404,23 @@ static int ssl__config_kv(const ssl_opt *t, int n, void *cfg, const char *arg, i
 SSLDEF int ssl_config_load_file(const ssl_opt *t, int n, void *cfg, const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return ssl__fail("cannot open config file '%s': %s", path, strerror(errno));
-    char line[SSL_STR + 256];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
+    /* lines are read whole: a line is an option or a comment as a whole,
+       never cut into pieces that parse on their own */
+    enum { max_line = SSL_STR + 255 };
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
-        char *s = line, *e;
-        while (*s == ' ' || *s == '\t') s++;
-        e = s + strlen(s);
+        if (memchr(line, 0, (size_t)len)) { rc = ssl__fail("NUL byte in the line"); break; }
+        char *s = line, *e = line + len;
         while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
-        if (!*s || *s == '#') continue;
+        while (*s == ' ' || *s == '\t') s++;
+        if (!*s || *s == '#') continue; /* comments of any length */
+        if (e - s > max_line) { rc = ssl__fail("line of %lld characters, over the limit of %d", (long long)(e - s), max_line); break; }
         /* allow "key = value" */
-        char kv[SSL_STR + 256];
+        char kv[max_line + 2];
         char *eq = strchr(s, '=');
         if (eq) {
             char *ke = eq;
@@ -2409,13 +2431,11 @@ SSLDEF int ssl_config_load_file(const ssl_opt *t, int n, void *cfg, const char *
         } else {
             snprintf(kv, sizeof kv, "%s", s);
         }
-        if (ssl__config_kv(t, n, cfg, kv, 1) != 0) {
-            fclose(f);
-            return ssl__fail_ctx("%s:%d", path, lineno);
-        }
+        if (ssl__config_kv(t, n, cfg, kv, 1) != 0) { rc = -1; break; }
     }
+    free(line);
     fclose(f);
-    return 0;
+    return rc ? ssl__fail_ctx("%s:%d", path, lineno) : 0;
 }
 
 static int ssl__config_kv(const ssl_opt *t, int n, void *cfg, const char *arg, int depth) {
@@ -2771,14 +2791,21 @@ SSLDEF int ssl_pack_open(const char *path, ssl_pack *p) {
     if (h->page_size == 0) SSL__PBAD("page size is 0");
     if (h->num_classes == 0 && h->num_samples > 0) SSL__PBAD("no classes but %llu samples", (unsigned long long)h->num_samples);
     /* regions: header | records [data_offset, index_offset) | index | strings */
-    if (h->data_offset < SSL_PACK_HEADER_SIZE || h->data_offset > h->index_offset || h->index_offset % 8 != 0)
-        SSL__PBAD("bad data/index offsets (%llu, %llu)", (unsigned long long)h->data_offset, (unsigned long long)h->index_offset);
+    if (h->data_offset < SSL_PACK_HEADER_SIZE || h->data_offset > h->index_offset || h->index_offset > fsize ||
+        h->index_offset % 8 != 0)
+        SSL__PBAD("bad data/index offsets (%llu, %llu) for a file of %llu bytes", (unsigned long long)h->data_offset,
+                  (unsigned long long)h->index_offset, (unsigned long long)fsize);
     if (h->num_samples > (fsize - h->index_offset) / sizeof(ssl_pack_rec))
         SSL__PBAD("index of %llu entries does not fit in the file", (unsigned long long)h->num_samples);
     uint64_t index_end = h->index_offset + h->num_samples * sizeof(ssl_pack_rec);
     if (h->strings_offset != index_end || h->strings_size > fsize - h->strings_offset ||
         h->strings_offset + h->strings_size != fsize)
         SSL__PBAD("bad string table (offset %llu, size %llu)", (unsigned long long)h->strings_offset,
+                  (unsigned long long)h->strings_size);
+    /* each class name takes at least its NUL: a count the table cannot hold
+       is refused before anything is sized by it */
+    if (h->num_classes > h->strings_size)
+        SSL__PBAD("%u classes, but the string table of %llu bytes cannot name them", h->num_classes,
                   (unsigned long long)h->strings_size);
     if (ssl_crc32(0, b + h->index_offset, index_end - h->index_offset) != h->index_crc) SSL__PBAD("index checksum mismatch (corrupt index)");
     if (ssl_crc32(0, b + h->strings_offset, h->strings_size) != h->strings_crc) SSL__PBAD("string table checksum mismatch");
@@ -2805,7 +2832,7 @@ SSLDEF int ssl_pack_open(const char *path, ssl_pack *p) {
     if (h->strings_size && se[-1] != 0) SSL__PBAD("string table is not NUL-terminated");
     for (const char *q = s; q < se; q++) have += (*q == 0);
     if (have != need) SSL__PBAD("string table holds %llu strings, expected %llu", (unsigned long long)have, (unsigned long long)need);
-    p->class_names = (const char **)ssl_malloc(sizeof(char *) * (h->num_classes + 1), "class names");
+    p->class_names = (const char **)ssl_malloc(sizeof(char *) * ((size_t)h->num_classes + 1), "class names");
     for (uint32_t c = 0; c < h->num_classes; c++) {
         p->class_names[c] = s;
         s += strlen(s) + 1;
@@ -3000,9 +3027,20 @@ out:
 
 /* ---- 4. Decode ---------------------------------------------------------- */
 
+/* stb_image is built for the formats ssl.h reads and no others: PNG and BMP,
+   and JPEG only where libjpeg-turbo is missing (then after ssl__jpeg_check).
+   Each format compiled in is code a hostile file can reach. */
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_NO_STDIO_UNUSED
+#define STBI_NO_STDIO
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#ifndef SSL_TURBOJPEG
+#define STBI_ONLY_JPEG
+#endif
 #define STBI_MAX_DIMENSIONS (1 << 24)
+/* stb's user-facing failure strings: its terse ones can quote a file's
+   bytes (an unknown PNG chunk's type) into the message */
+#define STBI_FAILURE_USERMSG
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
 #if defined(__GNUC__)
@@ -3028,30 +3066,149 @@ out:
 
 #ifdef SSL_TURBOJPEG
 #include <turbojpeg.h>
-/* One decompressor and one compressor per thread, destroyed at thread exit. */
-static pthread_key_t ssl__tj_key[2];
+/* One compressor per thread, destroyed at thread exit. Decompressors are
+   made per image (0.3 us): libjpeg keeps the tables an image defines for
+   the next one (abbreviated streams), so a reused one would decode a JPEG
+   that lacks its own tables with an earlier image's, and an image's
+   result, or its refusal, would depend on what the thread decoded before. */
+static pthread_key_t ssl__tj_key;
 static pthread_once_t ssl__tj_once = PTHREAD_ONCE_INIT;
 static void ssl__tj_destroy(void *h) { if (h) tjDestroy((tjhandle)h); }
-static void ssl__tj_keys(void) {
-    pthread_key_create(&ssl__tj_key[0], ssl__tj_destroy);
-    pthread_key_create(&ssl__tj_key[1], ssl__tj_destroy);
-}
-static tjhandle ssl__tj(int compress) {
+static void ssl__tj_keys(void) { pthread_key_create(&ssl__tj_key, ssl__tj_destroy); }
+static tjhandle ssl__tjc(void) {
     pthread_once(&ssl__tj_once, ssl__tj_keys);
-    tjhandle h = (tjhandle)pthread_getspecific(ssl__tj_key[compress]);
+    tjhandle h = (tjhandle)pthread_getspecific(ssl__tj_key);
     if (!h) {
-        h = compress ? tjInitCompress() : tjInitDecompress();
-        SSL_ASSERT(h, "libjpeg-turbo: cannot create a handle");
-        pthread_setspecific(ssl__tj_key[compress], h);
+        h = tjInitCompress();
+        SSL_ASSERT(h, "libjpeg-turbo: cannot create a compressor");
+        pthread_setspecific(ssl__tj_key, h);
     }
     return h;
 }
+static tjhandle ssl__tjd(void) {
+    tjhandle h = tjInitDecompress();
+    SSL_ASSERT(h, "libjpeg-turbo: cannot create a decompressor");
+    return h;
+}
+/* Fails with TurboJPEG's message and destroys the handle (the thread's
+   compressor is made anew on its next use: after an error a handle may be
+   left part-way through, and libjpeg-turbo 2.1 does not reset it). */
+static int ssl__tj_fail(tjhandle h, const char *what) {
+    ssl__fail("%s: %s", what, tjGetErrorStr2(h));
+    tjDestroy(h);
+    pthread_once(&ssl__tj_once, ssl__tj_keys);
+    if (h == pthread_getspecific(ssl__tj_key)) pthread_setspecific(ssl__tj_key, NULL);
+    return -1;
+}
 #endif
 
+/* The format from the first bytes; only these are handed to a decoder. */
 static int ssl__sniff(const uint8_t *b, size_t n) {
     if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return SSL_FMT_JPEG;
     if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return SSL_FMT_PNG;
-    return SSL_FMT_OTHER;
+    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return SSL_FMT_OTHER; /* BMP */
+    return SSL_FMT_UNKNOWN;
+}
+
+/* Walks a JPEG's markers the way stb_image's reader does: fill bytes and
+   junk between segments skipped, a scan's entropy-coded data running to
+   the next marker that is not a restart. Checks the two things Debian's
+   stb_image 2.27 trusts: a Huffman table's 16 code counts sum to at most
+   256 (it writes past its table otherwise), and a scan uses only tables
+   defined before it (it reads tables it never filled otherwise: Huffman
+   tables out of bounds, quantization tables as uninitialised memory that
+   ends up in the pixels). A scan uses DC tables unless it is a progressive
+   AC or DC-refinement scan, AC tables unless it is a progressive DC scan,
+   and the quantization table of every component of the frame. Segments
+   that run past the end are refused; where the data ends, so does the
+   walk. */
+SSLDEF int ssl__jpeg_check(const uint8_t *b, size_t n) {
+    size_t i = 1;
+    if (n < 2 || b[0] != 0xFF) return ssl__fail("not a JPEG (no start marker)");
+    while (i < n && b[i] == 0xFF) i++;
+    if (i >= n || b[i] != 0xD8) return ssl__fail("not a JPEG (no start marker)");
+    i++;
+    unsigned defined = 0, quant = 0, quant_used = 0; /* Huffman: bit 4 * class + id; quantization: bit id */
+    int frame = 0, progressive = 0;
+    for (;;) {
+        while (i < n && b[i] != 0xFF) i++;
+        while (i < n && b[i] == 0xFF) i++;
+        if (i >= n) return 0;
+        int m = b[i++];
+        if (m == 0xD9) return 0;
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) continue; /* no segment */
+        if (n - i < 2) return ssl__fail("JPEG marker %02X: truncated", m);
+        size_t len = (size_t)b[i] << 8 | b[i + 1];
+        if (len < 2 || len > n - i) return ssl__fail("JPEG marker %02X: segment of %zu bytes runs past the end", m, len);
+        const uint8_t *q = b + i + 2, *qe = b + i + len;
+        i += len;
+        if (m == 0xC4) {
+            while (q < qe) {
+                if (qe - q < 17) return ssl__fail("JPEG Huffman table: truncated");
+                int tc = q[0] >> 4, th = q[0] & 15, codes = 0;
+                if (tc > 1 || th > 3) return ssl__fail("JPEG Huffman table: class %d, id %d", tc, th);
+                for (int k = 1; k <= 16; k++) codes += q[k];
+                if (codes > 256) return ssl__fail("JPEG Huffman table with %d codes (at most 256)", codes);
+                if (qe - q < 17 + codes) return ssl__fail("JPEG Huffman table: truncated");
+                defined |= 1u << (4 * tc + th);
+                q += 17 + codes;
+            }
+        } else if (m == 0xDB) {
+            while (q < qe) {
+                int pq = q[0] >> 4, tq = q[0] & 15;
+                if (pq > 1 || tq > 3 || qe - q < 1 + 64 * (pq + 1)) return ssl__fail("JPEG quantization table: bad header");
+                quant |= 1u << tq;
+                q += 1 + 64 * (pq + 1);
+            }
+        } else if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
+            frame = 1, progressive = m == 0xC2;
+            int nf = qe - q >= 6 ? q[5] : 0;
+            if (qe - q < 6 + 3 * nf) return ssl__fail("JPEG frame header: bad length");
+            quant_used = 0;
+            for (int k = 0; k < nf; k++) quant_used |= 1u << (q[8 + 3 * k] & 15);
+        } else if (m == 0xDA) {
+            if (quant_used & ~quant) return ssl__fail("JPEG scan uses a quantization table that is not defined before it");
+            int ns = q < qe ? q[0] : 0;
+            if (ns < 1 || ns > 4 || qe - q < 1 + 2 * ns + 3) return ssl__fail("JPEG scan header: bad length");
+            int ss = q[1 + 2 * ns], ah = q[3 + 2 * ns] >> 4;
+            int dc = !progressive || (ss == 0 && ah == 0), ac = !progressive || ss > 0;
+            for (int k = 0; k < ns; k++) {
+                int td = q[2 + 2 * k] >> 4, ta = q[2 + 2 * k] & 15;
+                if ((dc && (td > 3 || !(defined >> td & 1))) || (ac && (ta > 3 || !(defined >> (4 + ta) & 1))))
+                    return ssl__fail("JPEG scan uses a Huffman table that is not defined before it%s",
+                                     frame ? "" : " (no frame header either)");
+            }
+            /* entropy-coded data: stuffed zeros and restarts are part of it */
+            while (i < n) {
+                if (b[i] != 0xFF) { i++; continue; }
+                size_t j = i + 1;
+                while (j < n && b[j] == 0xFF) j++;
+                if (j >= n) return 0;
+                if (b[j] == 0x00 || (b[j] >= 0xD0 && b[j] <= 0xD7)) { i = j + 1; continue; }
+                break;
+            }
+        }
+    }
+}
+
+/* Walks a PNG's chunks the way stb_image does (length, type, data, CRC;
+   to IEND or the end of the data) and refuses an empty IDAT chunk before
+   any image data: stb_image 2.27 then copies 0 bytes to a null pointer,
+   which is undefined (and stops the sanitizer builds). */
+static int ssl__png_check(const uint8_t *b, size_t n) {
+    size_t i = 8;
+    int data = 0;
+    while (n - i >= 8) { /* a chunk's length and type (its CRC may be cut off) */
+        uint32_t len = (uint32_t)b[i] << 24 | (uint32_t)b[i + 1] << 16 | (uint32_t)b[i + 2] << 8 | b[i + 3];
+        if (!memcmp(b + i + 4, "IEND", 4)) return 0;
+        if (!memcmp(b + i + 4, "IDAT", 4)) {
+            if (len == 0 && !data) return ssl__fail("PNG: an empty IDAT chunk before any image data");
+            data = 1;
+        }
+        if ((size_t)len > n - i - 8 || (size_t)len + 12 > n - i) return 0;
+        i += 12 + (size_t)len;
+    }
+    return 0;
 }
 
 SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int *format) {
@@ -3059,6 +3216,7 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
     if (n == 0) return ssl__fail("empty file (0 bytes)");
     if (n > 0x7FFFFFFF) return ssl__fail("image file over 2 GiB");
     int fmt = ssl__sniff(b, n), iw = 0, ih = 0, ic = 0;
+    if (fmt == SSL_FMT_UNKNOWN) return ssl__fail("not a recognised image (JPEG, PNG or BMP)");
     if (fmt == SSL_FMT_PNG && n >= 24) {
         /* PNG's size sits at a fixed place: check it before any decoder
            allocates for it (stb's own refusal names no size) */
@@ -3070,12 +3228,18 @@ SSLDEF int ssl_image_info(const void *buf, size_t n, int *w, int *h, int *c, int
 #ifdef SSL_TURBOJPEG
     if (fmt == SSL_FMT_JPEG) {
         int sub, cs;
-        if (tjDecompressHeader3(ssl__tj(0), b, (unsigned long)n, &iw, &ih, &sub, &cs) != 0)
-            return ssl__fail("not a readable JPEG: %s", tjGetErrorStr2(ssl__tj(0)));
+        tjhandle tj = ssl__tjd();
+        if (tjDecompressHeader3(tj, b, (unsigned long)n, &iw, &ih, &sub, &cs) != 0)
+            return ssl__tj_fail(tj, "not a readable JPEG");
+        tjDestroy(tj);
         ic = cs == TJCS_GRAY ? 1 : 3;
     } else
 #endif
     {
+#ifndef SSL_TURBOJPEG
+        if (fmt == SSL_FMT_JPEG && ssl__jpeg_check(b, n) != 0) return -1;
+#endif
+        if (fmt == SSL_FMT_PNG && ssl__png_check(b, n) != 0) return -1;
         if (!stbi_info_from_memory(b, (int)n, &iw, &ih, &ic))
             return ssl__fail("not a recognised image (%s)", stbi_failure_reason());
         ic = ic <= 2 ? 1 : 3;
@@ -3223,22 +3387,46 @@ SSLDEF void ssl_convert_channels(const uint8_t *src, int w, int h, int sc, uint8
     }
 }
 
+#ifdef SSL_TURBOJPEG
+static int ssl__jpeg_lib(const uint8_t *b, size_t n, int want_c, int need_w, int need_h, double x0, double y0, double x1,
+                         double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                         int *sw, int *sh);
+
+/* A JPEG whose header said iw x ih, decoded at the smallest scale k/8
+   (k = 1..8) that still covers need_w x need_h, to oc channels. Through
+   libjpeg's API where the build has it: TurboJPEG reports an error that
+   follows a warning as a warning (libjpeg-turbo 2.1), so a decode that
+   stopped part-way would pass for a whole image. CMYK JPEGs, and builds
+   without libjpeg's headers, go through TurboJPEG, into a zeroed buffer
+   (the rows an error leaves are then at least the same every time). */
+static int ssl__jpeg_scaled(const uint8_t *b, size_t n, int iw, int ih, int oc, int need_w, int need_h, ssl_buf *out,
+                            int *w, int *h, int *c) {
+    int ox, oy, sw, sh;
+    int rc = ssl__jpeg_lib(b, n, oc, need_w, need_h, 0, 0, iw, ih, iw, ih, out, w, h, c, &ox, &oy, &sw, &sh);
+    if (rc <= 0) return rc;
+    int num = 8;
+    for (int k = 1; k < 8; k++)
+        if ((iw * k + 7) / 8 >= need_w && (ih * k + 7) / 8 >= need_h) { num = k; break; }
+    sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8;
+    uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
+    memset(dst, 0, (size_t)sw * sh * oc);
+    tjhandle tj = ssl__tjd();
+    /* warnings (e.g. extraneous bytes) still produce an image */
+    if (tjDecompress2(tj, b, (unsigned long)n, dst, sw, 0, sh, oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
+        tjGetErrorCode(tj) != TJERR_WARNING)
+        return ssl__tj_fail(tj, "JPEG decode failed");
+    tjDestroy(tj);
+    *w = sw; *h = sh; *c = oc;
+    return 0;
+}
+#endif
+
 SSLDEF int ssl_decode(const void *buf, size_t n, int want_c, ssl_buf *out, int *w, int *h, int *c) {
     int iw = 0, ih = 0, ic = 0, fmt = 0;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
     int oc = want_c ? want_c : ic;
 #ifdef SSL_TURBOJPEG
-    if (fmt == SSL_FMT_JPEG) {
-        uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)iw * ih * oc);
-        if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, iw, 0, ih,
-                          oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0) {
-            /* warnings (e.g. extraneous bytes) still produce an image */
-            if (tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-                return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
-        }
-        *w = iw; *h = ih; *c = oc;
-        return 0;
-    }
+    if (fmt == SSL_FMT_JPEG) return ssl__jpeg_scaled((const uint8_t *)buf, n, iw, ih, oc, iw, ih, out, w, h, c);
 #endif
     int sw, sh, sc;
     uint8_t *px = stbi_load_from_memory((const uint8_t *)buf, (int)n, &sw, &sh, &sc, oc);
@@ -3285,9 +3473,9 @@ SSLDEF int ssl_encode_jpeg(const uint8_t *px, int w, int h, int c, int quality, 
     unsigned long cap = tjBufSize(w, h, c == 1 ? TJSAMP_GRAY : TJSAMP_420);
     uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, cap);
     unsigned long len = cap;
-    if (tjCompress2(ssl__tj(1), px, w, 0, h, c == 1 ? TJPF_GRAY : TJPF_RGB, &dst, &len,
+    if (tjCompress2(ssl__tjc(), px, w, 0, h, c == 1 ? TJPF_GRAY : TJPF_RGB, &dst, &len,
                     c == 1 ? TJSAMP_GRAY : TJSAMP_420, quality, TJFLAG_NOREALLOC) != 0)
-        return ssl__fail("JPEG encode failed: %s", tjGetErrorStr2(ssl__tj(1)));
+        return ssl__tj_fail(ssl__tjc(), "JPEG encode failed");
     *size = len;
     return 0;
 #else
@@ -4513,32 +4701,31 @@ SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r) {
 
 /* ---- 6. Loader ---------------------------------------------------------- */
 
-SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
-                               int *h, int *c) {
+/* An image's size against the size its pack index gives (0, 0: any). */
+static int ssl__size_is(int iw, int ih, int full_w, int full_h) {
+    if (full_w && (iw != full_w || ih != full_h))
+        return ssl__fail("the image is %dx%d but the index says %dx%d", iw, ih, full_w, full_h);
+    return 0;
+}
+
+static int ssl__decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, int full_w, int full_h,
+                                ssl_buf *out, int *w, int *h, int *c) {
 #ifdef SSL_TURBOJPEG
-    int iw, ih, ic, fmt;
+    int iw = 0, ih = 0, ic = 0, fmt = 0;
     if (ssl_image_info(buf, n, &iw, &ih, &ic, &fmt) != 0) return -1;
-    if (fmt == SSL_FMT_JPEG) {
-        /* scales 1/8, 2/8, ... 8/8: the smallest that still covers the need
-           (the header is parsed once: this is the loader's hot path) */
-        int num = 8;
-        for (int k = 1; k < 8; k++) {
-            int sw = (iw * k + 7) / 8, sh = (ih * k + 7) / 8;
-            if (sw >= need_w && sh >= need_h) { num = k; break; }
-        }
-        int sw = (iw * num + 7) / 8, sh = (ih * num + 7) / 8, oc = want_c ? want_c : ic;
-        uint8_t *dst = (uint8_t *)ssl_buf_reserve(out, (size_t)sw * sh * oc);
-        if (tjDecompress2(ssl__tj(0), (const uint8_t *)buf, (unsigned long)n, dst, sw, 0, sh,
-                          oc == 1 ? TJPF_GRAY : TJPF_RGB, 0) != 0 &&
-            tjGetErrorCode(ssl__tj(0)) != TJERR_WARNING)
-            return ssl__fail("JPEG decode failed: %s", tjGetErrorStr2(ssl__tj(0)));
-        *w = sw; *h = sh; *c = oc;
-        return 0;
-    }
+    if (ssl__size_is(iw, ih, full_w, full_h) != 0) return -1;
+    if (fmt == SSL_FMT_JPEG)
+        return ssl__jpeg_scaled((const uint8_t *)buf, n, iw, ih, want_c ? want_c : ic, need_w, need_h, out, w, h, c);
 #endif
     (void)need_w;
     (void)need_h;
-    return ssl_decode(buf, n, want_c, out, w, h, c);
+    if (ssl_decode(buf, n, want_c, out, w, h, c) != 0) return -1;
+    return ssl__size_is(*w, *h, full_w, full_h);
+}
+
+SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
+                               int *h, int *c) {
+    return ssl__decode_at_least(buf, n, want_c, need_w, need_h, 0, 0, out, w, h, c);
 }
 
 #if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
@@ -4556,7 +4743,9 @@ static void ssl__jerr_exit(j_common_ptr ci) {
 }
 static void ssl__jerr_quiet(j_common_ptr ci, int level) { (void)ci, (void)level; } /* warnings: decode goes on */
 
-/* One libjpeg decompressor per thread (its pools are reused). */
+/* Per thread, the error manager and the decompressor's memory; the
+   decompressor itself is created and destroyed around each image (see
+   ssl__tjd). */
 static pthread_key_t ssl__jd_key;
 static pthread_once_t ssl__jd_once = PTHREAD_ONCE_INIT;
 typedef struct {
@@ -4565,7 +4754,7 @@ typedef struct {
 } ssl__jdec;
 static void ssl__jd_destroy(void *p) {
     ssl__jdec *d = (ssl__jdec *)p;
-    if (d) jpeg_destroy_decompress(&d->ci), free(d);
+    free(d);
 }
 static void ssl__jd_keys(void) { pthread_key_create(&ssl__jd_key, ssl__jd_destroy); }
 static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
@@ -4576,7 +4765,6 @@ static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
         d->ci.err = jpeg_std_error(&d->err.mgr);
         d->err.mgr.error_exit = ssl__jerr_exit;
         d->err.mgr.emit_message = ssl__jerr_quiet;
-        jpeg_create_decompress(&d->ci);
         pthread_setspecific(ssl__jd_key, d);
     }
     return d;
@@ -4585,12 +4773,20 @@ static __attribute__((noinline)) ssl__jdec *ssl__jd(void) {
 /* The decode of ssl_decode_region; libjpeg errors longjmp out of it. 1: CMYK
    (left to TurboJPEG). */
 static __attribute__((noinline)) int ssl__jd_run(ssl__jdec *d, const uint8_t *buf, size_t n, int want_c, int need_w,
-                                                 int need_h, double x0, double y0, double x1, double y1, ssl_buf *out,
-                                                 int *w, int *h, int *c, int *ox, int *oy, int *sw, int *sh) {
+                                                 int need_h, double x0, double y0, double x1, double y1, int full_w,
+                                                 int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                                                 int *sw, int *sh) {
     struct jpeg_decompress_struct *ci = &d->ci;
     jpeg_mem_src(ci, buf, (unsigned long)n);
     jpeg_read_header(ci, TRUE);
     int iw = (int)ci->image_width, ih = (int)ci->image_height;
+    /* the checks ssl_image_info makes, before anything is allocated */
+    int over = (uint64_t)iw * (uint64_t)ih > SSL_MAX_PIXELS;
+    if (over || ssl__size_is(iw, ih, full_w, full_h) != 0) {
+        jpeg_abort_decompress(ci);
+        if (over) ssl__fail("image header claims %dx%d pixels, over the limit of %u pixels", iw, ih, SSL_MAX_PIXELS);
+        return -1;
+    }
     if (ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK) {
         jpeg_abort_decompress(ci);
         return 1;
@@ -4631,20 +4827,47 @@ static __attribute__((noinline)) int ssl__jd_run(ssl__jdec *d, const uint8_t *bu
 SSLDEF int ssl_decode_region(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
                              double x1, double y1, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy, int *sw,
                              int *sh) {
-#if defined(SSL_TURBOJPEG) && defined(SSL_LIBJPEG)
-    const uint8_t *b = (const uint8_t *)buf;
+    return ssl__decode_region_sized(buf, n, want_c, need_w, need_h, x0, y0, x1, y1, 0, 0, out, w, h, c, ox, oy, sw, sh);
+}
+
+#ifdef SSL_TURBOJPEG
+/* ssl__jd_run with a fresh decompressor; 1 where it does not apply (not a
+   JPEG, CMYK, want_c not 1 or 3, or a build without libjpeg's headers). */
+static int ssl__jpeg_lib(const uint8_t *b, size_t n, int want_c, int need_w, int need_h, double x0, double y0, double x1,
+                         double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c, int *ox, int *oy,
+                         int *sw, int *sh) {
+#ifdef SSL_LIBJPEG
     if (n > 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF && (want_c == 1 || want_c == 3)) {
         ssl__jdec *volatile d = ssl__jd();
+        jpeg_create_decompress(&d->ci);
         if (setjmp(d->err.jump)) {
-            jpeg_abort_decompress(&d->ci);
+            jpeg_destroy_decompress(&d->ci);
             return ssl__fail("JPEG decode failed: %s", d->err.msg);
         }
-        if (ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, out, w, h, c, ox, oy, sw, sh) == 0) return 0;
+        int rc = ssl__jd_run(d, b, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h, c, ox, oy,
+                             sw, sh);
+        jpeg_destroy_decompress(&d->ci);
+        return rc;
     }
+#else
+    (void)b, (void)n, (void)want_c, (void)need_w, (void)need_h, (void)x0, (void)y0, (void)x1, (void)y1;
+    (void)full_w, (void)full_h, (void)out, (void)w, (void)h, (void)c, (void)ox, (void)oy, (void)sw, (void)sh;
+#endif
+    return 1;
+}
+#endif
+
+SSLDEF int ssl__decode_region_sized(const void *buf, size_t n, int want_c, int need_w, int need_h, double x0, double y0,
+                                    double x1, double y1, int full_w, int full_h, ssl_buf *out, int *w, int *h, int *c,
+                                    int *ox, int *oy, int *sw, int *sh) {
+#ifdef SSL_TURBOJPEG
+    int rc = ssl__jpeg_lib((const uint8_t *)buf, n, want_c, need_w, need_h, x0, y0, x1, y1, full_w, full_h, out, w, h,
+                           c, ox, oy, sw, sh);
+    if (rc <= 0) return rc;
 #else
     (void)x0, (void)y0, (void)x1, (void)y1;
 #endif
-    if (ssl_decode_at_least(buf, n, want_c, need_w, need_h, out, w, h, c) != 0) return -1;
+    if (ssl__decode_at_least(buf, n, want_c, need_w, need_h, full_w, full_h, out, w, h, c) != 0) return -1;
     *ox = *oy = 0, *sw = *w, *sh = *h;
     return 0;
 }
@@ -4824,10 +5047,9 @@ static int ssl__load_sample(ssl_loader *l, ssl__wscratch *ws, ssl__slot *s, int 
             x0 = fmin(x0, prm[v].crop_x), y0 = fmin(y0, prm[v].crop_y);
             x1 = fmax(x1, prm[v].crop_x + prm[v].crop_w), y1 = fmax(y1, prm[v].crop_y + prm[v].crop_h);
         }
-        if (ssl_decode_region(rec, nbytes, 3, nw, nh, x0, y0, x1, y1, &ws->dec, &w, &h, &ch, &ox, &oy, &sw, &sh) != 0)
+        if (ssl__decode_region_sized(rec, nbytes, 3, nw, nh, x0, y0, x1, y1, e->width, e->height, &ws->dec, &w, &h, &ch,
+                                     &ox, &oy, &sw, &sh) != 0)
             return ssl__fail_ctx("sample %u", id);
-        if (sw > (int)e->width || sh > (int)e->height)
-            return ssl__fail("sample %u: decoded %dx%d, larger than the index's %ux%u", id, sw, sh, e->width, e->height);
         px = (const uint8_t *)ws->dec.p;
     } else {
         if (ssl_pack_decode(&l->pack, id, 3, &ws->dec, &w, &h, &ch) != 0) return -1;
@@ -8210,8 +8432,15 @@ SSLDEF int ssl_safetensors_read(const char *path, ssl_tfile *f) {
                 if (e->dtype < 0) SSL__SBAD("tensor '%s': unsupported dtype '%s'", key, dt);
                 if (!have_off || b0 > b1 || b1 > dsize) SSL__SBAD("tensor '%s': data_offsets [%llu, %llu] outside the %llu data bytes", key,
                                                                   (unsigned long long)b0, (unsigned long long)b1, (unsigned long long)dsize);
-                uint64_t numel = 1;
-                for (int d = 0; d < e->ndim; d++) numel *= (uint64_t)e->dims[d];
+                /* the shape's product is checked as it is formed (the limit
+                   of SSLT files): a product past 2^64 would wrap to a small
+                   size that matches the bytes */
+                uint64_t numel = 1, lim = (uint64_t)1 << 40;
+                for (int d = 0; d < e->ndim; d++) {
+                    uint64_t v = (uint64_t)e->dims[d];
+                    if (v > lim || (v && numel > lim / v)) SSL__SBAD("tensor '%s': absurd shape", key);
+                    numel *= v;
+                }
                 if (numel * ssl_dtype_size(e->dtype) != b1 - b0) SSL__SBAD("tensor '%s': %llu bytes for its shape", key, (unsigned long long)(b1 - b0));
                 e->data = data + b0;
                 e->nbytes = b1 - b0;

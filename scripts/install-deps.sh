@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ssl.h needs, if they are missing. Called by
-# `make test` and `make demo`, so on a fresh machine those two commands are
-# all the set-up there is.
+# `make test` and `make demo` (and with --fuzz by `make fuzz`), so on a fresh
+# machine those commands are all the set-up there is.
 set -euo pipefail
 need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
+# --fuzz: also clang and its libFuzzer runtime (make fuzz), the runtime of
+# the clang version Debian's clang is (14 on Debian 12)
+if [ "${1:-}" = --fuzz ]; then
+    v=$( (clang --version 2>/dev/null || true) | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)
+    [ -n "$v" ] || v=$(apt-cache depends clang 2>/dev/null | sed -n 's/.*Depends: clang-\([0-9]*\)$/\1/p' | head -1)
+    need+=(clang "libclang-rt-${v:-14}-dev")
+fi
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
