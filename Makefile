@@ -7,7 +7,6 @@
 #   make fuzz       each file reader under libFuzzer, FUZZ_SECONDS each (clang)
 #   make test-gpu   the GPU suite (needs an NVIDIA GPU)
 #   make demo       pack Fashion-MNIST, train SimCLR on it, probe the result
-#   make fuzz       libFuzzer over every reader of outside input
 #
 # Optional features, each found automatically and each with an opt-out:
 #   NO_CUDA=1 NO_TURBOJPEG=1 NO_OPENBLAS=1 NO_NCCL=1 NO_MPI=1
