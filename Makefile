@@ -217,6 +217,7 @@ test: $(BUILD)/data/.cifar-subset pack train probe $(BUILD)/tests $(if $(NVCC),$
 	$(if $(NVCC),set -o pipefail; $(TEST_ENV) SSL_EMU_ORDER=shuffle $(BUILD)/tests-gpu emu_ | tee $(TEST_LOGS)/emu-shuffled.log)
 	$(if $(HAVE_CUDNN),set -o pipefail; $(TEST_ENV) $(BUILD)/tests-cudnn emu_cudnn_ emu_conv_engine | tee $(TEST_LOGS)/cudnn.log)
 	$(if $(NVCC),set -o pipefail; NO_TORCH=1 bash bench/gpu_rehearse.sh | tee $(TEST_LOGS)/rehearsal.log)
+	set -o pipefail; TOY=1 OUT=$(BUILD)/imagenette-toy SHARED=$(SHARED)/data bash bench/imagenette_bench.sh | tee $(TEST_LOGS)/imagenette.log
 	@cat $(TEST_LOGS)/*.log | awk '/^([a-z]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$$/ { \
 	    sub(/^[a-z]+: /, ""); p += $$1; f += $$3; s += $$5; n++ } \
 	    END { if (n == 0) { print "make test: no suite closed with a count"; exit 1 } \
