@@ -388,10 +388,15 @@ static int fmnist_pack(const char *dir, const char *split, char *path, size_t n)
 
 /* On the CPU the table's defaults (a full-width ResNet-18, 100 epochs) would
    take days on Fashion-MNIST; there the default data comes with the demo's
-   small recipe for every option the command line leaves out. */
+   small recipe for every option the command line leaves out. The optimizer
+   group goes in whole or not at all: AdamW's learning rate given to LARS
+   (or the reverse) would be a recipe nobody chose. */
 static const char *const FMNIST_CPU_RECIPE[][2] = {
-    {"width", "0.25"}, {"res", "28"}, {"epochs", "1"}, {"warmup", "0.5"},
-    {"views", "crop_gray"}, {"projector", "256-128"}, {"probe_lr", "0.01"},
+    {"width", "0.125"}, {"res", "28"}, {"bs", "64"}, {"epochs", "1"}, {"warmup", "0.1"}, {"views", "crop_flip"},
+    {"scale_min", "0.3"}, {"tau", "0.2"}, {"projector", "256-128"}, {"probe_lr", "0.01"},
+};
+static const char *const FMNIST_CPU_OPTIMIZER[][2] = {
+    {"optimizer", "adamw"}, {"lr", "2e-3"}, {"lr_scale", "0"}, {"wd", "1e-4"},
 };
 
 static int given(int argc, char **argv, const char *key) {
@@ -410,12 +415,16 @@ static int default_data(train_cfg *c, int on_gpu, int argc, char **argv) {
            "       Your own images: ./pack DIR train.ssl, then ./train %s data=train.ssl ...\n",
            c->data, c->val, c->method);
     if (on_gpu) return 0;
-    char said[256] = "";
-    for (size_t i = 0; i < sizeof FMNIST_CPU_RECIPE / sizeof FMNIST_CPU_RECIPE[0]; i++) {
-        const char *k = FMNIST_CPU_RECIPE[i][0], *v = FMNIST_CPU_RECIPE[i][1];
-        if (given(argc, argv, k)) continue;
-        if (ssl_config_set(OPTS, NOPTS, c, k, v) != 0) return -1;
-        snprintf(said + strlen(said), sizeof said - strlen(said), " %s=%s", k, v);
+    char said[512] = "";
+    size_t nr = sizeof FMNIST_CPU_RECIPE / sizeof FMNIST_CPU_RECIPE[0];
+    size_t no = sizeof FMNIST_CPU_OPTIMIZER / sizeof FMNIST_CPU_OPTIMIZER[0];
+    int any_opt = 0;
+    for (size_t i = 0; i < no; i++) any_opt |= given(argc, argv, FMNIST_CPU_OPTIMIZER[i][0]);
+    for (size_t i = 0; i < nr + no; i++) {
+        const char *const *kv = i < nr ? FMNIST_CPU_RECIPE[i] : FMNIST_CPU_OPTIMIZER[i - nr];
+        if (given(argc, argv, kv[0]) || (i >= nr && any_opt)) continue;
+        if (ssl_config_set(OPTS, NOPTS, c, kv[0], kv[1]) != 0) return -1;
+        snprintf(said + strlen(said), sizeof said - strlen(said), " %s=%s", kv[0], kv[1]);
     }
     if (said[0]) printf("       On the CPU, the small recipe of make demo for what the command leaves out:%s\n", said);
     return 0;

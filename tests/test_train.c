@@ -56,7 +56,7 @@ TEST(train_without_data_packs_fashion_mnist_once) {
     const char *t = test_bin("SSL_TRAIN", "./train"), *cache = test_tmp("xdg_cache");
     char *out;
     /* one step, so that no evaluation runs; res and width as TINY's */
-    const char *cmd = "rm -rf %s/run && XDG_CACHE_HOME=%s %s simclr bs=64 lr=1.0 tau=0.15 max_steps=1 width=0.125 res=16 "
+    const char *cmd = "rm -rf %s/run && XDG_CACHE_HOME=%s %s simclr bs=32 lr=1.0 tau=0.15 max_steps=1 width=0.125 res=16 "
                       "threads=1 loader_threads=1 device=cpu out=%s/run";
     run(NULL, "rm -rf %s", cache); /* a cache left by an earlier run of the suite */
     int rc = run(&out, cmd, cache, cache, t, cache);
@@ -67,7 +67,11 @@ TEST(train_without_data_packs_fashion_mnist_once) {
     CHECK_CONTAINS(out, "./pack DIR train.ssl");
     /* the recipe fills what the command left out, never what it gave */
     CHECK_CONTAINS(out, "epochs=1");
-    CHECK(!strstr(out, "width=0.25") && !strstr(out, "res=28"), "the recipe overrode given options: %s", out);
+    CHECK_CONTAINS(out, "views=crop_flip");
+    CHECK(!strstr(out, "width=0.125 ") && !strstr(out, "res=28") && !strstr(out, "bs=64") && !strstr(out, "tau=0.2"),
+          "the recipe overrode given options: %s", out);
+    /* lr given: the recipe's optimizer group (AdamW at its own lr) stays out whole */
+    CHECK(!strstr(out, "optimizer=adamw") && !strstr(out, "lr_scale=0"), "the recipe split the optimizer group: %s", out);
     free(out);
     char path[SSL_STR + 64];
     snprintf(path, sizeof path, "%s/ssl.h/fashion-mnist-train.ssl", cache);
