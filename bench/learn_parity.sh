@@ -65,8 +65,8 @@ def read(path):
     ev = [r["eval"] for r in recs if "eval" in r][-1]
     curve = [(r["step"], r["loss"]) for r in recs if "loss" in r]
     return ev, curve
-def ms(xs):  # mean and spread (max - min) in percent
-    return f"{100 * st.mean(xs):.1f} ({100 * (max(xs) - min(xs)):.1f})"
+def ms(xs):  # mean +- standard deviation over seeds, in percent
+    return f"{100 * st.mean(xs):.1f} +- {100 * st.stdev(xs):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
 print(f"| {name} | ./train kNN | ref kNN | ./train probe | ref probe | loss at 10% / 50% / end: ./train | ref |")
 print("|---|---|---|---|---|---|---|")
 for m in methods:
@@ -77,8 +77,10 @@ for m in methods:
         probe = [r[0]["probe_top1"] for r in runs]
         n = min(len(r[1]) for r in runs)
         at = lambda f: st.mean(r[1][min(n - 1, int(f * (n - 1)))][1] for r in runs)
-        row[side] = (ms(knn), ms(probe), f"{at(0.1):.3f} / {at(0.5):.3f} / {at(1.0):.3f}")
+        end = [r[1][n - 1][1] for r in runs]
+        sd = f" +- {st.stdev(end):.3f}" if len(end) > 1 else ""
+        row[side] = (ms(knn), ms(probe), f"{at(0.1):.3f} / {at(0.5):.3f} / {at(1.0):.3f}{sd}")
     print(f"| {m} | {row['c'][0]} | {row['py'][0]} | {row['c'][1]} | {row['py'][1]} | {row['c'][2]} | {row['py'][2]} |")
-print(f"\nmean (max - min) over seeds {' '.join(seeds)}, top-1 in %; losses averaged over seeds at the logged step nearest each fraction")
+print(f"\nmean +- standard deviation over seeds {' '.join(seeds)}, top-1 in %; losses: the mean over seeds at the logged step nearest each fraction of the run")
 PYEOF
 cat "$OUT/$NAME.md"
