@@ -19,7 +19,14 @@ tau sim std cov lambd ema optimizer lr lr_scale wd momentum eta warmup end_lr
 epochs bs views res seed threads log_every max_steps probe_optim probe_lr
 knn_k knn_train out order (random|sequential) and the view overrides
 scale_min scale_max flip_p jitter_p gray_p blur_p solarize_p noise_p; and
-its own: device (cpu|cuda, cuda untested), init (.sslt or .safetensors).
+its own: device (cpu|cuda, cuda untested), init (.sslt or .safetensors),
+views_from (./train's dump_views= file(s), comma-separated: each step's
+views and labels from there instead of this script's augmentation),
+dtype (float32|float64: the whole run in float64 measures rounding),
+save_at (steps, comma-separated: OUT/state_K.sslt after step K). The run
+ends by writing OUT/final.sslt: weights, buffers, target.*, probe.*, the
+optimizers' state, under ./train's checkpoint names (bench/ckpt_diff.py
+compares it with ckpt.sslt).
 
 What it matches (ssl.h section in brackets):
   - packs [3]: header, index and records as docs/formats.md; raw HWC uint8,
@@ -113,7 +120,7 @@ DEFAULTS = dict(
     ema=0.996, optimizer="lars", lr=0.3, lr_scale=1, wd=1e-6, momentum=0.9, eta=0.001, warmup=10.0,
     end_lr=0.001, epochs=100, bs=256, views="simclr", res=32, seed=0, threads=0, log_every=50,
     max_steps=0, probe_optim="adamw", probe_lr=1e-3, knn_k=20, knn_train=10000, out="runs/ref",
-    device="cpu", init="", loader_threads=0, order="random", views_from="", dtype="float32",
+    device="cpu", init="", loader_threads=0, order="random", views_from="", dtype="float32", save_at="",
     scale_min=-1.0, scale_max=-1.0, flip_p=-1.0, jitter_p=-1.0, gray_p=-1.0, blur_p=-1.0, solarize_p=-1.0,
     noise_p=-1.0,
 )
@@ -745,8 +752,10 @@ class DumpedViews:
     """./train's dump_views=FILE: step.K.view0, step.K.view1 ([n,h,w,3] float32,
     normalized, as the step got them; NCHW once read) and step.K.labels."""
 
-    def __init__(self, path):
-        self.t = load_sslt(path)
+    def __init__(self, paths):  # one file, or several (comma-separated: a run stopped and resumed)
+        self.t = {}
+        for path in paths.split(","):
+            self.t.update(load_sslt(path))
 
     def __contains__(self, k):
         return f"step.{k}.view0" in self.t
@@ -810,6 +819,9 @@ def main():
                 log.write(json.dumps({"error": "non-finite loss", "step": step}) + "\n")
                 sys.exit(f"ref_train: {e}")
             step += 1
+            if str(step) in cfg["save_at"].split(","):
+                save_sslt(os.path.join(cfg["out"], f"state_{step}.sslt"), dict(tr.state(), **{"trainer.state": torch.tensor([step])}),
+                          meta=f"ref_train.py {method}: the state after {step} steps")
             sums[0] += loss
             sums[1] += acc
             sums[2] += 1
