@@ -44,6 +44,7 @@ typedef struct {
     int64_t res, res_start, res_end, ramp_start, ramp_end;
     int64_t seed, threads, loader_threads;
     char device[SSL_STR], precision[SSL_STR], conv[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
+    char dump_views[SSL_STR];
     int64_t ckpt_every, log_every, max_steps, split;
     char probe_optim[SSL_STR];
     double probe_lr;
@@ -109,6 +110,9 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_F(C, probe_lr, "1e-3", 0, 100, "online probe learning rate (constant)"),
     SSL_OPT_I(C, knn_k, "20", 1, 10000, "kNN evaluation: neighbours"),
     SSL_OPT_I(C, knn_train, "10000", 1, 1LL << 40, "kNN evaluation: training images in the memory bank"),
+    SSL_OPT_S(C, dump_views, "", "parity checks: write every step's two views and labels to this .sslt file at the end "
+                                 "(step.K.view0, step.K.view1 [n,h,w,3] float32 as the step got them, step.K.labels int32; "
+                                 "held in memory until then: short runs only; not carried over by resume; bench/ref_train.py views_from= reads it)"),
 };
 #undef C
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
@@ -333,7 +337,8 @@ static int apply_meta(train_cfg *c, const char *meta) {
         char *eq = strchr(line, '=');
         if (eq) {
             *eq = 0;
-            if (strcmp(line, "resume") && strcmp(line, "out") && strcmp(line, "max_steps") && ssl_config_set(OPTS, NOPTS, c, line, eq + 1)) return -1;
+            if (strcmp(line, "resume") && strcmp(line, "out") && strcmp(line, "max_steps") && strcmp(line, "dump_views") &&
+                ssl_config_set(OPTS, NOPTS, c, line, eq + 1)) return -1;
         }
         s += n + (e ? 1 : 0);
     }
@@ -428,6 +433,46 @@ static int default_data(train_cfg *c, int on_gpu, int argc, char **argv) {
     }
     if (said[0]) printf("       On the CPU, the small recipe of make demo for what the command leaves out:%s\n", said);
     return 0;
+}
+
+/* dump_views=FILE: each step's views and labels, copied as the step gets
+   them (from the GPU on a CUDA run), written as one SSLT file at the end */
+typedef struct {
+    ssl_tentry *e;
+    int n, cap;
+} view_dump;
+
+static void dump_add(view_dump *d, int64_t step, const char *what, int dtype, const void *src, int ndim, const int64_t *dims,
+                     int on_gpu) {
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 96;
+        d->e = ssl_realloc(d->e, sizeof(ssl_tentry) * (size_t)d->cap, "dumped views");
+    }
+    ssl_tentry *e = &d->e[d->n++];
+    memset(e, 0, sizeof *e);
+    char name[64];
+    snprintf(name, sizeof name, "step.%lld.%s", (long long)step, what);
+    e->name = strdup(name);
+    e->dtype = dtype, e->ndim = ndim;
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) e->dims[i] = dims[i], numel *= dims[i];
+    e->nbytes = (size_t)numel * ssl_dtype_size(dtype);
+    void *copy = ssl_malloc(e->nbytes, "dumped views");
+#ifdef SSL_CUDA
+    if (on_gpu) ssl_cuda_to_host(copy, src, e->nbytes);
+    else
+#endif
+        memcpy(copy, src, e->nbytes);
+    (void)on_gpu;
+    e->data = copy;
+}
+
+static int dump_write(view_dump *d, const char *path) {
+    int r = d->n ? ssl_tfile_write(path, d->e, d->n, "./train dump_views: each step's views (NHWC, normalized) and labels") : 0;
+    for (int i = 0; i < d->n; i++) free((void *)d->e[i].name), free((void *)d->e[i].data);
+    free(d->e);
+    memset(d, 0, sizeof *d);
+    return r;
 }
 
 int main(int argc, char **argv) {
@@ -635,6 +680,7 @@ int main(int argc, char **argv) {
     int64_t nsum = 0, imgs = 0;
     double wait_last = 0; /* the loader's wait_s at the last progress line */
     int cur_res = -1, rc = 0, stopped = 0;
+    view_dump dump = {0};
     while (epoch < cfg.epochs && !stopped) {
         int r = res_at(&cfg, epoch);
         if (r != cur_res) { ssl_loader_set_resolution(loader, r); cur_res = r; }
@@ -666,6 +712,12 @@ int main(int argc, char **argv) {
                     for (int v = 0; v < 2; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
             }
 #endif
+            if (cfg.dump_views[0]) {
+                int64_t vd[4] = {b->n, b->h[0], b->w[0], 3}, ld[1] = {b->n};
+                dump_add(&dump, t.step, "view0", SSL_F32, v0, 4, vd, on_gpu);
+                dump_add(&dump, t.step, "view1", SSL_F32, v1, 4, vd, on_gpu);
+                dump_add(&dump, t.step, "labels", SSL_I32, b->labels, 1, ld, 0);
+            }
             if (ssl_train_step(&t, v0, v1, b->labels, b->n, b->h[0], b->w[0], &st)) {
                 fprintf(stderr, "train: %s\n", ssl_last_error());
                 if (have_ckpt) fprintf(stderr, "train: stopped; the last good checkpoint is %s (left intact)\n", ckpt);
@@ -762,6 +814,7 @@ int main(int argc, char **argv) {
         if (evaluate(&t, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log)) rc = die("evaluation");
     }
 done:
+    if (cfg.dump_views[0] && dump_write(&dump, cfg.dump_views)) rc = die("dump_views");
     if (loader) ssl_loader_close(loader);
     fclose(log);
     ssl_trainer_free(&t);

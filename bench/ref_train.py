@@ -19,7 +19,14 @@ tau sim std cov lambd ema optimizer lr lr_scale wd momentum eta warmup end_lr
 epochs bs views res seed threads log_every max_steps probe_optim probe_lr
 knn_k knn_train out order (random|sequential) and the view overrides
 scale_min scale_max flip_p jitter_p gray_p blur_p solarize_p noise_p; and
-its own: device (cpu|cuda, cuda untested), init (.sslt or .safetensors).
+its own: device (cpu|cuda, cuda untested), init (.sslt or .safetensors),
+views_from (./train's dump_views= file(s), comma-separated: each step's
+views and labels from there instead of this script's augmentation),
+dtype (float32|float64: the whole run in float64 measures rounding),
+save_at (steps, comma-separated: OUT/state_K.sslt after step K). The run
+ends by writing OUT/final.sslt: weights, buffers, target.*, probe.*, the
+optimizers' state, under ./train's checkpoint names (bench/ckpt_diff.py
+compares it with ckpt.sslt).
 
 What it matches (ssl.h section in brackets):
   - packs [3]: header, index and records as docs/formats.md; raw HWC uint8,
@@ -113,14 +120,14 @@ DEFAULTS = dict(
     ema=0.996, optimizer="lars", lr=0.3, lr_scale=1, wd=1e-6, momentum=0.9, eta=0.001, warmup=10.0,
     end_lr=0.001, epochs=100, bs=256, views="simclr", res=32, seed=0, threads=0, log_every=50,
     max_steps=0, probe_optim="adamw", probe_lr=1e-3, knn_k=20, knn_train=10000, out="runs/ref",
-    device="cpu", init="", loader_threads=0, order="random",
+    device="cpu", init="", loader_threads=0, order="random", views_from="", dtype="float32", save_at="",
     scale_min=-1.0, scale_max=-1.0, flip_p=-1.0, jitter_p=-1.0, gray_p=-1.0, blur_p=-1.0, solarize_p=-1.0,
     noise_p=-1.0,
 )
 CHOICES = dict(method=("simclr", "vicreg", "barlow", "byol"), arch=("resnet18", "resnet34", "resnet50"),
                stem=("cifar", "imagenet"), optimizer=("lars", "sgd", "adamw"),
                views=("simclr", "byol", "crop_gray", "crop_flip", "noise"), probe_optim=("adamw", "sgd"),
-               device=("cpu", "cuda"), order=("random", "sequential"))
+               device=("cpu", "cuda"), order=("random", "sequential"), dtype=("float32", "float64"))
 
 
 def parse_args(argv):
@@ -397,6 +404,10 @@ class Net(nn.Module):
             out[k[len("backbone."):] if k.startswith("backbone.") else k] = v
         return out
 
+    def flat_named_parameters(self):
+        for k, p in self.named_parameters():
+            yield (k[len("backbone."):] if k.startswith("backbone.") else k), p
+
 
 def load_safetensors(path):
     """The tensors of a safetensors file (F32/F64/I64/I32) as a dict."""
@@ -584,7 +595,7 @@ def features(backbone, pack, res, limit, bs, dev):
     feats, labels = [], []
     for a in range(0, n, bs):
         x = torch.stack([t(pack.image(i)) for i in range(a, min(n, a + bs))]).to(dev)
-        feats.append(backbone(x).float().cpu())
+        feats.append(backbone(x.to(next(backbone.parameters()).dtype)).float().cpu())
         labels += [pack.label(i) for i in range(a, min(n, a + bs))]
     backbone.train()
     return torch.cat(feats), torch.tensor(labels)
@@ -602,6 +613,157 @@ def knn_top1(bank, bank_y, q, q_y, k, classes, temperature=0.07):
     return correct / max(1, q.shape[0])
 
 
+# ---- the step (ssl.h section 11) as a class: main() and tests/gen_traj_fixtures.py ----
+
+class RefTrainer:
+    """The online net, BYOL's target, the probe and their optimizers; step()
+    is one of ./train's steps (ssl_train_step): both forwards, the loss, its
+    backward, the probe on detached features, the optimizer at lr_at(step),
+    BYOL's EMA at tau(step)."""
+
+    def __init__(self, cfg, classes, total, warmup, dev, init=""):
+        self.cfg, self.total, self.warmup, self.method = cfg, total, warmup, cfg["method"]
+        self.online = Net(cfg, with_predictor=self.method == "byol").to(dev)
+        self.target = None
+        if self.method == "byol":  # backbone + projector, a copy of the online one
+            self.target = Net(dict(cfg, predictor=""), with_predictor=False).to(dev)
+            self.target.load_state_dict({k: v for k, v in self.online.state_dict().items()
+                                         if not k.startswith("predictor.")})
+            self.target.requires_grad_(False)
+        self.probe = nn.Linear(self.online.backbone.feat_dim, classes).to(dev) if classes > 1 else None
+        if self.probe is not None:
+            bound = 1 / math.sqrt(self.online.backbone.feat_dim)
+            nn.init.uniform_(self.probe.weight, -bound, bound)
+            nn.init.uniform_(self.probe.bias, -bound, bound)
+        self.left = init_from(init, self.online, self.target, self.probe) if init else []
+        self.base_lr = cfg["lr"] * (cfg["bs"] / 256 if cfg["lr_scale"] else 1.0)
+        self.opt = make_optimizer(cfg["optimizer"], list(self.online.named_parameters()), self.base_lr, cfg["wd"],
+                                  cfg["momentum"], cfg["eta"])
+        if self.probe is not None:
+            pgroups = [dict(params=list(self.probe.parameters()), weight_decay=0.0)]
+            self.popt = torch.optim.AdamW(pgroups, lr=cfg["probe_lr"]) if cfg["probe_optim"] == "adamw" else \
+                torch.optim.SGD(pgroups, lr=cfg["probe_lr"], momentum=0.9)
+        self.step_count = 0
+
+    def to(self, dtype):
+        """Every tensor (and optimizer state, made lazily) in dtype: float64 runs
+        measure what float32's rounding does to a trajectory."""
+        for m in (self.online, self.target, self.probe):
+            if m is not None:
+                m.to(dtype)
+        return self
+
+    def loss(self, o1, o2, x1, x2):
+        cfg, method = self.cfg, self.method
+        if method == "simclr":
+            return simclr_loss(o1, o2, cfg["tau"])
+        if method == "vicreg":
+            return vicreg_loss(o1, o2, cfg["sim"], cfg["std"], cfg["cov"])
+        if method == "barlow":
+            return barlow_loss(o1, o2, cfg["lambd"])
+        with torch.no_grad():
+            z1, z2 = self.target(x1)[1], self.target(x2)[1]
+        return byol_loss(o1, o2, z1, z2)
+
+    def step(self, x1, x2, y):
+        """One step; returns (loss, probe top-1 before its update, lr, ema tau)."""
+        cfg, step = self.cfg, self.step_count
+        f1, o1 = self.online(x1)  # each view its own forward: its own BN statistics
+        f2, o2 = self.online(x2)
+        loss = self.loss(o1, o2, x1, x2)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"step {step}: {self.method} loss is {loss.item()}")
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        acc = 0.0
+        if self.probe is not None:  # on detached features of both views, accuracy before its update
+            logits = self.probe(torch.cat([f1.detach(), f2.detach()]))
+            yy = torch.cat([y, y])
+            ploss = F.cross_entropy(logits, yy)
+            acc = (logits.argmax(1) == yy).float().mean().item()
+            self.popt.zero_grad()
+            ploss.backward()
+            self.popt.step()
+        lr = lr_at(self.base_lr, step, self.warmup, self.total, cfg["end_lr"])
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        ema_tau = 0.0
+        if self.target is not None:  # parameters only: the target keeps its own BN running statistics
+            k = min(step, self.total)
+            ema_tau = 1 - (1 - cfg["ema"]) * (math.cos(math.pi * k / max(1, self.total)) + 1) / 2
+            with torch.no_grad():
+                online_p = dict(self.online.named_parameters())
+                for n, p in self.target.named_parameters():
+                    p.mul_(ema_tau).add_(online_p[n], alpha=1 - ema_tau)
+        self.step_count += 1
+        return loss.item(), acc, lr, ema_tau
+
+    def state(self):
+        """name -> tensor (torch layout) under ./train's checkpoint names: the
+        online net's, target.*, probe.*, and the optimizers' first moments
+        (optim.m.*: LARS/SGD's momentum buffer, AdamW's exp_avg), second
+        (optim.v.*, AdamW), the probe's (probe_optim.m.*, .v.*)."""
+        out = {k: v.detach() for k, v in self.online.flat_state().items()}
+        if self.target is not None:
+            out.update({"target." + k: v.detach() for k, v in self.target.flat_state().items()})
+        if self.probe is not None:
+            out.update({"probe." + k: v.detach() for k, v in self.probe.state_dict().items()})
+        flat_names = {id(p): n for n, p in self.online.flat_named_parameters()}
+        for prefix, opt, names in (("optim.", self.opt, flat_names),
+                                   ("probe_optim.", getattr(self, "popt", None),
+                                    {id(p): "probe." + n for n, p in (self.probe.named_parameters() if self.probe else [])})):
+            if opt is None:
+                continue
+            for p, st in opt.state.items():
+                for key, slot in (("mu", "m"), ("momentum_buffer", "m"), ("exp_avg", "m"), ("exp_avg_sq", "v")):
+                    if key in st and st[key] is not None:
+                        out[f"{prefix}{slot}.{names[id(p)]}"] = st[key].detach()
+        return out
+
+
+def save_sslt(path, tensors, meta=""):
+    """An SSLT file (docs/formats.md) of float32/int64 tensors, 4-D ones turned
+    from torch's OIHW into the checkpoint's OHWI: load_sslt and ./train read it."""
+    blob = bytearray()
+    count = 0
+    for name, t in tensors.items():
+        t = t.detach().cpu()
+        if t.ndim == 4:
+            t = t.permute(0, 2, 3, 1)
+        t = t.contiguous()
+        code = {torch.float32: 0, torch.float64: 0, torch.int32: 2, torch.int64: 4}[t.dtype]
+        t = t.float() if t.dtype == torch.float64 else t
+        data = t.numpy().tobytes()
+        nm = name.encode()
+        blob += struct.pack("<I", len(nm)) + nm + struct.pack("<II", code, t.ndim)
+        blob += struct.pack(f"<{t.ndim}Q", *t.shape) + struct.pack("<QI", len(data), zlib.crc32(data)) + data
+        count += 1
+    m = meta.encode()
+    raw = struct.pack("<8sIII", b"SSLTNSR\0", 1, count, len(m)) + m + blob
+    raw += struct.pack("<I", zlib.crc32(raw))
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(raw)
+    os.replace(tmp, path)
+
+
+class DumpedViews:
+    """./train's dump_views=FILE: step.K.view0, step.K.view1 ([n,h,w,3] float32,
+    normalized, as the step got them; NCHW once read) and step.K.labels."""
+
+    def __init__(self, paths):  # one file, or several (comma-separated: a run stopped and resumed)
+        self.t = {}
+        for path in paths.split(","):
+            self.t.update(load_sslt(path))
+
+    def __contains__(self, k):
+        return f"step.{k}.view0" in self.t
+
+    def __getitem__(self, k):
+        return (self.t[f"step.{k}.view0"], self.t[f"step.{k}.view1"], self.t[f"step.{k}.labels"].long())
+
+
 # ---- the run -------------------------------------------------------------
 
 def main():
@@ -617,30 +779,16 @@ def main():
     classes = pack.num_classes
     method = cfg["method"]
 
-    online = Net(cfg, with_predictor=method == "byol").to(dev)
-    target = None
-    if method == "byol":  # backbone + projector, a copy of the online one
-        target = Net(dict(cfg, predictor=""), with_predictor=False).to(dev)
-        target.load_state_dict({k: v for k, v in online.state_dict().items() if not k.startswith("predictor.")})
-        target.requires_grad_(False)
-    probe = nn.Linear(online.backbone.feat_dim, classes).to(dev) if classes > 1 else None
-    if probe is not None:
-        bound = 1 / math.sqrt(online.backbone.feat_dim)
-        nn.init.uniform_(probe.weight, -bound, bound)
-        nn.init.uniform_(probe.bias, -bound, bound)
-    if cfg["init"]:
-        left = init_from(cfg["init"], online, target, probe)
-        print(f"ref_train: weights from {cfg['init']}" + (f"; left at this script's init: {' '.join(left)}" if left else ""))
-
-    base_lr = cfg["lr"] * (bs / 256 if cfg["lr_scale"] else 1.0)
     total = cfg["epochs"] * per_epoch
     warmup = int(cfg["warmup"] * per_epoch)
-    opt = make_optimizer(cfg["optimizer"], list(online.named_parameters()), base_lr, cfg["wd"], cfg["momentum"],
-                         cfg["eta"])
-    if probe is not None:
-        pgroups = [dict(params=list(probe.parameters()), weight_decay=0.0)]
-        popt = torch.optim.AdamW(pgroups, lr=cfg["probe_lr"]) if cfg["probe_optim"] == "adamw" else \
-            torch.optim.SGD(pgroups, lr=cfg["probe_lr"], momentum=0.9)
+    tr = RefTrainer(cfg, classes, total, warmup, dev, init=cfg["init"])
+    if cfg["init"]:
+        print(f"ref_train: weights from {cfg['init']}" +
+              (f"; left at this script's init: {' '.join(tr.left)}" if tr.left else ""))
+    if cfg["dtype"] == "float64":
+        tr.to(torch.float64)
+    online, base_lr = tr.online, tr.base_lr
+    dumped = DumpedViews(cfg["views_from"]) if cfg["views_from"] else None
 
     os.makedirs(cfg["out"], exist_ok=True)
     log = open(os.path.join(cfg["out"], "log.jsonl"), "w")
@@ -650,6 +798,7 @@ def main():
           f"projector {cfg['projector']}{', predictor ' + cfg['predictor'] if cfg['predictor'] else ''}; "
           f"{len(pack)} samples, {classes} classes, {per_epoch} steps/epoch; lr {base_lr:g} (peak), {cfg['optimizer']}")
 
+    tr_dtype = torch.float64 if cfg["dtype"] == "float64" else torch.float32
     data = TwoViews(pack, cfg)
     gen = torch.Generator().manual_seed(cfg["seed"])
     step, t0 = 0, time.time()
@@ -660,48 +809,20 @@ def main():
         loader = torch.utils.data.DataLoader(data, batch_size=bs, shuffle=cfg["order"] == "random", drop_last=True,
                                              generator=gen,
                                              num_workers=cfg["loader_threads"])
+        if dumped is not None:  # ./train's own views of each step (dump_views=), no loader
+            loader = (dumped[k] for k in range(step, step + per_epoch) if k in dumped)
         for b, (x1, x2, y) in enumerate(loader):
-            x1, x2, y = x1.to(dev), x2.to(dev), y.to(dev)
-            f1, o1 = online(x1)  # each view its own forward: its own BN statistics
-            f2, o2 = online(x2)
-            if method == "simclr":
-                loss = simclr_loss(o1, o2, cfg["tau"])
-            elif method == "vicreg":
-                loss = vicreg_loss(o1, o2, cfg["sim"], cfg["std"], cfg["cov"])
-            elif method == "barlow":
-                loss = barlow_loss(o1, o2, cfg["lambd"])
-            else:
-                with torch.no_grad():
-                    z1, z2 = target(x1)[1], target(x2)[1]
-                loss = byol_loss(o1, o2, z1, z2)
-            if not math.isfinite(loss.item()):
+            x1, x2, y = x1.to(dev, tr_dtype), x2.to(dev, tr_dtype), y.to(dev)
+            try:
+                loss, acc, lr, ema_tau = tr.step(x1, x2, y)
+            except FloatingPointError as e:
                 log.write(json.dumps({"error": "non-finite loss", "step": step}) + "\n")
-                sys.exit(f"ref_train: step {step}: {method} loss is {loss.item()}")
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            acc = 0.0
-            if probe is not None:  # on detached features of both views, accuracy before its update
-                logits = probe(torch.cat([f1.detach(), f2.detach()]))
-                yy = torch.cat([y, y])
-                ploss = F.cross_entropy(logits, yy)
-                acc = (logits.argmax(1) == yy).float().mean().item()
-                popt.zero_grad()
-                ploss.backward()
-                popt.step()
-            lr = lr_at(base_lr, step, warmup, total, cfg["end_lr"])
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.step()
-            ema_tau = 0.0
-            if target is not None:  # parameters only: the target keeps its own BN running statistics
-                k = min(step, total)
-                ema_tau = 1 - (1 - cfg["ema"]) * (math.cos(math.pi * k / max(1, total)) + 1) / 2
-                with torch.no_grad():
-                    online_p = dict(online.named_parameters())
-                    for n, p in target.named_parameters():
-                        p.mul_(ema_tau).add_(online_p[n], alpha=1 - ema_tau)
+                sys.exit(f"ref_train: {e}")
             step += 1
-            sums[0] += loss.item()
+            if str(step) in cfg["save_at"].split(","):
+                save_sslt(os.path.join(cfg["out"], f"state_{step}.sslt"), dict(tr.state(), **{"trainer.state": torch.tensor([step])}),
+                          meta=f"ref_train.py {method}: the state after {step} steps")
+            sums[0] += loss
             sums[1] += acc
             sums[2] += 1
             last = b + 1 == per_epoch and epoch == cfg["epochs"] - 1
@@ -719,9 +840,12 @@ def main():
             if cfg["max_steps"] and step >= cfg["max_steps"]:
                 stopped = True
                 break
-        if stopped:
+        if stopped or (dumped is not None and step not in dumped):
             break
 
+    save_sslt(os.path.join(cfg["out"], "final.sslt"), dict(tr.state(), **{"trainer.state": torch.tensor([step])}),
+              meta=f"ref_train.py {method}: the state after {step} steps (./train's checkpoint names)")
+    probe = tr.probe
     if cfg["val"]:
         te = time.time()
         val = Pack(cfg["val"])
@@ -731,7 +855,7 @@ def main():
         probe_top1 = -1.0
         if probe is not None:
             with torch.no_grad():
-                probe_top1 = (probe(q.to(dev)).argmax(1).cpu() == q_y).float().mean().item()
+                probe_top1 = (probe(q.to(dev, tr_dtype)).argmax(1).cpu() == q_y).float().mean().item()
         print(f"eval: kNN top-1 {100 * knn:.2f}% (k={cfg['knn_k']}, bank {len(bank)} train images, {len(q)} val "
               f"images), online probe top-1 {100 * probe_top1:.2f}% ({time.time() - te:.1f}s)")
         log.write(json.dumps({"eval": dict(step=step, knn_top1=knn, probe_top1=probe_top1, knn_k=cfg["knn_k"],
