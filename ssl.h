@@ -1740,8 +1740,7 @@ typedef struct {
     int32_t *targets;
     ssl_buf scratch;
     ssl_comm *comm;              /* many ranks (ssl_trainer_set_comm); NULL: one */
-    float *gath;                 /* many ranks: the gathered embeddings and their gradients */
-    size_t gath_cap;
+    ssl_buf gathered;            /* many ranks: the gathered embeddings and their gradients */
 } ssl_trainer;
 
 SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc);
@@ -1837,6 +1836,18 @@ SSLDEF int ssl_comm_same(ssl_comm *c, const void *p, size_t n, const char *what)
 /* Per-tensor CRC32 of a parameter table's values compared across ranks:
    -1 naming the first tensor that differs and a rank holding another copy. */
 SSLDEF int ssl_comm_check_params(ssl_comm *c, const ssl_param_table *t, const char *what);
+/* The loss of method c->method (its coefficients from c) over the global
+   batch, from this rank's embeddings o1, o2 [n, D] (BYOL: the target's z1,
+   z2; the others ignore them): every input gathered in rank order (the
+   global batch's order), the loss computed whole on every rank (the same
+   value on each) and this rank's rows of its gradient kept in d1, d2. A
+   gathered row's gradient is then whole where it is kept, so none travels
+   back (no reduce-scatter to get wrong); the price is the loss computed on
+   every rank, small beside the backbone's. A world of one: the plain loss.
+   scratch as the losses'; gathered holds the gathered copies. */
+SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
+                           const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
+                           ssl_buf *scratch, ssl_buf *gathered);
 
 /* ========================================================================
    13. Evaluation and export
@@ -7718,13 +7729,12 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     ssl__trainer_release(t, t->dout[1]);
     ssl__trainer_release(t, t->logits);
     ssl__trainer_release(t, t->zt);
-    ssl__trainer_release(t, t->gath);
     free(t->targets);
 #ifdef SSL_CUDA
-    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch);
+    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch), ssl_cuda_buf_free(&t->gathered);
     else
 #endif
-        ssl_buf_free(&t->scratch);
+        ssl_buf_free(&t->scratch), ssl_buf_free(&t->gathered);
     memset(t, 0, sizeof *t);
 }
 
@@ -7775,47 +7785,40 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     return ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
 }
 
-/* The method's loss on the online outputs o1, o2 [n, D] (BYOL: targets
-   z1, z2), writing dL/do1, dL/do2. Over many ranks it is the loss of the
-   global batch: every input gathered in rank order (the global batch's
-   order), the loss computed whole on every rank (the same on each), and
-   each rank's rows of its gradient kept. The gradient of a gathered row is
-   then whole where it is kept, so nothing has to travel back: the cost is
-   the loss computed on every rank, small beside the backbone's. */
-static int ssl__trainer_loss(ssl_trainer *t, const ssl_tensor *o1, const ssl_tensor *o2, const ssl_tensor *z1,
-                             const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2) {
-    const ssl_train_config *c = &t->c;
+SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
+                           const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
+                           ssl_buf *scratch, ssl_buf *gathered) {
     const ssl_tensor *in[4] = {o1, o2, z1, z2};
     ssl_tensor *grad[2] = {d1, d2};
-    int world = t->comm ? t->comm->world : 1, nin = t->has_target ? 4 : 2;
+    int world = comm ? comm->world : 1, nin = c->method == SSL_METHOD_BYOL ? 4 : 2;
     ssl_tensor g[4], dg[2];
     if (world > 1) {
+        for (int v = 0; v < 2; v++)
+            if (o1->ndim != 2 || (grad[v] && ssl_tensor_numel(grad[v]) != ssl_tensor_numel(o1)))
+                return ssl__fail("%s: embeddings and their gradients must be [n, D] alike", __func__);
         int64_t n = o1->dim[0], d = o1->dim[1];
-        size_t need = sizeof(float) * (size_t)((nin + 2) * n * world * d);
-        if (need > t->gath_cap) {
-            ssl__trainer_release(t, t->gath);
-            t->gath = (float *)ssl__trainer_alloc(t, need, "gathered embeddings");
-            t->gath_cap = need;
-        }
-        float *mem = t->gath;
+        int dev = o1->device;
+        float *mem = ssl__scratch(gathered, dev, (size_t)((nin + 2) * n * world * d));
         for (int k = 0; k < nin; k++) {
-            g[k] = ssl__carve(&mem, c->device, n * world, d);
-            if (ssl_all_gather(t->comm, in[k], &g[k])) return -1;
+            g[k] = ssl__carve(&mem, dev, n * world, d);
+            if (ssl_all_gather(comm, in[k], &g[k])) return -1;
             in[k] = &g[k];
         }
-        for (int v = 0; v < 2; v++) dg[v] = ssl__carve(&mem, c->device, n * world, d), grad[v] = &dg[v];
+        for (int v = 0; v < 2; v++) dg[v] = ssl__carve(&mem, dev, n * world, d), grad[v] = grad[v] ? &dg[v] : NULL;
     }
     int r;
     switch (c->method) {
-    case SSL_METHOD_SIMCLR: r = ssl_simclr_loss(in[0], in[1], c->tau, loss, grad[0], grad[1], &t->scratch); break;
-    case SSL_METHOD_VICREG: r = ssl_vicreg_loss(in[0], in[1], c->sim, c->std, c->cov, loss, grad[0], grad[1], &t->scratch); break;
-    case SSL_METHOD_BARLOW: r = ssl_barlow_loss(in[0], in[1], c->lambd, loss, grad[0], grad[1], &t->scratch); break;
-    default: r = ssl_byol_loss(in[0], in[1], in[2], in[3], loss, grad[0], grad[1], &t->scratch);
+    case SSL_METHOD_SIMCLR: r = ssl_simclr_loss(in[0], in[1], c->tau, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_VICREG: r = ssl_vicreg_loss(in[0], in[1], c->sim, c->std, c->cov, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_BARLOW: r = ssl_barlow_loss(in[0], in[1], c->lambd, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_BYOL: r = ssl_byol_loss(in[0], in[1], in[2], in[3], loss, grad[0], grad[1], scratch); break;
+    default: r = ssl__fail("%s: unknown method %d", __func__, c->method);
     }
     if (r || world == 1) return r;
     /* this rank's rows of the global batch's gradient */
     for (int v = 0; v < 2; v++) {
-        ssl_tensor mine = ssl_tensor_row_slice(&dg[v], (int64_t)t->comm->rank * o1->dim[0], o1->dim[0]);
+        if (!grad[v]) continue;
+        ssl_tensor mine = ssl_tensor_row_slice(&dg[v], (int64_t)comm->rank * o1->dim[0], o1->dim[0]);
         if (ssl_copy(v ? d2 : d1, &mine)) return -1;
     }
     return 0;
@@ -7883,7 +7886,7 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     ssl_tensor d1 = ssl_tensor_on(ssl_tensor_mat(t->dout[0], n, d), dev), d2 = ssl_tensor_on(ssl_tensor_mat(t->dout[1], n, d), dev);
     float loss = 0;
     ssl_tensor z2 = t->has_target ? ssl_model_output(&t->target, 0) : o1; /* BYOL: view 1's target; view 0's is zt0 */
-    if (ssl__trainer_loss(t, &o1, &o2, &zt0, &z2, &loss, &d1, &d2)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    if (ssl_loss_global(t->comm, c, &o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch, &t->gathered)) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->loss = loss;
     if (!isfinite(loss))
         return ssl__fail("step %lld: %s loss is %s; stopped before updating the weights", (long long)t->step,
@@ -8151,12 +8154,13 @@ SSLDEF int ssl_comm_init(ssl_comm *c, double watchdog_s) {
 
 SSLDEF int ssl_comm_init_gpu(ssl_comm *c) {
 #ifdef SSL_CUDA
+    if (c->world == 1) return 0; /* one process: the GPU it would have used anyway */
     int n = ssl_cuda_emulation() ? c->local_world : ssl_cuda_device_count();
     if (n < c->local_world)
         return ssl__fail("%d ranks on this node but %d GPU%s: one GPU per rank (start at most %d ranks a node)",
                          c->local_world, n, n == 1 ? "" : "s", n);
     if (!ssl_cuda_emulation() && ssl_cuda_set_device(c->local_rank)) return -1;
-    if (ssl_cuda_emulation() || c->world == 1) return 0; /* a world of one needs no NCCL; emulation uses MPI */
+    if (ssl_cuda_emulation()) return 0; /* emulated device memory is host memory: MPI carries it */
 #ifdef SSL_NCCL
     unsigned char id[128];
     memset(id, 0, sizeof id);

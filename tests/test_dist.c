@@ -1,0 +1,300 @@
+/* Many ranks (ssl.h section 12): the collectives against hand sums, SyncBN
+   and the gathered losses against one process and finite differences, and
+   ./train under mpirun: the world size changes nothing but speed (losses
+   and weights of 5 steps at 1, 2 and 3 ranks), resume across world sizes,
+   SIGTERM, a dead or hung rank, bad launches.
+
+   A test that needs several ranks starts itself under mpirun: the same
+   test, in this binary, with SSL_TEST_MPI_CHILD=1, runs as each rank. They
+   skip with the reason where mpirun or MPI is missing, and under the
+   sanitizers (make sanitize covers the one-rank paths). */
+#include "test.h"
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The mpirun command line, or NULL (the test is skipped, saying why). */
+static const char *mpirun(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    test_skip("under the sanitizers: MPI's own allocations are not ours (make test runs these)");
+    return NULL;
+#endif
+#ifndef SSL_MPI
+    test_skip("built without MPI (SSL_MPI): apt-get install libopenmpi-dev openmpi-bin, then make");
+    return NULL;
+#else
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        test_skip("mpirun not found (apt-get install openmpi-bin)");
+        return NULL;
+    }
+    /* root in containers; more ranks than cores on a small machine; no
+       warnings about fabrics it does not have */
+    return "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none";
+#endif
+}
+
+static int is_child(void) { return getenv("SSL_TEST_MPI_CHILD") != NULL; }
+
+/* Runs test `name` of this binary as np ranks; checks they all passed. */
+static void run_ranks(const char *name, int np) {
+    const char *mr = mpirun();
+    if (!mr) return;
+    char self[SSL_STR];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(k > 0, "cannot find this binary");
+    if (k <= 0) return;
+    self[k] = 0;
+    char *out = NULL;
+    double t0 = ssl_now();
+    int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np %d %s =%s", mr, np, self, name);
+    CHECK(rc == 0, "%d ranks of %s: rc %d:\n%s", np, name, rc, out);
+    printf("    %s on %d ranks: %.1fs\n", name, np, ssl_now() - t0);
+    free(out);
+}
+
+/* ---- the collectives ----------------------------------------------------- */
+static void collectives_child(void) {
+    ssl_comm c;
+    CHECK_OK(ssl_comm_init(&c, 60));
+    int W = c.world, R = c.rank;
+    CHECK(W > 1, "not launched as several ranks (world %d)", W);
+    /* all-reduce: rank r holds (r+1)(i+1); the sum is (i+1) W(W+1)/2, exact */
+    float a[21];
+    for (int i = 0; i < 21; i++) a[i] = (float)((R + 1) * (i + 1));
+    ssl_tensor ta = ssl_tensor_mat(a, 7, 3);
+    CHECK_OK(ssl_all_reduce(&c, &ta));
+    int bad = 0;
+    for (int i = 0; i < 21; i++) bad += a[i] != (float)((i + 1) * W * (W + 1) / 2);
+    CHECK(bad == 0, "all-reduce: %d of 21 sums wrong (a[20] = %g)", bad, a[20]);
+    /* all-gather: 5 values a rank, r*100 + i, in rank order */
+    float g[5], go[5 * 8];
+    for (int i = 0; i < 5; i++) g[i] = (float)(R * 100 + i);
+    ssl_tensor tg = ssl_tensor_mat(g, 1, 5), tgo = ssl_tensor_mat(go, W, 5);
+    CHECK_OK(ssl_all_gather(&c, &tg, &tgo));
+    bad = 0;
+    for (int r = 0; r < W; r++)
+        for (int i = 0; i < 5; i++) bad += go[r * 5 + i] != (float)(r * 100 + i);
+    CHECK(bad == 0, "all-gather: %d values wrong", bad);
+    /* reduce-scatter: rank r holds (r+1)*1000 + j of W*4 values; rank R gets
+       the sums of its block: 1000 W(W+1)/2 + W (4R + i) */
+    float rs[4 * 8], ro[4];
+    for (int j = 0; j < 4 * W; j++) rs[j] = (float)((R + 1) * 1000 + j);
+    ssl_tensor trs = ssl_tensor_mat(rs, W, 4), tro = ssl_tensor_mat(ro, 1, 4);
+    CHECK_OK(ssl_reduce_scatter(&c, &trs, &tro));
+    bad = 0;
+    for (int i = 0; i < 4; i++) bad += ro[i] != (float)(1000 * W * (W + 1) / 2 + W * (4 * R + i));
+    CHECK(bad == 0, "reduce-scatter: %d values wrong (ro[0] = %g)", bad, ro[0]);
+    /* broadcast from the last rank */
+    float b[3];
+    for (int i = 0; i < 3; i++) b[i] = R == W - 1 ? 42.0f + i : -1.0f;
+    ssl_tensor tb = ssl_tensor_vec(b, 3);
+    CHECK_OK(ssl_broadcast(&c, &tb, W - 1));
+    CHECK(b[0] == 42 && b[1] == 43 && b[2] == 44, "broadcast: %g %g %g", b[0], b[1], b[2]);
+    /* empty tensors */
+    ssl_tensor e0 = ssl_tensor_mat(a, 0, 3), e1 = ssl_tensor_mat(go, 0, 3);
+    CHECK_OK(ssl_all_reduce(&c, &e0));
+    CHECK_OK(ssl_all_gather(&c, &e0, &e1));
+    CHECK_OK(ssl_reduce_scatter(&c, &e1, &e0));
+    CHECK_OK(ssl_broadcast(&c, &e0, 0));
+    CHECK_OK(ssl_barrier(&c));
+    /* host scalars */
+    double d[2] = {0.5 * R, 1};
+    CHECK_OK(ssl_comm_sum_f64(&c, d, 2));
+    CHECK(d[0] == 0.25 * W * (W - 1) && d[1] == W, "sum_f64: %g %g", d[0], d[1]);
+    int64_t m = R == 1 ? 7 : R;
+    CHECK_OK(ssl_comm_max_i64(&c, &m, 1));
+    CHECK_EQ(m, W - 1 > 7 ? W - 1 : 7);
+    /* a wrong shape is refused on the spot */
+    ssl_tensor small = ssl_tensor_mat(go, W - 1, 5);
+    CHECK_ERR(ssl_all_gather(&c, &tg, &small), "ranks x");
+    /* the same bytes everywhere, or the rank that differs named */
+    CHECK_OK(ssl_comm_same(&c, "bs=12", 5, "config"));
+    char cfg[16];
+    snprintf(cfg, sizeof cfg, "bs=%d", R == W - 1 ? 13 : 12);
+    CHECK_ERR(ssl_comm_same(&c, cfg, strlen(cfg), "config"), "rank");
+    if (strstr(ssl_last_error(), "rank")) {
+        char want[32];
+        snprintf(want, sizeof want, "rank %d has a different", W - 1);
+        CHECK_CONTAINS(ssl_last_error(), want);
+    }
+    /* parameters that diverged: the tensor named */
+    ssl_param_table t;
+    memset(&t, 0, sizeof t);
+    int64_t s1[1] = {4}, s2[2] = {2, 3};
+    ssl_params_add(&t, "a.weight", SSL_PARAM_WEIGHT, 1, s1);
+    ssl_params_add(&t, "b.bias", SSL_PARAM_BIAS, 2, s2);
+    ssl_params_alloc(&t);
+    for (int64_t i = 0; i < t.total; i++) t.data[i] = (float)i;
+    CHECK_OK(ssl_comm_check_params(&c, &t, "check"));
+    if (R == 1) ssl_param_data(&t, 1)[2] = nextafterf(ssl_param_data(&t, 1)[2], 100.0f); /* one ulp */
+    CHECK_ERR(ssl_comm_check_params(&c, &t, "check"), "'b.bias' differs between rank 0 and rank 1");
+    ssl_params_free(&t);
+    CHECK(c.calls > 10 && c.bytes > 0 && c.seconds >= 0, "calls %lld bytes %lld", (long long)c.calls, (long long)c.bytes);
+    ssl_comm_free(&c);
+}
+
+TEST(dist_collectives_match_hand_sums_on_2_and_3_ranks) {
+    if (is_child()) { collectives_child(); return; }
+    run_ranks("dist_collectives_match_hand_sums_on_2_and_3_ranks", 2);
+    run_ranks("dist_collectives_match_hand_sums_on_2_and_3_ranks", 3);
+}
+
+TEST(dist_world_of_one_pays_nothing) {
+    /* no launcher: no MPI, every collective a copy or nothing */
+    if (is_child()) return;
+    ssl_comm c;
+    CHECK_OK(ssl_comm_init(&c, 60));
+    CHECK_EQ(c.world, 1);
+    CHECK_EQ(c.rank, 0);
+    CHECK_EQ(c.mpi, 0);
+    float a[6] = {1, 2, 3, 4, 5, 6}, o[6] = {0};
+    ssl_tensor ta = ssl_tensor_mat(a, 2, 3), to = ssl_tensor_mat(o, 2, 3);
+    CHECK_OK(ssl_all_reduce(&c, &ta));
+    CHECK_OK(ssl_all_gather(&c, &ta, &to));
+    CHECK(o[5] == 6 && a[5] == 6, "gather of one: %g", o[5]);
+    memset(o, 0, sizeof o);
+    CHECK_OK(ssl_reduce_scatter(&c, &ta, &to));
+    CHECK(o[0] == 1 && o[5] == 6, "reduce-scatter of one: %g %g", o[0], o[5]);
+    CHECK_OK(ssl_broadcast(&c, &ta, 0));
+    CHECK_OK(ssl_barrier(&c));
+    CHECK_OK(ssl_all_reduce(NULL, &ta));
+    CHECK_EQ(c.calls, 0);
+    ssl_comm_free(&c);
+}
+
+/* ---- SyncBN and the gathered losses: N ranks equal one, and finite
+   differences of the global objective ------------------------------------ */
+static float gval(uint64_t seed, int64_t i) {
+    ssl_rng r = ssl_rng_make(seed, 0, (uint32_t)i, 0, 0);
+    return ssl_rng_normal(&r);
+}
+
+static void syncbn_child(void) {
+    ssl_comm c;
+    CHECK_OK(ssl_comm_init(&c, 60));
+    const int W = c.world, R = c.rank, n = 5, C = 4, N = n * W;
+    float *xg = ssl_malloc(sizeof(float) * N * C, "x"), *rg = ssl_malloc(sizeof(float) * N * C, "r");
+    for (int i = 0; i < N * C; i++) xg[i] = 2.0f * gval(1, i) + 0.5f, rg[i] = gval(2, i);
+    float par[2][4][4]; /* [sync|single][weight, bias, running mean, running var][C] */
+    ssl_batchnorm bn[2];
+    for (int k = 0; k < 2; k++) {
+        bn[k] = ssl_batchnorm_default();
+        for (int i = 0; i < C; i++) par[k][0][i] = 1.0f + 0.1f * i, par[k][1][i] = 0.2f * i, par[k][2][i] = 0, par[k][3][i] = 1;
+        bn[k].weight = ssl_tensor_vec(par[k][0], C), bn[k].bias = ssl_tensor_vec(par[k][1], C);
+        bn[k].running_mean = ssl_tensor_vec(par[k][2], C), bn[k].running_var = ssl_tensor_vec(par[k][3], C);
+    }
+    bn[0].comm = &c;
+    float y[2][64 * 4], dx[2][64 * 4], mean[2][4], istd[2][4], dw[2][4] = {{0}}, db[2][4] = {{0}};
+    /* SyncBN on this rank's rows; one process's BN on all of them */
+    for (int k = 0; k < 2; k++) {
+        int rows = k ? N : n;
+        float *x = k ? xg : xg + R * n * C, *r = k ? rg : rg + R * n * C;
+        ssl_tensor tx = ssl_tensor_mat(x, rows, C), ty = ssl_tensor_mat(y[k], rows, C), tm = ssl_tensor_vec(mean[k], C),
+                   ts = ssl_tensor_vec(istd[k], C), tr = ssl_tensor_mat(r, rows, C), tdx = ssl_tensor_mat(dx[k], rows, C),
+                   tdw = ssl_tensor_vec(dw[k], C), tdb = ssl_tensor_vec(db[k], C);
+        CHECK_OK(ssl_batchnorm_forward(&bn[k], 1, &tx, &ty, &tm, &ts));
+        CHECK_OK(ssl_batchnorm_backward(&bn[k], 1, &tx, &tr, &tm, &ts, &tdx, &tdw, &tdb));
+    }
+    ssl_tensor tdw = ssl_tensor_vec(dw[0], C), tdb = ssl_tensor_vec(db[0], C);
+    CHECK_OK(ssl_all_reduce(&c, &tdw)); /* each rank's share of the parameter gradients, summed */
+    CHECK_OK(ssl_all_reduce(&c, &tdb));
+    double ey = 0, edx = 0, ep = 0;
+    for (int i = 0; i < n * C; i++) {
+        ey = fmax(ey, fabs(y[0][i] - y[1][R * n * C + i]));
+        edx = fmax(edx, fabs(dx[0][i] - dx[1][R * n * C + i]));
+    }
+    for (int i = 0; i < C; i++) {
+        ep = fmax(ep, fabs(mean[0][i] - mean[1][i]) + fabs(istd[0][i] - istd[1][i]) + fabs(par[0][2][i] - par[1][2][i]) +
+                          fabs(par[0][3][i] - par[1][3][i]));
+        ep = fmax(ep, fabs(dw[0][i] - dw[1][i]) + fabs(db[0][i] - db[1][i]));
+    }
+    /* float32: a few ulps of values of order 1 (the sums are in double) */
+    CHECK(ey < 1e-5 && edx < 1e-5 && ep < 1e-5, "SyncBN on %d ranks vs one: y %.3g dx %.3g stats/grads %.3g", W, ey, edx, ep);
+    /* finite differences of J = sum over every rank of sum(y * r) */
+    double emax = 0;
+    for (int probe = 0; probe < 6; probe++) {
+        int owner = probe % W, idx = (probe * 7) % (n * C);
+        float *xl = xg + R * n * C, h = 1e-2f;
+        double J[2];
+        for (int s = 0; s < 2; s++) {
+            float keep = xl[idx];
+            if (R == owner) xl[idx] += s ? -h : h;
+            float yy[64 * 4], m[4], is[4];
+            ssl_tensor tx = ssl_tensor_mat(xl, n, C), ty = ssl_tensor_mat(yy, n, C), tm = ssl_tensor_vec(m, C),
+                       ts = ssl_tensor_vec(is, C);
+            bn[0].running_mean.data = NULL, bn[0].running_var.data = NULL; /* not tracked here */
+            CHECK_OK(ssl_batchnorm_forward(&bn[0], 1, &tx, &ty, &tm, &ts));
+            double j = 0;
+            for (int i = 0; i < n * C; i++) j += (double)yy[i] * rg[R * n * C + i];
+            CHECK_OK(ssl_comm_sum_f64(&c, &j, 1));
+            J[s] = j;
+            xl[idx] = keep;
+        }
+        double fd = (J[0] - J[1]) / (2 * h), an = R == owner ? dx[0][idx] : 0;
+        CHECK_OK(ssl_comm_sum_f64(&c, &an, 1));
+        emax = fmax(emax, fabs(fd - an) / (1 + fabs(an)));
+    }
+    CHECK(emax < 2e-3, "SyncBN dx vs finite differences across ranks: relative error %.3g", emax);
+    free(xg);
+    free(rg);
+    ssl_comm_free(&c);
+}
+
+TEST(dist_syncbn_equals_one_process_and_finite_differences) {
+    if (is_child()) { syncbn_child(); return; }
+    run_ranks("dist_syncbn_equals_one_process_and_finite_differences", 2);
+    run_ranks("dist_syncbn_equals_one_process_and_finite_differences", 3);
+}
+
+static void losses_child(void) {
+    ssl_comm c;
+    CHECK_OK(ssl_comm_init(&c, 60));
+    const int W = c.world, R = c.rank, n = 3, D = 6, N = n * W;
+    float *g[4];
+    for (int k = 0; k < 4; k++) {
+        g[k] = ssl_malloc(sizeof(float) * N * D, "embeddings");
+        for (int i = 0; i < N * D; i++) g[k][i] = gval(10 + k, i) + (k == 1 ? 0.5f * g[0][i] : 0.0f);
+    }
+    for (int method = 0; method < 4; method++) {
+        ssl_train_config tc = ssl_train_config_default(method);
+        ssl_buf scratch = {0}, gathered = {0};
+        float dl[2][64 * 6], dg[2][64 * 6], loss_l = 0, loss_g = 0;
+        ssl_tensor in_l[4], in_g[4];
+        for (int k = 0; k < 4; k++) in_l[k] = ssl_tensor_mat(g[k] + R * n * D, n, D), in_g[k] = ssl_tensor_mat(g[k], N, D);
+        ssl_tensor d1 = ssl_tensor_mat(dl[0], n, D), d2 = ssl_tensor_mat(dl[1], n, D), e1 = ssl_tensor_mat(dg[0], N, D),
+                   e2 = ssl_tensor_mat(dg[1], N, D);
+        CHECK_OK(ssl_loss_global(&c, &tc, &in_l[0], &in_l[1], &in_l[2], &in_l[3], &loss_l, &d1, &d2, &scratch, &gathered));
+        CHECK_OK(ssl_loss_global(NULL, &tc, &in_g[0], &in_g[1], &in_g[2], &in_g[3], &loss_g, &e1, &e2, &scratch, &gathered));
+        double eg = 0;
+        for (int v = 0; v < 2; v++)
+            for (int i = 0; i < n * D; i++) eg = fmax(eg, fabs(dl[v][i] - dg[v][R * n * D + i]));
+        CHECK(fabs(loss_l - loss_g) <= 1e-6 * (1 + fabs(loss_g)) && eg < 1e-6,
+              "%s on %d ranks vs one: loss %.9g vs %.9g, gradient %.3g", ssl_method_name(method), W, loss_l, loss_g, eg);
+        /* finite differences of the global loss in a few entries of each rank's rows */
+        double emax = 0;
+        for (int probe = 0; probe < 4; probe++) {
+            int owner = probe % W, v = probe / 2 % 2, idx = (probe * 5 + 1) % (n * D);
+            float *x = g[v] + R * n * D, h = 1e-2f, L[2];
+            for (int s = 0; s < 2; s++) {
+                float keep = x[idx];
+                if (R == owner) x[idx] += s ? -h : h;
+                CHECK_OK(ssl_loss_global(&c, &tc, &in_l[0], &in_l[1], &in_l[2], &in_l[3], &L[s], NULL, NULL, &scratch, &gathered));
+                x[idx] = keep;
+            }
+            double fd = ((double)L[0] - L[1]) / (2 * h), an = R == owner ? dl[v][idx] : 0;
+            CHECK_OK(ssl_comm_sum_f64(&c, &an, 1));
+            emax = fmax(emax, fabs(fd - an) / (1e-2 + fabs(an)));
+        }
+        CHECK(emax < 3e-2, "%s: gradient vs finite differences across ranks: relative error %.3g", ssl_method_name(method), emax);
+        ssl_buf_free(&scratch);
+        ssl_buf_free(&gathered);
+    }
+    for (int k = 0; k < 4; k++) free(g[k]);
+    ssl_comm_free(&c);
+}
+
+TEST(dist_gathered_losses_equal_one_process_and_finite_differences) {
+    if (is_child()) { losses_child(); return; }
+    run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 2);
+    run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 3);
+}
