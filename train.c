@@ -339,6 +339,13 @@ static void drop_prefetch(ssl_loader *l, const ssl_batch *nb) {
 static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t epoch, int64_t batch) {
     static char meta[1 << 16];
     if (g_comm.world > 1) {
+        /* without SyncBN each rank's running statistics are its own: rank 0's are kept (as DDP's broadcast buffers) */
+        ssl_param_table *pt = &t->online.params;
+        for (int i = 0; i < pt->n && !c->sync_bn; i++) {
+            if (pt->p[i].kind != SSL_PARAM_BUFFER) continue;
+            ssl_tensor b = ssl_tensor_on(ssl_tensor_vec(ssl_param_data(pt, i), pt->p[i].numel), pt->dev);
+            if (ssl_broadcast(&g_comm, &b, 0)) return -1;
+        }
         ssl_params_download(&t->online.params);
         if (ssl_comm_check_params(&g_comm, &t->online.params, "checkpoint")) return -1;
     }

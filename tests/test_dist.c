@@ -298,3 +298,227 @@ TEST(dist_gathered_losses_equal_one_process_and_finite_differences) {
     run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 2);
     run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 3);
 }
+
+/* ---- the loader: N ranks' batches side by side are one rank's batch ------ */
+TEST(dist_loader_ranks_side_by_side_are_one_batch) {
+    if (is_child()) return;
+    const char *pack = test_tmp("dist48.ssl");
+    char *out = NULL;
+    int rc = test_runf(&out, test_bin("SSL_PACK", "./pack"), "%s %s limit=48 force=1 quiet=1", test_data("cifar10/test"), pack);
+    CHECK(rc == 0, "pack: %s", out);
+    free(out);
+    if (rc) return;
+    for (int world = 2; world <= 3; world++) {
+        const int B = 12, per = B / world;
+        ssl_loader *one, *rk[3];
+        ssl_loader_config c;
+        ssl_loader_config_init(&c, pack, "simclr", 16, B);
+        c.seed = 5, c.threads = 1;
+        one = ssl_loader_open(&c);
+        CHECK(one != NULL, "%s", ssl_last_error());
+        for (int r = 0; r < world; r++) {
+            ssl_loader_config_init(&c, pack, "simclr", 16, per);
+            c.seed = 5, c.threads = 1, c.rank = r, c.world = world;
+            rk[r] = ssl_loader_open(&c);
+            CHECK(rk[r] != NULL, "%s", ssl_last_error());
+        }
+        if (test_failures()) return;
+        CHECK_EQ(ssl_loader_batches_per_epoch(rk[world - 1]), ssl_loader_batches_per_epoch(one));
+        int diff_ids = 0, diff_px = 0, batches = 0;
+        for (int epoch = 1; epoch <= 2; epoch++) {
+            ssl_loader_start_epoch(one, epoch, 1); /* from batch 1: a resumed epoch too */
+            for (int r = 0; r < world; r++) ssl_loader_start_epoch(rk[r], epoch, 1);
+            const ssl_batch *b;
+            while ((b = ssl_loader_next(one))) {
+                for (int r = 0; r < world; r++) {
+                    const ssl_batch *p = ssl_loader_next(rk[r]);
+                    CHECK(p && p->n == per, "rank %d batch missing", r);
+                    if (!p) break;
+                    for (int i = 0; i < per; i++) diff_ids += p->ids[i] != b->ids[r * per + i];
+                    size_t px = (size_t)per * p->w[0] * p->h[0] * 3;
+                    for (int v = 0; v < 2; v++)
+                        diff_px += memcmp(p->views[v], b->views[v] + r * px, sizeof(float) * px) != 0;
+                    ssl_loader_release(rk[r], p);
+                }
+                ssl_loader_release(one, b);
+                batches++;
+            }
+        }
+        CHECK(batches == 2 * 3 && diff_ids == 0 && diff_px == 0,
+              "world %d: %d batches, %d ids and %d views differ from one rank's", world, batches, diff_ids, diff_px);
+        ssl_loader_close(one);
+        for (int r = 0; r < world; r++) ssl_loader_close(rk[r]);
+    }
+}
+
+/* ---- ./train under mpirun -------------------------------------------------- */
+static const char *dist_pack(void) {
+    static int made;
+    const char *pack = test_tmp("dist120.ssl");
+    if (!made) {
+        char *out = NULL;
+        int rc = test_runf(&out, test_bin("SSL_PACK", "./pack"), "%s %s limit=120 force=1 quiet=1", test_data("cifar10/test"), pack);
+        CHECK(rc == 0, "pack: %s", out);
+        free(out);
+        made = rc == 0;
+    }
+    return pack;
+}
+
+/* A tiny run: ResNet-18 at width 1/8 on 16x16 views; bs global. */
+static int train_ranks(char **out, int np, const char *method, int bs, const char *dir, const char *extra) {
+    const char *mr = np > 1 ? mpirun() : "";
+    if (!mr) return -1;
+    char ranks[512] = "";
+    if (np > 1) snprintf(ranks, sizeof ranks, "%s -np %d ", mr, np);
+    return test_runf(out, NULL,
+                     "%s%s %s data=%s bs=%d width=0.125 res=16 projector=32-16%s epochs=1 warmup=0 lr=0.1 "
+                     "log_every=1 threads=1 loader_threads=1 device=cpu seed=3 ckpt_every=0 out=%s %s",
+                     ranks, test_bin("SSL_TRAIN", "./train"), method, dist_pack(), bs,
+                     !strcmp(method, "byol") ? " predictor=32-16" : "", dir, extra);
+}
+
+/* the "loss" of each progress record of DIR/log.jsonl */
+static int read_losses(const char *dir, double *loss, int cap) {
+    char path[SSL_STR], line[4096];
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        const char *p = strstr(line, "\"loss\": ");
+        if (p && strstr(line, "\"step\": ")) loss[n++] = atof(p + 8);
+    }
+    fclose(f);
+    return n;
+}
+
+/* A linear layer's bias that batch norm follows has a zero gradient (the
+   normalization removes it): its optimizer state is rounding noise. */
+static int zero_grad_bias(const ssl_tfile *f, const char *name) {
+    const char *base = strncmp(name, "optim.", 6) ? NULL : strchr(name + 6, '.');
+    size_t len = base ? strlen(base + 1) : 0;
+    if (!base || len < 6 || strcmp(base + 1 + len - 5, ".bias")) return 0;
+    char layer[128], next[160];
+    snprintf(layer, sizeof layer, "%.*s", (int)(len - 5), base + 1); /* "projector.0" */
+    char *dot = strrchr(layer, '.');
+    if (!dot) return 0;
+    *dot = 0;
+    snprintf(next, sizeof next, "%s.%d.running_mean", layer, atoi(dot + 1) + 1);
+    return ssl_tfile_find(f, next) != NULL;
+}
+
+/* The largest difference between the float tensors of two checkpoints,
+   relative to each tensor's largest magnitude (at least `floor`); the
+   optimizer state too if `optim`; the tensor named. */
+static double ckpt_diff(const char *a, const char *b, int optim, double floor, char *worst, size_t cap) {
+    char pa[SSL_STR + 16], pb[SSL_STR + 16];
+    snprintf(pa, sizeof pa, "%s/ckpt.sslt", a);
+    snprintf(pb, sizeof pb, "%s/ckpt.sslt", b);
+    ssl_tfile fa, fb;
+    if (ssl_tfile_read(pa, &fa)) return INFINITY;
+    if (ssl_tfile_read(pb, &fb)) { ssl_tfile_free(&fa); return INFINITY; }
+    double m = 0;
+    snprintf(worst, cap, "(none)");
+    for (int i = 0; i < fa.count; i++) {
+        const ssl_tentry *ea = &fa.entries[i], *eb = ssl_tfile_find(&fb, ea->name);
+        if (!eb || eb->nbytes != ea->nbytes) { m = INFINITY; snprintf(worst, cap, "%s missing", ea->name); break; }
+        int is_optim = strstr(ea->name, "optim.") != NULL;
+        if (ea->dtype != SSL_F32 || (is_optim && (!optim || zero_grad_bias(&fa, ea->name)))) continue;
+        const float *x = ea->data, *y = eb->data;
+        int64_t n = ssl_tentry_numel(ea);
+        double big = floor, d = 0;
+        for (int64_t k = 0; k < n; k++) big = fmax(big, fabs(x[k])), d = fmax(d, fabs((double)x[k] - y[k]));
+        if (d / big > m) { m = d / big; snprintf(worst, cap, "%s", ea->name); }
+    }
+    ssl_tfile_free(&fa);
+    ssl_tfile_free(&fb);
+    return m;
+}
+
+/* THE test of many ranks: for each method with SyncBN, 5 steps on 2 ranks
+   x 6 and 3 ranks x 4 images are 5 steps on 1 rank x 12 (the same loader
+   batches and views), in losses and in every weight, buffer and optimizer
+   state of the checkpoint. What may differ is float32 summation order (a
+   GEMM's sum over rows split in parts, added by the all-reduce): a few
+   ulps at step 1. The bounds follow from that:
+   - after 1 step (2 ranks), every tensor, optimizer state included,
+     within 1e-5 of its largest magnitude (at least 1e-3); measured 0 but
+     for the momentum of biases that batch norm follows, whose gradient is
+     zero and whose value is rounding noise (left out);
+   - the losses of all 5 steps within 2e-5 relative (measured at most
+     6e-6; the log keeps 6 decimals);
+   - after 5 steps, every weight and buffer within 2e-2 of its largest
+     magnitude (at least 1e-2): by then a ReLU whose input was within
+     rounding of 0 may have flipped, which moves its channel's gradient by
+     about 1/rows (1/768 in layer 2 of this tiny net: 8 channels, 12 images
+     of 16x16), and the steps grow that (measured up to 6e-3 in a
+     batch-norm bias, 1e-5 elsewhere).
+   A real error is far above: the same run without SyncBN is checked to
+   differ by more than 1e-3 at its first loss (it differs by 7%). lr 0.1:
+   this tiny batch is chaotic, and at lr 0.3 Barlow Twins grows a
+   difference 10x a step. */
+static double inv_run(const char *method, int np, int steps, double *loss, int *nl, const char *tag) {
+    char dir[SSL_STR], extra[64], *out = NULL;
+    snprintf(dir, sizeof dir, "%s", test_tmp(""));
+    snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "inv-%s-%d-%s", method, np, tag);
+    snprintf(extra, sizeof extra, "max_steps=%d sync_bn=1", steps);
+    double t0 = ssl_now();
+    int rc = train_ranks(&out, np, method, 12, dir, extra);
+    CHECK(rc == 0, "%s on %d ranks: rc %d\n%s", method, np, rc, out);
+    if (np > 1) CHECK_CONTAINS(out, " ranks (");
+    free(out);
+    if (loss) *nl = read_losses(dir, loss, 8);
+    return ssl_now() - t0;
+}
+static double inv_diff(const char *method, int np, const char *tag, int optim, double floor, char *worst, size_t cap) {
+    char a[SSL_STR], b[SSL_STR];
+    snprintf(a, sizeof a, "%s", test_tmp(""));
+    snprintf(b, sizeof b, "%s", a);
+    snprintf(a + strlen(a), sizeof a - strlen(a), "inv-%s-1-%s", method, tag);
+    snprintf(b + strlen(b), sizeof b - strlen(b), "inv-%s-%d-%s", method, np, tag);
+    return ckpt_diff(a, b, optim, floor, worst, cap);
+}
+
+TEST(dist_world_size_invariance_all_methods) {
+    if (is_child() || !mpirun()) return;
+    const char *methods[4] = {"simclr", "vicreg", "barlow", "byol"};
+    for (int m = 0; m < 4; m++) {
+        const char *me = methods[m];
+        char worst[128];
+        /* one step: every tensor to float32 rounding */
+        inv_run(me, 1, 1, NULL, NULL, "1step");
+        inv_run(me, 2, 1, NULL, NULL, "1step");
+        double e1 = inv_diff(me, 2, "1step", 1, 1e-3, worst, sizeof worst);
+        printf("    %s, 1 step: 2 ranks vs 1: tensors %.2g (%s)\n", me, e1, worst);
+        CHECK(e1 <= 1e-5, "%s: after 1 step, 2 ranks' tensor %s differs from one rank's by %.3g relative", me, worst, e1);
+        /* five steps */
+        double loss[3][8];
+        int nl[3];
+        double secs[3];
+        for (int k = 0; k < 3; k++) secs[k] = inv_run(me, k + 1, 5, loss[k], &nl[k], "5steps");
+        printf("    %s, 5 steps: %.1fs on 1 rank, %.1fs on 2, %.1fs on 3 (mpirun's start included)\n", me, secs[0], secs[1], secs[2]);
+        for (int k = 1; k < 3; k++) {
+            CHECK(nl[k] == 5 && nl[0] == 5, "%s: %d and %d loss records", me, nl[0], nl[k]);
+            double el = 0;
+            for (int s = 0; s < nl[0] && s < nl[k]; s++) el = fmax(el, fabs(loss[k][s] - loss[0][s]) / fabs(loss[0][s]));
+            double ew = inv_diff(me, k + 1, "5steps", 0, 1e-2, worst, sizeof worst);
+            printf("    %s, 5 steps: %d ranks vs 1: losses %.2g, tensors %.2g (%s); loss %.4f -> %.4f\n", me, k + 1, el, ew,
+                   worst, loss[0][0], loss[0][4]);
+            CHECK(el <= 2e-5, "%s: %d ranks' losses differ from one rank's by %.3g relative", me, k + 1, el);
+            CHECK(ew <= 2e-2, "%s: %d ranks' tensor %s differs from one rank's by %.3g relative", me, k + 1, worst, ew);
+        }
+        /* the steps moved the weights: the test could fail */
+        CHECK(fabs(loss[0][4] - loss[0][0]) > 1e-3, "%s: the loss did not move (%.6f -> %.6f)", me, loss[0][0], loss[0][4]);
+        if (m) continue;
+        /* and it can: each rank's own batch-norm statistics change the first loss */
+        char dir0[SSL_STR], *out = NULL;
+        snprintf(dir0, sizeof dir0, "%s", test_tmp("inv-simclr-nosync"));
+        CHECK(train_ranks(&out, 2, me, 12, dir0, "max_steps=1 sync_bn=0") == 0, "%s", out);
+        free(out);
+        double l0[8];
+        CHECK(read_losses(dir0, l0, 8) == 1 && fabs(l0[0] - loss[0][0]) > 1e-3 * fabs(loss[0][0]),
+              "2 ranks without SyncBN: first loss %.6f vs one rank's %.6f", l0[0], loss[0][0]);
+        printf("    simclr on 2 ranks without SyncBN: first loss %.6f vs %.6f\n", l0[0], loss[0][0]);
+    }
+}
