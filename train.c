@@ -341,7 +341,7 @@ static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t ep
     if (g_comm.world > 1) {
         /* without SyncBN each rank's running statistics are its own: rank 0's are kept (as DDP's broadcast buffers) */
         ssl_param_table *pt = &t->online.params;
-        for (int i = 0; i < pt->n && !c->sync_bn; i++) {
+        for (int i = 0; i < pt->n && !t->online.comm; i++) {
             if (pt->p[i].kind != SSL_PARAM_BUFFER) continue;
             ssl_tensor b = ssl_tensor_on(ssl_tensor_vec(ssl_param_data(pt, i), pt->p[i].numel), pt->dev);
             if (ssl_broadcast(&g_comm, &b, 0)) return -1;
@@ -513,7 +513,8 @@ static int run(int argc, char **argv) {
        GPU each; all checked before any work */
     const int world = g_comm.world;
     g_comm.watchdog_s = cfg.watchdog;
-    if (cfg.sync_bn < 0) cfg.sync_bn = world > 1;
+    /* resolved here, not in cfg: a checkpoint keeps -1 and resumes at any world size */
+    const int sync_bn = cfg.sync_bn < 0 ? world > 1 : (int)cfg.sync_bn;
     if (world > 1) {
         static char mine[1 << 16];
         ssl_config_dump(OPTS, NOPTS, &cfg, mine, sizeof mine);
@@ -524,11 +525,11 @@ static int run(int argc, char **argv) {
             return die("launch");
         }
         printf("train: %d ranks (%d on this node), %lld images a rank of each global batch of %lld%s\n", world,
-               g_comm.local_world, (long long)cfg.bs / world, (long long)cfg.bs, cfg.sync_bn ? ", SyncBN" : "");
+               g_comm.local_world, (long long)cfg.bs / world, (long long)cfg.bs, sync_bn ? ", SyncBN" : "");
     }
     if (on_gpu) {
         if (ssl_comm_init_gpu(&g_comm)) return die("launch");
-        if (world > 1 && cfg.sync_bn) {
+        if (world > 1 && sync_bn) {
             ssl__fail("sync_bn=1 on GPUs: SyncBN on the GPU is not written yet; sync_bn=0 trains with each rank's statistics");
             return die("launch");
         }
@@ -647,7 +648,7 @@ static int run(int argc, char **argv) {
     tc.sync_phases = (int)cfg.split; /* else the host queues the next work while the GPU runs */
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
-    if (ssl_trainer_set_comm(&t, &g_comm, (int)cfg.sync_bn)) return die("model");
+    if (ssl_trainer_set_comm(&t, &g_comm, sync_bn)) return die("model");
     t.online.keep_cols = !strcmp(cfg.keep_cols, "yes") ? 1 : !strcmp(cfg.keep_cols, "no") ? 0 : -1;
     int64_t plans_seen = 0;
 #ifdef SSL_CUDA

@@ -522,3 +522,147 @@ TEST(dist_world_size_invariance_all_methods) {
         printf("    simclr on 2 ranks without SyncBN: first loss %.6f vs %.6f\n", l0[0], loss[0][0]);
     }
 }
+
+/* ---- resume at another world size --------------------------------------- */
+/* 3 steps at world a, resumed to step 6 at world b = 6 steps straight at
+   one rank (same bounds as the invariance test's 5 steps). */
+static void resume_case(int a, int b) {
+    char d1[SSL_STR], d2[SSL_STR], ds[SSL_STR], extra[SSL_STR * 2], *out = NULL;
+    snprintf(d1, sizeof d1, "%s", test_tmp(""));
+    snprintf(d2, sizeof d2, "%s", d1);
+    snprintf(ds, sizeof ds, "%s", d1);
+    snprintf(d1 + strlen(d1), sizeof d1 - strlen(d1), "resume-%d-%d-first", a, b);
+    snprintf(d2 + strlen(d2), sizeof d2 - strlen(d2), "resume-%d-%d-then", a, b);
+    snprintf(ds + strlen(ds), sizeof ds - strlen(ds), "resume-straight");
+    test_runf(NULL, NULL, "rm -rf %s %s", d1, d2);
+    static int straight_done;
+    if (!straight_done) {
+        test_runf(NULL, NULL, "rm -rf %s", ds);
+        CHECK(train_ranks(&out, 1, "simclr", 12, ds, "max_steps=6") == 0, "%s", out);
+        free(out);
+        straight_done = 1;
+    }
+    CHECK(train_ranks(&out, a, "simclr", 12, d1, "max_steps=3") == 0, "%s", out);
+    free(out);
+    snprintf(extra, sizeof extra, "max_steps=6 resume=%s", d1);
+    int rc = train_ranks(&out, b, "simclr", 12, d2, extra);
+    CHECK(rc == 0, "resume on %d ranks: %s", b, out);
+    char said[96];
+    snprintf(said, sizeof said, "written by %d rank%s, this run has %d", a, a == 1 ? "" : "s", b);
+    CHECK_CONTAINS(out, said);
+    free(out);
+    double ls[8], lr[8], el = 0;
+    int ns = read_losses(ds, ls, 8), nr = read_losses(d2, lr, 8);
+    CHECK(ns == 6 && nr == 3, "%d and %d loss records", ns, nr);
+    for (int s = 0; s < 3 && nr == 3 && ns == 6; s++) el = fmax(el, fabs(lr[s] - ls[3 + s]) / fabs(ls[3 + s]));
+    char worst[128];
+    double ew = ckpt_diff(ds, d2, 0, 1e-2, worst, sizeof worst);
+    printf("    %d ranks, then %d: steps 4-6 losses %.2g, weights %.2g (%s) from one straight run\n", a, b, el, ew, worst);
+    CHECK(el <= 2e-5, "resumed %d -> %d: losses differ by %.3g relative", a, b, el);
+    CHECK(ew <= 2e-2, "resumed %d -> %d: tensor %s differs by %.3g relative", a, b, worst, ew);
+}
+
+TEST(dist_resume_at_another_world_size) {
+    if (is_child() || !mpirun()) return;
+    resume_case(2, 1);
+    resume_case(1, 2);
+}
+
+/* ---- signals and faults ---------------------------------------------------- */
+/* Starts a long run on 2 ranks, waits for step 3 in its log, sends `sig`
+   to one rank (mpirun's last child: not rank 0, as a rule), and returns
+   mpirun's exit code; *secs: from the signal to mpirun's exit. */
+static int signal_one_rank(const char *dir, const char *sig, const char *extra, char **out, double *secs) {
+    const char *mr = mpirun();
+    if (!mr) return -1;
+    char script[4 * SSL_STR];
+    snprintf(script, sizeof script,
+             "rm -rf %s; (%s -np 2 %s simclr data=%s bs=12 width=0.125 res=16 projector=32-16 epochs=100 warmup=0 lr=0.1 "
+             "log_every=1 threads=1 loader_threads=1 device=cpu seed=3 ckpt_every=0 out=%s %s > %s.out 2>&1 & M=$!; "
+             "for i in $(seq 600); do grep -q '\"step\": 3,' %s/log.jsonl 2>/dev/null && break; sleep 0.05; done; "
+             "K=$(pgrep -P $M | tail -1); t0=$(date +%%s.%%N); kill -%s $K; wait $M; rc=$?; t1=$(date +%%s.%%N); "
+             "kill -KILL $K 2>/dev/null; echo \"secs $(echo \"$t1 - $t0\" | bc)\"; cat %s.out; exit $rc)",
+             dir, mr, test_bin("SSL_TRAIN", "./train"), dist_pack(), dir, extra, dir, dir, sig, dir);
+    int rc = test_run(script, out);
+    const char *s = *out ? strstr(*out, "secs ") : NULL;
+    *secs = s ? atof(s + 5) : -1;
+    return rc;
+}
+
+TEST(dist_sigterm_to_one_rank_checkpoints_once_and_all_exit_0) {
+    if (is_child() || !mpirun()) return;
+    char *out = NULL, dir[SSL_STR];
+    snprintf(dir, sizeof dir, "%s", test_tmp("sigterm"));
+    double secs;
+    int rc = signal_one_rank(dir, "TERM", "", &out, &secs);
+    CHECK(rc == 0, "rc %d after SIGTERM to one rank:\n%s", rc, out);
+    CHECK_CONTAINS(out, "terminated (SIGTERM)");
+    char path[SSL_STR + 16], line[4096];
+    snprintf(path, sizeof path, "%s/log.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    int ckpts = 0;
+    while (f && fgets(line, sizeof line, f)) ckpts += strstr(line, "\"checkpoint\"") != NULL;
+    if (f) fclose(f);
+    CHECK_EQ(ckpts, 1);
+    snprintf(path, sizeof path, "%s/ckpt.sslt", dir);
+    struct stat st;
+    CHECK(stat(path, &st) == 0, "no checkpoint after SIGTERM");
+    printf("    SIGTERM to one rank: every rank out %.1fs later, rc 0\n", secs);
+    free(out);
+}
+
+/* A rank killed mid-run: mpirun stops the other and names the dead one. */
+TEST(dist_killed_rank_stops_the_other_within_10s) {
+    if (is_child() || !mpirun()) return;
+    char *out = NULL, dir[SSL_STR];
+    snprintf(dir, sizeof dir, "%s", test_tmp("killed"));
+    double secs;
+    int rc = signal_one_rank(dir, "KILL", "", &out, &secs);
+    CHECK(rc != 0, "rc 0 after a rank was killed:\n%s", out);
+    CHECK(strstr(out, "rank 1") || strstr(out, "rank 0"), "the dead rank is not named:\n%s", out);
+    CHECK_CONTAINS(out, "signal 9");
+    CHECK(secs >= 0 && secs < 10, "the other rank went on %.1fs after the kill", secs);
+    printf("    a rank killed: mpirun out %.1fs later, rc %d\n", secs, rc);
+    free(out);
+}
+
+/* A rank that hangs (SIGSTOP): the other's collective waits past
+   watchdog=2 s and every rank is stopped, the wait named. */
+TEST(dist_hung_rank_trips_the_watchdog) {
+    if (is_child() || !mpirun()) return;
+    char *out = NULL, dir[SSL_STR];
+    snprintf(dir, sizeof dir, "%s", test_tmp("hung"));
+    double secs;
+    int rc = signal_one_rank(dir, "STOP", "watchdog=2", &out, &secs);
+    CHECK(rc != 0, "rc 0 after a rank hung:\n%s", out);
+    CHECK_CONTAINS(out, "watchdog=2 s");
+    CHECK(secs >= 2 && secs < 12, "the watchdog stopped the run %.1fs after the hang (watchdog 2s)", secs);
+    printf("    a rank hung: stopped %.1fs later (watchdog=2), rc %d\n", secs, rc);
+    free(out);
+}
+
+/* Launches that cannot work are refused before any step, saying why. */
+TEST(dist_bad_launches_are_refused_before_work) {
+    if (is_child() || !mpirun()) return;
+    char *out = NULL, dir[SSL_STR];
+    snprintf(dir, sizeof dir, "%s", test_tmp("badlaunch"));
+    CHECK(train_ranks(&out, 2, "simclr", 13, dir, "max_steps=1") != 0, "bs=13 on 2 ranks ran");
+    CHECK_CONTAINS(out, "bs=13 is the global batch: it must be a multiple of the 2 ranks");
+    CHECK(!strstr(out, "step 1/"), "a step ran:\n%s", out);
+    free(out);
+    CHECK(train_ranks(&out, 3, "simclr", 2, dir, "max_steps=1") != 0, "bs=2 on 3 ranks ran");
+    CHECK_CONTAINS(out, "must be a multiple of the 3 ranks");
+    free(out);
+    /* a rank started with another config (MPMD: two commands, one world) */
+    const char *mr = mpirun();
+    char cmd[3 * SSL_STR];
+    snprintf(cmd, sizeof cmd, "%s -np 1 %s simclr data=%s bs=12 out=%s max_steps=1 : -np 1 %s simclr data=%s bs=12 out=%s max_steps=1 seed=4",
+             mr, test_bin("SSL_TRAIN", "./train"), dist_pack(), dir, test_bin("SSL_TRAIN", "./train"), dist_pack(), dir);
+    CHECK(test_run(cmd, &out) != 0, "ranks with different configs ran");
+    CHECK_CONTAINS(out, "rank 1 has a different configuration");
+    free(out);
+    /* more ranks on a node than GPUs (none here, or a build without CUDA) */
+    CHECK(train_ranks(&out, 2, "simclr", 12, dir, "max_steps=1 device=cuda sync_bn=0") != 0, "2 ranks ran on the GPUs there are not");
+    CHECK(strstr(out, "2 ranks on this node but 0 GPUs") || strstr(out, "needs a build with the CUDA backend"), "%s", out);
+    free(out);
+}
