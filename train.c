@@ -527,13 +527,6 @@ static int run(int argc, char **argv) {
         printf("train: %d ranks (%d on this node), %lld images a rank of each global batch of %lld%s\n", world,
                g_comm.local_world, (long long)cfg.bs / world, (long long)cfg.bs, sync_bn ? ", SyncBN" : "");
     }
-    if (on_gpu) {
-        if (ssl_comm_init_gpu(&g_comm)) return die("launch");
-        if (world > 1 && sync_bn) {
-            ssl__fail("sync_bn=1 on GPUs: SyncBN on the GPU is not written yet; sync_bn=0 trains with each rank's statistics");
-            return die("launch");
-        }
-    }
     if (!on_gpu && *ssl_blas_kernels())
         printf("device: OpenBLAS kernels %s\n", ssl_blas_kernels());
     if (!on_gpu && *ssl_blas_warning()) fprintf(stderr, "train: warning: %s\n", ssl_blas_warning());
@@ -542,7 +535,13 @@ static int run(int argc, char **argv) {
         /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */
         const char *emu = getenv("SSL_CUDA_EMULATE");
         if (emu && (*emu == '1' || *emu == '2')) ssl_cuda_set_emulation(*emu - '0'); /* 2: strict */
-        else if (ssl_cuda_device_count() < 1) {
+        /* many ranks: a GPU each (its local rank's), NCCL between them */
+        if (ssl_comm_init_gpu(&g_comm)) return die("launch");
+        if (world > 1 && sync_bn) {
+            ssl__fail("sync_bn=1 on GPUs: SyncBN on the GPU is not written yet; sync_bn=0 trains with each rank's statistics");
+            return die("launch");
+        }
+        if (!ssl_cuda_emulation() && ssl_cuda_device_count() < 1) {
             fprintf(stderr, "train: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
             return 1;
         }

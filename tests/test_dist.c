@@ -370,7 +370,8 @@ static int train_ranks(char **out, int np, const char *method, int bs, const cha
     const char *mr = np > 1 ? mpirun() : "";
     if (!mr) return -1;
     char ranks[512] = "";
-    if (np > 1) snprintf(ranks, sizeof ranks, "%s -np %d ", mr, np);
+    /* SSL_CUDA_EMULATE travels to the ranks when set */
+    if (np > 1) snprintf(ranks, sizeof ranks, "%s%s -np %d ", mr, getenv("SSL_CUDA_EMULATE") ? " -x SSL_CUDA_EMULATE" : "", np);
     return test_runf(out, NULL,
                      "%s%s %s data=%s bs=%d width=0.125 res=16 projector=32-16%s epochs=1 warmup=0 lr=0.1 "
                      "log_every=1 threads=1 loader_threads=1 device=cpu seed=3 ckpt_every=0 out=%s %s",
@@ -663,6 +664,43 @@ TEST(dist_bad_launches_are_refused_before_work) {
     free(out);
     /* more ranks on a node than GPUs (none here, or a build without CUDA) */
     CHECK(train_ranks(&out, 2, "simclr", 12, dir, "max_steps=1 device=cuda sync_bn=0") != 0, "2 ranks ran on the GPUs there are not");
-    CHECK(strstr(out, "2 ranks on this node but 0 GPUs") || strstr(out, "needs a build with the CUDA backend"), "%s", out);
+    CHECK(strstr(out, "2 ranks on this node but 0 GPUs") || strstr(out, "needs a build with the CUDA backend") ||
+          strstr(out, "GPU ranks need a build"), "%s", out);
     free(out);
+}
+
+/* The GPU trainer's path on 2 ranks (./train device=cuda in emulation: its
+   device tensors are host memory, so MPI carries what NCCL would):
+   gradients all-reduced on the device side, the gathered loss, the weight
+   check at the checkpoint; its losses are the CPU's on 2 ranks without
+   SyncBN (SyncBN on GPUs is not written: refused). */
+TEST(dist_emulated_gpu_ranks_train_like_cpu_ranks) {
+    if (is_child() || !mpirun()) return;
+    char dg[SSL_STR], dc[SSL_STR], *out = NULL;
+    snprintf(dg, sizeof dg, "%s", test_tmp("emu-gpu-2"));
+    snprintf(dc, sizeof dc, "%s", test_tmp("cpu-2-nosync"));
+    setenv("SSL_CUDA_EMULATE", "1", 1);
+    int rc = train_ranks(&out, 2, "simclr", 12, dg, "max_steps=3 device=cuda precision=fp32 sync_bn=0");
+    char *out2 = NULL;
+    int rc2 = train_ranks(&out2, 2, "simclr", 12, dg, "max_steps=1 device=cuda sync_bn=1");
+    unsetenv("SSL_CUDA_EMULATE");
+    if (rc && strstr(out, "needs a build with the CUDA backend")) {
+        test_skip("./train has no CUDA backend (nvcc was not found when it was built)");
+        free(out);
+        free(out2);
+        return;
+    }
+    CHECK(rc == 0, "emulated GPU on 2 ranks: %s", out);
+    free(out);
+    CHECK(rc2 != 0, "SyncBN on GPUs ran");
+    CHECK_CONTAINS(out2, "SyncBN on the GPU is not written yet");
+    free(out2);
+    CHECK(train_ranks(&out, 2, "simclr", 12, dc, "max_steps=3 sync_bn=0") == 0, "%s", out);
+    free(out);
+    double lg[8], lc[8], el = 0;
+    int ng = read_losses(dg, lg, 8), nc = read_losses(dc, lc, 8);
+    CHECK(ng == 3 && nc == 3, "%d and %d loss records", ng, nc);
+    for (int s = 0; s < 3 && ng == 3 && nc == 3; s++) el = fmax(el, fabs(lg[s] - lc[s]) / fabs(lc[s]));
+    printf("    emulated GPU vs CPU, 2 ranks, 3 steps: losses %.2g relative\n", el);
+    CHECK(el <= 1e-4, "the emulated GPU's losses on 2 ranks differ from the CPU's by %.3g", el);
 }
