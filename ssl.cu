@@ -1351,6 +1351,12 @@ extern "C" int ssl_cuda_fill_diagonal(ssl_tensor *m, float value) {
     SSL__RUN(X_.each(f, ssl_tensor_cols(m)););
     return 0;
 }
+/* the same functor from column col0: m[i, col0 + i], one row each */
+extern "C" int ssl_cuda_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value) {
+    ssl__f_diag f = {m->data + col0, ssl_tensor_cols(m), value};
+    SSL__RUN(X_.each(f, ssl_tensor_rows(m)););
+    return 0;
+}
 
 /* one row per thread: ||x_r|| in double, y = x * inv (y may be x) */
 struct ssl__f_l2n {

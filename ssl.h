@@ -1141,6 +1141,8 @@ SSLDEF int ssl_fill(ssl_tensor *t, float value);
 SSLDEF int ssl_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y); /* y += alpha x */
 SSLDEF int ssl_dot(const ssl_tensor *a, const ssl_tensor *b, float *out); /* sum a*b, in double */
 SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value);               /* m square */
+/* m [rows, cols]: m[i, col0 + i] = value for every row (col0 + rows <= cols) */
+SSLDEF int ssl_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value);
 /* y = x / max(||x_row||, 1e-12) per row, as torch's F.normalize; norm[r]
    gets ||x_r|| (unclamped). y may be x. */
 SSLDEF int ssl_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
@@ -1838,13 +1840,17 @@ SSLDEF int ssl_comm_same(ssl_comm *c, const void *p, size_t n, const char *what)
 SSLDEF int ssl_comm_check_params(ssl_comm *c, const ssl_param_table *t, const char *what);
 /* The loss of method c->method (its coefficients from c) over the global
    batch, from this rank's embeddings o1, o2 [n, D] (BYOL: the target's z1,
-   z2; the others ignore them): every input gathered in rank order (the
-   global batch's order), the loss computed whole on every rank (the same
-   value on each) and this rank's rows of its gradient kept in d1, d2. A
-   gathered row's gradient is then whole where it is kept, so none travels
-   back (no reduce-scatter to get wrong); the price is the loss computed on
-   every rank, small beside the backbone's. A world of one: the plain loss.
-   scratch as the losses'; gathered holds the gathered copies. */
+   z2; the others ignore them), the same value on every rank, and this
+   rank's rows of its gradient in d1, d2. SimCLR: each rank's rows against
+   every rank's columns (all-gather), the columns' gradients summed back to
+   their ranks (reduce-scatter). VICReg, Barlow Twins, BYOL: every input
+   gathered in rank order (the global batch's order) and the loss computed
+   whole on every rank, each keeping its rows of the gradient; a gathered
+   row's gradient is then whole where it is kept, so none travels back. Its
+   price is that loss computed on every rank (for VICReg and Barlow Twins
+   O(N D^2): at 64 GPUs and D = 8192 more than the backbone; see
+   bench/RESULTS.md). A world of one: the plain loss. scratch as the
+   losses'; gathered holds the gathered copies. */
 SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
                            const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
                            ssl_buf *scratch, ssl_buf *gathered);
@@ -1912,6 +1918,7 @@ SSLDEF int ssl_cuda_fill(ssl_tensor *t, float value);
 SSLDEF int ssl_cuda_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_dot(const ssl_tensor *a, const ssl_tensor *b, float *out);
 SSLDEF int ssl_cuda_fill_diagonal(ssl_tensor *m, float value);
+SSLDEF int ssl_cuda_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value);
 SSLDEF int ssl_cuda_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
 SSLDEF int ssl_cuda_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
                                                ssl_tensor *dx);
@@ -5788,6 +5795,17 @@ SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value) {
     return 0;
 }
 
+SSLDEF int ssl_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value) {
+    int64_t rows = ssl_tensor_rows(m), cols = ssl_tensor_cols(m);
+    if (m->ndim != 2 || col0 < 0 || col0 + rows > cols)
+        return ssl__bad_shapes(__func__, "needs a matrix with col0 + rows <= cols", "m", m, NULL, NULL);
+    int dev = SSL__DEVICE(__func__, m);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_fill_diagonal_at(m, col0, value));
+    for (int64_t i = 0; i < rows; i++) m->data[i * cols + col0 + i] = value;
+    return 0;
+}
+
 /* Shapes of a row-wise op: y like x, a vector of one value per row. */
 static int ssl__rowwise(const char *op, const ssl_tensor *x, const ssl_tensor *y, const char *vn, const ssl_tensor *v) {
     if (ssl__same_numel(op, "x", x, "y", y) || ssl_tensor_cols(x) != ssl_tensor_cols(y))
@@ -7785,9 +7803,75 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     return ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
 }
 
+/* SimCLR over the ranks: each rank's 2n rows against all 2N columns.
+   The rows are this rank's normalized embeddings, the columns everyone's
+   (gathered); the loss is the sum of every rank's rows' cross-entropies
+   over 2N. Backward, an embedding gets gradient as a row (here) and as a
+   column (on every rank): the columns' gradients are summed across ranks
+   and each rank's rows handed back (reduce-scatter), then added to the
+   rows' own. */
+static int ssl__simclr_ranks(ssl_comm *c, const ssl_tensor *z1, const ssl_tensor *z2, float tau, float *loss,
+                             ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check("ssl_simclr_loss", z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    if (!(tau > 0.0f)) return ssl__fail("ssl_simclr_loss: temperature must be > 0, got %g", tau);
+    const int64_t R = c->rank, N = n * c->world, m = 2 * n, M = 2 * N;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(3 * m * d + m + 2 * M * d + 2 * m * M));
+    ssl_tensor z = ssl__carve(&mem, dev, m, d), norm = ssl__carve(&mem, dev, m, 1), g = ssl__carve(&mem, dev, M, d),
+               s = ssl__carve(&mem, dev, m, M), ds = ssl__carve(&mem, dev, m, M), dg = ssl__carve(&mem, dev, M, d),
+               dz = ssl__carve(&mem, dev, m, d), back = ssl__carve(&mem, dev, m, d);
+    ssl_tensor z_1 = ssl_tensor_row_slice(&z, 0, n), z_2 = ssl_tensor_row_slice(&z, n, n);
+    ssl_tensor g_1 = ssl_tensor_row_slice(&g, 0, N), g_2 = ssl_tensor_row_slice(&g, N, N);
+    ssl_tensor s_1 = ssl_tensor_row_slice(&s, 0, n), s_2 = ssl_tensor_row_slice(&s, n, n);
+    /* global indices: view 1 of sample j is row j, view 2 is row N + j */
+    int32_t *positive = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)m, "SimCLR targets");
+    for (int64_t i = 0; i < n; i++) positive[i] = (int32_t)(N + R * n + i), positive[n + i] = (int32_t)(R * n + i);
+
+    /* this rank's rows, normalized; every rank's, gathered in the global order */
+    ssl_copy(&z_1, z1);
+    ssl_copy(&z_2, z2);
+    ssl_l2_normalize_rows(&z, &z, &norm);
+    if (ssl_all_gather(c, &z_1, &g_1) || ssl_all_gather(c, &z_2, &g_2)) { free(positive); return -1; }
+    /* s = z g^T / tau, each row's similarity with itself masked out */
+    ssl_matmul(0, 1, 1.0f / tau, &z, &g, 0.0f, &s);
+    ssl_fill_diagonal_at(&s_1, R * n, -INFINITY);
+    ssl_fill_diagonal_at(&s_2, N + R * n, -INFINITY);
+    /* loss = sum over every rank's rows of cross_entropy(s_i, positive(i)) / 2N */
+    float part;
+    ssl_fill(&ds, 0.0f);
+    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)M, &part, &ds);
+    free(positive);
+    double total = part;
+    if (ssl_comm_sum_f64(c, &total, 1)) return -1;
+    *loss = (float)total;
+    if (!dz1 && !dz2) return 0;
+
+    /* backward: rows dz = ds g / tau; columns dg = ds^T z / tau, summed over
+       the ranks, this rank's rows of each view back */
+    ssl_matmul(0, 0, 1.0f / tau, &ds, &g, 0.0f, &dz);
+    ssl_matmul(1, 0, 1.0f / tau, &ds, &z, 0.0f, &dg);
+    ssl_tensor dg_1 = ssl_tensor_row_slice(&dg, 0, N), dg_2 = ssl_tensor_row_slice(&dg, N, N);
+    ssl_tensor back_1 = ssl_tensor_row_slice(&back, 0, n), back_2 = ssl_tensor_row_slice(&back, n, n);
+    if (ssl_reduce_scatter(c, &dg_1, &back_1) || ssl_reduce_scatter(c, &dg_2, &back_2)) return -1;
+    ssl_axpy(1.0f, &back, &dz);
+    /* through the normalization, each view's rows into its own gradient */
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor *dzv = v ? dz2 : dz1;
+        if (!dzv) continue;
+        ssl_tensor zv = ssl_tensor_row_slice(&z, v * n, n), nv = ssl_tensor_row_slice(&norm, v * n, n),
+                   dzn = ssl_tensor_row_slice(&dz, v * n, n);
+        ssl_fill(dzv, 0.0f);
+        ssl_l2_normalize_rows_backward(&zv, &nv, &dzn, dzv);
+    }
+    return 0;
+}
+
 SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
                            const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
                            ssl_buf *scratch, ssl_buf *gathered) {
+    if (comm && comm->world > 1 && c->method == SSL_METHOD_SIMCLR)
+        return ssl__simclr_ranks(comm, o1, o2, c->tau, loss, d1, d2, scratch);
     const ssl_tensor *in[4] = {o1, o2, z1, z2};
     ssl_tensor *grad[2] = {d1, d2};
     int world = comm ? comm->world : 1, nin = c->method == SSL_METHOD_BYOL ? 4 : 2;

@@ -701,7 +701,8 @@ static int run(int argc, char **argv) {
     double split[4] = {0, 0, 0, 0};
     int64_t nsum = 0, imgs = 0;
     double wait_last = 0; /* the loader's wait_s at the last progress line */
-    double comm_last = g_comm.seconds; /* and the communicator's seconds */
+    double comm_last = g_comm.seconds; /* and the communicator's seconds and bytes */
+    int64_t bytes_last = g_comm.bytes;
     int cur_res = -1, rc = 0, stopped = 0;
     while (epoch < cfg.epochs && !stopped) {
         int r = res_at(&cfg, epoch);
@@ -787,8 +788,8 @@ static int run(int argc, char **argv) {
                 else
                     for (int k = 0; k < 4; k++) split[k] = -nsum;
                 /* many ranks: the share of the time in collectives (this rank's wait included) */
-                double comm_s = g_comm.seconds - comm_last;
-                comm_last = g_comm.seconds;
+                double comm_s = g_comm.seconds - comm_last, comm_mb = (double)(g_comm.bytes - bytes_last) / 1e6;
+                comm_last = g_comm.seconds, bytes_last = g_comm.bytes;
                 char comms[48] = "";
                 if (world > 1) snprintf(comms, sizeof comms, " comm %.0f%% x%d ranks", 100 * comm_s / (now - tlast), world);
                 printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%%%s%s)\n",
@@ -799,9 +800,9 @@ static int run(int argc, char **argv) {
 #ifdef SSL_CUDA
                 if (on_gpu) dev_gb = (double)ssl_cuda_live_bytes() / 1e9;
 #endif
-                fprintf(log, "{\"epoch\": %lld, \"epochs_done\": %.4f, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"world\": %d, \"t_comm\": %.4f, \"elapsed\": %.1f}\n",
+                fprintf(log, "{\"epoch\": %lld, \"epochs_done\": %.4f, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"world\": %d, \"t_comm\": %.4f, \"comm_mb\": %.4f, \"elapsed\": %.1f}\n",
                         (long long)epoch, (double)t.step / (double)per_epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
-                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, world, comm_s / nsum, el);
+                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, world, comm_s / nsum, comm_mb / nsum, el);
                 fflush(log);
                 fflush(stdout);
                 sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;

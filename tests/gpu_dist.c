@@ -64,3 +64,23 @@ TEST(gpu_nccl_one_rank) {
     free(o.data);
 #endif
 }
+
+/* The masked diagonal of a block of rows (SimCLR over ranks masks each
+   rank's own rows in the global columns): device against the CPU. */
+static void diag_at_case(int gpu) {
+    if (!g_begin(gpu)) return;
+    ssl_tensor h = g_rand(75, 2, 3, 11, 1, 1, -1, 1);
+    ssl_tensor d = g_tensor(gpu, &h);
+    CHECK_OK(ssl_fill_diagonal_at(&h, 5, -INFINITY));
+    CHECK_OK(ssl_fill_diagonal_at(&d, 5, -INFINITY));
+    float *got = g_fetch(gpu, &d);
+    int bad = 0;
+    for (int i = 0; i < 33; i++) bad += !(got[i] == h.data[i]) && !(isinf(got[i]) && isinf(h.data[i]));
+    CHECK(bad == 0 && isinf(h.data[0 * 11 + 5]) && isinf(h.data[2 * 11 + 7]), "%d values differ", bad);
+    CHECK_ERR(ssl_fill_diagonal_at(&d, 9, 0.0f), "col0 + rows <= cols");
+    free(got);
+    g_release(gpu, &d);
+    free(h.data);
+}
+TEST(emu_fill_diagonal_at) { diag_at_case(0); }
+TEST(gpu_fill_diagonal_at) { diag_at_case(1); }
