@@ -12,9 +12,12 @@ Model, per GPU and step, for N GPUs of b images each (global batch N b):
               doubles: 6 collectives a layer a step, latency-bound
               (not written on GPUs yet: sync_bn=0 moves none of it)
   embeddings  all-gathers of the views' embeddings [N b, D] (BYOL: 4 of
-              them), every rank receiving all
-  loss        computed whole on every rank from the gathered embeddings:
-              the extra over one GPU's loss is compute, at FP32_TFLOPS
+              them), every rank receiving all; SimCLR also a
+              reduce-scatter of the columns' gradients [2 N b, D]
+  loss        SimCLR: each rank its 2b rows against the 2Nb columns;
+              VICReg, Barlow Twins, BYOL: computed whole on every rank
+              from the gathered embeddings. The extra over one GPU's loss
+              is compute, at FP32_TFLOPS
   all-reduce of S bytes:  alpha + 2 (N-1)/N S / busbw
   all-gather receiving R: alpha + (N-1)/N R / busbw
   efficiency = T1 / (T1 + communication + extra loss), nothing overlapped
@@ -34,14 +37,14 @@ LINKS = {  # (GPUs, bus bandwidth GB/s per GPU, latency per collective s)
 FP32_TFLOPS = 50.0  # cuBLAS fp32 on an H200, for the loss's GEMMs
 
 
-def loss_flops(kind, rows, d):
-    if kind == "simclr":  # s = z z^T over 2 rows, then two GEMMs back
-        return 3 * 2 * (2 * rows) ** 2 * d
-    return 8 * rows * d * d  # VICReg: per view c = x^T x and dx = x dc (Barlow: 6)
+def loss_flops(kind, b, n, d):
+    if kind == "simclr":  # s = z g^T: 2b rows x 2Nb columns, then two GEMMs back
+        return 3 * 2 * (2 * b) * (2 * n * b) * d
+    return 8 * n * b * d * d  # VICReg: per view c = x^T x and dx = x dc (Barlow: 6), on all N b rows
 
 
 def main():
-    print("| network (images a GPU, one H200's step) | GPUs, link | gradients | SyncBN | gathered embeddings "
+    print("| network (images a GPU, one H200's step) | GPUs, link | gradients | SyncBN | embeddings (gathered; SimCLR: and back) "
           "| extra loss compute | communication + extra loss | efficiency (sync_bn=1) | efficiency (sync_bn=0) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (p, nbn, chans, b, t1_ms, d, proj, kind) in NETS.items():
@@ -55,7 +58,10 @@ def main():
             gathers = 4 if kind == "byol" else 2
             e_bytes = gathers * n * b * d * 4  # received by each rank
             t_e = gathers * alpha + (n - 1) / n * e_bytes / (bw * 1e9)
-            t_loss = (loss_flops(kind, n * b, d) - loss_flops(kind, b, d)) / (FP32_TFLOPS * 1e12)
+            if kind == "simclr":  # the columns' gradients back: as many bytes, reduce-scattered
+                t_e += gathers * alpha + (n - 1) / n * e_bytes / (bw * 1e9)
+                e_bytes *= 2
+            t_loss = (loss_flops(kind, b, n, d) - loss_flops(kind, b, 1, d)) / (FP32_TFLOPS * 1e12)
             total = t_g + t_bn + t_e + t_loss
             eff = t1 / (t1 + total)
             eff0 = t1 / (t1 + total - t_bn)
