@@ -348,6 +348,10 @@ static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t ep
         }
         ssl_params_download(&t->online.params);
         if (ssl_comm_check_params(&g_comm, &t->online.params, "checkpoint")) return -1;
+        if (t->has_target) { /* BYOL's EMA target: the same update of the same weights on every rank */
+            ssl_params_download(&t->target.params);
+            if (ssl_comm_check_params(&g_comm, &t->target.params, "checkpoint (BYOL target)")) return -1;
+        }
     }
     if (g_comm.rank != 0) return 0;
     ssl_config_dump(OPTS, NOPTS, c, meta, sizeof meta);
