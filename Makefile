@@ -119,27 +119,41 @@ else
   $(info [ssl.h] OpenBLAS    no   (CPU GEMM through plain loops: slow))
 endif
 
-# NCCL and MPI are found and reported, nothing more: multi-GPU (NCCL's
-# all-reduce) and multi-node (MPI) training are not written yet, so neither
-# is linked
+# MPI launches the ranks (mpirun, srun) and carries the CPU tensors'
+# collectives; NCCL carries the GPU tensors'. mpicc says how to compile and
+# link against its MPI; the programs are still built with $(CC).
+ifneq ($(NO_MPI),1)
+  MPICC := $(shell command -v mpicc 2>/dev/null)
+endif
+ifneq ($(MPICC),)
+  MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+  MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+endif
+ifneq ($(MPI_LIBS),)
+  $(info [ssl.h] MPI         yes  ($(MPICC): mpirun -np N ./train ..., srun ./train ...; NO_MPI=1 for one rank only))
+  CFLAGS += -DSSL_MPI $(MPI_CFLAGS)
+  LDLIBS += $(MPI_LIBS)
+  MPIRUN := $(shell command -v mpirun 2>/dev/null)
+else
+  $(info [ssl.h] MPI         no   (one rank per run; apt-get install libopenmpi-dev openmpi-bin for many))
+endif
+
 ifneq ($(NVCC),)
 ifneq ($(NO_NCCL),1)
   NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo yes)
 endif
 endif
 ifeq ($(NCCL),yes)
-  $(info [ssl.h] NCCL        found (not used yet: multi-GPU training is not written))
+ifneq ($(MPI_LIBS),)
+  $(info [ssl.h] NCCL        yes  (GPU tensors' collectives between ranks; NO_NCCL=1 for one GPU only))
 else
-  $(info [ssl.h] NCCL        no   (not used yet: multi-GPU training is not written))
+  $(info [ssl.h] NCCL        yes  (one GPU per run until MPI is found: MPI launches the ranks and hands out NCCL's id))
 endif
-
-ifneq ($(NO_MPI),1)
-  MPICC := $(shell command -v mpicc 2>/dev/null)
-endif
-ifneq ($(MPICC),)
-  $(info [ssl.h] MPI         found (not used yet: multi-node training is not written))
-else
-  $(info [ssl.h] MPI         no   (not used yet: multi-node training is not written))
+  GPU_CFLAGS += -DSSL_NCCL
+  NVCC_DEFS  += -DSSL_NCCL
+  GPU_LIBS   += -lnccl
+else ifneq ($(NVCC),)
+  $(info [ssl.h] NCCL        no   (one GPU per run; NCCL's nccl.h was not found))
 endif
 
 endif # SETUP_PASS

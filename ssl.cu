@@ -376,6 +376,64 @@ extern "C" int ssl_cuda_device_count(void) {
     return n;
 }
 
+extern "C" int ssl_cuda_set_device(int device) {
+    if (ssl__emu) return 0;
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) return ssl__fail("cannot use GPU %d: %s", device, cudaGetErrorString(e));
+    return 0;
+}
+
+// ---- NCCL: the GPU tensors' collectives (ssl.h section 12) ----------------------
+// Enqueued on the compute stream (the legacy default stream), so they run
+// after the kernels that made their inputs and before those that read
+// their outputs, with no host wait.
+#ifdef SSL_NCCL
+#include <nccl.h>
+#define SSL_NCCL_CHECK(call)                                                                   \
+    do {                                                                                       \
+        ncclResult_t r_ = (call);                                                              \
+        if (r_ != ncclSuccess) ssl__cuda_die(__FILE__, __LINE__, #call, ncclGetErrorString(r_)); \
+    } while (0)
+extern "C" int ssl_cuda_nccl_id(void *id128) {
+    static_assert(sizeof(ncclUniqueId) == 128, "NCCL's unique id is 128 bytes");
+    SSL_NCCL_CHECK(ncclGetUniqueId((ncclUniqueId *)id128));
+    return 0;
+}
+extern "C" int ssl_cuda_nccl_init(void **comm, int world, int rank, const void *id128) {
+    ncclUniqueId id;
+    memcpy(&id, id128, sizeof id);
+    ncclComm_t c;
+    SSL_NCCL_CHECK(ncclCommInitRank(&c, world, id, rank));
+    *comm = (void *)c;
+    return 0;
+}
+extern "C" int ssl_cuda_nccl_collective(void *comm, int op, const float *send, float *recv, size_t count, int root) {
+    ncclComm_t c = (ncclComm_t)comm;
+    int world = 1;
+    SSL_NCCL_CHECK(ncclCommCount(c, &world));
+    cudaStream_t s = 0;
+    switch (op) {
+    case 0: SSL_NCCL_CHECK(ncclAllReduce(send, recv, count, ncclFloat32, ncclSum, c, s)); break;
+    case 1: SSL_NCCL_CHECK(ncclAllGather(send, recv, count, ncclFloat32, c, s)); break;
+    case 2: SSL_NCCL_CHECK(ncclReduceScatter(send, recv, count / (size_t)world, ncclFloat32, ncclSum, c, s)); break;
+    case 3: SSL_NCCL_CHECK(ncclBroadcast(send, recv, count, ncclFloat32, root, c, s)); break;
+    default: return ssl__fail("ssl_cuda_nccl_collective: unknown op %d", op);
+    }
+    if (ssl__sync_on()) SSL_CUDA_CHECK(cudaDeviceSynchronize());
+    return 0;
+}
+extern "C" void ssl_cuda_nccl_free(void *comm) {
+    if (comm) ncclCommDestroy((ncclComm_t)comm);
+}
+#else
+extern "C" int ssl_cuda_nccl_id(void *) { return ssl__fail("this CUDA build has no NCCL"); }
+extern "C" int ssl_cuda_nccl_init(void **, int, int, const void *) { return ssl__fail("this CUDA build has no NCCL"); }
+extern "C" int ssl_cuda_nccl_collective(void *, int, const float *, float *, size_t, int) {
+    return ssl__fail("this CUDA build has no NCCL");
+}
+extern "C" void ssl_cuda_nccl_free(void *) {}
+#endif
+
 extern "C" double ssl_cuda_peak_gbs(int device) {
     int khz = 0, bits = 0;
     if (ssl__emu || cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
@@ -1291,6 +1349,12 @@ extern "C" int ssl_cuda_dot(const ssl_tensor *a, const ssl_tensor *b, float *out
 extern "C" int ssl_cuda_fill_diagonal(ssl_tensor *m, float value) {
     ssl__f_diag f = {m->data, ssl_tensor_cols(m), value};
     SSL__RUN(X_.each(f, ssl_tensor_cols(m)););
+    return 0;
+}
+/* the same functor from column col0: m[i, col0 + i], one row each */
+extern "C" int ssl_cuda_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value) {
+    ssl__f_diag f = {m->data + col0, ssl_tensor_cols(m), value};
+    SSL__RUN(X_.each(f, ssl_tensor_rows(m)););
     return 0;
 }
 

@@ -12,6 +12,8 @@
        SSL_LIBJPEG     with it, libjpeg-turbo's libjpeg API: the loader
                        decodes only the part of a JPEG its crops cover
        SSL_CUDA        link the CUDA backend from ssl.cu
+       SSL_MPI         many ranks through MPI (mpirun, srun); else one
+       SSL_NCCL        (with SSL_CUDA) GPU tensors' collectives through NCCL
        SSL_STATIC      make every public function static
 
    Every choice that changes what is computed or how fast is an option of
@@ -41,7 +43,10 @@
       10. Optimizers    SGD, LARS, AdamW; warmup + cosine
       11. Train step    the step of each method, EMA target, online probe,
                         checkpoints
-      12. Evaluation    kNN, linear and MLP probes, safetensors export
+      12. Distributed   the communicator: rank, world, collectives on tensors
+                        (MPI for host tensors and launch, NCCL for device
+                        tensors); SyncBN; the losses over the global batch
+      13. Evaluation    kNN, linear and MLP probes, safetensors export
 
    USAGE. A whole program that trains SimCLR on a pack made by ./pack (make
    test extracts and compiles it, so it stays true):
@@ -964,9 +969,13 @@ SSLDEF int ssl_loader_set_resolution(ssl_loader *l, int res);
 SSLDEF ssl_loader_stats ssl_loader_get_stats(const ssl_loader *l);
 SSLDEF const ssl_pack *ssl_loader_pack(const ssl_loader *l);
 SSLDEF void ssl_loader_close(ssl_loader *l);
-/* The epoch's sample order for this rank (samples_per_epoch ids). */
+/* The epoch's sample order for this rank (samples_per_epoch ids): of the
+   epoch's one order, rank r takes the r-th slice of `batch` samples of
+   every global batch of batch * world, and the r-th equal share of a last
+   partial one. So N ranks' batches k, side by side, are one rank's batch k
+   of batch * N samples. */
 SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint64_t seed, int epoch, int rank, int world,
-                            uint32_t *out, int64_t *count);
+                            int batch, uint32_t *out, int64_t *count);
 /* Decodes a JPEG at the smallest libjpeg-turbo DCT scale (1/8 .. 1) whose
    size is at least need_w x need_h (full size without turbojpeg). */
 SSLDEF int ssl_decode_at_least(const void *buf, size_t n, int want_c, int need_w, int need_h, ssl_buf *out, int *w,
@@ -1132,6 +1141,8 @@ SSLDEF int ssl_fill(ssl_tensor *t, float value);
 SSLDEF int ssl_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y); /* y += alpha x */
 SSLDEF int ssl_dot(const ssl_tensor *a, const ssl_tensor *b, float *out); /* sum a*b, in double */
 SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value);               /* m square */
+/* m [rows, cols]: m[i, col0 + i] = value for every row (col0 + rows <= cols) */
+SSLDEF int ssl_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value);
 /* y = x / max(||x_row||, 1e-12) per row, as torch's F.normalize; norm[r]
    gets ||x_r|| (unclamped). y may be x. */
 SSLDEF int ssl_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
@@ -1206,16 +1217,21 @@ SSLDEF void ssl_conv_weight_to_torch(const float *ohwi, float *oihw, int o, int 
    exactly torch.nn.BatchNorm{1,2}d: training normalizes with the batch mean
    and BIASED variance and updates the running stats with `momentum` and the
    UNBIASED variance; eval uses the running stats. */
+/* the communicator of section 12 (SyncBN sums its statistics through it) */
+typedef struct ssl_comm ssl_comm;
 typedef struct {
     ssl_tensor weight, bias;              /* gamma, beta [C]; data NULL: no affine */
     ssl_tensor running_mean, running_var; /* [C]; data NULL: not tracked */
     float momentum, eps;                  /* torch's defaults: 0.1, 1e-5 */
+    ssl_comm *comm;                       /* SyncBN: training statistics over every rank's rows
+                                             (each rank the same rows); NULL: this process's */
 } ssl_batchnorm;
 static inline ssl_batchnorm ssl_batchnorm_default(void) {
     ssl_batchnorm bn;
     bn.weight = bn.bias = bn.running_mean = bn.running_var = ssl_tensor_vec(NULL, 0);
     bn.momentum = 0.1f;
     bn.eps = 1e-5f;
+    bn.comm = NULL;
     return bn;
 }
 /* mean and invstd [C] receive what normalized x (batch or running stats);
@@ -1505,6 +1521,7 @@ typedef struct {
     int training[SSL_MODEL_MAX_SLOTS];
     ssl_buf scratch;
     int dev;                   /* SSL_DEV_CPU, or SSL_DEV_CUDA after ssl_model_to_device */
+    ssl_comm *comm;            /* SyncBN: batch norm in training sums its statistics over these ranks (NULL: none) */
 } ssl_model;
 
 /* Builds the layers and the parameter table and initialises the weights.
@@ -1724,9 +1741,17 @@ typedef struct {
     size_t dout_cap, logits_cap, zt_cap;
     int32_t *targets;
     ssl_buf scratch;
+    ssl_comm *comm;              /* many ranks (ssl_trainer_set_comm); NULL: one */
+    ssl_buf gathered;            /* many ranks: the gathered embeddings and their gradients */
 } ssl_trainer;
 
 SSLDEF int ssl_trainer_init(ssl_trainer *t, const ssl_model_config *mc, const ssl_train_config *tc);
+/* Trains over the ranks of `comm` (section 12): each step's n is this
+   rank's share of the global batch; the losses see the global batch, the
+   gradients are summed, and with sync_bn the online model's (and BYOL's
+   target's) batch norm uses the global batch's statistics. Rank 0's
+   weights are copied to every rank. */
+SSLDEF int ssl_trainer_set_comm(ssl_trainer *t, ssl_comm *comm, int sync_bn);
 SSLDEF void ssl_trainer_free(ssl_trainer *t);
 /* One step on views v1, v2 [n,h,w,C] (labels for the probe, may be NULL,
    always host memory). On the GPU the views are device pointers. A NaN or
@@ -1747,12 +1772,96 @@ SSLDEF int ssl_trainer_save(const ssl_trainer *t, const char *path, const char *
 SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int n_user);
 
 /* ========================================================================
-   12. Evaluation and export
+   12. Distributed
+   Owns: the communicator (rank, world size, local rank, collectives on
+   tensors), SyncBN's reductions and the gathered losses. MPI launches the
+   ranks (mpirun, srun) and carries the collectives of host tensors; NCCL
+   carries those of device tensors, its id handed out over MPI. Every
+   collective dispatches on the tensor's device, as every op does. A
+   process that no launcher started is a world of one, and there every
+   collective is a copy or nothing: one rank pays nothing.
+
+   Semantics (what makes the world size change speed, never results): the
+   batch is global; each rank takes its share of each global batch (the
+   loader's rank/world: rank r the r-th contiguous slice of every batch of
+   batch_size * world samples of the epoch's one order); augmentations are
+   keyed by the global sample id; gradients are summed across ranks (the
+   losses already divide by the global batch); batch norm sums its
+   statistics across ranks (SyncBN); each loss runs on the embeddings of
+   the whole global batch, gathered in rank order, and every rank keeps the
+   rows of the gradient that belong to its samples.
+   ======================================================================== */
+struct ssl_comm {
+    int rank, world;             /* this process and how many there are */
+    int local_rank, local_world; /* on this node (one GPU per local rank) */
+    int mpi;                     /* 1: MPI is up (a launched run, or SSL_MPI with a world of one) */
+    int owns_mpi;                /* ssl_comm_init started MPI, ssl_comm_free ends it */
+    void *nccl;                  /* ncclComm_t, made by ssl_comm_init_gpu */
+    double watchdog_s;           /* a collective waiting longer aborts every rank (0: never) */
+    double seconds;              /* spent in collectives (host time) */
+    int64_t bytes, calls;        /* this rank's payload sent into collectives, and their count */
+    const char *in_flight;       /* the collective running now (the watchdog names it) */
+    double in_flight_since;
+};
+/* Starts MPI when the process was launched by mpirun or srun (the build
+   needs SSL_MPI for that; a launched process without it is refused with
+   the reason), else makes a world of one. Rank, world and local rank come
+   from MPI; the local rank from OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID
+   or MPI's shared-memory split. watchdog_s: see ssl_comm. */
+SSLDEF int ssl_comm_init(ssl_comm *c, double watchdog_s);
+/* A world of one, no MPI. */
+SSLDEF void ssl_comm_single(ssl_comm *c);
+/* The GPU side: this rank's device is its local rank (fewer devices than
+   local ranks is an error); NCCL's communicator from an id that rank 0
+   makes and MPI broadcasts. A CUDA build without NCCL accepts a world of
+   one only. */
+SSLDEF int ssl_comm_init_gpu(ssl_comm *c);
+SSLDEF void ssl_comm_free(ssl_comm *c);
+/* Stops every rank now (MPI_Abort), with the message on stderr. */
+SSLDEF void ssl_comm_abort(const ssl_comm *c, int code, const char *fmt, ...) SSL__PRINTF(3, 4);
+/* The collectives (fp32 tensors, every rank the same shapes, in the same
+   order; a NULL comm is a world of one). all_reduce sums in place;
+   all_gather writes [world * rows(in), ...] in rank order; reduce_scatter
+   sums [world * rows(out), ...] and gives rank r block r; broadcast copies
+   root's tensor to every rank. Empty tensors are allowed. */
+SSLDEF int ssl_all_reduce(ssl_comm *c, ssl_tensor *t);
+SSLDEF int ssl_all_gather(ssl_comm *c, const ssl_tensor *in, ssl_tensor *out);
+SSLDEF int ssl_reduce_scatter(ssl_comm *c, const ssl_tensor *in, ssl_tensor *out);
+SSLDEF int ssl_broadcast(ssl_comm *c, ssl_tensor *t, int root);
+SSLDEF int ssl_barrier(ssl_comm *c);
+/* Host scalars: sums of doubles (in place), the maximum of ints. */
+SSLDEF int ssl_comm_sum_f64(ssl_comm *c, double *v, int64_t n);
+SSLDEF int ssl_comm_max_i64(ssl_comm *c, int64_t *v, int64_t n);
+/* Checks that every rank holds the same bytes (a config, a table's
+   checksums): -1 naming the first rank that differs, on every rank. */
+SSLDEF int ssl_comm_same(ssl_comm *c, const void *p, size_t n, const char *what);
+/* Per-tensor CRC32 of a parameter table's values compared across ranks:
+   -1 naming the first tensor that differs and a rank holding another copy. */
+SSLDEF int ssl_comm_check_params(ssl_comm *c, const ssl_param_table *t, const char *what);
+/* The loss of method c->method (its coefficients from c) over the global
+   batch, from this rank's embeddings o1, o2 [n, D] (BYOL: the target's z1,
+   z2; the others ignore them), the same value on every rank, and this
+   rank's rows of its gradient in d1, d2. SimCLR: each rank's rows against
+   every rank's columns (all-gather), the columns' gradients summed back to
+   their ranks (reduce-scatter). VICReg, Barlow Twins, BYOL: every input
+   gathered in rank order (the global batch's order) and the loss computed
+   whole on every rank, each keeping its rows of the gradient; a gathered
+   row's gradient is then whole where it is kept, so none travels back. Its
+   price is that loss computed on every rank (for VICReg and Barlow Twins
+   O(N D^2): at 64 GPUs and D = 8192 more than the backbone; see
+   bench/RESULTS.md). A world of one: the plain loss. scratch as the
+   losses'; gathered holds the gathered copies. */
+SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
+                           const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
+                           ssl_buf *scratch, ssl_buf *gathered);
+
+/* ========================================================================
+   13. Evaluation and export
    Owns: what happens to a trained backbone's features: k-nearest-neighbour
    classification (cosine similarity, temperature-weighted votes), linear
    and MLP probes trained on frozen features with early stopping, and the
    safetensors format that PyTorch loads. (The house plan lists sections
-   1-11; evaluation gets its own section because ./probe and ./train both
+   1-12; evaluation gets its own section because ./probe and ./train both
    use it and it depends on sections 7-10.)
    ======================================================================== */
 typedef struct {
@@ -1809,6 +1918,7 @@ SSLDEF int ssl_cuda_fill(ssl_tensor *t, float value);
 SSLDEF int ssl_cuda_axpy(float alpha, const ssl_tensor *x, ssl_tensor *y);
 SSLDEF int ssl_cuda_dot(const ssl_tensor *a, const ssl_tensor *b, float *out);
 SSLDEF int ssl_cuda_fill_diagonal(ssl_tensor *m, float value);
+SSLDEF int ssl_cuda_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value);
 SSLDEF int ssl_cuda_l2_normalize_rows(const ssl_tensor *x, ssl_tensor *y, ssl_tensor *norm);
 SSLDEF int ssl_cuda_l2_normalize_rows_backward(const ssl_tensor *y, const ssl_tensor *norm, const ssl_tensor *dy,
                                                ssl_tensor *dx);
@@ -1849,6 +1959,17 @@ SSLDEF int ssl_cuda_add_backward(const ssl_tensor *dy, ssl_tensor *da, ssl_tenso
 #ifdef SSL_CUDA
 /* ---- CUDA backend (ssl.cu) ---- */
 SSLDEF int ssl_cuda_device_count(void);
+/* Makes `device` this process's GPU (ranks: their local rank). */
+SSLDEF int ssl_cuda_set_device(int device);
+/* NCCL (SSL_NCCL builds; section 12): the 128-byte unique id rank 0 makes,
+   a communicator from it, collectives of fp32 device memory on the compute
+   stream (op: 0 all-reduce sum, 1 all-gather, 2 reduce-scatter sum, 3
+   broadcast from root; count: elements of the send buffer), freeing. -1
+   with an error in a build without NCCL. */
+SSLDEF int ssl_cuda_nccl_id(void *id128);
+SSLDEF int ssl_cuda_nccl_init(void **comm, int world, int rank, const void *id128);
+SSLDEF int ssl_cuda_nccl_collective(void *comm, int op, const float *send, float *recv, size_t count, int root);
+SSLDEF void ssl_cuda_nccl_free(void *comm);
 SSLDEF int ssl_cuda_describe(int device, char *out, size_t cap);
 /* the device's peak memory bandwidth in GB/s, from its memory clock and bus
    width (2 transfers a clock): 3352 on an H100 SXM, 4814 on an H200; 0 in
@@ -4881,8 +5002,8 @@ static void ssl__shuffle(uint32_t *v, int64_t n, ssl_rng *r) {
 }
 
 SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint64_t seed, int epoch, int rank, int world,
-                            uint32_t *out, int64_t *count) {
-    int64_t n = (int64_t)p->h.num_samples, per = n / world;
+                            int batch, uint32_t *out, int64_t *count) {
+    int64_t n = (int64_t)p->h.num_samples;
     uint32_t *all = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (n ? n : 1), "epoch order");
     for (int64_t i = 0; i < n; i++) all[i] = (uint32_t)i;
     ssl_rng r = ssl_rng_make(seed, (uint32_t)epoch, 0, 0, SSL_RNG_ORDER);
@@ -4915,10 +5036,15 @@ SSLDEF void ssl_epoch_order(const ssl_pack *p, int order, int quasi_pages, uint6
         free(start);
         free(perm);
     }
-    /* rank r takes the r-th contiguous share; the n % world remainder of
-       this epoch's order is left out (no padding duplicates) */
-    memcpy(out, all + (int64_t)rank * per, sizeof(uint32_t) * per);
-    *count = per;
+    /* rank r takes the r-th slice of each global batch, and the r-th share
+       of a last partial one; its n % world remainder is left out (no
+       padding duplicates) */
+    int64_t global = (int64_t)batch * world, full = batch > 0 ? n / global : 0, k = 0;
+    for (int64_t b = 0; b < full; b++, k += batch)
+        memcpy(out + k, all + b * global + (int64_t)rank * batch, sizeof(uint32_t) * (size_t)batch);
+    int64_t share = (n - full * global) / world;
+    memcpy(out + k, all + full * global + (int64_t)rank * share, sizeof(uint32_t) * (size_t)share);
+    *count = k + share;
     free(all);
 }
 
@@ -5213,7 +5339,7 @@ SSLDEF int ssl_loader_queue_epoch(ssl_loader *l, int epoch, int res) {
     /* only this (the consumer's) thread writes the order of the queued
        epoch, and no worker reads it before ahead_epoch is set */
     int64_t count;
-    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->order_ahead,
+    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->cfg.batch_size, l->order_ahead,
                     &count);
     SSL_ASSERT(count == l->count, "loader: epoch %d has %lld samples, not %lld", epoch, (long long)count, (long long)l->count);
     pthread_mutex_lock(&l->mu);
@@ -5257,7 +5383,7 @@ SSLDEF int ssl_loader_start_epoch(ssl_loader *l, int epoch, int64_t first_batch)
     int grow = px > l->max_px;
     if (grow) l->max_px = px;
     l->epoch = epoch;
-    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->order, &l->count);
+    ssl_epoch_order(&l->pack, l->cfg.order, l->cfg.quasi_pages, l->cfg.seed, epoch, l->cfg.rank, l->cfg.world, l->cfg.batch_size, l->order, &l->count);
     l->batches = l->cfg.drop_last ? l->count / B : (l->count + B - 1) / B;
     l->total_samples = l->cfg.drop_last ? l->batches * B : l->count;
     if (first_batch < 0 || first_batch > l->batches) {
@@ -5666,6 +5792,17 @@ SSLDEF int ssl_fill_diagonal(ssl_tensor *m, float value) {
     SSL__ON_GPU(dev, ssl_cuda_fill_diagonal(m, value));
     int64_t n = ssl_tensor_cols(m);
     for (int64_t i = 0; i < n; i++) m->data[i * n + i] = value;
+    return 0;
+}
+
+SSLDEF int ssl_fill_diagonal_at(ssl_tensor *m, int64_t col0, float value) {
+    int64_t rows = ssl_tensor_rows(m), cols = ssl_tensor_cols(m);
+    if (m->ndim != 2 || col0 < 0 || col0 + rows > cols)
+        return ssl__bad_shapes(__func__, "needs a matrix with col0 + rows <= cols", "m", m, NULL, NULL);
+    int dev = SSL__DEVICE(__func__, m);
+    if (dev < 0) return -1;
+    SSL__ON_GPU(dev, ssl_cuda_fill_diagonal_at(m, col0, value));
+    for (int64_t i = 0; i < rows; i++) m->data[i * cols + col0 + i] = value;
     return 0;
 }
 
@@ -6162,13 +6299,17 @@ static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, cons
     if (residual && ssl__same_shape(op, "x", x, "residual", residual)) return -1;
     int64_t c = ssl_tensor_cols(x), rows = ssl_tensor_rows(x);
     int tracked = bn->running_mean.data && bn->running_var.data;
-    if (training && rows < 2) return ssl__bad_shapes(op, "training needs more than one value per channel", "x", x, NULL, NULL);
+    /* SyncBN: the statistics of every rank's rows (each rank as many) */
+    ssl_comm *sync = training && bn->comm && bn->comm->world > 1 ? bn->comm : NULL;
+    int64_t rows_all = sync ? rows * sync->world : rows;
+    if (training && rows_all < 2) return ssl__bad_shapes(op, "training needs more than one value per channel", "x", x, NULL, NULL);
     if (!training && !tracked) return ssl__fail("%s: eval mode needs running_mean and running_var", op);
     if (SSL__DEVICE(op, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var) < 0 ||
         SSL__SAME_DTYPE(op, x, y, residual))
         return -1;
     int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual, mask), x);
     if (dev < 0) return -1;
+    if (sync && dev == SSL_DEV_CUDA) return ssl__fail("%s: SyncBN on the GPU is not written yet (sync_bn=0 on GPUs)", op);
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd, mask));
     double *sums;
     float *v;
@@ -6176,15 +6317,17 @@ static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, cons
     float *scale = v, *shift = v + c;
     if (training) {
         ssl__bn_run(&j, SSL__BN_SUM, sums);
-        for (int64_t i = 0; i < c; i++) mean->data[i] = (float)(sums[i] / rows);
+        ssl_comm_sum_f64(sync, sums, c);
+        for (int64_t i = 0; i < c; i++) mean->data[i] = (float)(sums[i] / rows_all);
         j.mean = mean->data;
         ssl__bn_run(&j, SSL__BN_SUMSQ_DEV, sums);
+        ssl_comm_sum_f64(sync, sums, c);
         for (int64_t i = 0; i < c; i++) {
-            double var = sums[i] / rows; /* biased: what normalizes */
+            double var = sums[i] / rows_all; /* biased: what normalizes */
             invstd->data[i] = (float)(1.0 / sqrt(var + bn->eps));
             if (tracked) { /* the running variance is the unbiased one, as torch */
                 bn->running_mean.data[i] = ssl__bn_running(bn->running_mean.data[i], mean->data[i], bn->momentum);
-                bn->running_var.data[i] = ssl__bn_running(bn->running_var.data[i], (float)(sums[i] / (rows - 1)), bn->momentum);
+                bn->running_var.data[i] = ssl__bn_running(bn->running_var.data[i], (float)(sums[i] / (rows_all - 1)), bn->momentum);
             }
         }
     } else {
@@ -6241,6 +6384,9 @@ SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, cons
         return -1;
     int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, dy, mean, invstd, dx, dweight, dbias, &bn->weight, relu_y, dy_relu), x);
     if (dev < 0) return -1;
+    ssl_comm *sync = training && bn->comm && bn->comm->world > 1 ? bn->comm : NULL;
+    int64_t rows_all = sync ? rows * sync->world : rows;
+    if (sync && dev == SSL_DEV_CUDA) return ssl__fail("%s: SyncBN on the GPU is not written yet (sync_bn=0 on GPUs)", op);
     SSL__ON_GPU_AS(op, dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu));
     double *sums;
     float *v;
@@ -6251,13 +6397,18 @@ SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, cons
     j.mean = mean->data;
     j.invstd = invstd->data;
     ssl__bn_run(&j, SSL__BN_GRAD_SUMS, sums); /* sums[i] = sum dy, sums[c+i] = sum dy*xhat */
-    for (int64_t i = 0; i < c; i++) {
+    for (int64_t i = 0; i < c; i++) { /* this rank's share: the gradients' all-reduce adds the others' */
         if (dbias && dbias->data) dbias->data[i] += (float)sums[i];
         if (dweight && dweight->data) dweight->data[i] += (float)sums[c + i];
+    }
+    /* SyncBN: the statistics came from every rank's rows, so their share
+       of the gradient does too */
+    ssl_comm_sum_f64(sync, sums, 2 * c);
+    for (int64_t i = 0; i < c; i++) {
         gamma[i] = bn->weight.data ? bn->weight.data[i] : 1.0f;
         /* in eval the statistics are constants: no share to remove */
-        mean_dy[i] = training ? (float)(sums[i] / rows) : 0.0f;
-        mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows) : 0.0f;
+        mean_dy[i] = training ? (float)(sums[i] / rows_all) : 0.0f;
+        mean_dy_xhat[i] = training ? (float)(sums[c + i] / rows_all) : 0.0f;
     }
     if (dx) {
         j.gamma = gamma;
@@ -6953,6 +7104,7 @@ static ssl_batchnorm ssl__layer_bn(const ssl_model *m, const ssl_layer *L) {
     bn.bias = ssl__pvec(m, L->beta);
     bn.running_mean = ssl__pvec(m, L->rmean);
     bn.running_var = ssl__pvec(m, L->rvar);
+    bn.comm = m->comm;
     return bn;
 }
 
@@ -7597,10 +7749,10 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     ssl__trainer_release(t, t->zt);
     free(t->targets);
 #ifdef SSL_CUDA
-    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch);
+    if (t->c.device == SSL_DEV_CUDA) ssl_cuda_buf_free(&t->scratch), ssl_cuda_buf_free(&t->gathered);
     else
 #endif
-        ssl_buf_free(&t->scratch);
+        ssl_buf_free(&t->scratch), ssl_buf_free(&t->gathered);
     memset(t, 0, sizeof *t);
 }
 
@@ -7637,15 +7789,137 @@ static int ssl__probe_step(ssl_trainer *t, const uint32_t *labels, int n, ssl_st
     }
     float loss;
     int64_t correct;
+    int world = t->comm ? t->comm->world : 1; /* the mean over the global batch's 2N rows */
     ssl_fill(&dlg, 0.0f);
-    if (ssl_softmax_xent_rows_top1(&lg, t->targets, 1.0f / (float)(2 * n), &loss, &dlg, &correct)) return -1;
+    if (ssl_softmax_xent_rows_top1(&lg, t->targets, 1.0f / (float)(2 * n * world), &loss, &dlg, &correct)) return -1;
     for (int v = 0; v < 2; v++) {
         ssl_tensor feat = ssl_model_features(&t->online, v), dv = ssl_tensor_row_slice(&dlg, v * n, n);
         if (ssl_linear_backward(&feat, &w, &dv, NULL, &dw, &db)) return -1;
     }
-    st->probe_loss = loss;
-    st->probe_acc = (float)correct / (float)(2 * n);
+    double sums[2] = {loss, (double)correct};
+    if (ssl_comm_sum_f64(t->comm, sums, 2) || ssl_all_reduce(t->comm, &gall)) return -1;
+    st->probe_loss = (float)sums[0];
+    st->probe_acc = (float)(sums[1] / (double)(2 * n * world));
     return ssl_optim_step(&t->probe_opt, &t->probe, t->c.probe_lr);
+}
+
+/* SimCLR over the ranks: each rank's 2n rows against all 2N columns.
+   The rows are this rank's normalized embeddings, the columns everyone's
+   (gathered); the loss is the sum of every rank's rows' cross-entropies
+   over 2N. Backward, an embedding gets gradient as a row (here) and as a
+   column (on every rank): the columns' gradients are summed across ranks
+   and each rank's rows handed back (reduce-scatter), then added to the
+   rows' own. */
+static int ssl__simclr_ranks(ssl_comm *c, const ssl_tensor *z1, const ssl_tensor *z2, float tau, float *loss,
+                             ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check("ssl_simclr_loss", z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    if (!(tau > 0.0f)) return ssl__fail("ssl_simclr_loss: temperature must be > 0, got %g", tau);
+    const int64_t R = c->rank, N = n * c->world, m = 2 * n, M = 2 * N;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(3 * m * d + m + 2 * M * d + 2 * m * M));
+    ssl_tensor z = ssl__carve(&mem, dev, m, d), norm = ssl__carve(&mem, dev, m, 1), g = ssl__carve(&mem, dev, M, d),
+               s = ssl__carve(&mem, dev, m, M), ds = ssl__carve(&mem, dev, m, M), dg = ssl__carve(&mem, dev, M, d),
+               dz = ssl__carve(&mem, dev, m, d), back = ssl__carve(&mem, dev, m, d);
+    ssl_tensor z_1 = ssl_tensor_row_slice(&z, 0, n), z_2 = ssl_tensor_row_slice(&z, n, n);
+    ssl_tensor g_1 = ssl_tensor_row_slice(&g, 0, N), g_2 = ssl_tensor_row_slice(&g, N, N);
+    ssl_tensor s_1 = ssl_tensor_row_slice(&s, 0, n), s_2 = ssl_tensor_row_slice(&s, n, n);
+    /* global indices: view 1 of sample j is row j, view 2 is row N + j */
+    int32_t *positive = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)m, "SimCLR targets");
+    for (int64_t i = 0; i < n; i++) positive[i] = (int32_t)(N + R * n + i), positive[n + i] = (int32_t)(R * n + i);
+
+    /* this rank's rows, normalized; every rank's, gathered in the global order */
+    ssl_copy(&z_1, z1);
+    ssl_copy(&z_2, z2);
+    ssl_l2_normalize_rows(&z, &z, &norm);
+    if (ssl_all_gather(c, &z_1, &g_1) || ssl_all_gather(c, &z_2, &g_2)) { free(positive); return -1; }
+    /* s = z g^T / tau, each row's similarity with itself masked out */
+    ssl_matmul(0, 1, 1.0f / tau, &z, &g, 0.0f, &s);
+    ssl_fill_diagonal_at(&s_1, R * n, -INFINITY);
+    ssl_fill_diagonal_at(&s_2, N + R * n, -INFINITY);
+    /* loss = sum over every rank's rows of cross_entropy(s_i, positive(i)) / 2N */
+    float part;
+    ssl_fill(&ds, 0.0f);
+    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)M, &part, &ds);
+    free(positive);
+    double total = part;
+    if (ssl_comm_sum_f64(c, &total, 1)) return -1;
+    *loss = (float)total;
+    if (!dz1 && !dz2) return 0;
+
+    /* backward: rows dz = ds g / tau; columns dg = ds^T z / tau, summed over
+       the ranks, this rank's rows of each view back */
+    ssl_matmul(0, 0, 1.0f / tau, &ds, &g, 0.0f, &dz);
+    ssl_matmul(1, 0, 1.0f / tau, &ds, &z, 0.0f, &dg);
+    ssl_tensor dg_1 = ssl_tensor_row_slice(&dg, 0, N), dg_2 = ssl_tensor_row_slice(&dg, N, N);
+    ssl_tensor back_1 = ssl_tensor_row_slice(&back, 0, n), back_2 = ssl_tensor_row_slice(&back, n, n);
+    if (ssl_reduce_scatter(c, &dg_1, &back_1) || ssl_reduce_scatter(c, &dg_2, &back_2)) return -1;
+    ssl_axpy(1.0f, &back, &dz);
+    /* through the normalization, each view's rows into its own gradient */
+    for (int v = 0; v < 2; v++) {
+        ssl_tensor *dzv = v ? dz2 : dz1;
+        if (!dzv) continue;
+        ssl_tensor zv = ssl_tensor_row_slice(&z, v * n, n), nv = ssl_tensor_row_slice(&norm, v * n, n),
+                   dzn = ssl_tensor_row_slice(&dz, v * n, n);
+        ssl_fill(dzv, 0.0f);
+        ssl_l2_normalize_rows_backward(&zv, &nv, &dzn, dzv);
+    }
+    return 0;
+}
+
+SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
+                           const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
+                           ssl_buf *scratch, ssl_buf *gathered) {
+    if (comm && comm->world > 1 && c->method == SSL_METHOD_SIMCLR)
+        return ssl__simclr_ranks(comm, o1, o2, c->tau, loss, d1, d2, scratch);
+    const ssl_tensor *in[4] = {o1, o2, z1, z2};
+    ssl_tensor *grad[2] = {d1, d2};
+    int world = comm ? comm->world : 1, nin = c->method == SSL_METHOD_BYOL ? 4 : 2;
+    ssl_tensor g[4], dg[2];
+    if (world > 1) {
+        for (int v = 0; v < 2; v++)
+            if (o1->ndim != 2 || (grad[v] && ssl_tensor_numel(grad[v]) != ssl_tensor_numel(o1)))
+                return ssl__fail("%s: embeddings and their gradients must be [n, D] alike", __func__);
+        int64_t n = o1->dim[0], d = o1->dim[1];
+        int dev = o1->device;
+        float *mem = ssl__scratch(gathered, dev, (size_t)((nin + 2) * n * world * d));
+        for (int k = 0; k < nin; k++) {
+            g[k] = ssl__carve(&mem, dev, n * world, d);
+            if (ssl_all_gather(comm, in[k], &g[k])) return -1;
+            in[k] = &g[k];
+        }
+        for (int v = 0; v < 2; v++) dg[v] = ssl__carve(&mem, dev, n * world, d), grad[v] = grad[v] ? &dg[v] : NULL;
+    }
+    int r;
+    switch (c->method) {
+    case SSL_METHOD_SIMCLR: r = ssl_simclr_loss(in[0], in[1], c->tau, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_VICREG: r = ssl_vicreg_loss(in[0], in[1], c->sim, c->std, c->cov, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_BARLOW: r = ssl_barlow_loss(in[0], in[1], c->lambd, loss, grad[0], grad[1], scratch); break;
+    case SSL_METHOD_BYOL: r = ssl_byol_loss(in[0], in[1], in[2], in[3], loss, grad[0], grad[1], scratch); break;
+    default: r = ssl__fail("%s: unknown method %d", __func__, c->method);
+    }
+    if (r || world == 1) return r;
+    /* this rank's rows of the global batch's gradient */
+    for (int v = 0; v < 2; v++) {
+        if (!grad[v]) continue;
+        ssl_tensor mine = ssl_tensor_row_slice(&dg[v], (int64_t)comm->rank * o1->dim[0], o1->dim[0]);
+        if (ssl_copy(v ? d2 : d1, &mine)) return -1;
+    }
+    return 0;
+}
+
+SSLDEF int ssl_trainer_set_comm(ssl_trainer *t, ssl_comm *comm, int sync_bn) {
+    t->comm = comm;
+    t->online.comm = sync_bn ? comm : NULL;
+    if (t->has_target) t->target.comm = sync_bn ? comm : NULL;
+    if (!comm || comm->world == 1) return 0;
+    ssl_param_table *tabs[3] = {&t->online.params, t->has_target ? &t->target.params : NULL, t->probe.n ? &t->probe : NULL};
+    for (int i = 0; i < 3; i++) {
+        if (!tabs[i]) continue;
+        ssl_tensor all = ssl_tensor_on(ssl_tensor_vec(tabs[i]->data, tabs[i]->total), tabs[i]->dev);
+        if (ssl_broadcast(comm, &all, 0)) return -1;
+    }
+    return 0;
 }
 
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
@@ -7695,17 +7969,8 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     ssl_tensor o1 = ssl_model_output(&t->online, 0), o2 = ssl_model_output(&t->online, 1);
     ssl_tensor d1 = ssl_tensor_on(ssl_tensor_mat(t->dout[0], n, d), dev), d2 = ssl_tensor_on(ssl_tensor_mat(t->dout[1], n, d), dev);
     float loss = 0;
-    int r;
-    switch (c->method) {
-    case SSL_METHOD_SIMCLR: r = ssl_simclr_loss(&o1, &o2, c->tau, &loss, &d1, &d2, &t->scratch); break;
-    case SSL_METHOD_VICREG: r = ssl_vicreg_loss(&o1, &o2, c->sim, c->std, c->cov, &loss, &d1, &d2, &t->scratch); break;
-    case SSL_METHOD_BARLOW: r = ssl_barlow_loss(&o1, &o2, c->lambd, &loss, &d1, &d2, &t->scratch); break;
-    default: {
-        ssl_tensor z2 = ssl_model_output(&t->target, 0); /* view 1's; view 0's is zt0 */
-        r = ssl_byol_loss(&o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch);
-    }
-    }
-    if (r) return ssl__fail_ctx("step %lld", (long long)t->step);
+    ssl_tensor z2 = t->has_target ? ssl_model_output(&t->target, 0) : o1; /* BYOL: view 1's target; view 0's is zt0 */
+    if (ssl_loss_global(t->comm, c, &o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch, &t->gathered)) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->loss = loss;
     if (!isfinite(loss))
         return ssl__fail("step %lld: %s loss is %s; stopped before updating the weights", (long long)t->step,
@@ -7716,6 +7981,9 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     ssl_fill(&gall, 0.0f);
     if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
         return ssl__fail_ctx("step %lld", (long long)t->step);
+    /* the ranks' gradients summed (the losses divide by the global batch):
+       one all-reduce of the whole flat buffer after the backward */
+    if (ssl_all_reduce(t->comm, &gall)) return ssl__fail_ctx("step %lld", (long long)t->step);
     ssl__trainer_sync(t);
     double t3 = ssl_now();
 
@@ -7889,7 +8157,336 @@ fail:
     return -1;
 }
 
-/* ---- 12. Evaluation and export ------------------------------------------ */
+/* ---- 12. Distributed ------------------------------------------------------
+   MPI for launch and host tensors, NCCL for device tensors. Every
+   collective is timed and counted on the communicator, and watched: a
+   collective that waits longer than watchdog_s (a rank died or hangs)
+   aborts the whole job instead of waiting forever. */
+#ifdef SSL_MPI
+#include <mpi.h>
+#endif
+
+SSLDEF void ssl_comm_single(ssl_comm *c) {
+    memset(c, 0, sizeof *c);
+    c->world = c->local_world = 1;
+}
+
+/* The world size a launcher announced in the environment (1 if none). */
+static int ssl__launched_world(void) {
+    const char *keys[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = getenv(keys[i]);
+        if (v && atoi(v) > 1) return atoi(v);
+    }
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") ? 1 : 0;
+}
+
+/* the one communicator the watchdog watches */
+static ssl_comm *volatile ssl__watched;
+static volatile int ssl__watch_stop;
+
+static void *ssl__watchdog(void *arg) {
+    (void)arg;
+    while (!ssl__watch_stop) {
+        usleep(100000);
+        ssl_comm *c = ssl__watched;
+        if (!c || c->watchdog_s <= 0) continue;
+        const char *what = __atomic_load_n(&c->in_flight, __ATOMIC_ACQUIRE);
+        double since = c->in_flight_since;
+        if (what && ssl_now() - since > c->watchdog_s)
+            ssl_comm_abort(c, 3, "%s has waited %.0f s for the other ranks (watchdog=%g s): one of them died or hangs",
+                           what, ssl_now() - since, c->watchdog_s);
+    }
+    return NULL;
+}
+
+SSLDEF int ssl_comm_init(ssl_comm *c, double watchdog_s) {
+    ssl_comm_single(c);
+    c->watchdog_s = watchdog_s;
+    int launched = ssl__launched_world();
+#ifdef SSL_MPI
+    if (!launched) return 0; /* a world of one: MPI is not started */
+    int inited = 0, provided = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return ssl__fail("MPI_Init failed");
+        c->owns_mpi = 1;
+    }
+    c->mpi = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->world);
+    MPI_Comm local;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &c->local_rank);
+    MPI_Comm_size(local, &c->local_world);
+    MPI_Comm_free(&local);
+    if (c->world > 1) { /* it reads watchdog_s each time: a program may set it after parsing its options */
+        pthread_t tid;
+        ssl__watched = c;
+        ssl__watch_stop = 0;
+        if (pthread_create(&tid, NULL, ssl__watchdog, NULL) == 0) pthread_detach(tid);
+    }
+    return 0;
+#else
+    if (launched > 1)
+        return ssl__fail("launched as one of %d ranks, but this build has no MPI (SSL_MPI): install libopenmpi-dev "
+                         "and rebuild (make says 'MPI yes'), or run one process", launched);
+    return 0;
+#endif
+}
+
+SSLDEF int ssl_comm_init_gpu(ssl_comm *c) {
+#ifdef SSL_CUDA
+    if (c->world == 1) return 0; /* one process: the GPU it would have used anyway */
+    int n = ssl_cuda_emulation() ? c->local_world : ssl_cuda_device_count();
+    if (n < c->local_world)
+        return ssl__fail("%d ranks on this node but %d GPU%s: one GPU per rank (start at most %d ranks a node)",
+                         c->local_world, n, n == 1 ? "" : "s", n);
+    if (!ssl_cuda_emulation() && ssl_cuda_set_device(c->local_rank)) return -1;
+    if (ssl_cuda_emulation()) return 0; /* emulated device memory is host memory: MPI carries it */
+#ifdef SSL_NCCL
+    unsigned char id[128];
+    memset(id, 0, sizeof id);
+    if (c->rank == 0 && ssl_cuda_nccl_id(id)) return -1;
+#ifdef SSL_MPI
+    MPI_Bcast(id, 128, MPI_BYTE, 0, MPI_COMM_WORLD);
+#endif
+    return ssl_cuda_nccl_init(&c->nccl, c->world, c->rank, id);
+#else
+    return ssl__fail("%d ranks on GPUs need NCCL: this CUDA build was made without it (nccl.h not found)", c->world);
+#endif
+#else
+    (void)c;
+    return ssl__fail("GPU ranks need a build with the CUDA backend");
+#endif
+}
+
+SSLDEF void ssl_comm_free(ssl_comm *c) {
+    if (ssl__watched == c) ssl__watched = NULL;
+#ifdef SSL_CUDA
+    if (c->nccl) ssl_cuda_nccl_free(c->nccl);
+#endif
+#ifdef SSL_MPI
+    if (c->owns_mpi) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin) MPI_Finalize();
+    }
+#endif
+    memset(c, 0, sizeof *c);
+}
+
+SSLDEF void ssl_comm_abort(const ssl_comm *c, int code, const char *fmt, ...) {
+    va_list ap;
+    char msg[1024];
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "rank %d of %d: %s; stopping every rank\n", c ? c->rank : 0, c ? c->world : 1, msg);
+    fflush(stderr);
+#ifdef SSL_MPI
+    if (c && c->mpi) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+    _exit(code);
+}
+
+static void ssl__coll_begin(ssl_comm *c, const char *what, int64_t bytes) {
+    c->in_flight_since = ssl_now();
+    __atomic_store_n(&c->in_flight, what, __ATOMIC_RELEASE);
+    c->bytes += bytes;
+    c->calls++;
+}
+static void ssl__coll_end(ssl_comm *c) {
+    __atomic_store_n(&c->in_flight, (const char *)NULL, __ATOMIC_RELEASE);
+    c->seconds += ssl_now() - c->in_flight_since;
+}
+
+/* Which way a tensor's collective goes: 0 host memory through MPI (host
+   tensors, and device tensors of the emulated GPU, whose memory is the
+   host's), 1 NCCL, -1 an error. */
+static int ssl__coll_route(const char *op, ssl_comm *c, const ssl_tensor *a, const ssl_tensor *b) {
+    if (a->dtype != SSL_F32 || (b && b->dtype != SSL_F32)) return ssl__fail("%s: collectives take fp32 tensors", op);
+    if (b && a->device != b->device) return ssl__fail("%s: the tensors are on different devices", op);
+    if (a->device == SSL_DEV_CPU) return 0;
+#ifdef SSL_CUDA
+    if (ssl_cuda_emulation()) return 0;
+    if (!c->nccl) return ssl__fail("%s: GPU tensors across %d ranks need NCCL (ssl_comm_init_gpu)", op, c->world);
+    return 1;
+#else
+    return ssl__no_cuda(op);
+#endif
+}
+
+#ifdef SSL_MPI
+#define SSL__MPI_MAX ((int64_t)1 << 30) /* elements per call: MPI counts are int */
+#endif
+
+SSLDEF int ssl_all_reduce(ssl_comm *c, ssl_tensor *t) {
+    if (!c || c->world == 1) return 0;
+    int route = ssl__coll_route(__func__, c, t, NULL);
+    if (route < 0) return -1;
+    int64_t n = ssl_tensor_numel(t);
+    ssl__coll_begin(c, "all-reduce", n * 4);
+    int r = 0;
+#ifdef SSL_CUDA
+    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, 0, t->data, t->data, (size_t)n, 0);
+#endif
+#ifdef SSL_MPI
+    for (int64_t o = 0; route == 0 && o < n; o += SSL__MPI_MAX) {
+        int k = (int)(n - o < SSL__MPI_MAX ? n - o : SSL__MPI_MAX);
+        MPI_Allreduce(MPI_IN_PLACE, t->data + o, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+#endif
+    ssl__coll_end(c);
+    return r;
+}
+
+SSLDEF int ssl_broadcast(ssl_comm *c, ssl_tensor *t, int root) {
+    if (!c || c->world == 1) return 0;
+    if (root < 0 || root >= c->world) return ssl__fail("%s: root %d is not a rank of %d", __func__, root, c->world);
+    int route = ssl__coll_route(__func__, c, t, NULL);
+    if (route < 0) return -1;
+    int64_t n = ssl_tensor_numel(t);
+    ssl__coll_begin(c, "broadcast", c->rank == root ? n * 4 : 0);
+    int r = 0;
+#ifdef SSL_CUDA
+    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, 3, t->data, t->data, (size_t)n, root);
+#endif
+#ifdef SSL_MPI
+    for (int64_t o = 0; route == 0 && o < n; o += SSL__MPI_MAX) {
+        int k = (int)(n - o < SSL__MPI_MAX ? n - o : SSL__MPI_MAX);
+        MPI_Bcast(t->data + o, k, MPI_FLOAT, root, MPI_COMM_WORLD);
+    }
+#endif
+    ssl__coll_end(c);
+    return r;
+}
+
+/* all-gather / reduce-scatter: big holds world blocks of small's size */
+static int ssl__coll_blocks(const char *op, ssl_comm *c, const ssl_tensor *small, const ssl_tensor *big) {
+    int64_t w = c ? c->world : 1;
+    if (ssl_tensor_numel(big) != w * ssl_tensor_numel(small)) {
+        char a[64], b[64];
+        return ssl__fail("%s: %s holds %lld values, %lld ranks x %s needs %lld", op, ssl_tensor_shape(big, a, sizeof a),
+                         (long long)ssl_tensor_numel(big), (long long)w, ssl_tensor_shape(small, b, sizeof b),
+                         (long long)(w * ssl_tensor_numel(small)));
+    }
+    if (ssl_tensor_numel(small) > INT32_MAX / 2) return ssl__fail("%s: over 2^30 values a rank", op);
+    return 0;
+}
+
+SSLDEF int ssl_all_gather(ssl_comm *c, const ssl_tensor *in, ssl_tensor *out) {
+    if (ssl__coll_blocks(__func__, c, in, out)) return -1;
+    if (!c || c->world == 1) return ssl_copy(out, in);
+    int route = ssl__coll_route(__func__, c, in, out);
+    if (route < 0) return -1;
+    int64_t n = ssl_tensor_numel(in);
+    ssl__coll_begin(c, "all-gather", n * 4);
+    int r = 0;
+#ifdef SSL_CUDA
+    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, 1, in->data, out->data, (size_t)n, 0);
+#endif
+#ifdef SSL_MPI
+    if (route == 0) MPI_Allgather(in->data, (int)n, MPI_FLOAT, out->data, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return r;
+}
+
+SSLDEF int ssl_reduce_scatter(ssl_comm *c, const ssl_tensor *in, ssl_tensor *out) {
+    if (ssl__coll_blocks(__func__, c, out, in)) return -1;
+    if (!c || c->world == 1) return ssl_copy(out, in);
+    int route = ssl__coll_route(__func__, c, in, out);
+    if (route < 0) return -1;
+    int64_t n = ssl_tensor_numel(out);
+    ssl__coll_begin(c, "reduce-scatter", n * 4 * c->world);
+    int r = 0;
+#ifdef SSL_CUDA
+    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, 2, in->data, out->data, (size_t)n * c->world, 0);
+#endif
+#ifdef SSL_MPI
+    if (route == 0) MPI_Reduce_scatter_block(in->data, out->data, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return r;
+}
+
+SSLDEF int ssl_barrier(ssl_comm *c) {
+    if (!c || c->world == 1) return 0;
+    ssl__coll_begin(c, "barrier", 0);
+#ifdef SSL_MPI
+    MPI_Barrier(MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return 0;
+}
+
+SSLDEF int ssl_comm_sum_f64(ssl_comm *c, double *v, int64_t n) {
+    if (!c || c->world == 1 || n == 0) return 0;
+    if (n > INT32_MAX) return ssl__fail("%s: over 2^31 values", __func__);
+    ssl__coll_begin(c, "all-reduce (double)", n * 8);
+#ifdef SSL_MPI
+    MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return 0;
+}
+
+SSLDEF int ssl_comm_max_i64(ssl_comm *c, int64_t *v, int64_t n) {
+    if (!c || c->world == 1 || n == 0) return 0;
+    if (n > INT32_MAX) return ssl__fail("%s: over 2^31 values", __func__);
+    ssl__coll_begin(c, "all-reduce (max)", n * 8);
+#ifdef SSL_MPI
+    MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return 0;
+}
+
+/* Every rank's `n` uint32 values, rank by rank, into all[world * n]. */
+static int ssl__gather_u32(ssl_comm *c, const uint32_t *mine, int64_t n, uint32_t *all) {
+    if (!c || c->world == 1) { memcpy(all, mine, sizeof(uint32_t) * (size_t)n); return 0; }
+    ssl__coll_begin(c, "all-gather (checksums)", n * 4);
+#ifdef SSL_MPI
+    MPI_Allgather(mine, (int)n, MPI_UINT32_T, all, (int)n, MPI_UINT32_T, MPI_COMM_WORLD);
+#endif
+    ssl__coll_end(c);
+    return 0;
+}
+
+SSLDEF int ssl_comm_same(ssl_comm *c, const void *p, size_t n, const char *what) {
+    if (!c || c->world == 1) return 0;
+    uint32_t mine[2] = {ssl_crc32(0, p, n), (uint32_t)n};
+    uint32_t *all = (uint32_t *)ssl_malloc(sizeof(uint32_t) * 2 * (size_t)c->world, "checksums");
+    ssl__gather_u32(c, mine, 2, all);
+    int bad = -1;
+    for (int r = 1; r < c->world && bad < 0; r++)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1]) bad = r;
+    free(all);
+    if (bad >= 0) return ssl__fail("rank %d has a different %s than rank 0: every rank must be started the same way", bad, what);
+    return 0;
+}
+
+SSLDEF int ssl_comm_check_params(ssl_comm *c, const ssl_param_table *t, const char *what) {
+    if (!c || c->world == 1 || t->n == 0) return 0;
+    const float *host = ssl_params_host(t);
+    uint32_t *mine = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (size_t)t->n, "checksums");
+    uint32_t *all = (uint32_t *)ssl_malloc(sizeof(uint32_t) * (size_t)t->n * c->world, "checksums");
+    for (int i = 0; i < t->n; i++) mine[i] = ssl_crc32(0, host + t->p[i].offset, sizeof(float) * (size_t)t->p[i].numel);
+    ssl__gather_u32(c, mine, t->n, all);
+    int rc = 0;
+    for (int i = 0; i < t->n && !rc; i++)
+        for (int r = 1; r < c->world && !rc; r++)
+            if (all[(size_t)r * t->n + i] != all[i])
+                rc = ssl__fail("%s: tensor '%s' differs between rank 0 and rank %d (crc %08x vs %08x): the ranks' "
+                               "weights diverged", what, t->p[i].name, r, all[i], all[(size_t)r * t->n + i]);
+    free(mine);
+    free(all);
+    return rc;
+}
+
+/* ---- 13. Evaluation and export ------------------------------------------ */
 
 static float *ssl__normalized_copy(const float *x, int64_t n, int dim) {
     float *y = (float *)ssl_malloc(sizeof(float) * (size_t)(n * dim + 1), "normalized features");

@@ -19,7 +19,17 @@
    the end of the run evaluates the backbone (eval-mode BN, the whole
    image): kNN top-1 (k=knn_k, cosine, weighted votes) using up to
    knn_train training images as the memory bank, and the online probe's
-   top-1. epochs=0 evaluates the freshly initialised network. */
+   top-1. epochs=0 evaluates the freshly initialised network.
+
+   MANY RANKS: `mpirun -np N ./train ...` or `srun ./train ...` (a build
+   with MPI). bs stays the global batch: each rank takes bs/N of every
+   batch, one GPU per rank by its local rank; losses, batch norm
+   (sync_bn) and the gradients see the global batch, so the results are
+   those of one rank up to float rounding. Rank 0 prints, logs and writes
+   the checkpoint (which resumes at any world size); a SIGTERM to any rank
+   checkpoints once and every rank exits 0; an error on any rank stops all
+   (MPI_Abort), and a collective that waits longer than `watchdog` seconds
+   (a rank died or hangs) does too. */
 #define SSL_IMPLEMENTATION
 #include "ssl.h"
 
@@ -49,6 +59,8 @@ typedef struct {
     char probe_optim[SSL_STR];
     double probe_lr;
     int64_t knn_k, knn_train;
+    int64_t sync_bn;
+    double watchdog;
 } train_cfg;
 
 #define C train_cfg
@@ -113,6 +125,8 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_S(C, dump_views, "", "parity checks: write every step's two views and labels to this .sslt file at the end "
                                  "(step.K.view0, step.K.view1 [n,h,w,3] float32 as the step got them, step.K.labels int32; "
                                  "held in memory until then: short runs only; not carried over by resume; bench/ref_train.py views_from= reads it)"),
+    SSL_OPT_I(C, sync_bn, "-1", -1, 1, "many ranks: batch norm with the global batch's statistics (-1: 1 when there are several ranks)"),
+    SSL_OPT_F(C, watchdog, "300", 0, 1e7, "many ranks: seconds a collective may wait for the others before every rank is stopped (0: forever)"),
 };
 #undef C
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
@@ -120,7 +134,13 @@ static const ssl_opt OPTS[] = {
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
 
+/* the ranks of this run (a world of one without a launcher) */
+static ssl_comm g_comm;
+
+/* An error: one rank's stops them all (the others would wait for it). */
 static int die(const char *what) {
+    if (g_comm.world > 1)
+        ssl_comm_abort(&g_comm, 1, "train: %s%s%s", what, *ssl_last_error() ? ": " : "", ssl_last_error());
     fprintf(stderr, "train: %s%s%s\n", what, *ssl_last_error() ? ": " : "", ssl_last_error());
     return 1;
 }
@@ -317,11 +337,30 @@ static void drop_prefetch(ssl_loader *l, const ssl_batch *nb) {
     ssl_loader_release(l, nb);
 }
 
+/* Every rank checks that the ranks' fp32 weights are the same (a
+   mismatch stops naming the tensor); rank 0 writes. user state: [epoch,
+   next global batch, seed, world size]. */
 static int save(ssl_trainer *t, const train_cfg *c, const char *path, int64_t epoch, int64_t batch) {
     static char meta[1 << 16];
+    if (g_comm.world > 1) {
+        /* without SyncBN each rank's running statistics are its own: rank 0's are kept (as DDP's broadcast buffers) */
+        ssl_param_table *pt = &t->online.params;
+        for (int i = 0; i < pt->n && !t->online.comm; i++) {
+            if (pt->p[i].kind != SSL_PARAM_BUFFER) continue;
+            ssl_tensor b = ssl_tensor_on(ssl_tensor_vec(ssl_param_data(pt, i), pt->p[i].numel), pt->dev);
+            if (ssl_broadcast(&g_comm, &b, 0)) return -1;
+        }
+        ssl_params_download(&t->online.params);
+        if (ssl_comm_check_params(&g_comm, &t->online.params, "checkpoint")) return -1;
+        if (t->has_target) { /* BYOL's EMA target: the same update of the same weights on every rank */
+            ssl_params_download(&t->target.params);
+            if (ssl_comm_check_params(&g_comm, &t->target.params, "checkpoint (BYOL target)")) return -1;
+        }
+    }
+    if (g_comm.rank != 0) return 0;
     ssl_config_dump(OPTS, NOPTS, c, meta, sizeof meta);
-    int64_t user[3] = {epoch, batch, c->seed};
-    return ssl_trainer_save(t, path, meta, user, 3);
+    int64_t user[4] = {epoch, batch, c->seed, g_comm.world};
+    return ssl_trainer_save(t, path, meta, user, 4);
 }
 
 /* Applies the key=value lines of a checkpoint's meta. */
@@ -475,6 +514,7 @@ static int dump_write(view_dump *d, const char *path) {
     return r;
 }
 
+static int run(int argc, char **argv);
 int main(int argc, char **argv) {
     train_cfg cfg;
     ssl_config_defaults(OPTS, NOPTS, &cfg);
@@ -483,6 +523,18 @@ int main(int argc, char **argv) {
         ssl_config_usage(stdout, OPTS, NOPTS);
         return argc < 2 ? 1 : 0;
     }
+    /* under mpirun or srun: MPI, this rank, the world; else a world of one */
+    if (ssl_comm_init(&g_comm, cfg.watchdog)) return die("launch");
+    if (g_comm.rank > 0 && !freopen("/dev/null", "w", stdout)) return die("stdout"); /* rank 0 speaks */
+    int rc = run(argc, argv);
+    fflush(stdout);
+    ssl_comm_free(&g_comm);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
+    train_cfg cfg;
+    ssl_config_defaults(OPTS, NOPTS, &cfg);
     /* everything is checked before any work: the method, every key=value */
     const char *pos[2];
     int npos = 0;
@@ -515,6 +567,28 @@ int main(int argc, char **argv) {
     if (!strcmp(cfg.device, "auto")) on_gpu = ssl_cuda_device_count() > 0;
 #endif
     if (!strcmp(cfg.device, "auto")) printf("device: %s (device=auto)\n", on_gpu ? "cuda" : "cpu");
+    /* many ranks: every rank the same config, the batch shared evenly, a
+       GPU each; all checked before any work */
+    const int world = g_comm.world;
+    g_comm.watchdog_s = cfg.watchdog;
+    /* resolved here, not in cfg: a checkpoint keeps -1 and resumes at any world size */
+    const int sync_bn = cfg.sync_bn < 0 ? world > 1 : (int)cfg.sync_bn;
+    if (world > 1) {
+        static char mine[1 << 16];
+        ssl_config_dump(OPTS, NOPTS, &cfg, mine, sizeof mine);
+        if (ssl_comm_same(&g_comm, mine, strlen(mine), "configuration (command line)")) return die("launch");
+        if (cfg.bs < world || cfg.bs % world) {
+            ssl__fail("bs=%lld is the global batch: it must be a multiple of the %d ranks (each rank takes bs/%d)",
+                      (long long)cfg.bs, world, world);
+            return die("launch");
+        }
+        if (cfg.dump_views[0]) { /* each rank holds a slice of each batch: the dump is a one-process check */
+            ssl__fail("dump_views= writes one process's batches; run it on one rank");
+            return die("launch");
+        }
+        printf("train: %d ranks (%d on this node), %lld images a rank of each global batch of %lld%s\n", world,
+               g_comm.local_world, (long long)cfg.bs / world, (long long)cfg.bs, sync_bn ? ", SyncBN" : "");
+    }
     if (!on_gpu && *ssl_blas_kernels())
         printf("device: OpenBLAS kernels %s\n", ssl_blas_kernels());
     if (!on_gpu && *ssl_blas_warning()) fprintf(stderr, "train: warning: %s\n", ssl_blas_warning());
@@ -523,7 +597,13 @@ int main(int argc, char **argv) {
         /* SSL_CUDA_EMULATE=1: the GPU code path on the host (tests) */
         const char *emu = getenv("SSL_CUDA_EMULATE");
         if (emu && (*emu == '1' || *emu == '2')) ssl_cuda_set_emulation(*emu - '0'); /* 2: strict */
-        else if (ssl_cuda_device_count() < 1) {
+        /* many ranks: a GPU each (its local rank's), NCCL between them */
+        if (ssl_comm_init_gpu(&g_comm)) return die("launch");
+        if (world > 1 && sync_bn) {
+            ssl__fail("sync_bn=1 on GPUs: SyncBN on the GPU is not written yet; sync_bn=0 trains with each rank's statistics");
+            return die("launch");
+        }
+        if (!ssl_cuda_emulation() && ssl_cuda_device_count() < 1) {
             fprintf(stderr, "train: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
             return 1;
         }
@@ -577,7 +657,8 @@ int main(int argc, char **argv) {
     /* the loader, with the view overrides */
     int res = res_at(&cfg, 0);
     ssl_loader_config lc;
-    ssl_loader_config_init(&lc, cfg.data, cfg.views, res, (int)cfg.bs);
+    ssl_loader_config_init(&lc, cfg.data, cfg.views, res, (int)(cfg.bs / world));
+    lc.rank = g_comm.rank, lc.world = world; /* this rank's slice of every global batch */
     for (int v = 0; v < 2; v++) {
         ssl_view_recipe *r = &lc.views[v];
 #define OVR(f) if (cfg.f >= 0) r->f = (float)cfg.f
@@ -628,6 +709,7 @@ int main(int argc, char **argv) {
     tc.sync_phases = (int)cfg.split; /* else the host queues the next work while the GPU runs */
     ssl_trainer t;
     if (ssl_trainer_init(&t, &mc, &tc)) return die("model");
+    if (ssl_trainer_set_comm(&t, &g_comm, sync_bn)) return die("model");
     t.online.keep_cols = !strcmp(cfg.keep_cols, "yes") ? 1 : !strcmp(cfg.keep_cols, "no") ? 0 : -1;
     int64_t plans_seen = 0;
 #ifdef SSL_CUDA
@@ -635,12 +717,12 @@ int main(int argc, char **argv) {
     if (on_gpu) {
         int rmax = (int)(cfg.res_end > res ? cfg.res_end : res);
         for (int v = 0; v < 2; v++)
-            gview[v] = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)cfg.bs * rmax * rmax * 3, "augmented views");
+            gview[v] = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)(cfg.bs / world) * rmax * rmax * 3, "augmented views");
     }
 #endif
 
     char ckpt[SSL_STR + 32], logpath[SSL_STR + 32];
-    if (mkdir(cfg.out, 0777) && errno != EEXIST) { ssl__fail("cannot create %s: %s", cfg.out, strerror(errno)); return die("out"); }
+    if (g_comm.rank == 0 && mkdir(cfg.out, 0777) && errno != EEXIST) { ssl__fail("cannot create %s: %s", cfg.out, strerror(errno)); return die("out"); }
     snprintf(ckpt, sizeof ckpt, "%s/ckpt.sslt", cfg.out);
     snprintf(logpath, sizeof logpath, "%s/log.jsonl", cfg.out);
     int64_t epoch = 0, batch = 0;
@@ -648,13 +730,15 @@ int main(int argc, char **argv) {
     if (cfg.resume[0]) {
         char path[SSL_STR + 32];
         snprintf(path, sizeof path, "%s/ckpt.sslt", cfg.resume);
-        int64_t user[3];
-        if (ssl_trainer_load(&t, path, user, 3)) return die("resume");
+        int64_t user[4] = {0, 0, 0, 1};
+        if (ssl_trainer_load(&t, path, user, 4)) return die("resume");
         epoch = user[0], batch = user[1];
+        if (user[3] != world) printf("train: the checkpoint was written by %lld rank%s, this run has %d: the same global batches follow\n",
+                                     (long long)user[3], user[3] == 1 ? "" : "s", world);
         if (batch >= per_epoch) epoch++, batch = 0;
         have_ckpt = 1;
     }
-    FILE *log = fopen(logpath, cfg.resume[0] ? "a" : "w");
+    FILE *log = g_comm.rank == 0 ? fopen(logpath, cfg.resume[0] ? "a" : "w") : fopen("/dev/null", "w"); /* rank 0 logs */
     if (!log) { ssl__fail("cannot write %s: %s", logpath, strerror(errno)); return die("log"); }
 
     printf("train: %s, %s (%s stem, width %g: %lld weights), projector %s%s%s\n", cfg.method, cfg.arch, cfg.stem, cfg.width,
@@ -679,6 +763,8 @@ int main(int argc, char **argv) {
     double split[4] = {0, 0, 0, 0};
     int64_t nsum = 0, imgs = 0;
     double wait_last = 0; /* the loader's wait_s at the last progress line */
+    double comm_last = g_comm.seconds; /* and the communicator's seconds and bytes */
+    int64_t bytes_last = g_comm.bytes;
     int cur_res = -1, rc = 0, stopped = 0;
     view_dump dump = {0};
     while (epoch < cfg.epochs && !stopped) {
@@ -746,7 +832,7 @@ int main(int argc, char **argv) {
             int last = batch == per_epoch && epoch == cfg.epochs - 1;
             /* the run's first step is logged too, so curves start at its initial weights */
             if (t.step % cfg.log_every == 0 || t.step == at_start + 1 || last) {
-                double now = ssl_now(), ips = imgs / (now - tlast), el = now - t0;
+                double now = ssl_now(), ips = (double)imgs * world / (now - tlast) /* the global batch's images */, el = now - t0;
                 /* the share of the time the step waited for the loader (the GPU idle for want of data) */
                 double wait_now = ssl_loader_get_stats(loader).wait_s, waited = (wait_now - wait_last) / (now - tlast);
                 wait_last = wait_now;
@@ -770,21 +856,31 @@ int main(int argc, char **argv) {
                              100 * split[1] / (now - tlast), 100 * split[2] / (now - tlast), 100 * split[3] / (now - tlast));
                 else
                     for (int k = 0; k < 4; k++) split[k] = -nsum;
-                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%%%s)\n",
+                /* many ranks: the share of the time in collectives (this rank's wait included) */
+                double comm_s = g_comm.seconds - comm_last, comm_mb = (double)(g_comm.bytes - bytes_last) / 1e6;
+                comm_last = g_comm.seconds, bytes_last = g_comm.bytes;
+                char comms[48] = "";
+                if (world > 1) snprintf(comms, sizeof comms, " comm %.0f%% x%d ranks", 100 * comm_s / (now - tlast), world);
+                printf("epoch %lld/%lld step %lld/%lld loss %.4f probe %.1f%% lr %.4g %.0f img/s ETA %s (%sdata wait %.0f%%%s%s)\n",
                        (long long)epoch + 1, (long long)cfg.epochs, (long long)t.step, (long long)total, sum_loss / nsum,
-                       100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, splits);
+                       100 * sum_acc / nsum, st.lr, ips, etas, busys, 100 * waited, splits, comms);
                 /* device memory held (a run whose figure keeps growing leaks; -1 on the CPU) and plans made so far */
                 double dev_gb = -1;
 #ifdef SSL_CUDA
                 if (on_gpu) dev_gb = (double)ssl_cuda_live_bytes() / 1e9;
 #endif
-                fprintf(log, "{\"epoch\": %lld, \"epochs_done\": %.4f, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"elapsed\": %.1f}\n",
+                fprintf(log, "{\"epoch\": %lld, \"epochs_done\": %.4f, \"step\": %lld, \"loss\": %.6f, \"probe_acc\": %.4f, \"lr\": %.6g, \"ema_tau\": %.6f, \"res\": %d, \"img_per_s\": %.1f, \"data_wait\": %.4f, \"gpu_busy\": %.4f, \"t_forward\": %.4f, \"t_loss\": %.4f, \"t_backward\": %.4f, \"t_optim\": %.4f, \"dev_gb\": %.4f, \"plans\": %lld, \"world\": %d, \"t_comm\": %.4f, \"comm_mb\": %.4f, \"elapsed\": %.1f}\n",
                         (long long)epoch, (double)t.step / (double)per_epoch, (long long)t.step, sum_loss / nsum, sum_acc / nsum, st.lr, st.ema_tau, cur_res, ips, waited, busy,
-                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, el);
+                        split[0] / nsum, split[1] / nsum, split[2] / nsum, split[3] / nsum, dev_gb, (long long)t.online.plans, world, comm_s / nsum, comm_mb / nsum, el);
                 fflush(log);
                 fflush(stdout);
                 sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;
                 memset(split, 0, sizeof split);
+            }
+            if (world > 1) { /* a signal to any rank stops every rank after the same step */
+                int64_t sig = g_stop;
+                if (ssl_comm_max_i64(&g_comm, &sig, 1)) { rc = die("stop flag"); goto done; }
+                g_stop = (sig_atomic_t)sig;
             }
             if (g_stop || (cfg.max_steps && t.step >= cfg.max_steps)) {
                 drop_prefetch(loader, nb);
@@ -809,7 +905,7 @@ int main(int argc, char **argv) {
     if (cfg.epochs == 0 && save(&t, &cfg, ckpt, 0, 0)) { rc = die("checkpoint"); goto done; }
     ssl_loader_close(loader);
     loader = NULL;
-    if (!stopped && cfg.val[0]) {
+    if (!stopped && cfg.val[0] && g_comm.rank == 0) { /* rank 0 alone, on the whole of both packs */
         /* on the trainer's device (the GPU when it trained there) */
         if (evaluate(&t, &cfg, res_at(&cfg, cfg.epochs ? cfg.epochs - 1 : 0), classes, log)) rc = die("evaluation");
     }

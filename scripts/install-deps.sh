@@ -3,7 +3,10 @@
 # `make test` and `make demo` (and with --fuzz by `make fuzz`), so on a fresh
 # machine those commands are all the set-up there is.
 set -euo pipefail
-need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox)
+# openmpi-bin, libopenmpi-dev: mpirun and mpicc, for training on many ranks
+# (and the tests that launch them)
+need=(gcc make pkg-config libstb-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas-dev dataset-fashion-mnist gnuplot-nox
+      openmpi-bin libopenmpi-dev)
 # --fuzz: also clang and its libFuzzer runtime (make fuzz), the runtime of
 # the clang version Debian's clang is (14 on Debian 12)
 if [ "${1:-}" = --fuzz ]; then

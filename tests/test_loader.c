@@ -420,7 +420,7 @@ TEST(loader_quasi_random_order_is_a_page_local_permutation) {
     static uint32_t o[1000];
     static int seen[1000];
     int64_t n;
-    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 0, 0, 1, o, &n);
+    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 0, 0, 1, 1, o, &n);
     CHECK_EQ(n, 1000);
     int dup = 0;
     for (int i = 0; i < 1000; i++) dup += seen[o[i]]++ != 0;
@@ -436,7 +436,7 @@ TEST(loader_quasi_random_order_is_a_page_local_permutation) {
     static uint32_t quasi0[1000];
     memcpy(quasi0, o, sizeof o);
     /* a random order touches ~ 40 distinct pages of 94 in such a window */
-    ssl_epoch_order(&p, SSL_ORDER_RANDOM, 4, 7, 0, 0, 1, o, &n);
+    ssl_epoch_order(&p, SSL_ORDER_RANDOM, 4, 7, 0, 0, 1, 1, o, &n);
     for (int i = 0; i + 40 <= 1000; i += 40) {
         int k = pages_in_window(&p, o, i, 40);
         if (k < worst_random) worst_random = k;
@@ -444,7 +444,7 @@ TEST(loader_quasi_random_order_is_a_page_local_permutation) {
     CHECK(worst_random > 16, "random order: a window touched only %d pages", worst_random);
     /* the order differs between epochs */
     static uint32_t o2[1000];
-    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 1, 0, 1, o2, &n);
+    ssl_epoch_order(&p, SSL_ORDER_QUASI, 4, 7, 1, 0, 1, 1, o2, &n);
     CHECK(memcmp(quasi0, o2, sizeof o2) != 0, "quasi-random orders of epochs 0 and 1 are equal");
     ssl_pack_close(&p);
 }
