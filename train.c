@@ -595,7 +595,7 @@ static int sweep_parse(sweep_grid *g, int argc, char **argv, int force_check) {
     int force = 0;
     g->cells = 1;
     for (int a = 0; a < g->nax; a++) {
-        if (g->cells > (int64_t)1 << 40 / g->ax[a].n) g->cells = (int64_t)1 << 40;
+        if (g->cells > ((int64_t)1 << 40) / g->ax[a].n) g->cells = (int64_t)1 << 40; /* no overflow: refused anyway */
         else g->cells *= g->ax[a].n;
     }
     /* every cell parsed by the table, before any runs */
