@@ -47,6 +47,8 @@ typedef struct {
     char device[SSL_STR], precision[SSL_STR], conv[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
     int64_t ckpt_every, log_every, max_steps, split;
     int64_t parallel; /* a grid's */
+    char negatives[SSL_STR];
+    double patch_scale;
     int force;
     char probe_optim[SSL_STR];
     double probe_lr;
@@ -65,6 +67,8 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_S(C, projector, "2048-2048-128", "projector MLP widths (Linear-BN-ReLU ..., Linear); '' = none"),
     SSL_OPT_S(C, predictor, "", "BYOL predictor widths (byol default: 4096-D, D the projector's output)"),
     SSL_OPT_F(C, tau, "0.15", 1e-4, 100, "SimCLR temperature"),
+    SSL_OPT_C(C, negatives, "batch", "batch|patch", "SimCLR's negatives: the batch's other images, or patch: Instance-SimCLR (each image's only negative a small patch of it; views=noise)"),
+    SSL_OPT_F(C, patch_scale, "0.1", 0.001, 1, "Instance-SimCLR: the patch's area, a fraction of the image's"),
     SSL_OPT_F(C, sim, "25", 0, 1e6, "VICReg invariance coefficient"),
     SSL_OPT_F(C, std, "25", 0, 1e6, "VICReg variance coefficient"),
     SSL_OPT_F(C, cov, "1", 0, 1e6, "VICReg covariance coefficient"),
@@ -1284,6 +1288,18 @@ int main(int argc, char **argv) {
         const char *last = strrchr(cfg.projector, '-');
         snprintf(cfg.predictor, sizeof cfg.predictor, "4096-%.32s", last ? last + 1 : cfg.projector);
     }
+    if (!strcmp(cfg.negatives, "patch")) { /* Instance-SimCLR: the positives are the noise views */
+        if (method != SSL_METHOD_SIMCLR) {
+            fprintf(stderr, "train: negatives=patch (Instance-SimCLR) is an option of simclr, not %s\n", cfg.method);
+            return 1;
+        }
+        if (strcmp(cfg.views, "noise") && given(argc, argv, "views")) {
+            fprintf(stderr, "train: negatives=patch (Instance-SimCLR) takes the whole image with noise as its positives "
+                            "(views=noise), not views=%s\n", cfg.views);
+            return 1;
+        }
+        snprintf(cfg.views, sizeof cfg.views, "noise");
+    }
     if (method != SSL_METHOD_BYOL && cfg.predictor[0]) {
         fprintf(stderr, "train: predictor=%s: only byol uses a predictor\n", cfg.predictor);
         return 1;
@@ -1319,6 +1335,10 @@ int main(int argc, char **argv) {
 #undef OVR
         if (ssl_view_recipe_check(r)) return die("bad view override");
     }
+    if (!strcmp(cfg.negatives, "patch")) { /* the third view: each image's patch, its only negative */
+        if (ssl_view_patch(res, (float)cfg.patch_scale, &lc.views[2])) return die("patch view");
+        lc.num_views = 3;
+    }
     lc.order = !strcmp(cfg.order, "quasi") ? SSL_ORDER_QUASI : !strcmp(cfg.order, "sequential") ? SSL_ORDER_SEQUENTIAL : SSL_ORDER_RANDOM;
     lc.threads = (int)cfg.loader_threads;
     lc.seed = (uint64_t)cfg.seed;
@@ -1342,6 +1362,7 @@ int main(int argc, char **argv) {
     int classes = (int)ssl_loader_pack(loader)->h.num_classes;
 
     ssl_train_config tc = ssl_train_config_default(method);
+    tc.patch_negatives = lc.num_views == 3;
     tc.tau = (float)cfg.tau, tc.sim = (float)cfg.sim, tc.std = (float)cfg.std, tc.cov = (float)cfg.cov;
     tc.lambd = (float)cfg.lambd, tc.ema_base = cfg.ema;
     tc.optim.kind = opt_kind(cfg.optimizer);
@@ -1365,10 +1386,10 @@ int main(int argc, char **argv) {
     t.online.keep_cols = !strcmp(cfg.keep_cols, "yes") ? 1 : !strcmp(cfg.keep_cols, "no") ? 0 : -1;
     int64_t plans_seen = 0;
 #ifdef SSL_CUDA
-    float *gview[2] = {NULL, NULL}; /* the views on the GPU */
+    float *gview[3] = {NULL, NULL, NULL}; /* the views on the GPU */
     if (on_gpu) {
         int rmax = (int)(cfg.res_end > res ? cfg.res_end : res);
-        for (int v = 0; v < 2; v++)
+        for (int v = 0; v < lc.num_views; v++)
             gview[v] = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)cfg.bs * rmax * rmax * 3, "augmented views");
     }
 #endif
@@ -1396,6 +1417,9 @@ int main(int argc, char **argv) {
            cfg.predictor[0] ? ", predictor " : "", cfg.predictor);
     printf("train: %s: %lld samples, %d classes, %lld steps/epoch; lr %g (peak), %s\n", cfg.data,
            (long long)ssl_loader_pack(loader)->h.num_samples, classes, (long long)per_epoch, tc.lr, cfg.optimizer);
+    if (tc.patch_negatives)
+        printf("train: Instance-SimCLR: positives the whole image with noise, each image's only negative a patch of %g of it\n",
+               cfg.patch_scale);
     ssl_config_print(stdout, OPTS, NOPTS, &cfg);
     if (cfg.resume[0]) printf("train: resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg.resume, (long long)epoch, (long long)batch, (long long)t.step);
     {
@@ -1428,24 +1452,24 @@ int main(int argc, char **argv) {
         const ssl_batch *b = ssl_loader_next(loader), *nb = NULL;
         for (; b; b = nb ? nb : ssl_loader_next(loader), nb = NULL) {
             ssl_step_stats st;
-            const float *v0 = b->views[0], *v1 = b->views[1];
+            const float *v0 = b->views[0], *v1 = b->views[1], *vp = lc.num_views > 2 ? b->views[2] : NULL;
 #ifdef SSL_CUDA
             if (on_gpu) { /* the crops' colour ops, flip and normalize, on the GPU */
                 ssl_cuda_busy_mark(0);
-                for (int v = 0; v < 2; v++)
+                for (int v = 0; v < lc.num_views; v++)
                     ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
                                         lc.views[v].std, gview[v]);
-                v0 = gview[0], v1 = gview[1];
+                v0 = gview[0], v1 = gview[1], vp = gview[2];
                 /* the next batch's crops (page-locked) copy while this step
                    computes; waiting for the loader is not GPU time */
                 ssl_cuda_busy_mark(1);
                 nb = ssl_loader_next(loader);
                 ssl_cuda_busy_mark(0);
                 if (nb)
-                    for (int v = 0; v < 2; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
+                    for (int v = 0; v < lc.num_views; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
             }
 #endif
-            if (ssl_train_step(&t, v0, v1, b->labels, b->n, b->h[0], b->w[0], &st)) {
+            if (ssl_train_step3(&t, v0, v1, vp, b->labels, b->n, b->h[0], b->w[0], &st)) {
                 fprintf(stderr, "train: %s\n", ssl_last_error());
                 if (have_ckpt) fprintf(stderr, "train: stopped; the last good checkpoint is %s (left intact)\n", ckpt);
                 else fprintf(stderr, "train: stopped; no checkpoint was written before this step\n");
@@ -1545,7 +1569,7 @@ done:
     fclose(log);
     ssl_trainer_free(&t);
 #ifdef SSL_CUDA
-    for (int v = 0; v < 2; v++)
+    for (int v = 0; v < 3; v++)
         if (gview[v]) ssl_cuda_free(gview[v]);
 #endif
     return rc;
