@@ -4,6 +4,9 @@
      ./train simclr bs=256 lr=1.0 tau=0.15   (no data=: Fashion-MNIST, packed once into a cache)
      ./train byol data=train.ssl predictor=4096-256 epochs=100
      ./train simclr resume=runs/a            (continues exactly where it stopped)
+     ./train simclr lr=0.3,0.6 tau=0.1,0.2 out=runs/g   (a grid: every combination, one run each;
+                                              see the grid section above main)
+     ./train simclr negatives=patch           (Instance-SimCLR: each image's only negative a patch of it)
      ./train help                             (every option)
 
    METHOD is simclr, vicreg, barlow or byol. Every option comes from the one
@@ -593,6 +596,11 @@ static int sweep_parse(sweep_grid *g, int argc, char **argv, int force_check) {
             }
     }
     if (!g->nax) return 1;
+    for (int i = 0; i < argc; i++)
+        if (sweep_key_is(argv[i], "resume")) {
+            fprintf(stderr, "train: %s: a grid resumes its cells itself (the same command again); 'resume' names one run\n", argv[i]);
+            return sweep_free(g), -1;
+        }
     /* the grid's own options: out, parallel, force (from the first cell's parse below) */
     train_cfg base;
     ssl_config_defaults(OPTS, NOPTS, &base);

@@ -189,6 +189,7 @@ TEST(sweep_bad_grids_are_refused) {
         {"lr=0.1,0.2 out=a,b", "'out' takes one value"},
         {"lr=0.1,0.2 data=a.ssl,b.ssl", "'data' takes one value"},
         {"resume=a,b", "'resume' takes one value"},
+        {"lr=0.1,0.2 resume=runs/a", "a grid resumes its cells itself"},
         {"lr=0.1,0.2 tau=0.1,-1", "bad value for 'tau'"},
         {"lrr=0.1,0.2", "did you mean 'lr'?"},
         {"lr=0.1,0.2,0.1", "'0.1' is listed twice for 'lr'"},
