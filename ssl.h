@@ -679,6 +679,11 @@ SSLDEF void ssl_augment_apply_ex(const ssl_aug_params *p, float *img, int w, int
      noise      the whole image resized (scale 1,1, the image's own ratio), no
                 flip, Gaussian noise p 1.0 with std 0.1 on [0, 1] pixels */
 SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_recipe *out);
+/* Instance-SimCLR's negative (FFCV-SSL paper, section 3.4): a random
+   patch of area fraction `scale` of the image, in its own aspect ratio,
+   resized to out_res; no flip, colour or noise. Its positives are the
+   "noise" preset's views. -1 unless 0 < scale <= 1. */
+SSLDEF int ssl_view_patch(int out_res, float scale, ssl_view_recipe *out);
 /* Checks a recipe's fields (probabilities in [0,1], ranges ordered and
    positive, hue <= 0.5, std > 0); -1 with a message naming the field. */
 SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r);
@@ -1574,6 +1579,13 @@ SSLDEF int ssl_mlp_spec_parse(const char *spec, int *widths, int max);
    other view (i + N mod 2N), mean over the 2N rows. */
 SSLDEF int ssl_simclr_loss(const ssl_tensor *z1, const ssl_tensor *z2, float tau, float *loss, ssl_tensor *dz1,
                            ssl_tensor *dz2, ssl_buf *scratch);
+/* Instance-SimCLR (FFCV-SSL paper, section 3.4): each image's only
+   negative is zp, the embedding of a small patch of that same image. With
+   z1, z2, zp normalized, row i of view 1 has the logits
+   [z1_i . z2_i, z1_i . zp_i] / tau, row i of view 2 [z2_i . z1_i, z2_i . zp_i];
+   loss = mean over the 2N rows of the cross-entropy against the first. */
+SSLDEF int ssl_simclr_patch_loss(const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *zp, float tau, float *loss,
+                                 ssl_tensor *dz1, ssl_tensor *dz2, ssl_tensor *dzp, ssl_buf *scratch);
 
 /* VICReg (Bardes et al. 2022, their reference code): sim * mse(z1, z2)
    + std * (mean_j relu(1 - sqrt(var_j + 1e-4)) / 2, each view, var unbiased)
@@ -1702,6 +1714,8 @@ SSLDEF int ssl_method_parse(const char *name); /* -1 with an error */
 typedef struct {
     int method;                  /* ssl_method */
     float tau;                   /* SimCLR temperature */
+    int patch_negatives;         /* SimCLR: Instance-SimCLR, each image's only negative a patch of it (the step's
+                                    third view; ssl_train_step3) */
     float sim, std, cov;         /* VICReg coefficients */
     float lambd;                 /* Barlow Twins off-diagonal weight */
     double ema_base;             /* BYOL tau_base (0.996) */
@@ -1736,7 +1750,7 @@ typedef struct {
     ssl_param_table probe;       /* "probe.weight" [classes, feat], "probe.bias" */
     ssl_optimizer probe_opt;
     int64_t step;                /* optimisation steps done */
-    float *dout[2], *logits, *dlogits; /* on the trainer's device */
+    float *dout[3], *logits, *dlogits; /* on the trainer's device */
     float *zt;                   /* BYOL: the target's output of view 0 (its one slot then holds view 1) */
     size_t dout_cap, logits_cap, zt_cap;
     int32_t *targets;
@@ -1759,6 +1773,11 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t);
    updated. */
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
                           int w, ssl_step_stats *st);
+/* The same with a third view vp through the online model: Instance-SimCLR's
+   patches (c.patch_negatives), each image's only negative. vp NULL is
+   ssl_train_step. */
+SSLDEF int ssl_train_step3(ssl_trainer *t, const float *v1, const float *v2, const float *vp, const uint32_t *labels, int n,
+                           int h, int w, ssl_step_stats *st);
 /* Checkpoint: every tensor of the online model under its own name, the
    target's as "target.<name>", optimizer state "optim.m.<name>" /
    "optim.v.<name>", the probe and its state "probe.*", "probe_optim.m.*",
@@ -4789,6 +4808,15 @@ SSLDEF int ssl_view_preset(const char *name, int view, int out_res, ssl_view_rec
     return 0;
 }
 
+SSLDEF int ssl_view_patch(int out_res, float scale, ssl_view_recipe *out) {
+    if (!(scale > 0 && scale <= 1)) return ssl__fail("patch view: scale %g must be in (0, 1]", scale);
+    if (ssl_view_preset("crop_flip", 0, out_res, out)) return -1;
+    out->scale_min = out->scale_max = scale;
+    out->ratio_min = out->ratio_max = 0.0f; /* the image's own aspect ratio */
+    out->flip_p = 0.0f;
+    return 0;
+}
+
 SSLDEF int ssl_view_recipe_check(const ssl_view_recipe *r) {
 #define SSL__CHECK_P(f) \
     if (!(r->f >= 0 && r->f <= 1)) return ssl__fail("view recipe: " #f " = %g must be a probability in [0, 1]", r->f)
@@ -7420,6 +7448,69 @@ SSLDEF int ssl_simclr_loss(const ssl_tensor *z1, const ssl_tensor *z2, float tau
     return 0;
 }
 
+SSLDEF int ssl_simclr_patch_loss(const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *zp, float tau, float *loss,
+                                 ssl_tensor *dz1, ssl_tensor *dz2, ssl_tensor *dzp, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check(__func__, z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    if (ssl__same_shape(__func__, "z1", z1, "zp", zp) || (dzp && ssl__same_shape(__func__, "zp", zp, "dzp", dzp)) ||
+        SSL__DEVICE(__func__, z1, zp, dzp) < 0)
+        return -1;
+    if (!(tau > 0.0f)) return ssl__fail("%s: temperature must be > 0, got %g", __func__, tau);
+    /* a = [z1; z2] normalized (the 2N anchors), b = [z2; z1; zp; zp] (the
+       candidates: row r's positive is b_r, its negative b_{2N+r}), so the
+       two entries each row keeps of a b^T lie on two diagonals of its
+       4N-wide rows: a mask of -inf with those two diagonals zeroed, made by
+       fill_diagonal on [4N, 4N] views of a buffer padded to hold them */
+    float *mem = ssl__scratch(scratch, dev, (size_t)(2 * (6 * n * d) + 3 * n + 16 * n * n + 2 * n + 2 * (8 * n * n)));
+    ssl_tensor a = ssl__carve(&mem, dev, 2 * n, d), b = ssl__carve(&mem, dev, 4 * n, d), da = ssl__carve(&mem, dev, 2 * n, d),
+               db = ssl__carve(&mem, dev, 4 * n, d), norm = ssl__carve(&mem, dev, 3 * n, 1),
+               mask = ssl__carve(&mem, dev, 4 * n, 4 * n), pad = ssl__carve(&mem, dev, 2 * n, 1),
+               s = ssl__carve(&mem, dev, 2 * n, 4 * n), ds = ssl__carve(&mem, dev, 2 * n, 4 * n);
+    (void)pad;
+    ssl_tensor a1 = ssl_tensor_row_slice(&a, 0, n), a2 = ssl_tensor_row_slice(&a, n, n), bp = ssl_tensor_row_slice(&b, 2 * n, n);
+    ssl_tensor n1 = ssl_tensor_row_slice(&norm, 0, n), n2 = ssl_tensor_row_slice(&norm, n, n),
+               np_ = ssl_tensor_row_slice(&norm, 2 * n, n);
+    int32_t *positive = (int32_t *)ssl_malloc(sizeof(int32_t) * (size_t)(2 * n), "Instance-SimCLR targets");
+    for (int64_t i = 0; i < 2 * n; i++) positive[i] = (int32_t)i;
+
+    /* the three views normalized; b's copies */
+    ssl_l2_normalize_rows(z1, &a1, &n1);
+    ssl_l2_normalize_rows(z2, &a2, &n2);
+    ssl_l2_normalize_rows(zp, &bp, &np_);
+    ssl_tensor b0 = ssl_tensor_row_slice(&b, 0, n), b1 = ssl_tensor_row_slice(&b, n, n), b3 = ssl_tensor_row_slice(&b, 3 * n, n);
+    ssl_copy(&b0, &a2);
+    ssl_copy(&b1, &a1);
+    ssl_copy(&b3, &bp);
+    /* the mask: 0 at (r, r) and (r, 2N + r), -inf elsewhere */
+    ssl_tensor m = ssl_tensor_row_slice(&mask, 0, 2 * n), shifted = ssl_tensor_on(ssl_tensor_mat((float *)mask.data + 2 * n, 4 * n, 4 * n), dev);
+    ssl_fill(&m, -INFINITY);
+    ssl_fill_diagonal(&mask, 0.0f);
+    ssl_fill_diagonal(&shifted, 0.0f); /* its rows past 2N fall in the padding */
+    /* s = a b^T / tau, masked; loss = mean over the 2N rows of cross_entropy(s_r, r) */
+    ssl_matmul(0, 1, 1.0f / tau, &a, &b, 0.0f, &s);
+    ssl_axpy(1.0f, &m, &s);
+    ssl_fill(&ds, 0.0f);
+    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)(2 * n), loss, &ds);
+    free(positive);
+    if (!dz1 && !dz2 && !dzp) return 0;
+
+    /* backward: da = ds b / tau, db = ds^T a / tau; each view's rows summed */
+    ssl_matmul(0, 0, 1.0f / tau, &ds, &b, 0.0f, &da);
+    ssl_matmul(1, 0, 1.0f / tau, &ds, &a, 0.0f, &db);
+    ssl_tensor da1 = ssl_tensor_row_slice(&da, 0, n), da2 = ssl_tensor_row_slice(&da, n, n);
+    ssl_tensor db0 = ssl_tensor_row_slice(&db, 0, n), db1 = ssl_tensor_row_slice(&db, n, n), db2 = ssl_tensor_row_slice(&db, 2 * n, n),
+               db3 = ssl_tensor_row_slice(&db, 3 * n, n);
+    ssl_axpy(1.0f, &db1, &da1);
+    ssl_axpy(1.0f, &db0, &da2);
+    ssl_axpy(1.0f, &db3, &db2);
+    /* through the normalizations */
+    if (dz1) ssl_fill(dz1, 0.0f), ssl_l2_normalize_rows_backward(&a1, &n1, &da1, dz1);
+    if (dz2) ssl_fill(dz2, 0.0f), ssl_l2_normalize_rows_backward(&a2, &n2, &da2, dz2);
+    if (dzp) ssl_fill(dzp, 0.0f), ssl_l2_normalize_rows_backward(&bp, &np_, &db2, dzp);
+    return 0;
+}
+
 SSLDEF int ssl_vicreg_loss(const ssl_tensor *z1, const ssl_tensor *z2, float sim_coef, float std_coef,
                            float cov_coef, float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
     int64_t n, d;
@@ -7745,6 +7836,7 @@ SSLDEF void ssl_trainer_free(ssl_trainer *t) {
     }
     ssl__trainer_release(t, t->dout[0]);
     ssl__trainer_release(t, t->dout[1]);
+    ssl__trainer_release(t, t->dout[2]);
     ssl__trainer_release(t, t->logits);
     ssl__trainer_release(t, t->zt);
     free(t->targets);
@@ -7924,6 +8016,11 @@ SSLDEF int ssl_trainer_set_comm(ssl_trainer *t, ssl_comm *comm, int sync_bn) {
 
 SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, const uint32_t *labels, int n, int h,
                           int w, ssl_step_stats *st) {
+    return ssl_train_step3(t, v1, v2, NULL, labels, n, h, w, st);
+}
+
+SSLDEF int ssl_train_step3(ssl_trainer *t, const float *v1, const float *v2, const float *vp, const uint32_t *labels, int n,
+                           int h, int w, ssl_step_stats *st) {
     ssl_step_stats local;
     if (!st) st = &local;
     memset(st, 0, sizeof *st);
@@ -7935,7 +8032,10 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
        lets a ResNet-50 at batch 256 in fp32 fit in 80 GB) */
     /* the target first: the online model's plan decides whether to keep its
        columns from the memory left (keep_cols) */
-    if ((t->has_target && ssl_model_plan(&t->target, n, h, w, 1)) || ssl_model_plan(&t->online, n, h, w, 2))
+    /* Instance-SimCLR: the patches, a third view through the online model */
+    const int nv = c->method == SSL_METHOD_SIMCLR && c->patch_negatives ? 3 : 2;
+    if (nv == 3 && !vp) return ssl__fail("step %lld: Instance-SimCLR needs the patch view", (long long)t->step);
+    if ((t->has_target && ssl_model_plan(&t->target, n, h, w, 1)) || ssl_model_plan(&t->online, n, h, w, nv))
         return ssl__fail_ctx("step %lld", (long long)t->step);
     if (t->has_target && sizeof(float) * (size_t)n * t->target.out_dim > t->zt_cap) {
         ssl__trainer_release(t, t->zt);
@@ -7944,8 +8044,8 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     }
     ssl_tensor zt0 = ssl_tensor_on(ssl_tensor_mat(t->zt, n, t->has_target ? t->target.out_dim : 0), dev);
     /* forward: each view its own pass, so its own BN batch statistics */
-    const float *views[2] = {v1, v2};
-    for (int v = 0; v < 2; v++) {
+    const float *views[3] = {v1, v2, vp};
+    for (int v = 0; v < nv; v++) {
         if (ssl_model_forward(&t->online, v, views[v], 1) || (t->has_target && ssl_model_forward(&t->target, 0, views[v], 1)))
             return ssl__fail_ctx("step %lld", (long long)t->step);
         if (t->has_target && v == 0) {
@@ -7960,7 +8060,7 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     int64_t d = t->online.out_dim;
     size_t need = sizeof(float) * (size_t)(n * d);
     if (need > t->dout_cap) {
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < 3; v++) {
             ssl__trainer_release(t, t->dout[v]);
             t->dout[v] = (float *)ssl__trainer_alloc(t, need, "loss gradients");
         }
@@ -7969,8 +8069,18 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     ssl_tensor o1 = ssl_model_output(&t->online, 0), o2 = ssl_model_output(&t->online, 1);
     ssl_tensor d1 = ssl_tensor_on(ssl_tensor_mat(t->dout[0], n, d), dev), d2 = ssl_tensor_on(ssl_tensor_mat(t->dout[1], n, d), dev);
     float loss = 0;
-    ssl_tensor z2 = t->has_target ? ssl_model_output(&t->target, 0) : o1; /* BYOL: view 1's target; view 0's is zt0 */
-    if (ssl_loss_global(t->comm, c, &o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch, &t->gathered)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    int r;
+    if (nv == 3) { /* Instance-SimCLR: each row's negative is its own patch */
+        if (t->comm && t->comm->world > 1)
+            return ssl__fail("step %lld: negatives=patch runs on one rank (its many-rank normalisation is not written)",
+                             (long long)t->step);
+        ssl_tensor op = ssl_model_output(&t->online, 2), dp = ssl_tensor_on(ssl_tensor_mat(t->dout[2], n, d), dev);
+        r = ssl_simclr_patch_loss(&o1, &o2, &op, c->tau, &loss, &d1, &d2, &dp, &t->scratch);
+    } else {
+        ssl_tensor z2 = t->has_target ? ssl_model_output(&t->target, 0) : o1; /* BYOL: view 1's target; view 0's is zt0 */
+        r = ssl_loss_global(t->comm, c, &o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch, &t->gathered);
+    }
+    if (r) return ssl__fail_ctx("step %lld", (long long)t->step);
     st->loss = loss;
     if (!isfinite(loss))
         return ssl__fail("step %lld: %s loss is %s; stopped before updating the weights", (long long)t->step,
@@ -7981,6 +8091,10 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     ssl_fill(&gall, 0.0f);
     if (ssl_model_backward(&t->online, 0, &d1) || ssl_model_backward(&t->online, 1, &d2))
         return ssl__fail_ctx("step %lld", (long long)t->step);
+    if (nv == 3) {
+        ssl_tensor dp = ssl_tensor_on(ssl_tensor_mat(t->dout[2], n, d), dev);
+        if (ssl_model_backward(&t->online, 2, &dp)) return ssl__fail_ctx("step %lld", (long long)t->step);
+    }
     /* the ranks' gradients summed (the losses divide by the global batch):
        one all-reduce of the whole flat buffer after the backward */
     if (ssl_all_reduce(t->comm, &gall)) return ssl__fail_ctx("step %lld", (long long)t->step);

@@ -4,6 +4,9 @@
      ./train simclr bs=256 lr=1.0 tau=0.15   (no data=: Fashion-MNIST, packed once into a cache)
      ./train byol data=train.ssl predictor=4096-256 epochs=100
      ./train simclr resume=runs/a            (continues exactly where it stopped)
+     ./train simclr lr=0.3,0.6 tau=0.1,0.2 out=runs/g   (a grid: every combination, one run each;
+                                              see the grid section above main)
+     ./train simclr negatives=patch           (Instance-SimCLR: each image's only negative a patch of it)
      ./train help                             (every option)
 
    METHOD is simclr, vicreg, barlow or byol. Every option comes from the one
@@ -36,6 +39,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <errno.h>
+#include <ctype.h>
 
 typedef struct {
     char method[SSL_STR], data[SSL_STR], val[SSL_STR];
@@ -56,6 +60,10 @@ typedef struct {
     char device[SSL_STR], precision[SSL_STR], conv[SSL_STR], keep_cols[SSL_STR], out[SSL_STR], resume[SSL_STR];
     char dump_views[SSL_STR];
     int64_t ckpt_every, log_every, max_steps, split;
+    int64_t parallel; /* a grid's */
+    char negatives[SSL_STR];
+    double patch_scale;
+    int force;
     char probe_optim[SSL_STR];
     double probe_lr;
     int64_t knn_k, knn_train;
@@ -75,6 +83,8 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_S(C, projector, "2048-2048-128", "projector MLP widths (Linear-BN-ReLU ..., Linear); '' = none"),
     SSL_OPT_S(C, predictor, "", "BYOL predictor widths (byol default: 4096-D, D the projector's output)"),
     SSL_OPT_F(C, tau, "0.15", 1e-4, 100, "SimCLR temperature"),
+    SSL_OPT_C(C, negatives, "batch", "batch|patch", "SimCLR's negatives: the batch's other images, or patch: Instance-SimCLR (each image's only negative a small patch of it; views=noise)"),
+    SSL_OPT_F(C, patch_scale, "0.1", 0.001, 1, "Instance-SimCLR: the patch's area, a fraction of the image's"),
     SSL_OPT_F(C, sim, "25", 0, 1e6, "VICReg invariance coefficient"),
     SSL_OPT_F(C, std, "25", 0, 1e6, "VICReg variance coefficient"),
     SSL_OPT_F(C, cov, "1", 0, 1e6, "VICReg covariance coefficient"),
@@ -114,6 +124,8 @@ static const ssl_opt OPTS[] = {
     SSL_OPT_C(C, keep_cols, "auto", "auto|yes|no", "GPU: keep the convolutions' im2col columns from forward to backward (no im2col in the backward; auto: when the plan fits in 3/4 of the GPU's memory)"),
     SSL_OPT_S(C, out, "runs/last", "output directory (log.jsonl, ckpt.sslt)"),
     SSL_OPT_S(C, resume, "", "continue the run in this directory (its config; options given here override)"),
+    SSL_OPT_I(C, parallel, "1", 1, 1024, "grid: cells run at once on this machine (the cores shared among them)"),
+    SSL_OPT_B(C, force, "0", "grid: run a grid of more than 256 cells"),
     SSL_OPT_I(C, ckpt_every, "10", 0, 1 << 20, "checkpoint every N epochs (and at the end; 0 = end only)"),
     SSL_OPT_I(C, log_every, "50", 1, 1 << 30, "progress line and log record every N steps"),
     SSL_OPT_B(C, split, "0", "GPU: wait for the device after each phase of the step, so the progress line's fwd/loss/bwd/opt shares are device time (slower; without it they are left out)"),
@@ -515,13 +527,803 @@ static int dump_write(view_dump *d, const char *path) {
 }
 
 static int run(int argc, char **argv);
+
+/* ==== grids: several values of an option run every combination ==========
+   ./train simclr data=train.ssl lr=0.3,0.5 tau=0.1,0.2 epochs=100 out=runs/g
+   Every option given a comma list is an axis; each combination (a cell) is
+   an ordinary run of this same program, re-executed with that cell's values
+   and out=OUT/CELL (CELL named by the values, e.g. lr=0.3_tau=0.1), its
+   output in OUT/CELL/output.txt. Every cell's options are checked with the
+   table before the first starts. A cell's state is read from its
+   log.jsonl: an "eval" record (or, without val, the last checkpoint at the
+   last epoch) means done, an "error" record diverged, anything else is
+   resumed from OUT/CELL/ckpt.sslt, so the same command again continues the
+   grid. parallel=N runs N cells at once (the cores shared among them); a
+   Slurm job array (SLURM_ARRAY_TASK_ID/COUNT) or the ranks of an mpirun
+   (OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/SIZE) each take every COUNT-th cell.
+   After each cell, OUT/sweep.md, OUT/sweep.jsonl and the gnuplot figures
+   (OUT/sweep.png, ...) are rebuilt from every cell's log; ./train summary
+   out=OUT rebuilds them alone. The command's words are kept in
+   OUT/sweep.args for that. */
+#include <sys/wait.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#define SWEEP_MAX_AXES 16
+#define SWEEP_CELL_LIMIT 256 /* more cells than this need force=1 */
+
+typedef struct {
+    int arg;     /* the word of the command that lists the values */
+    char key[64];
+    int n;
+    char **v;    /* the values (into a copy of the word) */
+    char *copy;
+} sweep_axis;
+
+typedef struct {
+    int argc;
+    char **argv;  /* the command's words after ./train */
+    int nax;
+    sweep_axis ax[SWEEP_MAX_AXES];
+    int64_t cells;
+    char out[SSL_STR];
+    int64_t parallel, threads_given;
+    train_cfg *cfg; /* each cell's options */
+} sweep_grid;
+
+enum { CELL_PENDING, CELL_UNFINISHED, CELL_RUNNING, CELL_DONE, CELL_DIVERGED, CELL_FAILED };
+static const char *const CELL_STATUS[] = {"pending", "unfinished", "running", "done", "diverged", "failed"};
+
+typedef struct {
+    int status;
+    double knn, probe, loss, wall; /* -1 / NAN: not known */
+    int64_t step;
+} sweep_cell;
+
+static int sweep_key_is(const char *arg, const char *key) {
+    size_t n = strlen(key);
+    return !strncmp(arg, key, n) && arg[n] == '=';
+}
+
+/* the index of each axis's value in cell c (the last axis varies fastest) */
+static void sweep_digits(const sweep_grid *g, int64_t c, int *d) {
+    for (int a = g->nax - 1; a >= 0; a--) d[a] = (int)(c % g->ax[a].n), c /= g->ax[a].n;
+}
+
+static void sweep_cell_name(const sweep_grid *g, int64_t c, char *name, size_t cap) {
+    int d[SWEEP_MAX_AXES];
+    sweep_digits(g, c, d);
+    size_t len = 0;
+    name[0] = 0;
+    for (int a = 0; a < g->nax; a++) {
+        len += (size_t)snprintf(name + len, len < cap ? cap - len : 0, "%s%s=%s", a ? "_" : "", g->ax[a].key, g->ax[a].v[d[a]]);
+        if (len >= cap) break;
+    }
+    for (char *p = name; *p; p++) /* a file name: no separators or shell-special characters */
+        if (!(isalnum((unsigned char)*p) || strchr("._+-=", *p))) *p = '_';
+}
+
+static void sweep_free(sweep_grid *g) {
+    for (int a = 0; a < g->nax; a++) free(g->ax[a].v), free(g->ax[a].copy);
+    free(g->cfg);
+    g->nax = 0, g->cfg = NULL;
+}
+
+/* Cell c's words: the command's, each axis word replaced by the cell's
+   value, without the grid's own options and out=, then out=OUT/CELL. Words
+   are written into buf; returns the count. */
+static int sweep_cell_args(const sweep_grid *g, int64_t c, char **words, int cap, char *buf, size_t bufcap) {
+    int d[SWEEP_MAX_AXES], n = 0;
+    size_t used = 0;
+    sweep_digits(g, c, d);
+    for (int i = 0; i < g->argc && n < cap - 1; i++) {
+        const char *w = g->argv[i];
+        if (sweep_key_is(w, "out") || sweep_key_is(w, "parallel") || sweep_key_is(w, "force")) continue;
+        char tmp[2 * SSL_STR];
+        snprintf(tmp, sizeof tmp, "%s", w);
+        for (int a = 0; a < g->nax; a++)
+            if (g->ax[a].arg == i) snprintf(tmp, sizeof tmp, "%s=%s", g->ax[a].key, g->ax[a].v[d[a]]);
+        size_t l = strlen(tmp) + 1;
+        if (used + l > bufcap) break;
+        memcpy(buf + used, tmp, l);
+        words[n++] = buf + used, used += l;
+    }
+    char name[SSL_STR];
+    sweep_cell_name(g, c, name, sizeof name);
+    if (n < cap) {
+        size_t l = (size_t)snprintf(buf + used, bufcap > used ? bufcap - used : 0, "out=%s/%s", g->out, name) + 1;
+        if (used + l <= bufcap) words[n++] = buf + used;
+    }
+    return n;
+}
+
+/* Reads the command's words into a grid: its axes, its cell count, every
+   cell's options checked. Returns 0, 1 when no word is a list (not a grid),
+   -1 on an error (printed). */
+static int sweep_parse(sweep_grid *g, int argc, char **argv, int force_check) {
+    static const char *const single[] = {"out", "resume", "data", "val", "config", "parallel", "force", "threads", "loader_threads"};
+    memset(g, 0, sizeof *g);
+    g->argc = argc, g->argv = argv;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (!eq || !strchr(eq + 1, ',')) continue;
+        size_t kl = (size_t)(eq - argv[i]);
+        if (kl == 0 || kl >= sizeof g->ax[0].key) {
+            fprintf(stderr, "train: bad option name in '%s'\n", argv[i]);
+            return sweep_free(g), -1;
+        }
+        for (size_t k = 0; k < sizeof single / sizeof single[0]; k++)
+            if (sweep_key_is(argv[i], single[k])) {
+                fprintf(stderr, "train: %s: '%s' takes one value, not a list (a grid's axes are the training options)\n",
+                        argv[i], single[k]);
+                return sweep_free(g), -1;
+            }
+        if (g->nax == SWEEP_MAX_AXES) {
+            fprintf(stderr, "train: %s: more than %d options with several values\n", argv[i], SWEEP_MAX_AXES);
+            return sweep_free(g), -1;
+        }
+        sweep_axis *a = &g->ax[g->nax++];
+        a->arg = i;
+        memcpy(a->key, argv[i], kl);
+        a->key[kl] = 0;
+        a->copy = strdup(eq + 1);
+        int n = 1;
+        for (const char *p = eq + 1; *p; p++) n += *p == ',';
+        a->v = ssl_malloc(sizeof(char *) * (size_t)n, "grid values");
+        for (char *s = a->copy, *e; s; s = e) {
+            e = strchr(s, ',');
+            if (e) *e++ = 0;
+            if (!*s) {
+                fprintf(stderr, "train: %s: an empty value in the list of '%s'\n", argv[i], a->key);
+                return sweep_free(g), -1;
+            }
+            for (int k = 0; k < a->n; k++)
+                if (!strcmp(a->v[k], s)) {
+                    fprintf(stderr, "train: %s: '%s' is listed twice for '%s'\n", argv[i], s, a->key);
+                    return sweep_free(g), -1;
+                }
+            a->v[a->n++] = s;
+        }
+        for (int b = 0; b < g->nax - 1; b++)
+            if (!strcmp(g->ax[b].key, a->key)) {
+                fprintf(stderr, "train: '%s' is given two lists\n", a->key);
+                return sweep_free(g), -1;
+            }
+    }
+    if (!g->nax) return 1;
+    for (int i = 0; i < argc; i++)
+        if (sweep_key_is(argv[i], "resume")) {
+            fprintf(stderr, "train: %s: a grid resumes its cells itself (the same command again); 'resume' names one run\n", argv[i]);
+            return sweep_free(g), -1;
+        }
+    /* the grid's own options: out, parallel, force (from the first cell's parse below) */
+    train_cfg base;
+    ssl_config_defaults(OPTS, NOPTS, &base);
+    int force = 0;
+    g->cells = 1;
+    for (int a = 0; a < g->nax; a++) {
+        if (g->cells > ((int64_t)1 << 40) / g->ax[a].n) g->cells = (int64_t)1 << 40; /* no overflow: refused anyway */
+        else g->cells *= g->ax[a].n;
+    }
+    /* every cell parsed by the table, before any runs */
+    char *words[512], buf[1 << 16];
+    const char *pos[2];
+    for (int64_t c = 0; c < g->cells; c++) {
+        train_cfg cc;
+        ssl_config_defaults(OPTS, NOPTS, &cc);
+        int n = sweep_cell_args(g, c, words, 512, buf, sizeof buf), npos = 0;
+        char name[SSL_STR];
+        sweep_cell_name(g, c, name, sizeof name);
+        if (ssl_config_parse(OPTS, NOPTS, &cc, n, words, pos, 1, &npos) ||
+            (npos == 1 && ssl_config_set(OPTS, NOPTS, &cc, "method", pos[0]))) {
+            fprintf(stderr, "train: grid cell %lld of %lld (%s): %s\n", (long long)c + 1, (long long)g->cells, name, ssl_last_error());
+            return sweep_free(g), -1;
+        }
+        if (c == 0) {
+            /* the grid's own options, from the whole command (out= included) */
+            train_cfg whole;
+            ssl_config_defaults(OPTS, NOPTS, &whole);
+            for (int i = 0; i < argc; i++)
+                if (sweep_key_is(argv[i], "out") || sweep_key_is(argv[i], "parallel") || sweep_key_is(argv[i], "force"))
+                    if (ssl_config_parse(OPTS, NOPTS, &whole, 1, argv + i, pos, 0, NULL)) {
+                        fprintf(stderr, "train: %s\n", ssl_last_error());
+                        return sweep_free(g), -1;
+                    }
+            snprintf(g->out, sizeof g->out, "%s", whole.out);
+            g->parallel = whole.parallel;
+            force = whole.force;
+            for (int i = 0; i < argc; i++) g->threads_given |= sweep_key_is(argv[i], "threads");
+            if (force_check && g->cells > SWEEP_CELL_LIMIT && !force) {
+                fprintf(stderr, "train: a grid of %lld cells (", (long long)g->cells);
+                for (int a = 0; a < g->nax; a++) fprintf(stderr, "%s%s: %d values", a ? ", " : "", g->ax[a].key, g->ax[a].n);
+                fprintf(stderr, ") is more than %d; force=1 runs it\n", SWEEP_CELL_LIMIT);
+                return sweep_free(g), -1;
+            }
+            g->cfg = ssl_malloc(sizeof(train_cfg) * (size_t)g->cells, "grid cells");
+            /* out= now names the grid: cells' names are relative to it */
+            n = sweep_cell_args(g, c, words, 512, buf, sizeof buf);
+            ssl_config_parse(OPTS, NOPTS, &cc, n, words, pos, 1, &npos);
+        }
+        g->cfg[c] = cc;
+    }
+    return 0;
+}
+
+/* "key": number in a line of JSON (NAN: absent) */
+static double sweep_json_num(const char *line, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *p = strstr(line, k);
+    return p ? strtod(p + strlen(k), NULL) : NAN;
+}
+
+/* A cell's state from OUT/CELL/log.jsonl: the records after its last
+   config record are its last start's. */
+static sweep_cell sweep_read_cell(const sweep_grid *g, int64_t c) {
+    sweep_cell s = {CELL_PENDING, -1, -1, NAN, 0, 0};
+    const train_cfg *cc = &g->cfg[c];
+    char path[SSL_STR + 32];
+    snprintf(path, sizeof path, "%s/log.jsonl", cc->out);
+    FILE *f = fopen(path, "r");
+    if (!f) return s;
+    char *line = NULL;
+    size_t cap = 0;
+    int eval = 0, err = 0, exitc = 0, starts = 0;
+    double ck_epoch = -1, ck_step = -1, block_wall = 0, block_elapsed = 0;
+    while (getline(&line, &cap, f) > 0) {
+        if (!strncmp(line, "{\"config\"", 9)) {
+            s.wall += block_wall > 0 ? block_wall : block_elapsed;
+            block_wall = block_elapsed = 0;
+            eval = err = exitc = 0, starts++;
+        } else if (!strncmp(line, "{\"eval\"", 7)) {
+            eval = 1;
+            s.knn = sweep_json_num(line, "knn_top1"), s.probe = sweep_json_num(line, "probe_top1");
+        } else if (!strncmp(line, "{\"error\"", 8)) {
+            err = 1;
+            s.step = (int64_t)sweep_json_num(line, "step");
+        } else if (!strncmp(line, "{\"checkpoint\"", 13)) {
+            ck_epoch = sweep_json_num(line, "epoch"), ck_step = sweep_json_num(line, "step");
+        } else if (!strncmp(line, "{\"sweep\"", 8)) {
+            block_wall += sweep_json_num(line, "wall_s");
+            exitc = (int)sweep_json_num(line, "exit");
+        } else if (!strncmp(line, "{\"epoch\"", 8)) {
+            s.loss = sweep_json_num(line, "loss");
+            s.step = (int64_t)sweep_json_num(line, "step");
+            block_elapsed = sweep_json_num(line, "elapsed");
+        }
+    }
+    s.wall += block_wall > 0 ? block_wall : block_elapsed;
+    free(line);
+    fclose(f);
+    if (!starts) return s;
+    if (err) s.status = CELL_DIVERGED;
+    else if (eval || (!cc->val[0] && ck_epoch >= (double)cc->epochs) || (cc->max_steps && ck_step >= (double)cc->max_steps))
+        s.status = CELL_DONE;
+    else s.status = exitc ? CELL_FAILED : CELL_UNFINISHED;
+    return s;
+}
+
+/* the figure's value of a cell: kNN top-1 when the grid has one, else the
+   probe's, else the final loss (lower is better) */
+typedef struct { int which; const char *title; } sweep_metric;
+static double sweep_value(const sweep_cell *s, sweep_metric m) {
+    if (s->status != CELL_DONE) return NAN;
+    double v = m.which == 0 ? s->knn : m.which == 1 ? s->probe : s->loss;
+    return m.which < 2 ? (v >= 0 ? 100 * v : NAN) : v;
+}
+static int sweep_better(sweep_metric m, double a, double b) { /* a better than b (NAN: worst) */
+    if (isnan(a)) return 0;
+    if (isnan(b)) return 1;
+    return m.which == 2 ? a < b : a > b;
+}
+
+/* A figure's cell: the value (mean over seeds when seed is an axis not
+   plotted; the other axes not plotted at their best), or diverged. */
+static void sweep_aggregate(const sweep_grid *g, const sweep_cell *st, sweep_metric m, int a0, int i0, int a1, int i1,
+                            double *value, int *diverged, int *any) {
+    int seed = -1;
+    for (int a = 0; a < g->nax; a++)
+        if (!strcmp(g->ax[a].key, "seed") && a != a0 && a != a1) seed = a;
+    double best = NAN;
+    *diverged = 0, *any = 0;
+    for (int64_t c = 0; c < g->cells; c++) {
+        int d[SWEEP_MAX_AXES];
+        sweep_digits(g, c, d);
+        if (d[a0] != i0 || (a1 >= 0 && d[a1] != i1) || (seed >= 0 && d[seed] != 0)) continue;
+        /* the mean over the seeds of this combination */
+        double sum = 0;
+        int n = 0;
+        int64_t stride = 1;
+        for (int a = g->nax - 1; a > seed && seed >= 0; a--) stride *= g->ax[a].n;
+        for (int k = 0; k < (seed >= 0 ? g->ax[seed].n : 1); k++) {
+            const sweep_cell *s = &st[c + k * stride];
+            double v = sweep_value(s, m);
+            if (s->status == CELL_DIVERGED) *diverged = 1;
+            if (s->status != CELL_PENDING) *any = 1;
+            if (!isnan(v)) sum += v, n++;
+        }
+        double mean = n ? sum / n : NAN;
+        if (sweep_better(m, mean, best)) best = mean;
+    }
+    *value = best;
+}
+
+static int sweep_gnuplot(const char *script, char *why, size_t cap) {
+    pid_t p = fork();
+    if (p == 0) {
+        int fd = open("/dev/null", O_WRONLY); /* its warnings too (an empty colour range, a grid with no value yet) */
+        if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+        execlp("gnuplot", "gnuplot", script, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    if (p < 0 || waitpid(p, &st, 0) < 0) return snprintf(why, cap, "cannot start gnuplot"), -1;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) return snprintf(why, cap, "gnuplot not found (apt-get install gnuplot-nox)"), -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) return snprintf(why, cap, "gnuplot failed on %.900s (run it to see why)", script), -1;
+    return 0;
+}
+
+static void sweep_tics(FILE *f, const char *axis, const sweep_axis *a) {
+    fprintf(f, "set %stics (", axis);
+    for (int i = 0; i < a->n; i++) fprintf(f, "%s\"%s\" %d", i ? ", " : "", a->v[i], i);
+    fprintf(f, ")\nset %srange [-0.5:%d.5]\nset %slabel \"%s\"\n", axis, a->n - 1, axis, a->key);
+}
+
+/* One figure: a heatmap of axes a0 (rows) x a1 (columns), or a line plot of
+   a0 when a1 < 0, written to png; its gnuplot script is kept beside it
+   (gnuplot OUT/sweep.gp remakes it). */
+static int sweep_figure(const sweep_grid *g, const sweep_cell *st, sweep_metric m, int a0, int a1, const char *png, char *why,
+                        size_t cap) {
+    char *body = NULL;
+    size_t blen = 0;
+    FILE *f = open_memstream(&body, &blen);
+    if (!f) return snprintf(why, cap, "out of memory"), -1;
+    const sweep_axis *A = &g->ax[a0], *B = a1 >= 0 ? &g->ax[a1] : NULL;
+    int seed = 0;
+    for (int a = 0; a < g->nax; a++) seed |= !strcmp(g->ax[a].key, "seed") && a != a0 && a != a1;
+    int others = g->nax - (B ? 2 : 1) - seed;
+    fprintf(f, "set title \"%s%s%s%s%s\"\nunset key\n", m.title, seed || others > 0 ? "\\n{/*0.8 " : "", seed ? "mean over seeds" : "",
+            others > 0 ? (seed ? "; the other options at their best" : "the other options at their best") : "", seed || others > 0 ? "}" : "");
+    int nbad = 0, nok = 0;
+    double lo = INFINITY;
+    if (B) {
+        fprintf(f, "set palette defined (0 \"#fff7bc\", 0.5 \"#fdae6b\", 1 \"#d94801\")\nset tics scale 0\n");
+        sweep_tics(f, "x", B);
+        sweep_tics(f, "y", A);
+    } else {
+        sweep_tics(f, "x", A);
+        fprintf(f, "set ylabel \"%s\"\nset grid\nset offsets 0, 0, graph 0.15, graph 0.15\n", m.title);
+    }
+    /* $ok: x y value label; $bad: x y of the diverged */
+    for (int pass = 0; pass < 2; pass++) {
+        fprintf(f, "%s << EOD\n", pass ? "$bad" : "$ok");
+        for (int i = 0; i < A->n; i++)
+            for (int j = 0; j < (B ? B->n : 1); j++) {
+                double v;
+                int div, any;
+                sweep_aggregate(g, st, m, a0, i, a1, j, &v, &div, &any);
+                int x = B ? j : i, y = B ? i : 0;
+                if (!pass && !isnan(v)) {
+                    if (B) fprintf(f, "%d %d \"%.*f\" %.6g\n", x, y, m.which == 2 ? 3 : 1, v, v);
+                    else fprintf(f, "%d %.6g \"%.*f\"\n", x, v, m.which == 2 ? 3 : 1, v);
+                    nok++;
+                    if (v < lo) lo = v;
+                }
+                if (pass && isnan(v) && div) fprintf(f, "%d %d\n", x, y), nbad++;
+            }
+        fprintf(f, "EOD\n");
+    }
+    if (B) {
+        /* $ok rows: x y "label" value */
+        fprintf(f, "plot $ok using 1:2:(0.5):(0.5):4 with boxxyerror fc palette fs solid 1.0 border lc rgb \"white\", "
+                   "$ok using 1:2:3 with labels font \",11\"");
+        if (nbad)
+            fprintf(f, ", $bad using 1:2:(0.5):(0.5) with boxxyerror fc rgb \"#bbbbbb\" fs pattern 4 border lc rgb \"white\", "
+                       "$bad using 1:2:(\"diverged\") with labels font \",10\" tc rgb \"#b00000\"");
+    } else {
+        fprintf(f, "plot ");
+        if (nok) fprintf(f, "$ok using 1:2 with linespoints pt 7 lw 2, $ok using 1:2:3 with labels offset 0,1%s", nbad ? ", " : "");
+        if (nbad) fprintf(f, "$bad using 1:(%.6g):(\"diverged\") with labels tc rgb \"#b00000\"", nok ? lo : 0.0);
+        if (!nok && !nbad) fprintf(f, "0 with lines lc rgb \"white\"");
+    }
+    fprintf(f, "\nset output\n");
+    fclose(f);
+    int w = B ? 160 + 110 * B->n : 200 + 90 * A->n, h = B ? 140 + 80 * A->n : 480;
+    char script[SSL_STR + 16], tscript[SSL_STR + 32], tpng[SSL_STR + 32];
+    snprintf(script, sizeof script, "%.*s.gp", (int)(strlen(png) - 4), png);
+    snprintf(tscript, sizeof tscript, "%s.%d.tmp", script, (int)getpid());
+    snprintf(tpng, sizeof tpng, "%s.%d.tmp", png, (int)getpid());
+    int rc = 0;
+    for (int k = 0; k < 2 && !rc; k++) { /* the temporary script draws the temporary PNG; the kept one names the PNG */
+        const char *sp = k ? script : tscript;
+        FILE *o = fopen(sp, "w");
+        if (!o) { snprintf(why, cap, "cannot write %s: %s", sp, strerror(errno)), rc = -1; break; }
+        fprintf(o, "# a grid's figure, made by ./train; gnuplot %s remakes %s\n", script, png);
+        fprintf(o, "set terminal pngcairo size %d,%d font \",10\" enhanced\nset output \"%s\"\n", w < 520 ? 520 : w,
+                h < 400 ? 400 : h, k ? png : tpng);
+        fwrite(body, 1, blen, o);
+        if (fclose(o)) snprintf(why, cap, "cannot write %s", sp), rc = -1;
+        if (!k && !rc) {
+            rc = sweep_gnuplot(tscript, why, cap);
+            unlink(tscript);
+            if (!rc && rename(tpng, png)) snprintf(why, cap, "cannot write %s: %s", png, strerror(errno)), rc = -1;
+            if (rc) unlink(tpng);
+        }
+    }
+    free(body);
+    return rc;
+}
+
+/* writes text to path through a temporary name */
+static int sweep_write_atomic(const char *path, const char *text, size_t n) {
+    char tmp[SSL_STR + 64];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int bad = fwrite(text, 1, n, f) != n;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) return unlink(tmp), -1;
+    return 0;
+}
+
+static void sweep_fmt_pct(char *s, size_t cap, double v) {
+    if (v >= 0) snprintf(s, cap, "%.2f%%", 100 * v);
+    else snprintf(s, cap, "-");
+}
+
+/* OUT/sweep.md, OUT/sweep.jsonl and the figures, from every cell's log
+   (running[c]: cells this process runs now). Returns 0, -1 when a file
+   could not be written. */
+static int sweep_summary(const sweep_grid *g, const char *running, int quiet) {
+    sweep_cell *st = ssl_malloc(sizeof(sweep_cell) * (size_t)g->cells, "grid summary");
+    int64_t count[6] = {0};
+    int has_knn = 0, has_probe = 0;
+    for (int64_t c = 0; c < g->cells; c++) {
+        st[c] = sweep_read_cell(g, c);
+        if (running && running[c] && st[c].status != CELL_DONE && st[c].status != CELL_DIVERGED) st[c].status = CELL_RUNNING;
+        count[st[c].status]++;
+        has_knn |= st[c].status == CELL_DONE && st[c].knn >= 0;
+        has_probe |= st[c].status == CELL_DONE && st[c].probe >= 0;
+    }
+    sweep_metric m = has_knn ? (sweep_metric){0, "kNN top-1 (%) on val"}
+                   : has_probe ? (sweep_metric){1, "online probe top-1 (%) on val"} : (sweep_metric){2, "final training loss"};
+    size_t cap = 4096 + (size_t)g->cells * (512 + 64 * (size_t)g->nax), mn = 0, jn = 0;
+    char *md = ssl_malloc(cap, "sweep.md"), *js = ssl_malloc(cap, "sweep.jsonl");
+#define MD(...) mn += (size_t)snprintf(md + mn, mn < cap ? cap - mn : 0, __VA_ARGS__)
+#define JS(...) jn += (size_t)snprintf(js + jn, jn < cap ? cap - jn : 0, __VA_ARGS__)
+    MD("# Grid %s\n\n`./train", g->out);
+    for (int i = 0; i < g->argc; i++) MD(" %s", g->argv[i]);
+    MD("`\n\n%lld cells: %lld done, %lld diverged, %lld failed, %lld running, %lld unfinished, %lld pending.\n\n", (long long)g->cells,
+       (long long)count[CELL_DONE], (long long)count[CELL_DIVERGED], (long long)count[CELL_FAILED], (long long)count[CELL_RUNNING],
+       (long long)count[CELL_UNFINISHED], (long long)count[CELL_PENDING]);
+    MD("|");
+    for (int a = 0; a < g->nax; a++) MD(" %s |", g->ax[a].key);
+    MD(" kNN top-1 | probe top-1 | final loss | wall | status | cell |\n|");
+    for (int a = 0; a < g->nax; a++) MD("---:|");
+    MD("---:|---:|---:|---:|:---|:---|\n");
+    int64_t best = -1;
+    for (int64_t c = 0; c < g->cells; c++) {
+        const sweep_cell *s = &st[c];
+        int d[SWEEP_MAX_AXES];
+        char name[SSL_STR], knn[32], probe[32], loss[32] = "-", wall[32] = "-";
+        sweep_digits(g, c, d);
+        sweep_cell_name(g, c, name, sizeof name);
+        sweep_fmt_pct(knn, sizeof knn, s->status == CELL_DONE ? s->knn : -1);
+        sweep_fmt_pct(probe, sizeof probe, s->status == CELL_DONE ? s->probe : -1);
+        if (!isnan(s->loss)) snprintf(loss, sizeof loss, fabs(s->loss) < 1e4 ? "%.4f" : "%.3g", s->loss);
+        if (s->status != CELL_PENDING) ssl_format_duration(s->wall, wall, sizeof wall);
+        if (sweep_better(m, sweep_value(s, m), best >= 0 ? sweep_value(&st[best], m) : NAN)) best = c;
+        MD("|");
+        for (int a = 0; a < g->nax; a++) MD(" %s |", g->ax[a].v[d[a]]);
+        MD(" %s | %s | %s | %s | %s", knn, probe, loss, wall, CELL_STATUS[s->status]);
+        if (s->status == CELL_DIVERGED) MD(" (non-finite loss at step %lld)", (long long)s->step);
+        MD(" | %s |\n", name);
+        JS("{\"cell\": \"%s\", \"values\": {", name);
+        for (int a = 0; a < g->nax; a++) JS("%s\"%s\": \"%s\"", a ? ", " : "", g->ax[a].key, g->ax[a].v[d[a]]);
+        JS("}, \"status\": \"%s\", \"knn_top1\": ", CELL_STATUS[s->status]);
+        if (s->status == CELL_DONE && s->knn >= 0) JS("%.6f", s->knn); else JS("null");
+        JS(", \"probe_top1\": ");
+        if (s->status == CELL_DONE && s->probe >= 0) JS("%.6f", s->probe); else JS("null");
+        JS(", \"loss\": ");
+        if (!isnan(s->loss)) JS("%.6f", s->loss); else JS("null");
+        JS(", \"step\": %lld, \"wall_s\": %.1f}\n", (long long)s->step, s->wall);
+    }
+    if (best >= 0) {
+        char name[SSL_STR];
+        sweep_cell_name(g, best, name, sizeof name);
+        MD("\nBest by %s: %s (%.*f).\n", m.title, name, m.which == 2 ? 4 : 2, sweep_value(&st[best], m));
+    }
+    /* the figures: the axes but seed (repeats: averaged) */
+    int plot[SWEEP_MAX_AXES], np = 0, rc = 0;
+    for (int a = 0; a < g->nax; a++)
+        if (strcmp(g->ax[a].key, "seed")) plot[np++] = a;
+    if (np == 0 && g->nax) plot[np++] = 0;
+    char why[SSL_STR + 64] = "", png[SSL_STR + 64];
+    MD("\n");
+    if (np <= 2) {
+        snprintf(png, sizeof png, "%s/sweep.png", g->out);
+        if (sweep_figure(g, st, m, plot[0], np == 2 ? plot[1] : -1, png, why, sizeof why) == 0)
+            MD("![%s](sweep.png)\n", m.title);
+    } else {
+        for (int i = 0; i < np && !why[0]; i++)
+            for (int j = i + 1; j < np && !why[0]; j++) {
+                snprintf(png, sizeof png, "%s/sweep_%s_%s.png", g->out, g->ax[plot[i]].key, g->ax[plot[j]].key);
+                if (sweep_figure(g, st, m, plot[i], plot[j], png, why, sizeof why) == 0)
+                    MD("![%s x %s](sweep_%s_%s.png)\n", g->ax[plot[i]].key, g->ax[plot[j]].key, g->ax[plot[i]].key, g->ax[plot[j]].key);
+            }
+    }
+    if (why[0]) {
+        MD("No figure: %s.\n", why);
+        if (!quiet) fprintf(stderr, "train: no grid figure: %s; sweep.md and sweep.jsonl are written\n", why);
+    }
+#undef MD
+#undef JS
+    char path[SSL_STR + 32];
+    snprintf(path, sizeof path, "%s/sweep.md", g->out);
+    if (sweep_write_atomic(path, md, mn < cap ? mn : cap - 1)) rc = -1;
+    snprintf(path, sizeof path, "%s/sweep.jsonl", g->out);
+    if (sweep_write_atomic(path, js, jn < cap ? jn : cap - 1)) rc = -1;
+    if (rc) fprintf(stderr, "train: cannot write the grid's summary in %s: %s\n", g->out, strerror(errno));
+    free(md);
+    free(js);
+    free(st);
+    return rc;
+}
+
+/* This process's share of the cells: a Slurm array task or an mpirun rank
+   takes every count-th cell from its index. */
+static int sweep_share(int64_t *index, int64_t *count, char *who, size_t cap) {
+    static const char *const env[][3] = {{"SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"},
+                                         {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", NULL},
+                                         {"PMI_RANK", "PMI_SIZE", NULL}};
+    *index = 0, *count = 1, who[0] = 0;
+    for (int k = 0; k < 3; k++) {
+        const char *i = getenv(env[k][0]), *n = getenv(env[k][1]), *lo = env[k][2] ? getenv(env[k][2]) : NULL;
+        if (!i || !n) continue;
+        char *e1, *e2;
+        long long vi = strtoll(i, &e1, 10), vn = strtoll(n, &e2, 10), vlo = lo ? atoll(lo) : 0;
+        if (*e1 || *e2 || !*i || !*n || vn < 1 || vi - vlo < 0 || vi - vlo >= vn) {
+            fprintf(stderr, "train: %s=%s %s=%s%s%s: not an index below the count\n", env[k][0], i, env[k][1], n,
+                    lo ? " SLURM_ARRAY_TASK_MIN=" : "", lo ? lo : "");
+            return -1;
+        }
+        *index = vi - vlo, *count = vn;
+        snprintf(who, cap, "%s %lld of %lld", k == 0 ? "Slurm array task" : "mpirun rank", vi - vlo, vn);
+        return 0;
+    }
+    return 0;
+}
+
+/* A cell's run, started: this program again with the cell's words, its
+   output to OUT/CELL/output.txt, without the launcher's rank variables (a
+   cell is a run of its own). */
+static pid_t sweep_start(const sweep_grid *g, int64_t c, int resume, int64_t threads) {
+    static char buf[1 << 16];
+    char *words[520];
+    words[0] = "train";
+    int n = 1 + sweep_cell_args(g, c, words + 1, 512, buf, sizeof buf - 2 * SSL_STR - 64);
+    char extra[2 * SSL_STR + 64], *x = extra;
+    if (resume) {
+        words[n++] = x;
+        x += sprintf(x, "resume=%s", g->cfg[c].out) + 1;
+    }
+    if (threads) {
+        words[n++] = x;
+        x += sprintf(x, "threads=%lld", (long long)threads) + 1;
+        words[n++] = x;
+        x += sprintf(x, "loader_threads=%lld", (long long)threads) + 1;
+    }
+    words[n] = NULL;
+    char path[SSL_STR + 32];
+    snprintf(path, sizeof path, "%s/output.txt", g->cfg[c].out);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t p = fork();
+    if (p != 0) return p;
+    static const char *const scrub[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                        "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "PMIX_RANK", "PMIX_SIZE", "SLURM_PROCID",
+                                        "SLURM_STEP_NUM_TASKS",
+                                        "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"};
+    for (size_t k = 0; k < sizeof scrub / sizeof scrub[0]; k++) unsetenv(scrub[k]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0666);
+    if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+    execv("/proc/self/exe", words);
+    fprintf(stderr, "train: cannot run /proc/self/exe: %s\n", strerror(errno));
+    _exit(127);
+}
+
+/* The grid's run: this process's share of the cells, parallel at a time.
+   Returns 0 when each of them is done or diverged. */
+static int sweep_run(sweep_grid *g) {
+    int64_t index, count;
+    char who[128];
+    if (sweep_share(&index, &count, who, sizeof who)) return 1;
+    /* OUT (mkdir -p), the command's words kept for ./train summary */
+    for (char *p = g->out + 1; *p; p++)
+        if (*p == '/') { *p = 0; mkdir(g->out, 0777); *p = '/'; }
+    if (mkdir(g->out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "train: cannot create %s: %s\n", g->out, strerror(errno));
+        return 1;
+    }
+    {
+        size_t cap = 1024, n = 0;
+        for (int i = 0; i < g->argc; i++) cap += strlen(g->argv[i]) + 1;
+        char *t = ssl_malloc(cap, "sweep.args");
+        for (int i = 0; i < g->argc; i++) n += (size_t)sprintf(t + n, "%s\n", g->argv[i]);
+        char path[SSL_STR + 32];
+        snprintf(path, sizeof path, "%s/sweep.args", g->out);
+        int bad = sweep_write_atomic(path, t, n);
+        free(t);
+        if (bad) { fprintf(stderr, "train: cannot write %s: %s\n", path, strerror(errno)); return 1; }
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t par = g->parallel, threads = 0;
+    if (!g->threads_given && par > 1) threads = cores / par > 1 ? cores / par : 1;
+    int64_t mine = 0;
+    for (int64_t c = index; c < g->cells; c += count) mine++;
+    printf("train: a grid of %lld cells in %s (", (long long)g->cells, g->out);
+    for (int a = 0; a < g->nax; a++) printf("%s%s: %d", a ? " x " : "", g->ax[a].key, g->ax[a].n);
+    printf(")%s%s: %lld to run here, %lld at a time%s\n", who[0] ? "; " : "", who, (long long)mine, (long long)par,
+           threads ? ", the cores shared among them" : "");
+    fflush(stdout);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: waitpid returns to pass the signal on */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    char *running = calloc((size_t)g->cells, 1);
+    pid_t *pid = calloc((size_t)(par > 0 ? par : 1), sizeof(pid_t));
+    int64_t *cell = calloc((size_t)(par > 0 ? par : 1), sizeof(int64_t));
+    double *t0 = calloc((size_t)(par > 0 ? par : 1), sizeof(double));
+    int64_t next = index, live = 0, done = 0, failed = 0, forwarded = 0;
+    sweep_summary(g, running, 0);
+    for (;;) {
+        /* start cells while there is room */
+        while (!g_stop && live < par && next < g->cells) {
+            int64_t c = next;
+            next += count;
+            sweep_cell s = sweep_read_cell(g, c);
+            char name[SSL_STR];
+            sweep_cell_name(g, c, name, sizeof name);
+            if (s.status == CELL_DONE || s.status == CELL_DIVERGED) {
+                printf("sweep: %s: %s already; skipped\n", name, CELL_STATUS[s.status]);
+                done++;
+                continue;
+            }
+            char ck[SSL_STR + 32];
+            snprintf(ck, sizeof ck, "%s/ckpt.sslt", g->cfg[c].out);
+            int resume = access(ck, R_OK) == 0;
+            if (mkdir(g->cfg[c].out, 0777) && errno != EEXIST) {
+                fprintf(stderr, "train: cannot create %s: %s\n", g->cfg[c].out, strerror(errno));
+                failed++;
+                continue;
+            }
+            int slot = 0;
+            while (pid[slot]) slot++;
+            pid[slot] = sweep_start(g, c, resume, threads);
+            if (pid[slot] < 0) {
+                fprintf(stderr, "train: cannot start cell %s: %s\n", name, strerror(errno));
+                pid[slot] = 0;
+                failed++;
+                continue;
+            }
+            cell[slot] = c, t0[slot] = ssl_now(), running[c] = 1, live++;
+            printf("sweep: %s: %s (output in %s/output.txt)\n", name, resume ? "resumed from its checkpoint" : "started", g->cfg[c].out);
+            fflush(stdout);
+            sweep_summary(g, running, 1);
+        }
+        if (!live) break;
+        if (g_stop && !forwarded) { /* the running cells checkpoint and stop */
+            for (int64_t k = 0; k < par; k++)
+                if (pid[k]) kill(pid[k], g_stop);
+            forwarded = 1;
+            printf("sweep: %s: the running cells checkpoint and stop; the same command continues the grid\n",
+                   g_stop == SIGINT ? "interrupted" : "terminated");
+            fflush(stdout);
+        }
+        int wst;
+        pid_t p = waitpid(-1, &wst, 0);
+        if (p < 0) {
+            if (errno == ECHILD) break;
+            continue; /* EINTR: a signal, passed on above */
+        }
+        int slot = 0;
+        while (slot < par && pid[slot] != p) slot++;
+        if (slot == par) continue;
+        int64_t c = cell[slot];
+        double wall = ssl_now() - t0[slot];
+        int code = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
+        pid[slot] = 0, running[c] = 0, live--;
+        char path[SSL_STR + 32], name[SSL_STR];
+        snprintf(path, sizeof path, "%s/log.jsonl", g->cfg[c].out);
+        FILE *f = fopen(path, "a");
+        if (f) {
+            fprintf(f, "{\"sweep\": {\"exit\": %d, \"wall_s\": %.2f}}\n", code, wall);
+            fclose(f);
+        }
+        sweep_cell s = sweep_read_cell(g, c);
+        sweep_cell_name(g, c, name, sizeof name);
+        char knn[32], probe[32];
+        sweep_fmt_pct(knn, sizeof knn, s.knn);
+        sweep_fmt_pct(probe, sizeof probe, s.probe);
+        if (s.status == CELL_DONE) printf("sweep: %s: done in %.1fs (kNN top-1 %s, probe top-1 %s, loss %.4f)\n", name, wall, knn, probe, s.loss), done++;
+        else if (s.status == CELL_DIVERGED) printf("sweep: %s: diverged (non-finite loss at step %lld); the grid goes on\n", name, (long long)s.step), done++;
+        else if (g_stop) printf("sweep: %s: stopped at step %lld; resumes from its checkpoint\n", name, (long long)s.step);
+        else printf("sweep: %s: failed (exit %d; see %s/output.txt)\n", name, code, g->cfg[c].out), failed++;
+        fflush(stdout);
+        sweep_summary(g, running, 1);
+    }
+    sweep_summary(g, running, 0);
+    printf("sweep: %lld of %lld cells here finished (done or diverged)%s; summary in %s/sweep.md\n", (long long)done, (long long)mine,
+           failed ? ", some failed" : g_stop ? ", stopped early" : "", g->out);
+    free(running), free(pid), free(cell), free(t0);
+    return failed ? 1 : 0;
+}
+
+/* The hook in main: a grid, or ./train summary out=DIR; -1 when the command
+   is a single run. */
+static int sweep_main(int argc, char **argv) {
+    sweep_grid g;
+    if (!strcmp(argv[1], "summary")) {
+        train_cfg c;
+        ssl_config_defaults(OPTS, NOPTS, &c);
+        if (ssl_config_parse(OPTS, NOPTS, &c, argc - 2, argv + 2, NULL, 0, NULL)) return die("summary");
+        char path[SSL_STR + 32];
+        snprintf(path, sizeof path, "%s/sweep.args", c.out);
+        uint8_t *b;
+        size_t n;
+        if (ssl_read_file(path, &b, &n)) {
+            fprintf(stderr, "train: summary: %s: no grid here (%s)\n", c.out, ssl_last_error());
+            return 1;
+        }
+        char **words = ssl_malloc(sizeof(char *) * (n + 1), "sweep.args");
+        int nw = 0;
+        for (char *s = (char *)b, *e; s < (char *)b + n; s = e + 1) {
+            e = memchr(s, '\n', (size_t)((char *)b + n - s));
+            if (!e) break;
+            *e = 0;
+            words[nw++] = s;
+        }
+        int r = sweep_parse(&g, nw, words, 0);
+        if (r == 0) {
+            snprintf(g.out, sizeof g.out, "%s", c.out); /* the grid where it is now */
+            for (int64_t k = 0; k < g.cells; k++) {
+                char name[SSL_STR];
+                sweep_cell_name(&g, k, name, sizeof name);
+                snprintf(g.cfg[k].out, sizeof g.cfg[k].out, "%.511s/%.511s", c.out, name);
+            }
+            r = sweep_summary(&g, NULL, 0);
+            if (!r) printf("train: summary of %lld cells written to %s/sweep.md and %s/sweep.jsonl\n", (long long)g.cells, c.out, c.out);
+            sweep_free(&g);
+        } else if (r == 1) fprintf(stderr, "train: summary: %s has no option with several values\n", path);
+        free(words);
+        free(b);
+        return r ? 1 : 0;
+    }
+    int r = sweep_parse(&g, argc - 1, argv + 1, 1);
+    if (r == 1) return -1;
+    if (r < 0) return 1;
+    r = sweep_run(&g);
+    sweep_free(&g);
+    return r;
+}
+/* ==== end of grids ======================================================= */
+
 int main(int argc, char **argv) {
     train_cfg cfg;
     ssl_config_defaults(OPTS, NOPTS, &cfg);
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         printf("usage: ./train METHOD key=value ...   (METHOD: simclr, vicreg, barlow, byol)\n\n");
         ssl_config_usage(stdout, OPTS, NOPTS);
+        printf("\ngrids: an option given a comma list (lr=0.3,0.5 tau=0.1,0.2) runs every combination, each cell a run in\n"
+               "OUT/CELL (named by its values); the same command again skips finished cells and resumes the others.\n"
+               "parallel=N runs N at once; Slurm array tasks and mpirun ranks each take their share. OUT/sweep.md,\n"
+               "OUT/sweep.jsonl and OUT/sweep.png summarize it; ./train summary out=OUT rebuilds them from the cells' logs.\n");
         return argc < 2 ? 1 : 0;
+    }
+    { /* a grid, or ./train summary out=DIR: the grid section above */
+        int r = sweep_main(argc, argv);
+        if (r >= 0) return r;
     }
     /* under mpirun or srun: MPI, this rank, the world; else a world of one */
     if (ssl_comm_init(&g_comm, cfg.watchdog)) return die("launch");
@@ -630,6 +1432,18 @@ static int run(int argc, char **argv) {
         const char *last = strrchr(cfg.projector, '-');
         snprintf(cfg.predictor, sizeof cfg.predictor, "4096-%.32s", last ? last + 1 : cfg.projector);
     }
+    if (!strcmp(cfg.negatives, "patch")) { /* Instance-SimCLR: the positives are the noise views */
+        if (method != SSL_METHOD_SIMCLR) {
+            fprintf(stderr, "train: negatives=patch (Instance-SimCLR) is an option of simclr, not %s\n", cfg.method);
+            return 1;
+        }
+        if (strcmp(cfg.views, "noise") && given(argc, argv, "views")) {
+            fprintf(stderr, "train: negatives=patch (Instance-SimCLR) takes the whole image with noise as its positives "
+                            "(views=noise), not views=%s\n", cfg.views);
+            return 1;
+        }
+        snprintf(cfg.views, sizeof cfg.views, "noise");
+    }
     if (method != SSL_METHOD_BYOL && cfg.predictor[0]) {
         fprintf(stderr, "train: predictor=%s: only byol uses a predictor\n", cfg.predictor);
         return 1;
@@ -666,6 +1480,10 @@ static int run(int argc, char **argv) {
 #undef OVR
         if (ssl_view_recipe_check(r)) return die("bad view override");
     }
+    if (!strcmp(cfg.negatives, "patch")) { /* the third view: each image's patch, its only negative */
+        if (ssl_view_patch(res, (float)cfg.patch_scale, &lc.views[2])) return die("patch view");
+        lc.num_views = 3;
+    }
     lc.order = !strcmp(cfg.order, "quasi") ? SSL_ORDER_QUASI : !strcmp(cfg.order, "sequential") ? SSL_ORDER_SEQUENTIAL : SSL_ORDER_RANDOM;
     lc.threads = (int)cfg.loader_threads;
     lc.seed = (uint64_t)cfg.seed;
@@ -689,6 +1507,7 @@ static int run(int argc, char **argv) {
     int classes = (int)ssl_loader_pack(loader)->h.num_classes;
 
     ssl_train_config tc = ssl_train_config_default(method);
+    tc.patch_negatives = lc.num_views == 3;
     tc.tau = (float)cfg.tau, tc.sim = (float)cfg.sim, tc.std = (float)cfg.std, tc.cov = (float)cfg.cov;
     tc.lambd = (float)cfg.lambd, tc.ema_base = cfg.ema;
     tc.optim.kind = opt_kind(cfg.optimizer);
@@ -713,10 +1532,10 @@ static int run(int argc, char **argv) {
     t.online.keep_cols = !strcmp(cfg.keep_cols, "yes") ? 1 : !strcmp(cfg.keep_cols, "no") ? 0 : -1;
     int64_t plans_seen = 0;
 #ifdef SSL_CUDA
-    float *gview[2] = {NULL, NULL}; /* the views on the GPU */
+    float *gview[3] = {NULL, NULL, NULL}; /* the views on the GPU */
     if (on_gpu) {
         int rmax = (int)(cfg.res_end > res ? cfg.res_end : res);
-        for (int v = 0; v < 2; v++)
+        for (int v = 0; v < lc.num_views; v++)
             gview[v] = (float *)ssl_cuda_malloc(sizeof(float) * (size_t)(cfg.bs / world) * rmax * rmax * 3, "augmented views");
     }
 #endif
@@ -746,6 +1565,9 @@ static int run(int argc, char **argv) {
            cfg.predictor[0] ? ", predictor " : "", cfg.predictor);
     printf("train: %s: %lld samples, %d classes, %lld steps/epoch; lr %g (peak), %s\n", cfg.data,
            (long long)ssl_loader_pack(loader)->h.num_samples, classes, (long long)per_epoch, tc.lr, cfg.optimizer);
+    if (tc.patch_negatives)
+        printf("train: Instance-SimCLR: positives the whole image with noise, each image's only negative a patch of %g of it\n",
+               cfg.patch_scale);
     ssl_config_print(stdout, OPTS, NOPTS, &cfg);
     if (cfg.resume[0]) printf("train: resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg.resume, (long long)epoch, (long long)batch, (long long)t.step);
     {
@@ -781,21 +1603,21 @@ static int run(int argc, char **argv) {
         const ssl_batch *b = ssl_loader_next(loader), *nb = NULL;
         for (; b; b = nb ? nb : ssl_loader_next(loader), nb = NULL) {
             ssl_step_stats st;
-            const float *v0 = b->views[0], *v1 = b->views[1];
+            const float *v0 = b->views[0], *v1 = b->views[1], *vp = lc.num_views > 2 ? b->views[2] : NULL;
 #ifdef SSL_CUDA
             if (on_gpu) { /* the crops' colour ops, flip and normalize, on the GPU */
                 ssl_cuda_busy_mark(0);
-                for (int v = 0; v < 2; v++)
+                for (int v = 0; v < lc.num_views; v++)
                     ssl_cuda_augment_u8(b->views_u8[v], b->params[v], b->n, b->w[v], b->h[v], 255.0f, lc.views[v].mean,
                                         lc.views[v].std, gview[v]);
-                v0 = gview[0], v1 = gview[1];
+                v0 = gview[0], v1 = gview[1], vp = gview[2];
                 /* the next batch's crops (page-locked) copy while this step
                    computes; waiting for the loader is not GPU time */
                 ssl_cuda_busy_mark(1);
                 nb = ssl_loader_next(loader);
                 ssl_cuda_busy_mark(0);
                 if (nb)
-                    for (int v = 0; v < 2; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
+                    for (int v = 0; v < lc.num_views; v++) ssl_cuda_prefetch_u8(nb->views_u8[v], (size_t)nb->n * nb->w[v] * nb->h[v] * 3);
             }
 #endif
             if (cfg.dump_views[0]) {
@@ -804,7 +1626,7 @@ static int run(int argc, char **argv) {
                 dump_add(&dump, t.step, "view1", SSL_F32, v1, 4, vd, on_gpu);
                 dump_add(&dump, t.step, "labels", SSL_I32, b->labels, 1, ld, 0);
             }
-            if (ssl_train_step(&t, v0, v1, b->labels, b->n, b->h[0], b->w[0], &st)) {
+            if (ssl_train_step3(&t, v0, v1, vp, b->labels, b->n, b->h[0], b->w[0], &st)) {
                 fprintf(stderr, "train: %s\n", ssl_last_error());
                 if (have_ckpt) fprintf(stderr, "train: stopped; the last good checkpoint is %s (left intact)\n", ckpt);
                 else fprintf(stderr, "train: stopped; no checkpoint was written before this step\n");
@@ -877,12 +1699,16 @@ static int run(int argc, char **argv) {
                 sum_loss = sum_acc = 0, nsum = 0, imgs = 0, tlast = now;
                 memset(split, 0, sizeof split);
             }
-            if (world > 1) { /* a signal to any rank stops every rank after the same step */
-                int64_t sig = g_stop;
-                if (ssl_comm_max_i64(&g_comm, &sig, 1)) { rc = die("stop flag"); goto done; }
-                g_stop = (sig_atomic_t)sig;
+            /* a signal to any rank stops every rank after the same step: the
+               decision is the all-reduced flag, never a rank's own (a signal
+               landing on one rank during or after the all-reduce waits for
+               the next step's; overwriting it with the 0 sent would lose it) */
+            int64_t stop_sig = g_stop;
+            if (world > 1) {
+                if (ssl_comm_max_i64(&g_comm, &stop_sig, 1)) { rc = die("stop flag"); goto done; }
+                if (stop_sig) g_stop = (sig_atomic_t)stop_sig;
             }
-            if (g_stop || (cfg.max_steps && t.step >= cfg.max_steps)) {
+            if (stop_sig || (cfg.max_steps && t.step >= cfg.max_steps)) {
                 drop_prefetch(loader, nb);
                 stopped = 1;
                 break;
@@ -915,7 +1741,7 @@ done:
     fclose(log);
     ssl_trainer_free(&t);
 #ifdef SSL_CUDA
-    for (int v = 0; v < 2; v++)
+    for (int v = 0; v < 3; v++)
         if (gview[v]) ssl_cuda_free(gview[v]);
 #endif
     return rc;
