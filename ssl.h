@@ -8297,8 +8297,9 @@ static int ssl__launched_world(void) {
 
 /* the one communicator the watchdog watches */
 static ssl_comm *volatile ssl__watched;
-static volatile int ssl__watch_stop;
 
+#ifdef SSL_MPI
+static volatile int ssl__watch_stop;
 static void *ssl__watchdog(void *arg) {
     (void)arg;
     while (!ssl__watch_stop) {
@@ -8313,6 +8314,7 @@ static void *ssl__watchdog(void *arg) {
     }
     return NULL;
 }
+#endif
 
 SSLDEF int ssl_comm_init(ssl_comm *c, double watchdog_s) {
     ssl_comm_single(c);
