@@ -1642,8 +1642,9 @@ static int run(int argc, char **argv) {
             if (on_gpu && t.online.plans != plans_seen) { /* a new batch or resolution: what it takes on the device */
                 const ssl_model *m = &t.online;
                 plans_seen = m->plans;
-                printf("device: planned batch %d at %dx%d: %.2f GB of activations for the two views, im2col columns %s (%.2f GB)\n",
-                       m->n, m->h, m->w, (double)m->slots * m->slot_bytes / 1e9, m->planned_cols ? "kept" : "rebuilt in the backward",
+                printf("device: planned batch %d at %dx%d: %.2f GB of activations for the %s views, im2col columns %s (%.2f GB)\n",
+                       m->n, m->h, m->w, (double)m->slots * m->slot_bytes / 1e9,
+                       strcmp(cfg.negatives, "patch") ? "two" : "three", m->planned_cols ? "kept" : "rebuilt in the backward",
                        (double)m->slots * m->cols_bytes / 1e9);
             }
             imgs += b->n;
