@@ -866,7 +866,8 @@ static int sweep_gnuplot(const char *script, char *why, size_t cap) {
 static void sweep_tics(FILE *f, const char *axis, const sweep_axis *a) {
     fprintf(f, "set %stics (", axis);
     for (int i = 0; i < a->n; i++) fprintf(f, "%s\"%s\" %d", i ? ", " : "", a->v[i], i);
-    fprintf(f, ")\nset %srange [-0.5:%d.5]\nset %slabel \"%s\"\n", axis, a->n - 1, axis, a->key);
+    /* noenhanced: an underscore in a value or a key (crop_gray, patch_scale) is not a subscript */
+    fprintf(f, ") noenhanced\nset %srange [-0.5:%d.5]\nset %slabel \"%s\" noenhanced\n", axis, a->n - 1, axis, a->key);
 }
 
 /* One figure: a heatmap of axes a0 (rows) x a1 (columns), or a line plot of

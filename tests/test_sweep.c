@@ -198,6 +198,9 @@ TEST(sweep_three_axes_draw_a_heatmap_per_pair) {
               "want one heatmap per pair of width, tau, lr");
         char *gp = slurp(g, "sweep_width_tau.gp");
         CHECK(gp && strstr(gp, "the other options at their best"), "heatmap script: %s", gp ? gp : "(none)");
+        /* values and keys drawn as written: no gnuplot subscripts */
+        CHECK(gp && strstr(gp, "set xtics (\"0.1\" 0, \"0.2\" 1) noenhanced") && strstr(gp, "set ylabel \"width\" noenhanced"),
+              "heatmap tics and labels not plain text: %s", gp ? gp : "(none)");
         free(gp);
     }
     free(md);
