@@ -344,7 +344,11 @@ static int source_open(source *s, const pack_cfg *cfg) {
         s->class_names = names;
         s->num_classes = n;
     }
-    if (cfg->limit && cfg->limit < s->n) s->n = cfg->limit;
+    if (cfg->limit && cfg->limit < s->n) {
+        if (s->paths) /* the names past the limit are never read */
+            for (int64_t i = cfg->limit; i < s->n; i++) free(s->paths[i]);
+        s->n = cfg->limit;
+    }
     return 0;
 }
 

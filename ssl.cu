@@ -417,6 +417,7 @@ extern "C" int ssl_cuda_nccl_collective(void *comm, int op, const float *send, f
     case 1: SSL_NCCL_CHECK(ncclAllGather(send, recv, count, ncclFloat32, c, s)); break;
     case 2: SSL_NCCL_CHECK(ncclReduceScatter(send, recv, count / (size_t)world, ncclFloat32, ncclSum, c, s)); break;
     case 3: SSL_NCCL_CHECK(ncclBroadcast(send, recv, count, ncclFloat32, root, c, s)); break;
+    case 4: SSL_NCCL_CHECK(ncclAllReduce(send, recv, count, ncclFloat64, ncclSum, c, s)); break; /* doubles */
     default: return ssl__fail("ssl_cuda_nccl_collective: unknown op %d", op);
     }
     if (ssl__sync_on()) SSL_CUDA_CHECK(cudaDeviceSynchronize());
@@ -2203,7 +2204,12 @@ extern "C" int ssl_cuda_conv2d_backward(const ssl_tensor *x, const ssl_tensor *w
    one pass over x, no cancellation when k is near the mean, which a value
    of the same channel is). Then fin adds the blocks in order
    (deterministic; a different split than the CPU's 32 blocks, so the sums
-   can differ in the last bits of a double). */
+   can differ in the last bits of a double).
+   SyncBN (training with a communicator of several ranks): the same passes,
+   with the per-channel double sums all-reduced between the statistics and
+   what uses them (the forward's sum and its squared deviations from the
+   mean, the backward's two sums), on the compute stream, no host wait. A
+   world of one launches the one-process kernels only, unchanged. */
 /* ptxas (CUDA 13, sm_90) may schedule a run of loads into the arithmetic
    that uses them, one or two loads ahead, however the source orders them:
    the SASS (bench/ptx_check.py with cuobjdump) showed BN's moments pass
@@ -2357,7 +2363,8 @@ template <class T> struct ssl__f_bn_group {
         grp[(g * 3) * c + ch] = a0, grp[(g * 3 + 1) * c + ch] = a1, grp[(g * 3 + 2) * c + ch] = a2;
     }
 };
-/* per channel over the groups: the sums (GRAD) into sums[2][c] */
+/* per channel over the groups: the sums (GRAD), or the count and the sum
+   (MOMENTS: SyncBN's), into sums[2][c] */
 struct ssl__f_bn_fin {
     const double *grp;
     double *sums;
@@ -2392,6 +2399,36 @@ struct ssl__f_bn_moments {
         sums[ch] = m2 + rows * e * e;
     }
 };
+/* SyncBN (several ranks), after the all-reduce of every rank's per-channel
+   sum into sums[c + ch]: the global mean rounded to float, and this rank's
+   squared deviations from that rounded mean (each group's moved to it,
+   M2 + n (mean_g - mean_f)^2), into sums[ch] for the next all-reduce. What
+   the CPU's SyncBN sums, in double as this path's sums are. */
+struct ssl__f_bn_rank_dev {
+    const double *grp;
+    double *sums;
+    float *mean;
+    int64_t groups, c, rows_all;
+    SSL_HD void operator()(int64_t ch) const {
+        float mf = (float)(sums[c + ch] / rows_all);
+        double m2 = 0;
+        for (int64_t g = 0; g < groups; g++) {
+            double n = grp[(g * 3) * c + ch], d = grp[(g * 3 + 1) * c + ch] / n - (double)mf;
+            m2 += grp[(g * 3 + 2) * c + ch] + n * d * d;
+        }
+        mean[ch] = mf;
+        sums[ch] = m2;
+    }
+};
+/* SyncBN: n doubles of device memory summed over the ranks in place, by the
+   communicator (NCCL on GPUs; MPI on the emulation's host memory), queued
+   on the compute stream between the kernels that make and read them */
+static int ssl__bn_sum_ranks(ssl_comm *comm, double *v, int64_t n) {
+    ssl_tensor t = ssl_tensor_vec((float *)v, n);
+    t.dtype = SSL_F64;
+    t.device = SSL_DEV_CUDA;
+    return ssl_all_reduce(comm, &t);
+}
 /* after the deviations (training) or from the running stats (eval): invstd,
    running stats, and the folded scale/shift */
 struct ssl__f_bn_stats {
@@ -2555,8 +2592,8 @@ static void ssl__bn_sums(const X &x, ssl__f_bn_part<E, V, SSL__BNS_GRAD, U> f, d
 
 /* T: the activations' element type */
 template <class T, class X>
-static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
-                        int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
+static int ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_tensor *xt, const ssl_tensor *res,
+                       int relu, ssl_tensor *y, ssl_tensor *mean, ssl_tensor *invstd, ssl_tensor *mask) {
     /* the statistics pass one channel a thread: 8 a thread (as the
        backward's) measured slower here (bench/RESULTS.md, "The GPU,
        measured") */
@@ -2579,8 +2616,20 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
             SSL__PROF("BN statistics (forward): groups, finish", sizeof(double) * 2.0 * (double)(blocks * c), 0);
             ssl__f_bn_group<T> gr = {SSL__BNS_MOMENTS, part, xd, grp, blocks, rows, c, per, G};
             x.each(gr, groups * c);
-            ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};
-            x.each(mo, c);
+            ssl_comm *sync = bn->comm && bn->comm->world > 1 ? bn->comm : NULL;
+            if (!sync) {
+                ssl__f_seq<ssl__f_bn_moments, ssl__f_bn_stats> mo = {{grp, sums, mean->data, groups, rows, c}, st};
+                x.each(mo, c);
+            } else { /* SyncBN: two all-reduces of C doubles, as the CPU's (the sums, then the deviations from the mean) */
+                ssl__f_bn_fin cs = {grp, sums, groups, c}; /* sums[c + ch]: this rank's sum (sums[ch]: its count) */
+                x.each(cs, c);
+                if (ssl__bn_sum_ranks(sync, sums + c, c)) return -1;
+                ssl__f_bn_rank_dev dv = {grp, sums, mean->data, groups, c, rows * sync->world};
+                x.each(dv, c);
+                if (ssl__bn_sum_ranks(sync, sums, c)) return -1;
+                st.rows = rows * sync->world;
+                x.each(st, c);
+            }
         }
     } else {
         x.each(st, c);
@@ -2594,6 +2643,7 @@ static void ssl__bn_fwd(const X &x, ssl_batchnorm *bn, int training, const ssl_t
         ssl__f_mask_of<T> f = {(const T *)y->data, mk, rows * c};
         x.each(f, (rows * c + 7) / 8);
     }
+    return 0;
 }
 
 extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const ssl_tensor *x,
@@ -2602,15 +2652,16 @@ extern "C" int ssl_cuda_batchnorm_forward(ssl_batchnorm *bn, int training, const
     SSL__PROF(relu || residual ? "BN forward (+add, ReLU)" : "BN forward",
               ssl__bytes(x) * (2 + (residual != NULL)) + (mask ? ssl_tensor_numel(x) / 8.0 : 0), /* the statistics' read: their row */
               4.0 * ssl_tensor_numel(x));
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd, mask);););
-    return 0;
+    int rc = 0;
+    SSL__TYPED(x->dtype, T, SSL__RUN(rc = ssl__bn_fwd<T>(X_, bn, training, x, residual, relu, y, mean, invstd, mask);););
+    return rc;
 }
 
 template <class T, class X>
-static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt,
-                        const ssl_tensor *relu_y, const ssl_tensor *dy,
-                        const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
-                        ssl_tensor *dbias, ssl_tensor *dy_relu) {
+static int ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const ssl_tensor *xt,
+                       const ssl_tensor *relu_y, const ssl_tensor *dy,
+                       const ssl_tensor *mean, const ssl_tensor *invstd, ssl_tensor *dx, ssl_tensor *dweight,
+                       ssl_tensor *dbias, ssl_tensor *dy_relu) {
     int64_t c = ssl_tensor_cols(xt), rows = ssl_tensor_rows(xt);
     int bits = relu_y && relu_y->dtype == SSL_U8; /* the forward's bit mask */
     const T *mask = relu_y && !bits ? (const T *)relu_y->data : NULL, *xd = (const T *)xt->data, *dyd = (const T *)dy->data;
@@ -2638,6 +2689,17 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
             ssl__bn_sums(x, f, part, grp, sums, gf);
         }
     }
+    ssl_comm *sync = training && bn->comm && bn->comm->world > 1 ? bn->comm : NULL;
+    if (sync) {
+        /* SyncBN: gf added this rank's sums to dbias and dweight (the
+           gradients' all-reduce adds the others'); the statistics came from
+           every rank's rows, so their share of dx does too: the sums of dy
+           and dy * xhat over all ranks, then the means again from them */
+        if (ssl__bn_sum_ranks(sync, sums, 2 * c)) return -1;
+        gf.dweight = gf.dbias = NULL;
+        gf.rows = rows * sync->world;
+        x.each(gf, c);
+    }
     if (dx && dx->data) {
         T *dyr = dy_relu ? (T *)dy_relu->data : NULL;
         int v8 = c % 8 == 0 && ssl__vec8(rows * c, xd, dyd, mask, dx->data, dyr) &&
@@ -2645,6 +2707,7 @@ static void ssl__bn_bwd(const X &x, const ssl_batchnorm *bn, int training, const
         SSL__BN_EACH(x, ssl__f_bn_dx, T, v8, rows, c, xd, dyd, mask, mean->data, invstd->data, gam, mean_dy,
                      mean_dy_xhat, (T *)dx->data, ssl__div_make(c), mb, dyr);
     }
+    return 0;
 }
 
 extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training, const ssl_tensor *x,
@@ -2654,8 +2717,9 @@ extern "C" int ssl_cuda_batchnorm_backward(const ssl_batchnorm *bn, int training
     double mpass = !relu_y ? 0 : relu_y->dtype == SSL_U8 ? 1.0 / (8 * ssl_dtype_size(x->dtype)) : 1; /* a mask read, in x's passes */
     SSL__PROF(relu_y ? "BN backward (ReLU)" : "BN backward", /* the statistics' pass has a row of its own */
               ssl__bytes(x) * ((dx && dx->data ? 3 + mpass : 0) + (dy_relu ? 1 : 0)), 6.0 * ssl_tensor_numel(x));
-    SSL__TYPED(x->dtype, T, SSL__RUN(ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu);););
-    return 0;
+    int rc = 0;
+    SSL__TYPED(x->dtype, T, SSL__RUN(rc = ssl__bn_bwd<T>(X_, bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu);););
+    return rc;
 }
 
 // ---- relu, pools, linear, add ------------------------------------------------------

@@ -1840,7 +1840,8 @@ SSLDEF void ssl_comm_free(ssl_comm *c);
 /* Stops every rank now (MPI_Abort), with the message on stderr. */
 SSLDEF void ssl_comm_abort(const ssl_comm *c, int code, const char *fmt, ...) SSL__PRINTF(3, 4);
 /* The collectives (fp32 tensors, every rank the same shapes, in the same
-   order; a NULL comm is a world of one). all_reduce sums in place;
+   order; a NULL comm is a world of one). all_reduce sums in place (fp64
+   tensors too: SyncBN's double sums on the GPU);
    all_gather writes [world * rows(in), ...] in rank order; reduce_scatter
    sums [world * rows(out), ...] and gives rank r block r; broadcast copies
    root's tensor to every rank. Empty tensors are allowed. */
@@ -1993,8 +1994,9 @@ SSLDEF int ssl_cuda_set_device(int device);
 /* NCCL (SSL_NCCL builds; section 12): the 128-byte unique id rank 0 makes,
    a communicator from it, collectives of fp32 device memory on the compute
    stream (op: 0 all-reduce sum, 1 all-gather, 2 reduce-scatter sum, 3
-   broadcast from root; count: elements of the send buffer), freeing. -1
-   with an error in a build without NCCL. */
+   broadcast from root, 4 all-reduce sum of doubles, send and recv then
+   pointing at count doubles; count: elements of the send buffer), freeing.
+   -1 with an error in a build without NCCL. */
 SSLDEF int ssl_cuda_nccl_id(void *id128);
 SSLDEF int ssl_cuda_nccl_init(void **comm, int world, int rank, const void *id128);
 SSLDEF int ssl_cuda_nccl_collective(void *comm, int op, const float *send, float *recv, size_t count, int root);
@@ -6347,7 +6349,6 @@ static int ssl__bn_forward(const char *op, ssl_batchnorm *bn, int training, cons
         return -1;
     int dev = SSL__IDX32(op, SSL__DEVICE_BF16(op, x, y, mean, invstd, &bn->weight, &bn->bias, &bn->running_mean, &bn->running_var, residual, mask), x);
     if (dev < 0) return -1;
-    if (sync && dev == SSL_DEV_CUDA) return ssl__fail("%s: SyncBN on the GPU is not written yet (sync_bn=0 on GPUs)", op);
     SSL__ON_GPU(dev, ssl_cuda_batchnorm_forward(bn, training, x, residual, relu, y, mean, invstd, mask));
     double *sums;
     float *v;
@@ -6424,7 +6425,6 @@ SSLDEF int ssl_batchnorm_backward_ex(const ssl_batchnorm *bn, int training, cons
     if (dev < 0) return -1;
     ssl_comm *sync = training && bn->comm && bn->comm->world > 1 ? bn->comm : NULL;
     int64_t rows_all = sync ? rows * sync->world : rows;
-    if (sync && dev == SSL_DEV_CUDA) return ssl__fail("%s: SyncBN on the GPU is not written yet (sync_bn=0 on GPUs)", op);
     SSL__ON_GPU_AS(op, dev, ssl_cuda_batchnorm_backward(bn, training, x, relu_y, dy, mean, invstd, dx, dweight, dbias, dy_relu));
     double *sums;
     float *v;
@@ -8656,18 +8656,22 @@ static int ssl__coll_route(const char *op, ssl_comm *c, const ssl_tensor *a, con
 
 SSLDEF int ssl_all_reduce(ssl_comm *c, ssl_tensor *t) {
     if (!c || c->world == 1) return 0;
-    int route = ssl__coll_route(__func__, c, t, NULL);
+    int f64 = t->dtype == SSL_F64; /* doubles: SyncBN's statistics on the GPU */
+    ssl_tensor as = *t;
+    if (f64) as.dtype = SSL_F32; /* the route depends on the device only */
+    int route = ssl__coll_route(__func__, c, &as, NULL);
     if (route < 0) return -1;
     int64_t n = ssl_tensor_numel(t);
-    ssl__coll_begin(c, "all-reduce", n * 4);
+    ssl__coll_begin(c, f64 ? "all-reduce (double)" : "all-reduce", n * (f64 ? 8 : 4));
     int r = 0;
 #ifdef SSL_CUDA
-    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, 0, t->data, t->data, (size_t)n, 0);
+    if (route == 1) r = ssl_cuda_nccl_collective(c->nccl, f64 ? 4 : 0, t->data, t->data, (size_t)n, 0);
 #endif
 #ifdef SSL_MPI
     for (int64_t o = 0; route == 0 && o < n; o += SSL__MPI_MAX) {
         int k = (int)(n - o < SSL__MPI_MAX ? n - o : SSL__MPI_MAX);
-        MPI_Allreduce(MPI_IN_PLACE, t->data + o, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        void *p = f64 ? (void *)((double *)t->data + o) : (void *)(t->data + o);
+        MPI_Allreduce(MPI_IN_PLACE, p, k, f64 ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     }
 #endif
     ssl__coll_end(c);

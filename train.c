@@ -1401,10 +1401,6 @@ static int run(int argc, char **argv) {
         if (emu && (*emu == '1' || *emu == '2')) ssl_cuda_set_emulation(*emu - '0'); /* 2: strict */
         /* many ranks: a GPU each (its local rank's), NCCL between them */
         if (ssl_comm_init_gpu(&g_comm)) return die("launch");
-        if (world > 1 && sync_bn) {
-            ssl__fail("sync_bn=1 on GPUs: SyncBN on the GPU is not written yet; sync_bn=0 trains with each rank's statistics");
-            return die("launch");
-        }
         if (!ssl_cuda_emulation() && ssl_cuda_device_count() < 1) {
             fprintf(stderr, "train: device=cuda: no CUDA device is visible (nvidia-smi?); use device=cpu\n");
             return 1;
@@ -1642,8 +1638,9 @@ static int run(int argc, char **argv) {
             if (on_gpu && t.online.plans != plans_seen) { /* a new batch or resolution: what it takes on the device */
                 const ssl_model *m = &t.online;
                 plans_seen = m->plans;
-                printf("device: planned batch %d at %dx%d: %.2f GB of activations for the two views, im2col columns %s (%.2f GB)\n",
-                       m->n, m->h, m->w, (double)m->slots * m->slot_bytes / 1e9, m->planned_cols ? "kept" : "rebuilt in the backward",
+                printf("device: planned batch %d at %dx%d: %.2f GB of activations for the %s views, im2col columns %s (%.2f GB)\n",
+                       m->n, m->h, m->w, (double)m->slots * m->slot_bytes / 1e9,
+                       strcmp(cfg.negatives, "patch") ? "two" : "three", m->planned_cols ? "kept" : "rebuilt in the backward",
                        (double)m->slots * m->cols_bytes / 1e9);
             }
             imgs += b->n;

@@ -10,7 +10,7 @@ Model, per GPU and step, for N GPUs of b images each (global batch N b):
   SyncBN      per batch-norm layer and view: forward 2 all-reduces of C
               doubles (sum, then squared deviations), backward 1 of 2C
               doubles: 6 collectives a layer a step, latency-bound
-              (not written on GPUs yet: sync_bn=0 moves none of it)
+              (sync_bn=0 moves none of it)
   loss        SimCLR: all-gathers of the views' embeddings [N b, D],
               every rank receiving all, and a reduce-scatter of the
               columns' gradients [2 N b, D]; each rank its 2b rows against

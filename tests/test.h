@@ -33,6 +33,10 @@ const char *test_bin(const char *env, const char *def);
 int test_runf(char **out, const char *prog, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int test_write(const char *path, const void *p, size_t n);
 int test_mkdirs(const char *path);
+/* The first `limit` Fashion-MNIST test images ($SSL_FMNIST, else Debian's
+   folder) packed by ./pack into test_tmp(name), once per run of the test
+   binary; the pack's path (a failed check when packing fails). */
+const char *test_fmnist_pack(const char *name, int limit);
 
 #define TEST(name)                                                                   \
     static void test_##name(void);                                                   \
@@ -175,6 +179,24 @@ int test_runf(char **out, const char *prog, const char *fmt, ...) {
     if (out) *out = o;
     else free(o);
     return rc;
+}
+
+const char *test_fmnist_pack(const char *name, int limit) {
+    static char done[8][SSL_STR]; /* the packs made so far (their paths live as long as the binary) */
+    static int n;
+    const char *path = test_tmp(name);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(done[i], path)) return done[i];
+    char *slot = done[n < 8 ? n++ : 7];
+    snprintf(slot, SSL_STR, "%s", path);
+    const char *dir = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
+    char *out = NULL;
+    if (test_runf(&out, NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=%d force=1", test_bin("SSL_PACK", "./pack"), dir, slot,
+                  limit) != 0) {
+        test_fail(__FILE__, __LINE__, "packing %d Fashion-MNIST images from %s failed: %.1000s", limit, dir, out ? out : "");
+    }
+    free(out);
+    return slot;
 }
 
 int main(int argc, char **argv) {

@@ -169,9 +169,8 @@ static double first_loss(const char *dir) {
 TEST(instance_simclr_trains) {
     const char *t = test_bin("SSL_TRAIN", "./train"), *dir = test_tmp("run_instance");
     char *out, pack[SSL_STR];
-    snprintf(pack, sizeof pack, "%s", test_tmp("instance128.ssl"));
-    const char *fm = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
-    CHECK_EQ(test_runf(NULL, NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=128 force=1", test_bin("SSL_PACK", "./pack"), fm, pack), 0);
+    snprintf(pack, sizeof pack, "%s", test_fmnist_pack("instance128.ssl", 128));
+    if (test_failures()) return;
     int rc = test_runf(&out, NULL, "rm -rf %s && %s simclr negatives=patch patch_scale=0.1 data=%s width=0.0625 res=16 bs=32 "
                        "projector=32-16 threads=1 loader_threads=1 log_every=1 device=cpu epochs=1 out=%s",
                        dir, t, pack, dir);

@@ -11,15 +11,7 @@
 #define run(out, ...) test_runf(out, NULL, __VA_ARGS__)
 
 /* 256 Fashion-MNIST images, packed once per run. */
-static const char *sweep_data(void) {
-    static char path[SSL_STR];
-    if (path[0]) return path;
-    snprintf(path, sizeof path, "%s", test_tmp("sweep256.ssl"));
-    const char *dir = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
-    if (run(NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=256 force=1", test_bin("SSL_PACK", "./pack"), dir, path) != 0)
-        test_fail(__FILE__, __LINE__, "packing 256 Fashion-MNIST images failed");
-    return path;
-}
+static const char *sweep_data(void) { return test_fmnist_pack("sweep256.ssl", 256); }
 
 /* ResNet-18 at width 1/16, 16 px, 8 steps an epoch of 32 images */
 #define TINY "width=0.0625 res=16 bs=32 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1 device=cpu"
@@ -120,6 +112,16 @@ TEST(sweep_grid_stops_resumes_and_summarizes) {
     CHECK(md2 && count_of(md2, "| done |") == 4, "the rebuilt sweep.md: %s", md2 ? md2 : "(none)");
     CHECK(js && js2 && !strcmp(js, js2), "the rebuilt sweep.jsonl differs:\n%s\n%s", js, js2 ? js2 : "(none)");
     free(md), free(js), free(md2), free(js2);
+    /* without gnuplot: said, and the table and JSON lines still written */
+    snprintf(path, sizeof path, "%s/sweep.md", g);
+    unlink(path);
+    rc = run(&out, "PATH=/nonexistent %s summary out=%s", t, g);
+    CHECK(rc == 0 && strstr(out, "gnuplot not found"), "summary without gnuplot: exit %d: %s", rc, out);
+    free(out);
+    md = slurp(g, "sweep.md");
+    CHECK(md && count_of(md, "| done |") == 4 && strstr(md, "No figure: gnuplot not found"), "sweep.md without gnuplot: %s",
+          md ? md : "(none)");
+    free(md);
 }
 
 /* An absurd learning rate: those cells stop on a non-finite loss, are
@@ -162,9 +164,9 @@ TEST(sweep_slurm_array_tasks_share_the_cells) {
     char *md = slurp(g, "sweep.md");
     CHECK(md && count_of(md, "| done |") == 2 && count_of(md, "| pending |") == 2, "after task 1: %s", md ? md : "");
     free(md);
-    rc = run(&out, "PMI_RANK=0 PMI_SIZE=2 %s", cmd);
+    rc = run(&out, "PMI_RANK=0 PMI_SIZE=2 %s parallel=2", cmd);
     CHECK(rc == 0, "rank 0: exit %d: %s", rc, out);
-    CHECK_CONTAINS(out, "mpirun rank 0 of 2: 2 to run here");
+    CHECK_CONTAINS(out, "mpirun rank 0 of 2: 2 to run here, 2 at a time");
     CHECK(!strstr(out, "skipped"), "rank 0 looked at the other rank's cells: %s", out);
     free(out);
     rc = run(&out, "%s summary out=%s", t, g);
@@ -176,6 +178,29 @@ TEST(sweep_slurm_array_tasks_share_the_cells) {
     rc = run(&out, "SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_COUNT=2 %s", cmd);
     CHECK(rc != 0 && strstr(out, "SLURM_ARRAY_TASK_ID=2"), "task 2 of 2 accepted: %s", out);
     free(out);
+}
+
+/* Three axes: one heatmap per pair, the third axis at its best (epochs=0:
+   each cell evaluates its initial network). */
+TEST(sweep_three_axes_draw_a_heatmap_per_pair) {
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = sweep_data(), *g = test_tmp("sweep_axes");
+    char *out;
+    int rc = run(&out, "rm -rf %s; %s simclr data=%s val=%s knn_train=128 " TINY " epochs=0 width=0.0625,0.125 tau=0.1,0.2 "
+                       "lr=0.1,0.2 parallel=2 out=%s",
+                 g, t, data, data, g);
+    CHECK(rc == 0, "exit %d: %s", rc, out);
+    free(out);
+    char *md = slurp(g, "sweep.md");
+    CHECK(md && count_of(md, "| done |") == 8, "want 8 done rows: %s", md ? md : "(none)");
+    if (have_gnuplot()) {
+        CHECK(exists(g, "sweep_width_tau.png") && exists(g, "sweep_width_lr.png") && exists(g, "sweep_tau_lr.png") &&
+                  !exists(g, "sweep.png"),
+              "want one heatmap per pair of width, tau, lr");
+        char *gp = slurp(g, "sweep_width_tau.gp");
+        CHECK(gp && strstr(gp, "the other options at their best"), "heatmap script: %s", gp ? gp : "(none)");
+        free(gp);
+    }
+    free(md);
 }
 
 /* Refused before any cell starts, naming the option: an empty value, a

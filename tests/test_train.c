@@ -6,20 +6,10 @@
 
 #include <sys/stat.h>
 
-
-
 #define run(out, ...) test_runf(out, NULL, __VA_ARGS__)
 
 /* 512 Fashion-MNIST images, packed once per run. */
-static const char *tiny_data(void) {
-    static char path[SSL_STR];
-    if (path[0]) return path;
-    snprintf(path, sizeof path, "%s", test_tmp("fm512.ssl"));
-    const char *dir = getenv("SSL_FMNIST") ? getenv("SSL_FMNIST") : "/usr/share/datasets/fashion-mnist";
-    if (run(NULL, "%s %s/t10k-images-idx3-ubyte.gz %s limit=512 force=1", test_bin("SSL_PACK", "./pack"), dir, path) != 0)
-        test_fail(__FILE__, __LINE__, "packing 512 Fashion-MNIST images failed");
-    return path;
-}
+static const char *tiny_data(void) { return test_fmnist_pack("fm512.ssl", 512); }
 
 /* A small, fast configuration: ResNet-18 at width 1/8, 16 px, 8 steps an epoch. */
 #define TINY "width=0.125 res=16 bs=64 projector=32-16 views=crop_gray threads=1 loader_threads=1 log_every=1 device=cpu"
