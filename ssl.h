@@ -1793,12 +1793,12 @@ SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int
 /* ========================================================================
    12. Distributed
    Owns: the communicator (rank, world size, local rank, collectives on
-   tensors), SyncBN's reductions and the losses over the global batch. MPI launches the
-   ranks (mpirun, srun) and carries the collectives of host tensors; NCCL
-   carries those of device tensors, its id handed out over MPI. Every
-   collective dispatches on the tensor's device, as every op does. A
-   process that no launcher started is a world of one, and there every
-   collective is a copy or nothing: one rank pays nothing.
+   tensors), SyncBN's reductions and the losses over the global batch.
+   MPI launches the ranks (mpirun, srun) and carries the collectives of
+   host tensors; NCCL carries those of device tensors, its id handed out
+   over MPI. Every collective dispatches on the tensor's device, as every
+   op does. A process that no launcher started is a world of one, and
+   there every collective is a copy or nothing: one rank pays nothing.
 
    Semantics (what makes the world size change speed, never results): the
    batch is global; each rank takes its share of each global batch (the
