@@ -1793,12 +1793,12 @@ SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int
 /* ========================================================================
    12. Distributed
    Owns: the communicator (rank, world size, local rank, collectives on
-   tensors), SyncBN's reductions and the gathered losses. MPI launches the
-   ranks (mpirun, srun) and carries the collectives of host tensors; NCCL
-   carries those of device tensors, its id handed out over MPI. Every
-   collective dispatches on the tensor's device, as every op does. A
-   process that no launcher started is a world of one, and there every
-   collective is a copy or nothing: one rank pays nothing.
+   tensors), SyncBN's reductions and the losses over the global batch.
+   MPI launches the ranks (mpirun, srun) and carries the collectives of
+   host tensors; NCCL carries those of device tensors, its id handed out
+   over MPI. Every collective dispatches on the tensor's device, as every
+   op does. A process that no launcher started is a world of one, and
+   there every collective is a copy or nothing: one rank pays nothing.
 
    Semantics (what makes the world size change speed, never results): the
    batch is global; each rank takes its share of each global batch (the
@@ -1806,9 +1806,10 @@ SSLDEF int ssl_trainer_load(ssl_trainer *t, const char *path, int64_t *user, int
    batch_size * world samples of the epoch's one order); augmentations are
    keyed by the global sample id; gradients are summed across ranks (the
    losses already divide by the global batch); batch norm sums its
-   statistics across ranks (SyncBN); each loss runs on the embeddings of
-   the whole global batch, gathered in rank order, and every rank keeps the
-   rows of the gradient that belong to its samples.
+   statistics across ranks (SyncBN); each loss is the loss of the whole
+   global batch, each rank computing its rows' share (ssl_loss_global says
+   how, method by method) and keeping the rows of the gradient that belong
+   to its samples.
    ======================================================================== */
 struct ssl_comm {
     int rank, world;             /* this process and how many there are */
@@ -1861,16 +1862,25 @@ SSLDEF int ssl_comm_check_params(ssl_comm *c, const ssl_param_table *t, const ch
 /* The loss of method c->method (its coefficients from c) over the global
    batch, from this rank's embeddings o1, o2 [n, D] (BYOL: the target's z1,
    z2; the others ignore them), the same value on every rank, and this
-   rank's rows of its gradient in d1, d2. SimCLR: each rank's rows against
-   every rank's columns (all-gather), the columns' gradients summed back to
-   their ranks (reduce-scatter). VICReg, Barlow Twins, BYOL: every input
-   gathered in rank order (the global batch's order) and the loss computed
-   whole on every rank, each keeping its rows of the gradient; a gathered
-   row's gradient is then whole where it is kept, so none travels back. Its
-   price is that loss computed on every rank (for VICReg and Barlow Twins
-   O(N D^2): at 64 GPUs and D = 8192 more than the backbone; see
-   bench/RESULTS.md). A world of one: the plain loss. scratch as the
-   losses'; gathered holds the gathered copies. */
+   rank's rows of its gradient in d1, d2. Each rank's loss work is its own
+   rows' (O(n ...) for its n of the N rows):
+   - SimCLR: each rank's rows against every rank's columns (all-gather),
+     the columns' gradients summed back to their ranks (reduce-scatter).
+   - VICReg: the invariance term of its rows; the views' means and their
+     covariances (z - mean)^T (z - mean) / (N - 1) as sums over rows, each
+     rank its rows' share, all-reduced ([2, D] and [2, D, D]).
+   - Barlow Twins: batch norm over the global batch (means, then variances
+     about them: two [2, D] all-reduces), the cross-correlation
+     zn1^T zn2 / N as each rank's rows' share, all-reduced ([D, D]), and
+     backward the global sums batch norm's backward needs ([4, D]).
+     O(n D^2) a rank where gathering cost O(N D^2); what travels is O(D^2).
+   - BYOL: every input gathered in rank order and the loss computed whole
+     on every rank, each keeping its rows of the gradient: its loss is per
+     row and O(N D), cheap beside the backbone, so it stays gathered.
+   (Instance-SimCLR, ssl_train_step3, is per row too: each rank its rows,
+   their cross-entropies summed over the 2N rows of the global batch.)
+   A world of one: the plain loss. scratch as the losses'; gathered holds
+   BYOL's gathered copies. */
 SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
                            const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
                            ssl_buf *scratch, ssl_buf *gathered);
@@ -7448,15 +7458,26 @@ SSLDEF int ssl_simclr_loss(const ssl_tensor *z1, const ssl_tensor *z2, float tau
     return 0;
 }
 
+/* Instance-SimCLR's rows are independent of each other (each against its
+   own positive and its own patch), so over the ranks each takes its rows
+   and the mean is over the global batch's rows_all = 2N: that sum over
+   the ranks is the loss, and each rank's gradient is its rows'. */
+static int ssl__simclr_patch(const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *zp, float tau, int64_t rows_all,
+                             float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_tensor *dzp, ssl_buf *scratch);
 SSLDEF int ssl_simclr_patch_loss(const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *zp, float tau, float *loss,
                                  ssl_tensor *dz1, ssl_tensor *dz2, ssl_tensor *dzp, ssl_buf *scratch) {
+    return ssl__simclr_patch(z1, z2, zp, tau, 2 * (z1->ndim == 2 ? z1->dim[0] : 0), loss, dz1, dz2, dzp, scratch);
+}
+static int ssl__simclr_patch(const ssl_tensor *z1, const ssl_tensor *z2, const ssl_tensor *zp, float tau, int64_t rows_all,
+                             float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_tensor *dzp, ssl_buf *scratch) {
+    const char *op = "ssl_simclr_patch_loss";
     int64_t n, d;
-    int dev = ssl__loss_check(__func__, z1, z2, dz1, dz2, 1, &n, &d);
+    int dev = ssl__loss_check(op, z1, z2, dz1, dz2, 1, &n, &d);
     if (dev < 0) return -1;
-    if (ssl__same_shape(__func__, "z1", z1, "zp", zp) || (dzp && ssl__same_shape(__func__, "zp", zp, "dzp", dzp)) ||
-        SSL__DEVICE(__func__, z1, zp, dzp) < 0)
+    if (ssl__same_shape(op, "z1", z1, "zp", zp) || (dzp && ssl__same_shape(op, "zp", zp, "dzp", dzp)) ||
+        SSL__DEVICE(op, z1, zp, dzp) < 0)
         return -1;
-    if (!(tau > 0.0f)) return ssl__fail("%s: temperature must be > 0, got %g", __func__, tau);
+    if (!(tau > 0.0f)) return ssl__fail("%s: temperature must be > 0, got %g", op, tau);
     /* a = [z1; z2] normalized (the 2N anchors), b = [z2; z1; zp; zp] (the
        candidates: row r's positive is b_r, its negative b_{2N+r}), so the
        two entries each row keeps of a b^T lie on two diagonals of its
@@ -7491,7 +7512,7 @@ SSLDEF int ssl_simclr_patch_loss(const ssl_tensor *z1, const ssl_tensor *z2, con
     ssl_matmul(0, 1, 1.0f / tau, &a, &b, 0.0f, &s);
     ssl_axpy(1.0f, &m, &s);
     ssl_fill(&ds, 0.0f);
-    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)(2 * n), loss, &ds);
+    ssl_softmax_xent_rows(&s, positive, 1.0f / (float)rows_all, loss, &ds);
     free(positive);
     if (!dz1 && !dz2 && !dzp) return 0;
 
@@ -7959,11 +7980,203 @@ static int ssl__simclr_ranks(ssl_comm *c, const ssl_tensor *z1, const ssl_tensor
     return 0;
 }
 
+/* ---- VICReg and Barlow Twins split over the ranks ----------------------
+   Neither needs the global batch's rows in one place: every statistic of
+   the batch they use is a sum over its rows (the per-dimension means and
+   variances, the [D, D] covariance or cross-correlation), so each rank sums
+   over its own rows, an all-reduce adds the ranks' sums, and every rank
+   computes the loss from them (the same value on each). Backward, the
+   gradient of a rank's rows is written with those rows and the reduced
+   statistics; what batch norm's backward needs of the whole batch is again
+   a sum over rows, all-reduced. A rank's work is O(n D^2) for its n rows;
+   what travels is the [D, D] matrices and a few [D] vectors. */
+
+/* The per-dimension passes these losses need beside GEMMs, on [rows, D]
+   tensors of either device, made of batch norm's own passes (so its CUDA
+   code runs them): sums over the rows, and a per-dimension affine map.
+   k holds [D] constants and outputs on the loss's device. */
+typedef struct {
+    ssl_tensor zeros, ones, inv_n;   /* 0, 1, 1/N (N the global batch) */
+    ssl_tensor mean_out, invstd_out; /* what batch norm's forward writes, unused */
+} ssl__colk;
+
+static ssl__colk ssl__colk_carve(float **mem, int dev, int64_t d, int64_t rows_all) {
+    ssl__colk k;
+    k.zeros = ssl__carve(mem, dev, 1, d), k.ones = ssl__carve(mem, dev, 1, d), k.inv_n = ssl__carve(mem, dev, 1, d);
+    k.mean_out = ssl__carve(mem, dev, 1, d), k.invstd_out = ssl__carve(mem, dev, 1, d);
+    ssl_fill(&k.zeros, 0.0f);
+    ssl_fill(&k.ones, 1.0f);
+    ssl_fill(&k.inv_n, 1.0f / (float)rows_all);
+    return k;
+}
+#define SSL__COLK_FLOATS(d) (5 * (d))
+
+/* sum_j = sum_i a_ij and dot_j = w_j sum_i a_ij b_ij (either NULL),
+   summed in double: batch norm's backward statistics sum dy (its dbias)
+   and sum dy * xhat (its dweight) with dy = a, x = b, mean 0, invstd w. */
+static void ssl__col_sums(const ssl__colk *k, const ssl_tensor *a, const ssl_tensor *b, const ssl_tensor *w, ssl_tensor *sum,
+                          ssl_tensor *dot) {
+    ssl_batchnorm bn = ssl_batchnorm_default();
+    if (sum) ssl_fill(sum, 0.0f);
+    if (dot) ssl_fill(dot, 0.0f);
+    ssl_batchnorm_backward(&bn, 0, b ? b : a, a, &k->zeros, w ? w : &k->ones, NULL, dot, sum);
+}
+
+/* y = (x - shift) * scale per dimension (y may be x): batch norm's
+   eval-mode forward with running mean `shift`, running variance 1, eps 0
+   and weight `scale` (its invstd is then exactly 1). */
+static void ssl__col_affine(const ssl__colk *k, const ssl_tensor *x, const ssl_tensor *shift, const ssl_tensor *scale,
+                            ssl_tensor *y) {
+    ssl_batchnorm bn = ssl_batchnorm_default();
+    bn.weight = *scale, bn.running_mean = *shift, bn.running_var = k->ones, bn.eps = 0.0f;
+    ssl_tensor m = k->mean_out, s = k->invstd_out;
+    ssl_batchnorm_forward(&bn, 0, x, y, &m, &s);
+}
+
+/* Barlow Twins over the ranks. Each view is standardized with the global
+   batch's statistics: its mean from the ranks' column sums, then its
+   biased variance from the ranks' sums of squared deviations from that
+   mean (two passes, as batch norm, so no cancellation), and normalized
+   with them (batch norm's eval-mode forward given those statistics). The
+   ranks' partial cross-correlations zn1^T zn2 / N add up to c. Backward,
+   dc is the same on every rank; this rank's dzn are GEMMs with its rows,
+   and batch norm's backward,
+     dz = invstd (dzn - mean(dzn) - zn mean(dzn zn)),
+   takes its two means over the global batch: a fourth all-reduce, [4, D]. */
+static int ssl__barlow_ranks(ssl_comm *c, const ssl_tensor *z1, const ssl_tensor *z2, float lambd, float *loss,
+                             ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check("ssl_barlow_loss", z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    const int64_t N = n * c->world;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(5 * n * d + 2 * d * d + 10 * d + SSL__COLK_FLOATS(d)));
+    ssl_tensor zn = ssl__carve(&mem, dev, 2 * n, d), dzn = ssl__carve(&mem, dev, 2 * n, d), t = ssl__carve(&mem, dev, n, d),
+               cc = ssl__carve(&mem, dev, d, d), dc = ssl__carve(&mem, dev, d, d), mean = ssl__carve(&mem, dev, 2, d),
+               var = ssl__carve(&mem, dev, 2, d), invstd = ssl__carve(&mem, dev, 2, d), g = ssl__carve(&mem, dev, 4, d);
+    ssl__colk k = ssl__colk_carve(&mem, dev, d, N);
+    const ssl_tensor *z[2] = {z1, z2};
+    ssl_tensor *dz[2] = {dz1, dz2}, znv[2], meanv[2], varv[2], isv[2];
+    for (int v = 0; v < 2; v++) {
+        znv[v] = ssl_tensor_row_slice(&zn, v * n, n), meanv[v] = ssl_tensor_row_slice(&mean, v, 1);
+        varv[v] = ssl_tensor_row_slice(&var, v, 1), isv[v] = ssl_tensor_row_slice(&invstd, v, 1);
+    }
+
+    /* each view's mean over the global batch: its column sums, summed over the ranks, over N */
+    for (int v = 0; v < 2; v++) ssl__col_sums(&k, z[v], NULL, NULL, &meanv[v], NULL);
+    if (ssl_all_reduce(c, &mean)) return -1;
+    ssl__col_affine(&k, &mean, &k.zeros, &k.inv_n, &mean);
+    /* its biased variance: (1/N) sum (z - mean)^2, summed over the ranks */
+    for (int v = 0; v < 2; v++) {
+        ssl__col_affine(&k, z[v], &meanv[v], &k.ones, &znv[v]);
+        ssl__col_sums(&k, &znv[v], &znv[v], &k.inv_n, NULL, &varv[v]);
+    }
+    if (ssl_all_reduce(c, &var)) return -1;
+    /* zn = (z - mean) / sqrt(var + eps), BatchNorm1d(affine=False) of the global batch */
+    for (int v = 0; v < 2; v++) {
+        ssl_batchnorm bn = ssl_batchnorm_default();
+        bn.running_mean = meanv[v], bn.running_var = varv[v];
+        ssl_tensor m = k.mean_out;
+        ssl_batchnorm_forward(&bn, 0, z[v], &znv[v], &m, &isv[v]);
+    }
+    /* c = zn1^T zn2 / N: this rank's rows' share, summed over the ranks */
+    ssl_matmul(1, 0, 1.0f / (float)N, &znv[0], &znv[1], 0.0f, &cc);
+    if (ssl_all_reduce(c, &cc)) return -1;
+    /* loss = sum_i (1 - c_ii)^2 + lambd * sum_{i != j} c_ij^2, from c on every rank */
+    float on_diag, off_diag;
+    ssl_fill(&dc, 0.0f);
+    ssl_diag_penalty(&cc, SSL_DIAG_SQ_DEV_ONE, 0.0f, 1.0f, &on_diag, &dc);
+    ssl_offdiag_sumsq(&cc, lambd, &off_diag, &dc);
+    *loss = on_diag + off_diag;
+    if (!dz1 && !dz2) return 0;
+
+    /* backward: c = zn1^T zn2 / N  =>  dzn1 = zn2 dc^T / N, dzn2 = zn1 dc / N (this rank's rows) */
+    ssl_tensor dznv[2] = {ssl_tensor_row_slice(&dzn, 0, n), ssl_tensor_row_slice(&dzn, n, n)};
+    ssl_matmul(0, 1, 1.0f / (float)N, &znv[1], &dc, 0.0f, &dznv[0]);
+    ssl_matmul(0, 0, 1.0f / (float)N, &znv[0], &dc, 0.0f, &dznv[1]);
+    /* batch norm's backward needs mean(dzn) and mean(dzn zn) over the global batch */
+    ssl_tensor mdy_both = ssl_tensor_row_slice(&g, 0, 2), mdy[2] = {ssl_tensor_row_slice(&g, 0, 1), ssl_tensor_row_slice(&g, 1, 1)},
+               mdyx[2] = {ssl_tensor_row_slice(&g, 2, 1), ssl_tensor_row_slice(&g, 3, 1)};
+    for (int v = 0; v < 2; v++) ssl__col_sums(&k, &dznv[v], &znv[v], &k.inv_n, &mdy[v], &mdyx[v]);
+    if (ssl_all_reduce(c, &g)) return -1;
+    ssl__col_affine(&k, &mdy_both, &k.zeros, &k.inv_n, &mdy_both);
+    /* dz = invstd (dzn - zn mean(dzn zn) - mean(dzn)) */
+    for (int v = 0; v < 2; v++) {
+        if (!dz[v]) continue;
+        ssl__col_affine(&k, &znv[v], &k.zeros, &mdyx[v], &t);
+        ssl_axpy(-1.0f, &t, &dznv[v]);
+        ssl__col_affine(&k, &dznv[v], &mdy[v], &isv[v], dz[v]);
+    }
+    return 0;
+}
+
+/* VICReg over the ranks. The invariance term is per row: this rank's
+   rows' share of the mean over the N D values, summed. Each view is
+   centred with the global batch's mean (the ranks' column sums), and the
+   ranks' partial Gram matrices (z - mean)^T (z - mean) / (N - 1) add up
+   to the covariance, from which every rank computes the variance and
+   covariance terms. Backward, dx = 2 x dc / (N - 1) for this rank's rows
+   x; the centring's share, -(1/N) sum over every row of dx, is
+   -2 (sum of x) dc / (N (N - 1)), zero because x sums to zero over the
+   global batch: no fourth all-reduce (the one-process loss centres dx,
+   which removes only rounding). */
+static int ssl__vicreg_ranks(ssl_comm *c, const ssl_tensor *z1, const ssl_tensor *z2, float sim_coef, float std_coef,
+                             float cov_coef, float *loss, ssl_tensor *dz1, ssl_tensor *dz2, ssl_buf *scratch) {
+    int64_t n, d;
+    int dev = ssl__loss_check("ssl_vicreg_loss", z1, z2, dz1, dz2, 1, &n, &d);
+    if (dev < 0) return -1;
+    const int64_t N = n * c->world;
+    float *mem = ssl__scratch(scratch, dev, (size_t)(3 * n * d + 3 * d * d + 2 * d + SSL__COLK_FLOATS(d)));
+    ssl_tensor x = ssl__carve(&mem, dev, 2 * n, d), dx = ssl__carve(&mem, dev, n, d), cc = ssl__carve(&mem, dev, 2 * d, d),
+               dc = ssl__carve(&mem, dev, d, d), mean = ssl__carve(&mem, dev, 2, d);
+    ssl__colk k = ssl__colk_carve(&mem, dev, d, N);
+    const ssl_tensor *z[2] = {z1, z2};
+    ssl_tensor *dz[2] = {dz1, dz2}, xv[2], cv[2], meanv[2];
+    for (int v = 0; v < 2; v++) {
+        xv[v] = ssl_tensor_row_slice(&x, v * n, n), cv[v] = ssl_tensor_row_slice(&cc, v * d, d);
+        meanv[v] = ssl_tensor_row_slice(&mean, v, 1);
+        if (dz[v]) ssl_fill(dz[v], 0.0f);
+    }
+
+    /* invariance: sim * mse over the global batch, this rank's rows' share */
+    float repr;
+    ssl_mse(z1, z2, sim_coef / (float)c->world, &repr, dz1, dz2);
+    /* x = z - mean over the global batch; c = x^T x / (N-1), summed over the ranks */
+    for (int v = 0; v < 2; v++) ssl__col_sums(&k, z[v], NULL, NULL, &meanv[v], NULL);
+    if (ssl_all_reduce(c, &mean)) return -1;
+    ssl__col_affine(&k, &mean, &k.zeros, &k.inv_n, &mean);
+    for (int v = 0; v < 2; v++) {
+        ssl__col_affine(&k, z[v], &meanv[v], &k.ones, &xv[v]);
+        ssl_matmul(1, 0, 1.0f / (float)(N - 1), &xv[v], &xv[v], 0.0f, &cv[v]);
+    }
+    if (ssl_all_reduce(c, &cc)) return -1;
+    double total = repr;
+    if (ssl_comm_sum_f64(c, &total, 1)) return -1;
+    for (int v = 0; v < 2; v++) {
+        float std_term, cov_term;
+        ssl_fill(&dc, 0.0f);
+        /* variance: std * mean_j relu(1 - sqrt(var_j + eps)) / 2 */
+        ssl_diag_penalty(&cv[v], SSL_DIAG_STD_HINGE, SSL_VICREG_EPS, std_coef / (2.0f * (float)d), &std_term, &dc);
+        /* covariance: cov * sum_{i != j} c_ij^2 / D */
+        ssl_offdiag_sumsq(&cv[v], cov_coef / (float)d, &cov_term, &dc);
+        total += (double)std_term + cov_term;
+        if (!dz[v]) continue;
+        /* backward: dx = 2 x dc / (N-1) for this rank's rows (dc symmetric) */
+        ssl_matmul(0, 0, 2.0f / (float)(N - 1), &xv[v], &dc, 0.0f, &dx);
+        ssl_axpy(1.0f, &dx, dz[v]);
+    }
+    *loss = (float)total;
+    return 0;
+}
+
 SSLDEF int ssl_loss_global(ssl_comm *comm, const ssl_train_config *c, const ssl_tensor *o1, const ssl_tensor *o2,
                            const ssl_tensor *z1, const ssl_tensor *z2, float *loss, ssl_tensor *d1, ssl_tensor *d2,
                            ssl_buf *scratch, ssl_buf *gathered) {
-    if (comm && comm->world > 1 && c->method == SSL_METHOD_SIMCLR)
-        return ssl__simclr_ranks(comm, o1, o2, c->tau, loss, d1, d2, scratch);
+    if (comm && comm->world > 1) {
+        if (c->method == SSL_METHOD_SIMCLR) return ssl__simclr_ranks(comm, o1, o2, c->tau, loss, d1, d2, scratch);
+        if (c->method == SSL_METHOD_VICREG)
+            return ssl__vicreg_ranks(comm, o1, o2, c->sim, c->std, c->cov, loss, d1, d2, scratch);
+        if (c->method == SSL_METHOD_BARLOW) return ssl__barlow_ranks(comm, o1, o2, c->lambd, loss, d1, d2, scratch);
+    }
     const ssl_tensor *in[4] = {o1, o2, z1, z2};
     ssl_tensor *grad[2] = {d1, d2};
     int world = comm ? comm->world : 1, nin = c->method == SSL_METHOD_BYOL ? 4 : 2;
@@ -8070,12 +8283,15 @@ SSLDEF int ssl_train_step3(ssl_trainer *t, const float *v1, const float *v2, con
     ssl_tensor d1 = ssl_tensor_on(ssl_tensor_mat(t->dout[0], n, d), dev), d2 = ssl_tensor_on(ssl_tensor_mat(t->dout[1], n, d), dev);
     float loss = 0;
     int r;
-    if (nv == 3) { /* Instance-SimCLR: each row's negative is its own patch */
-        if (t->comm && t->comm->world > 1)
-            return ssl__fail("step %lld: negatives=patch runs on one rank (its many-rank normalisation is not written)",
-                             (long long)t->step);
+    if (nv == 3) { /* Instance-SimCLR: each row's negative is its own patch; over the ranks, each its rows */
         ssl_tensor op = ssl_model_output(&t->online, 2), dp = ssl_tensor_on(ssl_tensor_mat(t->dout[2], n, d), dev);
-        r = ssl_simclr_patch_loss(&o1, &o2, &op, c->tau, &loss, &d1, &d2, &dp, &t->scratch);
+        int world = t->comm ? t->comm->world : 1;
+        r = ssl__simclr_patch(&o1, &o2, &op, c->tau, 2 * (int64_t)n * world, &loss, &d1, &d2, &dp, &t->scratch);
+        if (!r && world > 1) {
+            double total = loss;
+            r = ssl_comm_sum_f64(t->comm, &total, 1);
+            loss = (float)total;
+        }
     } else {
         ssl_tensor z2 = t->has_target ? ssl_model_output(&t->target, 0) : o1; /* BYOL: view 1's target; view 0's is zt0 */
         r = ssl_loss_global(t->comm, c, &o1, &o2, &zt0, &z2, &loss, &d1, &d2, &t->scratch, &t->gathered);

@@ -1,8 +1,8 @@
 /* Many ranks (ssl.h section 12): the collectives against hand sums, SyncBN
-   and the gathered losses against one process and finite differences, and
-   ./train under mpirun: the world size changes nothing but speed (losses
-   and weights of 5 steps at 1, 2 and 3 ranks), resume across world sizes,
-   SIGTERM, a dead or hung rank, bad launches.
+   and the losses over the ranks against one process and finite
+   differences, and ./train under mpirun: the world size changes nothing
+   but speed (losses and weights of 5 steps at 1, 2 and 3 ranks), resume
+   across world sizes, SIGTERM, a dead or hung rank, bad launches.
 
    A test that needs several ranks starts itself under mpirun: the same
    test, in this binary, with SSL_TEST_MPI_CHILD=1, runs as each rank. They
@@ -48,6 +48,13 @@ static void run_ranks(const char *name, int np) {
     double t0 = ssl_now();
     int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np %d %s =%s", mr, np, self, name);
     CHECK(rc == 0, "%d ranks of %s: rc %d:\n%s", np, name, rc, out);
+    /* what the ranks reported (their indented lines) */
+    for (const char *l = out; rc == 0 && l && *l;) {
+        const char *e = strchr(l, '\n');
+        int len = e ? (int)(e - l) : (int)strlen(l);
+        if (!strncmp(l, "    ", 4)) printf("%.*s\n", len, l);
+        l = e ? e + 1 : NULL;
+    }
     printf("    %s on %d ranks: %.1fs\n", name, np, ssl_now() - t0);
     free(out);
 }
@@ -162,7 +169,7 @@ TEST(dist_world_of_one_pays_nothing) {
     ssl_comm_free(&c);
 }
 
-/* ---- SyncBN and the gathered losses: N ranks equal one, and finite
+/* ---- SyncBN and the losses over the ranks: N ranks equal one, and finite
    differences of the global objective ------------------------------------ */
 static float gval(uint64_t seed, int64_t i) {
     ssl_rng r = ssl_rng_make(seed, 0, (uint32_t)i, 0, 0);
@@ -293,10 +300,96 @@ static void losses_child(void) {
     ssl_comm_free(&c);
 }
 
-TEST(dist_gathered_losses_equal_one_process_and_finite_differences) {
+TEST(dist_losses_over_ranks_equal_one_process_and_finite_differences) {
     if (is_child()) { losses_child(); return; }
-    run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 2);
-    run_ranks("dist_gathered_losses_equal_one_process_and_finite_differences", 3);
+    run_ranks("dist_losses_over_ranks_equal_one_process_and_finite_differences", 2);
+    run_ranks("dist_losses_over_ranks_equal_one_process_and_finite_differences", 3);
+}
+
+/* VICReg and Barlow Twins split over the ranks (each rank its rows' share
+   of the statistics, all-reduced; no gather) against the one-process
+   ssl_vicreg_loss / ssl_barlow_loss on the concatenated batch: the loss
+   and every rank's rows of both gradients. Two shapes: 4 rows a rank of
+   16 dimensions, and 1 row a rank (the global batch is then the world:
+   N = 2 or 3, the smallest either loss takes). The embeddings have
+   per-dimension means from -3 to 3 and scales from 0.5 to 2, so a
+   dimension's statistics differ between ranks and a rank's own would be
+   wrong. What may differ is float32 summation order (a GEMM's sum over
+   rows in parts, added by the all-reduce; VICReg leaves the centring of
+   dx out, which removes rounding only): the bounds are 2e-6 relative for
+   the loss and 2e-6 of the largest gradient entry (each view's); measured
+   at most 1.4e-7 and 4.5e-7. But Barlow Twins' gradient at N = 2, 2e-3
+   (measured 6.2e-4): two rows standardize to about +-1, and batch norm's
+   backward there is invstd (up to 1/sqrt(eps) = 316 where they are close)
+   times a difference of terms of order 1 that nearly cancel, so float32
+   rounding of 1e-7 grows by 10^3 in either computation. The test also
+   checks what travels: no gathered copy, and exactly the statistics'
+   bytes (VICReg: 2 means and 2 covariances of [D, D], and one double;
+   Barlow Twins: 2 means, 2 variances, the [D, D] cross-correlation and,
+   backward, 4 vectors). */
+static void split_child(void) {
+    ssl_comm c;
+    CHECK_OK(ssl_comm_init(&c, 60));
+    const int W = c.world, R = c.rank;
+    const int shapes[2][2] = {{4, 16}, {1, 5}}; /* n a rank, D */
+    for (int sh = 0; sh < 2; sh++) {
+        const int n = shapes[sh][0], D = shapes[sh][1], N = n * W;
+        float *g[2], *dl[2], *dg[2];
+        for (int k = 0; k < 2; k++) {
+            g[k] = ssl_malloc(sizeof(float) * N * D, "embeddings");
+            dl[k] = ssl_malloc(sizeof(float) * n * D, "gradients");
+            dg[k] = ssl_malloc(sizeof(float) * N * D, "gradients");
+            for (int i = 0; i < N * D; i++) {
+                int j = i % D;
+                float mean = -3.0f + 6.0f * j / (D - 1), scale = 0.5f + 1.5f * ((j * 7) % D) / (D - 1);
+                g[k][i] = mean + scale * gval(40 + k, i) + (k == 1 ? 0.6f * (g[0][i] - mean) : 0.0f);
+            }
+        }
+        for (int method = SSL_METHOD_VICREG; method <= SSL_METHOD_BARLOW; method++) {
+            ssl_train_config tc = ssl_train_config_default(method);
+            ssl_buf scratch = {0}, gathered = {0};
+            ssl_tensor l1 = ssl_tensor_mat(g[0] + R * n * D, n, D), l2 = ssl_tensor_mat(g[1] + R * n * D, n, D),
+                       a1 = ssl_tensor_mat(g[0], N, D), a2 = ssl_tensor_mat(g[1], N, D);
+            ssl_tensor d1 = ssl_tensor_mat(dl[0], n, D), d2 = ssl_tensor_mat(dl[1], n, D), e1 = ssl_tensor_mat(dg[0], N, D),
+                       e2 = ssl_tensor_mat(dg[1], N, D);
+            float loss_split = 0, loss_one = 0;
+            int64_t bytes0 = c.bytes, calls0 = c.calls;
+            CHECK_OK(ssl_loss_global(&c, &tc, &l1, &l2, &l1, &l2, &loss_split, &d1, &d2, &scratch, &gathered));
+            int64_t bytes = c.bytes - bytes0, calls = c.calls - calls0;
+            if (method == SSL_METHOD_VICREG)
+                CHECK_OK(ssl_vicreg_loss(&a1, &a2, tc.sim, tc.std, tc.cov, &loss_one, &e1, &e2, &scratch));
+            else
+                CHECK_OK(ssl_barlow_loss(&a1, &a2, tc.lambd, &loss_one, &e1, &e2, &scratch));
+            double eg = 0;
+            for (int v = 0; v < 2; v++) {
+                double big = 0, diff = 0;
+                for (int i = 0; i < N * D; i++) big = fmax(big, fabs(dg[v][i]));
+                for (int i = 0; i < n * D; i++) diff = fmax(diff, fabs(dl[v][i] - dg[v][R * n * D + i]));
+                eg = fmax(eg, diff / big);
+            }
+            double tol = method == SSL_METHOD_BARLOW && N == 2 ? 2e-3 : 2e-6;
+            double el = fabs((double)loss_split - loss_one) / fabs(loss_one);
+            CHECK(el <= 2e-6 && eg <= tol, "%s split on %d ranks x %d rows, D %d, vs one process: loss %.9g vs %.9g (%.3g), gradient %.3g",
+                  ssl_method_name(method), W, n, D, loss_split, loss_one, el, eg);
+            if (R == 0)
+                printf("    %s on %d ranks x %d rows, D %d: loss %.7g, vs one process %.2g, gradients %.2g; %lld bytes in %lld collectives\n",
+                       ssl_method_name(method), W, n, D, loss_split, el, eg, (long long)bytes, (long long)calls);
+            int64_t want = method == SSL_METHOD_VICREG ? 4 * (2 * D + 2 * D * D) + 8 : 4 * (2 * D + 2 * D + D * D + 4 * D);
+            CHECK(gathered.cap == 0, "%s: the embeddings were gathered (%zu bytes)", ssl_method_name(method), gathered.cap);
+            CHECK(bytes == want && calls == (method == SSL_METHOD_VICREG ? 3 : 4), "%s: %lld bytes in %lld collectives, want %lld",
+                  ssl_method_name(method), (long long)bytes, (long long)calls, (long long)want);
+            ssl_buf_free(&scratch);
+            ssl_buf_free(&gathered);
+        }
+        for (int k = 0; k < 2; k++) free(g[k]), free(dl[k]), free(dg[k]);
+    }
+    ssl_comm_free(&c);
+}
+
+TEST(dist_split_vicreg_barlow_equal_the_one_process_losses) {
+    if (is_child()) { split_child(); return; }
+    run_ranks("dist_split_vicreg_barlow_equal_the_one_process_losses", 2);
+    run_ranks("dist_split_vicreg_barlow_equal_the_one_process_losses", 3);
 }
 
 /* The test subset's 500 CIFAR-10 JPEGs, packed once. */
@@ -434,7 +527,8 @@ static double ckpt_diff(const char *a, const char *b, int optim, double floor, c
     return m;
 }
 
-/* THE test of many ranks: for each method with SyncBN, 5 steps on 2 ranks
+/* THE test of many ranks: for each method with SyncBN (and Instance-SimCLR:
+   simclr negatives=patch, "instance" below), 5 steps on 2 ranks
    x 6 and 3 ranks x 4 images are 5 steps on 1 rank x 12 (the same loader
    batches and views), in losses and in every weight, buffer and optimizer
    state of the checkpoint. What may differ is float32 summation order (a
@@ -457,12 +551,14 @@ static double ckpt_diff(const char *a, const char *b, int optim, double floor, c
    this tiny batch is chaotic, and at lr 0.3 Barlow Twins grows a
    difference 10x a step. */
 static double inv_run(const char *method, int np, int steps, double *loss, int *nl, const char *tag) {
-    char dir[SSL_STR], extra[64], *out = NULL;
+    char dir[SSL_STR], extra[96], *out = NULL;
     snprintf(dir, sizeof dir, "%s", test_tmp(""));
     snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "inv-%s-%d-%s", method, np, tag);
-    snprintf(extra, sizeof extra, "max_steps=%d sync_bn=1", steps);
+    /* "instance": Instance-SimCLR, simclr with each image's patch its only negative */
+    int instance = !strcmp(method, "instance");
+    snprintf(extra, sizeof extra, "max_steps=%d sync_bn=1%s", steps, instance ? " negatives=patch" : "");
     double t0 = ssl_now();
-    int rc = train_ranks(&out, np, method, 12, dir, extra);
+    int rc = train_ranks(&out, np, instance ? "simclr" : method, 12, dir, extra);
     CHECK(rc == 0, "%s on %d ranks: rc %d\n%s", method, np, rc, out);
     if (np > 1) CHECK_CONTAINS(out, " ranks (");
     free(out);
@@ -480,8 +576,8 @@ static double inv_diff(const char *method, int np, const char *tag, int optim, d
 
 TEST(dist_world_size_invariance_all_methods) {
     if (is_child() || !mpirun()) return;
-    const char *methods[4] = {"simclr", "vicreg", "barlow", "byol"};
-    for (int m = 0; m < 4; m++) {
+    const char *methods[5] = {"simclr", "vicreg", "barlow", "byol", "instance"};
+    for (int m = 0; m < 5; m++) {
         const char *me = methods[m];
         char worst[128];
         /* one step: every tensor to float32 rounding */
@@ -668,9 +764,10 @@ TEST(dist_bad_launches_are_refused_before_work) {
 
 /* The GPU trainer's path on 2 ranks (./train device=cuda in emulation: its
    device tensors are host memory, so MPI carries what NCCL would):
-   gradients all-reduced on the device side, the gathered loss, the weight
-   check at the checkpoint; its first loss is the CPU's on 2 ranks without
-   SyncBN to 1e-5 (with SyncBN: dist_emulated_gpu_syncbn_world_size_invariance). */
+   gradients all-reduced on the device side, the losses over the ranks
+   (SimCLR, VICReg, Barlow Twins, Instance-SimCLR), the weight check at the
+   checkpoint; its first loss is the CPU's on 2 ranks without SyncBN to
+   1e-5 (with SyncBN: dist_emulated_gpu_syncbn_world_size_invariance). */
 TEST(dist_emulated_gpu_ranks_train_like_cpu_ranks) {
     if (is_child() || !mpirun()) return;
     char dg[SSL_STR], dc[SSL_STR], *out = NULL;
@@ -697,6 +794,32 @@ TEST(dist_emulated_gpu_ranks_train_like_cpu_ranks) {
     printf("    emulated GPU vs CPU, 2 ranks: losses of steps 1, 2, 3 differ by %.2g, %.2g, %.2g relative\n", el[0], el[1], el[2]);
     CHECK(el[0] <= 1e-5 && el[1] <= 1e-2 && el[2] <= 1e-2, "the emulated GPU's losses on 2 ranks differ from the CPU's by %.3g, %.3g, %.3g",
           el[0], el[1], el[2]);
+    /* the split losses and Instance-SimCLR on device tensors (their
+       per-dimension passes are batch norm's CUDA code): the first loss, and
+       the second after a step of their gradients, as the CPU's on 2 ranks */
+    const char *more[3][2] = {{"vicreg", ""}, {"barlow", ""}, {"simclr", " negatives=patch"}};
+    for (int m = 0; m < 3; m++) {
+        char extra[160];
+        snprintf(dg, sizeof dg, "%s", test_tmp("emu-gpu-2-"));
+        snprintf(dg + strlen(dg), sizeof dg - strlen(dg), "%s%s", more[m][0], more[m][1][0] ? "-patch" : "");
+        snprintf(dc, sizeof dc, "%s-cpu", dg);
+        snprintf(extra, sizeof extra, "max_steps=2 device=cuda precision=fp32 sync_bn=0%s", more[m][1]);
+        setenv("SSL_CUDA_EMULATE", "1", 1);
+        rc = train_ranks(&out, 2, more[m][0], 12, dg, extra);
+        unsetenv("SSL_CUDA_EMULATE");
+        CHECK(rc == 0, "emulated GPU, %s%s on 2 ranks: %s", more[m][0], more[m][1], out);
+        free(out);
+        snprintf(extra, sizeof extra, "max_steps=2 sync_bn=0%s", more[m][1]);
+        CHECK(train_ranks(&out, 2, more[m][0], 12, dc, extra) == 0, "%s", out);
+        free(out);
+        ng = read_losses(dg, lg, 8), nc = read_losses(dc, lc, 8);
+        CHECK(ng == 2 && nc == 2, "%s: %d and %d loss records", more[m][0], ng, nc);
+        for (int s = 0; s < 2 && ng == 2 && nc == 2; s++) el[s] = fabs(lg[s] - lc[s]) / fabs(lc[s]);
+        printf("    emulated GPU vs CPU, %s%s on 2 ranks: losses of steps 1, 2 differ by %.2g, %.2g relative\n", more[m][0],
+               more[m][1], el[0], el[1]);
+        CHECK(el[0] <= 1e-5 && el[1] <= 1e-2, "%s%s: the emulated GPU's losses on 2 ranks differ from the CPU's by %.3g, %.3g",
+              more[m][0], more[m][1], el[0], el[1]);
+    }
 }
 
 /* SyncBN on the GPU path (./train device=cuda in emulation, fp32: batch
@@ -705,8 +828,9 @@ TEST(dist_emulated_gpu_ranks_train_like_cpu_ranks) {
    invariance test's bounds and for its reasons (dist_world_size_invariance_all_methods):
    after 1 step every tensor, optimizer state included, within 1e-5 of its
    largest magnitude; over 5 steps the losses within 2e-5 relative and
-   every weight and buffer within 2e-2. SimCLR, and BYOL, whose target
-   network's batch norms sync too. It can fail: the same 2 ranks without
+   every weight and buffer within 2e-2. SimCLR; BYOL, whose target
+   network's batch norms sync too; VICReg and Barlow Twins, whose losses
+   are split over the ranks on device tensors. It can fail: the same 2 ranks without
    SyncBN differ from one rank at the first loss by more than 1e-3. With
    bf16 activations (the default precision) a value within rounding of a
    bf16 boundary may round the other way (2^-8 relative): SimCLR's 5
@@ -739,8 +863,8 @@ TEST(dist_emulated_gpu_syncbn_world_size_invariance) {
         return;
     }
     setenv("SSL_CUDA_EMULATE", "1", 1);
-    const char *methods[2] = {"simclr", "byol"};
-    for (int m = 0; m < 2; m++) {
+    const char *methods[4] = {"simclr", "byol", "vicreg", "barlow"};
+    for (int m = 0; m < 4; m++) {
         const char *me = methods[m];
         char worst[128];
         emu_sync_run(me, 1, 1, 1, NULL, NULL, "emu-1step");
