@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cells per hour of a grid: a 2x2 grid (lr x tau) of tiny SimCLR runs
 # (ResNet-18 at width 1/4, CIFAR stem, 32 px, 2 epochs of 500 CIFAR-10
-# test images, kNN and probe on them at the end), run with parallel=1 and
-# then parallel=2 on this machine.
+# test images, kNN and probe on them at the end), run with parallel=1, 2
+# and 4 (PARALLEL="1 2" for fewer) on this machine.
 #   bash bench/sweep_bench.sh [PACK]   (default: the 500 CIFAR-10 JPEGs make test extracts, packed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ ! -f "$PACK" ]; then
 fi
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit $(git rev-parse --short HEAD), $(date -u +%F)"
-for P in 1 2; do
+for P in ${PARALLEL:-1 2 4}; do
   rm -rf "$OUT/g$P"
   s=$(date +%s.%N)
   ./train simclr data="$PACK" val="$PACK" knn_train=500 arch=resnet18 width=0.25 res=32 bs=64 projector=256-64 \
