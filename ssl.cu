@@ -426,6 +426,14 @@ extern "C" int ssl_cuda_nccl_collective(void *comm, int op, const float *send, f
 extern "C" void ssl_cuda_nccl_free(void *comm) {
     if (comm) ncclCommDestroy((ncclComm_t)comm);
 }
+/* NCCL's documented way to see a peer's failure while its kernels wait:
+   polled by the watchdog thread, as the frameworks' watchdogs do */
+extern "C" int ssl_cuda_nccl_error(void *comm, char *msg, size_t cap) {
+    ncclResult_t r = ncclSuccess;
+    if (ncclCommGetAsyncError((ncclComm_t)comm, &r) != ncclSuccess || r == ncclSuccess || r == ncclInProgress) return 0;
+    snprintf(msg, cap, "%s (%s)", ncclGetErrorString(r), ncclGetLastError((ncclComm_t)comm));
+    return 1;
+}
 #else
 extern "C" int ssl_cuda_nccl_id(void *) { return ssl__fail("this CUDA build has no NCCL"); }
 extern "C" int ssl_cuda_nccl_init(void **, int, int, const void *) { return ssl__fail("this CUDA build has no NCCL"); }
@@ -433,6 +441,7 @@ extern "C" int ssl_cuda_nccl_collective(void *, int, const float *, float *, siz
     return ssl__fail("this CUDA build has no NCCL");
 }
 extern "C" void ssl_cuda_nccl_free(void *) {}
+extern "C" int ssl_cuda_nccl_error(void *, char *, size_t) { return 0; }
 #endif
 
 extern "C" double ssl_cuda_peak_gbs(int device) {

@@ -1822,6 +1822,8 @@ struct ssl_comm {
     int64_t bytes, calls;        /* this rank's payload sent into collectives, and their count */
     const char *in_flight;       /* the collective running now (the watchdog names it) */
     double in_flight_since;
+    const char *watched;         /* work whose waits no collective sees (ssl_comm_watch) */
+    double watched_since;
 };
 /* Starts MPI when the process was launched by mpirun or srun (the build
    needs SSL_MPI for that; a launched process without it is refused with
@@ -1837,6 +1839,14 @@ SSLDEF void ssl_comm_single(ssl_comm *c);
    one only. */
 SSLDEF int ssl_comm_init_gpu(ssl_comm *c);
 SSLDEF void ssl_comm_free(ssl_comm *c);
+/* Times a stretch of work whose waits for the other ranks happen outside
+   the collectives' calls: a GPU step, whose NCCL collectives are queued on
+   the stream and waited for later, in whatever reads the device next. The
+   watchdog stops every rank when `what` runs longer than watchdog_s; NULL
+   ends the stretch. The GPU trainer on several ranks marks each step. In
+   NCCL builds the watchdog also polls NCCL's asynchronous errors (a peer's
+   connection lost) and stops every rank naming them. */
+SSLDEF void ssl_comm_watch(ssl_comm *c, const char *what);
 /* Stops every rank now (MPI_Abort), with the message on stderr. */
 SSLDEF void ssl_comm_abort(const ssl_comm *c, int code, const char *fmt, ...) SSL__PRINTF(3, 4);
 /* The collectives (fp32 tensors, every rank the same shapes, in the same
@@ -2001,6 +2011,8 @@ SSLDEF int ssl_cuda_nccl_id(void *id128);
 SSLDEF int ssl_cuda_nccl_init(void **comm, int world, int rank, const void *id128);
 SSLDEF int ssl_cuda_nccl_collective(void *comm, int op, const float *send, float *recv, size_t count, int root);
 SSLDEF void ssl_cuda_nccl_free(void *comm);
+/* NCCL's asynchronous error on comm: 1 with its description in msg, else 0. */
+SSLDEF int ssl_cuda_nccl_error(void *comm, char *msg, size_t cap);
 SSLDEF int ssl_cuda_describe(int device, char *out, size_t cap);
 /* the device's peak memory bandwidth in GB/s, from its memory clock and bus
    width (2 transfers a clock): 3352 on an H100 SXM, 4814 on an H200; 0 in
@@ -8232,8 +8244,21 @@ SSLDEF int ssl_train_step(ssl_trainer *t, const float *v1, const float *v2, cons
     return ssl_train_step3(t, v1, v2, NULL, labels, n, h, w, st);
 }
 
+static int ssl__train_step3(ssl_trainer *t, const float *v1, const float *v2, const float *vp, const uint32_t *labels, int n,
+                            int h, int w, ssl_step_stats *st);
 SSLDEF int ssl_train_step3(ssl_trainer *t, const float *v1, const float *v2, const float *vp, const uint32_t *labels, int n,
                            int h, int w, ssl_step_stats *st) {
+    /* several GPUs: the step's NCCL collectives are queued, and a rank that
+       died or hangs shows as a wait in whatever reads the device next, so
+       the watchdog times the whole step */
+    int watch = t->comm && t->comm->world > 1 && t->c.device == SSL_DEV_CUDA;
+    if (watch) ssl_comm_watch(t->comm, "a GPU step");
+    int rc = ssl__train_step3(t, v1, v2, vp, labels, n, h, w, st);
+    if (watch) ssl_comm_watch(t->comm, NULL);
+    return rc;
+}
+static int ssl__train_step3(ssl_trainer *t, const float *v1, const float *v2, const float *vp, const uint32_t *labels, int n,
+                            int h, int w, ssl_step_stats *st) {
     ssl_step_stats local;
     if (!st) st = &local;
     memset(st, 0, sizeof *st);
@@ -8514,6 +8539,12 @@ static int ssl__launched_world(void) {
 /* the one communicator the watchdog watches */
 static ssl_comm *volatile ssl__watched;
 
+SSLDEF void ssl_comm_watch(ssl_comm *c, const char *what) {
+    if (!c || c->world == 1) return;
+    if (what) c->watched_since = ssl_now();
+    __atomic_store_n(&c->watched, what, __ATOMIC_RELEASE);
+}
+
 #ifdef SSL_MPI
 static volatile int ssl__watch_stop;
 static void *ssl__watchdog(void *arg) {
@@ -8527,6 +8558,16 @@ static void *ssl__watchdog(void *arg) {
         if (what && ssl_now() - since > c->watchdog_s)
             ssl_comm_abort(c, 3, "%s has waited %.0f s for the other ranks (watchdog=%g s): one of them died or hangs",
                            what, ssl_now() - since, c->watchdog_s);
+        what = __atomic_load_n(&c->watched, __ATOMIC_ACQUIRE);
+        since = c->watched_since;
+        if (what && ssl_now() - since > c->watchdog_s)
+            ssl_comm_abort(c, 3, "%s has run %.0f s (watchdog=%g s): its collectives wait for a rank that died or hangs",
+                           what, ssl_now() - since, c->watchdog_s);
+#if defined(SSL_CUDA) && defined(SSL_NCCL)
+        char msg[256];
+        if (c->nccl && ssl_cuda_nccl_error(c->nccl, msg, sizeof msg))
+            ssl_comm_abort(c, 3, "rank %d: NCCL: %s (a rank died, or the network between them failed)", c->rank, msg);
+#endif
     }
     return NULL;
 }

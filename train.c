@@ -138,7 +138,7 @@ static const ssl_opt OPTS[] = {
                                  "(step.K.view0, step.K.view1 [n,h,w,3] float32 as the step got them, step.K.labels int32; "
                                  "held in memory until then: short runs only; not carried over by resume; bench/ref_train.py views_from= reads it)"),
     SSL_OPT_I(C, sync_bn, "-1", -1, 1, "many ranks: batch norm with the global batch's statistics (-1: 1 when there are several ranks)"),
-    SSL_OPT_F(C, watchdog, "300", 0, 1e7, "many ranks: seconds a collective may wait for the others before every rank is stopped (0: forever)"),
+    SSL_OPT_F(C, watchdog, "300", 0, 1e7, "many ranks: seconds a collective may wait for the others (on GPUs: a whole step may take) before every rank is stopped (0: forever)"),
 };
 #undef C
 #define NOPTS ((int)(sizeof OPTS / sizeof OPTS[0]))

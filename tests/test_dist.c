@@ -735,6 +735,40 @@ TEST(dist_hung_rank_trips_the_watchdog) {
     free(out);
 }
 
+/* Work whose waits no collective sees (a GPU step: NCCL's collectives are
+   queued and waited for in the next device read) is timed as a whole:
+   rank 1 marks such a stretch and never ends it, rank 0 makes no call at
+   all, and the watchdog (1 s) stops both, naming the stretch. */
+TEST(dist_watchdog_times_a_watched_stretch) {
+    if (is_child()) {
+        ssl_comm c;
+        CHECK_OK(ssl_comm_init(&c, 1.0));
+        if (c.rank == 1) ssl_comm_watch(&c, "a GPU step");
+        sleep(20);
+        CHECK(0, "rank %d: still running 20 s after the watched stretch began (watchdog 1 s)", c.rank);
+        ssl_comm_free(&c);
+        return;
+    }
+    const char *mr = mpirun();
+    if (!mr) return;
+    char self[SSL_STR];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(k > 0, "cannot find this binary");
+    if (k <= 0) return;
+    self[k] = 0;
+    char *out = NULL;
+    double t0 = ssl_now();
+    int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np 2 %s =dist_watchdog_times_a_watched_stretch",
+                       mr, self);
+    double secs = ssl_now() - t0;
+    CHECK(rc != 0, "rc 0 with a stretch that never ended:\n%s", out);
+    CHECK_CONTAINS(out, "a GPU step has run");
+    CHECK_CONTAINS(out, "watchdog=1 s");
+    CHECK(secs < 15, "the watchdog stopped the ranks after %.1fs (watchdog 1 s; the ranks sleep 20 s)", secs);
+    printf("    a watched stretch that never ends: stopped after %.1fs (watchdog=1), rc %d\n", secs, rc);
+    free(out);
+}
+
 /* Launches that cannot work are refused before any step, saying why. */
 TEST(dist_bad_launches_are_refused_before_work) {
     if (is_child() || !mpirun()) return;
