@@ -1098,7 +1098,31 @@ static int sweep_share(int64_t *index, int64_t *count, char *who, size_t cap) {
 /* A cell's run, started: this program again with the cell's words, its
    output to OUT/CELL/output.txt, without the launcher's rank variables (a
    cell is a run of its own). */
-static pid_t sweep_start(const sweep_grid *g, int64_t c, int resume, int64_t threads) {
+/* The GPUs a grid's cells are spread over, one cell per GPU: the ids in
+   CUDA_VISIBLE_DEVICES when it is set, else every GPU the machine has.
+   Fewer than two: the cells are left to choose (none is set). */
+static int sweep_gpus(const sweep_grid *g, char ids[][16], int cap) {
+    if (!strcmp(g->cfg[0].device, "cpu")) return 0;
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    int n = 0;
+    if (v && *v) {
+        for (const char *p = v; *p && n < cap;) {
+            size_t k = strcspn(p, ",");
+            if (k > 0 && k < 16) snprintf(ids[n++], 16, "%.*s", (int)k, p);
+            p += k + (p[k] == ',');
+        }
+    }
+#ifdef SSL_CUDA
+    else if (!ssl_cuda_emulation()) {
+        n = ssl_cuda_device_count();
+        if (n > cap) n = cap;
+        for (int i = 0; i < n; i++) snprintf(ids[i], 16, "%d", i);
+    }
+#endif
+    return n > 1 ? n : 0;
+}
+
+static pid_t sweep_start(const sweep_grid *g, int64_t c, int resume, int64_t threads, const char *gpu) {
     static char buf[1 << 16];
     char *words[520];
     words[0] = "train";
@@ -1126,6 +1150,7 @@ static pid_t sweep_start(const sweep_grid *g, int64_t c, int resume, int64_t thr
                                         "SLURM_STEP_NUM_TASKS",
                                         "SLURM_NTASKS", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"};
     for (size_t k = 0; k < sizeof scrub / sizeof scrub[0]; k++) unsetenv(scrub[k]);
+    if (gpu) setenv("CUDA_VISIBLE_DEVICES", gpu, 1);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0666);
     if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
     execv("/proc/self/exe", words);
@@ -1162,10 +1187,18 @@ static int sweep_run(sweep_grid *g) {
     if (!g->threads_given && par > 1) threads = cores / par > 1 ? cores / par : 1;
     int64_t mine = 0;
     for (int64_t c = index; c < g->cells; c += count) mine++;
+    /* several GPUs: slot k of this process's parallel ones on GPU
+       (local * parallel + k) mod G, local this task's index on its node */
+    char gpus[256][16];
+    int ngpu = sweep_gpus(g, gpus, 256);
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK") ? getenv("OMPI_COMM_WORLD_LOCAL_RANK") : getenv("SLURM_LOCALID");
+    int64_t local = lr ? atoll(lr) : 0;
     printf("train: a grid of %lld cells in %s (", (long long)g->cells, g->out);
     for (int a = 0; a < g->nax; a++) printf("%s%s: %d", a ? " x " : "", g->ax[a].key, g->ax[a].n);
-    printf(")%s%s: %lld to run here, %lld at a time%s\n", who[0] ? "; " : "", who, (long long)mine, (long long)par,
+    printf(")%s%s: %lld to run here, %lld at a time%s", who[0] ? "; " : "", who, (long long)mine, (long long)par,
            threads ? ", the cores shared among them" : "");
+    if (ngpu) printf(", one GPU each of %d", ngpu);
+    printf("\n");
     fflush(stdout);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1201,7 +1234,8 @@ static int sweep_run(sweep_grid *g) {
             }
             int slot = 0;
             while (pid[slot]) slot++;
-            pid[slot] = sweep_start(g, c, resume, threads);
+            const char *gpu = ngpu ? gpus[(local * par + slot) % ngpu] : NULL;
+            pid[slot] = sweep_start(g, c, resume, threads, gpu);
             if (pid[slot] < 0) {
                 fprintf(stderr, "train: cannot start cell %s: %s\n", name, strerror(errno));
                 pid[slot] = 0;
@@ -1209,7 +1243,8 @@ static int sweep_run(sweep_grid *g) {
                 continue;
             }
             cell[slot] = c, t0[slot] = ssl_now(), running[c] = 1, live++;
-            printf("sweep: %s: %s (output in %s/output.txt)\n", name, resume ? "resumed from its checkpoint" : "started", g->cfg[c].out);
+            printf("sweep: %s: %s%s%s (output in %s/output.txt)\n", name, resume ? "resumed from its checkpoint" : "started",
+                   gpu ? " on GPU " : "", gpu ? gpu : "", g->cfg[c].out);
             fflush(stdout);
             sweep_summary(g, running, 1);
         }

@@ -206,6 +206,34 @@ TEST(sweep_three_axes_draw_a_heatmap_per_pair) {
     free(md);
 }
 
+/* Several GPUs: each running cell gets one, CUDA_VISIBLE_DEVICES cut to
+   its id (here the ids listed; device=auto, so on a machine without a GPU
+   the cells still run, on the CPU); with mpirun, local rank 1 starts its
+   slots after local rank 0's. */
+TEST(sweep_cells_spread_one_per_gpu) {
+    const char *t = test_bin("SSL_TRAIN", "./train"), *data = sweep_data(), *g = test_tmp("sweep_gpus");
+    const char *opts = "width=0.0625 res=16 bs=32 projector=32-16 views=crop_gray log_every=1 device=auto epochs=0 knn_train=64";
+    char *out;
+    int rc = run(&out, "rm -rf %s; CUDA_VISIBLE_DEVICES=3,5,7 %s simclr data=%s val=%s %s lr=0.1,0.2 parallel=2 out=%s", g, t, data,
+                 data, opts, g);
+    CHECK(rc == 0, "exit %d: %s", rc, out);
+    CHECK_CONTAINS(out, "one GPU each of 3");
+    CHECK_CONTAINS(out, "lr=0.1: started on GPU 3");
+    CHECK_CONTAINS(out, "lr=0.2: started on GPU 5");
+    free(out);
+    rc = run(&out, "rm -rf %s; CUDA_VISIBLE_DEVICES=3,5,7 OMPI_COMM_WORLD_LOCAL_RANK=1 %s simclr data=%s val=%s %s lr=0.1,0.2 "
+                   "parallel=2 out=%s",
+             g, t, data, data, opts, g);
+    CHECK(rc == 0, "exit %d: %s", rc, out);
+    CHECK_CONTAINS(out, "lr=0.1: started on GPU 7"); /* (1 * 2 + 0) mod 3 */
+    CHECK_CONTAINS(out, "lr=0.2: started on GPU 3"); /* (1 * 2 + 1) mod 3 */
+    free(out);
+    rc = run(&out, "rm -rf %s; CUDA_VISIBLE_DEVICES=3,5,7 %s simclr data=%s val=%s %s lr=0.1,0.2 device=cpu out=%s", g, t, data,
+             data, opts, g);
+    CHECK(rc == 0 && !strstr(out, "on GPU"), "device=cpu cells were given GPUs: exit %d: %s", rc, out);
+    free(out);
+}
+
 /* Refused before any cell starts, naming the option: an empty value, a
    list for an option that takes one value, a bad value in one cell, an
    unknown key, and more than 256 cells without force=1. */
