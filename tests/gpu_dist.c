@@ -91,34 +91,11 @@ TEST(gpu_fill_diagonal_at) { diag_at_case(1); }
    A test that needs ranks starts this binary under mpirun, each rank
    running the same test with SSL_TEST_MPI_CHILD=1 (as tests/test_dist.c
    does): emulated, on any machine with MPI; on GPUs, where a node has two. */
-static const char *g_mpirun(void) {
-#if defined(__SANITIZE_ADDRESS__)
-    test_skip("under the sanitizers: MPI's own allocations are not ours (make test runs this)");
-    return NULL;
-#endif
-#ifndef SSL_MPI
-    test_skip("built without MPI (SSL_MPI): apt-get install libopenmpi-dev openmpi-bin, then make");
-    return NULL;
-#else
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
-        test_skip("mpirun not found (apt-get install openmpi-bin)");
-        return NULL;
-    }
-    return "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none";
-#endif
-}
-static int g_is_child(void) { return getenv("SSL_TEST_MPI_CHILD") != NULL; }
+#define g_is_child test_is_child
 static void g_run_ranks(const char *name, int np) {
-    const char *mr = g_mpirun();
-    if (!mr) return;
-    char self[SSL_STR];
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(k > 0, "cannot find this binary");
-    if (k <= 0) return;
-    self[k] = 0;
     char *out = NULL;
-    int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np %d %s =%s", mr, np, self, name);
-    CHECK(rc == 0, "%d ranks of %s: rc %d:\n%s", np, name, rc, out);
+    int rc = test_launch_ranks(name, np, &out);
+    CHECK(rc <= 0, "%d ranks of %s: rc %d:\n%s", np, name, rc, out);
     free(out);
 }
 

@@ -37,6 +37,15 @@ int test_mkdirs(const char *path);
    folder) packed by ./pack into test_tmp(name), once per run of the test
    binary; the pack's path (a failed check when packing fails). */
 const char *test_fmnist_pack(const char *name, int limit);
+/* Tests that need several MPI ranks start this binary again under mpirun,
+   each rank running the same test with SSL_TEST_MPI_CHILD=1.
+   test_mpirun: the mpirun command line, or NULL with the test skipped,
+   saying why (no MPI build, no mpirun, the sanitizers). test_is_child: 1
+   in a rank. test_launch_ranks: test `name` as np ranks, their output in
+   *out; the exit code (-1: nothing launched). */
+const char *test_mpirun(void);
+int test_is_child(void);
+int test_launch_ranks(const char *name, int np, char **out);
 
 #define TEST(name)                                                                   \
     static void test_##name(void);                                                   \
@@ -81,6 +90,7 @@ const char *test_fmnist_pack(const char *name, int limit);
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 typedef struct { const char *name, *file; test_fn fn; } test_entry;
 static test_entry test__all[512];
@@ -197,6 +207,41 @@ const char *test_fmnist_pack(const char *name, int limit) {
     }
     free(out);
     return slot;
+}
+
+const char *test_mpirun(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    test_skip("under the sanitizers: MPI's own allocations are not ours (make test runs these)");
+    return NULL;
+#endif
+#ifndef SSL_MPI
+    test_skip("built without MPI (SSL_MPI): apt-get install libopenmpi-dev openmpi-bin, then make");
+    return NULL;
+#else
+    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
+        test_skip("mpirun not found (apt-get install openmpi-bin)");
+        return NULL;
+    }
+    /* root in containers; more ranks than cores on a small machine; no
+       warnings about fabrics it does not have */
+    return "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none";
+#endif
+}
+
+int test_is_child(void) { return getenv("SSL_TEST_MPI_CHILD") != NULL; }
+
+int test_launch_ranks(const char *name, int np, char **out) {
+    *out = NULL;
+    const char *mr = test_mpirun();
+    if (!mr) return -1;
+    char self[SSL_STR];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (k <= 0) {
+        test_fail(__FILE__, __LINE__, "cannot find this binary (/proc/self/exe)");
+        return -1;
+    }
+    self[k] = 0;
+    return test_runf(out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np %d %s =%s", mr, np, self, name);
 }
 
 int main(int argc, char **argv) {

@@ -13,40 +13,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The mpirun command line, or NULL (the test is skipped, saying why). */
-static const char *mpirun(void) {
-#if defined(__SANITIZE_ADDRESS__)
-    test_skip("under the sanitizers: MPI's own allocations are not ours (make test runs these)");
-    return NULL;
-#endif
-#ifndef SSL_MPI
-    test_skip("built without MPI (SSL_MPI): apt-get install libopenmpi-dev openmpi-bin, then make");
-    return NULL;
-#else
-    if (system("command -v mpirun > /dev/null 2>&1") != 0) {
-        test_skip("mpirun not found (apt-get install openmpi-bin)");
-        return NULL;
-    }
-    /* root in containers; more ranks than cores on a small machine; no
-       warnings about fabrics it does not have */
-    return "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none";
-#endif
-}
-
-static int is_child(void) { return getenv("SSL_TEST_MPI_CHILD") != NULL; }
+#define mpirun test_mpirun
+#define is_child test_is_child
 
 /* Runs test `name` of this binary as np ranks; checks they all passed. */
 static void run_ranks(const char *name, int np) {
-    const char *mr = mpirun();
-    if (!mr) return;
-    char self[SSL_STR];
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(k > 0, "cannot find this binary");
-    if (k <= 0) return;
-    self[k] = 0;
     char *out = NULL;
     double t0 = ssl_now();
-    int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np %d %s =%s", mr, np, self, name);
+    int rc = test_launch_ranks(name, np, &out);
+    if (rc < 0) return;
     CHECK(rc == 0, "%d ranks of %s: rc %d:\n%s", np, name, rc, out);
     /* what the ranks reported (their indented lines) */
     for (const char *l = out; rc == 0 && l && *l;) {
@@ -749,17 +724,10 @@ TEST(dist_watchdog_times_a_watched_stretch) {
         ssl_comm_free(&c);
         return;
     }
-    const char *mr = mpirun();
-    if (!mr) return;
-    char self[SSL_STR];
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(k > 0, "cannot find this binary");
-    if (k <= 0) return;
-    self[k] = 0;
     char *out = NULL;
     double t0 = ssl_now();
-    int rc = test_runf(&out, NULL, "SSL_TEST_MPI_CHILD=1 %s -x SSL_TEST_MPI_CHILD -np 2 %s =dist_watchdog_times_a_watched_stretch",
-                       mr, self);
+    int rc = test_launch_ranks("dist_watchdog_times_a_watched_stretch", 2, &out);
+    if (rc < 0) return;
     double secs = ssl_now() - t0;
     CHECK(rc != 0, "rc 0 with a stretch that never ended:\n%s", out);
     CHECK_CONTAINS(out, "a GPU step has run");
