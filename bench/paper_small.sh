@@ -19,7 +19,7 @@ if [ ! -f "$OUT/c10-5k.ssl" ] || [ ! -f "$OUT/c10-2k.ssl" ]; then
     list() {
         local split=$1 n=$2 label=0
         for c in $(ls "$OUT/cifar10/$split"); do
-            ls "$OUT/cifar10/$split/$c" | sort | head -n "$n" | sed "s|^|$OUT/cifar10/$split/$c/|; s|\$|\t$label|"
+            ls "$OUT/cifar10/$split/$c" | sort | sed -n "1,${n}p" | sed "s|^|$OUT/cifar10/$split/$c/|; s|\$|\t$label|"
             label=$((label + 1))
         done
     }
