@@ -8799,27 +8799,20 @@ SSLDEF int ssl_barrier(ssl_comm *c) {
     return 0;
 }
 
-SSLDEF int ssl_comm_sum_f64(ssl_comm *c, double *v, int64_t n) {
+/* The host scalars' all-reduce in place: the sum of doubles, or the
+   maximum of int64s (max: 1) */
+static int ssl__host_reduce(const char *op, ssl_comm *c, void *v, int64_t n, int max) {
     if (!c || c->world == 1 || n == 0) return 0;
-    if (n > INT32_MAX) return ssl__fail("%s: over 2^31 values", __func__);
-    ssl__coll_begin(c, "all-reduce (double)", n * 8);
+    if (n > INT32_MAX) return ssl__fail("%s: over 2^31 values", op);
+    ssl__coll_begin(c, max ? "all-reduce (max)" : "all-reduce (double)", n * 8);
 #ifdef SSL_MPI
-    MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, v, (int)n, max ? MPI_INT64_T : MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD);
 #endif
     ssl__coll_end(c);
     return 0;
 }
-
-SSLDEF int ssl_comm_max_i64(ssl_comm *c, int64_t *v, int64_t n) {
-    if (!c || c->world == 1 || n == 0) return 0;
-    if (n > INT32_MAX) return ssl__fail("%s: over 2^31 values", __func__);
-    ssl__coll_begin(c, "all-reduce (max)", n * 8);
-#ifdef SSL_MPI
-    MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
-#endif
-    ssl__coll_end(c);
-    return 0;
-}
+SSLDEF int ssl_comm_sum_f64(ssl_comm *c, double *v, int64_t n) { return ssl__host_reduce(__func__, c, v, n, 0); }
+SSLDEF int ssl_comm_max_i64(ssl_comm *c, int64_t *v, int64_t n) { return ssl__host_reduce(__func__, c, v, n, 1); }
 
 /* Every rank's `n` uint32 values, rank by rank, into all[world * n]. */
 static int ssl__gather_u32(ssl_comm *c, const uint32_t *mine, int64_t n, uint32_t *all) {
