@@ -955,18 +955,6 @@ static int sweep_figure(const sweep_grid *g, const sweep_cell *st, sweep_metric 
     return rc;
 }
 
-/* writes text to path through a temporary name */
-static int sweep_write_atomic(const char *path, const char *text, size_t n) {
-    char tmp[SSL_STR + 64];
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    int bad = fwrite(text, 1, n, f) != n;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) return unlink(tmp), -1;
-    return 0;
-}
-
 static void sweep_fmt_pct(char *s, size_t cap, double v) {
     if (v >= 0) snprintf(s, cap, "%.2f%%", 100 * v);
     else snprintf(s, cap, "-");
@@ -1061,10 +1049,10 @@ static int sweep_summary(const sweep_grid *g, const char *running, int quiet) {
 #undef JS
     char path[SSL_STR + 32];
     snprintf(path, sizeof path, "%s/sweep.md", g->out);
-    if (sweep_write_atomic(path, md, mn < cap ? mn : cap - 1)) rc = -1;
+    if (ssl_write_file_atomic(path, md, mn < cap ? mn : cap - 1)) rc = -1;
     snprintf(path, sizeof path, "%s/sweep.jsonl", g->out);
-    if (sweep_write_atomic(path, js, jn < cap ? jn : cap - 1)) rc = -1;
-    if (rc) fprintf(stderr, "train: cannot write the grid's summary in %s: %s\n", g->out, strerror(errno));
+    if (ssl_write_file_atomic(path, js, jn < cap ? jn : cap - 1)) rc = -1;
+    if (rc) fprintf(stderr, "train: cannot write the grid's summary in %s: %s\n", g->out, ssl_last_error());
     free(md);
     free(js);
     free(st);
@@ -1178,9 +1166,9 @@ static int sweep_run(sweep_grid *g) {
         for (int i = 0; i < g->argc; i++) n += (size_t)sprintf(t + n, "%s\n", g->argv[i]);
         char path[SSL_STR + 32];
         snprintf(path, sizeof path, "%s/sweep.args", g->out);
-        int bad = sweep_write_atomic(path, t, n);
+        int bad = ssl_write_file_atomic(path, t, n);
         free(t);
-        if (bad) { fprintf(stderr, "train: cannot write %s: %s\n", path, strerror(errno)); return 1; }
+        if (bad) { fprintf(stderr, "train: %s\n", ssl_last_error()); return 1; }
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t par = g->parallel, threads = 0;
